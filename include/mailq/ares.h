@@ -1,0 +1,161 @@
+// mailq — the c-ares resolver adapter (`mailq::ares`, CMake target `mailq::ares`).
+//
+// `AresResolver` answers the engine's two DNS questions (the MX records of a domain, the
+// A/AAAA addresses of a host) with c-ares on the host's libuv loop: c-ares reports the
+// sockets it wants watched through its socket-state callback, each is watched with a
+// `uv_poll_t`, and one `uv_timer_t` follows `ares_timeout()`. No thread and no `select`.
+// It talks only to the configured nameservers, never reads /etc/hosts, and keeps a TTL-aware
+// cache of positive and negative answers.
+//
+// Threading and ownership: everything runs on the loop thread. The loop must outlive the
+// resolver, and after destroying the resolver the host must let the loop run (`uv_run`)
+// once more so that the libuv handles' close callbacks free their memory — as with every
+// libuv handle. This header includes <uv.h> but never <ares.h>: c-ares types stay inside.
+//
+// c-ares 1.18.1 facts that shape the behaviour (documented here because they are visible):
+//  - A SERVFAIL or REFUSED answer makes c-ares try the next nameserver; when every server
+//    answered so (or refused the connection), the query fails as a whole with one code for
+//    all three cases. That failure is reported as `DnsStatus::servfail` with the detail
+//    "SERVFAIL or REFUSED from every nameserver, or connection refused (<servers>)".
+//    `DnsStatus::refused` only appears if a future c-ares reports REFUSED separately.
+//  - `timeout` is per try and per server, and c-ares doubles it at each round over the
+//    server list: with S servers and `tries` T, a query that never gets an answer ends after
+//    S x timeout x (2^T - 1). `query_deadline` caps that.
+//  - `ares_parse_mx_reply` drops TTLs, so the MX TTL (and the SOA of negative answers) is read
+//    from the raw response by mailq itself.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mailq/clock.h"
+#include "mailq/error.h"
+#include "mailq/resolver.h"
+
+namespace mailq {
+namespace ares {
+
+/// A nameserver address: an IPv4 or IPv6 literal and a port.
+struct Nameserver {
+  std::string address;  ///< "127.0.0.1", "::1"
+  std::uint16_t port = 53;
+
+  /// Parses "ip", "ip:port", "ipv6", "[ipv6]" or "[ipv6]:port". Host names are not accepted
+  /// (a resolver cannot need a resolver). Errors: `errc::invalid_parameter` naming the text.
+  static Result<Nameserver> parse(std::string_view text);
+  /// "127.0.0.1:5353" or "[::1]:5353".
+  std::string to_string() const;
+};
+
+/// Which address records `query_addresses` asks for.
+enum class AddressFamilies : std::uint8_t { both, ipv4_only, ipv6_only };
+
+struct AresResolverOptions {
+  /// Nameservers in failover order, each parsed by `Nameserver::parse` ("127.0.0.1:5353").
+  /// Empty: the nameservers of the system configuration (/etc/resolv.conf).
+  std::vector<std::string> nameservers;
+  /// Time to wait for one answer from one server before trying the next (c-ares doubles it
+  /// on each round over the server list, see above). At least 1 ms.
+  Duration timeout{std::chrono::seconds(3)};
+  /// Rounds over the server list. At least 1.
+  int tries = 2;
+  /// Spread queries over the servers (true) or always start with the first (false, failover).
+  bool rotate = false;
+  /// Send EDNS0 with a 1232-octet UDP payload size (large MX sets fit without TCP).
+  bool edns = true;
+  /// Hard limit for one query, whatever c-ares' timeouts and tries add up to; the query then
+  /// answers `DnsStatus::timeout`. Zero: no limit beyond c-ares' own.
+  Duration query_deadline{0};
+  AddressFamilies families = AddressFamilies::both;
+  /// In a merged address answer, put the IPv6 addresses before the IPv4 ones.
+  bool ipv6_first = false;
+
+  // --- the answer cache --------------------------------------------------------------
+  bool cache = true;
+  std::size_t cache_max_entries = 10000;     ///< per (name, type); least recently used evicted
+  Duration min_ttl{0};                       ///< floor of every cached lifetime that is not zero
+  Duration max_ttl{std::chrono::hours(24)};  ///< ceiling of positive lifetimes
+  /// Lifetime of an NXDOMAIN / no-data answer without an SOA record; with one, RFC 2308's
+  /// min(SOA TTL, SOA MINIMUM) is used.
+  Duration negative_ttl{std::chrono::minutes(5)};
+  Duration max_negative_ttl{std::chrono::hours(3)};  ///< ceiling of negative lifetimes
+  /// Lifetime of transient failures (SERVFAIL, timeout, ...). Zero: never cached.
+  Duration failure_ttl{0};
+  /// Lifetime of a positive answer whose TTL could not be read.
+  Duration unknown_ttl{std::chrono::minutes(5)};
+  /// Time source for cache expiry only. Null: the loop's monotonic clock (`uv_now`). Tests
+  /// pass a `ManualClock` to expire entries without waiting; must outlive the resolver.
+  const Clock* cache_clock = nullptr;
+};
+
+struct AresResolverStats {
+  std::uint64_t queries_sent = 0;  ///< DNS queries started (one per name and record type)
+  std::uint64_t coalesced = 0;     ///< requests that joined an identical query in flight
+  std::uint64_t cache_hits = 0;
+  std::uint64_t cache_misses = 0;
+  std::uint64_t deadline_expired = 0;     ///< queries ended by `query_deadline`
+  std::uint64_t callback_exceptions = 0;  ///< exceptions thrown by callbacks, caught
+  std::size_t cache_entries = 0;
+  std::size_t in_flight = 0;  ///< DNS queries waiting for c-ares
+};
+
+/// The reference `Resolver`, on c-ares.
+///
+/// Answers:
+///  - `query_mx`: the MX records in answer order, CNAMEs followed, exchange names without the
+///    trailing dot; the null MX ("MX 0 .") is a record with an empty exchange. A name without
+///    MX records answers `no_data` (the core then uses the implicit MX).
+///  - `query_addresses`: A and AAAA (two queries, answered together), CNAMEs followed. `ok`
+///    when either family has addresses (the other family's failure is noted in `detail`);
+///    `nxdomain` when the name does not exist; `no_data` when neither family has records;
+///    otherwise the transient failure. An IP literal answers itself without DNS.
+///  - Failures carry a `detail` for the log, e.g. "nope.test MX: no such domain (NXDOMAIN)"
+///    or "x.test MX: SERVFAIL or REFUSED from every nameserver, or connection refused
+///    (127.0.0.1:5353)"; answers served from the cache say "(cached)".
+///  - A malformed name (empty, a label over 63 octets, over 253 octets, control characters,
+///    spaces, backslashes, non-ASCII: IDNs must be given in A-label form) answers
+///    `DnsStatus::error` without a query.
+///
+/// Every callback is called exactly once, on the loop thread, never from inside `query_*`
+/// (answers from the cache are posted through a zero-delay timer). Identical queries in
+/// flight share one DNS query. A callback may issue new queries and may destroy the
+/// resolver. Exceptions thrown by callbacks are caught and counted, never propagated into
+/// libuv.
+///
+/// Destruction cancels everything: every pending callback is called with `DnsStatus::error`
+/// and detail "cancelled" before the destructor returns.
+class AresResolver final : public Resolver {
+ public:
+  /// Builds a resolver on `loop`. Errors: `errc::invalid_parameter` (a bad nameserver,
+  /// timeout or tries), `errc::resolver_failure` (c-ares could not be initialised).
+  static Result<std::unique_ptr<AresResolver>> create(uv_loop_t* loop,
+                                                      AresResolverOptions options = {});
+  ~AresResolver() override;
+  AresResolver(const AresResolver&) = delete;
+  AresResolver& operator=(const AresResolver&) = delete;
+
+  void query_mx(const std::string& domain, std::function<void(MxAnswer)> done) override;
+  void query_addresses(const std::string& host, std::function<void(AddressAnswer)> done) override;
+
+  /// Forgets every cached answer (an operator's "flush the DNS cache").
+  void clear_cache();
+  AresResolverStats stats() const;
+  /// The nameservers in use, as "ip:port" (the system's when none were configured).
+  std::vector<std::string> nameservers() const;
+
+ private:
+  struct Impl;
+  explicit AresResolver(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ares
+}  // namespace mailq

@@ -1,0 +1,94 @@
+// mailq — the Deliverer: the queue cycle, destination by destination.
+//
+// For each due destination: consult the DomainStateTable (a down destination gets
+// `451 4.4.1 [internal] connection was not attempted: domain is marked down (too many
+// connection failures)` and no connection), resolve (MX or the static hosts), try hosts and
+// addresses in order until one gives a usable session, run one SMTP transaction per message
+// (all its due recipients for that destination), apply the per-recipient replies, reschedule,
+// bounce, log. New messages are attempted at once; deferred ones at the first queue cycle at
+// or after their retry time.
+//
+// Threading and ownership: single-threaded on the clock's loop. Everything passed to the
+// constructor must outlive the Deliverer. Destroying it closes its connections and cancels its
+// timers and queries: jobs in flight go back to the queue unattempted.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mailq/clock.h"
+#include "mailq/domain_state.h"
+#include "mailq/events.h"
+#include "mailq/queue.h"
+#include "mailq/resolver.h"
+#include "mailq/route.h"
+#include "mailq/transport.h"
+
+namespace mailq {
+
+struct DelivererConfig {
+  std::string helo_name = "localhost";  ///< default EHLO name (a route may override)
+  /// Names and addresses of this host: an MX list whose best usable host is one of them is a
+  /// mail loop (554 5.4.6), never delivered to ourselves.
+  std::vector<std::string> local_names;
+  std::vector<std::string> local_addresses;
+  Duration cycle{std::chrono::minutes(15)};        ///< the queue cycle
+  std::uint32_t max_connections = 200;             ///< total, all destinations
+  Duration idle_timeout{std::chrono::seconds(5)};  ///< close a reusable idle connection
+  Duration max_connection_age{std::chrono::minutes(5)};
+  /// Remember a host whose STARTTLS handshake failed (opportunistic policy) this long and
+  /// talk plaintext to it meanwhile.
+  Duration broken_tls_memory{std::chrono::hours(1)};
+  /// Jobs taken from one destination per cycle, so that a returning backlog is spread out.
+  std::uint32_t max_jobs_per_destination_per_cycle = 10000;
+};
+
+struct DelivererStats {
+  std::uint64_t cycles = 0;
+  std::uint64_t connections_opened = 0;
+  std::uint64_t connection_failures = 0;
+  std::uint64_t transactions = 0;
+  std::uint64_t dns_failures = 0;
+  std::uint64_t skipped_down = 0;  ///< jobs deferred because the destination was down
+  std::size_t connections_open = 0;
+  std::size_t jobs_in_flight = 0;
+};
+
+class Deliverer {
+ public:
+  Deliverer(Queue& queue, const RouteTable& routes, DomainStateTable& domains, Resolver& resolver,
+            Transport& transport, Clock& clock, EventSink* sink = nullptr,
+            DelivererConfig config = {});
+  ~Deliverer();
+  Deliverer(const Deliverer&) = delete;
+  Deliverer& operator=(const Deliverer&) = delete;
+
+  /// Starts the queue cycle timer and attempts what is due now.
+  void start();
+  /// Stops taking new work; calls `done` when in-flight transactions have finished and the
+  /// connections are closed.
+  void stop(std::function<void()> done = nullptr);
+
+  /// Runs one queue cycle now: every due destination not marked down.
+  void run_cycle();
+  /// Makes every deferred recipient due and runs a cycle. Down destinations are still not
+  /// tried before their mark expires.
+  void flush();
+  /// Clears all down marks (what a restart does): messages held back only by a mark are
+  /// tried at once; messages with a real failed attempt keep their retry time.
+  void reset_domains();
+
+  bool idle() const noexcept;  ///< nothing in flight, nothing open
+  DelivererStats stats() const;
+  const DelivererConfig& config() const noexcept { return config_; }
+
+ private:
+  struct Impl;
+  DelivererConfig config_;  // before impl_: Impl refers to it
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mailq

@@ -1,0 +1,227 @@
+// mailq — the queue: messages, recipients, schedule, operator actions.
+//
+// A message has one body and many recipients; each recipient has its own state. Recipients
+// are grouped by destination (the domain for an MX route, the route for a static route); one
+// SMTP transaction carries all due recipients of one message for one destination. A job is
+// that pair (message, destination); the queue orders jobs by due time per destination, and
+// destinations by their earliest due job, so a queue cycle touches only what is due and a
+// down destination costs nothing per message.
+//
+// Threading: single-threaded, on the loop thread. The Queue must outlive the Deliverer that
+// uses it; Storage, RouteTable, Clock and EventSink must outlive the Queue.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mailq/address.h"
+#include "mailq/clock.h"
+#include "mailq/error.h"
+#include "mailq/events.h"
+#include "mailq/message.h"
+#include "mailq/route.h"
+#include "mailq/storage.h"
+
+namespace mailq {
+
+/// When to try again after the n-th failed attempt.
+///
+/// With `schedule` empty: `floor * factor^(n-1)`, capped at `ceiling`, then spread by up to
+/// ±`jitter` (a fraction) so that a backlog does not come back all at once. With `schedule`
+/// set: its n-th entry (the last one repeated).
+struct RetryPolicy {
+  Duration floor{std::chrono::minutes(15)};
+  Duration ceiling{std::chrono::hours(4)};
+  double factor = 2.0;
+  double jitter = 0.1;
+  std::vector<Duration> schedule;
+
+  /// Delay after the `failures`-th failed attempt (1-based). `unit` in [0,1) drives jitter.
+  Duration delay(std::uint32_t failures, double unit) const;
+};
+
+struct QueueConfig {
+  RetryPolicy retry;
+  Duration max_lifetime{std::chrono::hours(24 * 5)};
+  std::uint64_t max_message_size = 0;       ///< 0 = no limit
+  std::string reporting_mta = "localhost";  ///< name in DSNs
+  /// Send a "delayed" DSN once a recipient has waited this long (0 = never). Only to
+  /// recipients that asked for NOTIFY=DELAY.
+  Duration delay_notice_after{0};
+  std::uint64_t random_seed = 0;  ///< 0 = from std::random_device
+};
+
+struct EnqueueOptions {
+  std::string source_channel = "api";  ///< the E record's source channel
+  bool hold = false;                   ///< enqueue held (released later by an operator)
+};
+
+/// A selection for `Queue::list`.
+struct QueueFilter {
+  std::string destination;     ///< "" = any; else a destination key or route name
+  Duration min_age{0};         ///< older than this
+  std::string error_contains;  ///< "" = any; else a substring of a recipient's last reply
+  std::optional<RecipientState> state;
+  bool held_only = false;
+};
+
+/// Counters for status displays and metrics.
+struct QueueStats {
+  std::size_t messages = 0;
+  std::size_t recipients_pending = 0;  ///< not final
+  std::size_t held = 0;
+  std::size_t destinations = 0;
+  std::uint64_t enqueued = 0, delivered = 0, deferred = 0, bounced = 0, expired = 0;
+};
+
+/// One (message, destination) pair due for delivery, handed to the Deliverer.
+struct Job {
+  MessageId id;
+  std::string destination;
+  std::vector<std::size_t> recipients;  ///< indices into MessageRecord::recipients
+};
+
+/// The outcome of one recipient of a job.
+struct RecipientOutcome {
+  std::size_t index = 0;
+  Reply reply;
+  std::string remote;                   ///< "dns;mx.example.org (TCP|127.0.0.1|40312|127.0.0.1|25)"
+  std::vector<std::string> diagnostic;  ///< log lines
+  /// false for deferrals the engine imposed on itself (destination down, throttling): they
+  /// are recorded and logged but are not delivery attempts.
+  bool counts_as_attempt = true;
+};
+
+class Queue {
+ public:
+  Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink* sink = nullptr,
+        QueueConfig config = {});
+  ~Queue();
+  Queue(const Queue&) = delete;
+  Queue& operator=(const Queue&) = delete;
+
+  using EnqueueDone = std::function<void(Result<MessageId>)>;
+
+  /// Validates the envelope and body, routes every recipient, stores the message and calls
+  /// `done` once it is durable (when the storage is durable). Each recipient gets an 'E'
+  /// event. On any error nothing is queued and `done` gets the error (`errc::invalid_address`,
+  /// `errc::forbidden_character`, `errc::too_long`, `errc::no_recipients`,
+  /// `errc::message_too_large`, `errc::storage_failure`, ...). `done` may run before
+  /// `enqueue` returns.
+  void enqueue(const Envelope& envelope, std::string body, EnqueueDone done,
+               const EnqueueOptions& options = {});
+
+  /// Loads what the storage holds (start-up). Recipients keep their next attempt times.
+  std::error_code recover(RecoveryReport* report = nullptr);
+
+  // --- operator actions ---
+  std::error_code hold(MessageId id);
+  std::error_code release(MessageId id);
+  /// Holds / releases every message with a pending recipient for `destination`.
+  std::size_t hold_destination(std::string_view destination);
+  std::size_t release_destination(std::string_view destination);
+  /// Deletes a message without notification.
+  std::error_code remove(MessageId id);
+  /// Bounces every pending recipient (550 5.0.0 deleted by the operator) with a DSN.
+  std::error_code bounce(MessageId id, std::string_view reason = "deleted by the operator");
+  /// Makes every deferred job due now (a flush). Returns how many jobs were made due.
+  std::size_t make_all_due();
+
+  // --- inspection ---
+  const MessageRecord* find(MessageId id) const;
+  std::vector<MessageId> list(const QueueFilter& filter = {}) const;
+  /// Seed 000's table for a message: route, failure time, details, recipient.
+  Result<std::vector<AttemptRecord>> transient_attempts(MessageId id) const;
+  QueueStats stats() const;
+  /// The message body, read from the storage.
+  Result<std::string> read_body(MessageId id) const { return storage_.read_body(id); }
+  std::size_t size() const noexcept { return messages_.size(); }
+  const QueueConfig& config() const noexcept { return config_; }
+  std::string destination_of(const RecipientRecord& r) const;
+  /// The queue file name the log shows: "queue/<channel>/ZZ<id>.00".
+  std::string queue_file(const MessageRecord& m) const;
+
+  // --- the Deliverer's side ---
+  /// Called (through a zero-delay timer) whenever a message is enqueued or released.
+  void set_new_work_listener(std::function<void(MessageId)> fn) { listener_ = std::move(fn); }
+  /// Called when the earliest due time of the queue may have changed.
+  void set_schedule_listener(std::function<void()> fn) { schedule_listener_ = std::move(fn); }
+  /// Destinations with a due job and no `not_before` in the future, earliest first.
+  std::vector<std::string> due_destinations(TimePoint now, std::size_t max = SIZE_MAX) const;
+  /// Earliest time any destination becomes due (considering not_before); max() when none.
+  TimePoint next_due() const;
+  /// Takes up to `max` due jobs of a destination (they are in flight until `complete`).
+  std::vector<Job> take_due(std::string_view destination, TimePoint now, std::size_t max);
+  /// Takes the jobs of one message (new work), whatever their due time, if not in flight.
+  std::vector<Job> take_message(MessageId id);
+  /// Returns jobs not attempted at all (put back unchanged).
+  void untake(const Job& job);
+  /// Applies the outcomes of a job: delivered / deferred (next attempt by the retry policy)
+  /// / bounced (DSN) per recipient; records transient attempts; emits Q/D/R events;
+  /// removes the message when every recipient is final. `attempted` says whether this was
+  /// a real attempt (drives the ZZ/ZY/ZX counter).
+  void complete(const Job& job, const std::vector<RecipientOutcome>& outcomes, bool attempted);
+  /// A destination may not be tried before `until` (down); `TimePoint{}` clears it.
+  void set_not_before(std::string_view destination, TimePoint until);
+  /// Clears every destination's not_before (reset of the domain state).
+  void clear_not_before();
+  std::size_t pending_jobs(std::string_view destination) const;
+  bool in_flight(MessageId id) const;
+
+ private:
+  struct DestQueue {
+    std::string key;
+    std::set<std::pair<TimePoint, std::uint64_t>> waiting;  // (due, message id)
+    TimePoint not_before{};
+    TimePoint order_key = TimePoint::max();  // its key in dest_order_, max() = not there
+  };
+  struct Entry {
+    MessageRecord record;
+    // Jobs of this message currently in a waiting set: (destination, due).
+    std::vector<std::pair<DestQueue*, TimePoint>> scheduled;
+    std::vector<std::string> in_flight;  // destinations with a job taken by the Deliverer
+    bool removed = false;
+  };
+
+  DestQueue& dest(const std::string& key);
+  void schedule_jobs(Entry& e);
+  void unschedule_jobs(Entry& e);
+  void touch_destination(DestQueue& d);
+  void emit(Event&& e);
+  void erase_message(std::uint64_t id);
+  void expire_due();
+  void expire_message(Entry& e, TimePoint now);
+  void arm_expiry_timer();
+  void send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts, bool delayed);
+  Event make_event(EventKind k, const MessageRecord& m, const RecipientRecord& r,
+                   std::uint32_t attempts_before) const;
+  void notify_new_work(MessageId id);
+  MessageId new_id();
+
+  Storage& storage_;
+  const RouteTable& routes_;
+  Clock& clock_;
+  EventSink* sink_;
+  QueueConfig config_;
+  std::mt19937_64 rng_;
+  std::uint64_t last_id_ = 0;
+  std::unordered_map<std::uint64_t, Entry> messages_;
+  std::unordered_map<std::string, std::unique_ptr<DestQueue>> dests_;
+  std::set<std::pair<TimePoint, DestQueue*>> dest_order_;  // by effective due time
+  std::set<std::pair<TimePoint, std::uint64_t>> expiry_;   // (arrival + lifetime, id)
+  TimerId expiry_timer_ = kNoTimer;
+  TimePoint expiry_timer_at_ = TimePoint::max();
+  std::function<void(MessageId)> listener_;
+  std::function<void()> schedule_listener_;
+  QueueStats counters_;
+};
+
+}  // namespace mailq

@@ -1,0 +1,88 @@
+// mailq — the resolver seam.
+//
+// The engine asks two questions of DNS: the MX records of a domain, and the addresses of a
+// host. The MX selection logic (preference order, shuffle among equals, implicit MX, null MX,
+// loops to self) lives in the core; a Resolver only answers queries. The reference
+// implementation is the c-ares adapter (`mailq::ares::AresResolver`); `StaticResolver` here
+// answers from a table, for tests and for hosts with fixed routing.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mailq/clock.h"
+
+namespace mailq {
+
+/// Outcome class of one DNS query. `nxdomain` and `no_data` are definite answers; the others
+/// are transient failures (SERVFAIL and REFUSED — c-ares 1.18 reports both from every server
+/// as a refused connection —, timeouts, malformed answers, local errors).
+enum class DnsStatus : std::uint8_t { ok, nxdomain, no_data, servfail, refused, timeout, error };
+
+const char* to_string(DnsStatus s) noexcept;
+inline bool is_transient(DnsStatus s) noexcept {
+  return s != DnsStatus::ok && s != DnsStatus::nxdomain && s != DnsStatus::no_data;
+}
+
+struct MxRecord {
+  std::uint16_t preference = 0;
+  std::string exchange;  ///< host name without trailing dot; "" for the null MX "."
+};
+
+struct MxAnswer {
+  DnsStatus status = DnsStatus::error;
+  std::vector<MxRecord> records;  ///< when ok; in answer order (the core sorts)
+  std::string detail;             ///< resolver diagnostic for logs ("SERVFAIL from 127.0.0.1")
+};
+
+/// An IPv4 or IPv6 address in text form ("192.0.2.1", "2001:db8::1").
+struct AddressAnswer {
+  DnsStatus status = DnsStatus::error;
+  std::vector<std::string> addresses;  ///< when ok; IPv6 and IPv4 as the resolver returned
+  std::string detail;
+};
+
+/// Asynchronous DNS queries, single-threaded.
+///
+/// Each query's callback is called exactly once, on the loop thread, never from inside the
+/// query call. Destroying the resolver completes every pending query with
+/// `DnsStatus::error` ("cancelled") before the destructor returns.
+class Resolver {
+ public:
+  virtual ~Resolver() = default;
+  virtual void query_mx(const std::string& domain, std::function<void(MxAnswer)> done) = 0;
+  /// A and AAAA records of `host` (CNAMEs followed), both families in one answer.
+  virtual void query_addresses(const std::string& host,
+                               std::function<void(AddressAnswer)> done) = 0;
+};
+
+/// A resolver that answers from tables, through the clock (so answers are asynchronous like
+/// real ones, after `latency`). Unknown names answer NXDOMAIN. Counts queries for tests.
+class StaticResolver final : public Resolver {
+ public:
+  explicit StaticResolver(Clock& clock, Duration latency = Duration{0})
+      : clock_(clock), latency_(latency) {}
+
+  void set_mx(const std::string& domain, std::vector<MxRecord> records);
+  void set_mx_status(const std::string& domain, DnsStatus status);
+  void set_addresses(const std::string& host, std::vector<std::string> addresses);
+  void set_addresses_status(const std::string& host, DnsStatus status);
+
+  void query_mx(const std::string& domain, std::function<void(MxAnswer)> done) override;
+  void query_addresses(const std::string& host, std::function<void(AddressAnswer)> done) override;
+
+  std::size_t queries() const noexcept { return queries_; }
+
+ private:
+  Clock& clock_;
+  Duration latency_;
+  std::size_t queries_ = 0;
+  std::map<std::string, MxAnswer> mx_;
+  std::map<std::string, AddressAnswer> addresses_;
+};
+
+}  // namespace mailq

@@ -1,0 +1,104 @@
+// mailq — routes: how to reach a destination.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "mailq/clock.h"
+#include "mailq/error.h"
+#include "mailq/transport.h"
+
+namespace mailq {
+
+/// A host of a static route: a name or an IP literal, and a port.
+struct RouteHost {
+  std::string host;  ///< "relay.example.net", "192.0.2.5" or "2001:db8::5"
+  std::uint16_t port = 25;
+
+  /// Parses "host", "host:port", "[v6]:port" or "v6". Errors: `errc::invalid_parameter`.
+  static Result<RouteHost> parse(std::string_view s);
+};
+
+/// Credentials for AUTH PLAIN / LOGIN towards a smart host.
+struct AuthCredentials {
+  std::string username;
+  std::string password;
+};
+
+/// SMTP timeouts, RFC 5321 §4.5.3.2 defaults.
+struct SmtpTimeouts {
+  Duration connect{std::chrono::seconds(30)};
+  Duration greeting{std::chrono::minutes(5)};
+  Duration ehlo{std::chrono::minutes(5)};
+  Duration starttls{std::chrono::minutes(2)};
+  Duration mail{std::chrono::minutes(5)};
+  Duration rcpt{std::chrono::minutes(5)};
+  Duration data_init{std::chrono::minutes(2)};
+  Duration data_block{std::chrono::minutes(3)};
+  Duration data_term{std::chrono::minutes(10)};
+  Duration rset{std::chrono::minutes(2)};
+  Duration quit{std::chrono::seconds(30)};
+};
+
+/// How to reach a destination. The name is the destination channel in the log
+/// ("tcp_local", "default-non-local-route").
+///
+/// With `hosts` empty the route uses MX lookup of the recipient domain and each domain is
+/// its own destination (own connections, own domain state). With `hosts` set it is a static
+/// (smart-host) route and the route itself is the destination, whatever the domain.
+struct Route {
+  std::string name;
+  std::vector<RouteHost> hosts;  ///< static hosts in order; empty = MX lookup
+  std::uint16_t mx_port = 25;    ///< port for MX-routed delivery (tests use another)
+  TlsPolicy tls = TlsPolicy::opportunistic;
+  std::string ca_file;  ///< for TlsPolicy::verify; empty = system CAs
+  std::optional<AuthCredentials> auth;
+  bool auth_over_plaintext = false;    ///< allow AUTH without TLS (explicit opt-in)
+  std::string helo;                    ///< HELO/EHLO name; empty = the Deliverer's default
+  std::string source_address;          ///< bind address for outgoing connections
+  bool nxdomain_is_permanent = false;  ///< bounce on NXDOMAIN (550 5.1.2) instead of deferring
+  std::uint32_t max_connections = 10;  ///< per destination
+  std::uint32_t max_messages_per_connection = 100;
+  SmtpTimeouts timeouts;
+
+  bool is_static() const noexcept { return !hosts.empty(); }
+};
+
+/// Maps recipient domains to routes: the exact domain first, then parent-domain wildcards
+/// (".example.com" matches "a.example.com" and "b.a.example.com", not "example.com"), the
+/// most specific first, then the default route. Domains compare case-insensitively.
+class RouteTable {
+ public:
+  /// The default route: MX lookup, named "default-non-local-route".
+  RouteTable();
+
+  /// Adds or replaces a route by name. Errors: empty name, control characters, bad host.
+  std::error_code add(Route route);
+  /// Maps `pattern` ("example.com" or ".example.com") to the route named `route`.
+  std::error_code map(std::string_view pattern, std::string_view route);
+  /// Makes the route named `route` the default.
+  std::error_code set_default(std::string_view route);
+
+  /// The route for a recipient domain (never null).
+  const Route& lookup(std::string_view domain) const;
+  const Route* find(std::string_view name) const;
+  const Route& default_route() const;
+
+ private:
+  std::vector<Route> routes_;
+  std::unordered_map<std::string, std::size_t> by_name_;
+  std::unordered_map<std::string, std::size_t> exact_;
+  std::unordered_map<std::string, std::size_t> wildcard_;  // key without the leading dot
+  std::size_t default_ = 0;
+};
+
+/// The destination of a recipient: the route name for a static route, the lowercased
+/// domain for an MX route. Connections, concurrency limits and domain state are per
+/// destination.
+std::string destination_key(const Route& route, std::string_view routing_domain);
+
+}  // namespace mailq

@@ -1,0 +1,104 @@
+// mailq — the transport seam: byte streams to SMTP servers, with STARTTLS.
+//
+// The SMTP protocol core owns no socket; the Deliverer moves bytes between it and a
+// `Connection` made by a `Transport`. The reference implementation runs on libuv with mbedTLS
+// (`mailq::uv::UvTransport`); tests use scripted in-memory transports.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "mailq/clock.h"
+
+namespace mailq {
+
+/// A numeric address and port ("192.0.2.1", 25). IPv6 without brackets.
+struct Endpoint {
+  std::string address;
+  std::uint16_t port = 25;
+
+  friend bool operator==(const Endpoint& a, const Endpoint& b) {
+    return a.address == b.address && a.port == b.port;
+  }
+};
+
+/// How a route protects its SMTP sessions.
+enum class TlsPolicy : std::uint8_t {
+  none,           ///< never STARTTLS
+  opportunistic,  ///< STARTTLS when offered, certificate not checked; plaintext otherwise
+  required,       ///< STARTTLS or defer; certificate not checked
+  verify,         ///< STARTTLS or defer; chain verified, host name = MX / smart-host name
+};
+const char* to_string(TlsPolicy p) noexcept;
+
+struct TlsClientOptions {
+  std::string server_name;  ///< SNI and the name verified against the certificate
+  bool verify = false;      ///< verify chain and host name
+  std::string ca_file;      ///< PEM bundle; empty = the system CAs
+};
+
+/// What a finished handshake negotiated, for the log ("TLSv1.3 TLS_AES_256_GCM_SHA384").
+struct TlsInfo {
+  std::string version;
+  std::string cipher;
+  bool verified = false;
+  std::string peer_subject;
+};
+
+struct ConnectOptions {
+  Duration connect_timeout{std::chrono::seconds(30)};
+  std::string source_address;  ///< bind before connect; empty = any
+};
+
+/// Receives a connection's events, on the loop thread.
+class ConnectionHandler {
+ public:
+  virtual ~ConnectionHandler() = default;
+  /// Exactly once. On failure (`ec` set: std::errc::connection_refused, host_unreachable,
+  /// network_unreachable, timed_out, ...) nothing else follows.
+  virtual void on_connect(std::error_code ec) = 0;
+  /// Plaintext bytes from the peer (decrypted after STARTTLS).
+  virtual void on_read(std::string_view data) = 0;
+  /// After `Connection::start_tls`: the handshake finished (`ec` empty) or failed.
+  virtual void on_tls(std::error_code ec, const TlsInfo& info) = 0;
+  /// The peer closed (`ec` empty) or an I/O error happened. Nothing else follows.
+  virtual void on_close(std::error_code ec) = 0;
+};
+
+/// One established (or establishing) byte stream.
+///
+/// Destroying a Connection closes it at once, silently: no handler callback runs after the
+/// destructor starts, even when it is destroyed from inside one of its own callbacks.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  /// Queues bytes for sending (encrypted after STARTTLS).
+  virtual void write(std::string_view bytes) = 0;
+  /// Starts a TLS handshake over the established stream. Bytes already received and not yet
+  /// delivered through `on_read` are discarded by the caller's protocol check, not here.
+  virtual void start_tls(const TlsClientOptions& options) = 0;
+  /// Whether every queued byte has been handed to the kernel.
+  virtual bool write_idle() const = 0;
+  virtual Endpoint local_endpoint() const = 0;
+  virtual Endpoint remote_endpoint() const = 0;
+};
+
+/// Makes connections.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  /// Starts connecting to `remote`; `handler` must outlive the returned connection. The
+  /// result of the attempt arrives through `handler.on_connect`, never from inside this call.
+  virtual std::unique_ptr<Connection> connect(const Endpoint& remote, const ConnectOptions& options,
+                                              ConnectionHandler& handler) = 0;
+};
+
+/// The diagnostic the log shows for a failed connect, as in seed 002:
+/// "TCP active open: Failed connect() Error: connection refused".
+std::string connect_failure_text(std::error_code ec);
+
+}  // namespace mailq

@@ -1,0 +1,179 @@
+// mailq — the libuv adapter: timers (`LoopClock`) and TCP connections with STARTTLS through
+// mbedTLS (`UvTransport`), both on a `uv_loop_t` that the host owns.
+//
+// Threading: everything here is single-threaded. Every member function must be called on the
+// thread that runs the loop, and every callback (timer callbacks, ConnectionHandler methods)
+// runs on that thread from inside `uv_run`, never from inside the call that caused it.
+//
+// Ownership and shutdown: the host owns the loop. A LoopClock, a UvTransport and every
+// Connection it made must be destroyed before the loop is closed, and the loop must run once
+// more afterwards (`uv_run(loop, UV_RUN_DEFAULT)` returns when everything is closed): libuv
+// frees a handle's memory only in its close callback, so the adapter's internal state lives
+// until those callbacks ran. `uv_loop_close` then succeeds: no handle is left behind.
+//
+// Exceptions: an exception thrown by a timer callback or a ConnectionHandler method is caught
+// at the libuv boundary (it must not unwind through C frames) and reported to the error
+// handler; the loop goes on.
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "mailq/clock.h"
+#include "mailq/transport.h"
+
+namespace mailq {
+namespace uv {
+namespace detail {
+struct TransportShared;
+}  // namespace detail
+
+/// Receives failures that have no other way out: an exception thrown by a host callback.
+using ErrorHandler = std::function<void(std::string_view message)>;
+
+/// A `mailq::Clock` on a libuv loop.
+///
+/// `now()` is the wall clock (`std::chrono::system_clock`), because that is what log lines,
+/// DSNs and the spool record; timers run on the loop's monotonic time (`uv_now`), so a wall
+/// clock step does not fire or delay them. As with libuv timers, a delay counts from the
+/// loop's cached time of the current iteration.
+///
+/// Timers due at the same time run in the order they were scheduled. Zero-delay work
+/// scheduled from inside a timer callback runs after the loop has polled for I/O once, so a
+/// chain of posts cannot starve the sockets.
+///
+/// Internally one `uv_timer_t` (for future deadlines) plus a `uv_check_t` / `uv_idle_t` pair
+/// (for work that is already due) serve any number of timers.
+class LoopClock final : public Clock {
+ public:
+  /// `loop` must outlive the clock (and the close callbacks the destructor starts).
+  explicit LoopClock(uv_loop_t* loop);
+  /// Cancels every pending timer (their functions are destroyed, not run) and closes the
+  /// handles. Allowed from inside one of the clock's own callbacks.
+  ~LoopClock() override;
+  LoopClock(const LoopClock&) = delete;
+  LoopClock& operator=(const LoopClock&) = delete;
+
+  TimePoint now() const override;
+  /// Negative delays count as zero.
+  TimerId schedule(Duration after, std::function<void()> fn) override;
+  void cancel(TimerId id) override;
+
+  /// Number of pending timers.
+  std::size_t pending() const noexcept;
+  uv_loop_t* loop() const noexcept;
+  /// Where exceptions escaping a timer callback are reported (default: stderr).
+  void set_error_handler(ErrorHandler handler);
+
+ private:
+  struct State;
+  State* state_;  // freed by the last handle close callback, not by the destructor
+};
+
+/// Settings of a UvTransport.
+struct UvTransportOptions {
+  /// PEM bundles tried, in order, when a verifying handshake has no `ca_file`: the first one
+  /// that exists and holds at least one certificate mbedTLS can parse is the trust store.
+  std::vector<std::string> system_ca_files{
+      "/etc/ssl/certs/ca-certificates.crt",  // Debian, Ubuntu, Alpine, Arch
+      "/etc/pki/tls/certs/ca-bundle.crt",    // Fedora, RHEL
+      "/etc/ssl/ca-bundle.pem",              // openSUSE
+      "/etc/ssl/cert.pem",                   // BSDs, macOS
+  };
+  /// Size of the buffer each connection reads into.
+  std::size_t read_buffer_size = 64 * 1024;
+  /// Where exceptions escaping a ConnectionHandler method are reported (default: stderr).
+  ErrorHandler error_handler;
+};
+
+/// A `mailq::Transport` on a libuv loop: TCP over IPv4 and IPv6, STARTTLS through mbedTLS
+/// 2.28 (TLS 1.2 at most).
+///
+/// connect():
+///   - `remote.address` must be a numeric IPv4 or IPv6 address (IPv6 without brackets, an
+///     optional "%scope"); anything else fails with `std::errc::invalid_argument`.
+///   - `options.source_address`, when set, is bound before connecting (same family as the
+///     remote; port chosen by the kernel).
+///   - `options.connect_timeout` bounds the TCP handshake: when it expires the attempt is
+///     abandoned and `on_connect(std::errc::timed_out)` is reported. Zero or negative means no
+///     limit other than the kernel's.
+///   - Failures carry `std::generic_category()` codes (see `error_from_uv`), so
+///     `mailq::connect_failure_text` renders "TCP active open: Failed connect() Error:
+///     connection refused" and the like. Synchronous failures are reported from the loop too,
+///     never from inside `connect`.
+///
+/// Connection:
+///   - `write` copies the bytes and queues them; writes before `on_connect` are sent once
+///     connected, writes during the TLS handshake once it has finished. A write error ends
+///     the connection with `on_close(ec)`.
+///   - The peer's EOF is `on_close({})`, after every byte received before it was delivered;
+///     a read error is `on_close(ec)`. After TLS, a peer's close_notify is a clean close too
+///     (SMTP has its own end-of-data framing, so a truncated stream cannot pass as complete).
+///   - Destroying a Connection closes the socket at once (bytes not yet handed to the kernel
+///     are dropped: wait for the server's reply, or `write_idle()`, when they matter) and no
+///     handler method runs after the destructor started, even when it runs inside one.
+///
+/// start_tls():
+///   - Runs an mbedTLS client handshake over the connected stream; `on_tls` reports the
+///     result, never from inside `start_tls`. Afterwards every read and write is encrypted.
+///   - `server_name` is sent as SNI (unless it is an IP literal, RFC 6066 §3) and, with
+///     `verify`, checked against the certificate (subjectAltName DNS names, else the CN);
+///     `verify` requires a server name. `verify` uses `ca_file`, or the first usable bundle
+///     of `UvTransportOptions::system_ca_files` when it is empty.
+///   - Without `verify` any certificate is accepted (TLS 1.0 and up: opportunistic
+///     encryption beats plaintext, RFC 7435); with `verify` the minimum is TLS 1.2.
+///   - A failure is `on_tls(mailq::errc::tls_failure, {})` and the connection is then
+///     unusable: reading stops and nothing else is reported; destroy it. The mbedTLS
+///     diagnostic is available through `last_error(connection)`. Calling `start_tls` when not
+///     connected, or a second time, is `on_tls(mailq::errc::bad_state, {})`.
+///   - `TlsInfo::cipher` uses the IANA suite name ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
+///     `TlsInfo::version` mbedTLS's ("TLSv1.2"), `peer_subject` the certificate's subject DN
+///     ("CN=mx.example.org, O=Example").
+///   - mbedTLS contexts (entropy, DRBG, trust store, ssl config) are built once per transport
+///     and per (verify, ca_file) and shared by its connections, so a handshake does no file
+///     I/O after the first one. A CA file that cannot be loaded is not remembered: the next
+///     handshake tries again.
+///
+/// The transport may be destroyed while connections it made are still alive; they keep what
+/// they share with it.
+class UvTransport final : public Transport {
+ public:
+  explicit UvTransport(uv_loop_t* loop, UvTransportOptions options = {});
+  ~UvTransport() override;
+  UvTransport(const UvTransport&) = delete;
+  UvTransport& operator=(const UvTransport&) = delete;
+
+  std::unique_ptr<Connection> connect(const Endpoint& remote, const ConnectOptions& options,
+                                      ConnectionHandler& handler) override;
+
+  uv_loop_t* loop() const noexcept;
+  /// Forgets the cached mbedTLS contexts (after the CA bundle changed on disk); connections
+  /// already using them keep theirs.
+  void reload_tls();
+
+ private:
+  std::shared_ptr<detail::TransportShared> shared_;
+};
+
+/// The last failure on a connection made by a UvTransport, as a human-readable line: the
+/// mbedTLS diagnostic of a failed handshake ("certificate verification failed: The
+/// certificate Common Name (CN) does not match with the expected CN") or of a TLS error after
+/// it, or the text of the I/O error that ended the connection. Empty when there was none, or
+/// when `connection` was not made by a UvTransport.
+std::string last_error(const Connection& connection);
+
+/// Maps a libuv status (a negative UV_E* value) to a portable error code: the common network
+/// failures become `std::errc` values in `std::generic_category()` (UV_ECONNREFUSED →
+/// connection_refused, UV_EHOSTUNREACH → host_unreachable, UV_ENETUNREACH →
+/// network_unreachable, UV_ETIMEDOUT → timed_out, ...). Zero maps to an empty code.
+std::error_code error_from_uv(int status) noexcept;
+
+}  // namespace uv
+}  // namespace mailq

@@ -1,0 +1,95 @@
+// A TTL-aware DNS answer cache with a size bound. Internal, pure (time is passed in).
+//
+// One entry per (name, query type): the answer of one RRset query, positive or negative, as
+// the resolver will hand it out again. The cache decides how long an answer may be kept from
+// its status and TTL (`DnsCachePolicy`), and evicts the least recently used entry when full.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "mailq/clock.h"
+#include "mailq/resolver.h"
+
+namespace mailq::detail {
+
+struct DnsCachePolicy {
+  /// Most entries kept; the least recently used goes first. 0 disables the cache.
+  std::size_t max_entries = 10000;
+  /// Bounds for the lifetime of positive answers (the record TTL clamped into them).
+  /// `min_ttl` is also the floor of negative and failure lifetimes that are not zero.
+  Duration min_ttl{0};
+  Duration max_ttl{std::chrono::hours(24)};
+  /// Lifetime of NXDOMAIN / no-data answers that carry no SOA (RFC 2308 §5 otherwise).
+  Duration negative_ttl{std::chrono::minutes(5)};
+  /// Ceiling of negative lifetimes (RFC 2308 §5 suggests one to three hours).
+  Duration max_negative_ttl{std::chrono::hours(3)};
+  /// Lifetime of transient failures (SERVFAIL, REFUSED, timeout, error). 0: never cached.
+  Duration failure_ttl{0};
+  /// Lifetime of a positive answer whose TTL could not be read from the message.
+  Duration unknown_ttl{std::chrono::minutes(5)};
+};
+
+/// One cached answer.
+struct DnsCacheEntry {
+  DnsStatus status = DnsStatus::error;
+  std::vector<MxRecord> mx;            ///< MX answers
+  std::vector<std::string> addresses;  ///< A / AAAA answers, text form
+  std::string detail;
+};
+
+struct DnsCacheStats {
+  std::uint64_t hits = 0;
+  std::uint64_t misses = 0;     ///< lookups that found nothing usable (absent or expired)
+  std::uint64_t stores = 0;     ///< answers stored (not counting those with a zero lifetime)
+  std::uint64_t evictions = 0;  ///< entries dropped for room (not expiries)
+  std::size_t entries = 0;
+};
+
+class DnsCache {
+ public:
+  /// A monotonic instant in milliseconds from any fixed origin (the loop's clock).
+  using Time = Duration;
+
+  explicit DnsCache(DnsCachePolicy policy = {}) : policy_(policy) {}
+
+  /// How long an answer may be kept. `ttl_seconds` is the TTL read from the message: the
+  /// records' TTL for `ok`, the SOA-derived TTL for `nxdomain` / `no_data`; nullopt when
+  /// there was none. Zero means "do not cache".
+  Duration lifetime(DnsStatus status, std::optional<std::uint32_t> ttl_seconds) const;
+
+  /// Stores the answer for (`name`, `type`), replacing an older one, and returns the lifetime
+  /// used. A zero lifetime stores nothing and leaves an existing entry alone.
+  Duration store(std::string_view name, std::uint16_t type, DnsCacheEntry entry,
+                 std::optional<std::uint32_t> ttl_seconds, Time now);
+
+  /// The unexpired answer for (`name`, `type`), refreshed as most recently used. Names
+  /// compare case-insensitively and without a trailing dot.
+  std::optional<DnsCacheEntry> find(std::string_view name, std::uint16_t type, Time now);
+
+  void clear();
+  std::size_t size() const noexcept { return lru_.size(); }
+  DnsCacheStats stats() const;
+  const DnsCachePolicy& policy() const noexcept { return policy_; }
+
+ private:
+  struct Node {
+    std::string key;
+    DnsCacheEntry entry;
+    Time expires;
+  };
+  static std::string make_key(std::string_view name, std::uint16_t type);
+
+  DnsCachePolicy policy_;
+  std::list<Node> lru_;  // most recently used first
+  std::unordered_map<std::string, std::list<Node>::iterator> index_;
+  DnsCacheStats stats_;
+};
+
+}  // namespace mailq::detail

@@ -1,0 +1,111 @@
+#include "core/dns_wire.h"
+
+#include <algorithm>
+
+namespace mailq::detail {
+namespace {
+
+constexpr std::size_t kHeaderSize = 12;
+constexpr std::size_t kRrFixedSize = 10;  // TYPE, CLASS, TTL, RDLENGTH
+constexpr std::size_t kSoaTailSize = 20;  // SERIAL, REFRESH, RETRY, EXPIRE, MINIMUM
+
+std::uint16_t read16(const unsigned char* p) {
+  return static_cast<std::uint16_t>((p[0] << 8) | p[1]);
+}
+
+std::uint32_t read32(const unsigned char* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         std::uint32_t{p[3]};
+}
+
+// RFC 2181 §8: a TTL with the most significant bit set is treated as zero.
+std::uint32_t sane_ttl(std::uint32_t ttl) {
+  return ttl > 0x7fffffffu ? 0 : ttl;
+}
+
+// Moves `pos` past a domain name. A compression pointer ends the name in place, so the
+// pointer target never needs to be visited to skip it.
+bool skip_name(const unsigned char* msg, std::size_t len, std::size_t& pos) {
+  // A name has at most 127 labels; the bound also stops malformed input early.
+  for (int labels = 0; labels < 128; ++labels) {
+    if (pos >= len) return false;
+    const unsigned char l = msg[pos];
+    if (l == 0) {
+      pos += 1;
+      return true;
+    }
+    if ((l & 0xC0) == 0xC0) {
+      if (pos + 2 > len) return false;
+      pos += 2;
+      return true;
+    }
+    if ((l & 0xC0) != 0) return false;  // 0x40 / 0x80: extended or reserved label types
+    pos += 1 + l;
+  }
+  return false;
+}
+
+void take_min(std::optional<std::uint32_t>& slot, std::uint32_t v) {
+  slot = slot ? std::min(*slot, v) : v;
+}
+
+}  // namespace
+
+std::string dns_type_name(std::uint16_t type) {
+  switch (type) {
+    case kDnsTypeA:
+      return "A";
+    case kDnsTypeCname:
+      return "CNAME";
+    case kDnsTypeSoa:
+      return "SOA";
+    case kDnsTypeMx:
+      return "MX";
+    case kDnsTypeAaaa:
+      return "AAAA";
+    default:
+      return "TYPE" + std::to_string(type);
+  }
+}
+
+std::optional<DnsTtls> scan_dns_ttls(const unsigned char* msg, std::size_t len,
+                                     std::uint16_t qtype) {
+  if (msg == nullptr || len < kHeaderSize) return std::nullopt;
+  DnsTtls out;
+  const std::uint16_t flags = read16(msg + 2);
+  out.rcode = static_cast<std::uint8_t>(flags & 0x000F);
+  out.truncated = (flags & 0x0200) != 0;
+  const std::uint16_t qdcount = read16(msg + 4);
+  out.answers = read16(msg + 6);
+  const std::uint16_t nscount = read16(msg + 8);
+
+  std::size_t pos = kHeaderSize;
+  for (std::uint16_t i = 0; i < qdcount; ++i) {
+    if (!skip_name(msg, len, pos)) return std::nullopt;
+    if (pos + 4 > len) return std::nullopt;  // QTYPE, QCLASS
+    pos += 4;
+  }
+  const std::size_t records = std::size_t{out.answers} + nscount;
+  for (std::size_t i = 0; i < records; ++i) {
+    const bool in_answer = i < out.answers;
+    if (!skip_name(msg, len, pos)) return std::nullopt;
+    if (pos + kRrFixedSize > len) return std::nullopt;
+    const std::uint16_t type = read16(msg + pos);
+    const std::uint32_t ttl = sane_ttl(read32(msg + pos + 4));
+    const std::uint16_t rdlength = read16(msg + pos + 8);
+    pos += kRrFixedSize;
+    if (pos + rdlength > len) return std::nullopt;
+    if (in_answer) {
+      if (type == qtype || type == kDnsTypeCname) take_min(out.answer_ttl, ttl);
+    } else if (type == kDnsTypeSoa) {
+      // MNAME and RNAME (possibly compressed) come first; the five 32-bit fields end RDATA.
+      if (rdlength < kSoaTailSize) return std::nullopt;
+      const std::uint32_t minimum = sane_ttl(read32(msg + pos + rdlength - 4));
+      take_min(out.negative_ttl, std::min(ttl, minimum));
+    }
+    pos += rdlength;
+  }
+  return out;
+}
+
+}  // namespace mailq::detail

@@ -1,0 +1,37 @@
+// MX selection (RFC 5321 §5.1, RFC 7505). Internal, pure.
+#pragma once
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mailq/resolver.h"
+
+namespace mailq::detail {
+
+enum class MxPlan { ok, null_mx, loops_to_self, empty };
+
+/// Orders MX records by preference with a random order among equal preferences; detects the
+/// null MX (a single "." record, RFC 7505) and an MX list whose best host is this host (the
+/// list is cut before the first record naming one of `local_names`, and `loops_to_self`
+/// returned when nothing is left).
+MxPlan plan_mx(std::vector<MxRecord> records, const std::vector<std::string>& local_names,
+               std::mt19937_64& rng, std::vector<MxRecord>* out);
+
+/// A host to try, with its addresses in order.
+struct Target {
+  std::string host;  ///< MX or smart-host name (TLS name, log "dns;host")
+  std::uint16_t preference = 0;
+  std::string address;
+  std::uint16_t port = 25;
+};
+
+/// Drops targets at or after the first one whose address is local (a loop), as `plan_mx` does
+/// for names. Returns false when the best target was local.
+bool cut_local_addresses(std::vector<Target>& targets,
+                         const std::vector<std::string>& local_addresses);
+
+/// Whether `s` is an IPv4 or IPv6 literal.
+bool is_ip_literal(const std::string& s);
+
+}  // namespace mailq::detail

@@ -1,0 +1,138 @@
+#include "mailq/route.h"
+
+#include "mailq/address.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+namespace mailq {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  while (!out.empty() && out.back() == '.') out.pop_back();
+  return out;
+}
+
+bool valid_host_chars(std::string_view h) {
+  if (h.empty() || h.size() > kMaxDomain) return false;
+  for (unsigned char c : h)
+    if (!(std::isalnum(c) || c == '-' || c == '.' || c == ':' || c == '_')) return false;
+  return true;
+}
+
+bool parse_port(std::string_view s, std::uint16_t* port) {
+  unsigned v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || p != s.data() + s.size() || v == 0 || v > 65535) return false;
+  *port = static_cast<std::uint16_t>(v);
+  return true;
+}
+
+}  // namespace
+
+Result<RouteHost> RouteHost::parse(std::string_view s) {
+  RouteHost h;
+  std::string_view host = s;
+  if (!s.empty() && s.front() == '[') {
+    auto close = s.find(']');
+    if (close == std::string_view::npos)
+      return Error(errc::invalid_parameter, "route host '" + std::string(s) + "': missing ']'");
+    host = s.substr(1, close - 1);
+    auto rest = s.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':' || !parse_port(rest.substr(1), &h.port))
+        return Error(errc::invalid_parameter, "route host '" + std::string(s) + "': bad port");
+    }
+  } else {
+    auto colon = s.rfind(':');
+    // Exactly one colon: host:port. Several colons without brackets: a bare IPv6 address.
+    if (colon != std::string_view::npos && s.find(':') == colon) {
+      host = s.substr(0, colon);
+      if (!parse_port(s.substr(colon + 1), &h.port))
+        return Error(errc::invalid_parameter, "route host '" + std::string(s) + "': bad port");
+    }
+  }
+  if (!valid_host_chars(host))
+    return Error(errc::invalid_parameter,
+                 "route host '" + std::string(s) + "': not a host name or IP address");
+  h.host = std::string(host);
+  return h;
+}
+
+RouteTable::RouteTable() {
+  Route def;
+  def.name = "default-non-local-route";
+  routes_.push_back(def);
+  by_name_.emplace(def.name, 0);
+  default_ = 0;
+}
+
+std::error_code RouteTable::add(Route route) {
+  if (route.name.empty()) return make_error_code(errc::invalid_parameter);
+  for (unsigned char c : route.name)
+    if (c <= ' ' || c == 0x7f || c == '/') return make_error_code(errc::forbidden_character);
+  if (check_envelope_value(route.helo)) return make_error_code(errc::forbidden_character);
+  for (auto& h : route.hosts)
+    if (!valid_host_chars(h.host) || h.port == 0) return make_error_code(errc::invalid_parameter);
+  auto it = by_name_.find(route.name);
+  if (it != by_name_.end()) {
+    routes_[it->second] = std::move(route);
+  } else {
+    by_name_.emplace(route.name, routes_.size());
+    routes_.push_back(std::move(route));
+  }
+  return {};
+}
+
+std::error_code RouteTable::map(std::string_view pattern, std::string_view route) {
+  auto it = by_name_.find(std::string(route));
+  if (it == by_name_.end()) return make_error_code(errc::not_found);
+  if (pattern.empty() || check_envelope_value(pattern))
+    return make_error_code(errc::invalid_parameter);
+  if (pattern.front() == '.') {
+    std::string k = lower(pattern.substr(1));
+    if (k.empty()) return make_error_code(errc::invalid_parameter);
+    wildcard_[k] = it->second;
+  } else {
+    exact_[lower(pattern)] = it->second;
+  }
+  return {};
+}
+
+std::error_code RouteTable::set_default(std::string_view route) {
+  auto it = by_name_.find(std::string(route));
+  if (it == by_name_.end()) return make_error_code(errc::not_found);
+  default_ = it->second;
+  return {};
+}
+
+const Route& RouteTable::lookup(std::string_view domain) const {
+  std::string d = lower(domain);
+  if (auto it = exact_.find(d); it != exact_.end()) return routes_[it->second];
+  // Parent wildcards, most specific first: a.b.example.com tries b.example.com, example.com, com.
+  for (std::size_t dot = d.find('.'); dot != std::string::npos; dot = d.find('.', dot + 1)) {
+    if (auto it = wildcard_.find(d.substr(dot + 1)); it != wildcard_.end())
+      return routes_[it->second];
+  }
+  return routes_[default_];
+}
+
+const Route* RouteTable::find(std::string_view name) const {
+  auto it = by_name_.find(std::string(name));
+  return it == by_name_.end() ? nullptr : &routes_[it->second];
+}
+
+const Route& RouteTable::default_route() const {
+  return routes_[default_];
+}
+
+std::string destination_key(const Route& route, std::string_view routing_domain) {
+  if (route.is_static()) return route.name;
+  return lower(routing_domain);
+}
+
+}  // namespace mailq

@@ -1,0 +1,77 @@
+#include <algorithm>
+#include <cctype>
+
+#include "mailq/resolver.h"
+
+namespace mailq {
+namespace {
+std::string key(const std::string& name) {
+  std::string k = name;
+  while (!k.empty() && k.back() == '.') k.pop_back();
+  std::transform(k.begin(), k.end(), k.begin(), [](unsigned char c) { return std::tolower(c); });
+  return k;
+}
+}  // namespace
+
+void StaticResolver::set_mx(const std::string& domain, std::vector<MxRecord> records) {
+  MxAnswer a;
+  a.status = DnsStatus::ok;
+  a.records = std::move(records);
+  mx_[key(domain)] = std::move(a);
+}
+
+void StaticResolver::set_mx_status(const std::string& domain, DnsStatus status) {
+  MxAnswer a;
+  a.status = status;
+  a.detail = std::string("static: ") + to_string(status);
+  mx_[key(domain)] = std::move(a);
+}
+
+void StaticResolver::set_addresses(const std::string& host, std::vector<std::string> addresses) {
+  AddressAnswer a;
+  a.status = DnsStatus::ok;
+  a.addresses = std::move(addresses);
+  addresses_[key(host)] = std::move(a);
+}
+
+void StaticResolver::set_addresses_status(const std::string& host, DnsStatus status) {
+  AddressAnswer a;
+  a.status = status;
+  a.detail = std::string("static: ") + to_string(status);
+  addresses_[key(host)] = std::move(a);
+}
+
+void StaticResolver::query_mx(const std::string& domain, std::function<void(MxAnswer)> done) {
+  ++queries_;
+  MxAnswer a;
+  auto it = mx_.find(key(domain));
+  if (it != mx_.end()) {
+    a = it->second;
+  } else if (addresses_.count(key(domain))) {
+    a.status = DnsStatus::no_data;  // the name exists (it has addresses) but no MX
+  } else {
+    a.status = DnsStatus::nxdomain;
+    a.detail = "static: NXDOMAIN";
+  }
+  clock_.schedule(latency_,
+                  [done = std::move(done), a = std::move(a)]() mutable { done(std::move(a)); });
+}
+
+void StaticResolver::query_addresses(const std::string& host,
+                                     std::function<void(AddressAnswer)> done) {
+  ++queries_;
+  AddressAnswer a;
+  auto it = addresses_.find(key(host));
+  if (it != addresses_.end()) {
+    a = it->second;
+  } else if (mx_.count(key(host))) {
+    a.status = DnsStatus::no_data;
+  } else {
+    a.status = DnsStatus::nxdomain;
+    a.detail = "static: NXDOMAIN";
+  }
+  clock_.schedule(latency_,
+                  [done = std::move(done), a = std::move(a)]() mutable { done(std::move(a)); });
+}
+
+}  // namespace mailq

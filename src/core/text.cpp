@@ -1,0 +1,78 @@
+#include "core/text.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace mailq::detail {
+
+std::string_view domain_of(std::string_view address) {
+  auto at = address.rfind('@');
+  return at == std::string_view::npos ? std::string_view{} : address.substr(at + 1);
+}
+
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+std::optional<Error> check_body(std::string_view body) {
+  std::size_t line = 1;
+  std::size_t len = 0;
+  for (std::size_t i = 0; i < body.size(); ++i) {
+    char c = body[i];
+    if (c == '\0')
+      return Error(errc::forbidden_character,
+                   "message body contains a NUL octet on line " + std::to_string(line));
+    if (c == '\n' || c == '\r') {
+      if (c == '\r' && i + 1 < body.size() && body[i + 1] == '\n') ++i;
+      ++line;
+      len = 0;
+      continue;
+    }
+    if (++len > 998)
+      return Error(errc::too_long, "message body line " + std::to_string(line) +
+                                       " is longer than 998 octets (RFC 5321 4.5.3.1.6); "
+                                       "encode the body (quoted-printable or base64)");
+  }
+  return std::nullopt;
+}
+
+std::string header_value(std::string_view message, std::string_view name) {
+  std::size_t pos = 0;
+  while (pos < message.size()) {
+    std::size_t eol = message.find('\n', pos);
+    if (eol == std::string_view::npos) eol = message.size();
+    std::string_view line = message.substr(pos, eol - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) break;  // end of the header section
+    if (line.size() > name.size() && line[name.size()] == ':' &&
+        to_lower(line.substr(0, name.size())) == to_lower(name)) {
+      std::string value(line.substr(name.size() + 1));
+      // Unfold continuation lines.
+      std::size_t next = eol + 1;
+      while (next < message.size() && (message[next] == ' ' || message[next] == '\t')) {
+        std::size_t e2 = message.find('\n', next);
+        if (e2 == std::string_view::npos) e2 = message.size();
+        std::string_view cont = message.substr(next, e2 - next);
+        if (!cont.empty() && cont.back() == '\r') cont.remove_suffix(1);
+        value += std::string(cont);
+        next = e2 + 1;
+      }
+      auto b = value.find_first_not_of(" \t");
+      auto e = value.find_last_not_of(" \t");
+      return b == std::string::npos ? std::string() : value.substr(b, e - b + 1);
+    }
+    pos = eol + 1;
+  }
+  return {};
+}
+
+std::string remote_host_of(std::string_view remote) {
+  if (remote.rfind("dns;", 0) == 0) remote.remove_prefix(4);
+  auto sp = remote.find(' ');
+  return std::string(remote.substr(0, sp));
+}
+
+}  // namespace mailq::detail

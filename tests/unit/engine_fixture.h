@@ -1,0 +1,83 @@
+// The whole engine on a manual clock, a static resolver and the scripted transport.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fake_transport.h"
+#include "mailq/deliverer.h"
+#include "mailq/domain_state.h"
+#include "mailq/events.h"
+#include "mailq/queue.h"
+#include "mailq/resolver.h"
+#include "mailq/route.h"
+#include "mailq/storage.h"
+
+namespace mailq::test {
+
+using namespace std::chrono_literals;
+
+inline QueueConfig deterministic_queue_config() {
+  QueueConfig q;
+  q.retry.jitter = 0;
+  q.random_seed = 42;
+  q.reporting_mta = "mailq.test";
+  return q;
+}
+
+struct Engine {
+  ManualClock clock;
+  MemoryStorage storage;
+  RouteTable routes;
+  MemorySink events;
+  DomainStateTable domains;
+  StaticResolver resolver{clock};
+  FakeTransport transport{clock};
+  std::unique_ptr<Queue> queue;
+  std::unique_ptr<Deliverer> deliverer;
+
+  explicit Engine(DomainStateConfig dc = {3, Duration(15min)},
+                  QueueConfig qc = deterministic_queue_config(), DelivererConfig del = {})
+      : domains(dc) {
+    queue = std::make_unique<Queue>(storage, routes, clock, &events, qc);
+    deliverer = std::make_unique<Deliverer>(*queue, routes, domains, resolver, transport, clock,
+                                            &events, del);
+  }
+
+  /// Enqueues and returns the id (REQUIREs success).
+  MessageId send(const std::string& from, const std::vector<std::string>& to,
+                 std::string body = "Subject: test\r\nMessage-ID: <t1@test>\r\n\r\nhello\r\n") {
+    auto env = make_envelope(from, to);
+    REQUIRE(env);
+    MessageId id;
+    bool called = false;
+    queue->enqueue(env.value(), std::move(body), [&](Result<MessageId> r) {
+      called = true;
+      REQUIRE(r);
+      id = r.value();
+    });
+    REQUIRE(called);
+    return id;
+  }
+
+  /// Lets zero-delay work (connections, replies) run without moving time.
+  void settle() { clock.run_pending(); }
+
+  const RecipientRecord& rcpt(MessageId id, std::size_t i = 0) {
+    const MessageRecord* m = queue->find(id);
+    REQUIRE(m != nullptr);
+    return m->recipients.at(i);
+  }
+
+  std::size_t count(EventKind k) const {
+    std::size_t n = 0;
+    for (auto& e : events.events)
+      if (e.kind == k) ++n;
+    return n;
+  }
+};
+
+}  // namespace mailq::test

@@ -1,0 +1,291 @@
+// Queue: per-recipient results, retry schedule, lifetime, operator actions.
+#include "engine_fixture.h"
+#include "mailq/log.h"
+
+using namespace mailq;
+using namespace mailq::test;
+
+namespace {
+void example_com(Engine& e) {
+  e.resolver.set_mx("example.com", {{10, "mx.example.com"}});
+  e.resolver.set_addresses("mx.example.com", {"127.0.0.10"});
+}
+}  // namespace
+
+TEST_CASE(
+    "One transaction per message and destination; per-recipient 250/550/450 results; only "
+    "the 4xx recipient is retried; the 5xx one bounces with a DSN",
+    "[queue][deliverer][dsn]") {
+  Engine e;
+  example_com(e);
+  auto& s = e.transport.at("127.0.0.10").script;
+  s.rcpt_replies["bad@example.com"] = "550 5.1.1 <bad@example.com>: Recipient address rejected";
+  s.rcpt_replies["later@example.com"] = "450 4.2.0 <later@example.com>: greylisted";
+  e.deliverer->start();
+  MessageId id =
+      e.send("sender@example.org", {"good@example.com", "bad@example.com", "later@example.com"});
+  e.settle();
+
+  // One connection, one transaction for the three recipients; then the DSN goes elsewhere.
+  REQUIRE(e.transport.received.size() >= 1);
+  CHECK(e.transport.received[0].rcpt_to == std::vector<std::string>{"good@example.com"});
+  CHECK(e.rcpt(id, 0).state == RecipientState::delivered);
+  CHECK(e.rcpt(id, 1).state == RecipientState::bounced);
+  CHECK(e.rcpt(id, 1).last_reply.code == 550);
+  CHECK(e.rcpt(id, 2).state == RecipientState::deferred);
+  CHECK(e.rcpt(id, 2).last_reply.to_string() == "450 4.2.0 <later@example.com>: greylisted");
+
+  // The DSN for bad@ is addressed to the sender (example.org has no MX here: it waits).
+  auto dsns = e.queue->list();
+  bool found_dsn = false;
+  for (auto d : dsns) {
+    const MessageRecord* m = e.queue->find(d);
+    if (m->reverse_path.empty()) {
+      found_dsn = true;
+      CHECK(m->recipients.at(0).address == "sender@example.org");
+    }
+  }
+  CHECK(found_dsn);
+
+  // Retry: only later@ goes again, at its retry time.
+  s.rcpt_replies.erase("later@example.com");
+  e.transport.received.clear();
+  e.clock.advance(Duration(15min) + Duration(1s));
+  REQUIRE(e.transport.received.size() == 1);
+  CHECK(e.transport.received[0].rcpt_to == std::vector<std::string>{"later@example.com"});
+  CHECK(e.queue->find(id) == nullptr);
+}
+
+TEST_CASE("No DSN is ever produced for a message with the null reverse path", "[queue][dsn]") {
+  Engine e;
+  example_com(e);
+  e.transport.at("127.0.0.10").script.rcpt_replies["bad@example.com"] = "550 5.1.1 no such user";
+  e.deliverer->start();
+  MessageId id = e.send("<>", {"bad@example.com"});
+  e.settle();
+  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->size() == 0);
+  CHECK(e.count(EventKind::returned) == 1);
+}
+
+TEST_CASE("RetryPolicy: exponential with floor and ceiling, jitter bounded, explicit schedule",
+          "[queue][retry]") {
+  RetryPolicy p;
+  p.floor = Duration(5min);
+  p.ceiling = Duration(1h);
+  p.factor = 2;
+  p.jitter = 0;
+  CHECK(p.delay(1, 0.5) == Duration(5min));
+  CHECK(p.delay(2, 0.5) == Duration(10min));
+  CHECK(p.delay(3, 0.5) == Duration(20min));
+  CHECK(p.delay(5, 0.5) == Duration(1h));
+  CHECK(p.delay(50, 0.5) == Duration(1h));
+  p.jitter = 0.1;
+  CHECK(p.delay(1, 0.0) == Duration(4min + 30s));
+  CHECK(p.delay(1, 0.999999) <= Duration(5min + 30s));
+  CHECK(p.delay(1, 0.999999) > Duration(5min + 29s));
+  RetryPolicy s;
+  s.jitter = 0;
+  s.schedule = {Duration(1min), Duration(10min), Duration(1h)};
+  CHECK(s.delay(1, 0) == Duration(1min));
+  CHECK(s.delay(2, 0) == Duration(10min));
+  CHECK(s.delay(3, 0) == Duration(1h));
+  CHECK(s.delay(9, 0) == Duration(1h));
+}
+
+TEST_CASE(
+    "Deferred recipients are retried on the schedule, at the first queue cycle after their "
+    "retry time",
+    "[queue][retry][deliverer]") {
+  QueueConfig qc = deterministic_queue_config();
+  qc.retry.floor = Duration(15min);
+  Engine e({100, Duration(15min)}, qc);
+  example_com(e);
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.transport.connects.size() == 1);
+  CHECK(e.rcpt(id).next_attempt == e.clock.now() + Duration(15min));
+  e.clock.advance(Duration(15min));  // cycle 1: due (15 min)
+  CHECK(e.transport.connects.size() == 2);
+  CHECK(e.rcpt(id).attempts == 2);
+  CHECK(e.rcpt(id).next_attempt == e.clock.now() + Duration(30min));
+  e.clock.advance(Duration(15min));  // cycle 2: not due
+  CHECK(e.transport.connects.size() == 2);
+  e.clock.advance(Duration(15min));  // cycle 3: due
+  CHECK(e.transport.connects.size() == 3);
+}
+
+TEST_CASE(
+    "A message older than the maximal lifetime expires and bounces with the last real "
+    "reply, wherever it sits",
+    "[queue][expiry][dsn]") {
+  QueueConfig qc = deterministic_queue_config();
+  qc.max_lifetime = Duration(std::chrono::hours(24 * 5));
+  Engine e({3, Duration(15min)}, qc);
+  example_com(e);
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
+  e.deliverer->start();
+  MessageId id = e.send("sender@example.org", {"u@example.com"});
+  MessageId held = e.send("sender@example.org", {"v@example.com"});
+  REQUIRE_FALSE(e.queue->hold(held));
+  e.settle();
+  e.clock.advance(Duration(std::chrono::hours(24 * 5)) - Duration(1min));
+  REQUIRE(e.queue->find(id) != nullptr);
+  e.clock.advance(Duration(2min));
+  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->find(held) == nullptr);  // held messages expire too
+  std::size_t expired = 0;
+  for (auto& ev : e.events.events) {
+    if (ev.kind != EventKind::returned) continue;
+    ++expired;
+    CHECK(ev.reply.enhanced == "5.4.7");
+  }
+  CHECK(expired == 2);
+  // The notification for u@ quotes the last real reply.
+  bool quoted = false;
+  for (auto mid : e.queue->list()) {
+    auto body = e.queue->read_body(mid);
+    REQUIRE(body);
+    if (body->find("connection refused") != std::string::npos) quoted = true;
+  }
+  CHECK(quoted);
+}
+
+TEST_CASE("hold / release / delete / bounce", "[queue][operator]") {
+  Engine e;
+  example_com(e);
+  e.deliverer->start();
+  MessageId a = e.send("s@example.org", {"u@example.com"}, "Subject: a\r\n\r\na\r\n");
+  REQUIRE_FALSE(e.queue->hold(a));
+  e.settle();
+  // Held before its first attempt: not attempted.
+  CHECK(e.transport.received.empty());
+  CHECK(e.queue->find(a)->held);
+  CHECK(e.queue->list({.held_only = true}) == std::vector<MessageId>{a});
+  e.deliverer->flush();
+  e.settle();
+  CHECK(e.transport.received.empty());
+  REQUIRE_FALSE(e.queue->release(a));
+  e.settle();
+  CHECK(e.transport.received.size() == 1);
+  CHECK(e.queue->find(a) == nullptr);
+
+  e.clock.advance(Duration(10s));  // the idle connection closes
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
+  MessageId b = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  REQUIRE(e.queue->find(b));
+  CHECK_FALSE(e.queue->remove(b));
+  CHECK(e.queue->find(b) == nullptr);
+  CHECK(e.queue->remove(b) == make_error_code(errc::not_found));
+  CHECK(e.storage.read_body(b).ok() == false);
+
+  MessageId c = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK_FALSE(e.queue->bounce(c));
+  CHECK(e.queue->find(c) == nullptr);
+  // A DSN to s@example.org is now queued.
+  auto all = e.queue->list();
+  REQUIRE(all.size() == 1);
+  CHECK(e.queue->find(all[0])->reverse_path.empty());
+}
+
+TEST_CASE("Queue::list filters by destination, age and last error", "[queue][operator]") {
+  Engine e;
+  example_com(e);
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
+  e.deliverer->start();
+  MessageId a = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  e.clock.advance(Duration(1h));
+  MessageId b = e.send("s@example.org", {"u@nowhere.example"});
+  e.settle();
+  CHECK(e.queue->list({.destination = "example.com"}) == std::vector<MessageId>{a});
+  CHECK(e.queue->list({.destination = "nowhere.example"}) == std::vector<MessageId>{b});
+  CHECK(e.queue->list({.min_age = Duration(30min)}) == std::vector<MessageId>{a});
+  CHECK(e.queue->list({.error_contains = "does not resolve"}) == std::vector<MessageId>{b});
+  CHECK(e.queue->list({.error_contains = "connection refused"}) == std::vector<MessageId>{a});
+}
+
+TEST_CASE("Enqueue rejects bad input with a clear error and queues nothing", "[queue]") {
+  Engine e;
+  auto env = make_envelope("s@example.org", {"u@example.com"});
+  REQUIRE(env);
+  auto try_body = [&](std::string body) {
+    std::optional<Error> err;
+    e.queue->enqueue(env.value(), std::move(body), [&](Result<MessageId> r) {
+      if (!r) err = r.error();
+    });
+    return err;
+  };
+  auto nul = try_body(std::string("Subject: x\r\n\r\na\0b\r\n", 19));
+  REQUIRE(nul);
+  CHECK(nul->code == make_error_code(errc::forbidden_character));
+  auto longline = try_body("Subject: x\r\n\r\n" + std::string(1200, 'a') + "\r\n");
+  REQUIRE(longline);
+  CHECK(longline->code == make_error_code(errc::too_long));
+  CHECK(longline->message.find("998") != std::string::npos);
+  auto empty = try_body("");
+  REQUIRE(empty);
+
+  e.storage.fail_inserts(std::make_error_code(std::errc::no_space_on_device));
+  auto full = try_body("Subject: x\r\n\r\nbody\r\n");
+  REQUIRE(full);
+  CHECK(full->code == make_error_code(errc::storage_failure));
+  CHECK(e.queue->size() == 0);
+  CHECK(e.events.events.empty());
+}
+
+TEST_CASE("Recipients of one message for several destinations travel in separate transactions",
+          "[queue][deliverer]") {
+  Engine e;
+  example_com(e);
+  e.resolver.set_mx("example.net", {{10, "mx.example.net"}});
+  e.resolver.set_addresses("mx.example.net", {"127.0.0.11"});
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"a@example.com", "b@example.net", "c@example.com"});
+  e.settle();
+  CHECK(e.queue->find(id) == nullptr);
+  REQUIRE(e.transport.received.size() == 2);
+  for (auto& m : e.transport.received) {
+    if (m.server == "127.0.0.10:25")
+      CHECK(m.rcpt_to == std::vector<std::string>{"a@example.com", "c@example.com"});
+    else
+      CHECK(m.rcpt_to == std::vector<std::string>{"b@example.net"});
+  }
+}
+
+TEST_CASE("Connection reuse: several messages for one destination share a connection",
+          "[deliverer]") {
+  Engine e;
+  example_com(e);
+  e.deliverer->start();
+  for (int i = 0; i < 5; ++i) e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.transport.received.size() == 5);
+  CHECK(e.transport.connects.size() <= 2);
+  // Idle connections are closed after the idle timeout.
+  e.clock.advance(Duration(10s));
+  CHECK(e.transport.open_connections() == 0);
+  CHECK(e.deliverer->idle());
+}
+
+TEST_CASE("A static route sends everything for its domains to the smart host",
+          "[route][deliverer]") {
+  Engine e;
+  Route smart;
+  smart.name = "tcp_internal";
+  smart.hosts = {{"127.0.0.60", 2525}};
+  REQUIRE_FALSE(e.routes.add(smart));
+  REQUIRE_FALSE(e.routes.map(".corp.example", "tcp_internal"));
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"a@x.corp.example", "b@y.corp.example"});
+  e.settle();
+  CHECK(e.queue->find(id) == nullptr);
+  REQUIRE(e.transport.received.size() == 1);  // one destination: the route
+  CHECK(e.transport.received[0].server == "127.0.0.60:2525");
+  CHECK(e.transport.received[0].rcpt_to.size() == 2);
+  CHECK(e.resolver.queries() == 0);
+}
