@@ -761,10 +761,17 @@ struct Deliverer::Impl {
         connection_failed(s, (s.remote.empty() ? "" : s.remote + " ") + f.reply.to_string(), true);
         return;
       }
-      // Not a connection failure (TLS policy, EHLO refused...): next host, not counted.
-      run->last_failure =
-          s.remote.empty() ? f.reply.to_string() : s.remote + " " + f.reply.to_string();
-      run->last_failure_reply = f.reply;
+      // Not a connection failure (TLS policy, EHLO refused, AUTH refused...): next host, not
+      // counted. Never a bounce from here: a misconfigured or misbehaving host before the
+      // transaction (a 535 to AUTH, a 5xx to EHLO) defers the mail, as Postfix's soft bounce
+      // does, so that fixing the configuration loses nothing.
+      Reply soft = f.reply;
+      if (soft.permanent()) {
+        soft.code = 451;
+        if (!soft.enhanced.empty()) soft.enhanced[0] = '4';
+      }
+      run->last_failure = s.remote.empty() ? soft.to_string() : s.remote + " " + soft.to_string();
+      run->last_failure_reply = soft;
       if (run->next_target < run->targets.size() &&
           run->targets[run->next_target].address == s.target.address)
         ++run->next_target;

@@ -109,7 +109,7 @@ class FakeTransport::Conn final : public Connection {
              b_.script.ehlo_lines[i] + "\r\n";
       send(r);
     } else if (verb == "HELO") {
-      send("250 fake.example\r\n");
+      send(b_.script.helo_reply + "\r\n");
     } else if (verb == "MAIL") {
       current_ = ReceivedMessage{};
       current_.mail_from = line;

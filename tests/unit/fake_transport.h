@@ -26,6 +26,7 @@ struct FakeServerScript {
   std::vector<std::string> ehlo_lines = {"fake.example",        "PIPELINING",    "8BITMIME",
                                          "ENHANCEDSTATUSCODES", "SIZE 10000000", "DSN"};
   bool ehlo_supported = true;
+  std::string helo_reply = "250 fake.example";
   /// Reply to RCPT TO by recipient address (default "250 2.1.5 Ok").
   std::map<std::string, std::string> rcpt_replies;
   std::string mail_reply = "250 2.1.0 Ok";

@@ -289,3 +289,50 @@ TEST_CASE("A static route sends everything for its domains to the smart host",
   CHECK(e.transport.received[0].rcpt_to.size() == 2);
   CHECK(e.resolver.queries() == 0);
 }
+
+TEST_CASE(
+    "TLS required but not offered: deferred, never sent in plaintext, not a connection "
+    "failure",
+    "[deliverer][tls]") {
+  Engine e;
+  Route r;
+  r.name = "secure";
+  r.tls = TlsPolicy::required;
+  REQUIRE_FALSE(e.routes.add(r));
+  REQUIRE_FALSE(e.routes.set_default("secure"));
+  example_com(e);  // the fake server offers no STARTTLS
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.transport.received.empty());
+  CHECK(e.rcpt(id).state == RecipientState::deferred);
+  CHECK(e.rcpt(id).last_reply.transient());
+  CHECK(e.rcpt(id).last_reply.enhanced.rfind("4.7.", 0) == 0);
+  CHECK(e.rcpt(id).last_reply.text.find("STARTTLS") != std::string::npos);
+  CHECK_FALSE(e.domains.is_down("example.com", e.clock.now()));
+}
+
+TEST_CASE("A 5xx before the transaction (HELO refused) defers instead of bouncing", "[deliverer]") {
+  Engine e;
+  example_com(e);
+  auto& s = e.transport.at("127.0.0.10").script;
+  s.ehlo_supported = false;
+  s.helo_reply = "550 5.7.1 go away";
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.rcpt(id).state == RecipientState::deferred);
+  CHECK(e.rcpt(id).last_reply.to_string() == "451 4.7.1 go away");
+  CHECK(e.count(EventKind::returned) == 0);
+}
+
+TEST_CASE("EHLO refused falls back to HELO and delivers", "[deliverer]") {
+  Engine e;
+  example_com(e);
+  e.transport.at("127.0.0.10").script.ehlo_supported = false;
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.transport.received.size() == 1);
+}
