@@ -212,6 +212,9 @@ class SmtpClient {
   ///
   /// BODY=8BITMIME is declared when `eight_bit` is set or the body has 8-bit octets and the
   /// server offers 8BITMIME; without 8BITMIME such a body is sent as it is (no conversion).
+  /// SIZE= is sent when SIZE is offered; RET=, ENVID=, NOTIFY= and ORCPT= (xtext, RFC 3461)
+  /// only when DSN is offered, otherwise they are left out (a "relayed" notice for
+  /// NOTIFY=SUCCESS is then the caller's business).
   /// RSET goes first (on its own, not pipelined) only when the previous transaction on this
   /// session was abandoned half-way (MAIL, every RCPT or DATA refused).
   bool send(SmtpTransaction transaction, TimePoint now);

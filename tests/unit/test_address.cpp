@@ -369,3 +369,34 @@ TEST_CASE("make_envelope: null reverse path, angle brackets, per-recipient error
     CHECK(e.error().code == make_error_code(errc::no_recipients));
   }
 }
+
+TEST_CASE("Address::parse on random input: never crashes, accepts only clean round-trips",
+          "[address][security]") {
+  // A small alphabet rich in the characters the grammar cares about.
+  const std::string alphabet = std::string("aZ09.@\"\\[]:-_ +\r\n\x7f\xc3\xa9\xff") + '\0';
+  std::uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string s;
+    const std::size_t len = next() % 24;
+    for (std::size_t k = 0; k < len; ++k) s += alphabet[next() % alphabet.size()];
+    auto r = Address::parse(s);
+    if (!r) {
+      CHECK_FALSE(r.error().message.empty());
+      continue;
+    }
+    ++accepted;
+    CHECK(r->to_string() == s);
+    for (char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      CHECK((u >= 0x20 && u != 0x7f));
+    }
+  }
+  CHECK(accepted > 0);
+}
