@@ -84,7 +84,8 @@ struct AresResolverOptions {
   Duration min_ttl{0};                       ///< floor of every cached lifetime that is not zero
   Duration max_ttl{std::chrono::hours(24)};  ///< ceiling of positive lifetimes
   /// Lifetime of an NXDOMAIN / no-data answer without an SOA record; with one, RFC 2308's
-  /// min(SOA TTL, SOA MINIMUM) is used.
+  /// min(SOA TTL, SOA MINIMUM) is used. Either way a negative answer reached through a CNAME
+  /// lives no longer than the CNAME's TTL.
   Duration negative_ttl{std::chrono::minutes(5)};
   Duration max_negative_ttl{std::chrono::hours(3)};  ///< ceiling of negative lifetimes
   /// Lifetime of transient failures (SERVFAIL, timeout, ...). Zero: never cached.

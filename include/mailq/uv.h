@@ -87,7 +87,8 @@ struct UvTransportOptions {
       "/etc/ssl/ca-bundle.pem",              // openSUSE
       "/etc/ssl/cert.pem",                   // BSDs, macOS
   };
-  /// Size of the buffer each connection reads into.
+  /// Size of the read buffer (one per transport, shared by its connections: each read is
+  /// consumed before the next one runs).
   std::size_t read_buffer_size = 64 * 1024;
   /// Where exceptions escaping a ConnectionHandler method are reported (default: stderr).
   ErrorHandler error_handler;
@@ -125,8 +126,9 @@ struct UvTransportOptions {
 ///     result, never from inside `start_tls`. Afterwards every read and write is encrypted.
 ///   - `server_name` is sent as SNI (unless it is an IP literal, RFC 6066 §3) and, with
 ///     `verify`, checked against the certificate (subjectAltName DNS names, else the CN);
-///     `verify` requires a server name. `verify` uses `ca_file`, or the first usable bundle
-///     of `UvTransportOptions::system_ca_files` when it is empty.
+///     `verify` requires a host name: mbedTLS 2.28 cannot check iPAddress names, so verifying
+///     an IP literal fails. `verify` uses `ca_file`, or the first usable bundle of
+///     `UvTransportOptions::system_ca_files` when it is empty.
 ///   - Without `verify` any certificate is accepted (TLS 1.0 and up: opportunistic
 ///     encryption beats plaintext, RFC 7435); with `verify` the minimum is TLS 1.2.
 ///   - A failure is `on_tls(mailq::errc::tls_failure, {})` and the connection is then
@@ -135,7 +137,7 @@ struct UvTransportOptions {
 ///     connected, or a second time, is `on_tls(mailq::errc::bad_state, {})`.
 ///   - `TlsInfo::cipher` uses the IANA suite name ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
 ///     `TlsInfo::version` mbedTLS's ("TLSv1.2"), `peer_subject` the certificate's subject DN
-///     ("CN=mx.example.org, O=Example").
+///     in certificate order ("O=Example, CN=mx.example.org").
 ///   - mbedTLS contexts (entropy, DRBG, trust store, ssl config) are built once per transport
 ///     and per (verify, ca_file) and shared by its connections, so a handshake does no file
 ///     I/O after the first one. A CA file that cannot be loaded is not remembered: the next
@@ -145,6 +147,9 @@ struct UvTransportOptions {
 /// they share with it.
 class UvTransport final : public Transport {
  public:
+  /// `loop` must outlive the transport and its connections. On Unix the constructor sets
+  /// SIGPIPE to SIG_IGN when it is at its default (libuv writes with write(2), and a peer's
+  /// reset would otherwise kill the host); a handler the host installed is left alone.
   explicit UvTransport(uv_loop_t* loop, UvTransportOptions options = {});
   ~UvTransport() override;
   UvTransport(const UvTransport&) = delete;

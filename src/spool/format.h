@@ -1,0 +1,98 @@
+// The bytes of a spool file (docs/spool-format.md): encoding and decoding, no I/O.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mailq/message.h"
+
+namespace mailq {
+namespace spool {
+namespace detail {
+
+inline constexpr char kMagic[8] = {'M', 'A', 'I', 'L', 'Q', 'S', 'P', 'L'};
+inline constexpr std::uint32_t kFormatVersion = 1;
+/// magic (8) + version (4) + CRC-32C of those 12 bytes (4).
+inline constexpr std::size_t kPreambleSize = 16;
+/// length (4) + type (1) + check of those 5 bytes (2) + a zero byte.
+inline constexpr std::size_t kRecordHeaderSize = 8;
+/// CRC-32C of header and payload.
+inline constexpr std::size_t kRecordTrailerSize = 4;
+inline constexpr std::size_t kRecordOverhead = kRecordHeaderSize + kRecordTrailerSize;
+inline constexpr std::uint64_t kMaxPayload = 0xFFFFFFFFu;
+
+enum class RecordType : std::uint8_t {
+  meta = 'M',     ///< the MessageRecord as inserted (every field)
+  body = 'B',     ///< the message body
+  update = 'U',   ///< message attempts, held, and the recipients whose state changed
+  attempt = 'A',  ///< one transient-attempt row
+};
+
+void put_preamble(std::string& out);
+
+enum class PreambleStatus { ok, truncated, foreign, newer_version, corrupt };
+/// Checks the first bytes of a file; `version` receives the version field when readable.
+PreambleStatus check_preamble(std::string_view data, std::uint32_t* version);
+
+/// Writes a record header into `out` and returns where the record starts; the payload is
+/// appended next, then `end_record` fills in the length and appends the checksum.
+std::size_t begin_record(std::string& out, RecordType type);
+void end_record(std::string& out, std::size_t start);
+
+void put_meta_record(std::string& out, const MessageRecord& record);
+/// An update record carrying the message-level fields and the recipients at `changed`.
+void put_update_record(std::string& out, const MessageRecord& record,
+                       const std::vector<std::uint32_t>& changed);
+void put_attempt_record(std::string& out, const AttemptRecord& attempt);
+
+/// The body record is written around the caller's buffer (no copy of the body): its header,
+/// then the body, then `body_crc(header, body)`.
+void body_record_header(std::uint32_t body_size, unsigned char out[kRecordHeaderSize]);
+std::uint32_t body_crc(const unsigned char header[kRecordHeaderSize], std::string_view body);
+
+enum class RecordStatus {
+  ok,
+  /// The data ends inside the record (fewer bytes than its header or its length says): a
+  /// torn write when the data runs to the end of the file.
+  incomplete,
+  /// Bad checksum, unknown type or bad header check.
+  corrupt,
+};
+
+struct RecordView {
+  RecordType type{};
+  std::string_view payload;
+  std::size_t size = 0;  ///< header + payload + trailer
+};
+
+/// Parses the record at the start of `data` (which may run on past it).
+RecordStatus parse_record(std::string_view data, RecordView* out);
+/// Parses only a record header: type and payload length, without checking the checksum.
+bool parse_record_header(std::string_view data, RecordType* type, std::uint32_t* length);
+
+/// Decoders return false (with a reason) on malformed payloads.
+bool decode_meta(std::string_view payload, MessageRecord* out, std::string* why);
+/// Applies an update record to `record` (whose recipient count it must match).
+bool apply_update(std::string_view payload, MessageRecord* record, std::string* why);
+bool decode_attempt(std::string_view payload, AttemptRecord* out, std::string* why);
+
+/// Identity of a recipient's mutable state, to write only the recipients that changed. The
+/// state and attempt count are exact; the rest (next attempt, reply, remote) is hashed.
+struct RecipientDigest {
+  std::uint64_t hash = 0;
+  std::uint32_t attempts = 0;
+  RecipientState state = RecipientState::queued;
+
+  friend bool operator==(const RecipientDigest& a, const RecipientDigest& b) {
+    return a.hash == b.hash && a.attempts == b.attempts && a.state == b.state;
+  }
+  friend bool operator!=(const RecipientDigest& a, const RecipientDigest& b) { return !(a == b); }
+};
+RecipientDigest digest(const RecipientRecord& r);
+
+}  // namespace detail
+}  // namespace spool
+}  // namespace mailq

@@ -1,0 +1,1387 @@
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>  // renameat2
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "mailq/spool.h"
+#include "spool/crc32c.h"
+#include "spool/format.h"
+
+namespace mailq {
+namespace spool {
+namespace {
+
+using detail::RecipientDigest;
+using detail::RecordStatus;
+using detail::RecordType;
+using detail::RecordView;
+
+constexpr std::size_t kHeadRead = 4096;          // one read gets the metadata of almost every file
+constexpr std::size_t kMaxBatchOpenFiles = 256;  // beyond this, batch files are reopened to sync
+// Metadata of a million recipients stays below this; a larger length is damage.
+constexpr std::uint32_t kMaxMetaSize = 256u << 20;
+constexpr std::string_view kHeldSuffix = ".HELD";
+constexpr std::string_view kTmpSuffix = ".tmp";
+
+std::string errno_text(int err) {
+  return std::generic_category().message(err);
+}
+
+// Closes on scope exit.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() { reset(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  bool ok() const { return fd_ >= 0; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// 0 on success, else errno. Retries short writes and EINTR.
+int writev_all(int fd, iovec* iov, int count) {
+  while (count > 0) {
+    ssize_t n = ::writev(fd, iov, count);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return EIO;
+    auto left = static_cast<std::size_t>(n);
+    while (count > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      ++iov;
+      --count;
+    }
+    if (count > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+  return 0;
+}
+
+int pwrite_all(int fd, const char* p, std::size_t n, std::uint64_t off) {
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(off));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (w == 0) return EIO;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+    off += static_cast<std::uint64_t>(w);
+  }
+  return 0;
+}
+
+// Reads up to `n` bytes (fewer only at end of file). Returns the count, or -1 with errno.
+ssize_t pread_all(int fd, char* p, std::size_t n, std::uint64_t off) {
+  std::size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(fd, p + got, n - got, static_cast<off_t>(off + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (r == 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  return static_cast<ssize_t>(got);
+}
+
+int fsync_retry(int fd, bool data_only) {
+  for (;;) {
+    int r = data_only ? ::fdatasync(fd) : ::fsync(fd);
+    if (r == 0) return 0;
+    if (errno != EINTR) return errno;
+  }
+}
+
+// Renames without replacing an existing target. 0 or errno.
+int rename_noreplace(int from_dir, const char* from, int to_dir, const char* to) {
+#ifdef RENAME_NOREPLACE
+  if (::renameat2(from_dir, from, to_dir, to, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+#endif
+  // The file system cannot refuse to replace: check first (we hold the spool lock, so no
+  // one else creates names in our directories).
+  struct stat st;
+  if (::fstatat(to_dir, to, &st, AT_SYMLINK_NOFOLLOW) == 0) return EEXIST;
+  if (::renameat(from_dir, from, to_dir, to) == 0) return 0;
+  return errno;
+}
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+std::string file_name_for(MessageId id, std::uint32_t attempts, bool held) {
+  std::string name = queue_file_name(id, attempts);
+  if (held) name += kHeldSuffix;
+  return name;
+}
+
+// "ZY01J9ZK3D2ZP7F.00" or "ZY01J9ZK3D2ZP7F.00.HELD" -> id. The attempt letter is not checked
+// here: the recorded state decides the name, and load() renames a file whose name lags.
+bool parse_file_name(std::string_view name, MessageId* id) {
+  if (ends_with(name, kHeldSuffix)) name.remove_suffix(kHeldSuffix.size());
+  if (name.size() != 2 + 13 + 3) return false;
+  if (name[0] != 'Z' || name[1] < 'A' || name[1] > 'Z') return false;
+  if (name.substr(15) != ".00") return false;
+  return MessageId::parse(name.substr(2, 13), id);
+}
+
+struct DirEntry {
+  std::string name;
+  ino_t ino = 0;
+  unsigned char type = DT_UNKNOWN;
+};
+
+// Lists a directory (without "." and ".."). 0 or errno.
+int list_directory(int dir_fd, std::vector<DirEntry>* out) {
+  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  DIR* d = ::fdopendir(fd);
+  if (d == nullptr) {
+    int err = errno;
+    ::close(fd);
+    return err;
+  }
+  for (;;) {
+    errno = 0;
+    dirent* e = ::readdir(d);
+    if (e == nullptr) {
+      int err = errno;
+      ::closedir(d);
+      return err;
+    }
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    out->push_back(DirEntry{e->d_name, e->d_ino, e->d_type});
+  }
+}
+
+unsigned char entry_type(int dir_fd, const DirEntry& e) {
+  if (e.type != DT_UNKNOWN) return e.type;
+  struct stat st;
+  if (::fstatat(dir_fd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return DT_UNKNOWN;
+  if (S_ISDIR(st.st_mode)) return DT_DIR;
+  if (S_ISREG(st.st_mode)) return DT_REG;
+  return DT_UNKNOWN;
+}
+
+// Whether a valid record starts anywhere after the first byte of `s`.
+bool valid_record_after(std::string_view s) {
+  for (std::size_t i = 1; i + detail::kRecordOverhead <= s.size(); ++i) {
+    detail::RecordView rv;
+    if (detail::parse_record(s.substr(i), &rv) == detail::RecordStatus::ok) return true;
+  }
+  return false;
+}
+
+bool all_zero(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c == 0; });
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+
+struct SpoolStorage::Impl {
+  struct Channel {
+    std::string name;
+    int fd = -1;
+  };
+
+  // What the spool remembers of a stored message: where its file is and what it recorded
+  // last, so that an update appends only what changed. Bodies and replies stay on disk.
+  struct Entry {
+    std::uint64_t end = 0;       // where the next record goes (end of the valid records)
+    std::uint64_t body_off = 0;  // offset of the body record
+    std::uint64_t tail_off = 0;  // first byte after the body record
+    std::uint32_t channel = 0;
+    std::uint32_t attempts = 0;       // as recorded
+    std::uint32_t name_attempts = 0;  // as the file name shows
+    bool held = false;
+    bool name_held = false;
+    std::vector<RecipientDigest> recipients;
+  };
+
+  struct Pending {
+    MessageId id;
+    std::string tmp_name;
+    Fd fd;
+    Entry entry;
+    Done done;
+    std::error_code ec;
+  };
+
+  Impl(std::string d, Clock& c, SpoolOptions o)
+      : dir(std::move(d)), clock(c), options(std::move(o)) {}
+
+  std::string dir;
+  Clock& clock;
+  SpoolOptions options;
+
+  Fd spool_fd, queue_fd, tmp_fd, quarantine_fd, lock_fd;
+  Error open_error;
+  Error last_error;
+
+  std::vector<Channel> channels;
+  std::unordered_map<std::string, std::uint32_t> channel_index;
+  std::unordered_map<std::uint64_t, Entry> index;
+
+  std::vector<Pending> pending;
+  std::unordered_set<std::uint64_t> pending_ids;
+  std::size_t pending_open_files = 0;
+  bool queue_dir_dirty = false;                  // a channel directory was created
+  std::set<std::uint32_t> soon_dirs;             // removals: synced at the end of the loop turn
+  std::unordered_set<std::uint64_t> lazy_files;  // appended records not yet synced
+  std::set<std::uint32_t> lazy_dirs;             // renames not yet synced
+  TimerId batch_timer = kNoTimer;
+  TimerId lazy_timer = kNoTimer;
+
+  SpoolStats stats;
+  bool noatime = true;
+  std::string head;  // load(): reused read buffer
+  std::string tail;
+
+  ~Impl() {
+    for (auto& c : channels) {
+      if (c.fd >= 0) ::close(c.fd);
+    }
+  }
+
+  bool ready() const { return !open_error.code; }
+
+  std::error_code fail(std::error_code code, std::string message) {
+    last_error = Error(code, std::move(message));
+    if (options.on_error) {
+      try {
+        options.on_error(last_error);
+      } catch (...) {
+        // A throwing host handler must not unwind through the storage.
+      }
+    }
+    return code;
+  }
+
+  std::error_code sys_fail(std::string_view what, std::string_view where, int err) {
+    std::string msg(what);
+    msg += ' ';
+    msg += dir;
+    msg += '/';
+    msg += where;
+    msg += ": ";
+    msg += errno_text(err);
+    return fail(make_error_code(errc::storage_failure), std::move(msg));
+  }
+
+  std::error_code not_ready() {
+    last_error = open_error;
+    return make_error_code(errc::storage_failure);
+  }
+
+  // --- set-up -----------------------------------------------------------------------------
+
+  void open() {
+    auto fail_open = [&](std::string what, int err) {
+      open_error = Error(errc::storage_failure, what + ": " + errno_text(err));
+      last_error = open_error;
+    };
+    if (dir.empty()) {
+      open_error = Error(errc::storage_failure, "spool directory not given");
+      last_error = open_error;
+      return;
+    }
+    // mkdir -p
+    for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
+      if (pos != dir.size() && dir[pos] != '/') continue;
+      std::string part = dir.substr(0, pos);
+      if (::mkdir(part.c_str(), options.directory_mode) != 0 && errno != EEXIST) {
+        return fail_open("create spool directory " + part, errno);
+      }
+    }
+    spool_fd = Fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!spool_fd.ok()) return fail_open("open spool directory " + dir, errno);
+    lock_fd = Fd(::openat(spool_fd.get(), "lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
+    if (!lock_fd.ok()) return fail_open("open " + dir + "/lock", errno);
+    if (::flock(lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) {
+        open_error =
+            Error(errc::storage_failure,
+                  "spool " + dir + " is in use by another process (" + dir + "/lock is locked)");
+        last_error = open_error;
+        return;
+      }
+      return fail_open("lock " + dir + "/lock", errno);
+    }
+    bool created = false;
+    for (const char* sub : {"queue", "tmp", "quarantine"}) {
+      if (::mkdirat(spool_fd.get(), sub, options.directory_mode) == 0) {
+        created = true;
+      } else if (errno != EEXIST) {
+        return fail_open("create " + dir + "/" + sub, errno);
+      }
+      Fd fd(::openat(spool_fd.get(), sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!fd.ok()) return fail_open("open " + dir + "/" + sub, errno);
+      const std::string_view which(sub);
+      if (which == "queue")
+        queue_fd = std::move(fd);
+      else if (which == "tmp")
+        tmp_fd = std::move(fd);
+      else
+        quarantine_fd = std::move(fd);
+    }
+    if (created) {
+      stats.dir_syncs++;
+      if (int err = fsync_retry(spool_fd.get(), false)) return fail_open("sync " + dir, err);
+    }
+  }
+
+  // The channel directory, opened (and created when `create`). UINT32_MAX on failure.
+  std::uint32_t channel(const std::string& name, bool create, std::error_code* ec) {
+    auto it = channel_index.find(name);
+    if (it != channel_index.end()) return it->second;
+    if (create) {
+      if (::mkdirat(queue_fd.get(), name.c_str(), options.directory_mode) == 0) {
+        queue_dir_dirty = true;
+      } else if (errno != EEXIST) {
+        *ec = sys_fail("create directory", "queue/" + name, errno);
+        return UINT32_MAX;
+      }
+    }
+    int fd = ::openat(queue_fd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      *ec = sys_fail("open directory", "queue/" + name, errno);
+      return UINT32_MAX;
+    }
+    const auto index_of = static_cast<std::uint32_t>(channels.size());
+    channels.push_back(Channel{name, fd});
+    channel_index.emplace(name, index_of);
+    return index_of;
+  }
+
+  std::string path_of(MessageId id, const Entry& e) const {
+    return "queue/" + channels[e.channel].name + "/" +
+           file_name_for(id, e.name_attempts, e.name_held);
+  }
+
+  // --- timers -----------------------------------------------------------------------------
+
+  void schedule_batch() {
+    if (batch_timer != kNoTimer) return;
+    batch_timer = clock.schedule(Duration{0}, [this] {
+      batch_timer = kNoTimer;
+      flush_batch(true);
+    });
+  }
+
+  void schedule_lazy() {
+    if (lazy_timer != kNoTimer) return;
+    lazy_timer = clock.schedule(options.deferred_sync_delay, [this] {
+      lazy_timer = kNoTimer;
+      sync_lazy();
+    });
+  }
+
+  bool use_syncfs(std::size_t files) const {
+    switch (options.sync_method) {
+      case SyncMethod::per_file:
+        return false;
+      case SyncMethod::syncfs:
+        return files > 0;
+      case SyncMethod::automatic:
+        break;
+    }
+    return files >= std::max<std::size_t>(options.syncfs_threshold, 1);
+  }
+
+  // --- insert -------------------------------------------------------------------------------
+
+  void insert(const MessageRecord& record, std::string_view body, Done done) {
+    Pending p;
+    p.id = record.id;
+    p.done = std::move(done);
+    p.ec = write_new(record, body, &p);
+    if (p.ec) stats.insert_failures++;
+    if (!p.ec) pending_ids.insert(record.id.value);
+    pending.push_back(std::move(p));
+    schedule_batch();
+  }
+
+  std::error_code write_new(const MessageRecord& record, std::string_view body, Pending* p) {
+    if (!ready()) return not_ready();
+    if (!record.id) {
+      return fail(make_error_code(errc::invalid_parameter), "insert: message id 0");
+    }
+    const std::string id_text = record.id.to_string();
+    if (record.recipients.empty()) {
+      return fail(make_error_code(errc::invalid_parameter),
+                  "insert " + id_text + ": no recipients");
+    }
+    if (index.count(record.id.value) || pending_ids.count(record.id.value)) {
+      return fail(make_error_code(errc::bad_state), "insert " + id_text + ": already stored");
+    }
+    if (body.size() >= detail::kMaxPayload) {
+      return fail(make_error_code(errc::message_too_large),
+                  "insert " + id_text + ": a body of 4 GiB or more does not fit the spool");
+    }
+    std::error_code ec;
+    const std::uint32_t ch =
+        channel(SpoolStorage::channel_directory(record.recipients[0].route), true, &ec);
+    if (ch == UINT32_MAX) return ec;
+
+    std::string head_bytes;
+    detail::put_preamble(head_bytes);
+    detail::put_meta_record(head_bytes, record);
+    if (head_bytes.size() - detail::kPreambleSize - detail::kRecordOverhead >=
+        detail::kMaxPayload) {
+      return fail(make_error_code(errc::message_too_large),
+                  "insert " + id_text + ": metadata too large");
+    }
+    const std::uint64_t body_off = head_bytes.size();
+    unsigned char body_header[detail::kRecordHeaderSize];
+    detail::body_record_header(static_cast<std::uint32_t>(body.size()), body_header);
+    unsigned char crc[4];
+    const std::uint32_t c = detail::body_crc(body_header, body);
+    for (int i = 0; i < 4; ++i) crc[i] = static_cast<unsigned char>((c >> (8 * i)) & 0xFFu);
+
+    p->tmp_name = id_text + std::string(kTmpSuffix);
+    const std::string where = "tmp/" + p->tmp_name;
+    Fd fd(::openat(tmp_fd.get(), p->tmp_name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                   options.file_mode));
+    if (!fd.ok()) return sys_fail("create", where, errno);
+    iovec iov[4] = {
+        {head_bytes.data(), head_bytes.size()},
+        {body_header, sizeof body_header},
+        {const_cast<char*>(body.data()), body.size()},
+        {crc, sizeof crc},
+    };
+    if (int err = writev_all(fd.get(), iov, 4)) {
+      fd.reset();
+      ::unlinkat(tmp_fd.get(), p->tmp_name.c_str(), 0);
+      return sys_fail("write", where, err);
+    }
+    const std::uint64_t total = body_off + detail::kRecordOverhead + body.size();
+    stats.bytes_written += total;
+
+    Entry& e = p->entry;
+    e.end = total;
+    e.body_off = body_off;
+    e.tail_off = total;
+    e.channel = ch;
+    e.attempts = e.name_attempts = record.attempts;
+    e.held = e.name_held = record.held;
+    e.recipients.reserve(record.recipients.size());
+    for (const auto& r : record.recipients) e.recipients.push_back(detail::digest(r));
+
+    // Keep the descriptor for the sync unless a huge batch would exhaust descriptors.
+    if (pending_open_files < kMaxBatchOpenFiles) {
+      p->fd = std::move(fd);
+      pending_open_files++;
+    }
+    return {};
+  }
+
+  void drop_tmp(Pending& p) {
+    p.fd.reset();
+    ::unlinkat(tmp_fd.get(), p.tmp_name.c_str(), 0);
+  }
+
+  // The group commit: makes every pending insert durable with as few flushes as the sync
+  // method allows, then (when `run_callbacks`) completes them.
+  void flush_batch(bool run_callbacks) {
+    if (batch_timer != kNoTimer) {
+      clock.cancel(batch_timer);
+      batch_timer = kNoTimer;
+    }
+    std::vector<Pending> batch = std::move(pending);
+    pending.clear();
+    pending_ids.clear();
+    pending_open_files = 0;
+
+    std::vector<Pending*> live;
+    for (auto& p : batch) {
+      if (!p.ec) live.push_back(&p);
+    }
+    if (!live.empty()) stats.batches++;
+
+    // 1. File contents.
+    bool synced = false;
+    if (use_syncfs(live.size())) {
+      stats.fs_syncs++;
+      if (::syncfs(tmp_fd.get()) == 0) {
+        synced = true;
+      } else {
+        // Which file failed is unknown: find out file by file below.
+        sys_fail("syncfs", "tmp", errno);
+      }
+    }
+    if (!synced) {
+      for (Pending* p : live) {
+        const std::string where = "tmp/" + p->tmp_name;
+        if (!p->fd.ok()) {
+          p->fd = Fd(::openat(tmp_fd.get(), p->tmp_name.c_str(), O_RDONLY | O_CLOEXEC));
+          if (!p->fd.ok()) {
+            p->ec = sys_fail("reopen", where, errno);
+            drop_tmp(*p);
+            continue;
+          }
+        }
+        stats.file_syncs++;
+        if (int err = fsync_retry(p->fd.get(), true)) {
+          p->ec = sys_fail("sync", where, err);
+          drop_tmp(*p);
+        }
+      }
+    }
+    for (Pending* p : live) p->fd.reset();
+
+    // 2. New channel directories must exist on disk before files are renamed into them.
+    if (queue_dir_dirty) {
+      stats.dir_syncs++;
+      if (int err = fsync_retry(queue_fd.get(), false)) {
+        std::error_code ec = sys_fail("sync directory", "queue", err);
+        for (Pending* p : live) {
+          if (!p->ec) {
+            p->ec = ec;
+            drop_tmp(*p);
+          }
+        }
+      } else {
+        queue_dir_dirty = false;
+      }
+    }
+
+    // 3. Into place.
+    std::set<std::uint32_t> dirs = std::move(soon_dirs);
+    soon_dirs.clear();
+    std::set<std::uint32_t> renamed_into;
+    for (Pending* p : live) {
+      if (p->ec) continue;
+      const std::string name = file_name_for(p->id, p->entry.attempts, p->entry.held);
+      const Channel& ch = channels[p->entry.channel];
+      if (int err = rename_noreplace(tmp_fd.get(), p->tmp_name.c_str(), ch.fd, name.c_str())) {
+        p->ec = sys_fail("rename tmp/" + p->tmp_name + " to", "queue/" + ch.name + "/" + name, err);
+        drop_tmp(*p);
+        continue;
+      }
+      renamed_into.insert(p->entry.channel);
+      dirs.insert(p->entry.channel);
+    }
+
+    // 4. Directory entries (also those of removals since the last batch).
+    for (std::uint32_t c : dirs) {
+      stats.dir_syncs++;
+      int err = fsync_retry(channels[c].fd, false);
+      if (err == 0) continue;
+      std::error_code ec = sys_fail("sync directory", "queue/" + channels[c].name, err);
+      if (!renamed_into.count(c)) continue;
+      // Whether the new names reached the disk is unknown: take them back and report the
+      // failure, so that no insert is acknowledged without being durable.
+      for (Pending* p : live) {
+        if (p->ec || p->entry.channel != c) continue;
+        p->ec = ec;
+        const std::string name = file_name_for(p->id, p->entry.attempts, p->entry.held);
+        ::unlinkat(channels[c].fd, name.c_str(), 0);
+      }
+    }
+
+    // 5. Index, then callbacks (which may insert, update or remove again).
+    for (Pending* p : live) {
+      if (p->ec) {
+        stats.insert_failures++;
+        continue;
+      }
+      stats.inserts++;
+      index.emplace(p->id.value, std::move(p->entry));
+    }
+    if (!run_callbacks) return;
+    for (auto& p : batch) {
+      if (!p.done) continue;
+      Done done = std::move(p.done);
+      try {
+        done(p.ec);
+      } catch (const std::exception& ex) {
+        fail(make_error_code(errc::bad_state),
+             std::string("insert callback threw an exception: ") + ex.what());
+      } catch (...) {
+        fail(make_error_code(errc::bad_state), "insert callback threw an exception");
+      }
+    }
+  }
+
+  // Syncs appended records and renames that were left for later.
+  void sync_lazy() {
+    if (lazy_timer != kNoTimer) {
+      clock.cancel(lazy_timer);
+      lazy_timer = kNoTimer;
+    }
+    std::unordered_set<std::uint64_t> files = std::move(lazy_files);
+    lazy_files.clear();
+    std::vector<const std::pair<const std::uint64_t, Entry>*> entries;
+    for (std::uint64_t id : files) {
+      auto it = index.find(id);
+      if (it != index.end()) entries.push_back(&*it);
+    }
+    bool synced = false;
+    if (use_syncfs(entries.size())) {
+      stats.fs_syncs++;
+      if (::syncfs(queue_fd.get()) == 0)
+        synced = true;
+      else
+        sys_fail("syncfs", "queue", errno);
+    }
+    if (!synced) {
+      for (const auto* kv : entries) {
+        const MessageId id{kv->first};
+        const Entry& e = kv->second;
+        const std::string name = file_name_for(id, e.name_attempts, e.name_held);
+        Fd fd(::openat(channels[e.channel].fd, name.c_str(), O_RDONLY | O_CLOEXEC));
+        stats.file_syncs++;
+        int err = fd.ok() ? fsync_retry(fd.get(), true) : errno;
+        if (err) sys_fail("sync", path_of(id, e), err);
+      }
+    }
+    std::set<std::uint32_t> dirs = std::move(lazy_dirs);
+    lazy_dirs.clear();
+    for (std::uint32_t c : dirs) {
+      stats.dir_syncs++;
+      if (int err = fsync_retry(channels[c].fd, false)) {
+        sys_fail("sync directory", "queue/" + channels[c].name, err);
+      }
+    }
+  }
+
+  // --- changes to stored messages ----------------------------------------------------------
+
+  // Appends `bytes` at the entry's end; with `sync`, also makes them durable. On failure the
+  // file is cut back to its previous end: the previous state stays the valid one.
+  std::error_code append(MessageId id, Entry& e, const std::string& bytes, bool sync) {
+    const std::string name = file_name_for(id, e.name_attempts, e.name_held);
+    const std::string where = path_of(id, e);
+    Fd fd(::openat(channels[e.channel].fd, name.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd.ok()) return sys_fail("open", where, errno);
+    int err = pwrite_all(fd.get(), bytes.data(), bytes.size(), e.end);
+    const char* what = "append to";
+    if (err == 0 && sync) {
+      stats.file_syncs++;
+      err = fsync_retry(fd.get(), true);
+      what = "sync";
+    }
+    if (err != 0) {
+      if (::ftruncate(fd.get(), static_cast<off_t>(e.end)) != 0) {
+        // The torn record stays; load() recognises it by its checksum and cuts it off, and
+        // the next append overwrites it (appends go to `end`, not to the file's size).
+      }
+      return sys_fail(what, where, err);
+    }
+    e.end += bytes.size();
+    stats.bytes_written += bytes.size();
+    if (!sync) {
+      lazy_files.insert(id.value);
+      schedule_lazy();
+    }
+    return {};
+  }
+
+  // Renames the file when its name lags the recorded attempts / held flag.
+  std::error_code rename_to_state(MessageId id, Entry& e) {
+    if (e.name_attempts == e.attempts && e.name_held == e.held) return {};
+    const std::string from = file_name_for(id, e.name_attempts, e.name_held);
+    const std::string to = file_name_for(id, e.attempts, e.held);
+    const Channel& ch = channels[e.channel];
+    if (::renameat(ch.fd, from.c_str(), ch.fd, to.c_str()) != 0) {
+      return sys_fail("rename " + path_of(id, e) + " to", "queue/" + ch.name + "/" + to, errno);
+    }
+    e.name_attempts = e.attempts;
+    e.name_held = e.held;
+    stats.renames++;
+    lazy_dirs.insert(e.channel);
+    schedule_lazy();
+    return {};
+  }
+
+  std::error_code update(const MessageRecord& record) {
+    if (!ready()) return not_ready();
+    auto it = index.find(record.id.value);
+    if (it == index.end()) {
+      return fail(make_error_code(errc::not_found), "update: no message " + record.id.to_string());
+    }
+    Entry& e = it->second;
+    if (record.recipients.size() != e.recipients.size()) {
+      return fail(make_error_code(errc::bad_state), "update " + record.id.to_string() + ": " +
+                                                        std::to_string(record.recipients.size()) +
+                                                        " recipients, stored " +
+                                                        std::to_string(e.recipients.size()));
+    }
+    std::vector<std::uint32_t> changed;
+    std::vector<RecipientDigest> digests(record.recipients.size());
+    // The at-least-once rule: a recipient that reaches a final state (above all
+    // "delivered") is on disk before the caller goes on, so that a crash never sends it
+    // again. Holding / releasing is an operator decision: also synced.
+    bool sync = record.held != e.held;
+    for (std::size_t i = 0; i < digests.size(); ++i) {
+      digests[i] = detail::digest(record.recipients[i]);
+      if (digests[i] == e.recipients[i]) continue;
+      changed.push_back(static_cast<std::uint32_t>(i));
+      if (is_final(digests[i].state) && !is_final(e.recipients[i].state)) sync = true;
+    }
+    if (!changed.empty() || record.attempts != e.attempts || record.held != e.held) {
+      std::string bytes;
+      detail::put_update_record(bytes, record, changed);
+      if (auto ec = append(record.id, e, bytes, sync)) return ec;
+      stats.updates++;
+      if (sync) stats.synced_updates++;
+      e.recipients = std::move(digests);
+      e.attempts = record.attempts;
+      e.held = record.held;
+    }
+    return rename_to_state(record.id, e);
+  }
+
+  std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) {
+    if (!ready()) return not_ready();
+    auto it = index.find(id.value);
+    if (it == index.end()) {
+      return fail(make_error_code(errc::not_found), "append_attempt: no message " + id.to_string());
+    }
+    std::string bytes;
+    detail::put_attempt_record(bytes, attempt);
+    if (auto ec = append(id, it->second, bytes, false)) return ec;
+    stats.attempts++;
+    return {};
+  }
+
+  std::error_code remove(MessageId id) {
+    if (!ready()) return not_ready();
+    auto it = index.find(id.value);
+    if (it == index.end()) {
+      return fail(make_error_code(errc::not_found), "remove: no message " + id.to_string());
+    }
+    Entry& e = it->second;
+    const std::string name = file_name_for(id, e.name_attempts, e.name_held);
+    if (::unlinkat(channels[e.channel].fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+      return sys_fail("remove", path_of(id, e), errno);
+    }
+    // The directory entry goes at the end of the loop turn, with the next group commit.
+    soon_dirs.insert(e.channel);
+    schedule_batch();
+    lazy_files.erase(id.value);
+    index.erase(it);
+    stats.removes++;
+    return {};
+  }
+
+  // --- reading -------------------------------------------------------------------------------
+
+  Result<std::string> read_body(MessageId id) {
+    if (!ready()) return Error(not_ready(), open_error.message);
+    auto it = index.find(id.value);
+    if (it == index.end()) return Error(errc::not_found, "no message " + id.to_string());
+    const Entry& e = it->second;
+    const std::string where = path_of(id, e);
+    Fd fd(::openat(channels[e.channel].fd, file_name_for(id, e.name_attempts, e.name_held).c_str(),
+                   O_RDONLY | O_CLOEXEC));
+    if (!fd.ok()) return Error(sys_fail("open", where, errno), last_error.message);
+    std::string buf(e.tail_off - e.body_off, '\0');
+    ssize_t n = pread_all(fd.get(), buf.data(), buf.size(), e.body_off);
+    if (n < 0) return Error(sys_fail("read", where, errno), last_error.message);
+    RecordView rv;
+    if (static_cast<std::size_t>(n) != buf.size() ||
+        detail::parse_record(buf, &rv) != RecordStatus::ok || rv.type != RecordType::body) {
+      auto ec =
+          fail(make_error_code(errc::corrupt_record), where + ": the body fails its checksum");
+      return Error(ec, last_error.message);
+    }
+    buf.erase(0, detail::kRecordHeaderSize);
+    buf.resize(rv.payload.size());
+    return buf;
+  }
+
+  Result<std::vector<AttemptRecord>> read_attempts(MessageId id) {
+    if (!ready()) return Error(not_ready(), open_error.message);
+    auto it = index.find(id.value);
+    if (it == index.end()) return Error(errc::not_found, "no message " + id.to_string());
+    const Entry& e = it->second;
+    const std::string where = path_of(id, e);
+    std::vector<AttemptRecord> out;
+    if (e.end == e.tail_off) return out;
+    Fd fd(::openat(channels[e.channel].fd, file_name_for(id, e.name_attempts, e.name_held).c_str(),
+                   O_RDONLY | O_CLOEXEC));
+    if (!fd.ok()) return Error(sys_fail("open", where, errno), last_error.message);
+    std::string buf(e.end - e.tail_off, '\0');
+    ssize_t n = pread_all(fd.get(), buf.data(), buf.size(), e.tail_off);
+    if (n < 0) return Error(sys_fail("read", where, errno), last_error.message);
+    std::string_view rest(buf.data(), static_cast<std::size_t>(n));
+    std::uint64_t offset = e.tail_off;
+    while (!rest.empty()) {
+      RecordView rv;
+      std::string why;
+      if (detail::parse_record(rest, &rv) != RecordStatus::ok) {
+        why = "record at offset " + std::to_string(offset) + " fails its checksum";
+      } else if (rv.type == RecordType::attempt) {
+        AttemptRecord a;
+        if (detail::decode_attempt(rv.payload, &a, &why)) out.push_back(std::move(a));
+      }
+      if (!why.empty()) {
+        auto ec = fail(make_error_code(errc::corrupt_record), where + ": " + why);
+        return Error(ec, last_error.message);
+      }
+      rest.remove_prefix(rv.size);
+      offset += rv.size;
+    }
+    return out;
+  }
+
+  // --- recovery -----------------------------------------------------------------------------
+
+  struct LoadContext {
+    const std::function<void(MessageRecord&&)>* each;
+    RecoveryReport* report;
+    std::set<std::uint32_t> changed_dirs;  // renames and quarantines to sync at the end
+    bool quarantine_dirty = false;
+  };
+
+  void problem(LoadContext& ctx, std::string line) {
+    if (ctx.report) ctx.report->problems.push_back(line);
+    fail(make_error_code(errc::corrupt_record), std::move(line));
+  }
+
+  // Moves a file out of the queue, keeping it for a human. Never loses it: a name clash in
+  // quarantine/ gets a numeric suffix.
+  void quarantine(LoadContext& ctx, std::uint32_t ch, const std::string& name,
+                  const std::string& reason) {
+    const std::string from = "queue/" + channels[ch].name + "/" + name;
+    std::string target = channels[ch].name + "." + name;
+    int err = 0;
+    for (int n = 0; n < 1000; ++n) {
+      std::string candidate = n == 0 ? target : target + "." + std::to_string(n);
+      err = rename_noreplace(channels[ch].fd, name.c_str(), quarantine_fd.get(), candidate.c_str());
+      if (err != EEXIST) {
+        target = candidate;
+        break;
+      }
+    }
+    if (err != 0) {
+      problem(ctx, from + ": " + reason + "; could not move it to quarantine/: " + errno_text(err) +
+                       "; left in place");
+      stats.last_load_skipped++;
+      return;
+    }
+    ctx.quarantine_dirty = true;
+    ctx.changed_dirs.insert(ch);
+    stats.last_load_quarantined++;
+    if (ctx.report) ctx.report->quarantined++;
+    problem(ctx, from + ": " + reason + "; moved to quarantine/" + target);
+  }
+
+  // Reads more of the file into `head` so that it holds at least `upto` bytes (or the whole
+  // file). Returns false on a read error (errno set).
+  bool read_head(int fd, std::size_t upto, bool* eof) {
+    if (head.size() >= upto || *eof) return true;
+    if (upto > 4 * kHeadRead) {
+      // Do not trust a length read from a damaged file with a large allocation.
+      struct stat st;
+      if (::fstat(fd, &st) != 0) return false;
+      upto = std::min<std::size_t>(upto, static_cast<std::size_t>(st.st_size));
+      if (head.size() >= upto) {
+        *eof = true;
+        return true;
+      }
+    }
+    const std::size_t have = head.size();
+    head.resize(upto);
+    ssize_t n = pread_all(fd, head.data() + have, upto - have, have);
+    if (n < 0) {
+      head.resize(have);
+      return false;
+    }
+    head.resize(have + static_cast<std::size_t>(n));
+    if (head.size() < upto) *eof = true;
+    return true;
+  }
+
+  // Recovers one message file. Returns an error only for conditions that must stop the scan
+  // (no more file descriptors, no memory); damaged files are quarantined.
+  std::error_code recover_file(LoadContext& ctx, std::uint32_t ch, const std::string& name) {
+    const std::string where = "queue/" + channels[ch].name + "/" + name;
+    MessageId name_id;
+    if (!parse_file_name(name, &name_id)) {
+      quarantine(ctx, ch, name, "not a queue file name");
+      return {};
+    }
+    const int dir_fd = channels[ch].fd;
+    Fd fd;
+    if (noatime) {
+      fd = Fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME));
+      if (!fd.ok() && errno == EPERM) noatime = false;  // not the owner: plain open below
+    }
+    if (!fd.ok()) fd = Fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.ok()) {
+      int err = errno;
+      if (err == EMFILE || err == ENFILE || err == ENOMEM) return sys_fail("open", where, err);
+      if (err == ENOENT) return {};  // gone since the directory was listed
+      quarantine(ctx, ch, name, "cannot be opened (" + errno_text(err) + ")");
+      return {};
+    }
+
+    head.clear();
+    bool eof = false;
+    if (!read_head(fd.get(), kHeadRead, &eof)) {
+      quarantine(ctx, ch, name, "cannot be read (" + errno_text(errno) + ")");
+      return {};
+    }
+
+    // Preamble.
+    std::uint32_t version = 0;
+    switch (detail::check_preamble(head, &version)) {
+      case detail::PreambleStatus::ok:
+        break;
+      case detail::PreambleStatus::truncated:
+        quarantine(ctx, ch, name,
+                   "truncated in its preamble (" + std::to_string(head.size()) + " bytes)");
+        return {};
+      case detail::PreambleStatus::foreign:
+        quarantine(ctx, ch, name, "not a mailq spool file");
+        return {};
+      case detail::PreambleStatus::corrupt:
+        quarantine(ctx, ch, name, "corrupt preamble");
+        return {};
+      case detail::PreambleStatus::newer_version:
+        stats.last_load_skipped++;
+        problem(ctx, where + ": spool format version " + std::to_string(version) +
+                         " is newer than this build reads (" +
+                         std::to_string(detail::kFormatVersion) + "); left in place");
+        return {};
+    }
+
+    // Metadata.
+    RecordType type;
+    std::uint32_t length = 0;
+    const std::size_t meta_off = detail::kPreambleSize;
+    if (!read_head(fd.get(), meta_off + detail::kRecordHeaderSize, &eof)) {
+      quarantine(ctx, ch, name, "cannot be read (" + errno_text(errno) + ")");
+      return {};
+    }
+    if (head.size() < meta_off + detail::kRecordHeaderSize) {
+      quarantine(ctx, ch, name, "truncated before its metadata");
+      return {};
+    }
+    if (!detail::parse_record_header(std::string_view(head).substr(meta_off), &type, &length) ||
+        type != RecordType::meta || length > kMaxMetaSize) {
+      quarantine(ctx, ch, name, "corrupt metadata header");
+      return {};
+    }
+    const std::uint64_t body_off = meta_off + detail::kRecordOverhead + std::uint64_t{length};
+    // The body record's header is read along with the metadata.
+    if (!read_head(fd.get(), static_cast<std::size_t>(body_off + detail::kRecordHeaderSize),
+                   &eof)) {
+      quarantine(ctx, ch, name, "cannot be read (" + errno_text(errno) + ")");
+      return {};
+    }
+    RecordView rv;
+    const RecordStatus ms = detail::parse_record(std::string_view(head).substr(meta_off), &rv);
+    if (ms == RecordStatus::incomplete) {
+      quarantine(ctx, ch, name, "truncated in its metadata");
+      return {};
+    }
+    if (ms != RecordStatus::ok) {
+      quarantine(ctx, ch, name, "metadata fails its checksum");
+      return {};
+    }
+    MessageRecord record;
+    std::string why;
+    if (!detail::decode_meta(rv.payload, &record, &why)) {
+      quarantine(ctx, ch, name, "bad metadata: " + why);
+      return {};
+    }
+    if (record.id != name_id) {
+      quarantine(ctx, ch, name,
+                 "holds message " + record.id.to_string() + ", not " + name_id.to_string());
+      return {};
+    }
+    if (auto dup = index.find(record.id.value); dup != index.end()) {
+      quarantine(ctx, ch, name, "duplicate of " + path_of(record.id, dup->second));
+      return {};
+    }
+
+    // Body: only its header and checksum, unless it is in the buffer already.
+    if (head.size() < body_off + detail::kRecordHeaderSize) {
+      quarantine(ctx, ch, name, "truncated before its body");
+      return {};
+    }
+    if (!detail::parse_record_header(std::string_view(head).substr(body_off), &type, &length) ||
+        type != RecordType::body) {
+      quarantine(ctx, ch, name, "corrupt body header");
+      return {};
+    }
+    const std::uint64_t tail_off = body_off + detail::kRecordOverhead + std::uint64_t{length};
+    std::string_view tail_bytes;
+    if (eof || head.size() >= tail_off) {
+      // The whole body is in the buffer (or the file ends inside it).
+      if (head.size() < tail_off) {
+        quarantine(ctx, ch, name,
+                   "truncated in its body (" + std::to_string(head.size()) + " of at least " +
+                       std::to_string(tail_off) + " bytes)");
+        return {};
+      }
+      if (detail::parse_record(std::string_view(head).substr(body_off), &rv) != RecordStatus::ok) {
+        quarantine(ctx, ch, name, "body fails its checksum");
+        return {};
+      }
+      if (!eof) {
+        // More than the buffer: the rest of the records follow.
+        tail.assign(head, static_cast<std::size_t>(tail_off), std::string::npos);
+        if (!read_rest(fd.get(), head.size(), &tail)) {
+          quarantine(ctx, ch, name, "cannot be read (" + errno_text(errno) + ")");
+          return {};
+        }
+        tail_bytes = tail;
+      } else {
+        tail_bytes = std::string_view(head).substr(static_cast<std::size_t>(tail_off));
+      }
+    } else {
+      // A large body: read from its last 4 bytes (its checksum) to the end of the file.
+      tail.clear();
+      if (!read_rest(fd.get(), tail_off - detail::kRecordTrailerSize, &tail)) {
+        quarantine(ctx, ch, name, "cannot be read (" + errno_text(errno) + ")");
+        return {};
+      }
+      if (tail.size() < detail::kRecordTrailerSize) {
+        quarantine(ctx, ch, name, "truncated in its body");
+        return {};
+      }
+      if (options.verify_bodies_on_load) {
+        std::string body(tail_off - body_off, '\0');
+        ssize_t n = pread_all(fd.get(), body.data(), body.size(), body_off);
+        if (n < 0 || static_cast<std::size_t>(n) != body.size() ||
+            detail::parse_record(body, &rv) != RecordStatus::ok) {
+          quarantine(ctx, ch, name, "body fails its checksum");
+          return {};
+        }
+      }
+      tail_bytes = std::string_view(tail).substr(detail::kRecordTrailerSize);
+    }
+
+    // Appended records, oldest first: the last valid state wins.
+    std::uint64_t offset = tail_off;
+    std::string_view rest = tail_bytes;
+    bool torn = false;
+    while (!rest.empty()) {
+      const RecordStatus st = detail::parse_record(rest, &rv);
+      if (st == RecordStatus::ok) {
+        if (rv.type == RecordType::update) {
+          if (!detail::apply_update(rv.payload, &record, &why)) {
+            quarantine(ctx, ch, name,
+                       "bad update record at offset " + std::to_string(offset) + ": " + why);
+            return {};
+          }
+        } else if (rv.type != RecordType::attempt) {
+          quarantine(ctx, ch, name, "unexpected record at offset " + std::to_string(offset));
+          return {};
+        }
+        rest.remove_prefix(rv.size);
+        offset += rv.size;
+        continue;
+      }
+      // A damaged record with no valid record after it is the torn last append of a crash
+      // (or the zeros or stale blocks a file system leaves in a file extended at a power
+      // loss): cut it off, the state before it stands. Damage followed by a valid record is
+      // not a crash's doing: quarantine.
+      if (all_zero(rest) || !valid_record_after(rest)) {
+        torn = true;
+        break;
+      }
+      quarantine(ctx, ch, name,
+                 "damaged record at offset " + std::to_string(offset) + " followed by " +
+                     std::to_string(rest.size()) + " more bytes");
+      return {};
+    }
+    fd.reset();
+    if (torn) {
+      Fd w(::openat(dir_fd, name.c_str(), O_WRONLY | O_CLOEXEC));
+      int err = w.ok() ? 0 : errno;
+      if (err == 0 && ::ftruncate(w.get(), static_cast<off_t>(offset)) != 0) err = errno;
+      if (err == 0) err = fsync_retry(w.get(), true);
+      if (err != 0) {
+        // Appends go to the end of the valid records anyway; the next load retries.
+        sys_fail("cut the torn last record of", where, err);
+      }
+      stats.last_load_repaired++;
+    }
+
+    Entry e;
+    e.end = offset;
+    e.body_off = body_off;
+    e.tail_off = tail_off;
+    e.channel = ch;
+    e.attempts = record.attempts;
+    e.held = record.held;
+    e.name_attempts = record.attempts;
+    e.name_held = record.held;
+    std::string want = file_name_for(record.id, record.attempts, record.held);
+    if (want != name) {
+      // The state was recorded but the rename did not happen (crash in between).
+      if (int err = rename_noreplace(dir_fd, name.c_str(), dir_fd, want.c_str())) {
+        if (err == EEXIST) {
+          quarantine(ctx, ch, name, "duplicate of queue/" + channels[ch].name + "/" + want);
+          return {};
+        }
+        // Keep using the old name.
+        sys_fail("rename " + where + " to", "queue/" + channels[ch].name + "/" + want, err);
+        e.name_held = ends_with(name, kHeldSuffix);
+        e.name_attempts = static_cast<std::uint32_t>('Z' - name[1]);
+      } else {
+        stats.last_load_renamed++;
+        ctx.changed_dirs.insert(ch);
+      }
+    }
+    e.recipients.reserve(record.recipients.size());
+    for (const auto& r : record.recipients) e.recipients.push_back(detail::digest(r));
+    index.emplace(record.id.value, std::move(e));
+    stats.last_load_recovered++;
+    if (ctx.report) ctx.report->recovered++;
+    (*ctx.each)(std::move(record));
+    return {};
+  }
+
+  // Appends the file's bytes from `off` to its end to `out`.
+  static bool read_rest(int fd, std::uint64_t off, std::string* out) {
+    for (;;) {
+      const std::size_t have = out->size();
+      const std::size_t chunk = std::max<std::size_t>(kHeadRead, have);
+      out->resize(have + chunk);
+      ssize_t n = pread_all(fd, out->data() + have, chunk, off);
+      if (n < 0) {
+        out->resize(have);
+        return false;
+      }
+      out->resize(have + static_cast<std::size_t>(n));
+      if (static_cast<std::size_t>(n) < chunk) return true;
+      off += chunk;
+    }
+  }
+
+  std::error_code load(const std::function<void(MessageRecord&&)>& each, RecoveryReport* report) {
+    if (!ready()) return not_ready();
+    const auto started = std::chrono::steady_clock::now();
+    flush_batch(true);
+    sync_lazy();
+    index.clear();
+    stats.last_load_recovered = stats.last_load_quarantined = stats.last_load_tmp_removed = 0;
+    stats.last_load_repaired = stats.last_load_renamed = stats.last_load_skipped = 0;
+    LoadContext ctx{&each, report, {}, false};
+    std::error_code result;
+
+    // Unfinished writes: never acknowledged, so never anyone's message yet.
+    std::vector<DirEntry> entries;
+    if (int err = list_directory(tmp_fd.get(), &entries)) {
+      result = sys_fail("list", "tmp", err);
+    }
+    bool tmp_changed = false;
+    for (const auto& e : entries) {
+      if (entry_type(tmp_fd.get(), e) == DT_DIR) continue;
+      if (::unlinkat(tmp_fd.get(), e.name.c_str(), 0) == 0) {
+        stats.last_load_tmp_removed++;
+        tmp_changed = true;
+      } else {
+        sys_fail("remove", "tmp/" + e.name, errno);
+      }
+    }
+    if (tmp_changed) {
+      stats.dir_syncs++;
+      fsync_retry(tmp_fd.get(), false);
+    }
+
+    entries.clear();
+    if (int err = list_directory(queue_fd.get(), &entries)) {
+      result = sys_fail("list", "queue", err);
+    }
+    std::sort(entries.begin(), entries.end(),
+              [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
+    for (const auto& de : entries) {
+      if (entry_type(queue_fd.get(), de) != DT_DIR) {
+        problem(ctx, "queue/" + de.name + ": not a channel directory; left in place");
+        stats.last_load_skipped++;
+        continue;
+      }
+      std::error_code ec;
+      const std::uint32_t ch = channel(de.name, false, &ec);
+      if (ch == UINT32_MAX) {
+        result = ec;
+        continue;
+      }
+      std::vector<DirEntry> files;
+      if (int err = list_directory(channels[ch].fd, &files)) {
+        result = sys_fail("list", "queue/" + de.name, err);
+      }
+      // Inode order reads a cold disk mostly forward.
+      std::sort(files.begin(), files.end(),
+                [](const DirEntry& a, const DirEntry& b) { return a.ino < b.ino; });
+      for (const auto& f : files) {
+        const unsigned char t = entry_type(channels[ch].fd, f);
+        if (t == DT_DIR) {
+          problem(ctx, "queue/" + de.name + "/" + f.name + ": unexpected directory; left in place");
+          stats.last_load_skipped++;
+          continue;
+        }
+        if (auto ec2 = recover_file(ctx, ch, f.name)) return ec2;
+      }
+    }
+
+    for (std::uint32_t c : ctx.changed_dirs) {
+      stats.dir_syncs++;
+      if (int err = fsync_retry(channels[c].fd, false)) {
+        sys_fail("sync directory", "queue/" + channels[c].name, err);
+      }
+    }
+    if (ctx.quarantine_dirty) {
+      stats.dir_syncs++;
+      if (int err = fsync_retry(quarantine_fd.get(), false)) {
+        sys_fail("sync directory", "quarantine", err);
+      }
+    }
+    stats.last_load_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return result;
+  }
+
+  void shutdown() {
+    if (!ready()) return;
+    flush_batch(false);
+    sync_lazy();
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+
+SpoolStorage::SpoolStorage(std::string directory, Clock& clock, SpoolOptions options)
+    : impl_(std::make_unique<Impl>(std::move(directory), clock, std::move(options))) {
+  impl_->open();
+}
+
+SpoolStorage::~SpoolStorage() {
+  impl_->shutdown();
+  if (impl_->batch_timer != kNoTimer) impl_->clock.cancel(impl_->batch_timer);
+  if (impl_->lazy_timer != kNoTimer) impl_->clock.cancel(impl_->lazy_timer);
+}
+
+Result<std::unique_ptr<SpoolStorage>> SpoolStorage::open(std::string directory, Clock& clock,
+                                                         SpoolOptions options) {
+  auto s = std::make_unique<SpoolStorage>(std::move(directory), clock, std::move(options));
+  if (s->open_error()) return s->impl_->open_error;
+  return s;
+}
+
+std::error_code SpoolStorage::open_error() const noexcept {
+  return impl_->open_error.code;
+}
+
+void SpoolStorage::insert(const MessageRecord& record, std::string_view body, Done done) {
+  impl_->insert(record, body, std::move(done));
+}
+
+std::error_code SpoolStorage::update(const MessageRecord& record) {
+  return impl_->update(record);
+}
+
+std::error_code SpoolStorage::append_attempt(MessageId id, const AttemptRecord& attempt) {
+  return impl_->append_attempt(id, attempt);
+}
+
+std::error_code SpoolStorage::remove(MessageId id) {
+  return impl_->remove(id);
+}
+
+Result<std::string> SpoolStorage::read_body(MessageId id) const {
+  return impl_->read_body(id);
+}
+
+Result<std::vector<AttemptRecord>> SpoolStorage::read_attempts(MessageId id) const {
+  return impl_->read_attempts(id);
+}
+
+std::error_code SpoolStorage::load(const std::function<void(MessageRecord&&)>& each,
+                                   RecoveryReport* report) {
+  return impl_->load(each, report);
+}
+
+void SpoolStorage::flush() {
+  if (!impl_->ready()) return;
+  impl_->flush_batch(true);
+  impl_->sync_lazy();
+}
+
+SpoolStats SpoolStorage::stats() const {
+  return impl_->stats;
+}
+
+const std::string& SpoolStorage::directory() const noexcept {
+  return impl_->dir;
+}
+
+std::size_t SpoolStorage::size() const noexcept {
+  return impl_->index.size();
+}
+
+std::size_t SpoolStorage::pending_inserts() const noexcept {
+  return impl_->pending_ids.size();
+}
+
+std::string SpoolStorage::file_of(MessageId id) const {
+  auto it = impl_->index.find(id.value);
+  if (it == impl_->index.end()) return {};
+  return impl_->path_of(id, it->second);
+}
+
+const Error& SpoolStorage::last_error() const noexcept {
+  return impl_->last_error;
+}
+
+std::string SpoolStorage::channel_directory(std::string_view route) {
+  std::string out;
+  out.reserve(std::min<std::size_t>(route.size(), 200));
+  for (char c : route.substr(0, 200)) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
+    out.push_back(ok ? c : '_');
+  }
+  if (out.empty() || out == "." || out == "..") out = "_";
+  return out;
+}
+
+}  // namespace spool
+}  // namespace mailq

@@ -1,0 +1,348 @@
+#include "uv/tls.h"
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
+
+namespace mailq {
+namespace uv {
+namespace detail {
+
+std::string mbedtls_error_text(int ret) {
+  char buf[200];
+  mbedtls_strerror(ret, buf, sizeof buf);
+  char code[24];
+  std::snprintf(code, sizeof code, " (-0x%04X)", static_cast<unsigned>(ret < 0 ? -ret : ret));
+  return std::string(buf) + code;
+}
+
+bool is_ip_literal(std::string_view name) {
+  if (name.size() >= 2 && name.front() == '[' && name.back() == ']') {
+    name = name.substr(1, name.size() - 2);
+  }
+  if (auto pct = name.find('%'); pct != std::string_view::npos) name = name.substr(0, pct);
+  if (name.empty() || name.size() > 63) return false;
+  const std::string s(name);
+  unsigned char buf[16];
+  return uv_inet_pton(AF_INET, s.c_str(), buf) == 0 || uv_inet_pton(AF_INET6, s.c_str(), buf) == 0;
+}
+
+// --- shared contexts ----------------------------------------------------------------------
+
+class TlsRandom {
+ public:
+  TlsRandom() {
+    mbedtls_entropy_init(&entropy_);
+    mbedtls_ctr_drbg_init(&drbg_);
+    static const char kPersonalization[] = "mailq tls client";
+    const int ret = mbedtls_ctr_drbg_seed(&drbg_, mbedtls_entropy_func, &entropy_,
+                                          reinterpret_cast<const unsigned char*>(kPersonalization),
+                                          sizeof kPersonalization - 1);
+    if (ret != 0) error_ = "cannot seed the random generator: " + mbedtls_error_text(ret);
+  }
+  ~TlsRandom() {
+    mbedtls_ctr_drbg_free(&drbg_);
+    mbedtls_entropy_free(&entropy_);
+  }
+  TlsRandom(const TlsRandom&) = delete;
+  TlsRandom& operator=(const TlsRandom&) = delete;
+
+  const std::string& error() const noexcept { return error_; }
+  mbedtls_ctr_drbg_context* drbg() noexcept { return &drbg_; }
+
+ private:
+  mbedtls_entropy_context entropy_;
+  mbedtls_ctr_drbg_context drbg_;
+  std::string error_;
+};
+
+class TlsConfig {
+ public:
+  explicit TlsConfig(std::shared_ptr<TlsRandom> random) : random_(std::move(random)) {
+    mbedtls_x509_crt_init(&ca_);
+    mbedtls_ssl_config_init(&conf_);
+  }
+  ~TlsConfig() {
+    mbedtls_ssl_config_free(&conf_);
+    mbedtls_x509_crt_free(&ca_);
+  }
+  TlsConfig(const TlsConfig&) = delete;
+  TlsConfig& operator=(const TlsConfig&) = delete;
+
+  // Loads a PEM bundle. A bundle where some certificates are not understood by mbedTLS is
+  // still usable when at least one was (system bundles carry a few exotic ones).
+  bool load_ca(const std::string& path, std::string* error) {
+    std::error_code fs_ec;
+    if (!std::filesystem::is_regular_file(path, fs_ec)) {
+      *error = "cannot load CA file " + path + ": no such file";
+      return false;
+    }
+    const int ret = mbedtls_x509_crt_parse_file(&ca_, path.c_str());
+    if (ret < 0 || ca_.version == 0) {
+      *error = "cannot load CA file " + path + ": " +
+               (ret < 0 ? mbedtls_error_text(ret) : std::string("no usable certificate"));
+      return false;
+    }
+    ca_path_ = path;
+    return true;
+  }
+
+  bool init(bool verify, std::string* error) {
+    verify_ = verify;
+    int ret = mbedtls_ssl_config_defaults(&conf_, MBEDTLS_SSL_IS_CLIENT,
+                                          MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret != 0) {
+      *error = "cannot set up the TLS configuration: " + mbedtls_error_text(ret);
+      return false;
+    }
+    mbedtls_ssl_conf_rng(&conf_, mbedtls_ctr_drbg_random, random_->drbg());
+    if (verify) {
+      mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_REQUIRED);
+      mbedtls_ssl_conf_ca_chain(&conf_, &ca_, nullptr);
+      mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                   MBEDTLS_SSL_MINOR_VERSION_3);
+    } else {
+      // Opportunistic encryption (RFC 7435): an old server's TLS 1.0 is still better than
+      // plaintext, and nothing is being authenticated anyway.
+      mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_NONE);
+      mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                   MBEDTLS_SSL_MINOR_VERSION_1);
+    }
+    mbedtls_ssl_conf_renegotiation(&conf_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    return true;
+  }
+
+  const mbedtls_ssl_config* conf() const noexcept { return &conf_; }
+  bool verify() const noexcept { return verify_; }
+
+ private:
+  std::shared_ptr<TlsRandom> random_;  // conf_ points into it
+  mbedtls_x509_crt ca_;
+  mbedtls_ssl_config conf_;
+  std::string ca_path_;
+  bool verify_ = false;
+};
+
+TlsContextCache::TlsContextCache(std::vector<std::string> system_ca_files)
+    : system_ca_files_(std::move(system_ca_files)) {}
+
+TlsContextCache::~TlsContextCache() = default;
+
+std::shared_ptr<const TlsConfig> TlsContextCache::get(const TlsClientOptions& options,
+                                                      std::string* error) {
+  auto key = std::make_pair(options.verify, options.verify ? options.ca_file : std::string());
+  if (auto it = configs_.find(key); it != configs_.end()) return it->second;
+
+  if (!random_) {
+    auto random = std::make_shared<TlsRandom>();
+    if (!random->error().empty()) {
+      *error = random->error();
+      return nullptr;
+    }
+    random_ = std::move(random);
+  }
+  auto config = std::make_shared<TlsConfig>(random_);
+  if (options.verify) {
+    if (!options.ca_file.empty()) {
+      if (!config->load_ca(options.ca_file, error)) return nullptr;
+    } else {
+      std::string tried;
+      bool loaded = false;
+      for (const std::string& path : system_ca_files_) {
+        std::string why;
+        if (config->load_ca(path, &why)) {
+          loaded = true;
+          break;
+        }
+        if (!tried.empty()) tried += "; ";
+        tried += why;
+      }
+      if (!loaded) {
+        *error = "no usable system CA bundle" + (tried.empty() ? std::string() : ": " + tried);
+        return nullptr;
+      }
+    }
+  }
+  if (!config->init(options.verify, error)) return nullptr;
+  configs_.emplace(std::move(key), config);
+  return config;
+}
+
+void TlsContextCache::clear() {
+  configs_.clear();
+}
+
+// --- session -------------------------------------------------------------------------------
+
+struct TlsSession::Ssl {
+  mbedtls_ssl_context ctx;
+  Ssl() { mbedtls_ssl_init(&ctx); }
+  ~Ssl() { mbedtls_ssl_free(&ctx); }
+};
+
+TlsSession::TlsSession() : ssl_(std::make_unique<Ssl>()) {}
+
+TlsSession::~TlsSession() = default;
+
+bool TlsSession::setup(std::shared_ptr<const TlsConfig> config, const TlsClientOptions& options) {
+  config_ = std::move(config);
+  verify_ = config_->verify();
+  const bool ip = is_ip_literal(options.server_name);
+  if (verify_) {
+    if (options.server_name.empty()) {
+      error_ = "certificate verification requires a server name";
+      return false;
+    }
+    if (ip) {
+      // mbedTLS 2.28 matches names against subjectAltName dNSName entries and the CN only;
+      // it cannot check an iPAddress entry, so an address cannot be verified honestly.
+      error_ = "cannot verify a certificate for the IP address " + options.server_name +
+               " (mbedTLS 2.28 checks host names only)";
+      return false;
+    }
+  }
+  int ret = mbedtls_ssl_setup(&ssl_->ctx, config_->conf());
+  if (ret != 0) {
+    set_error("cannot set up the TLS session", ret);
+    return false;
+  }
+  // SNI carries host names only (RFC 6066 §3); with verify the same name is checked against
+  // the certificate.
+  if (!options.server_name.empty() && !ip) {
+    ret = mbedtls_ssl_set_hostname(&ssl_->ctx, options.server_name.c_str());
+    if (ret != 0) {
+      set_error("invalid TLS server name \"" + options.server_name + "\"", ret);
+      return false;
+    }
+  }
+  mbedtls_ssl_set_bio(&ssl_->ctx, this, &TlsSession::bio_send, &TlsSession::bio_recv, nullptr);
+  return true;
+}
+
+int TlsSession::bio_send(void* ctx, const unsigned char* buf, std::size_t len) {
+  auto* self = static_cast<TlsSession*>(ctx);
+  // Everything is accepted: the connection queues it for the socket. mbedTLS hands over at
+  // most one record (about 16 KiB) per call.
+  len = std::min<std::size_t>(len, INT_MAX);
+  self->out_.append(reinterpret_cast<const char*>(buf), len);
+  return static_cast<int>(len);
+}
+
+int TlsSession::bio_recv(void* ctx, unsigned char* buf, std::size_t len) {
+  auto* self = static_cast<TlsSession*>(ctx);
+  const std::size_t available = self->in_.size() - self->in_pos_;
+  if (available == 0) return MBEDTLS_ERR_SSL_WANT_READ;
+  const std::size_t n = std::min({len, available, static_cast<std::size_t>(INT_MAX)});
+  std::copy_n(self->in_.data() + self->in_pos_, n, buf);
+  self->in_pos_ += n;
+  if (self->in_pos_ == self->in_.size()) {
+    self->in_.clear();
+    self->in_pos_ = 0;
+  }
+  return static_cast<int>(n);
+}
+
+void TlsSession::feed(std::string_view ciphertext) {
+  // Drop the consumed prefix before growing, so the buffer stays as large as what is unread.
+  if (in_pos_ > 0 && in_pos_ >= in_.size() / 2) {
+    in_.erase(0, in_pos_);
+    in_pos_ = 0;
+  }
+  in_.append(ciphertext);
+}
+
+void TlsSession::set_error(std::string_view what, int ret) {
+  error_ = std::string(what) + ": " + mbedtls_error_text(ret);
+}
+
+TlsSession::Step TlsSession::handshake() {
+  const int ret = mbedtls_ssl_handshake(&ssl_->ctx);
+  if (ret == 0) return Step::done;
+  if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return Step::again;
+  const std::uint32_t flags = mbedtls_ssl_get_verify_result(&ssl_->ctx);
+  if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != 0 && flags != UINT32_MAX) {
+    char info[512];
+    const int n = mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
+    // mbedTLS writes one reason per line: join them into one line for the log.
+    std::string joined;
+    std::string_view rest(info, n > 0 ? static_cast<std::size_t>(n) : 0);
+    while (!rest.empty()) {
+      const std::size_t nl = rest.find('\n');
+      const std::string_view line = rest.substr(0, nl);
+      if (!line.empty()) {
+        if (!joined.empty()) joined += "; ";
+        joined += line;
+      }
+      if (nl == std::string_view::npos) break;
+      rest.remove_prefix(nl + 1);
+    }
+    error_ = "certificate verification failed: " + joined;
+  } else {
+    set_error("TLS handshake failed", ret);
+  }
+  return Step::failed;
+}
+
+long TlsSession::read(char* buf, std::size_t len) {
+  const int ret = mbedtls_ssl_read(&ssl_->ctx, reinterpret_cast<unsigned char*>(buf),
+                                   std::min<std::size_t>(len, INT_MAX));
+  if (ret > 0) return ret;
+  if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return kWant;
+  if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) return kClosed;
+  set_error("TLS read failed", ret);
+  return kError;
+}
+
+bool TlsSession::write(std::string_view plaintext) {
+  const auto* p = reinterpret_cast<const unsigned char*>(plaintext.data());
+  std::size_t left = plaintext.size();
+  while (left > 0) {
+    const int ret = mbedtls_ssl_write(&ssl_->ctx, p, left);
+    if (ret > 0) {
+      p += ret;
+      left -= static_cast<std::size_t>(ret);
+      continue;
+    }
+    // The BIO never blocks and renegotiation is off, so "want" here would loop forever:
+    // treat it, like every other error, as fatal.
+    set_error("TLS write failed", ret == 0 ? MBEDTLS_ERR_SSL_INTERNAL_ERROR : ret);
+    return false;
+  }
+  return true;
+}
+
+std::string TlsSession::take_output() {
+  std::string out;
+  out.swap(out_);
+  return out;
+}
+
+TlsInfo TlsSession::info() const {
+  TlsInfo info;
+  if (const char* v = mbedtls_ssl_get_version(&ssl_->ctx)) info.version = v;
+  if (const char* c = mbedtls_ssl_get_ciphersuite(&ssl_->ctx)) {
+    // mbedTLS spells suites with dashes; the IANA registry (and every log reader) with
+    // underscores: TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384 -> TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384.
+    info.cipher = c;
+    std::replace(info.cipher.begin(), info.cipher.end(), '-', '_');
+  }
+  info.verified = verify_ && mbedtls_ssl_get_verify_result(&ssl_->ctx) == 0;
+  if (const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl_->ctx)) {
+    char dn[512];
+    if (mbedtls_x509_dn_gets(dn, sizeof dn, &peer->subject) > 0) info.peer_subject = dn;
+  }
+  return info;
+}
+
+}  // namespace detail
+}  // namespace uv
+}  // namespace mailq

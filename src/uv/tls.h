@@ -1,0 +1,99 @@
+// mbedTLS 2.28 client sessions over memory buffers, and the contexts they share.
+//
+// A TlsSession never touches a socket: the connection feeds it the ciphertext it received and
+// takes the ciphertext to send, so the same code runs over any byte stream.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "mailq/transport.h"
+
+namespace mailq {
+namespace uv {
+namespace detail {
+
+/// "SSL - The connection indicated an EOF (-0x7280)": mbedTLS's text for an error code.
+std::string mbedtls_error_text(int ret);
+
+/// Whether `name` is an IPv4 or IPv6 literal (brackets and a "%scope" allowed).
+bool is_ip_literal(std::string_view name);
+
+class TlsRandom;
+class TlsConfig;
+
+/// The mbedTLS contexts of one transport: one entropy source and DRBG for all sessions, and
+/// one ssl config (with its trust store) per (verify, CA file).
+class TlsContextCache {
+ public:
+  explicit TlsContextCache(std::vector<std::string> system_ca_files);
+  ~TlsContextCache();
+
+  /// The config for `options`, built on first use. On failure `error` says why (an
+  /// unreadable CA file, a DRBG that could not be seeded) and nothing is cached.
+  std::shared_ptr<const TlsConfig> get(const TlsClientOptions& options, std::string* error);
+  void clear();
+
+ private:
+  std::vector<std::string> system_ca_files_;
+  std::shared_ptr<TlsRandom> random_;
+  std::map<std::pair<bool, std::string>, std::shared_ptr<const TlsConfig>> configs_;
+};
+
+/// One client session. Not copyable; owns its mbedtls_ssl_context.
+class TlsSession {
+ public:
+  enum class Step { again, done, failed };
+  /// What `read` found.
+  static constexpr long kWant = 0;     ///< needs more ciphertext
+  static constexpr long kClosed = -1;  ///< the peer sent close_notify
+  static constexpr long kError = -2;   ///< fatal; see error()
+
+  TlsSession();
+  ~TlsSession();
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+
+  /// Prepares the session; false (and error()) when it cannot be set up.
+  bool setup(std::shared_ptr<const TlsConfig> config, const TlsClientOptions& options);
+
+  /// Ciphertext received from the peer.
+  void feed(std::string_view ciphertext);
+  /// Advances the handshake.
+  Step handshake();
+  /// Decrypts up to `len` bytes of application data: > 0 bytes, or kWant / kClosed / kError.
+  long read(char* buf, std::size_t len);
+  /// Encrypts all of `plaintext`; false (and error()) on a fatal error.
+  bool write(std::string_view plaintext);
+
+  /// Ciphertext to send, cleared by the call.
+  std::string take_output();
+  bool has_output() const noexcept { return !out_.empty(); }
+
+  /// What the finished handshake negotiated.
+  TlsInfo info() const;
+  const std::string& error() const noexcept { return error_; }
+
+ private:
+  static int bio_send(void* ctx, const unsigned char* buf, std::size_t len);
+  static int bio_recv(void* ctx, unsigned char* buf, std::size_t len);
+  void set_error(std::string_view what, int ret);
+
+  struct Ssl;
+  std::unique_ptr<Ssl> ssl_;
+  std::shared_ptr<const TlsConfig> config_;
+  bool verify_ = false;
+  std::string in_;
+  std::size_t in_pos_ = 0;
+  std::string out_;
+  std::string error_;
+};
+
+}  // namespace detail
+}  // namespace uv
+}  // namespace mailq
