@@ -85,6 +85,9 @@ class Connection {
   virtual bool write_idle() const = 0;
   virtual Endpoint local_endpoint() const = 0;
   virtual Endpoint remote_endpoint() const = 0;
+  /// A human description of the last failure (a TLS handshake or verification error, an I/O
+  /// error), for logs and DSNs; "" when nothing failed or the transport does not say.
+  virtual std::string last_error() const { return {}; }
 };
 
 /// Makes connections.

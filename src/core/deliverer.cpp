@@ -78,9 +78,10 @@ struct Deliverer::Impl {
     }
     void on_tls(std::error_code ec, const TlsInfo& info) override {
       if (dead) return;
-      if (ec)
-        client.on_tls_failed(ec.message(), impl->clock.now());
-      else
+      if (ec) {
+        std::string why = conn ? conn->last_error() : std::string();
+        client.on_tls_failed(why.empty() ? ec.message() : why, impl->clock.now());
+      } else
         client.on_tls_established(info, impl->clock.now());
       pump();
     }

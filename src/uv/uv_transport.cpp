@@ -579,7 +579,7 @@ class UvConnection final : public Connection {
   Endpoint local_endpoint() const override { return s_->local; }
   Endpoint remote_endpoint() const override { return s_->remote; }
 
-  const std::string& last_error() const noexcept { return s_->last_error; }
+  std::string last_error() const override { return s_->last_error; }
 
  private:
   ConnState* s_;

@@ -216,3 +216,92 @@ TEST_CASE(
   CHECK(st.transactions == kCount);
   REQUIRE(e.loop.run_until([&] { return e.deliverer->idle(); }, 10s));
 }
+
+namespace {
+struct TlsFixture {
+  TempDir dir;
+  TestPki pki;
+  TlsFixture() {
+    std::string err;
+    REQUIRE(pki.generate(dir.path(), &err));
+  }
+};
+
+void use_tls(RealEngine& e, TlsPolicy policy, const std::string& ca_file, std::uint16_t port) {
+  Route r = *e.routes.find("tcp_local");
+  r.tls = policy;
+  r.ca_file = ca_file;
+  r.mx_port = port;
+  REQUIRE_FALSE(e.routes.add(r));
+  e.resolver->set_mx("example.com", {{10, TestPki::kServerName}});
+  e.resolver->set_addresses(TestPki::kServerName, {"127.0.0.1"});
+}
+
+std::string delivery_detail(const RealEngine& e) {
+  std::string all;
+  for (auto& ev : e.events.events)
+    for (auto& d : ev.diagnostic) all += d + "\n";
+  return all;
+}
+}  // namespace
+
+TEST_CASE(
+    "Deliverer over STARTTLS with the verify policy: verified against the route's CA, the "
+    "log says which protocol and cipher",
+    "[integration][e2e][tls]") {
+  TlsFixture f;
+  AiosmtpdServer server(AiosmtpdServer::Tls::offered, f.pki.server_cert, f.pki.server_key);
+  std::string err;
+  REQUIRE(server.start(&err));
+  RealEngine e(server.endpoint().port, {5, Duration(15min)});
+  use_tls(e, TlsPolicy::verify, f.pki.ca_cert, server.endpoint().port);
+  e.deliverer->start();
+  MessageId m = e.send("user@example.com");
+  REQUIRE(e.loop.run_until([&] { return e.queue->find(m) == nullptr; }, 20s));
+  INFO(delivery_detail(e));
+  CHECK(delivery_detail(e).find("tls; TLSv1.2 ") != std::string::npos);
+  CHECK(delivery_detail(e).find(" verified\n") != std::string::npos);
+  CHECK(server.wait_for_output("tls=1"));
+  REQUIRE(e.loop.run_until([&] { return e.deliverer->idle(); }, 10s));
+}
+
+TEST_CASE(
+    "Deliverer with the verify policy refuses a self-signed certificate: deferred with the "
+    "reason, never sent in plaintext",
+    "[integration][e2e][tls]") {
+  TlsFixture f;
+  AiosmtpdServer server(AiosmtpdServer::Tls::offered, f.pki.self_signed_cert,
+                        f.pki.self_signed_key);
+  std::string err;
+  REQUIRE(server.start(&err));
+  RealEngine e(server.endpoint().port, {5, Duration(15min)});
+  use_tls(e, TlsPolicy::verify, f.pki.ca_cert, server.endpoint().port);
+  e.deliverer->start();
+  MessageId m = e.send("user@example.com");
+  REQUIRE(e.loop.run_until([&] { return e.state(m) == RecipientState::deferred; }, 20s));
+  const auto& r = e.queue->find(m)->recipients[0];
+  INFO(r.last_reply.to_string());
+  CHECK(r.last_reply.transient());
+  CHECK(r.last_reply.to_string().find("certificate verification failed") != std::string::npos);
+  CHECK_FALSE(e.domains->is_down("example.com", e.clock->now()));
+  e.loop.run_for(300ms);
+  CHECK(server.output().find("DATA") == std::string::npos);
+  REQUIRE(e.loop.run_until([&] { return e.deliverer->idle(); }, 10s));
+}
+
+TEST_CASE("Deliverer with the opportunistic policy encrypts without verifying",
+          "[integration][e2e][tls]") {
+  TlsFixture f;
+  AiosmtpdServer server(AiosmtpdServer::Tls::offered, f.pki.self_signed_cert,
+                        f.pki.self_signed_key);
+  std::string err;
+  REQUIRE(server.start(&err));
+  RealEngine e(server.endpoint().port, {5, Duration(15min)});
+  use_tls(e, TlsPolicy::opportunistic, "", server.endpoint().port);
+  e.deliverer->start();
+  MessageId m = e.send("user@example.com");
+  REQUIRE(e.loop.run_until([&] { return e.queue->find(m) == nullptr; }, 20s));
+  CHECK(delivery_detail(e).find(" unverified\n") != std::string::npos);
+  CHECK(server.wait_for_output("tls=1"));
+  REQUIRE(e.loop.run_until([&] { return e.deliverer->idle(); }, 10s));
+}
