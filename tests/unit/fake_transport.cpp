@@ -147,6 +147,9 @@ class FakeTransport::Conn final : public Connection {
     } else if (verb == "QUIT") {
       send("221 2.0.0 Bye\r\n");
       close_from_server();
+    } else if (verb == "STARTTLS") {
+      ++t_.starttls_commands;
+      send("220 2.0.0 Ready to start TLS\r\n");
     } else if (verb == "NOOP") {
       send("250 2.0.0 Ok\r\n");
     } else {

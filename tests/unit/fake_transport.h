@@ -59,6 +59,7 @@ class FakeTransport final : public Transport {
   // Observations.
   std::vector<std::string> connects;  // "address:port" per connect() call
   std::vector<ReceivedMessage> received;
+  std::size_t starttls_commands = 0;  // STARTTLS commands seen (the handshake always fails)
   std::size_t open_connections() const { return *open_; }
   std::size_t max_open_connections() const { return *max_open_; }
 

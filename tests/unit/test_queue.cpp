@@ -336,3 +336,43 @@ TEST_CASE("EHLO refused falls back to HELO and delivers", "[deliverer]") {
   CHECK(e.queue->find(id) == nullptr);
   CHECK(e.transport.received.size() == 1);
 }
+
+TEST_CASE(
+    "Opportunistic TLS: a failed handshake is retried once in plaintext on a new "
+    "connection, and the host is remembered as broken-TLS",
+    "[deliverer][tls]") {
+  Engine e;
+  example_com(e);
+  e.transport.at("127.0.0.10").script.ehlo_lines.push_back("STARTTLS");
+  e.deliverer->start();
+  MessageId a = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.queue->find(a) == nullptr);  // delivered over the plaintext retry
+  CHECK(e.transport.starttls_commands == 1);
+  CHECK(e.transport.connects.size() == 2);
+  CHECK_FALSE(e.domains.is_down("example.com", e.clock.now()));
+  e.clock.advance(Duration(10s));  // idle connection closes
+  MessageId b = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.queue->find(b) == nullptr);
+  CHECK(e.transport.starttls_commands == 1);  // not tried again while remembered
+  CHECK(e.transport.connects.size() == 3);
+}
+
+TEST_CASE("TLS policy required: a failed handshake is never retried in plaintext",
+          "[deliverer][tls]") {
+  Engine e;
+  Route r;
+  r.name = "secure";
+  r.tls = TlsPolicy::required;
+  REQUIRE_FALSE(e.routes.add(r));
+  REQUIRE_FALSE(e.routes.set_default("secure"));
+  example_com(e);
+  e.transport.at("127.0.0.10").script.ehlo_lines.push_back("STARTTLS");
+  e.deliverer->start();
+  MessageId a = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.transport.received.empty());
+  CHECK(e.rcpt(a).state == RecipientState::deferred);
+  CHECK(e.transport.connects.size() == 1);
+}
