@@ -44,6 +44,8 @@ struct DelivererConfig {
   Duration broken_tls_memory{std::chrono::hours(1)};
   /// Jobs taken from one destination per cycle, so that a returning backlog is spread out.
   std::uint32_t max_jobs_per_destination_per_cycle = 10000;
+  /// Where an exception thrown by the EventSink is reported (rate limited); default stderr.
+  ErrorHandler error_handler;
 };
 
 struct DelivererStats {

@@ -59,6 +59,12 @@ class EventSink {
   virtual void on_event(const Event& event) = 0;
 };
 
+/// Receives problems the engine cannot report otherwise (a host sink that threw). Called on
+/// the loop thread, at most once per `kErrorReportInterval` per reporter; the suppressed count
+/// is included in the next report.
+using ErrorHandler = std::function<void(const std::string& message)>;
+inline constexpr std::chrono::seconds kErrorReportInterval{10};
+
 /// Sends each event to several sinks.
 class FanoutSink final : public EventSink {
  public:

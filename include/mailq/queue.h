@@ -32,6 +32,10 @@
 
 namespace mailq {
 
+namespace detail {
+class SinkGuard;
+}
+
 /// When to try again after the n-th failed attempt.
 ///
 /// With `schedule` empty: `floor * factor^(n-1)`, capped at `ceiling`, then spread by up to
@@ -57,6 +61,8 @@ struct QueueConfig {
   /// recipients that asked for NOTIFY=DELAY.
   Duration delay_notice_after{0};
   std::uint64_t random_seed = 0;  ///< 0 = from std::random_device
+  /// Where an exception thrown by the EventSink is reported (rate limited); default stderr.
+  ErrorHandler error_handler;
 };
 
 struct EnqueueOptions {
@@ -222,6 +228,7 @@ class Queue {
   std::function<void(MessageId)> listener_;
   std::function<void()> schedule_listener_;
   QueueStats counters_;
+  std::unique_ptr<detail::SinkGuard> sink_guard_;
 };
 
 }  // namespace mailq

@@ -195,13 +195,9 @@ struct Deliverer::Impl {
     runs.clear();
   }
 
-  void emit(Event&& ev) {
-    if (!sink) return;
-    try {
-      sink->on_event(ev);
-    } catch (...) {
-    }
-  }
+  detail::SinkGuard sink_guard;
+
+  void emit(Event&& ev) { sink_guard.deliver(sink, ev, config.error_handler, clock.now()); }
 
   void notice(EventKind kind, const std::string& destination, std::string text) {
     Event ev;

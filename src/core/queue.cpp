@@ -38,7 +38,8 @@ Queue::Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink
       clock_(clock),
       sink_(sink),
       config_(std::move(config)),
-      rng_(config_.random_seed ? config_.random_seed : std::random_device{}()) {}
+      rng_(config_.random_seed ? config_.random_seed : std::random_device{}()),
+      sink_guard_(std::make_unique<detail::SinkGuard>()) {}
 
 Queue::~Queue() {
   if (expiry_timer_ != kNoTimer) clock_.cancel(expiry_timer_);
@@ -127,12 +128,7 @@ void Queue::unschedule_jobs(Entry& e) {
 }
 
 void Queue::emit(Event&& ev) {
-  if (!sink_) return;
-  try {
-    sink_->on_event(ev);
-  } catch (...) {
-    // A host sink must not unwind the engine; the Deliverer reports such errors.
-  }
+  sink_guard_->deliver(sink_, ev, config_.error_handler, clock_.now());
 }
 
 Event Queue::make_event(EventKind k, const MessageRecord& m, const RecipientRecord& r,

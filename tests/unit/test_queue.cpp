@@ -376,3 +376,47 @@ TEST_CASE("TLS policy required: a failed handshake is never retried in plaintext
   CHECK(e.rcpt(a).state == RecipientState::deferred);
   CHECK(e.transport.connects.size() == 1);
 }
+
+namespace {
+struct ThrowingSink final : EventSink {
+  void on_event(const Event&) override { throw std::runtime_error("disk on fire"); }
+};
+}  // namespace
+
+TEST_CASE(
+    "A host sink that throws never unwinds the engine; the error handler hears of it, rate "
+    "limited",
+    "[queue][deliverer][events]") {
+  std::vector<std::string> reports;
+  QueueConfig qc = deterministic_queue_config();
+  qc.error_handler = [&](const std::string& m) { reports.push_back(m); };
+  ManualClock clock;
+  MemoryStorage storage;
+  RouteTable routes;
+  ThrowingSink sink;
+  StaticResolver resolver(clock);
+  FakeTransport transport(clock);
+  DomainStateTable domains;
+  resolver.set_mx("example.com", {{10, "mx.example.com"}});
+  resolver.set_addresses("mx.example.com", {"127.0.0.10"});
+  Queue queue(storage, routes, clock, &sink, qc);
+  DelivererConfig dc;
+  dc.error_handler = qc.error_handler;
+  Deliverer deliverer(queue, routes, domains, resolver, transport, clock, &sink, dc);
+  deliverer.start();
+  for (int i = 0; i < 5; ++i) {
+    auto env = make_envelope("s@example.org", {"u@example.com"});
+    queue.enqueue(env.value(), "Subject: x\r\n\r\nx\r\n", [](Result<MessageId> r) { REQUIRE(r); });
+  }
+  clock.run_pending();
+  CHECK(transport.received.size() == 5);  // delivery went on
+  CHECK(queue.size() == 0);
+  REQUIRE(reports.size() == 1);  // 10 throws (E and D per message), one report
+  CHECK(reports[0] == "mailq: the event sink threw: disk on fire");
+  clock.advance(Duration(11s));
+  auto env = make_envelope("s@example.org", {"u@example.com"});
+  queue.enqueue(env.value(), "Subject: x\r\n\r\nx\r\n", [](Result<MessageId> r) { REQUIRE(r); });
+  clock.run_pending();
+  REQUIRE(reports.size() == 2);
+  CHECK(reports[1].find("more since the last report") != std::string::npos);
+}
