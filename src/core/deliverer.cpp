@@ -146,6 +146,7 @@ struct Deliverer::Impl {
     std::string last_failure;  // diagnostic of the last connection-level failure
     Reply last_failure_reply;
     std::size_t parallel_cap = SIZE_MAX;  // lowered when extra sessions are refused
+    bool more_due = false;  // a cycle took its full share: more of the backlog may be due
   };
 
   Queue& queue;
@@ -227,7 +228,9 @@ struct Deliverer::Impl {
     const TimePoint now = clock.now();
     for (const auto& key : queue.due_destinations(now)) {
       auto jobs = queue.take_due(key, now, config.max_jobs_per_destination_per_cycle);
+      bool full = jobs.size() >= config.max_jobs_per_destination_per_cycle;
       for (auto& j : jobs) add_job(std::move(j));
+      if (auto it = runs.find(key); it != runs.end()) it->second->more_due = full;
     }
     kick_all();
   }
@@ -569,8 +572,30 @@ struct Deliverer::Impl {
     maybe_finish(run);
   }
 
+  // More of this destination's backlog may be due (a cycle takes at most
+  // max_jobs_per_destination_per_cycle): keep the sessions busy instead of waiting for the next
+  // cycle. Only due jobs come back, so this ends.
+  bool refill(Run& run) {
+    // Only a cycle's backlog continues: a new message must not pull a waiting backlog along
+    // (seed 000: after a down period the backlog waits for the next cycle).
+    if (stopping || !started || !run.more_due || !run.jobs.empty()) return false;
+    auto more = queue.take_due(run.key, clock.now(), config.max_jobs_per_destination_per_cycle);
+    run.more_due = more.size() >= config.max_jobs_per_destination_per_cycle;
+    for (auto& j : more) {
+      if (j.recipients.empty())
+        queue.untake(j);
+      else
+        run.jobs.push_back(std::move(j));
+    }
+    return !run.jobs.empty();
+  }
+
   void maybe_finish(const std::shared_ptr<Run>& run) {
     if (!run->jobs.empty()) return;
+    if (refill(*run)) {
+      kick(run);
+      return;
+    }
     for (auto& s : run->sessions)
       if (!s->dead) {
         if (s->ready && !s->job) idle_or_quit(*s);
@@ -671,7 +696,7 @@ struct Deliverer::Impl {
       finish_job(
           job,
           Reply(451, "4.3.0", "[internal] cannot read the queued message: " + body.error().message),
-          {}, "", false);
+          {}, "", true);  // counted: the retry schedule spaces the next try
       kick(run);
       return;
     }
@@ -725,6 +750,7 @@ struct Deliverer::Impl {
     queue.complete(job, outcomes, true);
     auto run = s.run.lock();
     if (!run || s.dead || !s.client.ready()) return;
+    refill(*run);
     bool too_old = clock.now() - s.opened >= config.max_connection_age;
     if (s.messages >= run->route.max_messages_per_connection || too_old || stopping) {
       s.client.quit(clock.now());

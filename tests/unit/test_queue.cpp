@@ -420,3 +420,19 @@ TEST_CASE(
   REQUIRE(reports.size() == 2);
   CHECK(reports[1].find("more since the last report") != std::string::npos);
 }
+
+TEST_CASE(
+    "A backlog larger than one cycle's share is delivered without waiting for the next "
+    "cycle",
+    "[deliverer]") {
+  DelivererConfig dc;
+  dc.max_jobs_per_destination_per_cycle = 2;
+  Engine e({3, Duration(15min)}, deterministic_queue_config(), dc);
+  example_com(e);
+  for (int i = 0; i < 7; ++i) e.send("s@example.org", {"u@example.com"});
+  e.settle();  // not started: the new-work notices are ignored, the backlog waits for a cycle
+  e.deliverer->start();
+  e.settle();
+  CHECK(e.transport.received.size() == 7);
+  CHECK(e.queue->size() == 0);
+}
