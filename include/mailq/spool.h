@@ -51,9 +51,9 @@ enum class SyncMethod : std::uint8_t {
   automatic,
   /// `fdatasync` on every file: touches only our files, but costs one journal commit each.
   per_file,
-  /// One `syncfs` per batch: one journal commit for the whole batch (≈100× faster for 1000
-  /// small files on ext4, see docs/spool-format.md), but it also flushes whatever else is
-  /// dirty on the same file system.
+  /// One `syncfs` per batch: one journal commit for the whole batch (15 to 400 times faster
+  /// than `per_file` for 1000 small files on ext4, see docs/spool-format.md), but it also
+  /// flushes whatever else is dirty on the same file system.
   syncfs,
 };
 

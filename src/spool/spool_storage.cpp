@@ -274,8 +274,12 @@ struct SpoolStorage::Impl {
 
   SpoolStats stats;
   bool noatime = true;
-  std::string head;  // load(): reused read buffer
+  std::string head;  // load(): reused read buffers
   std::string tail;
+  // load() takes a short read for the end of the file (true of regular files on Linux) and
+  // re-reads a file that looks truncated with `careful` reads before judging it.
+  bool careful = false;
+  bool retry_careful = false;
 
   ~Impl() {
     for (auto& c : channels) {
@@ -677,6 +681,7 @@ struct SpoolStorage::Impl {
     }
     std::set<std::uint32_t> dirs = std::move(lazy_dirs);
     lazy_dirs.clear();
+    if (synced) return;  // syncfs wrote the renames too
     for (std::uint32_t c : dirs) {
       stats.dir_syncs++;
       if (int err = fsync_retry(channels[c].fd, false)) {
@@ -924,7 +929,7 @@ struct SpoolStorage::Impl {
     }
     const std::size_t have = head.size();
     head.resize(upto);
-    ssize_t n = pread_all(fd, head.data() + have, upto - have, have);
+    ssize_t n = read_at(fd, head.data() + have, upto - have, have);
     if (n < 0) {
       head.resize(have);
       return false;
@@ -934,10 +939,39 @@ struct SpoolStorage::Impl {
     return true;
   }
 
+  ssize_t read_at(int fd, char* p, std::size_t n, std::uint64_t off) const {
+    if (careful) return pread_all(fd, p, n, off);
+    for (;;) {
+      ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
+      if (r >= 0 || errno != EINTR) return r;
+    }
+  }
+
   // Recovers one message file. Returns an error only for conditions that must stop the scan
   // (no more file descriptors, no memory); damaged files are quarantined.
   std::error_code recover_file(LoadContext& ctx, std::uint32_t ch, const std::string& name) {
-    const std::string where = "queue/" + channels[ch].name + "/" + name;
+    careful = false;
+    retry_careful = false;
+    std::error_code ec = scan_file(ctx, ch, name);
+    if (!ec && retry_careful) {
+      careful = true;
+      retry_careful = false;
+      ec = scan_file(ctx, ch, name);
+      careful = false;
+    }
+    return ec;
+  }
+
+  std::error_code scan_file(LoadContext& ctx, std::uint32_t ch, const std::string& name) {
+    auto where = [&] { return "queue/" + channels[ch].name + "/" + name; };
+    // A verdict that rests on where the file ends: first make sure of the end.
+    auto truncated = [&](const std::string& reason) {
+      if (!careful) {
+        retry_careful = true;
+        return;
+      }
+      quarantine(ctx, ch, name, reason);
+    };
     MessageId name_id;
     if (!parse_file_name(name, &name_id)) {
       quarantine(ctx, ch, name, "not a queue file name");
@@ -952,7 +986,7 @@ struct SpoolStorage::Impl {
     if (!fd.ok()) fd = Fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.ok()) {
       int err = errno;
-      if (err == EMFILE || err == ENFILE || err == ENOMEM) return sys_fail("open", where, err);
+      if (err == EMFILE || err == ENFILE || err == ENOMEM) return sys_fail("open", where(), err);
       if (err == ENOENT) return {};  // gone since the directory was listed
       quarantine(ctx, ch, name, "cannot be opened (" + errno_text(err) + ")");
       return {};
@@ -971,8 +1005,7 @@ struct SpoolStorage::Impl {
       case detail::PreambleStatus::ok:
         break;
       case detail::PreambleStatus::truncated:
-        quarantine(ctx, ch, name,
-                   "truncated in its preamble (" + std::to_string(head.size()) + " bytes)");
+        truncated("truncated in its preamble (" + std::to_string(head.size()) + " bytes)");
         return {};
       case detail::PreambleStatus::foreign:
         quarantine(ctx, ch, name, "not a mailq spool file");
@@ -982,7 +1015,7 @@ struct SpoolStorage::Impl {
         return {};
       case detail::PreambleStatus::newer_version:
         stats.last_load_skipped++;
-        problem(ctx, where + ": spool format version " + std::to_string(version) +
+        problem(ctx, where() + ": spool format version " + std::to_string(version) +
                          " is newer than this build reads (" +
                          std::to_string(detail::kFormatVersion) + "); left in place");
         return {};
@@ -997,7 +1030,7 @@ struct SpoolStorage::Impl {
       return {};
     }
     if (head.size() < meta_off + detail::kRecordHeaderSize) {
-      quarantine(ctx, ch, name, "truncated before its metadata");
+      truncated("truncated before its metadata");
       return {};
     }
     if (!detail::parse_record_header(std::string_view(head).substr(meta_off), &type, &length) ||
@@ -1015,7 +1048,7 @@ struct SpoolStorage::Impl {
     RecordView rv;
     const RecordStatus ms = detail::parse_record(std::string_view(head).substr(meta_off), &rv);
     if (ms == RecordStatus::incomplete) {
-      quarantine(ctx, ch, name, "truncated in its metadata");
+      truncated("truncated in its metadata");
       return {};
     }
     if (ms != RecordStatus::ok) {
@@ -1040,7 +1073,7 @@ struct SpoolStorage::Impl {
 
     // Body: only its header and checksum, unless it is in the buffer already.
     if (head.size() < body_off + detail::kRecordHeaderSize) {
-      quarantine(ctx, ch, name, "truncated before its body");
+      truncated("truncated before its body");
       return {};
     }
     if (!detail::parse_record_header(std::string_view(head).substr(body_off), &type, &length) ||
@@ -1053,9 +1086,8 @@ struct SpoolStorage::Impl {
     if (eof || head.size() >= tail_off) {
       // The whole body is in the buffer (or the file ends inside it).
       if (head.size() < tail_off) {
-        quarantine(ctx, ch, name,
-                   "truncated in its body (" + std::to_string(head.size()) + " of at least " +
-                       std::to_string(tail_off) + " bytes)");
+        truncated("truncated in its body (" + std::to_string(head.size()) + " of at least " +
+                  std::to_string(tail_off) + " bytes)");
         return {};
       }
       if (detail::parse_record(std::string_view(head).substr(body_off), &rv) != RecordStatus::ok) {
@@ -1081,7 +1113,7 @@ struct SpoolStorage::Impl {
         return {};
       }
       if (tail.size() < detail::kRecordTrailerSize) {
-        quarantine(ctx, ch, name, "truncated in its body");
+        truncated("truncated in its body");
         return {};
       }
       if (options.verify_bodies_on_load) {
@@ -1130,6 +1162,10 @@ struct SpoolStorage::Impl {
                      std::to_string(rest.size()) + " more bytes");
       return {};
     }
+    if (torn && !careful) {
+      retry_careful = true;
+      return {};
+    }
     fd.reset();
     if (torn) {
       Fd w(::openat(dir_fd, name.c_str(), O_WRONLY | O_CLOEXEC));
@@ -1138,7 +1174,7 @@ struct SpoolStorage::Impl {
       if (err == 0) err = fsync_retry(w.get(), true);
       if (err != 0) {
         // Appends go to the end of the valid records anyway; the next load retries.
-        sys_fail("cut the torn last record of", where, err);
+        sys_fail("cut the torn last record of", where(), err);
       }
       stats.last_load_repaired++;
     }
@@ -1161,7 +1197,7 @@ struct SpoolStorage::Impl {
           return {};
         }
         // Keep using the old name.
-        sys_fail("rename " + where + " to", "queue/" + channels[ch].name + "/" + want, err);
+        sys_fail("rename " + where() + " to", "queue/" + channels[ch].name + "/" + want, err);
         e.name_held = ends_with(name, kHeldSuffix);
         e.name_attempts = static_cast<std::uint32_t>('Z' - name[1]);
       } else {
@@ -1179,12 +1215,12 @@ struct SpoolStorage::Impl {
   }
 
   // Appends the file's bytes from `off` to its end to `out`.
-  static bool read_rest(int fd, std::uint64_t off, std::string* out) {
+  bool read_rest(int fd, std::uint64_t off, std::string* out) {
     for (;;) {
       const std::size_t have = out->size();
       const std::size_t chunk = std::max<std::size_t>(kHeadRead, have);
       out->resize(have + chunk);
-      ssize_t n = pread_all(fd, out->data() + have, chunk, off);
+      ssize_t n = read_at(fd, out->data() + have, chunk, off);
       if (n < 0) {
         out->resize(have);
         return false;
@@ -1248,7 +1284,8 @@ struct SpoolStorage::Impl {
       if (int err = list_directory(channels[ch].fd, &files)) {
         result = sys_fail("list", "queue/" + de.name, err);
       }
-      // Inode order reads a cold disk mostly forward.
+      index.reserve(index.size() + files.size());
+      // Inode order reads a cold disk mostly forward (and is kinder to caches when warm).
       std::sort(files.begin(), files.end(),
                 [](const DirEntry& a, const DirEntry& b) { return a.ino < b.ino; });
       for (const auto& f : files) {

@@ -16,7 +16,9 @@ inline std::string body_for(std::uint64_t id) {
     return x;
   };
   // Mostly small bodies, some larger than one read of the recovery scan (4 KiB).
-  const std::size_t size = 64 + next() % ((next() % 4 == 0) ? 60000 : 3000);
+  // Two statements: the order of two calls in one expression is unspecified.
+  const bool large = next() % 4 == 0;
+  const std::size_t size = 64 + next() % (large ? 60000 : 3000);
   std::string body = "Subject: crash test " + std::to_string(id) + "\r\n\r\n";
   while (body.size() < size) body.push_back(static_cast<char>(next() & 0xFF));
   body.resize(size);

@@ -532,6 +532,54 @@ TEST_CASE("spool operations report not_found, bad_state and invalid_parameter", 
   CHECK(s.size() == 2);
 }
 
+TEST_CASE("the channel directory is the sanitized route of the first recipient", "[spool]") {
+  TempDir dir;
+  ManualClock clock;
+  SpoolStorage s(dir.path(), clock);
+  MessageRecord m = sample_record(8, 2);
+  m.recipients[0].route = "../relay host/1";
+  m.recipients[1].route = "tcp_other";
+  insert_ok(s, clock, m, "body");
+  CHECK(list_dir(dir / "queue") == std::vector<std::string>{".._relay_host_1"});
+  CHECK(s.file_of(m.id) == "queue/.._relay_host_1/ZZ" + m.id.to_string() + ".00");
+  // The route itself is kept as it was.
+  Loaded l = load_all(s);
+  REQUIRE(l.records.size() == 1);
+  CHECK(l.records[0].recipients[0].route == "../relay host/1");
+}
+
+TEST_CASE("a second load reports the same messages once each", "[spool]") {
+  TempDir dir;
+  ManualClock clock;
+  SpoolStorage s(dir.path(), clock);
+  insert_ok(s, clock, sample_record(1), "a");
+  insert_ok(s, clock, sample_record(2), "b");
+  CHECK(load_all(s).records.size() == 2);
+  Loaded l = load_all(s);
+  CHECK(l.records.size() == 2);
+  CHECK(l.report.recovered == 2);
+  CHECK(s.size() == 2);
+}
+
+TEST_CASE("a message file removed behind the spool's back gives a clear error", "[spool]") {
+  TempDir dir;
+  ManualClock clock;
+  SpoolStorage s(dir.path(), clock);
+  MessageRecord m = sample_record(21);
+  insert_ok(s, clock, m, "a");
+  const std::string file = s.file_of(m.id);
+  fs::remove(dir / file);
+  m.recipients[0].state = RecipientState::delivered;
+  CHECK(s.update(m) == mailq::errc::storage_failure);
+  CHECK(s.last_error().message ==
+        "open " + dir.path() + "/" + file + ": No such file or directory");
+  auto b = s.read_body(m.id);
+  REQUIRE_FALSE(b.ok());
+  CHECK(b.error().code == mailq::errc::storage_failure);
+  CHECK(s.remove(m.id) == std::error_code());  // already gone: removing it is done
+  CHECK(s.size() == 0);
+}
+
 TEST_CASE("many inserts in one loop turn share one group commit", "[spool]") {
   TempDir dir;
   ManualClock clock;

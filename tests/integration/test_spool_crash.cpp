@@ -94,6 +94,13 @@ TEST_CASE("spool survives SIGKILL at random moments: every acknowledged message 
 
   char tmpl[] = "/tmp/mailq-spool-crash-XXXXXX";
   REQUIRE(::mkdtemp(tmpl) != nullptr);
+  struct RemoveAtEnd {
+    std::string path;
+    ~RemoveAtEnd() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  } remove_at_end{tmpl};
   const std::string spool = std::string(tmpl) + "/spool";
 
   std::random_device rd;
@@ -184,6 +191,4 @@ TEST_CASE("spool survives SIGKILL at random moments: every acknowledged message 
                             << torn_repairs << " torn records cut, " << quarantined
                             << " quarantined");
   CHECK(lines > 0);
-  std::error_code ec;
-  fs::remove_all(tmpl, ec);
 }
