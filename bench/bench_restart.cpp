@@ -1,0 +1,115 @@
+// bench_restart — how fast Queue::recover rebuilds the queue from a spool, and the resident
+// memory each queued recipient costs afterwards.
+//
+// Two steps, two processes (so that the recovery process's memory is not polluted by the
+// fill):
+//   bench_restart --mode fill    --spool DIR [--count 200000] [--size 2048]
+//   bench_restart --mode recover --spool DIR [--json FILE]
+// "recover" reads VmRSS before building the SpoolStorage and the Queue and after
+// Queue::recover, and divides the difference by the recipients recovered. The page cache is
+// warm (the fill just wrote the files); nothing drops it.
+#include <uv.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "bench_util.h"
+#include "mailq/queue.h"
+#include "mailq/route.h"
+#include "mailq/spool.h"
+#include "mailq/uv.h"
+
+namespace {
+
+mailq::RouteTable make_routes() {
+  mailq::RouteTable routes;
+  mailq::Route route;
+  route.name = "tcp_sink";
+  route.hosts = {{"127.0.0.1", 25}};  // never connected to: no Deliverer here
+  (void)routes.add(route);
+  (void)routes.set_default("tcp_sink");
+  return routes;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bench::Args args(argc, argv,
+                   {{"mode", ""},
+                    {"spool", ""},
+                    {"count", "200000"},
+                    {"size", "2048"},
+                    {"json", ""},
+                    {"label", "restart"}});
+  const std::string mode = args.str("mode"), dir = args.str("spool");
+  if ((mode != "fill" && mode != "recover") || dir.empty()) {
+    std::fprintf(stderr, "bench_restart: --mode fill|recover and --spool DIR are required\n");
+    return 64;
+  }
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  int rc = 0;
+  {
+    mailq::uv::LoopClock clock(&loop);
+    mailq::RouteTable routes = make_routes();
+    if (mode == "fill") {
+      const auto count = static_cast<std::size_t>(args.num("count"));
+      auto spool = mailq::spool::SpoolStorage::open(dir, clock);
+      if (!spool) {
+        std::fprintf(stderr, "bench_restart: %s\n", spool.error().message.c_str());
+        return 73;
+      }
+      mailq::Queue queue(**spool, routes, clock, nullptr, {});
+      if (queue.recover()) return 70;
+      auto env = mailq::make_envelope("bench@bench.localhost", {"sink@bench.localhost"});
+      const std::string body = bench::make_body(static_cast<std::size_t>(args.num("size")), 0);
+      std::size_t submitted = 0, done = 0, failed = 0;
+      std::function<void()> submit = [&] {
+        for (int i = 0; i < 1000 && submitted < count; ++i, ++submitted)
+          queue.enqueue(env.value(), body,
+                        [&](mailq::Result<mailq::MessageId> r) { r ? ++done : ++failed; });
+        if (submitted < count) clock.schedule(mailq::Duration(0), submit);
+      };
+      const auto t0 = bench::Steady::now();
+      submit();
+      bench::run_until(
+          &loop, [&] { return done + failed == count; }, std::chrono::seconds(1200));
+      std::fprintf(stderr, "bench_restart: filled %zu messages (%zu failed) in %.1f s\n", done,
+                   failed, bench::seconds_since(t0));
+      rc = failed || done != count ? 1 : 0;
+    } else {
+      const long long rss0 = bench::vm_rss_kib();
+      const auto t0 = bench::Steady::now();
+      auto spool = mailq::spool::SpoolStorage::open(dir, clock);
+      if (!spool) {
+        std::fprintf(stderr, "bench_restart: %s\n", spool.error().message.c_str());
+        return 73;
+      }
+      mailq::Queue queue(**spool, routes, clock, nullptr, {});
+      mailq::RecoveryReport report;
+      if (auto ec = queue.recover(&report)) {
+        std::fprintf(stderr, "bench_restart: recover: %s\n", ec.message().c_str());
+        rc = 1;
+      }
+      const double secs = bench::seconds_since(t0);
+      const long long rss1 = bench::vm_rss_kib();
+      const auto stats = queue.stats();
+      const double per_rcpt =
+          stats.recipients_pending ? (rss1 - rss0) * 1024.0 / stats.recipients_pending : 0;
+      bench::JsonRecord j("restart");
+      j.add("label", args.str("label"))
+          .add("messages", static_cast<long long>(report.recovered))
+          .add("recipients", static_cast<long long>(stats.recipients_pending))
+          .add("quarantined", static_cast<long long>(report.quarantined))
+          .add("seconds", secs)
+          .add("msgs_per_s", report.recovered / secs)
+          .add("rss_before_kib", rss0)
+          .add("rss_after_kib", rss1)
+          .add("bytes_per_recipient", per_rcpt);
+      j.append_to(args.str("json"));
+    }
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  return rc;
+}

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# mailq benchmarks, one command: installs the peers, builds, starts the peers on loopback, runs
+# every benchmark, prints a table and writes bench/results.json.
+#
+#   bench/run.sh [--count N] [--large-count N] [--restart-count N] [--enqueue-count N]
+#                [--connections C] [--per-connection M] [--skip-postfix]
+#
+# Everything talks to 127.0.0.1 only. Peers (smtp-sink, the private Postfix) are stopped on
+# exit, and each one is bounded by coreutils' timeout.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+count=20000 large_count=5000 restart_count=200000 enqueue_count=50000
+connections=20 per_connection=1000 skip_postfix=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --count) count=$2; shift 2 ;;
+    --large-count) large_count=$2; shift 2 ;;
+    --restart-count) restart_count=$2; shift 2 ;;
+    --enqueue-count) enqueue_count=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    --per-connection) per_connection=$2; shift 2 ;;
+    --skip-postfix) skip_postfix=1; shift ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 64 ;;
+  esac
+done
+
+"$root/scripts/deps.sh"
+build=$root/build-bench
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILQ_BUILD_BENCH=ON \
+  -DMAILQ_BUILD_TESTS=OFF -DMAILQ_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build "$build" -j2 --target bench_drain bench_enqueue bench_restart bench_down >/dev/null
+bin=$build/bench
+
+work=$(mktemp -d /tmp/mailq-bench.XXXXXX)
+chmod 755 "$work"  # the Postfix daemons and smtp-sink (as nobody) must traverse it
+shm=/dev/shm
+[[ -d $shm && -w $shm ]] || shm=$work
+shmwork=$(mktemp -d "$shm/mailq-bench.XXXXXX")
+jsonl=$work/results.jsonl
+: >"$jsonl"
+sink_pid="" pf_dir=""
+cleanup() {
+  [[ -n $pf_dir ]] && postfix -c "$pf_dir/etc" stop >/dev/null 2>&1 || true
+  [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work" "$shmwork"
+}
+trap cleanup EXIT
+
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 30000))
+    if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return; fi
+  done
+  echo "run.sh: no free port" >&2; exit 1
+}
+wait_listen() {  # port
+  for _ in $(seq 1 100); do ss -Htln "sport = :$1" | grep -q . && return 0; sleep 0.1; done
+  return 1
+}
+now() { date +%s.%N; }
+json() { echo "$1" | tee -a "$jsonl"; }
+
+# --- the sink: Postfix's smtp-sink, no dumps, 1024 backlog, bounded to 1 hour ---
+sink_port=$(free_port)
+sink_user=()
+[[ $(id -u) -eq 0 ]] && sink_user=(-u nobody)
+timeout -k 5 3600 /usr/sbin/smtp-sink "${sink_user[@]}" "127.0.0.1:$sink_port" 1024 \
+  >"$work/sink.log" 2>&1 &
+sink_pid=$!
+wait_listen "$sink_port" || { echo "run.sh: smtp-sink did not start" >&2; exit 1; }
+echo "smtp-sink on 127.0.0.1:$sink_port; nproc $(nproc); work dir $work, tmpfs dir $shmwork" >&2
+
+# --- ceiling: smtp-source into the same sink ---
+ceiling() {  # size n reuse(0/1)
+  local size=$1 n=$2 reuse=$3 flags=() t0 t1
+  [[ $reuse -eq 1 ]] && flags=(-d)
+  t0=$(now)
+  timeout 600 smtp-source "${flags[@]}" -s "$connections" -m "$n" -l "$size" \
+    -f bench@bench.localhost -t sink@bench.localhost "127.0.0.1:$sink_port"
+  t1=$(now)
+  json "$(python3 -c "import json,sys; n,s,r,t=int(sys.argv[1]),int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4]); print(json.dumps({'bench':'ceiling','engine':'smtp-source','size':s,'messages':n,'reuse':bool(r),'sessions':$connections,'seconds':round(t,4),'msgs_per_s':round(n/t,1)}))" "$n" "$size" "$reuse" "$(echo "$t1 - $t0" | bc)")"
+}
+
+# --- Postfix side by side: a private instance, loaded through its own smtpd on a free
+# loopback port while its smtp transport is deferred, then released and timed until empty ---
+postfix_drain() {  # size n
+  local size=$1 n=$2 port t0 t1 left
+  pf_dir=$(mktemp -d "$work/postfix.XXXXXX")
+  chmod 755 "$pf_dir"
+  mkdir -p "$pf_dir/etc" "$pf_dir/queue" "$pf_dir/data"
+  cp /etc/postfix/dynamicmaps.cf /etc/postfix/postfix-files "$pf_dir/etc/"
+  cp -r /etc/postfix/dynamicmaps.cf.d /etc/postfix/postfix-files.d "$pf_dir/etc/" 2>/dev/null || true
+  port=$(free_port)
+  # The stock services without chroot; the public smtp listener replaced by a loopback one.
+  awk -v listen="127.0.0.1:$port" '
+    /^smtp +inet/ { print listen " inet n - n - - smtpd"; next }
+    /^[a-z]/ && NF >= 8 { $5 = "n" }
+    { print }' /etc/postfix/master.cf >"$pf_dir/etc/master.cf"
+  touch "$pf_dir/etc/main.cf" "$pf_dir/maillog"
+  chown postfix "$pf_dir/data"
+  postconf -c "$pf_dir/etc" -e "queue_directory=$pf_dir/queue" "data_directory=$pf_dir/data" \
+    "meta_directory=$pf_dir/etc" "shlib_directory=/usr/lib/postfix" compatibility_level=3.6 \
+    mail_owner=postfix setgid_group=postdrop myhostname=bench.localhost mydomain=localhost \
+    mydestination= alias_maps= alias_database= biff=no inet_interfaces=loopback-only \
+    inet_protocols=ipv4 "mynetworks=127.0.0.0/8" "relayhost=[127.0.0.1]:$sink_port" \
+    smtp_dns_support_level=disabled smtp_tls_security_level=none \
+    "defer_transports=smtp,relay" \
+    "default_destination_concurrency_limit=$connections" \
+    "smtp_destination_concurrency_limit=$connections" \
+    "maillog_file=$pf_dir/maillog" maillog_file_prefixes=/tmp \
+    smtpd_client_connection_count_limit=0 smtpd_client_connection_rate_limit=0 \
+    smtpd_client_message_rate_limit=0 message_size_limit=0
+  postfix -c "$pf_dir/etc" set-permissions >/dev/null 2>&1 || true
+  if ! postfix -c "$pf_dir/etc" start >/dev/null 2>&1 || ! wait_listen "$port"; then
+    echo "run.sh: the private Postfix did not start; its log:" >&2
+    tail -20 "$pf_dir/maillog" >&2
+    return 1
+  fi
+  # Load: the queue fills while the smtp transport is deferred.
+  timeout 900 smtp-source -d -s "$connections" -m "$n" -l "$size" -f bench@bench.localhost \
+    -t sink@bench.localhost "127.0.0.1:$port"
+  # Wait until every message went through the deferred transport into the deferred queue.
+  for _ in $(seq 1 1800); do
+    left=$(find "$pf_dir/queue/maildrop" "$pf_dir/queue/incoming" "$pf_dir/queue/active" -type f | wc -l)
+    [[ $left -eq 0 ]] && break
+    sleep 0.1
+  done
+  local loaded
+  loaded=$(find "$pf_dir/queue/deferred" -type f | wc -l)
+  echo "postfix: $loaded messages in the deferred queue" >&2
+  postconf -c "$pf_dir/etc" -e defer_transports=
+  postfix -c "$pf_dir/etc" reload >/dev/null 2>&1
+  sleep 1
+  t0=$(now)
+  postqueue -c "$pf_dir/etc" -f
+  local ok=0
+  for _ in $(seq 1 12000); do  # 20 minutes at most
+    left=$(find "$pf_dir/queue/incoming" "$pf_dir/queue/active" "$pf_dir/queue/deferred" -type f | wc -l)
+    [[ $left -eq 0 ]] && { ok=1; break; }
+    sleep 0.05
+  done
+  t1=$(now)
+  local delivered
+  delivered=$(grep -c "status=sent" "$pf_dir/maillog" || true)
+  json "$(python3 -c "import json,sys; n,s,t,d,ok=int(sys.argv[1]),int(sys.argv[2]),float(sys.argv[3]),int(sys.argv[4]),int(sys.argv[5]); print(json.dumps({'bench':'drain','engine':'postfix','size':s,'messages':n,'delivered_logged':d,'complete':ok,'seconds':round(t,4),'msgs_per_s':round(n/t,1)}))" "$loaded" "$size" "$(echo "$t1 - $t0" | bc)" "$delivered" "$ok")"
+  postfix -c "$pf_dir/etc" stop >/dev/null 2>&1 || true
+  sleep 1
+  rm -rf "$pf_dir"
+  pf_dir=""
+}
+
+drain() {  # size n spool-parent label
+  mkdir -p "$3"
+  "$bin/bench_drain" --port "$sink_port" --count "$2" --size "$1" --connections "$connections" \
+    --per-connection "$per_connection" --spool "$(mktemp -d "$3/drain.XXXXXX")" \
+    --label "$4" --json "$jsonl" >/dev/null
+  tail -1 "$jsonl"
+}
+
+echo "== 1. drain, 2 KB ==" >&2
+ceiling 2048 "$count" 1
+ceiling 2048 "$count" 0
+drain 2048 "$count" "$work" disk
+drain 2048 "$count" "$shmwork" tmpfs
+[[ $skip_postfix -eq 1 ]] || postfix_drain 2048 "$count" || echo "run.sh: Postfix drain failed" >&2
+echo "== 1. drain, 100 KB ==" >&2
+ceiling 102400 "$large_count" 1
+drain 102400 "$large_count" "$work" disk
+drain 102400 "$large_count" "$shmwork" tmpfs
+[[ $skip_postfix -eq 1 ]] || postfix_drain 102400 "$large_count" || echo "run.sh: Postfix drain failed" >&2
+
+echo "== 3. enqueue API ==" >&2
+"$bin/bench_enqueue" --count "$enqueue_count" --spool "$(mktemp -d "$work/enq.XXXXXX")" \
+  --label disk --json "$jsonl" >/dev/null
+tail -1 "$jsonl"
+
+echo "== 4. restart ==" >&2
+"$bin/bench_restart" --mode fill --spool "$shmwork/restart" --count "$restart_count"
+"$bin/bench_restart" --mode recover --spool "$shmwork/restart" --label tmpfs --json "$jsonl" >/dev/null
+tail -1 "$jsonl"
+rm -rf "$shmwork/restart"
+
+echo "== 5. down destination ==" >&2
+"$bin/bench_down" --destinations 1 --per-destination 100000 --label "1x100000" --json "$jsonl" >/dev/null
+tail -1 "$jsonl"
+"$bin/bench_down" --destinations 10000 --per-destination 10 --label "10000x10" --json "$jsonl" >/dev/null
+tail -1 "$jsonl"
+
+# --- results.json and the table ---
+python3 - "$jsonl" "$here/results.json" "$(nproc)" <<'PY'
+import json, sys, platform
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+out = {"machine": {"nproc": int(sys.argv[3]), "kernel": platform.release()}, "results": rows}
+json.dump(out, open(sys.argv[2], "w"), indent=1)
+def find(**kw):
+    return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+print(f"\nnproc {sys.argv[3]}\n")
+print("| benchmark | figure |")
+print("|---|---|")
+for size in (2048, 102400):
+    ce = find(bench="ceiling", size=size, reuse=True)
+    cn = find(bench="ceiling", size=size, reuse=False)
+    pf = find(bench="drain", engine="postfix", size=size)
+    for r in find(bench="drain", engine="mailq", size=size):
+        s = f"{r['msgs_per_s']:.0f} msg/s ({r['messages']} msgs, spool on {r['label']})"
+        if ce: s += f"; mailq/ceiling(reuse) {r['msgs_per_s']/ce[0]['msgs_per_s']:.2f}"
+        if pf and pf[0].get("complete"): s += f"; mailq/Postfix {r['msgs_per_s']/pf[0]['msgs_per_s']:.2f}"
+        print(f"| drain {size//1024} KB, mailq | {s} |")
+    for r in pf: print(f"| drain {size//1024} KB, Postfix 3.7 | {r['msgs_per_s']:.0f} msg/s ({r['messages']} msgs, complete={r['complete']}) |")
+    for r in ce: print(f"| ceiling {size//1024} KB, smtp-source reuse | {r['msgs_per_s']:.0f} msg/s |")
+    for r in cn: print(f"| ceiling {size//1024} KB, smtp-source no reuse | {r['msgs_per_s']:.0f} msg/s |")
+for r in find(bench="enqueue"):
+    print(f"| enqueue API 2 KB ({r['messages']}, {r['per_turn']}/turn) | {r['msgs_per_s']:.0f} msg/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms |")
+for r in find(bench="restart"):
+    print(f"| restart ({r['messages']} msgs, {r['label']}) | {r['msgs_per_s']:.0f} msg/s ({r['seconds']:.2f} s), {r['bytes_per_recipient']:.0f} B RSS per recipient |")
+for r in find(bench="down"):
+    print(f"| down destination {r['label']} | run_cycle {r['cycle_us']:.3f} us; flush {r['flush_us']/1000:.1f} ms; first mark-down {r['mark_down_ms']:.0f} ms |")
+PY
