@@ -436,3 +436,52 @@ TEST_CASE(
   CHECK(e.transport.received.size() == 7);
   CHECK(e.queue->size() == 0);
 }
+
+TEST_CASE(
+    "Concurrency: a destination never gets more than its route's connections, the engine "
+    "never more than its total; a connection carries at most max_messages_per_connection",
+    "[deliverer][limits]") {
+  SECTION("per destination") {
+    Engine e;
+    Route r = *e.routes.find("default-non-local-route");
+    r.max_connections = 2;
+    REQUIRE_FALSE(e.routes.add(r));
+    example_com(e);
+    e.deliverer->start();
+    for (int i = 0; i < 40; ++i) e.send("s@example.org", {"u@example.com"});
+    e.settle();
+    CHECK(e.transport.received.size() == 40);
+    CHECK(e.transport.max_open_connections() == 2);
+  }
+  SECTION("total") {
+    DelivererConfig dc;
+    dc.max_connections = 3;
+    Engine e({3, Duration(15min)}, deterministic_queue_config(), dc);
+    for (int d = 0; d < 6; ++d) {
+      std::string dom = "d" + std::to_string(d) + ".example";
+      e.resolver.set_mx(dom, {{10, "mx." + dom}});
+      e.resolver.set_addresses("mx." + dom, {"127.0.1." + std::to_string(d + 1)});
+    }
+    e.deliverer->start();
+    for (int i = 0; i < 60; ++i)
+      e.send("s@example.org", {"u@d" + std::to_string(i % 6) + ".example"});
+    e.settle();
+    e.clock.advance(Duration(10s));  // idle sessions close, waiting destinations get theirs
+    CHECK(e.transport.received.size() == 60);
+    CHECK(e.transport.max_open_connections() <= 3);
+    CHECK(e.queue->size() == 0);
+  }
+  SECTION("messages per connection") {
+    Engine e;
+    Route r = *e.routes.find("default-non-local-route");
+    r.max_connections = 1;
+    r.max_messages_per_connection = 3;
+    REQUIRE_FALSE(e.routes.add(r));
+    example_com(e);
+    e.deliverer->start();
+    for (int i = 0; i < 9; ++i) e.send("s@example.org", {"u@example.com"});
+    e.settle();
+    CHECK(e.transport.received.size() == 9);
+    CHECK(e.transport.connects.size() == 3);
+  }
+}
