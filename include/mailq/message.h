@@ -50,7 +50,8 @@ struct RecipientRecord {
   /// The reply behind the current state (last transient reply, the permanent one, or the
   /// delivering 250).
   Reply last_reply;
-  std::string remote;  ///< the host that gave `last_reply`, "dns;mx.example.org (TCP|...)"
+  std::string remote;           ///< the host that gave `last_reply`, "dns;mx.example.org (TCP|...)"
+  bool delay_notified = false;  ///< a "delayed" DSN was sent for this recipient
 };
 
 /// One queued message: metadata only, the body lives in the storage.

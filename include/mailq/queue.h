@@ -57,8 +57,10 @@ struct QueueConfig {
   Duration max_lifetime{std::chrono::hours(24 * 5)};
   std::uint64_t max_message_size = 0;       ///< 0 = no limit
   std::string reporting_mta = "localhost";  ///< name in DSNs
-  /// Send a "delayed" DSN once a recipient has waited this long (0 = never). Only to
-  /// recipients that asked for NOTIFY=DELAY.
+  /// Send a "delayed" DSN (once per recipient) when a recipient is deferred after having
+  /// waited this long since arrival (0 = never). Sent for NOTIFY=DELAY and for recipients
+  /// without a NOTIFY parameter (RFC 3461 §4.1 leaves that to the MTA), never for
+  /// NOTIFY=NEVER or a NOTIFY list without DELAY, never for a <> sender.
   Duration delay_notice_after{0};
   std::uint64_t random_seed = 0;  ///< 0 = from std::random_device
   /// Where an exception thrown by the EventSink is reported (rate limited); default stderr.

@@ -520,6 +520,7 @@ void Queue::complete(const Job& job, const std::vector<RecipientOutcome>& outcom
   if (attempted) m.attempts++;
 
   std::vector<std::size_t> bounced;
+  std::vector<std::size_t> delayed;
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   for (const auto& o : outcomes) {
     if (o.index >= m.recipients.size()) continue;
@@ -547,6 +548,13 @@ void Queue::complete(const Job& job, const std::vector<RecipientOutcome>& outcom
         r.attempts++;
         r.next_attempt = now + config_.retry.delay(r.attempts, unit(rng_));
       }
+      // A "delayed" notice, once per recipient, when it has waited long enough (real or
+      // self-imposed deferral alike: the sender's mail is late either way).
+      if (config_.delay_notice_after > Duration{0} && !r.delay_notified &&
+          now - m.arrival >= config_.delay_notice_after) {
+        r.delay_notified = true;
+        delayed.push_back(o.index);
+      }
       AttemptRecord a;
       a.route = r.route;
       a.time = now;
@@ -567,6 +575,7 @@ void Queue::complete(const Job& job, const std::vector<RecipientOutcome>& outcom
   bool all_final = std::all_of(m.recipients.begin(), m.recipients.end(),
                                [](const RecipientRecord& r) { return is_final(r.state); });
   if (!bounced.empty()) send_dsn(m, bounced, false);
+  if (!delayed.empty()) send_dsn(m, delayed, true);
   if (all_final) {
     (void)storage_.remove(m.id);
     expiry_.erase({m.arrival + config_.max_lifetime, m.id.value});
@@ -698,6 +707,7 @@ void Queue::send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcp
     d.reply = r.last_reply;
     d.remote_mta = detail::remote_host_of(r.remote);
     d.last_attempt = in.now;
+    if (delayed) d.will_retry_until = m.arrival + config_.max_lifetime;
     in.recipients.push_back(std::move(d));
   }
   if (in.recipients.empty()) return;

@@ -107,9 +107,14 @@ bool get_reply(Reader& in, Reply* r) {
   return in.str(&r->enhanced) && in.str(&r->text);
 }
 
+constexpr std::uint8_t kDelayNotifiedBit = 0x80;
+
 // The part of a recipient that changes over its life.
 void put_recipient_state(std::string& out, const RecipientRecord& r) {
-  put_u8(out, static_cast<std::uint8_t>(r.state));
+  // The high bit of the state byte: a "delayed" DSN was sent (files written before the flag
+  // existed read as not sent).
+  put_u8(out, static_cast<std::uint8_t>(static_cast<std::uint8_t>(r.state) |
+                                        (r.delay_notified ? kDelayNotifiedBit : 0)));
   put_u32(out, r.attempts);
   put_u64(out, static_cast<std::uint64_t>(to_ns(r.next_attempt)));
   put_reply(out, r.last_reply);
@@ -118,6 +123,8 @@ void put_recipient_state(std::string& out, const RecipientRecord& r) {
 
 bool get_recipient_state(Reader& in, RecipientRecord* r, std::string* why) {
   std::uint8_t state = in.u8();
+  r->delay_notified = (state & kDelayNotifiedBit) != 0;
+  state = static_cast<std::uint8_t>(state & ~kDelayNotifiedBit);
   if (in.ok() && state > static_cast<std::uint8_t>(RecipientState::expired)) {
     *why = "unknown recipient state " + std::to_string(state);
     return false;
@@ -370,6 +377,7 @@ bool apply_update(std::string_view payload, MessageRecord* record, std::string* 
     dst.next_attempt = rc.next_attempt;
     dst.last_reply = std::move(rc.last_reply);
     dst.remote = std::move(rc.remote);
+    dst.delay_notified = rc.delay_notified;
   }
   return true;
 }

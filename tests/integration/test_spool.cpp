@@ -127,6 +127,7 @@ void require_same(const RecipientRecord& a, const RecipientRecord& b) {
   CHECK(a.next_attempt == b.next_attempt);
   CHECK(a.last_reply == b.last_reply);
   CHECK(a.remote == b.remote);
+  CHECK(a.delay_notified == b.delay_notified);
 }
 
 void require_same(const MessageRecord& a, const MessageRecord& b) {
@@ -1220,4 +1221,25 @@ TEST_CASE("spool benchmark: group commit methods and recovery scan rate", "[.][s
   REQUIRE(count == n);
   std::printf("recovery scan of %zu messages (page cache warm): %.2f s, %.0f messages/s\n", count,
               warm, static_cast<double>(count) / warm);
+}
+
+TEST_CASE("the delay-notice flag of a recipient survives an update and a reopen", "[spool]") {
+  TempDir dir;
+  ManualClock clock;
+  MessageRecord m = sample_record(91, 2);
+  {
+    SpoolStorage s(dir.path(), clock);
+    insert_ok(s, clock, m, "Subject: x\r\n\r\nx\r\n");
+    m.recipients[1].state = RecipientState::deferred;
+    m.recipients[1].delay_notified = true;
+    REQUIRE_FALSE(s.update(m));
+    clock.run_pending();
+  }
+  SpoolStorage s(dir.path(), clock);
+  Loaded l = load_all(s);
+  REQUIRE_FALSE(l.ec);
+  REQUIRE(l.records.size() == 1);
+  CHECK_FALSE(l.records[0].recipients[0].delay_notified);
+  CHECK(l.records[0].recipients[1].delay_notified);
+  CHECK(l.records[0].recipients[1].state == RecipientState::deferred);
 }

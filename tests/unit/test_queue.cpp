@@ -485,3 +485,45 @@ TEST_CASE(
     CHECK(e.transport.connects.size() == 3);
   }
 }
+
+TEST_CASE(
+    "Delay notices: one 'delayed' DSN per recipient once it has waited long enough; never "
+    "for NOTIFY=NEVER",
+    "[queue][dsn][delay]") {
+  QueueConfig qc = deterministic_queue_config();
+  qc.delay_notice_after = Duration(4h);
+  qc.retry.schedule = {Duration(1h)};
+  Engine e({100, Duration(15min)}, qc);
+  example_com(e);
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
+  e.deliverer->start();
+  auto env = make_envelope("sender@example.org", {"a@example.com", "b@example.com"});
+  REQUIRE(env);
+  env->recipients[1].notify = kNotifyNever;
+  MessageId id;
+  e.queue->enqueue(env.value(), "Subject: late\r\n\r\nlate\r\n", [&](Result<MessageId> r) {
+    REQUIRE(r);
+    id = r.value();
+  });
+  e.settle();
+  auto dsns = [&] {
+    std::vector<std::string> out;
+    for (auto m : e.queue->list()) {
+      const MessageRecord* rec = e.queue->find(m);
+      if (rec->reverse_path.empty()) out.push_back(e.queue->read_body(m).value());
+    }
+    return out;
+  };
+  e.clock.advance(Duration(3h) + Duration(30min));
+  CHECK(dsns().empty());
+  e.clock.advance(Duration(2h));  // an attempt after 4 hours of waiting
+  auto d = dsns();
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].find("Action: delayed") != std::string::npos);
+  CHECK(d[0].find("Final-Recipient: rfc822; a@example.com") != std::string::npos);
+  CHECK(d[0].find("b@example.com") == std::string::npos);  // NOTIFY=NEVER
+  CHECK(d[0].find("Will-Retry-Until:") != std::string::npos);
+  CHECK(e.rcpt(id, 0).delay_notified);
+  e.clock.advance(Duration(5h));  // more attempts: no second notice
+  CHECK(dsns().size() == 1);
+}
