@@ -200,6 +200,8 @@ class Queue {
   };
 
   DestQueue& dest(const std::string& key);
+  /// Messages (held or not) with a pending recipient for a destination or route name.
+  std::vector<MessageId> pending_for(std::string_view destination, bool held) const;
   void schedule_jobs(Entry& e);
   void unschedule_jobs(Entry& e);
   void touch_destination(DestQueue& d);

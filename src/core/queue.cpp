@@ -275,32 +275,28 @@ std::error_code Queue::release(MessageId id) {
   return ec;
 }
 
-std::size_t Queue::hold_destination(std::string_view destination) {
+std::vector<MessageId> Queue::pending_for(std::string_view destination, bool held) const {
   std::vector<MessageId> ids;
-  for (auto& [k, e] : messages_) {
-    if (e.record.held) continue;
-    for (auto& r : e.record.recipients) {
+  for (const auto& [k, e] : messages_) {
+    if (e.removed || e.record.held != held) continue;
+    for (const auto& r : e.record.recipients) {
       if (!is_final(r.state) && (destination_of(r) == destination || r.route == destination)) {
         ids.push_back(e.record.id);
         break;
       }
     }
   }
+  return ids;
+}
+
+std::size_t Queue::hold_destination(std::string_view destination) {
+  auto ids = pending_for(destination, false);
   for (auto id : ids) (void)hold(id);
   return ids.size();
 }
 
 std::size_t Queue::release_destination(std::string_view destination) {
-  std::vector<MessageId> ids;
-  for (auto& [k, e] : messages_) {
-    if (!e.record.held) continue;
-    for (auto& r : e.record.recipients) {
-      if (!is_final(r.state) && (destination_of(r) == destination || r.route == destination)) {
-        ids.push_back(e.record.id);
-        break;
-      }
-    }
-  }
+  auto ids = pending_for(destination, true);
   for (auto id : ids) (void)release(id);
   return ids.size();
 }

@@ -527,3 +527,31 @@ TEST_CASE(
   e.clock.advance(Duration(5h));  // more attempts: no second notice
   CHECK(dsns().size() == 1);
 }
+
+TEST_CASE(
+    "hold_destination / release_destination act on every message with a pending recipient "
+    "there",
+    "[queue][operator]") {
+  Engine e;
+  example_com(e);
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
+  e.deliverer->start();
+  MessageId a = e.send("s@example.org", {"u@example.com"});
+  MessageId b = e.send("s@example.org", {"v@example.com", "w@nowhere.example"});
+  MessageId c = e.send("s@example.org", {"x@nowhere.example"});
+  e.settle();
+  CHECK(e.queue->hold_destination("example.com") == 2);
+  CHECK(e.queue->find(a)->held);
+  CHECK(e.queue->find(b)->held);
+  CHECK_FALSE(e.queue->find(c)->held);
+  CHECK(e.queue->hold_destination("example.com") == 0);  // already held
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::smtp;
+  e.deliverer->flush();
+  e.settle();
+  CHECK(e.transport.received.empty());  // held: not attempted
+  CHECK(e.queue->release_destination("example.com") == 2);
+  e.settle();
+  CHECK(e.queue->find(a) == nullptr);
+  REQUIRE(e.queue->find(b) != nullptr);  // w@nowhere.example still pending
+  CHECK(e.queue->find(b)->recipients[0].state == RecipientState::delivered);
+}
