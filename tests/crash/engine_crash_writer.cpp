@@ -24,6 +24,7 @@
 #include <functional>
 #include <string>
 
+#include "crash_io.h"
 #include "mailq/deliverer.h"
 #include "mailq/domain_state.h"
 #include "mailq/queue.h"
@@ -32,19 +33,9 @@
 #include "mailq/spool.h"
 #include "mailq/uv.h"
 
-namespace {
+using mailq_crash::say;
 
-void say(const std::string& line) {
-  std::string l = line + "\n";
-  const char* p = l.data();
-  std::size_t n = l.size();
-  while (n > 0) {
-    ssize_t w = ::write(1, p, n);
-    if (w <= 0) std::_Exit(9);
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
+namespace {
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,

@@ -22,22 +22,13 @@
 #include <vector>
 
 #include "crash_body.h"
+#include "crash_io.h"
 #include "mailq/spool.h"
 #include "mailq/uv.h"
 
-namespace {
+using mailq_crash::say;
 
-void say(const std::string& line) {
-  std::string l = line + "\n";
-  const char* p = l.data();
-  std::size_t n = l.size();
-  while (n > 0) {
-    ssize_t w = ::write(1, p, n);
-    if (w <= 0) std::_Exit(9);
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
+namespace {
 
 std::string hex(std::uint64_t v) {
   char buf[32];

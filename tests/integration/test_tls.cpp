@@ -12,6 +12,7 @@
 #include "mailq/error.h"
 #include "mailq/smtp_client.h"
 #include "mailq/uv.h"
+#include "support/loop_checks.h"
 #include "support/loop_server.h"
 #include "support/servers.h"
 #include "support/smtp_drivers.h"
@@ -21,6 +22,7 @@ using namespace std::chrono_literals;
 using mailq::TlsClientOptions;
 using mailq::test::AiosmtpdServer;
 using mailq::test::RecordingHandler;
+using mailq::test::require_clean_close;
 using mailq::test::SmtpScript;
 using mailq::test::SmtpStep;
 using mailq::test::TestLoop;
@@ -29,13 +31,6 @@ using mailq::uv::LoopClock;
 using mailq::uv::UvTransport;
 
 namespace {
-
-void require_clean_close(TestLoop& loop) {
-  std::string leftovers;
-  const int r = loop.close(&leftovers);
-  INFO("handles left open: " << leftovers);
-  REQUIRE(r == 0);
-}
 
 struct Pki {
   mailq::test::TempDir dir;

@@ -12,6 +12,7 @@
 
 #include "mailq/smtp_client.h"
 #include "mailq/uv.h"
+#include "support/loop_checks.h"
 #include "support/loop_server.h"
 #include "support/servers.h"
 #include "support/smtp_drivers.h"
@@ -21,18 +22,12 @@ using namespace std::chrono_literals;
 using mailq::ConnectOptions;
 using mailq::Endpoint;
 using mailq::test::RecordingHandler;
+using mailq::test::require_clean_close;
 using mailq::test::TestLoop;
 using mailq::uv::LoopClock;
 using mailq::uv::UvTransport;
 
 namespace {
-
-void require_clean_close(TestLoop& loop) {
-  std::string leftovers;
-  const int r = loop.close(&leftovers);
-  INFO("handles left open: " << leftovers);
-  REQUIRE(r == 0);
-}
 
 // A body with the cases that must survive the trip: a leading dot, an empty line, a long
 // line, 8-bit text, and a last line without a line ending.
