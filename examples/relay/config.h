@@ -1,0 +1,90 @@
+// mailq-relay — the configuration file (TOML).
+//
+// One file configures the daemon: the spool, the log, the EHLO name, the optional SMTP
+// listener, the resolver, the queue, the domain state table and the routes. Durations are
+// strings with a unit: "250ms", "30s", "15m", "4h", "5d" (a bare integer is refused: the unit
+// is never guessed). Every error names the key and the line ("config.toml:14: [queue] cycle:
+// "15x" is not a duration (use ms, s, m, h or d)") and nothing starts.
+//
+// The keys and their defaults are documented in examples/relay/mailq-relay.example.toml.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mailq/ares.h"
+#include "mailq/deliverer.h"
+#include "mailq/domain_state.h"
+#include "mailq/error.h"
+#include "mailq/queue.h"
+#include "mailq/route.h"
+
+namespace mailq::relay {
+
+/// A network in CIDR notation ("127.0.0.0/8", "::1/128", "192.0.2.7").
+struct Network {
+  std::string address;     ///< numeric, as given
+  unsigned prefix = 32;    ///< bits
+  bool ipv6 = false;
+  std::uint8_t bytes[16]{};  ///< the address in network order (4 or 16 bytes used)
+  /// Errors: `errc::invalid_parameter` naming the text.
+  static Result<Network> parse(std::string_view text);
+  /// Does `numeric_address` ("127.0.0.1", "::1", "::ffff:127.0.0.1") fall in this network?
+  bool contains(std::string_view numeric_address) const;
+};
+
+/// The receiving side (`listen`): who may submit and how much.
+struct ListenConfig {
+  std::string address;  ///< "127.0.0.1:2525" / "[::1]:2525"; empty = no listener
+  std::string host;     ///< the address part
+  std::uint16_t port = 0;
+  /// Clients allowed to submit; the default is loopback only (no open relay).
+  std::vector<Network> networks;  ///< default {127.0.0.0/8, ::1/128}
+  std::uint64_t max_message_size = 50ull << 20;
+  std::uint32_t max_recipients = 1000;
+  std::uint32_t max_sessions = 1000;
+  Duration idle_timeout{std::chrono::minutes(5)};  ///< per command / data block
+};
+
+/// Everything the relay needs. `load_config` fills it; defaults are those of the library
+/// objects unless said otherwise.
+struct RelayConfig {
+  std::string file;      ///< the path it was read from
+  std::string spool;     ///< required
+  std::string log;       ///< "" = standard output; "-" = standard output too
+  std::string helo;      ///< default: the host name
+  std::string control;   ///< control socket path; default "<spool>/control.sock"
+  std::string metrics;   ///< "127.0.0.1:9100"; empty = no metrics endpoint
+  ListenConfig listen;
+
+  ares::AresResolverOptions resolver;  ///< [resolver] servers/timeout/tries/deadline
+  std::uint16_t mx_port = 25;          ///< [resolver] mx_port, applied to every MX route
+
+  QueueConfig queue;                   ///< [queue] cycle lives in `deliverer.cycle`
+  DelivererConfig deliverer;           ///< [queue] cycle, [delivery] limits
+  DomainStateConfig domain_state;      ///< [domain_state]
+
+  std::vector<Route> routes;  ///< [[route]] tables in file order
+  /// For each route (same index): the domain patterns mapped to it.
+  std::vector<std::vector<std::string>> route_domains;
+  /// The route used for unmatched domains: the [[route]] with `default = true`, else the one
+  /// named "default-non-local-route", else the built-in MX route of that name.
+  std::string default_route = "default-non-local-route";
+
+  /// Builds the RouteTable (routes added, patterns mapped, default set).
+  Result<RouteTable> route_table() const;
+};
+
+/// Reads and validates a configuration file. Errors (`errc::invalid_parameter`, or
+/// `errc::storage_failure` when the file cannot be read) carry "FILE:LINE: key: what".
+Result<RelayConfig> load_config(const std::string& path);
+/// The same from text (tests, fuzzing); `name` stands for the file name in messages.
+Result<RelayConfig> parse_config(std::string_view text, std::string_view name = "config");
+
+/// "250ms", "30s", "15m", "4h", "5d" (also "1h30m"); errors name the text.
+Result<Duration> parse_duration(std::string_view text);
+
+}  // namespace mailq::relay

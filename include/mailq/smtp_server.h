@@ -1,0 +1,97 @@
+// mailq — the receiving side of SMTP, without I/O (sans-IO, like SmtpClient).
+//
+// A small, strict submission server for hosts that accept mail into a mailq Queue: EHLO/HELO,
+// PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, DSN parameters (NOTIFY, ORCPT, RET,
+// ENVID), MAIL/RCPT/DATA/RSET/NOOP/QUIT (VRFY/EXPN answered 252/502, never revealing
+// anything). The host feeds it the bytes the client sent and writes out what it produces;
+// the session never blocks and never touches a socket, so every byte sequence can be tested
+// (and fuzzed) directly.
+//
+// Strictness (what an MTA that holds mail nobody else has a copy of must refuse):
+//  - Commands end with CRLF; a bare LF or CR in a command line is a 500 5.5.2 error.
+//  - A command line over `max_command_line` octets: 500 5.5.2, the rest of the line skipped.
+//  - In DATA, only CRLF.CRLF ends the message. A bare LF or bare CR anywhere in the data, a
+//    NUL, or a line over 998 octets makes the whole message rejected at the final dot
+//    (550 5.6.0 / 552 5.3.4 for size) — never "fixed" and never split into two messages, so
+//    `<LF>.<CR><LF>` smuggling cannot inject a second message.
+//  - Replies to pipelined commands come in order, and only once the commands before them
+//    are answered; the final-dot reply waits for the host's `done` (250 only when durable).
+//  - More than `max_errors` errors in a session: 421 4.7.0 and close.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "mailq/address.h"
+#include "mailq/reply.h"
+
+namespace mailq {
+
+struct SmtpServerLimits {
+  std::uint64_t max_message_size = 50ull << 20;  ///< advertised as SIZE; 552 5.3.4 beyond
+  std::uint32_t max_recipients = 1000;           ///< 452 4.5.3 beyond
+  std::size_t max_command_line = 2048;           ///< octets including CRLF
+  std::uint32_t max_errors = 20;                 ///< then 421 4.7.0 and close
+  std::uint32_t max_transactions = 10000;        ///< per session, then 421 4.7.0
+};
+
+struct SmtpServerConfig {
+  std::string hostname = "localhost";  ///< in the greeting and the EHLO reply
+  std::string greeting_text = "ESMTP mailq";
+  SmtpServerLimits limits;
+};
+
+/// A message received in full (after the final dot), handed to the host.
+struct ReceivedMessage {
+  Envelope envelope;          ///< validated: reverse path, recipients with DSN parameters
+  std::string body;           ///< dot-unstuffed, CRLF line ends, without the final ".\r\n"
+  std::string helo;           ///< the client's EHLO/HELO argument
+  std::string client_address; ///< as given to the session ("127.0.0.1")
+  bool eight_bit = false;     ///< BODY=8BITMIME was given
+};
+
+class SmtpServerSession {
+ public:
+  struct Callbacks {
+    /// Optional policy per RCPT TO (after syntax checks): return a 2xx reply to accept,
+    /// anything else is sent as the refusal. Default: accept.
+    std::function<Reply(const Recipient&)> check_recipient;
+    /// Called once per message at the final dot. The host must call `done` exactly once,
+    /// now or later (while the session lives): 250 only once the message is durable. The
+    /// session reads no further command until then (pipelined commands wait).
+    std::function<void(ReceivedMessage message, std::function<void(Reply)> done)> on_message;
+  };
+
+  SmtpServerSession(SmtpServerConfig config, Callbacks callbacks, std::string client_address);
+  ~SmtpServerSession();
+  SmtpServerSession(const SmtpServerSession&) = delete;
+  SmtpServerSession& operator=(const SmtpServerSession&) = delete;
+
+  /// Queues the 220 greeting. Call once, first.
+  void start();
+  /// Feeds bytes received from the client (any split).
+  void feed(std::string_view bytes);
+  /// The client closed its side: an unfinished transaction is dropped (nothing queued).
+  void on_eof();
+  /// Ends the session with `421 4.3.2 <host> Service shutting down` (or the given text)
+  /// as soon as no message is waiting for `done`.
+  void shutdown(std::string_view text = {});
+  /// Bytes to send to the client; empties the buffer.
+  std::string take_output();
+  bool has_output() const noexcept;
+  /// True once QUIT was answered or the session gave up (421): close after sending output.
+  bool closed() const noexcept;
+  /// A message was handed to `on_message` and its `done` has not run yet.
+  bool waiting_for_host() const noexcept;
+  /// Why the session closed, for the log ("QUIT", "too many errors", "client closed").
+  const std::string& close_reason() const noexcept;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;  // shared with the `done` callbacks (weak refs)
+};
+
+}  // namespace mailq

@@ -1,0 +1,69 @@
+// mailq — the SMTP receiving side on a libuv loop (`mailq::uv`, CMake target `mailq::uv`).
+//
+// `SmtpListener` accepts TCP connections on one address and runs an `SmtpServerSession` for
+// each, handing complete messages to the host (typically `Queue::enqueue`, answering 250
+// once the spool has made the message durable). It enforces who may connect (networks),
+// how many sessions at once (beyond: `421 4.3.2 too many sessions` and close), idle
+// timeouts, and closes everything on `close()`.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mailq/clock.h"
+#include "mailq/error.h"
+#include "mailq/smtp_server.h"
+
+namespace mailq::uv {
+
+struct SmtpListenerOptions {
+  std::string host = "127.0.0.1";  ///< numeric IPv4 or IPv6 address to bind
+  std::uint16_t port = 0;          ///< 0 = any free port (see `port()`)
+  SmtpServerConfig server;
+  /// Decides whether a client may talk to us at all (numeric address). Refused clients get
+  /// `554 5.7.1 <addr> not allowed to submit mail` and are closed. Default: loopback only.
+  std::function<bool(const std::string& client_address)> allow_client;
+  std::uint32_t max_sessions = 1000;
+  Duration idle_timeout{std::chrono::minutes(5)};  ///< no byte from the client for this long
+  int backlog = 511;
+  /// Per-session events for logging: "connect", "reject", "close: QUIT", ... Optional.
+  std::function<void(const std::string& client, const std::string& what)> on_session_event;
+};
+
+struct SmtpListenerStats {
+  std::uint64_t sessions_accepted = 0;
+  std::uint64_t sessions_refused = 0;  ///< by `allow_client` or `max_sessions`
+  std::uint64_t messages_received = 0;
+  std::uint64_t messages_accepted = 0;  ///< `done` with 2xx
+  std::size_t sessions_open = 0;
+};
+
+class SmtpListener {
+ public:
+  /// `on_message` as in `SmtpServerSession::Callbacks`, plus an optional recipient check.
+  SmtpListener(uv_loop_t* loop, SmtpListenerOptions options,
+               SmtpServerSession::Callbacks callbacks);
+  ~SmtpListener();  ///< closes the socket and every session at once
+  SmtpListener(const SmtpListener&) = delete;
+  SmtpListener& operator=(const SmtpListener&) = delete;
+
+  /// Binds and listens. Errors name the address ("listen 127.0.0.1:25: address in use").
+  std::error_code start();
+  std::uint16_t port() const noexcept;  ///< the bound port
+  /// Stops accepting; sessions finish their current transaction (421 after it), then
+  /// `done` runs once every session is closed.
+  void close(std::function<void()> done = nullptr);
+  SmtpListenerStats stats() const;
+  const Error& last_error() const noexcept;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace mailq::uv
