@@ -25,7 +25,8 @@
 //   the process being killed) and synced within `SpoolOptions::deferred_sync_delay`; a power
 //   loss inside that window only rolls a recipient back to its previous deferral, so it is
 //   retried earlier than planned (at-least-once, never a loss).
-// - `remove` unlinks at once; the directory is synced at the end of the loop turn.
+// - `remove` unlinks at once; the directory is synced within `deferred_sync_delay` (a power
+//   loss inside that window brings the message back: delivered again, never lost).
 //
 // Threading: single-threaded, on the clock's (loop) thread, like every Storage. The Clock must
 // outlive the SpoolStorage; the SpoolStorage must outlive the Queue that uses it.

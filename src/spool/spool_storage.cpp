@@ -266,7 +266,6 @@ struct SpoolStorage::Impl {
   std::unordered_set<std::uint64_t> pending_ids;
   std::size_t pending_open_files = 0;
   bool queue_dir_dirty = false;                  // a channel directory was created
-  std::set<std::uint32_t> soon_dirs;             // removals: synced at the end of the loop turn
   std::unordered_set<std::uint64_t> lazy_files;  // appended records not yet synced
   std::set<std::uint32_t> lazy_dirs;             // renames not yet synced
   TimerId batch_timer = kNoTimer;
@@ -590,8 +589,7 @@ struct SpoolStorage::Impl {
     }
 
     // 3. Into place.
-    std::set<std::uint32_t> dirs = std::move(soon_dirs);
-    soon_dirs.clear();
+    std::set<std::uint32_t> dirs;
     std::set<std::uint32_t> renamed_into;
     for (Pending* p : live) {
       if (p->ec) continue;
@@ -606,7 +604,7 @@ struct SpoolStorage::Impl {
       dirs.insert(p->entry.channel);
     }
 
-    // 4. Directory entries (also those of removals since the last batch).
+    // 4. Directory entries.
     for (std::uint32_t c : dirs) {
       stats.dir_syncs++;
       int err = fsync_retry(channels[c].fd, false);
@@ -801,9 +799,12 @@ struct SpoolStorage::Impl {
     if (::unlinkat(channels[e.channel].fd, name.c_str(), 0) != 0 && errno != ENOENT) {
       return sys_fail("remove", path_of(id, e), errno);
     }
-    // The directory entry goes at the end of the loop turn, with the next group commit.
-    soon_dirs.insert(e.channel);
-    schedule_batch();
+    // The directory entry is synced within deferred_sync_delay, with the renames: a removal
+    // that a power loss undoes only brings back a message whose recipients are all final or
+    // about to be retried (at-least-once). Syncing it at once would put a journal commit on
+    // every loop turn of a drain.
+    lazy_dirs.insert(e.channel);
+    schedule_lazy();
     lazy_files.erase(id.value);
     index.erase(it);
     stats.removes++;
