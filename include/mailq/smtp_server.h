@@ -17,8 +17,18 @@
 //  - Replies to pipelined commands come in order, and only once the commands before them
 //    are answered; the final-dot reply waits for the host's `done` (250 only when durable).
 //  - More than `max_errors` errors in a session: 421 4.7.0 and close.
+//  - Every 2xx/4xx/5xx reply carries an enhanced status code (RFC 2034), except the greeting
+//    and the replies to EHLO/HELO, which RFC 2034 §3 exempts. A host's reply without a valid
+//    one gets the class default (2.0.0, 4.0.0, 5.0.0); one that is not 2xx/4xx/5xx becomes
+//    451 4.3.0.
+//  - Paths are taken as RFC 5321 writes them: `MAIL FROM:<path>` without a space before the
+//    '<' (501 5.5.4 otherwise); source routes are accepted and dropped; `<Postmaster>` is
+//    postmaster@<hostname>; non-ASCII addresses get 553 5.6.7 (no SMTPUTF8). Reply lines
+//    never exceed 512 octets (longer host texts are cut).
+//  - Threading: none. One session is used from one thread; `done` runs on that thread too.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -46,11 +56,11 @@ struct SmtpServerConfig {
 
 /// A message received in full (after the final dot), handed to the host.
 struct ReceivedMessage {
-  Envelope envelope;          ///< validated: reverse path, recipients with DSN parameters
-  std::string body;           ///< dot-unstuffed, CRLF line ends, without the final ".\r\n"
-  std::string helo;           ///< the client's EHLO/HELO argument
-  std::string client_address; ///< as given to the session ("127.0.0.1")
-  bool eight_bit = false;     ///< BODY=8BITMIME was given
+  Envelope envelope;           ///< validated: reverse path, recipients with DSN parameters
+  std::string body;            ///< dot-unstuffed, CRLF line ends, without the final ".\r\n"
+  std::string helo;            ///< the client's EHLO/HELO argument
+  std::string client_address;  ///< as given to the session ("127.0.0.1")
+  bool eight_bit = false;      ///< BODY=8BITMIME was given
 };
 
 class SmtpServerSession {
@@ -75,9 +85,13 @@ class SmtpServerSession {
   /// Feeds bytes received from the client (any split).
   void feed(std::string_view bytes);
   /// The client closed its side: an unfinished transaction is dropped (nothing queued).
+  /// Commands received before the EOF are still answered (after a pending `done`), then
+  /// the session is closed ("client closed").
   void on_eof();
   /// Ends the session with `421 4.3.2 <host> Service shutting down` (or the given text)
-  /// as soon as no message is waiting for `done`.
+  /// as soon as no message is waiting for `done` and no transaction is open: a transaction
+  /// under way (after MAIL, in DATA) may finish first, pipelined commands after it get no
+  /// answer but the 421.
   void shutdown(std::string_view text = {});
   /// Bytes to send to the client; empties the buffer.
   std::string take_output();
@@ -86,6 +100,11 @@ class SmtpServerSession {
   bool closed() const noexcept;
   /// A message was handed to `on_message` and its `done` has not run yet.
   bool waiting_for_host() const noexcept;
+  /// Octets fed but not consumed yet: pipelined commands waiting behind a message's `done`,
+  /// or a partial command line. A host stops reading from the socket while this grows (it
+  /// only grows while `waiting_for_host()`), which bounds the memory a client can make the
+  /// session hold.
+  std::size_t buffered_input() const noexcept;
   /// Why the session closed, for the log ("QUIT", "too many errors", "client closed").
   const std::string& close_reason() const noexcept;
 

@@ -5,6 +5,26 @@
 // once the spool has made the message durable). It enforces who may connect (networks),
 // how many sessions at once (beyond: `421 4.3.2 too many sessions` and close), idle
 // timeouts, and closes everything on `close()`.
+//
+// Replies of the listener itself (the session's are in smtp_server.h):
+//   554 5.7.1 <client> not allowed to submit mail        `allow_client` said no (or threw)
+//   421 4.3.2 <host> too many sessions                   `max_sessions` are open
+//   421 4.3.2 <host> Service shutting down               after `close()`
+//   421 4.4.2 <host> Error: timeout exceeded             no byte for `idle_timeout`
+// After its last reply a connection is half-closed (FIN after the reply) and what the client
+// still sends is read and dropped for up to 2 s, so that closing never turns into a reset
+// that destroys the reply before the client has read it.
+//
+// Backpressure: a session reads only while no message waits for the host's `done` and while
+// less than 64 KiB of replies wait to be written; a client that pipelines without reading
+// its replies is simply not read any more. The idle timeout does not run while the host
+// works on a message (that is not the client's fault).
+//
+// Threading and lifetime: as for UvTransport (uv.h). Callbacks run on the loop thread. The
+// `done` handed to `on_message` holds only weak references: it may be called after the
+// client vanished, after `close()` or after the listener was destroyed (it then does
+// nothing but count). Destroy the listener before closing the loop and run the loop once
+// more: connection memory is freed by libuv close callbacks.
 #pragma once
 
 #include <uv.h>
@@ -31,7 +51,9 @@ struct SmtpListenerOptions {
   std::uint32_t max_sessions = 1000;
   Duration idle_timeout{std::chrono::minutes(5)};  ///< no byte from the client for this long
   int backlog = 511;
-  /// Per-session events for logging: "connect", "reject", "close: QUIT", ... Optional.
+  /// Per-session events for logging: "connect", "reject: not allowed", "reject: too many
+  /// sessions", "reject: shutting down", "close: <reason>" (QUIT, idle timeout, client
+  /// closed, too many errors, shutdown, write failed: ..., read failed: ...). Optional.
   std::function<void(const std::string& client, const std::string& what)> on_session_event;
 };
 
@@ -56,7 +78,9 @@ class SmtpListener {
   std::error_code start();
   std::uint16_t port() const noexcept;  ///< the bound port
   /// Stops accepting; sessions finish their current transaction (421 after it), then
-  /// `done` runs once every session is closed.
+  /// `done` runs once every session is closed (from inside `close()` when nothing was
+  /// open). A session idling inside a transaction keeps it until its idle timeout.
+  /// Destroying the listener before that cancels `done` (it never runs).
   void close(std::function<void()> done = nullptr);
   SmtpListenerStats stats() const;
   const Error& last_error() const noexcept;
