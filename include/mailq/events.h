@@ -49,6 +49,9 @@ struct Event {
   /// "(All set, fire away)", "smtp; 250 Ok".
   std::vector<std::string> diagnostic;
   std::string destination;  ///< destination key for destination_* and delivery events
+  /// When the message entered the queue (message events; `TimePoint{}` for engine notices):
+  /// with `time`, the delivery latency of a 'D' event.
+  TimePoint arrival{};
 };
 
 /// Receives events on the loop thread. An exception thrown by `on_event` is caught by the

@@ -133,7 +133,8 @@ class Queue {
   // --- operator actions ---
   std::error_code hold(MessageId id);
   std::error_code release(MessageId id);
-  /// Holds / releases every message with a pending recipient for `destination`.
+  /// Holds / releases every message with a pending recipient for `destination`. Returns how
+  /// many changed (a message whose storage update failed is left as it was).
   std::size_t hold_destination(std::string_view destination);
   std::size_t release_destination(std::string_view destination);
   /// Deletes a message without notification.
@@ -149,6 +150,9 @@ class Queue {
   /// Seed 000's table for a message: route, failure time, details, recipient.
   Result<std::vector<AttemptRecord>> transient_attempts(MessageId id) const;
   QueueStats stats() const;
+  /// Recipients not yet final (held ones included) per destination, sorted by destination:
+  /// the queue depth a metrics scrape shows. One pass over the queue.
+  std::vector<std::pair<std::string, std::size_t>> depth_by_destination() const;
   /// The message body, read from the storage.
   Result<std::string> read_body(MessageId id) const { return storage_.read_body(id); }
   std::size_t size() const noexcept { return messages_.size(); }
@@ -210,7 +214,17 @@ class Queue {
   void expire_due();
   void expire_message(Entry& e, TimePoint now);
   void arm_expiry_timer();
-  void send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts, bool delayed);
+  /// Queues a DSN about `rcpts`; with `remove_original` the message's storage goes once the
+  /// DSN is durable (at once when no DSN is due: that removal's error is returned).
+  std::error_code send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
+                           bool delayed, bool remove_original = false);
+  struct PendingDsn {
+    Envelope envelope;
+    std::string body;
+    MessageId about;
+    bool remove_original = false;
+  };
+  void queue_dsn(std::shared_ptr<PendingDsn> pending);
   Event make_event(EventKind k, const MessageRecord& m, const RecipientRecord& r,
                    std::uint32_t attempts_before) const;
   void notify_new_work(MessageId id);
@@ -228,6 +242,7 @@ class Queue {
   std::set<std::pair<TimePoint, DestQueue*>> dest_order_;  // by effective due time
   std::set<std::pair<TimePoint, std::uint64_t>> expiry_;   // (arrival + lifetime, id)
   TimerId expiry_timer_ = kNoTimer;
+  std::set<TimerId> dsn_timers_;  // DSNs the storage refused, tried again
   TimePoint expiry_timer_at_ = TimePoint::max();
   std::function<void(MessageId)> listener_;
   std::function<void()> schedule_listener_;

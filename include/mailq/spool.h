@@ -171,6 +171,7 @@ class SpoolStorage final : public Storage {
   /// The last failure with its text ("rename tmp/… to queue/tcp_local/…: Read-only file
   /// system"); empty when none happened.
   const Error& last_error() const noexcept;
+  std::string last_error_text() const override { return last_error().message; }
 
   /// The channel directory of a route name: characters outside [A-Za-z0-9_.-] become '_',
   /// "", "." and ".." become "_", at most 200 characters. The channel of a message is the

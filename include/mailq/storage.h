@@ -44,6 +44,9 @@ class Storage {
   /// Calls `each` for every stored message (start-up recovery).
   virtual std::error_code load(const std::function<void(MessageRecord&&)>& each,
                                RecoveryReport* report) = 0;
+  /// What the last failure was, in words ("write /var/spool/mailq/tmp/X.tmp: No space left on
+  /// device"), for the errors the queue reports; empty when the storage keeps no such text.
+  virtual std::string last_error_text() const { return {}; }
 };
 
 /// Everything in memory; `insert` completes synchronously.

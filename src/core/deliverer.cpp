@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <new>
 #include <random>
 #include <unordered_map>
 
@@ -13,6 +14,12 @@
 namespace mailq {
 
 namespace {
+
+// Connect errors that come from this host running short of a resource, not from the peer.
+bool is_local_shortage(std::error_code ec) {
+  return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
+         ec == std::errc::not_enough_memory || ec == std::errc::no_buffer_space;
+}
 
 constexpr std::size_t kJobsPerSession = 4;
 
@@ -64,7 +71,9 @@ struct Deliverer::Impl {
     void on_connect(std::error_code ec) override {
       if (dead) return;
       if (ec) {
-        impl->connection_failed(*this, connect_failure_text(ec), /*counts=*/true);
+        // A shortage of this host (no descriptor, no memory for a socket) says nothing about
+        // the destination: it must not count towards marking it down.
+        impl->connection_failed(*this, connect_failure_text(ec), /*counts=*/!is_local_shortage(ec));
         return;
       }
       remote = endpoint_detail(target.host, conn->local_endpoint(), conn->remote_endpoint());
@@ -690,32 +699,53 @@ struct Deliverer::Impl {
       kick(run);
       return;
     }
-    auto body = queue.read_body(job.id);
-    if (!body) {
-      // The body is unreadable: defer with the storage error rather than lose the message.
-      finish_job(
-          job,
-          Reply(451, "4.3.0", "[internal] cannot read the queued message: " + body.error().message),
-          {}, "", true);  // counted: the retry schedule spaces the next try
+    // Reading the body and building the transaction allocate: when memory runs out the job
+    // goes back to the queue (deferred, not an attempt) instead of being stranded in flight.
+    const Reply out_of_memory(451, "4.3.0", "[internal] out of memory while preparing the message");
+    SmtpTransaction tx;
+    try {
+      auto body = queue.read_body(job.id);
+      if (!body) {
+        // The body is unreadable: defer with the storage error rather than lose the message.
+        finish_job(job,
+                   Reply(451, "4.3.0",
+                         "[internal] cannot read the queued message: " + body.error().message),
+                   {}, "", true);  // counted: the retry schedule spaces the next try
+        kick(run);
+        return;
+      }
+      tx.reverse_path = m->reverse_path;
+      tx.ret = m->ret;
+      tx.envid = m->envid;
+      tx.smtputf8 = has_8bit(m->reverse_path);
+      for (auto idx : job.recipients) {
+        const auto& r = m->recipients[idx];
+        tx.recipients.push_back({r.address, r.notify, r.orcpt});
+        if (has_8bit(r.address)) tx.smtputf8 = true;
+      }
+      tx.eight_bit = has_8bit(body.value());
+      tx.body = std::make_shared<const std::string>(std::move(body.value()));
+    } catch (const std::bad_alloc&) {
+      finish_job(job, out_of_memory, {out_of_memory.to_string()}, "", false);
       kick(run);
       return;
     }
-    SmtpTransaction tx;
-    tx.reverse_path = m->reverse_path;
-    tx.ret = m->ret;
-    tx.envid = m->envid;
-    tx.smtputf8 = has_8bit(m->reverse_path);
-    for (auto idx : job.recipients) {
-      const auto& r = m->recipients[idx];
-      tx.recipients.push_back({r.address, r.notify, r.orcpt});
-      if (has_8bit(r.address)) tx.smtputf8 = true;
-    }
-    tx.eight_bit = has_8bit(body.value());
-    tx.body = std::make_shared<const std::string>(std::move(body.value()));
     s.job = std::move(job);
     s.messages++;
     stats.jobs_in_flight++;
-    if (!s.client.send(std::move(tx), clock.now())) {
+    bool sent = false;
+    try {
+      sent = s.client.send(std::move(tx), clock.now());
+    } catch (const std::bad_alloc&) {
+      // The client's state is unknown after a failed allocation: end the session too.
+      Job j = std::move(*s.job);
+      s.job.reset();
+      stats.jobs_in_flight--;
+      finish_job(j, out_of_memory, {out_of_memory.to_string()}, "", false);
+      end_session(s);
+      return;
+    }
+    if (!sent) {
       Job j = std::move(*s.job);
       s.job.reset();
       stats.jobs_in_flight--;

@@ -43,6 +43,7 @@ Queue::Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink
 
 Queue::~Queue() {
   if (expiry_timer_ != kNoTimer) clock_.cancel(expiry_timer_);
+  for (TimerId t : dsn_timers_) clock_.cancel(t);
 }
 
 MessageId Queue::new_id() {
@@ -144,6 +145,7 @@ Event Queue::make_event(EventKind k, const MessageRecord& m, const RecipientReco
   ev.queue_file = "queue/" + channel + "/" + queue_file_name(m.id, attempts_before);
   ev.message_id = m.message_id;
   ev.id = m.id;
+  ev.arrival = m.arrival;
   ev.reply = r.last_reply;
   ev.destination = destination_of(r);
   if (k == EventKind::enqueued) {
@@ -214,7 +216,9 @@ void Queue::enqueue(const Envelope& envelope, std::string body, EnqueueDone done
 
   storage_.insert(m, body, [this, entry, done = std::move(done)](std::error_code ec) {
     if (ec) {
-      done(Error(errc::storage_failure, "could not store the message: " + ec.message()));
+      std::string why = storage_.last_error_text();
+      done(Error(errc::storage_failure,
+                 "could not store the message: " + (why.empty() ? ec.message() : why)));
       return;
     }
     MessageId id = entry->id;
@@ -258,9 +262,15 @@ std::error_code Queue::hold(MessageId id) {
   if (it == messages_.end()) return make_error_code(errc::not_found);
   Entry& e = it->second;
   if (e.record.held) return {};
+  // The storage first: a hold the spool did not record would be gone after a restart, and
+  // the operator is told it failed, so nothing changes.
   e.record.held = true;
+  if (auto ec = storage_.update(e.record)) {
+    e.record.held = false;
+    return ec;
+  }
   unschedule_jobs(e);
-  return storage_.update(e.record);
+  return {};
 }
 
 std::error_code Queue::release(MessageId id) {
@@ -268,11 +278,16 @@ std::error_code Queue::release(MessageId id) {
   if (it == messages_.end()) return make_error_code(errc::not_found);
   Entry& e = it->second;
   if (!e.record.held) return {};
+  // The storage first: a message released in memory only would be delivered while its file
+  // stays held, and come back held (and be sent again) after a restart.
   e.record.held = false;
-  auto ec = storage_.update(e.record);
+  if (auto ec = storage_.update(e.record)) {
+    e.record.held = true;
+    return ec;
+  }
   schedule_jobs(e);
   notify_new_work(id);
-  return ec;
+  return {};
 }
 
 std::vector<MessageId> Queue::pending_for(std::string_view destination, bool held) const {
@@ -290,15 +305,17 @@ std::vector<MessageId> Queue::pending_for(std::string_view destination, bool hel
 }
 
 std::size_t Queue::hold_destination(std::string_view destination) {
-  auto ids = pending_for(destination, false);
-  for (auto id : ids) (void)hold(id);
-  return ids.size();
+  std::size_t n = 0;
+  for (auto id : pending_for(destination, false))
+    if (!hold(id)) ++n;
+  return n;
 }
 
 std::size_t Queue::release_destination(std::string_view destination) {
-  auto ids = pending_for(destination, true);
-  for (auto id : ids) (void)release(id);
-  return ids.size();
+  std::size_t n = 0;
+  for (auto id : pending_for(destination, true))
+    if (!release(id)) ++n;
+  return n;
 }
 
 void Queue::erase_message(std::uint64_t id) {
@@ -340,8 +357,7 @@ std::error_code Queue::bounce(MessageId id, std::string_view reason) {
     ev.diagnostic.push_back(reply.to_string());
     emit(std::move(ev));
   }
-  send_dsn(e.record, bounced, false);
-  auto ec = storage_.remove(id);
+  auto ec = send_dsn(e.record, bounced, false, /*remove_original=*/true);
   erase_message(id.value);
   return ec;
 }
@@ -402,6 +418,16 @@ std::vector<MessageId> Queue::list(const QueueFilter& f) const {
 
 Result<std::vector<AttemptRecord>> Queue::transient_attempts(MessageId id) const {
   return storage_.read_attempts(id);
+}
+
+std::vector<std::pair<std::string, std::size_t>> Queue::depth_by_destination() const {
+  std::map<std::string, std::size_t> depth;
+  for (const auto& [k, e] : messages_) {
+    if (e.removed) continue;
+    for (const auto& r : e.record.recipients)
+      if (!is_final(r.state)) depth[destination_of(r)]++;
+  }
+  return {depth.begin(), depth.end()};
 }
 
 QueueStats Queue::stats() const {
@@ -570,14 +596,15 @@ void Queue::complete(const Job& job, const std::vector<RecipientOutcome>& outcom
 
   bool all_final = std::all_of(m.recipients.begin(), m.recipients.end(),
                                [](const RecipientRecord& r) { return is_final(r.state); });
-  if (!bounced.empty()) send_dsn(m, bounced, false);
-  if (!delayed.empty()) send_dsn(m, delayed, true);
   if (all_final) {
-    (void)storage_.remove(m.id);
+    // The file goes once the notification is queued (see send_dsn).
+    (void)send_dsn(m, bounced, false, /*remove_original=*/true);
     expiry_.erase({m.arrival + config_.max_lifetime, m.id.value});
     messages_.erase(it);
     return;
   }
+  if (!bounced.empty()) (void)send_dsn(m, bounced, false);
+  if (!delayed.empty()) (void)send_dsn(m, delayed, true);
   (void)storage_.update(m);
   if (now >= m.arrival + config_.max_lifetime && e.in_flight.empty()) {
     expire_message(e, now);
@@ -671,16 +698,21 @@ void Queue::expire_message(Entry& e, TimePoint now) {
     ev.diagnostic.push_back(r.last_reply.to_string());
     emit(std::move(ev));
   }
-  send_dsn(m, expired, false);
   std::uint64_t id = m.id.value;
-  (void)storage_.remove(m.id);
+  (void)send_dsn(m, expired, false, /*remove_original=*/true);
   erase_message(id);
 }
 
-void Queue::send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts, bool delayed) {
+std::error_code Queue::send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
+                                bool delayed, bool remove_original) {
+  // With `remove_original`, the message's file is removed only once the notification is
+  // durable: a full disk must not lose the sender's bounce together with the message.
+  auto no_dsn = [&]() -> std::error_code {
+    return remove_original ? storage_.remove(m.id) : std::error_code();
+  };
   // Never a notification about a notification (null reverse path), and only to recipients
   // whose NOTIFY asks for it (no NOTIFY parameter means failures are reported).
-  if (m.reverse_path.empty() || rcpts.empty()) return;
+  if (m.reverse_path.empty() || rcpts.empty()) return no_dsn();
   DsnInput in;
   in.reporting_mta = config_.reporting_mta;
   in.from_address = "MAILER-DAEMON@" + config_.reporting_mta;
@@ -706,29 +738,52 @@ void Queue::send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcp
     if (delayed) d.will_retry_until = m.arrival + config_.max_lifetime;
     in.recipients.push_back(std::move(d));
   }
-  if (in.recipients.empty()) return;
+  if (in.recipients.empty()) return no_dsn();
   auto body = storage_.read_body(m.id);
   std::string original = body ? std::move(body.value()) : std::string();
   in.original = original;
   std::string dsn = build_dsn(in);
 
   auto sender = Address::parse(m.reverse_path);
-  if (!sender) return;  // validated at enqueue; cannot happen for a recovered spool either
-  Envelope env;
-  env.recipients.emplace_back(sender.value());
+  if (!sender) return no_dsn();  // validated at enqueue; cannot happen for a recovered spool
+  auto pending = std::make_shared<PendingDsn>();
+  pending->envelope.recipients.emplace_back(sender.value());
+  pending->body = std::move(dsn);
+  pending->about = m.id;
+  pending->remove_original = remove_original;
+  queue_dsn(std::move(pending));
+  return {};
+}
+
+void Queue::queue_dsn(std::shared_ptr<PendingDsn> pending) {
   EnqueueOptions opts;
   opts.source_channel = "bounce";
-  std::string about = m.id.to_string();
+  std::string body = pending->body;  // kept in `pending` for a retry
   enqueue(
-      env, std::move(dsn),
-      [this, about](Result<MessageId> r) {
-        if (r) return;
+      pending->envelope, std::move(body),
+      [this, pending](Result<MessageId> r) {
+        if (r) {
+          if (pending->remove_original) (void)storage_.remove(pending->about);
+          return;
+        }
+        // Kept in memory and tried again; the original stays in the storage meanwhile, so a
+        // restart brings the message (and its bounce) back.
+        const Duration retry = std::min<Duration>(config_.retry.floor, std::chrono::minutes(1));
         Event ev;
         ev.kind = EventKind::notice;
         ev.time = clock_.now();
-        ev.diagnostic.push_back("could not queue the delivery status notification for " + about +
-                                ": " + r.error().message);
+        ev.id = pending->about;
+        ev.diagnostic.push_back(
+            "could not queue the delivery status notification for " + pending->about.to_string() +
+            ": " + r.error().message + "; trying again in " +
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(retry).count()) + " s");
         emit(std::move(ev));
+        auto id = std::make_shared<TimerId>(kNoTimer);
+        *id = clock_.schedule(retry, [this, pending, id] {
+          dsn_timers_.erase(*id);
+          queue_dsn(pending);
+        });
+        if (*id != kNoTimer) dsn_timers_.insert(*id);
       },
       opts);
 }

@@ -936,6 +936,10 @@ void SmtpClient::on_tls_established(const TlsInfo& info, TimePoint now) {
 void SmtpClient::on_tls_failed(std::string_view why, TimePoint) {
   Impl& s = *impl_;
   if (s.finished || s.phase != SmtpPhase::tls_handshake) return;
+  // The transport's own text may already say what failed ("TLS handshake failed: SSL - ...").
+  constexpr std::string_view kWhat = "TLS handshake failed";
+  if (why.substr(0, kWhat.size()) == kWhat) why.remove_prefix(kWhat.size());
+  if (why.substr(0, 2) == ": ") why.remove_prefix(2);
   std::string text = "[internal] TLS handshake failed";
   if (!why.empty()) text += ": " + printable(why, 200);
   s.fail(SmtpPhase::tls_handshake, {421, "4.7.5", std::move(text)}, false, true);
