@@ -29,9 +29,11 @@ done
 "$root/scripts/deps.sh"
 build=$root/build-bench
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILQ_BUILD_BENCH=ON \
-  -DMAILQ_BUILD_TESTS=OFF -DMAILQ_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build "$build" -j2 --target bench_drain bench_enqueue bench_restart bench_down >/dev/null
+  -DMAILQ_BUILD_TESTS=OFF -DMAILQ_BUILD_EXAMPLES=ON >/dev/null
+cmake --build "$build" -j2 --target bench_drain bench_enqueue bench_restart bench_down mailq-relay \
+  >/dev/null
 bin=$build/bench
+relay=$build/examples/mailq-relay
 
 work=$(mktemp -d /tmp/mailq-bench.XXXXXX)
 chmod 755 "$work"  # the Postfix daemons and smtp-sink (as nobody) must traverse it
@@ -120,9 +122,13 @@ postfix_drain() {  # size n
     tail -20 "$pf_dir/maillog" >&2
     return 1
   fi
-  # Load: the queue fills while the smtp transport is deferred.
+  # Load: the queue fills while the smtp transport is deferred. This is also the ingest
+  # benchmark of Postfix: smtpd answers 250 once cleanup has fsync'ed the queue file.
+  t0=$(now)
   timeout 900 smtp-source -d -s "$connections" -m "$n" -l "$size" -f bench@bench.localhost \
     -t sink@bench.localhost "127.0.0.1:$port"
+  t1=$(now)
+  json "$(python3 -c "import json,sys; n,s,t=int(sys.argv[1]),int(sys.argv[2]),float(sys.argv[3]); print(json.dumps({'bench':'ingest','engine':'postfix','size':s,'messages':n,'sessions':$connections,'seconds':round(t,4),'msgs_per_s':round(n/t,1)}))" "$n" "$size" "$(echo "$t1 - $t0" | bc)")"
   # Wait until every message went through the deferred transport into the deferred queue.
   for _ in $(seq 1 1800); do
     left=$(find "$pf_dir/queue/maildrop" "$pf_dir/queue/incoming" "$pf_dir/queue/active" -type f | wc -l)
@@ -161,6 +167,49 @@ drain() {  # size n spool-parent label
   tail -1 "$jsonl"
 }
 
+# --- ingest: smtp-source into mailq-relay's listener; 250 comes once the message is durable.
+# Its only route points at a closed port on 127.0.0.1, so that (like Postfix's deferred
+# transport) nothing is delivered while the queue fills: the destination is marked down after
+# its first failures and costs nothing afterwards.
+mailq_ingest() {  # size n spool-parent label
+  local size=$1 n=$2 dir port dead t0 t1 pid queued
+  dir=$(mktemp -d "$3/ingest.XXXXXX")
+  port=$(free_port)
+  dead=$(free_port)
+  cat >"$dir/relay.toml" <<TOML
+spool = "$dir/spool"
+log = "$dir/mail.log"
+helo = "bench.localhost"
+[listen]
+address = "127.0.0.1:$port"
+max_sessions = 4096
+[domain_state]
+failure_threshold = 1
+down_interval = "1h"
+[[route]]
+name = "nowhere"
+hosts = ["127.0.0.1:$dead"]
+default = true
+TOML
+  timeout -k 5 1800 "$relay" --config "$dir/relay.toml" >"$dir/relay.out" 2>&1 &
+  pid=$!
+  if ! wait_listen "$port"; then
+    echo "run.sh: mailq-relay did not start:" >&2
+    cat "$dir/relay.out" >&2
+    kill "$pid" 2>/dev/null || true
+    return 1
+  fi
+  t0=$(now)
+  timeout 900 smtp-source -d -s "$connections" -m "$n" -l "$size" -f bench@bench.localhost \
+    -t sink@bench.localhost "127.0.0.1:$port"
+  t1=$(now)
+  kill -TERM "$pid"
+  wait "$pid" || true
+  queued=$(find "$dir/spool/queue" -type f -name 'Z*' | wc -l)
+  json "$(python3 -c "import json,sys; n,s,t,q=int(sys.argv[1]),int(sys.argv[2]),float(sys.argv[3]),int(sys.argv[4]); print(json.dumps({'bench':'ingest','engine':'mailq','label':sys.argv[5],'size':s,'messages':n,'queued':q,'sessions':$connections,'seconds':round(t,4),'msgs_per_s':round(n/t,1)}))" "$n" "$size" "$(echo "$t1 - $t0" | bc)" "$queued" "$4")"
+  rm -rf "$dir"
+}
+
 echo "== 1. drain, 2 KB ==" >&2
 ceiling 2048 "$count" 1
 ceiling 2048 "$count" 0
@@ -172,6 +221,10 @@ ceiling 102400 "$large_count" 1
 drain 102400 "$large_count" "$work" disk
 drain 102400 "$large_count" "$shmwork" tmpfs
 [[ $skip_postfix -eq 1 ]] || postfix_drain 102400 "$large_count" || echo "run.sh: Postfix drain failed" >&2
+
+echo "== 2. ingest over SMTP (Postfix's figure comes from its load phase above) ==" >&2
+mailq_ingest 2048 "$count" "$work" disk || echo "run.sh: mailq ingest failed" >&2
+mailq_ingest 102400 "$large_count" "$work" disk || echo "run.sh: mailq ingest failed" >&2
 
 echo "== 3. enqueue API ==" >&2
 "$bin/bench_enqueue" --count "$enqueue_count" --spool "$(mktemp -d "$work/enq.XXXXXX")" \
@@ -213,6 +266,13 @@ for size in (2048, 102400):
     for r in pf: print(f"| drain {size//1024} KB, Postfix 3.7 | {r['msgs_per_s']:.0f} msg/s ({r['messages']} msgs, complete={r['complete']}) |")
     for r in ce: print(f"| ceiling {size//1024} KB, smtp-source reuse | {r['msgs_per_s']:.0f} msg/s |")
     for r in cn: print(f"| ceiling {size//1024} KB, smtp-source no reuse | {r['msgs_per_s']:.0f} msg/s |")
+for size in (2048, 102400):
+    pf = find(bench="ingest", engine="postfix", size=size)
+    for r in find(bench="ingest", engine="mailq", size=size):
+        s = f"{r['msgs_per_s']:.0f} msg/s ({r['messages']} msgs, {r['queued']} in the spool after)"
+        if pf: s += f"; mailq/Postfix smtpd {r['msgs_per_s']/pf[0]['msgs_per_s']:.2f}"
+        print(f"| ingest over SMTP {size//1024} KB, mailq-relay | {s} |")
+    for r in pf: print(f"| ingest over SMTP {size//1024} KB, Postfix 3.7 smtpd | {r['msgs_per_s']:.0f} msg/s |")
 for r in find(bench="enqueue"):
     print(f"| enqueue API 2 KB ({r['messages']}, {r['per_turn']}/turn) | {r['msgs_per_s']:.0f} msg/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms |")
 for r in find(bench="restart"):

@@ -14,7 +14,7 @@ packages=(
   build-essential cmake ninja-build pkg-config  # toolchain
   libuv1-dev libc-ares-dev libmbedtls-dev libfmt-dev  # libraries mailq links
   libtomlplusplus-dev  # mailq-relay's configuration file
-  clang  # libFuzzer targets (fuzz/)
+  clang valgrind  # libFuzzer targets (fuzz/), memcheck runs of the adapters
   catch2  # unit tests (2.13)
   postfix unbound swaks python3-aiosmtpd openssl  # servers and tools of the integration tests
   clang-format  # the repository's formatter

@@ -2,9 +2,11 @@
 //
 // One file configures the daemon: the spool, the log, the EHLO name, the optional SMTP
 // listener, the resolver, the queue, the domain state table and the routes. Durations are
-// strings with a unit: "250ms", "30s", "15m", "4h", "5d" (a bare integer is refused: the unit
-// is never guessed). Every error names the key and the line ("config.toml:14: [queue] cycle:
-// "15x" is not a duration (use ms, s, m, h or d)") and nothing starts.
+// strings with a unit: "250ms", "30s", "15m", "4h", "5d", "1h30m" (a bare integer is refused:
+// the unit is never guessed). Every error names the line and the key path ("config.toml:14:
+// queue.cycle: "15x" is not a duration (use ms, s, m, h or d)", "relay.toml:31:
+// route[1].hosts[0]: ...") and nothing starts. Unknown keys are errors (a typo'd key would
+// otherwise leave a default the operator did not choose), with a suggestion when one is close.
 //
 // The keys and their defaults are documented in examples/relay/mailq-relay.example.toml.
 #pragma once
@@ -26,8 +28,8 @@ namespace mailq::relay {
 
 /// A network in CIDR notation ("127.0.0.0/8", "::1/128", "192.0.2.7").
 struct Network {
-  std::string address;     ///< numeric, as given
-  unsigned prefix = 32;    ///< bits
+  std::string address;   ///< numeric, as given
+  unsigned prefix = 32;  ///< bits
   bool ipv6 = false;
   std::uint8_t bytes[16]{};  ///< the address in network order (4 or 16 bytes used)
   /// Errors: `errc::invalid_parameter` naming the text.
@@ -52,29 +54,34 @@ struct ListenConfig {
 /// Everything the relay needs. `load_config` fills it; defaults are those of the library
 /// objects unless said otherwise.
 struct RelayConfig {
-  std::string file;      ///< the path it was read from
-  std::string spool;     ///< required
-  std::string log;       ///< "" = standard output; "-" = standard output too
-  std::string helo;      ///< default: the host name
-  std::string control;   ///< control socket path; default "<spool>/control.sock"
-  std::string metrics;   ///< "127.0.0.1:9100"; empty = no metrics endpoint
+  std::string file;     ///< the path it was read from
+  std::string spool;    ///< required
+  std::string log;      ///< "" = standard output; "-" = standard output too
+  std::string helo;     ///< default: the host name
+  std::string control;  ///< control socket path; default "<spool>/control.sock"
+  std::string metrics;  ///< "127.0.0.1:9100"; empty = no metrics endpoint
   ListenConfig listen;
 
   ares::AresResolverOptions resolver;  ///< [resolver] servers/timeout/tries/deadline
   std::uint16_t mx_port = 25;          ///< [resolver] mx_port, applied to every MX route
 
-  QueueConfig queue;                   ///< [queue] cycle lives in `deliverer.cycle`
-  DelivererConfig deliverer;           ///< [queue] cycle, [delivery] limits
-  DomainStateConfig domain_state;      ///< [domain_state]
+  QueueConfig queue;               ///< [queue] cycle lives in `deliverer.cycle`
+  DelivererConfig deliverer;       ///< [queue] cycle, [delivery] limits
+  DomainStateConfig domain_state;  ///< [domain_state]
 
   std::vector<Route> routes;  ///< [[route]] tables in file order
   /// For each route (same index): the domain patterns mapped to it.
   std::vector<std::vector<std::string>> route_domains;
+  /// For each route (same index): its `port` key, 0 when not given. An MX route without one
+  /// uses `mx_port`; a static route's `port` is the port of its hosts written without one.
+  std::vector<std::uint16_t> route_ports;
   /// The route used for unmatched domains: the [[route]] with `default = true`, else the one
   /// named "default-non-local-route", else the built-in MX route of that name.
   std::string default_route = "default-non-local-route";
 
-  /// Builds the RouteTable (routes added, patterns mapped, default set).
+  /// Builds the RouteTable (routes added, patterns mapped, default set). MX routes (the
+  /// built-in default included) get `mx_port` unless their own `port` was given, so a test
+  /// may change `mx_port` after loading.
   Result<RouteTable> route_table() const;
 };
 

@@ -632,7 +632,7 @@ TEST_CASE("many inserts in one loop turn share one group commit", "[spool]") {
   }
 }
 
-TEST_CASE("a callback may insert again; flush completes a batch at once", "[spool]") {
+TEST_CASE("a callback may insert again, flush completes a batch at once", "[spool]") {
   TempDir dir;
   ManualClock clock;
   SpoolStorage s(dir.path(), clock);

@@ -572,7 +572,7 @@ TEST_CASE("LoopClock runs timers in deadline order, equal deadlines in schedulin
   require_clean_close(loop);
 }
 
-TEST_CASE("LoopClock cancel stops a timer; callbacks may schedule and cancel", "[uv][clock]") {
+TEST_CASE("LoopClock cancel stops a timer, callbacks may schedule and cancel", "[uv][clock]") {
   TestLoop loop;
   {
     LoopClock clock(loop.get());

@@ -29,7 +29,7 @@ TEST_CASE("ManualClock runs timers at their own instant, in order", "[clock]") {
   REQUIRE(clock.now() - start == Duration(40s));
 }
 
-TEST_CASE("ManualClock: equal deadlines run in scheduling order; cancel works", "[clock]") {
+TEST_CASE("ManualClock: equal deadlines run in scheduling order, cancel works", "[clock]") {
   ManualClock clock;
   std::vector<int> order;
   clock.schedule(Duration(0), [&] { order.push_back(1); });

@@ -20,7 +20,7 @@ TEST_CASE("DomainStateTable marks a destination down after the threshold, for 15
   REQUIRE_FALSE(t.is_down("other.example", now));
 }
 
-TEST_CASE("DomainStateTable: a success clears the count; failures must be consecutive",
+TEST_CASE("DomainStateTable: a success clears the count, failures must be consecutive",
           "[domain_state]") {
   DomainStateTable t({3, Duration(10min)});
   TimePoint now{std::chrono::hours(1)};

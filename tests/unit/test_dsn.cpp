@@ -352,7 +352,7 @@ TEST_CASE("build_dsn: a delay notice", "[dsn]") {
         std::string::npos);
 }
 
-TEST_CASE("build_dsn: Status agrees with Action; missing replies get a class default", "[dsn]") {
+TEST_CASE("build_dsn: Status agrees with Action, missing replies get a class default", "[dsn]") {
   DsnInput in = failed_input();
   in.recipients.resize(1);
   in.recipients[0].reply = Reply(451, "4.4.1", "deferred, then bounced by the operator");
@@ -459,7 +459,7 @@ TEST_CASE("build_dsn: the boundary never occurs inside a part", "[dsn]") {
         boundary_of(parse_entity(build_dsn(failed_input())).get("Content-Type")));
 }
 
-TEST_CASE("build_dsn: no original, no third part; defaults for missing fields", "[dsn]") {
+TEST_CASE("build_dsn: no original, no third part, defaults for missing fields", "[dsn]") {
   DsnInput in = failed_input();
   in.original = {};
   in.envid.clear();

@@ -97,7 +97,7 @@ TEST_CASE("Null MX bounces with 556 5.1.10 and no connection", "[seed001][delive
   CHECK(e.queue->size() == 0);  // never a DSN for a <> sender
 }
 
-TEST_CASE("MX hosts are tried in preference order; the next host on a connection failure",
+TEST_CASE("MX hosts are tried in preference order, the next host on a connection failure",
           "[seed001][deliverer]") {
   Engine e;
   e.resolver.set_mx("example.com", {{20, "backup.example.com"}, {10, "primary.example.com"}});

@@ -1,0 +1,244 @@
+// mailq-queue — look inside the queue and act on it.
+//
+//   mailq-queue --spool DIR [--config FILE] [--control PATH] [--utc] VERB [ARGS]
+//
+// With a mailq-relay running (it holds the spool's lock) the verb goes over the relay's
+// control socket and runs on the live queue; otherwise the tool opens the spool itself and
+// runs the verb there (examples/relay/commands.h). See kUsage for the verbs and exit statuses.
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "examples/relay/commands.h"
+#include "examples/relay/config.h"
+#include "examples/relay/control.h"
+#include "mailq/queue.h"
+#include "mailq/route.h"
+#include "mailq/spool.h"
+
+namespace {
+
+using namespace mailq;
+
+constexpr int kExOk = 0;
+constexpr int kExFailed = 1;
+constexpr int kExUsage = 64;
+constexpr int kExNoInput = 66;
+constexpr int kExUnavailable = 69;
+constexpr int kExTempFail = 75;
+constexpr int kExConfig = 78;
+
+const char* const kUsage =
+    "usage: mailq-queue --spool DIR [--config FILE] [--control PATH] [--utc] VERB [ARGS]\n"
+    "\n"
+    "verbs:\n"
+    "  list [--destination D] [--min-age DUR] [--error TEXT] [--held]\n"
+    "                   queued messages: id, age, size, state, sender, recipients,\n"
+    "                   destinations, last error (DUR: 30s, 15m, 4h, 5d)\n"
+    "  summary          messages by destination and age bucket, held apart\n"
+    "  show ID          a message, its recipients and its transient delivery attempts\n"
+    "  hold ID|DEST     hold a message, or every message for a destination\n"
+    "  release ID|DEST  release them\n"
+    "  delete ID        remove a message without notification\n"
+    "  bounce ID        return a message to its sender (delivery status notification)\n"
+    "  flush            retry every deferred message now (down destinations excepted)\n"
+    "  reset-domains    clear every down mark, as a restart does\n"
+    "  status           queue counts; with a running relay also domain states with their\n"
+    "                   down-until times and connections\n"
+    "flush and reset-domains need a running mailq-relay.\n"
+    "\n"
+    "  --spool DIR      the spool (default: the config's `spool`)\n"
+    "  --config FILE    the relay's configuration (spool, control socket, routes: without\n"
+    "                   it messages of a static route show under their domains)\n"
+    "  --control PATH   the relay's control socket (default: the config's `control`, else\n"
+    "                   DIR/control.sock)\n"
+    "  --utc            times in UTC (when the spool is read directly)\n"
+    "\n"
+    "exit status: 0 done; 1 the verb failed (the reason is on standard error); 64 usage\n"
+    "error; 66 no spool at DIR; 69 a relay holds the spool but its control socket cannot be\n"
+    "reached; 75 the spool cannot be opened or read; 78 configuration error.\n";
+
+int fail(int status, const std::string& message) {
+  std::fprintf(stderr, "mailq-queue: %s\n", message.c_str());
+  return status;
+}
+
+bool spool_in_use(const Error& e) {
+  // SpoolStorage's lock error: another process (the relay) owns the spool.
+  return e.message.find("is in use by another process") != std::string::npos;
+}
+
+// Control-socket arguments cannot hold spaces: `list --error TEXT` is percent-encoded
+// (commands.h decodes it).
+std::string percent_encode(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '%' || u <= 0x20 || u == 0x7f) {
+      char buf[4];
+      std::snprintf(buf, sizeof(buf), "%%%02X", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+int print(const relay::ControlResponse& r) {
+  if (!r.ok) return fail(kExFailed, r.error);
+  std::fwrite(r.payload.data(), 1, r.payload.size(), stdout);
+  return std::fflush(stdout) == 0 ? kExOk : kExFailed;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string spool_opt, config_path, control_opt;
+  bool utc = false;
+  std::vector<std::string> verb;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (!verb.empty()) {
+      verb.push_back(a);
+      continue;
+    }
+    auto value = [&](const char* name, std::string* out) -> bool {
+      std::string prefix = std::string(name) + "=";
+      if (a.rfind(prefix, 0) == 0) {
+        *out = a.substr(prefix.size());
+        return true;
+      }
+      if (a != name) return false;
+      if (i + 1 >= argc)
+        std::exit(fail(kExUsage, std::string("missing value for ") + name + "\n" + kUsage));
+      *out = argv[++i];
+      return true;
+    };
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return kExOk;
+    }
+    if (value("--spool", &spool_opt) || value("--config", &config_path) ||
+        value("--control", &control_opt))
+      continue;
+    if (a == "--utc") {
+      utc = true;
+    } else if (!a.empty() && a[0] == '-') {
+      return fail(kExUsage, "unknown option " + a + "\n" + kUsage);
+    } else {
+      verb.push_back(a);
+    }
+  }
+  if (verb.empty()) return fail(kExUsage, std::string("no verb given\n") + kUsage);
+
+  std::optional<relay::RelayConfig> config;
+  if (!config_path.empty()) {
+    auto c = relay::load_config(config_path);
+    if (!c) return fail(kExConfig, c.error().message);
+    config = std::move(c.value());
+  }
+  const std::string spool_dir = !spool_opt.empty() ? spool_opt : (config ? config->spool : "");
+  if (spool_dir.empty()) return fail(kExUsage, std::string("--spool is required\n") + kUsage);
+  std::string control = control_opt;
+  if (control.empty())
+    control = config && config->spool == spool_dir && !config->control.empty()
+                  ? config->control
+                  : spool_dir + "/control.sock";
+
+  // `--key=value` is spelled out as two arguments, the form the verbs take.
+  std::vector<std::string> args;
+  for (const auto& a : verb) {
+    std::size_t eq = a.find('=');
+    if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      args.push_back(a.substr(0, eq));
+      args.push_back(a.substr(eq + 1));
+    } else {
+      args.push_back(a);
+    }
+  }
+
+  // Opening a spool creates it: a mistyped path must not leave an empty spool behind.
+  struct stat st {};
+  if (::stat(spool_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return fail(kExNoInput, "no spool at " + spool_dir);
+
+  ManualClock clock(std::chrono::system_clock::now());
+  auto spool = spool::SpoolStorage::open(spool_dir, clock);
+  if (!spool) {
+    if (!spool_in_use(spool.error()))
+      return fail(kExTempFail, "cannot open the spool: " + spool.error().message);
+    // A relay owns the spool: the verb runs there, on the live queue.
+    relay::ControlRequest req;
+    req.argv = args;
+    for (std::size_t i = 1; i < req.argv.size(); ++i) {
+      std::string& arg = req.argv[i];
+      if (req.argv[i - 1] == "--error" && req.argv[0] == "list") {
+        arg = percent_encode(arg);
+      } else if (arg.empty() || arg.find_first_of(" \t\r\n") != std::string::npos) {
+        return fail(kExUsage, "argument \"" + arg +
+                                  "\" is empty or has spaces, which the control socket cannot "
+                                  "carry");
+      }
+    }
+    auto res = relay::control_call(control, req, std::chrono::minutes(2));
+    if (!res)
+      return fail(kExUnavailable,
+                  "the spool is held by a running relay, but its control "
+                  "socket cannot be reached: " +
+                      res.error().message);
+    return print(*res);
+  }
+
+  // No relay: the verb runs on the spool itself.
+  RouteTable routes;
+  if (config) {
+    auto t = config->route_table();
+    if (!t) return fail(kExConfig, t.error().message);
+    routes = std::move(t.value());
+  }
+  QueueConfig qc = config ? config->queue : QueueConfig{};
+  int status = kExFailed;
+  {
+    // The clock is never advanced: no retry or expiry happens while the tool looks.
+    Queue queue(**spool, routes, clock, nullptr, qc);
+    RecoveryReport report;
+    if (queue.recover(&report))
+      return fail(kExTempFail, "cannot read the spool: " + (*spool)->last_error().message);
+    for (const auto& p : report.problems)
+      std::fprintf(stderr, "mailq-queue: spool: %s\n", p.c_str());
+    if (!config) {
+      // Without the configuration a static route is unknown, and its messages show under
+      // their domains rather than under the route (their destination in the relay).
+      std::set<std::string> unknown;
+      for (MessageId id : queue.list())
+        for (const auto& r : queue.find(id)->recipients)
+          if (!routes.find(r.route)) unknown.insert(r.route);
+      if (!unknown.empty()) {
+        std::string names;
+        for (const auto& n : unknown) names += (names.empty() ? "" : ", ") + n;
+        std::fprintf(stderr,
+                     "mailq-queue: note: route%s %s not known without --config: destinations "
+                     "show as domains\n",
+                     unknown.size() == 1 ? "" : "s", names.c_str());
+      }
+    }
+    relay::CommandContext ctx{queue, clock, nullptr, nullptr, {}, utc};
+    const std::string error_before = (*spool)->last_error().message;
+    auto r = execute_command(ctx, args);
+    // Writes a bounce's DSN durably (the group commit) before the queue goes away.
+    (*spool)->flush();
+    if (r.ok && (*spool)->last_error().message != error_before) {
+      r = relay::ControlResponse::failure(
+          args[0] + ": the spool reported: " + (*spool)->last_error().message);
+    }
+    status = print(r);
+  }
+  return status;
+}

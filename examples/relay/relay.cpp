@@ -1,0 +1,532 @@
+// mailq-relay — the daemon's wiring (see relay.h).
+#include "examples/relay/relay.h"
+
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "examples/relay/commands.h"
+#include "examples/relay/control.h"
+#include "examples/relay/metrics.h"
+#include "mailq/ares.h"
+#include "mailq/deliverer.h"
+#include "mailq/domain_state.h"
+#include "mailq/log.h"
+#include "mailq/queue.h"
+#include "mailq/spool.h"
+#include "mailq/uv.h"
+#include "mailq/uv_server.h"
+
+namespace mailq::relay {
+
+namespace {
+
+// The source channel of messages received by the listener and by `submit`, in the E records.
+constexpr const char* kListenerChannel = "tcp_smtp";
+constexpr const char* kSubmitChannel = "local";
+constexpr const char* kRelayChannel = "mailq-relay";
+// --once: how often the relay looks whether anything is left to do.
+constexpr std::uint64_t kOnceCheckMs = 100;
+
+// A uv handle on the heap, freed by its close callback.
+template <class H>
+H* new_handle() {
+  return new H{};
+}
+template <class H>
+void close_handle(H*& h) {
+  if (!h) return;
+  auto* handle = reinterpret_cast<uv_handle_t*>(h);
+  handle->data = nullptr;
+  if (!uv_is_closing(handle))
+    uv_close(handle, [](uv_handle_t* x) { delete reinterpret_cast<H*>(x); });
+  h = nullptr;
+}
+
+std::string messages(std::size_t n) {
+  return fmt::format("{} {}", n, n == 1 ? "message" : "messages");
+}
+
+// The SMTP reply for a message the queue did not take.
+Reply refusal(const Error& e) {
+  if (e.code == make_error_code(errc::message_too_large))
+    return Reply(552, "5.3.4", "Message too big for system: " + e.message);
+  // Which file and which system error are for the operator (the log), not for the client.
+  if (e.code == make_error_code(errc::storage_failure))
+    return Reply(451, "4.3.0", "Requested action aborted: local storage failure, try again later");
+  if (e.code == make_error_code(errc::shutting_down) || e.code == make_error_code(errc::bad_state))
+    return Reply(451, "4.3.0", "Requested action aborted: " + e.message);
+  if (e.code == make_error_code(errc::no_recipients) ||
+      e.code == make_error_code(errc::invalid_address) ||
+      e.code == make_error_code(errc::forbidden_character) ||
+      e.code == make_error_code(errc::too_long))
+    return Reply(550, "5.1.3", "Bad address: " + e.message);
+  return Reply(554, "5.6.0", "Message refused: " + e.message);
+}
+
+}  // namespace
+
+struct Relay::Impl {
+  uv_loop_t* loop;
+  RelayConfig config;
+  RelayOptions options;
+
+  Error error;
+  int start_status = kExitOk;
+
+  // The log.
+  std::FILE* log_file = nullptr;  // null: standard output
+  bool log_to_stdout = true;
+  std::unique_ptr<MessagingServerLog> log;
+  FanoutSink fanout;
+
+  std::unique_ptr<uv::LoopClock> clock;
+  std::unique_ptr<spool::SpoolStorage> spool;
+  std::unique_ptr<ares::AresResolver> resolver;
+  std::unique_ptr<uv::UvTransport> transport;
+  std::optional<RouteTable> routes;
+  std::unique_ptr<DomainStateTable> domains;
+  std::unique_ptr<Metrics> metrics;
+  std::unique_ptr<Queue> queue;
+  std::unique_ptr<Deliverer> deliverer;
+  std::unique_ptr<uv::SmtpListener> listener;
+  std::unique_ptr<ControlServer> control;
+  std::unique_ptr<MetricsServer> metrics_server;
+
+  uv_signal_t* sig_term = nullptr;
+  uv_signal_t* sig_int = nullptr;
+  uv_signal_t* sig_hup = nullptr;
+  uv_timer_t* once_timer = nullptr;
+  int once_quiet_checks = 0;
+
+  bool started = false;
+  bool stopping = false;
+  bool finished = false;
+  bool listener_closed = true;
+  bool deliverer_stopped = true;
+  int exit_status = kExitOk;
+  std::function<void(int)> on_finished;
+
+  Impl(uv_loop_t* l, RelayConfig c, RelayOptions o) : loop(l), config(std::move(c)), options(o) {}
+
+  ~Impl() {
+    teardown();
+    // The sinks go last: teardown may still log.
+    if (log_file) std::fclose(log_file);
+  }
+
+  std::error_code fail(int status, Error e) {
+    start_status = status;
+    error = std::move(e);
+    if (log) notice("not started: " + error.message);
+    teardown();
+    return error.code ? error.code : make_error_code(errc::bad_state);
+  }
+
+  // --- the log ------------------------------------------------------------------------------
+
+  void write_log(const std::string& text) {
+    std::FILE* out = log_file ? log_file : stdout;
+    std::fwrite(text.data(), 1, text.size(), out);
+    std::fflush(out);  // a record is visible (and survives a crash) once written
+  }
+
+  std::error_code open_log() {
+    log_to_stdout = config.log.empty() || config.log == "-";
+    if (!log_to_stdout) {
+      log_file = std::fopen(config.log.c_str(), "ae");
+      if (!log_file) {
+        const int e = errno;
+        error = Error(std::error_code(e, std::generic_category()),
+                      "open log " + config.log + ": " + std::strerror(e));
+        return error.code;
+      }
+    }
+    LogFormat format;
+    log = std::make_unique<MessagingServerLog>([this](const std::string& text) { write_log(text); },
+                                               format);
+    fanout.add(*log);
+    return {};
+  }
+
+  std::error_code reopen_log() {
+    if (log_to_stdout) return {};
+    std::FILE* f = std::fopen(config.log.c_str(), "ae");
+    if (!f) {
+      const int e = errno;
+      const std::string text = "reopen log " + config.log + ": " + std::strerror(e) +
+                               " (still writing to the previous file)";
+      notice(text);
+      std::fprintf(stderr, "mailq-relay: %s\n", text.c_str());
+      return std::error_code(e, std::generic_category());
+    }
+    std::FILE* old = log_file;
+    log_file = f;
+    if (old) std::fclose(old);
+    notice("log reopened");
+    return {};
+  }
+
+  void notice(const std::string& text) {
+    Event e;
+    e.kind = EventKind::notice;
+    e.time = clock ? clock->now() : std::chrono::system_clock::now();
+    e.source_channel = kRelayChannel;
+    e.diagnostic.push_back(text);
+    fanout.on_event(e);
+  }
+
+  // --- start --------------------------------------------------------------------------------
+
+  std::error_code start() {
+    if (started) return make_error_code(errc::bad_state);
+    started = true;
+    if (auto ec = open_log()) return fail(kExitCantCreate, error);
+
+    clock = std::make_unique<uv::LoopClock>(loop);
+    clock->set_error_handler([this](std::string_view m) { notice(std::string(m)); });
+
+    spool::SpoolOptions so;
+    so.on_error = [this](const Error& e) { notice("spool: " + e.message); };
+    spool = std::make_unique<spool::SpoolStorage>(config.spool, *clock, so);
+    if (spool->open_error()) {
+      const bool locked =
+          spool->last_error().message.find("in use by another process") != std::string::npos;
+      return fail(locked ? kExitUnavailable : kExitCantCreate,
+                  Error(spool->open_error(),
+                        spool->last_error().message +
+                            (locked ? " (is another mailq-relay running on it?)" : "")));
+    }
+
+    auto routes_result = config.route_table();
+    if (!routes_result) return fail(kExitConfig, routes_result.error());
+    routes.emplace(std::move(routes_result.value()));
+
+    auto res = ares::AresResolver::create(loop, config.resolver);
+    if (!res) return fail(kExitConfig, Error(res.error().code, "resolver: " + res.error().message));
+    resolver = std::move(res.value());
+
+    uv::UvTransportOptions to;
+    to.error_handler = [this](std::string_view m) { notice(std::string(m)); };
+    transport = std::make_unique<uv::UvTransport>(loop, to);
+
+    domains = std::make_unique<DomainStateTable>(config.domain_state);
+
+    QueueConfig qc = config.queue;
+    qc.error_handler = [this](const std::string& m) { notice(m); };
+    queue = std::make_unique<Queue>(*spool, *routes, *clock, &fanout, qc);
+    metrics = std::make_unique<Metrics>(queue.get());
+    fanout.add(*metrics);
+
+    // The sockets first, so that a busy port or a live relay stops us before any delivery.
+    if (!options.once) {
+      control = std::make_unique<ControlServer>(
+          loop, config.control,
+          [this](ControlRequest request, std::function<void(ControlResponse)> respond) {
+            on_control(std::move(request), std::move(respond));
+          },
+          config.listen.max_message_size);
+      if (auto ec = control->start()) {
+        const int status = ec == std::errc::address_in_use ? kExitUnavailable : kExitCantCreate;
+        return fail(status, control->last_error());
+      }
+      if (!config.listen.address.empty()) {
+        if (auto ec = start_listener()) return ec;
+      }
+      if (!config.metrics.empty()) {
+        auto hp = RouteHost::parse(config.metrics);
+        if (!hp)
+          return fail(kExitConfig,
+                      Error(errc::invalid_parameter, "metrics: " + hp.error().message));
+        metrics_server = std::make_unique<MetricsServer>(loop, hp->host, hp->port,
+                                                         [this] { return render_metrics(); });
+        if (auto ec = metrics_server->start()) {
+          Error e = metrics_server->last_error();
+          if (e.message.empty()) e.message = "metrics " + config.metrics + ": " + ec.message();
+          return fail(kExitUnavailable, e);
+        }
+      }
+    }
+
+    RecoveryReport report;
+    if (auto ec = queue->recover(&report)) {
+      return fail(kExitCantCreate, Error(ec, "recover spool " + config.spool + ": " +
+                                                 (spool->last_error().message.empty()
+                                                      ? ec.message()
+                                                      : spool->last_error().message)));
+    }
+    for (const auto& p : report.problems) notice("spool recovery: " + p);
+
+    DelivererConfig dc = config.deliverer;
+    dc.error_handler = [this](const std::string& m) { notice(m); };
+    deliverer = std::make_unique<Deliverer>(*queue, *routes, *domains, *resolver, *transport,
+                                            *clock, &fanout, dc);
+    deliverer_stopped = false;
+
+    if (options.handle_signals) install_signals();
+
+    std::string what =
+        fmt::format("started: spool {}, {} recovered", config.spool, messages(report.recovered));
+    if (report.quarantined) what += fmt::format(", {} quarantined", report.quarantined);
+    if (listener) what += fmt::format(", listening on {}", config.listen.address);
+    if (control) what += ", control " + config.control;
+    if (metrics_server) what += ", metrics " + config.metrics;
+    if (options.once) what += ", --once";
+    notice(what);
+
+    deliverer->start();
+    if (options.once) start_once_watch();
+    return {};
+  }
+
+  std::error_code start_listener() {
+    uv::SmtpListenerOptions lo;
+    lo.host = config.listen.host;
+    lo.port = config.listen.port;
+    lo.server.hostname = config.helo;
+    lo.server.limits.max_message_size = config.listen.max_message_size;
+    lo.server.limits.max_recipients = config.listen.max_recipients;
+    lo.max_sessions = config.listen.max_sessions;
+    lo.idle_timeout = config.listen.idle_timeout;
+    auto networks = config.listen.networks;
+    lo.allow_client = [networks](const std::string& addr) {
+      for (const auto& n : networks)
+        if (n.contains(addr)) return true;
+      return false;
+    };
+    lo.on_session_event = [this](const std::string& client, const std::string& what) {
+      // Connects and clean closes are routine; refusals are worth a line.
+      if (what.rfind("reject", 0) == 0 || what.rfind("refuse", 0) == 0)
+        notice("listener: " + client + " " + what);
+    };
+    SmtpServerSession::Callbacks cb;
+    cb.on_message = [this](ReceivedMessage m, std::function<void(Reply)> done) {
+      on_received(std::move(m), std::move(done));
+    };
+    listener = std::make_unique<uv::SmtpListener>(loop, lo, cb);
+    if (auto ec = listener->start()) {
+      Error e = listener->last_error();
+      if (e.message.empty()) e.message = "listen " + config.listen.address + ": " + ec.message();
+      return fail(kExitUnavailable, e);
+    }
+    listener_closed = false;
+    return {};
+  }
+
+  void install_signals() {
+    auto start = [this](uv_signal_t*& h, int signum, uv_signal_cb cb) {
+      h = new_handle<uv_signal_t>();
+      uv_signal_init(loop, h);
+      h->data = this;
+      uv_signal_start(h, cb, signum);
+    };
+    start(sig_term, SIGTERM, [](uv_signal_t* h, int) {
+      if (auto* self = static_cast<Impl*>(h->data)) self->shutdown("SIGTERM");
+    });
+    start(sig_int, SIGINT, [](uv_signal_t* h, int) {
+      if (auto* self = static_cast<Impl*>(h->data)) self->shutdown("SIGINT");
+    });
+    start(sig_hup, SIGHUP, [](uv_signal_t* h, int) {
+      if (auto* self = static_cast<Impl*>(h->data)) (void)self->reopen_log();
+    });
+  }
+
+  // --- receiving ----------------------------------------------------------------------------
+
+  void on_received(ReceivedMessage m, std::function<void(Reply)> done) {
+    if (!queue) return done(Reply(421, "4.3.2", "Service shutting down"));
+    EnqueueOptions eo;
+    eo.source_channel = kListenerChannel;
+    queue->enqueue(
+        m.envelope, std::move(m.body),
+        [done = std::move(done)](Result<MessageId> r) {
+          if (r)
+            done(Reply(250, "2.0.0", "Ok: queued as " + r.value().to_string()));
+          else
+            done(refusal(r.error()));
+        },
+        eo);
+  }
+
+  void on_control(ControlRequest request, std::function<void(ControlResponse)> respond) {
+    if (stopping || !queue) return respond(ControlResponse::failure("the relay is shutting down"));
+    if (request.argv[0] == "submit") return submit(std::move(request), std::move(respond));
+    CommandContext ctx{*queue, *clock, domains.get(), deliverer.get(),
+                       [this] { return extra_status(); }};
+    respond(execute_command(ctx, request.argv));
+  }
+
+  void submit(ControlRequest request, std::function<void(ControlResponse)> respond) {
+    // "submit SIZE FROM RCPT..." (the wire parser checked the shape and the size).
+    std::string from = request.argv[2];
+    if (from == "<>") from.clear();
+    std::vector<std::string> to(request.argv.begin() + 3, request.argv.end());
+    auto env = make_envelope(from, to);
+    if (!env) return respond(ControlResponse::failure("submit: " + env.error().message));
+    EnqueueOptions eo;
+    eo.source_channel = kSubmitChannel;
+    queue->enqueue(
+        env.value(), std::move(request.body),
+        [respond](Result<MessageId> r) {
+          if (r)
+            respond(ControlResponse::success(r.value().to_string() + "\n"));
+          else
+            respond(ControlResponse::failure("submit: " + r.error().message));
+        },
+        eo);
+  }
+
+  std::string extra_status() const {
+    std::string out;
+    if (listener) {
+      const auto s = listener->stats();
+      out += fmt::format(
+          "listener: {} (port {}): {} sessions open, {} accepted, {} refused; {} messages "
+          "received, {} queued\n",
+          config.listen.address, listener->port(), s.sessions_open, s.sessions_accepted,
+          s.sessions_refused, s.messages_received, s.messages_accepted);
+    } else {
+      out += "listener: none\n";
+    }
+    out += "control: " + config.control + "\n";
+    if (metrics_server) out += fmt::format("metrics: http://{}/metrics\n", config.metrics);
+    return out;
+  }
+
+  std::string render_metrics() const {
+    Metrics::Sources s;
+    s.queue = queue.get();
+    s.domains = domains.get();
+    s.deliverer = deliverer.get();
+    s.listener = listener.get();
+    if (listener) s.listener_stats = listener->stats();
+    s.now = clock ? clock->now() : std::chrono::system_clock::now();
+    return metrics ? metrics->render(s) : std::string();
+  }
+
+  // --- --once -------------------------------------------------------------------------------
+
+  void start_once_watch() {
+    once_timer = new_handle<uv_timer_t>();
+    uv_timer_init(loop, once_timer);
+    once_timer->data = this;
+    uv_timer_start(
+        once_timer,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<Impl*>(t->data);
+          if (self) self->once_check();
+        },
+        kOnceCheckMs, kOnceCheckMs);
+  }
+
+  void once_check() {
+    if (stopping || !queue || !deliverer) return;
+    // `idle()` also waits for reusable connections to reach [delivery] idle_timeout: a job
+    // between DNS and a session is not visible otherwise.
+    const bool quiet = deliverer->idle() && spool->pending_inserts() == 0 &&
+                       queue->due_destinations(clock->now(), 1).empty();
+    // Twice in a row: work handed over through zero-delay timers is visible by then.
+    once_quiet_checks = quiet ? once_quiet_checks + 1 : 0;
+    if (once_quiet_checks < 2) return;
+    const std::size_t left = queue->size();
+    exit_status = left == 0 ? kExitOk : kExitTempFail;
+    shutdown(left == 0 ? "--once: the queue is empty"
+                       : fmt::format("--once: nothing due, {} in the queue", messages(left)));
+  }
+
+  // --- shutdown -----------------------------------------------------------------------------
+
+  void shutdown(const std::string& reason) {
+    if (stopping || finished) return;
+    stopping = true;
+    notice("stopping: " + reason);
+    close_handle(once_timer);
+    // The control socket stays open until the end: a `submit` in progress gets its queue id
+    // (new requests are refused while stopping).
+    if (metrics_server) metrics_server->close();
+    if (listener && !listener_closed) {
+      listener->close([this] {
+        listener_closed = true;
+        maybe_finish();
+      });
+    }
+    if (deliverer && !deliverer_stopped) {
+      deliverer->stop([this] {
+        deliverer_stopped = true;
+        maybe_finish();
+      });
+    }
+    maybe_finish();
+  }
+
+  void maybe_finish() {
+    if (finished || !stopping || !listener_closed || !deliverer_stopped) return;
+    finished = true;
+    if (!clock) {  // never started (or its start failed): nothing to wait for
+      teardown();
+      if (on_finished) on_finished(exit_status);
+      return;
+    }
+    // Run from a zero-delay timer: the callbacks that got us here belong to the objects
+    // about to be destroyed.
+    clock->schedule(Duration{0}, [this] {
+      const std::size_t left = queue ? queue->size() : 0;
+      notice(fmt::format("stopped: {} in the queue", messages(left)));
+      teardown();
+      if (on_finished) on_finished(exit_status);
+    });
+  }
+
+  void teardown() {
+    close_handle(once_timer);
+    close_handle(sig_term);
+    close_handle(sig_int);
+    close_handle(sig_hup);
+    // Pending inserts complete first, while the queue, the listener sessions and the control
+    // connections waiting for them still exist: their clients get the answer.
+    if (spool && queue) spool->flush();
+    metrics_server.reset();
+    control.reset();
+    listener.reset();
+    deliverer.reset();
+    queue.reset();
+    spool.reset();
+    resolver.reset();
+    transport.reset();
+    clock.reset();
+  }
+};
+
+Relay::Relay(uv_loop_t* loop, RelayConfig config, RelayOptions options)
+    : impl_(std::make_unique<Impl>(loop, std::move(config), options)) {}
+
+Relay::~Relay() = default;
+
+std::error_code Relay::start() {
+  return impl_->start();
+}
+
+const Error& Relay::last_error() const noexcept {
+  return impl_->error;
+}
+
+int Relay::start_exit_status() const noexcept {
+  return impl_->start_status;
+}
+
+void Relay::shutdown(const std::string& reason) {
+  impl_->shutdown(reason);
+}
+
+void Relay::set_on_finished(std::function<void(int)> fn) {
+  impl_->on_finished = std::move(fn);
+}
+
+std::error_code Relay::reopen_log() {
+  return impl_->reopen_log();
+}
+
+}  // namespace mailq::relay

@@ -1,0 +1,728 @@
+// mailq-relay end to end: the real binary against smtp-sink and unbound on 127.0.0.0/8,
+// driven through its configuration file, its control socket, its SMTP listener, its metrics
+// endpoint and signals.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "examples/relay/config.h"
+#include "examples/relay/control.h"
+#include "mailq/queue.h"
+#include "mailq/spool.h"
+#include "mailq/uv.h"
+#include "support/daemon.h"
+#include "support/raw_client.h"
+#include "support/servers.h"
+#include "support/test_loop.h"
+#include "support/unbound_server.h"
+
+#ifdef MAILQ_RELAY_BIN
+
+using namespace mailq;
+using namespace mailq::relay;
+using namespace mailq::test;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kMarkedDown =
+    "451 4.4.1 [internal] connection was not attempted: domain is marked down (too many "
+    "connection failures)";
+
+// good.test and its sender domain reach smtp-sink on 127.0.0.1 (through the MX route and
+// [resolver] mx_port); down.test's MX is 127.0.0.3, where nothing listens: refused.
+constexpr const char* kZone = R"($ORIGIN test.
+$TTL 300
+@            300 IN SOA   ns.test. hostmaster.test. 1 3600 600 86400 60
+@            300 IN NS    ns.test.
+ns           300 IN A     127.0.0.1
+good         300 IN MX    10 mx.good.test.
+mx.good      300 IN A     127.0.0.1
+sender       300 IN MX    10 mx.good.test.
+down         300 IN MX    10 mx.down.test.
+mx.down      300 IN A     127.0.0.3
+)";
+
+UnboundServer* shared_unbound(std::string* error) {
+  static std::unique_ptr<UnboundServer> server;
+  static std::string start_error;
+  static bool tried = false;
+  if (!tried) {
+    tried = true;
+    UnboundServer::Config config;
+    config.zones.push_back({"test.", kZone});
+    server = UnboundServer::start(config, &start_error);
+  }
+  *error = start_error;
+  return server.get();
+}
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+bool contains(const std::string& haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::size_t count_of(const std::string& haystack, std::string_view needle) {
+  std::size_t n = 0;
+  for (auto p = haystack.find(needle); p != std::string::npos; p = haystack.find(needle, p + 1))
+    ++n;
+  return n;
+}
+
+// Message files of a spool (queue/<channel>/Z*), names only.
+std::vector<std::string> spool_files(const std::string& spool) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::exists(spool + "/queue", ec)) return out;
+  for (auto& e : fs::recursive_directory_iterator(spool + "/queue", ec))
+    if (e.is_regular_file()) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool has_spool_file_for(const std::string& spool, const std::string& id) {
+  for (auto& f : spool_files(spool))
+    if (f.size() > 2 && f.compare(2, id.size(), id) == 0) return true;
+  return false;
+}
+
+// One relay: its directory, configuration, process and control socket.
+struct RelayHarness {
+  TempDir dir;
+  std::string spool = dir.file("spool");
+  std::string log = dir.file("mail.log");
+  std::string control = dir.file("control.sock");
+  std::string config_file = dir.file("relay.toml");
+  std::string output = dir.file("relay.out");
+  Daemon daemon;
+
+  // The configuration for a sink at `sink_port` and unbound at `dns`; `extra_top` goes before
+  // the first table (listen, metrics, ...).
+  std::string config_text(std::uint16_t sink_port, const std::string& dns,
+                          const std::string& extra_top = {}) const {
+    std::string p = std::to_string(sink_port);
+    return "spool = \"" + spool + "\"\nlog = \"" + log +
+           "\"\nhelo = \"relay.mailq.test\"\ncontrol = \"" + control + "\"\n" + extra_top +
+           "\n[resolver]\nservers = [\"" + dns + "\"]\ntimeout = \"2s\"\nmx_port = " + p +
+           "\n\n[queue]\ncycle = \"15m\"\nretry = { min = \"10m\", max = \"1h\" }\n"
+           "\n[delivery]\nidle_timeout = \"200ms\"\n"
+           "\n[domain_state]\nfailure_threshold = 1\ndown_interval = \"15m\"\n"
+           "\n[[route]]\nname = \"tcp_static\"\ndomains = [\"static.test\"]\nhosts = "
+           "[\"127.0.0.1:" +
+           p +
+           "\"]\ntls = \"none\"\n"
+           "\n[[route]]\nname = \"tcp_local\"\nmx = true\ntls = \"none\"\ndefault = true\n"
+           "timeouts = { connect = \"5s\", greeting = \"5s\" }\n";
+  }
+
+  void write_config(const std::string& text) { write_file(config_file, text); }
+
+  // Starts the daemon and waits until its control socket answers.
+  void start() {
+    std::string error;
+    REQUIRE(daemon.start({MAILQ_RELAY_BIN, "--config", config_file}, output, &error));
+    INFO(error);
+    const bool up = wait_until([&] {
+      if (!daemon.running()) return true;
+      auto r = control_call(control, {{"status"}, {}}, Duration(2s));
+      return r && r->ok;
+    });
+    INFO("relay output: " << read_file(output));
+    REQUIRE(up);
+    REQUIRE(daemon.running());
+  }
+
+  ControlResponse call(std::vector<std::string> argv, std::string body = {}) {
+    auto r = control_call(control, {std::move(argv), std::move(body)}, Duration(30s));
+    INFO((r ? std::string() : r.error().message));
+    REQUIRE(r);
+    return r.value();
+  }
+  std::string ok(std::vector<std::string> argv) {
+    auto r = call(argv);
+    INFO(argv[0] << ": " << r.error);
+    REQUIRE(r.ok);
+    return r.payload;
+  }
+  std::string submit(const std::string& from, const std::string& to,
+                     const std::string& subject = "relay test") {
+    const std::string body = "From: <" + from + ">\r\nTo: <" + to + ">\r\nSubject: " + subject +
+                             "\r\nMessage-ID: <" + subject + "@mailq.test>\r\n\r\nhello\r\n";
+    auto r = call({"submit", std::to_string(body.size()), from, to}, body);
+    INFO(r.error);
+    REQUIRE(r.ok);
+    REQUIRE(r.payload.size() == 14);  // 13-character id and LF
+    return r.payload.substr(0, 13);
+  }
+  std::string log_text() const { return read_file(log); }
+  bool log_has(std::string_view needle, std::chrono::milliseconds limit = 20s) {
+    return wait_until([&] { return contains(log_text(), needle); }, limit);
+  }
+};
+
+// Enqueues messages into a spool with the library itself (no relay running), for --once.
+void enqueue_offline(const std::string& config_text, const std::vector<std::string>& rcpts) {
+  auto cfg = parse_config(config_text, "relay.toml");
+  REQUIRE(cfg);
+  auto routes = cfg->route_table();
+  REQUIRE(routes);
+  TestLoop loop;
+  {
+    uv::LoopClock clock(loop.get());
+    spool::SpoolStorage spool(cfg->spool, clock);
+    REQUIRE_FALSE(spool.open_error());
+    Queue queue(spool, routes.value(), clock);
+    REQUIRE_FALSE(queue.recover());
+    std::size_t done = 0;
+    for (const auto& to : rcpts) {
+      auto env = make_envelope("someone@sender.test", {to});
+      REQUIRE(env);
+      queue.enqueue(env.value(), "Subject: offline\r\n\r\nqueued before the relay ran\r\n",
+                    [&](Result<MessageId> r) {
+                      REQUIRE(r);
+                      ++done;
+                    });
+    }
+    REQUIRE(loop.run_until([&] { return done == rcpts.size(); }, 20s));
+    spool.flush();
+  }
+  CHECK(loop.close() == 0);
+}
+
+// GET /metrics over a plain socket; the body, "" on failure.
+std::string http_get(std::uint16_t port, const std::string& path, std::string* status_line) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{20, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string in;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const std::string req =
+        "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    char buf[8192];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) in.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  const auto eol = in.find("\r\n");
+  if (status_line) *status_line = eol == std::string::npos ? in : in.substr(0, eol);
+  const auto body = in.find("\r\n\r\n");
+  return body == std::string::npos ? std::string() : in.substr(body + 4);
+}
+
+// Parses the Prometheus text format: "name{labels} value" per sample line. Fails the test on
+// a line that is neither a comment nor a well-formed sample.
+std::map<std::string, double> parse_metrics(const std::string& text) {
+  std::map<std::string, double> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto sp = line.rfind(' ');
+    INFO("metrics line: " << line);
+    REQUIRE(sp != std::string::npos);
+    const std::string key = line.substr(0, sp);
+    const std::string value = line.substr(sp + 1);
+    char* end = nullptr;
+    const double v = std::strtod(value.c_str(), &end);
+    REQUIRE((end != value.c_str() && *end == '\0'));
+    REQUIRE_FALSE(key.empty());
+    out[key] = v;
+  }
+  return out;
+}
+
+}  // namespace
+
+#define REQUIRE_UNBOUND(var)                         \
+  std::string var##_error;                           \
+  UnboundServer* var = shared_unbound(&var##_error); \
+  if (var == nullptr) FAIL(var##_error)
+
+TEST_CASE("mailq-relay: an invalid configuration is refused with the line and key, exit 78",
+          "[relay][config]") {
+  RelayHarness h;
+  h.write_config("spool = \"" + h.spool + "\"\n\n[queue]\ncycle = \"15x\"\n");
+  std::string out;
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file}, &out) == 78);
+  CHECK(contains(out, h.config_file + ":4: queue.cycle: \"15x\" is not a duration"));
+  CHECK_FALSE(fs::exists(h.spool));  // nothing started
+
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--check"}, &out) == 78);
+  CHECK(contains(out, ":4: queue.cycle:"));
+
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.dir.file("missing.toml")}, &out) == 78);
+  CHECK(contains(out, "missing.toml"));
+
+  h.write_config(h.config_text(2525, "127.0.0.1:53"));
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--check"}, &out) == 0);
+  CHECK(out == h.config_file + ": configuration OK\n");
+  CHECK_FALSE(fs::exists(h.spool));
+
+  CHECK(run_program({MAILQ_RELAY_BIN}, &out) == 64);
+  CHECK(contains(out, "usage: mailq-relay --config FILE"));
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--bogus"}, &out) == 64);
+  CHECK(contains(out, "unknown option --bogus"));
+}
+
+TEST_CASE(
+    "mailq-relay --once: delivers what is due and exits 0 on an empty queue, 75 when "
+    "messages remain deferred",
+    "[relay][once]") {
+  REQUIRE_UNBOUND(dns);
+  SmtpSink sink;
+  std::string err;
+  REQUIRE(sink.start(&err));
+  RelayHarness h;
+  const std::string config = h.config_text(sink.port(), dns->address());
+  h.write_config(config);
+
+  enqueue_offline(config, {"a@good.test", "b@static.test"});
+  REQUIRE(spool_files(h.spool).size() == 2);
+  std::string out;
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--once"}, &out, 60s) == 0);
+  INFO(out);
+  CHECK(sink.wait_for_dumps(2).size() == 2);
+  CHECK(spool_files(h.spool).empty());
+  const std::string log1 = h.log_text();
+  INFO(log1);
+  CHECK(count_of(log1, " D 1") == 2);
+  CHECK(contains(log1, "tcp_static"));
+  CHECK(contains(log1, "tcp_local"));
+  CHECK(contains(log1, "--once: the queue is empty"));
+
+  enqueue_offline(config, {"c@down.test"});
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--once"}, &out, 60s) == 75);
+  CHECK(spool_files(h.spool).size() == 1);  // deferred, still spooled
+  const std::string log2 = h.log_text();
+  CHECK(contains(log2, "TCP active open: Failed connect() Error: connection refused"));
+  CHECK(contains(log2, "--once: nothing due, 1 message in the queue"));
+}
+
+TEST_CASE(
+    "mailq-relay: refuses to start when the spool, the port, the control socket or the "
+    "log is unavailable",
+    "[relay][start]") {
+  REQUIRE_UNBOUND(dns);
+  RelayHarness h;
+  const std::uint16_t listen_port = free_tcp_port();
+  h.write_config(h.config_text(2525, dns->address(),
+                               "listen = \"127.0.0.1:" + std::to_string(listen_port) + "\"\n"));
+  h.start();
+
+  std::string out;
+  // The same configuration: the spool is locked by the running relay.
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file}, &out, 30s) == 69);
+  CHECK(contains(out, "spool " + h.spool + " is in use by another process"));
+
+  // Another spool, the same control socket: it is live.
+  RelayHarness other;
+  std::string text = other.config_text(2525, dns->address());
+  text.replace(text.find(other.control), other.control.size(), h.control);
+  other.write_config(text);
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", other.config_file}, &out, 30s) == 69);
+  CHECK(contains(out, "control socket " + h.control + " is live: another mailq-relay is running"));
+
+  // Another spool and socket, the same listen port.
+  RelayHarness third;
+  third.write_config(third.config_text(
+      2525, dns->address(), "listen = \"127.0.0.1:" + std::to_string(listen_port) + "\"\n"));
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", third.config_file}, &out, 30s) == 69);
+  CHECK(contains(out, "127.0.0.1:" + std::to_string(listen_port)));
+  CHECK_FALSE(fs::exists(third.control));  // nothing left behind
+
+  // Another spool and socket, the metrics port taken by the running relay's listener.
+  RelayHarness fifth;
+  fifth.write_config(fifth.config_text(
+      2525, dns->address(), "metrics = \"127.0.0.1:" + std::to_string(listen_port) + "\"\n"));
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", fifth.config_file}, &out, 30s) == 69);
+  CHECK(contains(out, "127.0.0.1:" + std::to_string(listen_port)));
+
+  // A log in a directory that does not exist.
+  RelayHarness fourth;
+  std::string t4 = fourth.config_text(2525, dns->address());
+  t4.replace(t4.find(fourth.log), fourth.log.size(), fourth.dir.file("no/such/dir/mail.log"));
+  fourth.write_config(t4);
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", fourth.config_file}, &out, 30s) == 73);
+  CHECK(contains(
+      out, "open log " + fourth.dir.file("no/such/dir/mail.log") + ": No such file or directory"));
+
+  REQUIRE(h.daemon.signal(SIGTERM));
+  CHECK(h.daemon.wait(30s) == 0);
+}
+
+TEST_CASE(
+    "mailq-relay: delivers through a static route and an MX route, marks a refusing "
+    "destination down, and answers every control verb",
+    "[relay][control][e2e]") {
+  REQUIRE_UNBOUND(dns);
+  SmtpSink sink;
+  std::string err;
+  REQUIRE(sink.start(&err));
+  RelayHarness h;
+  h.write_config(h.config_text(sink.port(), dns->address()));
+  h.start();
+
+  // submit: static route and MX route, both delivered.
+  const std::string s1 = h.submit("someone@sender.test", "a@static.test", "static");
+  const std::string s2 = h.submit("someone@sender.test", "b@good.test", "mx");
+  CHECK(sink.wait_for_dumps(2).size() == 2);
+  REQUIRE(h.log_has("ZZ" + s1 + ".00"));
+  REQUIRE(wait_until([&] { return count_of(h.log_text(), "smtp; 250") >= 2; }));
+  const std::string log = h.log_text();
+  CHECK(contains(log, "queue/tcp_static/ZZ" + s1 + ".00"));
+  CHECK(contains(log, "queue/tcp_local/ZZ" + s2 + ".00"));
+  CHECK(contains(log, "dns;mx.good.test (TCP|"));
+
+  // A refusing destination: the first message fails to connect and marks it down
+  // (threshold 1), the second gets the seed 000 record without a connection.
+  const std::string d1 = h.submit("someone@sender.test", "x@down.test", "down1");
+  REQUIRE(h.log_has("TCP active open: Failed connect() Error: connection refused"));
+  REQUIRE(wait_until([&] { return contains(h.ok({"status"}), "down.test: down until"); }));
+  const std::string d2 = h.submit("someone@sender.test", "y@down.test", "down2");
+  REQUIRE(h.log_has(kMarkedDown));
+
+  std::string status = h.ok({"status"});
+  INFO(status);
+  CHECK(contains(status, "queue: 2 messages, 2 recipients pending, 0 held, 1 destination\n"));
+  CHECK(contains(status, "domains: 1 down\n"));
+  CHECK(contains(status, "down.test: down until "));
+  CHECK(contains(status, "connections: "));
+  CHECK(contains(status, "listener: none\n"));
+  CHECK(contains(status, "control: " + h.control + "\n"));
+
+  // list / summary / show
+  std::string list = h.ok({"list"});
+  CHECK(contains(list, d1));
+  CHECK(contains(list, d2));
+  CHECK_FALSE(contains(list, s1));
+  CHECK(contains(h.ok({"summary"}), "down.test"));
+  std::string show = h.ok({"show", d1});
+  CHECK(contains(show, "id: " + d1 + "\n"));
+  CHECK(contains(show, "Transient Delivery Attempts | Failure Time | Details | Recipient |\n"));
+  std::string show2 = h.ok({"show", d2});
+  CHECK(contains(show2, kMarkedDown));
+
+  // flush: the down destination is not retried before its mark expires.
+  std::string flush = h.ok({"flush"});
+  CHECK(contains(flush, "flush: "));
+  CHECK(contains(flush, "down.test is down until "));
+
+  // hold / release by id and by destination.
+  CHECK(h.ok({"hold", d1}) == "held " + d1 + "\n");
+  CHECK(contains(h.ok({"list", "--held"}), d1));
+  CHECK(contains(h.ok({"status"}), "1 held"));
+  CHECK(h.ok({"release", d1}) == "released " + d1 + "\n");
+  CHECK(h.ok({"hold", "down.test"}) == "held 2 messages for down.test\n");
+  CHECK(h.ok({"release", "down.test"}) == "released 2 messages for down.test\n");
+
+  // reset-domains: the mark is gone; the message held back only by it is tried at once.
+  CHECK(h.ok({"reset-domains"}) == "reset-domains: 1 destination no longer down: down.test\n");
+
+  // d2 was tried again at once and failed again: down again (threshold 1), nothing in flight.
+  REQUIRE(wait_until([&] { return contains(h.ok({"status"}), "down.test: down until"); }));
+
+  // bounce and delete.
+  const std::size_t dumps_before = sink.wait_for_dumps(2).size();
+  std::string bounced = h.ok({"bounce", d1});
+  CHECK(contains(bounced, d1));
+  // The DSN goes to someone@sender.test, which smtp-sink accepts.
+  CHECK(sink.wait_for_dumps(dumps_before + 1).size() == dumps_before + 1);
+  std::string deleted = h.ok({"delete", d2});
+  CHECK(contains(deleted, "deleted " + d2));
+  REQUIRE(wait_until([&] { return contains(h.ok({"list"}), "queue is empty"); }));
+  CHECK(spool_files(h.spool).empty());
+
+  auto bad = h.call({"show", "NOTANID"});
+  CHECK_FALSE(bad.ok);
+  auto unknown = h.call({"frobnicate"});
+  CHECK_FALSE(unknown.ok);
+  CHECK(unknown.error == "unknown verb 'frobnicate' (try 'help')");
+  auto bad_submit = h.call({"submit", "3", "someone@sender.test", "not an address"}, "abc");
+  CHECK_FALSE(bad_submit.ok);
+
+  REQUIRE(h.daemon.signal(SIGTERM));
+  CHECK(h.daemon.wait(30s) == 0);
+}
+
+TEST_CASE(
+    "mailq-relay: SIGTERM stops cleanly with the deferred messages kept, SIGHUP reopens "
+    "the log",
+    "[relay][signals]") {
+  REQUIRE_UNBOUND(dns);
+  RelayHarness h;
+  h.write_config(h.config_text(free_tcp_port(), dns->address()));
+  h.start();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i)
+    ids.push_back(h.submit("someone@sender.test", "u" + std::to_string(i) + "@down.test"));
+  REQUIRE(wait_until([&] { return count_of(h.log_text(), " Q 1") >= 3; }));
+
+  // Log rotation: move the file away, HUP, and the relay writes to a new file.
+  const std::string rotated = h.log + ".1";
+  REQUIRE(::rename(h.log.c_str(), rotated.c_str()) == 0);
+  REQUIRE(h.daemon.signal(SIGHUP));
+  REQUIRE(wait_until([&] { return fs::exists(h.log); }));
+  REQUIRE(h.log_has("log reopened"));
+  const std::string id4 = h.submit("someone@sender.test", "later@down.test");
+  REQUIRE(h.log_has("ZZ" + id4 + ".00"));
+  CHECK_FALSE(contains(read_file(rotated), id4));
+  CHECK(contains(read_file(rotated), ids[0]));
+  ids.push_back(id4);
+
+  REQUIRE(h.daemon.signal(SIGTERM));
+  CHECK(h.daemon.wait(30s) == 0);
+  CHECK(h.log_has("stopped: 4 messages in the queue", 1s));
+  CHECK_FALSE(fs::exists(h.control));  // the socket file is removed
+  for (const auto& id : ids) CHECK(has_spool_file_for(h.spool, id));
+  // Nothing lost: a new relay recovers all four.
+  h.start();
+  CHECK(contains(h.ok({"status"}), "queue: 4 messages"));
+  REQUIRE(h.daemon.signal(SIGINT));
+  CHECK(h.daemon.wait(30s) == 0);
+}
+
+TEST_CASE(
+    "mailq-relay: the SMTP listener answers 250 only once the message is in the spool, "
+    "and the metrics endpoint reports it",
+    "[relay][listener][metrics]") {
+  REQUIRE_UNBOUND(dns);
+  SmtpSink sink;
+  std::string err;
+  REQUIRE(sink.start(&err));
+  RelayHarness h;
+  const std::uint16_t listen_port = free_tcp_port();
+  const std::uint16_t metrics_port = free_tcp_port();
+  h.write_config(h.config_text(sink.port(), dns->address(),
+                               "listen = \"127.0.0.1:" + std::to_string(listen_port) +
+                                   "\"\nmetrics = \"127.0.0.1:" + std::to_string(metrics_port) +
+                                   "\"\n"));
+  h.start();
+
+  RawClient c;
+  REQUIRE(c.connect("127.0.0.1", listen_port));
+  CHECK(c.read_replies(1).substr(0, 4) == "220 ");
+  c.send("EHLO client.mailq.test\r\n");
+  std::string ehlo = c.read_replies(1);
+  CHECK(contains(ehlo, "PIPELINING"));
+  // Pipelined: MAIL, two RCPTs (one to a held-back destination), DATA.
+  c.send(
+      "MAIL FROM:<someone@sender.test>\r\nRCPT TO:<x@down.test>\r\n"
+      "RCPT TO:<r@good.test>\r\nDATA\r\n");
+  CHECK(c.read_replies(1).substr(0, 3) == "250");
+  CHECK(c.read_replies(1).substr(0, 3) == "250");
+  CHECK(c.read_replies(1).substr(0, 3) == "250");
+  CHECK(c.read_replies(1).substr(0, 3) == "354");
+  c.send("Subject: over smtp\r\n\r\nline one\r\n..dot-stuffed\r\n.\r\n");
+  const std::string queued = c.read_replies(1);
+  REQUIRE(queued.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
+  const std::string id = queued.substr(24, 13);
+  // Durable before the 250: the file is there (down.test keeps the message queued).
+  CHECK(has_spool_file_for(h.spool, id));
+  c.send("QUIT\r\n");
+  CHECK(c.read_replies(1).substr(0, 3) == "221");
+
+  auto dumps = sink.wait_for_dumps(1);
+  REQUIRE(dumps.size() == 1);
+  CHECK(contains(dumps[0], ".dot-stuffed\n"));
+  CHECK(h.log_has("tcp_smtp"));
+  REQUIRE(h.log_has("TCP active open: Failed connect() Error: connection refused"));
+
+  // The D record follows smtp-sink's dump: wait for it before reading the counters.
+  REQUIRE(h.log_has(" D 1"));
+  std::string status = h.ok({"status"});
+  CHECK(contains(status, "listener: 127.0.0.1:" + std::to_string(listen_port)));
+
+  std::string status_line;
+  const std::string body = http_get(metrics_port, "/metrics", &status_line);
+  CHECK(status_line.substr(8) == " 200 OK");
+  auto metrics = parse_metrics(body);
+  CHECK(metrics["mailq_queue_messages"] == 1);
+  CHECK(metrics["mailq_listener_messages_accepted_total"] == 1);
+  CHECK(metrics["mailq_connection_failures_total"] >= 1);
+  CHECK(metrics["mailq_domains_down"] == 1);
+  bool delivered = false;
+  for (auto& [k, v] : metrics)
+    if (k.rfind("mailq_deliveries_total", 0) == 0 && v >= 1) delivered = true;
+  CHECK(delivered);
+  http_get(metrics_port, "/nothing", &status_line);
+  CHECK(status_line.substr(8) == " 404 Not Found");
+
+  // SIGTERM with a client connected between transactions: it is told, and the relay exits.
+  RawClient idle;
+  REQUIRE(idle.connect("127.0.0.1", listen_port));
+  CHECK(idle.read_replies(1).substr(0, 4) == "220 ");
+  idle.send("EHLO idle.mailq.test\r\n");
+  CHECK(idle.read_replies(1).substr(0, 4) == "250-");
+  REQUIRE(h.daemon.signal(SIGTERM));
+  CHECK(idle.read_replies(1).substr(0, 9) == "421 4.3.2");
+  CHECK(h.daemon.wait(30s) == 0);
+  CHECK(has_spool_file_for(h.spool, id));
+}
+
+TEST_CASE(
+    "mailq-relay: the listener refuses a bare LF before the dot, a NUL, an over-long line "
+    "and queues nothing of them",
+    "[relay][listener]") {
+  REQUIRE_UNBOUND(dns);
+  RelayHarness h;
+  const std::uint16_t listen_port = free_tcp_port();
+  h.write_config(h.config_text(free_tcp_port(), dns->address(),
+                               "listen = \"127.0.0.1:" + std::to_string(listen_port) + "\"\n"));
+  h.start();
+
+  RawClient c;
+  REQUIRE(c.connect("127.0.0.1", listen_port));
+  CHECK(c.read_replies(1).substr(0, 4) == "220 ");
+  c.send("EHLO client.mailq.test\r\n");
+  CHECK(c.read_replies(1).substr(0, 4) == "250-");
+  auto transaction = [&](const std::string& data) {
+    c.send("MAIL FROM:<someone@sender.test>\r\nRCPT TO:<x@down.test>\r\nDATA\r\n");
+    CHECK(c.read_replies(1).substr(0, 3) == "250");
+    CHECK(c.read_replies(1).substr(0, 3) == "250");
+    CHECK(c.read_replies(1).substr(0, 3) == "354");
+    c.send(data);
+    return c.read_replies(1);
+  };
+  // <LF>.<CR><LF> must not end the message (nor start a second one): the whole message is
+  // refused at the real end.
+  std::string smuggle = transaction(
+      "Subject: a\r\n\r\nbody\n.\r\nMAIL FROM:<evil@sender.test>\r\nRCPT "
+      "TO:<victim@down.test>\r\nDATA\r\nsmuggled\r\n.\r\n");
+  CHECK(smuggle.substr(0, 9) == "550 5.6.0");
+  std::string nul = transaction(std::string("Subject: b\r\n\r\nnul ") + '\0' + " here\r\n.\r\n");
+  CHECK(nul.substr(0, 9) == "550 5.6.0");
+  std::string long_line = transaction("Subject: c\r\n\r\n" + std::string(1200, 'x') + "\r\n.\r\n");
+  CHECK(long_line.substr(0, 1) == "5");
+  // An over-long command line.
+  c.send("NOOP " + std::string(3000, 'n') + "\r\n");
+  CHECK(c.read_replies(1).substr(0, 9) == "500 5.5.2");
+  // The session goes on: a clean message is taken.
+  std::string fine = transaction("Subject: d\r\n\r\nfine\r\n.\r\n");
+  CHECK(fine.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
+  c.send("QUIT\r\n");
+  CHECK(c.read_replies(1).substr(0, 3) == "221");
+
+  std::string status = h.ok({"status"});
+  INFO(status);
+  CHECK(contains(status, "queue: 1 message,"));
+  CHECK_FALSE(contains(h.log_text(), "evil@sender.test"));
+  CHECK_FALSE(contains(h.log_text(), "victim@down.test"));
+  REQUIRE(h.daemon.signal(SIGTERM));
+  CHECK(h.daemon.wait(30s) == 0);
+}
+
+TEST_CASE(
+    "mailq-relay: when the spool cannot store a message the SMTP client gets 451 4.3.0 "
+    "with the reason and nothing is queued",
+    "[relay][listener][storage]") {
+  REQUIRE_UNBOUND(dns);
+  RelayHarness h;
+  const std::uint16_t listen_port = free_tcp_port();
+  h.write_config(h.config_text(free_tcp_port(), dns->address(),
+                               "listen = \"127.0.0.1:" + std::to_string(listen_port) + "\"\n"));
+  h.start();
+  // The spool writes new messages into tmp/ through a directory descriptor: once that
+  // directory is deleted no file can be created in it, even by root.
+  REQUIRE(::rmdir((h.spool + "/tmp").c_str()) == 0);
+
+  RawClient c;
+  REQUIRE(c.connect("127.0.0.1", listen_port));
+  CHECK(c.read_replies(1).substr(0, 4) == "220 ");
+  c.send(
+      "EHLO client.mailq.test\r\nMAIL FROM:<someone@sender.test>\r\n"
+      "RCPT TO:<x@down.test>\r\nDATA\r\n");
+  CHECK(c.read_replies(1).substr(0, 4) == "250-");
+  CHECK(c.read_replies(1).substr(0, 3) == "250");
+  CHECK(c.read_replies(1).substr(0, 3) == "250");
+  CHECK(c.read_replies(1).substr(0, 3) == "354");
+  c.send("Subject: lost?\r\n\r\nnot lost: refused\r\n.\r\n");
+  const std::string reply = c.read_replies(1);
+  INFO(reply);
+  CHECK(reply.rfind("451 4.3.0 Requested action aborted: ", 0) == 0);
+  CHECK(contains(reply, "storage failure"));
+  // The details (which file, which error) are for the operator: in the log.
+  CHECK(h.log_has("notice: spool: "));
+  c.send("QUIT\r\n");
+  CHECK(c.read_replies(1).substr(0, 3) == "221");
+
+  auto r = h.call({"submit", "5", "someone@sender.test", "y@down.test"}, "hello");
+  CHECK_FALSE(r.ok);
+  CHECK(r.error.rfind("submit: ", 0) == 0);
+  CHECK(contains(h.ok({"status"}), "queue: 0 messages"));
+  REQUIRE(h.daemon.signal(SIGTERM));
+  CHECK(h.daemon.wait(30s) == 0);
+}
+
+TEST_CASE(
+    "mailq-relay: after a crash (SIGKILL) it starts again over the stale control socket "
+    "and recovers every acknowledged message",
+    "[relay][signals][crash]") {
+  REQUIRE_UNBOUND(dns);
+  RelayHarness h;
+  h.write_config(h.config_text(free_tcp_port(), dns->address()));
+  h.start();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i)
+    ids.push_back(h.submit("someone@sender.test", "k" + std::to_string(i) + "@down.test"));
+  REQUIRE(h.daemon.signal(SIGKILL));
+  CHECK(h.daemon.wait(30s) == 128 + SIGKILL);
+  REQUIRE(fs::exists(h.control));  // left behind by the killed relay
+
+  h.start();
+  CHECK(contains(h.ok({"status"}), "queue: 5 messages"));
+  const std::string list = h.ok({"list"});
+  for (const auto& id : ids) CHECK(contains(list, id));
+  CHECK(h.log_has("5 messages recovered"));
+  REQUIRE(h.daemon.signal(SIGTERM));
+  CHECK(h.daemon.wait(30s) == 0);
+}
+
+TEST_CASE("mailq-relay: the listener refuses clients outside its networks (no open relay)",
+          "[relay][listener]") {
+  REQUIRE_UNBOUND(dns);
+  RelayHarness h;
+  const std::uint16_t listen_port = free_tcp_port();
+  h.write_config(h.config_text(free_tcp_port(), dns->address()) +
+                 "\n[listen]\naddress = \"127.0.0.1:" + std::to_string(listen_port) +
+                 "\"\nnetworks = [\"127.0.0.2/32\"]\n");
+  h.start();
+  RawClient c;
+  REQUIRE(c.connect("127.0.0.1", listen_port));
+  CHECK(c.read_replies(1).rfind("554 5.7.1 ", 0) == 0);
+  CHECK(c.read_until_close().empty());
+  CHECK(h.log_has("listener: 127.0.0.1 reject: not allowed"));
+  CHECK(contains(h.ok({"status"}), "queue: 0 messages"));
+  REQUIRE(h.daemon.signal(SIGTERM));
+  CHECK(h.daemon.wait(30s) == 0);
+}
+
+#endif  // MAILQ_RELAY_BIN
