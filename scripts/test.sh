@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Builds mailq and runs its whole test suite (unit, integration, consumer projects).
+# Builds mailq and runs its whole test suite (unit, integration, programs, consumer projects).
 #
 #   scripts/test.sh              RelWithDebInfo build in build-test/, then ctest
 #   scripts/test.sh --sanitize   the same under ASan + UBSan, in build-asan/
-#   scripts/test.sh --all        both, one after the other (what CI runs)
+#   scripts/test.sh --hardening  ThreadSanitizer (scripts/tsan.sh), valgrind memcheck of the
+#                                adapters (scripts/valgrind.sh) and a fuzz smoke run of every
+#                                libFuzzer target (scripts/fuzz.sh --smoke)
+#   scripts/test.sh --all        all of the above, one after the other (what CI runs)
 #
 # Other options:
 #   --no-deps         do not run scripts/deps.sh first (it is a no-op once all is installed)
 #   -- ARGS...        pass ARGS to ctest, e.g. `scripts/test.sh -- -R "unit: " -V`
 # Environment: JOBS (build and ctest parallelism, default 2), MAILQ_TEST_TIMEOUT (default
-# per-test timeout in seconds for tests that set none, default 300).
+# per-test timeout in seconds for tests that set none, default 300), FUZZ_SECONDS (per fuzz
+# target in the smoke run, default 20).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,16 +21,18 @@ jobs=${JOBS:-2}
 timeout=${MAILQ_TEST_TIMEOUT:-300}
 normal=1
 sanitize=0
+hardening=0
 deps=1
 ctest_args=()
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --sanitize) normal=0; sanitize=1 ;;
-    --all) normal=1; sanitize=1 ;;
+    --hardening) normal=0; hardening=1 ;;
+    --all) normal=1; sanitize=1; hardening=1 ;;
     --no-deps) deps=0 ;;
     --) shift; ctest_args=("$@"); break ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -80,6 +86,15 @@ if [[ $sanitize -eq 1 ]]; then
     configure_build_test "ASan+UBSan" "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug \
       "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1" -DMAILQ_SANITIZE=ON
   ) || failed+=("sanitize")
+fi
+
+if [[ $hardening -eq 1 ]]; then
+  echo "=== mailq: ThreadSanitizer ==="
+  JOBS=$jobs "$root/scripts/tsan.sh" || failed+=("tsan")
+  echo "=== mailq: valgrind memcheck of the adapters ==="
+  JOBS=$jobs "$root/scripts/valgrind.sh" || failed+=("valgrind")
+  echo "=== mailq: fuzz smoke ==="
+  JOBS=$jobs FUZZ_SECONDS=${FUZZ_SECONDS:-20} "$root/scripts/fuzz.sh" --smoke || failed+=("fuzz")
 fi
 
 if [[ ${#failed[@]} -gt 0 ]]; then

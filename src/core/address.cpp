@@ -300,10 +300,14 @@ std::error_code fail(std::string* message, const Error& e, std::string_view pref
 }
 
 // A DSN addr-type (RFC 3461 §4.2: atom).
+// RFC 3461 §4.2 says "atom", but the registered types (rfc822, utf-8, x400, unknown) are
+// letters, digits and '-', and so is what the SMTP client will put on the wire: accepting more
+// here would queue a message that can only bounce.
 bool is_addr_type(std::string_view t) {
   if (t.empty()) return false;
   for (char c : t) {
-    if (!is_atext(static_cast<unsigned char>(c))) return false;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'))
+      return false;
   }
   return true;
 }
@@ -437,8 +441,9 @@ std::error_code Envelope::validate(std::string* message) const {
                     prefix + "ORCPT must be \"addr-type;address\" (missing ';')");
       }
       if (!is_addr_type(std::string_view(rcpt.orcpt).substr(0, semi))) {
-        return fail(message, errc::invalid_parameter,
-                    prefix + "ORCPT address type must be an atom such as \"rfc822\"");
+        return fail(
+            message, errc::invalid_parameter,
+            prefix + "ORCPT address type must be letters, digits and '-' such as \"rfc822\"");
       }
       const std::string_view addr = std::string_view(rcpt.orcpt).substr(semi + 1);
       if (addr.empty()) {

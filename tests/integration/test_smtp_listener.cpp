@@ -1,6 +1,7 @@
 // SmtpListener over real sockets on 127.0.0.1 (and ::1): raw clients that misbehave on
 // purpose, Python's smtplib and swaks, and a message received into a Queue over the spool.
 
+#include <atomic>
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -475,15 +476,17 @@ TEST_CASE("SmtpListener destroyed with sessions open closes them and leaves no h
           "[integration][smtp_listener]") {
   Fixture f;
   std::string greeting, rest;
+  std::atomic<bool> greeted{false};  // the loop thread may read `greeting` only after this
   ClientThread client(f.loop, [&] {
     RawClient c;
     if (!c.connect("127.0.0.1", f.port())) return;
     greeting = c.read_replies(1);
+    greeted = true;
     c.send("EHLO client.test\r\n");
     rest = c.read_until_close(20s);
   });
   REQUIRE(f.loop.run_until([&] { return f.listener->stats().sessions_open == 1; }, 10s));
-  REQUIRE(f.loop.run_until([&] { return !greeting.empty(); }, 10s));
+  REQUIRE(f.loop.run_until([&] { return greeted.load(); }, 10s));
   f.listener.reset();
   REQUIRE(client.wait());
   CHECK(greeting == kGreeting);
