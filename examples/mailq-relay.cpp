@@ -9,6 +9,7 @@
 // control socket is held by someone else, 73 the log or the spool cannot be opened, 75 (--once)
 // messages remain. SIGTERM / SIGINT stop gracefully (in-flight transactions finish, exit 0);
 // SIGHUP reopens the log.
+#include <sys/resource.h>
 #include <uv.h>
 
 #include <cstdio>
@@ -31,6 +32,15 @@ int usage(const std::string& why) {
 }
 
 }  // namespace
+
+// Every SMTP session and outgoing connection is a descriptor: take the hard limit (systemd's
+// default soft limit is 1024) rather than refusing clients early.
+static void raise_descriptor_limit() {
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
+  rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? rlim_t{1} << 20 : rl.rlim_max;
+  (void)::setrlimit(RLIMIT_NOFILE, &rl);
+}
 
 int main(int argc, char** argv) {
   using namespace mailq::relay;
@@ -74,6 +84,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  raise_descriptor_limit();
   uv_loop_t loop;
   uv_loop_init(&loop);
   int status = kExitSoftware;

@@ -7,11 +7,14 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -726,3 +729,108 @@ TEST_CASE("mailq-relay: the listener refuses clients outside its networks (no op
 }
 
 #endif  // MAILQ_RELAY_BIN
+
+namespace {
+// Raises this process's descriptor limit to `want` (root may raise the hard limit too); the
+// relay started afterwards inherits it. False when the system will not allow it.
+bool raise_nofile(rlim_t want) {
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return false;
+  if (rl.rlim_cur >= want) return true;
+  if (rl.rlim_max < want) rl.rlim_max = want;
+  rl.rlim_cur = want;
+  return ::setrlimit(RLIMIT_NOFILE, &rl) == 0;
+}
+
+// A plain blocking TCP connection to 127.0.0.1:port, -1 on failure.
+int connect_loopback(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+}  // namespace
+
+TEST_CASE(
+    "mailq-relay: 10000 concurrent inbound SMTP sessions are held open and the next one gets "
+    "421 4.3.2 while the relay keeps accepting and delivering",
+    "[relay][listener][exhaustion]") {
+  constexpr int kSessions = 10000;
+  if (!raise_nofile(kSessions + 2000)) {
+    WARN("skipped: cannot raise RLIMIT_NOFILE to " << kSessions + 2000);
+    return;
+  }
+  REQUIRE_UNBOUND(dns);
+  SmtpSink sink;
+  std::string err;
+  REQUIRE(sink.start(&err));
+  RelayHarness h;
+  const std::uint16_t listen_port = free_tcp_port();
+  h.write_config(h.config_text(sink.port(), dns->address(),
+                               "[listen]\naddress = \"127.0.0.1:" + std::to_string(listen_port) +
+                                   "\"\nmax_sessions = " + std::to_string(kSessions) + "\n"));
+  h.start();
+
+  std::vector<int> fds;
+  fds.reserve(kSessions);
+  struct Closer {
+    std::vector<int>& fds;
+    ~Closer() {
+      for (int fd : fds) ::close(fd);
+    }
+  } closer{fds};
+  for (int i = 0; i < kSessions; ++i) {
+    int fd = connect_loopback(listen_port);
+    INFO("connection " << i << ": " << std::strerror(errno));
+    REQUIRE(fd >= 0);
+    fds.push_back(fd);
+  }
+  const std::string full = std::to_string(kSessions) + " sessions open";
+  REQUIRE(wait_until([&] { return contains(h.ok({"status"}), full); }, 120s));
+
+  // One more: refused with 421 4.3.2, not left hanging.
+  {
+    RawClient extra;
+    REQUIRE(extra.connect("127.0.0.1", listen_port));
+    CHECK(extra.read_until_close(30s).rfind("421 4.3.2 ", 0) == 0);
+  }
+  // The engine goes on meanwhile: a message submitted on the control socket is delivered.
+  const std::string id = h.submit("someone@sender.test", "user@static.test", "while-full");
+  REQUIRE(h.log_has(" D ", 60s));
+  CHECK(sink.wait_for_dumps(1).size() == 1);
+
+  // Sessions the clients give up free their slots: a new client gets a whole transaction.
+  for (int i = 0; i < 100; ++i) ::close(fds[i]);
+  fds.erase(fds.begin(), fds.begin() + 100);
+  REQUIRE(wait_until([&] { return !contains(h.ok({"status"}), full); }, 60s));
+  RawClient c;
+  REQUIRE(c.connect("127.0.0.1", listen_port));
+  CHECK(c.read_replies(1).substr(0, 4) == "220 ");
+  c.send(
+      "EHLO client.mailq.test\r\nMAIL FROM:<someone@sender.test>\r\nRCPT TO:<x@static.test>\r\n"
+      "DATA\r\n");
+  CHECK(c.read_replies(1).substr(0, 4) == "250-");
+  CHECK(c.read_replies(1).substr(0, 3) == "250");
+  CHECK(c.read_replies(1).substr(0, 3) == "250");
+  CHECK(c.read_replies(1).substr(0, 3) == "354");
+  c.send("Subject: after\r\n\r\nafter the flood\r\n.\r\n");
+  CHECK(c.read_replies(1).rfind("250 2.0.0 Ok: queued as ", 0) == 0);
+  c.send("QUIT\r\n");
+  CHECK(c.read_replies(1).substr(0, 3) == "221");
+  CHECK(sink.wait_for_dumps(2, 60s).size() == 2);
+
+  // Everyone leaves: the relay is back to no session, and stops cleanly.
+  for (int fd : fds) ::close(fd);
+  fds.clear();
+  REQUIRE(wait_until([&] { return contains(h.ok({"status"}), " 0 sessions open"); }, 120s));
+  REQUIRE(h.daemon.signal(SIGTERM));
+  CHECK(h.daemon.wait(60s) == 0);
+  (void)id;
+}
