@@ -35,7 +35,12 @@ std::string errno_text(int e) {
 std::string one_line(std::string_view s) {
   std::string out;
   out.reserve(s.size());
-  for (char c : s) out += (c == '\r' || c == '\n' || c == '\0') ? ' ' : c;
+  // Error lines end up on an operator's terminal: no control character (an escape sequence)
+  // passes, whatever put it in the text.
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    out += (u < 0x20 || u == 0x7f) ? ' ' : c;
+  }
   return out;
 }
 
@@ -159,7 +164,7 @@ Result<ControlResponse> parse_control_response(std::string_view bytes) {
   if (first.substr(0, kError.size()) == kError) {
     if (lf + 1 != bytes.size())
       return Error(errc::protocol_error, "unexpected data after an error response");
-    return ControlResponse::failure(std::string(first.substr(kError.size())));
+    return ControlResponse::failure(one_line(first.substr(kError.size())));
   }
   return Error(errc::protocol_error,
                "malformed response line \"" + one_line(first.substr(0, 80)) + "\"");

@@ -177,6 +177,12 @@ TEST_CASE("Control wire: responses parse back, truncated or foreign ones are err
   auto trailing = parse_control_response("error: x\nmore\n");
   REQUIRE_FALSE(trailing);
   CHECK(trailing.error().message == "unexpected data after an error response");
+  // Whatever sent it, an escape sequence never reaches the operator's terminal.
+  auto escape = parse_control_response("error: no \x1b[2Jsuch\tmessage\x7f\n");
+  REQUIRE(escape);
+  CHECK(escape->error == "no  [2Jsuch message ");
+  CHECK(encode_control_response(ControlResponse::failure("bad \x1b]0;title\x07")) ==
+        "error: bad  ]0;title \n");
 }
 
 TEST_CASE("Control socket: a request reaches the handler and the response reaches the client",
