@@ -249,7 +249,7 @@ TEST_CASE(
 // --- disconnect at every phase ------------------------------------------------------------
 
 TEST_CASE(
-    "hostile peer: a disconnect at every phase defers with where it happened; before the "
+    "hostile peer: a disconnect at every phase defers with where it happened, before the "
     "greeting completes it counts against the destination",
     "[hostile][disconnect]") {
   struct Case {

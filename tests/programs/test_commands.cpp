@@ -418,7 +418,7 @@ TEST_CASE("status shows down destinations with their down-until time, counters a
 }
 
 TEST_CASE(
-    "flush makes deferred messages due but leaves a down destination alone; "
+    "flush makes deferred messages due but leaves a down destination alone, "
     "reset-domains clears the marks",
     "[commands][tools][seed000]") {
   DownScenario f;

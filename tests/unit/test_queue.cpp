@@ -13,8 +13,8 @@ void example_com(Engine& e) {
 }  // namespace
 
 TEST_CASE(
-    "One transaction per message and destination; per-recipient 250/550/450 results; only "
-    "the 4xx recipient is retried; the 5xx one bounces with a DSN",
+    "One transaction per message and destination, per-recipient 250/550/450 results, only "
+    "the 4xx recipient is retried, the 5xx one bounces with a DSN",
     "[queue][deliverer][dsn]") {
   Engine e;
   example_com(e);
@@ -384,7 +384,7 @@ struct ThrowingSink final : EventSink {
 }  // namespace
 
 TEST_CASE(
-    "A host sink that throws never unwinds the engine; the error handler hears of it, rate "
+    "A host sink that throws never unwinds the engine, the error handler hears of it, rate "
     "limited",
     "[queue][deliverer][events]") {
   std::vector<std::string> reports;
@@ -439,7 +439,7 @@ TEST_CASE(
 
 TEST_CASE(
     "Concurrency: a destination never gets more than its route's connections, the engine "
-    "never more than its total; a connection carries at most max_messages_per_connection",
+    "never more than its total, a connection carries at most max_messages_per_connection",
     "[deliverer][limits]") {
   SECTION("per destination") {
     Engine e;
@@ -487,7 +487,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "Delay notices: one 'delayed' DSN per recipient once it has waited long enough; never "
+    "Delay notices: one 'delayed' DSN per recipient once it has waited long enough, never "
     "for NOTIFY=NEVER",
     "[queue][dsn][delay]") {
   QueueConfig qc = deterministic_queue_config();

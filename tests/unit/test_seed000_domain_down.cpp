@@ -17,7 +17,7 @@ void refusing_example_com(Engine& e) {
 }  // namespace
 
 TEST_CASE(
-    "Seed 000: connection failures mark the domain down; the next message is queued with "
+    "Seed 000: connection failures mark the domain down, the next message is queued with "
     "the exact 451 4.4.1 record and no connection is attempted",
     "[seed000][deliverer]") {
   Engine e;  // threshold 3, 15 minutes
@@ -125,7 +125,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "Seed 000: a reset (restart) clears the marks; messages held back only by the mark "
+    "Seed 000: a reset (restart) clears the marks, messages held back only by the mark "
     "go at once, messages with a real failed attempt keep their retry time",
     "[seed000][deliverer]") {
   Engine e;

@@ -167,7 +167,7 @@ TEST_CASE("An MX list whose best host is this host is a loop: 554 5.4.6, never d
 }
 
 TEST_CASE(
-    "An MX host without an address is skipped; when none has one the domain does not "
+    "An MX host without an address is skipped, when none has one the domain does not "
     "resolve",
     "[seed001][deliverer]") {
   Engine e;

@@ -24,8 +24,8 @@ std::vector<std::string> split_records(const std::string& log) {
 }  // namespace
 
 TEST_CASE(
-    "Seed 002: E on enqueue, Q per failed attempt with ZZ -> ZY -> ZX, D with the dns; "
-    "and smtp; 250 Ok detail",
+    "Seed 002: E on enqueue, Q per failed attempt with ZZ -> ZY -> ZX, D with the dns, "
+    "and smtp, 250 Ok detail",
     "[seed002][log][deliverer]") {
   QueueConfig qc = deterministic_queue_config();
   qc.retry.schedule = {Duration(2h), Duration(4h), Duration(4h)};
