@@ -18,6 +18,7 @@
 #include "examples/relay/commands.h"
 #include "examples/relay/config.h"
 #include "examples/relay/control.h"
+#include "examples/relay/tools.h"
 #include "mailq/queue.h"
 #include "mailq/route.h"
 #include "mailq/spool.h"
@@ -67,11 +68,6 @@ const char* const kUsage =
 int fail(int status, const std::string& message) {
   std::fprintf(stderr, "mailq-queue: %s\n", message.c_str());
   return status;
-}
-
-bool spool_in_use(const Error& e) {
-  // SpoolStorage's lock error: another process (the relay) owns the spool.
-  return e.message.find("is in use by another process") != std::string::npos;
 }
 
 // Control-socket arguments cannot hold spaces: `list --error TEXT` is percent-encoded
@@ -138,19 +134,15 @@ int main(int argc, char** argv) {
   }
   if (verb.empty()) return fail(kExUsage, std::string("no verb given\n") + kUsage);
 
-  std::optional<relay::RelayConfig> config;
-  if (!config_path.empty()) {
-    auto c = relay::load_config(config_path);
-    if (!c) return fail(kExConfig, c.error().message);
-    config = std::move(c.value());
+  auto target = relay::resolve_tool_target(spool_opt, config_path, control_opt);
+  if (!target) {
+    if (target.error().code == errc::bad_state)
+      return fail(kExUsage, target.error().message + "\n" + kUsage);
+    return fail(kExConfig, target.error().message);
   }
-  const std::string spool_dir = !spool_opt.empty() ? spool_opt : (config ? config->spool : "");
-  if (spool_dir.empty()) return fail(kExUsage, std::string("--spool is required\n") + kUsage);
-  std::string control = control_opt;
-  if (control.empty())
-    control = config && config->spool == spool_dir && !config->control.empty()
-                  ? config->control
-                  : spool_dir + "/control.sock";
+  const std::optional<relay::RelayConfig>& config = target->config;
+  const std::string spool_dir = target->spool;
+  const std::string control = target->control;
 
   // `--key=value` is spelled out as two arguments, the form the verbs take.
   std::vector<std::string> args;
@@ -172,7 +164,7 @@ int main(int argc, char** argv) {
   ManualClock clock(std::chrono::system_clock::now());
   auto spool = spool::SpoolStorage::open(spool_dir, clock);
   if (!spool) {
-    if (!spool_in_use(spool.error()))
+    if (!relay::spool_in_use(spool.error()))
       return fail(kExTempFail, "cannot open the spool: " + spool.error().message);
     // A relay owns the spool: the verb runs there, on the live queue.
     relay::ControlRequest req;

@@ -24,6 +24,7 @@
 
 #include "examples/relay/config.h"
 #include "examples/relay/control.h"
+#include "examples/relay/tools.h"
 #include "mailq/address.h"
 #include "mailq/log.h"
 #include "mailq/queue.h"
@@ -295,11 +296,6 @@ std::vector<std::string> parse_address_list(std::string_view s) {
 
 // --- delivery ----------------------------------------------------------------------------
 
-bool spool_in_use(const Error& e) {
-  // SpoolStorage's lock error: another process (the relay) owns the spool.
-  return e.message.find("is in use by another process") != std::string::npos;
-}
-
 std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
@@ -410,20 +406,15 @@ int main(int argc, char** argv) {
   }
 
   // Configuration: where the spool and the socket are, the routes, the size limit.
-  std::optional<relay::RelayConfig> config;
-  if (!opt.config.empty()) {
-    auto c = relay::load_config(opt.config);
-    if (!c) return fail(kExConfig, c.error().message);
-    config = std::move(c.value());
+  auto target = relay::resolve_tool_target(opt.spool, opt.config, opt.control);
+  if (!target) {
+    if (target.error().code == errc::bad_state)
+      return fail(kExUsage, target.error().message + "\n" + kUsage);
+    return fail(kExConfig, target.error().message);
   }
-  std::string spool_dir = !opt.spool.empty() ? opt.spool : (config ? config->spool : "");
-  if (spool_dir.empty()) return fail(kExUsage, std::string("--spool is required\n") + kUsage);
-  // The socket of the relay that would hold this spool.
-  std::string control = opt.control;
-  if (control.empty())
-    control = config && config->spool == spool_dir && !config->control.empty()
-                  ? config->control
-                  : spool_dir + "/control.sock";
+  const std::optional<relay::RelayConfig>& config = target->config;
+  const std::string spool_dir = target->spool;
+  const std::string control = target->control;  // of the relay that would hold this spool
   std::uint64_t max_size = config ? config->listen.max_message_size : kDefaultMaxSize;
   if (config && config->queue.max_message_size)
     max_size = std::min(max_size, config->queue.max_message_size);
@@ -518,7 +509,7 @@ int main(int argc, char** argv) {
   ManualClock clock(std::chrono::system_clock::now());
   auto spool = spool::SpoolStorage::open(spool_dir, clock);
   if (!spool) {
-    if (!spool_in_use(spool.error()))
+    if (!relay::spool_in_use(spool.error()))
       return fail(kExTempFail, "cannot open the spool: " + spool.error().message);
     relay::ControlRequest req;
     req.argv = {"submit", std::to_string(body.size()), sender.empty() ? "<>" : sender};

@@ -193,8 +193,7 @@ struct Relay::Impl {
     so.on_error = [this](const Error& e) { notice("spool: " + e.message); };
     spool = std::make_unique<spool::SpoolStorage>(config.spool, *clock, so);
     if (spool->open_error()) {
-      const bool locked =
-          spool->last_error().message.find("in use by another process") != std::string::npos;
+      const bool locked = spool->last_error().message.find(spool::kSpoolInUse) != std::string::npos;
       return fail(locked ? kExitUnavailable : kExitCantCreate,
                   Error(spool->open_error(),
                         spool->last_error().message +

@@ -102,6 +102,10 @@ struct SpoolStats {
   double last_load_seconds = 0;
 };
 
+/// The words of the open error when another process holds the spool's lock ("spool DIR is in
+/// use by another process (DIR/lock is locked)"): how tools tell a running relay apart.
+inline constexpr std::string_view kSpoolInUse = "is in use by another process";
+
 /// The file spool. Construct it, check `open_error()`, then `load()` (through
 /// `Queue::recover`) before the first insert.
 class SpoolStorage final : public Storage {

@@ -342,9 +342,8 @@ struct SpoolStorage::Impl {
     if (!lock_fd.ok()) return fail_open("open " + dir + "/lock", errno);
     if (::flock(lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK) {
-        open_error =
-            Error(errc::storage_failure,
-                  "spool " + dir + " is in use by another process (" + dir + "/lock is locked)");
+        open_error = Error(errc::storage_failure, "spool " + dir + " " + std::string(kSpoolInUse) +
+                                                      " (" + dir + "/lock is locked)");
         last_error = open_error;
         return;
       }

@@ -1,0 +1,33 @@
+// mailq-send / mailq-queue — what the tools share: finding the spool and the relay that may
+// hold it.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "examples/relay/config.h"
+#include "mailq/error.h"
+
+namespace mailq::relay {
+
+/// Where a tool works: the relay's configuration (when `--config` was given), the spool
+/// directory and the control socket of the relay that would hold it.
+struct ToolTarget {
+  std::optional<RelayConfig> config;
+  std::string spool;
+  std::string control;
+};
+
+/// Resolves `--spool`, `--config` and `--control`: the spool from the option or else the
+/// configuration; the socket from the option, else the configuration's `control` (when it is
+/// about the same spool), else `<spool>/control.sock`. Errors: the configuration's own
+/// (`errc::invalid_parameter` / `errc::storage_failure`, "FILE:LINE: key: what"), or
+/// `errc::bad_state` "--spool is required" when neither names a spool.
+Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
+                                       const std::string& config_path,
+                                       const std::string& control_option);
+
+/// Did opening the spool fail because another process (a running relay) holds its lock?
+bool spool_in_use(const Error& open_error);
+
+}  // namespace mailq::relay
