@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-mapfile -t files < <(find include src tests examples bench \
+mapfile -t files < <(find include src tests examples bench fuzz \
   \( -name '*.h' -o -name '*.hpp' -o -name '*.cpp' \) -type f 2>/dev/null | sort)
 [[ ${#files[@]} -gt 0 ]] || exit 0
 

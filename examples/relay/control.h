@@ -36,7 +36,9 @@ struct ControlResponse {
   bool ok = true;
   std::string error;    ///< when !ok: one line
   std::string payload;  ///< when ok: zero or more LF-terminated lines
-  static ControlResponse success(std::string payload = {}) { return {true, {}, std::move(payload)}; }
+  static ControlResponse success(std::string payload = {}) {
+    return {true, {}, std::move(payload)};
+  }
   static ControlResponse failure(std::string error) { return {false, std::move(error), {}}; }
 };
 
