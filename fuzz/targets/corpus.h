@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_support.h"
+
 namespace mailq::fuzz {
 
 /// fuzz/corpus/<target>/ of the source tree holding `here`, the __FILE__ of a test under
@@ -32,6 +34,19 @@ inline std::vector<std::string> corpus_files(std::string_view here, std::string_
 inline std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// Runs `run` on every seed file of `target` (current_input() names the file for a failure
+/// message); returns how many there were. `here` as in corpus_dir.
+template <class Run>
+std::size_t replay_corpus(std::string_view here, std::string_view target, Run run) {
+  const auto files = corpus_files(here, target);
+  for (const std::string& f : files) {
+    current_input() = f;
+    run(read_file(f));
+  }
+  current_input().clear();
+  return files.size();
 }
 
 }  // namespace mailq::fuzz

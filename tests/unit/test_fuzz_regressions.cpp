@@ -24,35 +24,20 @@
 
 using namespace mailq;
 
-namespace {
-
-template <class Run>
-std::size_t replay(std::string_view target, Run run) {
-  const auto files = fuzz::corpus_files(__FILE__, target);
-  for (const std::string& f : files) {
-    fuzz::current_input() = f;
-    run(fuzz::read_file(f));
-  }
-  fuzz::current_input().clear();
-  return files.size();
-}
-
-}  // namespace
-
 TEST_CASE("Fuzz corpus replay: SMTP reply parser", "[fuzz][smtp]") {
-  CHECK(replay("smtp_reply", fuzz::run_smtp_reply) >= 10);
+  CHECK(mailq::fuzz::replay_corpus(__FILE__, "smtp_reply", fuzz::run_smtp_reply) >= 10);
 }
 
 TEST_CASE("Fuzz corpus replay: SmtpClient sessions", "[fuzz][smtp][client]") {
-  CHECK(replay("smtp_client", fuzz::run_smtp_client) >= 15);
+  CHECK(mailq::fuzz::replay_corpus(__FILE__, "smtp_client", fuzz::run_smtp_client) >= 15);
 }
 
 TEST_CASE("Fuzz corpus replay: SmtpServerSession sessions", "[fuzz][smtp][server]") {
-  CHECK(replay("smtp_server", fuzz::run_smtp_server) >= 10);
+  CHECK(mailq::fuzz::replay_corpus(__FILE__, "smtp_server", fuzz::run_smtp_server) >= 10);
 }
 
 TEST_CASE("Fuzz corpus replay: addresses and envelopes", "[fuzz][address]") {
-  CHECK(replay("address", fuzz::run_address) >= 10);
+  CHECK(mailq::fuzz::replay_corpus(__FILE__, "address", fuzz::run_address) >= 10);
 }
 
 TEST_CASE("Fuzz harness: the client target checks the bytes a real session writes",
