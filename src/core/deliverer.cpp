@@ -23,11 +23,6 @@ bool is_local_shortage(std::error_code ec) {
 
 constexpr std::size_t kJobsPerSession = 4;
 
-bool has_8bit(std::string_view s) {
-  return std::any_of(s.begin(), s.end(),
-                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
-}
-
 std::string endpoint_detail(const std::string& host, const Endpoint& local,
                             const Endpoint& remote) {
   // Seed 002: "dns;host.some.org (TCP|206.184.139.12|2788|192.1.1.1|25)".
@@ -717,13 +712,13 @@ struct Deliverer::Impl {
       tx.reverse_path = m->reverse_path;
       tx.ret = m->ret;
       tx.envid = m->envid;
-      tx.smtputf8 = has_8bit(m->reverse_path);
+      tx.smtputf8 = detail::has_8bit(m->reverse_path);
       for (auto idx : job.recipients) {
         const auto& r = m->recipients[idx];
         tx.recipients.push_back({r.address, r.notify, r.orcpt});
-        if (has_8bit(r.address)) tx.smtputf8 = true;
+        if (detail::has_8bit(r.address)) tx.smtputf8 = true;
       }
-      tx.eight_bit = has_8bit(body.value());
+      tx.eight_bit = detail::has_8bit(body.value());
       tx.body = std::make_shared<const std::string>(std::move(body.value()));
     } catch (const std::bad_alloc&) {
       finish_job(job, out_of_memory, {out_of_memory.to_string()}, "", false);

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 
 namespace mailq::detail {
@@ -19,7 +21,10 @@ std::string to_lower(std::string_view s) {
   return out;
 }
 
-std::optional<Error> check_body(std::string_view body) {
+namespace {
+
+// The exact check, line by line: finds the first problem and its line number.
+std::optional<Error> check_body_slow(std::string_view body) {
   std::size_t line = 1;
   std::size_t len = 0;
   for (std::size_t i = 0; i < body.size(); ++i) {
@@ -39,6 +44,52 @@ std::optional<Error> check_body(std::string_view body) {
                                        "encode the body (quoted-printable or base64)");
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Error> check_body(std::string_view body) {
+  // Fast path with memchr: no NUL anywhere, and no LF-delimited piece longer than 998 octets
+  // (a CR inside a piece only splits it further). Anything else takes the exact scan, which
+  // names the line.
+  if (std::memchr(body.data(), '\0', body.size()) != nullptr) return check_body_slow(body);
+  const char* p = body.data();
+  const char* const end = p + body.size();
+  while (p < end) {
+    const void* nl = std::memchr(p, '\n', static_cast<std::size_t>(end - p));
+    const char* e = nl ? static_cast<const char*>(nl) : end;
+    std::size_t len = static_cast<std::size_t>(e - p);
+    if (len > 0 && p[len - 1] == '\r') --len;
+    if (len > 998) return check_body_slow(body);
+    p = e + 1;
+  }
+  return std::nullopt;
+}
+
+bool has_8bit(std::string_view s) noexcept {
+  // Eight octets at a time, four words per step, an early exit only between 4 KiB blocks.
+  constexpr std::uint64_t kHigh = 0x8080808080808080ull;
+  constexpr std::size_t kBlock = 4096;
+  const char* p = s.data();
+  std::size_t n = s.size();
+  while (n >= 32) {
+    const std::size_t k = std::min(n, kBlock) & ~std::size_t{31};
+    std::uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (std::size_t i = 0; i < k; i += 32) {
+      std::uint64_t w[4];
+      std::memcpy(w, p + i, sizeof w);
+      a |= w[0];
+      b |= w[1];
+      c |= w[2];
+      d |= w[3];
+    }
+    if ((a | b | c | d) & kHigh) return true;
+    p += k;
+    n -= k;
+  }
+  unsigned char acc = 0;
+  for (std::size_t i = 0; i < n; ++i) acc |= static_cast<unsigned char>(p[i]);
+  return (acc & 0x80) != 0;
 }
 
 std::string header_value(std::string_view message, std::string_view name) {

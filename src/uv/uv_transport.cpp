@@ -456,6 +456,16 @@ struct ConnState {
         pending.append(bytes);
         break;
       case Phase::open:
+        // Most writes fit the socket buffer at once: try that before copying the bytes into a
+        // write request (a 100 KB message body would be copied for nothing). Only with no
+        // request queued, so that the bytes stay in order.
+        if (writes_in_flight == 0 && !bytes.empty() && bytes.size() <= (1u << 30)) {
+          uv_buf_t b =
+              uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
+          const int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp), &b, 1);
+          if (n > 0) bytes.remove_prefix(static_cast<std::size_t>(n));
+          // Errors other than EAGAIN are reported by uv_write below, as before.
+        }
         write_raw(std::string(bytes));
         break;
       case Phase::tls:
