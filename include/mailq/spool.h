@@ -102,13 +102,33 @@ struct SpoolStats {
   double last_load_seconds = 0;
 };
 
+/// What both durable spools (the file spool here, the segment spool of segment_spool.h) offer
+/// beyond `Storage`: what a host or a tool needs to run either one.
+class DurableStorage : public Storage {
+ public:
+  /// Empty code when the spool is usable; else what went wrong (`last_error()` has the text).
+  virtual std::error_code open_error() const noexcept = 0;
+  /// The last failure with its text; empty when none happened.
+  virtual const Error& last_error() const noexcept = 0;
+  std::string last_error_text() const override { return last_error().message; }
+  /// Completes the pending batch now (its callbacks run before this returns) and syncs every
+  /// change not yet synced.
+  virtual void flush() = 0;
+  /// Messages stored (complete inserts, not removed).
+  virtual std::size_t size() const noexcept = 0;
+  /// Inserts written but not yet durable (their callbacks have not run).
+  virtual std::size_t pending_inserts() const noexcept = 0;
+  /// The spool directory as given.
+  virtual const std::string& directory() const noexcept = 0;
+};
+
 /// The words of the open error when another process holds the spool's lock ("spool DIR is in
 /// use by another process (DIR/lock is locked)"): how tools tell a running relay apart.
 inline constexpr std::string_view kSpoolInUse = "is in use by another process";
 
 /// The file spool. Construct it, check `open_error()`, then `load()` (through
 /// `Queue::recover`) before the first insert.
-class SpoolStorage final : public Storage {
+class SpoolStorage final : public DurableStorage {
  public:
   /// Creates `directory` (and its parents) and the layout above when missing, and takes the
   /// spool's lock. Never throws: a failure (permissions, a read-only file system, the lock
@@ -127,7 +147,7 @@ class SpoolStorage final : public Storage {
                                                     SpoolOptions options = {});
 
   /// Empty code when the spool is usable; else what went wrong (`last_error()` has the text).
-  std::error_code open_error() const noexcept;
+  std::error_code open_error() const noexcept override;
 
   // --- Storage ---
   /// Errors through `done`, never before `insert` returns: `errc::storage_failure` (disk
@@ -161,21 +181,20 @@ class SpoolStorage final : public Storage {
   // --- spool specifics ---
   /// Completes the pending batch now (its callbacks run before this returns) and syncs every
   /// change not yet synced.
-  void flush();
+  void flush() override;
   SpoolStats stats() const;
   /// The spool directory as given.
-  const std::string& directory() const noexcept;
+  const std::string& directory() const noexcept override;
   /// Messages stored (complete inserts, not removed).
-  std::size_t size() const noexcept;
+  std::size_t size() const noexcept override;
   /// Inserts written but not yet durable (their callbacks have not run).
-  std::size_t pending_inserts() const noexcept;
+  std::size_t pending_inserts() const noexcept override;
   /// The file of a message relative to the spool directory, "queue/tcp_local/ZY01J9ZK3D2ZP7F.00"
   /// (with ".HELD" when held); "" when not stored.
   std::string file_of(MessageId id) const;
   /// The last failure with its text ("rename tmp/… to queue/tcp_local/…: Read-only file
   /// system"); empty when none happened.
-  const Error& last_error() const noexcept;
-  std::string last_error_text() const override { return last_error().message; }
+  const Error& last_error() const noexcept override;
 
   /// The channel directory of a route name: characters outside [A-Za-z0-9_.-] become '_',
   /// "", "." and ".." become "_", at most 200 characters. The channel of a message is the

@@ -141,14 +141,17 @@ bool get_recipient_state(Reader& in, RecipientRecord* r, std::string* why) {
 
 }  // namespace
 
-void put_preamble(std::string& out) {
+namespace {
+
+void put_preamble_of(std::string& out, const char (&magic)[8], std::uint32_t format_version) {
   const std::size_t start = out.size();
-  out.append(kMagic, sizeof kMagic);
-  put_u32(out, kFormatVersion);
+  out.append(magic, sizeof magic);
+  put_u32(out, format_version);
   put_u32(out, crc32c(0, out.data() + start, 12));
 }
 
-PreambleStatus check_preamble(std::string_view data, std::uint32_t* version) {
+PreambleStatus check_preamble_of(std::string_view data, std::uint32_t* version,
+                                 const char (&kMagic)[8], std::uint32_t kFormatVersion) {
   if (data.size() < sizeof kMagic) {
     // A prefix of the magic is a torn first write; anything else is not ours.
     return std::memcmp(data.data(), kMagic, data.size()) == 0 ? PreambleStatus::truncated
@@ -163,6 +166,24 @@ PreambleStatus check_preamble(std::string_view data, std::uint32_t* version) {
   if (v > kFormatVersion) return PreambleStatus::newer_version;
   if (v == 0) return PreambleStatus::corrupt;
   return PreambleStatus::ok;
+}
+
+}  // namespace
+
+void put_preamble(std::string& out) {
+  put_preamble_of(out, kMagic, kFormatVersion);
+}
+
+PreambleStatus check_preamble(std::string_view data, std::uint32_t* version) {
+  return check_preamble_of(data, version, kMagic, kFormatVersion);
+}
+
+void put_segment_preamble(std::string& out) {
+  put_preamble_of(out, kSegmentMagic, kSegmentFormatVersion);
+}
+
+PreambleStatus check_segment_preamble(std::string_view data, std::uint32_t* version) {
+  return check_preamble_of(data, version, kSegmentMagic, kSegmentFormatVersion);
 }
 
 namespace {
@@ -199,8 +220,28 @@ void end_record(std::string& out, std::size_t start) {
   put_u32(out, crc32c(0, out.data() + start, out.size() - start));
 }
 
+void put_u64_le(std::string& out, std::uint64_t v) {
+  put_u64(out, v);
+}
+
+std::uint64_t get_u64_le(std::string_view data) {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < 8 && i < data.size(); ++i)
+    v |= static_cast<std::uint64_t>(static_cast<unsigned char>(data[i])) << (8 * i);
+  return v;
+}
+
+void record_header(RecordType type, std::uint32_t length, unsigned char out[kRecordHeaderSize]) {
+  fill_header(out, length, type);
+}
+
 void put_meta_record(std::string& out, const MessageRecord& r) {
   const std::size_t start = begin_record(out, RecordType::meta);
+  put_meta_payload(out, r);
+  end_record(out, start);
+}
+
+void put_meta_payload(std::string& out, const MessageRecord& r) {
   put_u64(out, r.id.value);
   put_str(out, r.reverse_path);
   put_str(out, r.source_channel);
@@ -219,12 +260,17 @@ void put_meta_record(std::string& out, const MessageRecord& r) {
     put_str(out, rc.route);
     put_recipient_state(out, rc);
   }
-  end_record(out, start);
 }
 
 void put_update_record(std::string& out, const MessageRecord& r,
                        const std::vector<std::uint32_t>& changed) {
   const std::size_t start = begin_record(out, RecordType::update);
+  put_update_payload(out, r, changed);
+  end_record(out, start);
+}
+
+void put_update_payload(std::string& out, const MessageRecord& r,
+                        const std::vector<std::uint32_t>& changed) {
   put_u32(out, r.attempts);
   put_u8(out, r.held ? 1 : 0);
   put_u32(out, static_cast<std::uint32_t>(changed.size()));
@@ -232,17 +278,20 @@ void put_update_record(std::string& out, const MessageRecord& r,
     put_u32(out, i);
     put_recipient_state(out, r.recipients[i]);
   }
-  end_record(out, start);
 }
 
 void put_attempt_record(std::string& out, const AttemptRecord& a) {
   const std::size_t start = begin_record(out, RecordType::attempt);
+  put_attempt_payload(out, a);
+  end_record(out, start);
+}
+
+void put_attempt_payload(std::string& out, const AttemptRecord& a) {
   put_str(out, a.route);
   put_u64(out, static_cast<std::uint64_t>(to_ns(a.time)));
   put_reply(out, a.reply);
   put_str(out, a.recipient);
   put_str(out, a.diagnostic);
-  end_record(out, start);
 }
 
 void body_record_header(std::uint32_t body_size, unsigned char out[kRecordHeaderSize]) {
@@ -263,6 +312,11 @@ bool parse_record_header(std::string_view data, RecordType* type, std::uint32_t*
     case static_cast<unsigned char>(RecordType::body):
     case static_cast<unsigned char>(RecordType::update):
     case static_cast<unsigned char>(RecordType::attempt):
+    case static_cast<unsigned char>(RecordType::seg_insert):
+    case static_cast<unsigned char>(RecordType::seg_body):
+    case static_cast<unsigned char>(RecordType::seg_update):
+    case static_cast<unsigned char>(RecordType::seg_attempt):
+    case static_cast<unsigned char>(RecordType::seg_remove):
       break;
     default:
       return false;

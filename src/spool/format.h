@@ -29,18 +29,45 @@ enum class RecordType : std::uint8_t {
   body = 'B',     ///< the message body
   update = 'U',   ///< message attempts, held, and the recipients whose state changed
   attempt = 'A',  ///< one transient-attempt row
+  // Records of a segment spool (segment_spool.h), each about one message: the payload starts
+  // with the message id (for seg_insert, the metadata payload's own first field).
+  seg_insert = 'i',   ///< metadata payload: a new message, or a full-state copy
+  seg_body = 'b',     ///< u64 id, then the body
+  seg_update = 'u',   ///< u64 id, then an update payload
+  seg_attempt = 'a',  ///< u64 id, then an attempt payload
+  seg_remove = 'x',   ///< u64 id
 };
+
+inline constexpr char kSegmentMagic[8] = {'M', 'A', 'I', 'L', 'Q', 'S', 'E', 'G'};
+inline constexpr std::uint32_t kSegmentFormatVersion = 1;
+
+/// The preamble of a segment file: "MAILQSEG", version, CRC (same layout as put_preamble).
+void put_segment_preamble(std::string& out);
 
 void put_preamble(std::string& out);
 
 enum class PreambleStatus { ok, truncated, foreign, newer_version, corrupt };
 /// Checks the first bytes of a file; `version` receives the version field when readable.
 PreambleStatus check_preamble(std::string_view data, std::uint32_t* version);
+PreambleStatus check_segment_preamble(std::string_view data, std::uint32_t* version);
 
 /// Writes a record header into `out` and returns where the record starts; the payload is
 /// appended next, then `end_record` fills in the length and appends the checksum.
 std::size_t begin_record(std::string& out, RecordType type);
 void end_record(std::string& out, std::size_t start);
+
+/// Appends `v` little-endian (the id prefix of segment records).
+void put_u64_le(std::string& out, std::uint64_t v);
+std::uint64_t get_u64_le(std::string_view data);
+/// A record header for `type` with a payload of `length` bytes (for records written around a
+/// caller's buffer; the checksum is the CRC-32C of the header and the payload).
+void record_header(RecordType type, std::uint32_t length, unsigned char out[kRecordHeaderSize]);
+
+/// The payloads alone (no framing), for records that wrap them (segment_spool.h).
+void put_meta_payload(std::string& out, const MessageRecord& record);
+void put_update_payload(std::string& out, const MessageRecord& record,
+                        const std::vector<std::uint32_t>& changed);
+void put_attempt_payload(std::string& out, const AttemptRecord& attempt);
 
 void put_meta_record(std::string& out, const MessageRecord& record);
 /// An update record carrying the message-level fields and the recipients at `changed`.

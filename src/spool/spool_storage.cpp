@@ -18,16 +18,30 @@
 
 #include "mailq/spool.h"
 #include "spool/crc32c.h"
+#include "spool/file_io.h"
 #include "spool/format.h"
 
 namespace mailq {
 namespace spool {
 namespace {
 
+using detail::all_zero;
+using detail::DirEntry;
+using detail::entry_type;
+using detail::errno_text;
+using detail::Fd;
+using detail::fsync_retry;
+using detail::has_suffix;
+using detail::list_directory;
+using detail::pread_all;
+using detail::pwrite_all;
 using detail::RecipientDigest;
 using detail::RecordStatus;
 using detail::RecordType;
 using detail::RecordView;
+using detail::rename_noreplace;
+using detail::valid_record_after;
+using detail::writev_all;
 
 constexpr std::size_t kHeadRead = 4096;          // one read gets the metadata of almost every file
 constexpr std::size_t kMaxBatchOpenFiles = 256;  // beyond this, batch files are reopened to sync
@@ -35,117 +49,6 @@ constexpr std::size_t kMaxBatchOpenFiles = 256;  // beyond this, batch files are
 constexpr std::uint32_t kMaxMetaSize = 256u << 20;
 constexpr std::string_view kHeldSuffix = ".HELD";
 constexpr std::string_view kTmpSuffix = ".tmp";
-
-std::string errno_text(int err) {
-  return std::generic_category().message(err);
-}
-
-// Closes on scope exit.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  bool ok() const { return fd_ >= 0; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// 0 on success, else errno. Retries short writes and EINTR.
-int writev_all(int fd, iovec* iov, int count) {
-  while (count > 0) {
-    ssize_t n = ::writev(fd, iov, count);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (n == 0) return EIO;
-    auto left = static_cast<std::size_t>(n);
-    while (count > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      ++iov;
-      --count;
-    }
-    if (count > 0) {
-      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
-  }
-  return 0;
-}
-
-int pwrite_all(int fd, const char* p, std::size_t n, std::uint64_t off) {
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(off));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (w == 0) return EIO;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-    off += static_cast<std::uint64_t>(w);
-  }
-  return 0;
-}
-
-// Reads up to `n` bytes (fewer only at end of file). Returns the count, or -1 with errno.
-ssize_t pread_all(int fd, char* p, std::size_t n, std::uint64_t off) {
-  std::size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::pread(fd, p + got, n - got, static_cast<off_t>(off + got));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (r == 0) break;
-    got += static_cast<std::size_t>(r);
-  }
-  return static_cast<ssize_t>(got);
-}
-
-int fsync_retry(int fd, bool data_only) {
-  for (;;) {
-    int r = data_only ? ::fdatasync(fd) : ::fsync(fd);
-    if (r == 0) return 0;
-    if (errno != EINTR) return errno;
-  }
-}
-
-// Renames without replacing an existing target. 0 or errno.
-int rename_noreplace(int from_dir, const char* from, int to_dir, const char* to) {
-#ifdef RENAME_NOREPLACE
-  if (::renameat2(from_dir, from, to_dir, to, RENAME_NOREPLACE) == 0) return 0;
-  if (errno != EINVAL && errno != ENOSYS) return errno;
-#endif
-  // The file system cannot refuse to replace: check first (we hold the spool lock, so no
-  // one else creates names in our directories).
-  struct stat st;
-  if (::fstatat(to_dir, to, &st, AT_SYMLINK_NOFOLLOW) == 0) return EEXIST;
-  if (::renameat(from_dir, from, to_dir, to) == 0) return 0;
-  return errno;
-}
-
-bool ends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
 
 std::string file_name_for(MessageId id, std::uint32_t attempts, bool held) {
   std::string name = queue_file_name(id, attempts);
@@ -156,62 +59,11 @@ std::string file_name_for(MessageId id, std::uint32_t attempts, bool held) {
 // "ZY01J9ZK3D2ZP7F.00" or "ZY01J9ZK3D2ZP7F.00.HELD" -> id. The attempt letter is not checked
 // here: the recorded state decides the name, and load() renames a file whose name lags.
 bool parse_file_name(std::string_view name, MessageId* id) {
-  if (ends_with(name, kHeldSuffix)) name.remove_suffix(kHeldSuffix.size());
+  if (has_suffix(name, kHeldSuffix)) name.remove_suffix(kHeldSuffix.size());
   if (name.size() != 2 + 13 + 3) return false;
   if (name[0] != 'Z' || name[1] < 'A' || name[1] > 'Z') return false;
   if (name.substr(15) != ".00") return false;
   return MessageId::parse(name.substr(2, 13), id);
-}
-
-struct DirEntry {
-  std::string name;
-  ino_t ino = 0;
-  unsigned char type = DT_UNKNOWN;
-};
-
-// Lists a directory (without "." and ".."). 0 or errno.
-int list_directory(int dir_fd, std::vector<DirEntry>* out) {
-  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  DIR* d = ::fdopendir(fd);
-  if (d == nullptr) {
-    int err = errno;
-    ::close(fd);
-    return err;
-  }
-  for (;;) {
-    errno = 0;
-    dirent* e = ::readdir(d);
-    if (e == nullptr) {
-      int err = errno;
-      ::closedir(d);
-      return err;
-    }
-    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-    out->push_back(DirEntry{e->d_name, e->d_ino, e->d_type});
-  }
-}
-
-unsigned char entry_type(int dir_fd, const DirEntry& e) {
-  if (e.type != DT_UNKNOWN) return e.type;
-  struct stat st;
-  if (::fstatat(dir_fd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return DT_UNKNOWN;
-  if (S_ISDIR(st.st_mode)) return DT_DIR;
-  if (S_ISREG(st.st_mode)) return DT_REG;
-  return DT_UNKNOWN;
-}
-
-// Whether a valid record starts anywhere after the first byte of `s`.
-bool valid_record_after(std::string_view s) {
-  for (std::size_t i = 1; i + detail::kRecordOverhead <= s.size(); ++i) {
-    detail::RecordView rv;
-    if (detail::parse_record(s.substr(i), &rv) == detail::RecordStatus::ok) return true;
-  }
-  return false;
-}
-
-bool all_zero(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) { return c == 0; });
 }
 
 }  // namespace
@@ -348,6 +200,17 @@ struct SpoolStorage::Impl {
         return;
       }
       return fail_open("lock " + dir + "/lock", errno);
+    }
+    // A segment spool (segment_spool.h) in the same directory: its messages would be ignored.
+    bool segments = false;
+    if (int err = detail::has_segment_files(spool_fd.get(), &segments)) {
+      return fail_open("list " + dir + "/segments", err);
+    }
+    if (segments) {
+      open_error = Error(errc::storage_failure, "spool " + dir + " holds a segment spool (" + dir +
+                                                    "/segments); open it with layout = segments");
+      last_error = open_error;
+      return;
     }
     bool created = false;
     for (const char* sub : {"queue", "tmp", "quarantine"}) {
@@ -1198,7 +1061,7 @@ struct SpoolStorage::Impl {
         }
         // Keep using the old name.
         sys_fail("rename " + where() + " to", "queue/" + channels[ch].name + "/" + want, err);
-        e.name_held = ends_with(name, kHeldSuffix);
+        e.name_held = has_suffix(name, kHeldSuffix);
         e.name_attempts = static_cast<std::uint32_t>('Z' - name[1]);
       } else {
         stats.last_load_renamed++;

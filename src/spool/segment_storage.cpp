@@ -1,0 +1,1510 @@
+// The segment spool (include/mailq/segment_spool.h, docs/spool-format.md "The segment spool").
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "mailq/segment_spool.h"
+#include "mailq/spool.h"
+#include "spool/crc32c.h"
+#include "spool/file_io.h"
+#include "spool/format.h"
+
+namespace mailq {
+namespace spool {
+namespace {
+
+using detail::all_zero;
+using detail::DirEntry;
+using detail::entry_type;
+using detail::errno_text;
+using detail::Fd;
+using detail::fsync_retry;
+using detail::list_directory;
+using detail::pread_all;
+using detail::RecipientDigest;
+using detail::RecordStatus;
+using detail::RecordType;
+using detail::RecordView;
+using detail::rename_noreplace;
+using detail::valid_record_after;
+
+constexpr std::size_t kIdSize = 8;
+// Metadata of a million recipients stays below this; a larger length is damage.
+constexpr std::uint32_t kMaxMetaSize = 256u << 20;
+// Load reads segments in chunks of up to kLoadChunk. A body record larger than kSkipBodyAbove
+// is skipped (its header and id are read, its bytes are not) unless verify_bodies_on_load;
+// the read after it is kSmallRead, doubling from there while no body is skipped.
+constexpr std::size_t kLoadChunk = 4u << 20;
+constexpr std::size_t kSkipBodyAbove = 64u << 10;
+constexpr std::size_t kSmallRead = 4096;
+// Record offsets are kept in 32 bits: a record starts before `segment_size`.
+constexpr std::uint64_t kMaxSegmentSize = 0xFFFFFFFFull;
+
+std::string segment_name(std::uint32_t n) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s(16, '0');
+  std::uint64_t v = n;
+  for (int i = 15; i >= 0 && v != 0; --i, v >>= 4) s[static_cast<std::size_t>(i)] = kHex[v & 15];
+  return s + ".seg";
+}
+
+// "0000000000000001.seg" -> 1. False for anything else (and for numbers above 32 bits).
+bool parse_segment_name(std::string_view name, std::uint64_t* n) {
+  if (name.size() != 20 || name.substr(16) != ".seg") return false;
+  std::uint64_t v = 0;
+  for (char c : name.substr(0, 16)) {
+    int d;
+    if (c >= '0' && c <= '9')
+      d = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      d = c - 'a' + 10;
+    else
+      return false;
+    v = (v << 4) | static_cast<std::uint64_t>(d);
+  }
+  *n = v;
+  return v != 0;
+}
+
+std::uint64_t pack(std::uint32_t seg, std::uint32_t off) {
+  return (std::uint64_t{seg} << 32) | off;
+}
+std::uint32_t seg_of(std::uint64_t loc) {
+  return static_cast<std::uint32_t>(loc >> 32);
+}
+std::uint32_t off_of(std::uint64_t loc) {
+  return static_cast<std::uint32_t>(loc & 0xFFFFFFFFu);
+}
+
+// 0 on success, else errno. Writes everything at `off`, retrying short writes and EINTR.
+int pwritev_all(int fd, iovec* iov, int count, std::uint64_t off) {
+  while (count > 0) {
+    ssize_t n = ::pwritev(fd, iov, std::min(count, IOV_MAX), static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return EIO;
+    off += static_cast<std::uint64_t>(n);
+    auto left = static_cast<std::size_t>(n);
+    while (count > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      ++iov;
+      --count;
+    }
+    if (count > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+  return 0;
+}
+
+void put_u32_le(unsigned char* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>((v >> (8 * i)) & 0xFFu);
+}
+
+// A record "u64 id + payload" of `type`, appended to `out`.
+void put_id_record(std::string& out, RecordType type, MessageId id, const std::string& payload) {
+  const std::size_t start = detail::begin_record(out, type);
+  detail::put_u64_le(out, id.value);
+  out += payload;
+  detail::end_record(out, start);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+
+struct SegmentStorage::Impl {
+  // What the spool keeps in memory per stored message (80 bytes plus the digests): where its
+  // records are, and what it recorded last so that an update writes only what changed.
+  struct Entry {
+    std::uint32_t seg = 0;        // segment of its insert (or full-state copy) and body
+    std::uint32_t meta_off = 0;   // offset of the 'i' record
+    std::uint32_t body_off = 0;   // offset of the 'b' record
+    std::uint32_t body_size = 0;  // body bytes
+    std::uint32_t attempts = 0;   // as recorded
+    bool held = false;
+    std::uint64_t bytes = 0;  // bytes of all its records (the live-bytes accounting)
+    std::vector<RecipientDigest> recipients;
+    std::vector<std::uint64_t> changes;  // its 'u' and 'a' records, in order (pack())
+  };
+
+  // The per-message memory figure of docs/spool-format.md ("The segment spool", Memory).
+  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 80, "update the documented entry size");
+
+  struct Segment {
+    Fd fd;
+    std::uint64_t end = 0;       // end of the valid records: where the next one goes
+    std::uint64_t messages = 0;  // stored or pending messages whose 'i' record is here
+    std::uint64_t live_bytes = 0;
+    // A failed fdatasync: what was written since the last good one may be lost, and a retry
+    // may report success without writing it (Linux). Inserts that were waiting on it fail,
+    // and appends go to a new segment from then on.
+    int sync_error = 0;
+  };
+
+  struct Pending {
+    MessageId id;
+    Entry entry;
+    Done done;
+    std::error_code ec;
+  };
+
+  Impl(std::string d, Clock& c, SegmentOptions o)
+      : dir(std::move(d)), clock(c), options(std::move(o)) {
+    options.segment_size =
+        std::clamp<std::uint64_t>(options.segment_size, detail::kPreambleSize + 1, kMaxSegmentSize);
+  }
+
+  std::string dir;
+  Clock& clock;
+  SegmentOptions options;
+
+  Fd spool_fd, seg_dir_fd, quarantine_fd, lock_fd;
+  Error open_error;
+  Error last_error;
+
+  std::unordered_map<std::uint64_t, Entry> index;
+  std::map<std::uint32_t, Segment> segments;
+  std::uint32_t active = 0;  // 0: none yet (created by the first write)
+  std::uint64_t next_number = 1;
+  std::set<std::uint32_t> unsynced;      // segments with appended records not yet synced
+  bool dir_dirty = false;                // a segment was created: sync the directory before acks
+  bool dir_lazy = false;                 // a segment was deleted: sync the directory later
+  bool roll_next = false;                // the active segment failed a sync: start a new one
+  std::vector<std::uint32_t> new_names;  // segments created since the last directory sync
+
+  std::vector<Pending> pending;
+  std::unordered_set<std::uint64_t> pending_ids;
+  TimerId batch_timer = kNoTimer;
+  TimerId lazy_timer = kNoTimer;
+  TimerId compact_timer = kNoTimer;
+  std::uint32_t compact_seg = 0;  // segment whose messages compact_ids lists
+  std::vector<std::uint64_t> compact_ids;
+  std::uint32_t compact_blocked = 0;  // a segment compaction failed on (until the next load)
+
+  SegmentStats stats;
+
+  bool ready() const { return !open_error.code; }
+
+  std::error_code fail(std::error_code code, std::string message) {
+    last_error = Error(code, std::move(message));
+    if (options.on_error) {
+      try {
+        options.on_error(last_error);
+      } catch (...) {
+        // A throwing host handler must not unwind through the storage.
+      }
+    }
+    return code;
+  }
+
+  std::error_code sys_fail(std::string_view what, std::string_view where, int err) {
+    std::string msg(what);
+    msg += ' ';
+    msg += dir;
+    msg += '/';
+    msg += where;
+    msg += ": ";
+    msg += errno_text(err);
+    return fail(make_error_code(errc::storage_failure), std::move(msg));
+  }
+
+  std::error_code not_ready() {
+    last_error = open_error;
+    return make_error_code(errc::storage_failure);
+  }
+
+  static std::string where_seg(std::uint32_t n) { return "segments/" + segment_name(n); }
+
+  // --- set-up -----------------------------------------------------------------------------
+
+  void open() {
+    auto fail_open = [&](std::string what, int err) {
+      open_error = Error(errc::storage_failure, what + ": " + errno_text(err));
+      last_error = open_error;
+    };
+    if (dir.empty()) {
+      open_error = Error(errc::storage_failure, "spool directory not given");
+      last_error = open_error;
+      return;
+    }
+    for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
+      if (pos != dir.size() && dir[pos] != '/') continue;
+      std::string part = dir.substr(0, pos);
+      if (::mkdir(part.c_str(), options.directory_mode) != 0 && errno != EEXIST) {
+        return fail_open("create spool directory " + part, errno);
+      }
+    }
+    spool_fd = Fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!spool_fd.ok()) return fail_open("open spool directory " + dir, errno);
+    lock_fd = Fd(::openat(spool_fd.get(), "lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
+    if (!lock_fd.ok()) return fail_open("open " + dir + "/lock", errno);
+    if (::flock(lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) {
+        open_error = Error(errc::storage_failure, "spool " + dir + " " + std::string(kSpoolInUse) +
+                                                      " (" + dir + "/lock is locked)");
+        last_error = open_error;
+        return;
+      }
+      return fail_open("lock " + dir + "/lock", errno);
+    }
+    // A file spool (spool.h) in the same directory: its messages would be ignored.
+    bool files = false;
+    if (int err = detail::has_queue_files(spool_fd.get(), &files)) {
+      return fail_open("list " + dir + "/queue", err);
+    }
+    if (files) {
+      open_error = Error(errc::storage_failure, "spool " + dir + " holds a file spool (" + dir +
+                                                    "/queue); open it with layout = files");
+      last_error = open_error;
+      return;
+    }
+    bool created = false;
+    for (const char* sub : {"segments", "quarantine"}) {
+      if (::mkdirat(spool_fd.get(), sub, options.directory_mode) == 0) {
+        created = true;
+      } else if (errno != EEXIST) {
+        return fail_open("create " + dir + "/" + sub, errno);
+      }
+      Fd fd(::openat(spool_fd.get(), sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!fd.ok()) return fail_open("open " + dir + "/" + sub, errno);
+      if (std::string_view(sub) == "segments")
+        seg_dir_fd = std::move(fd);
+      else
+        quarantine_fd = std::move(fd);
+    }
+    if (created) {
+      stats.dir_syncs++;
+      if (int err = fsync_retry(spool_fd.get(), false)) return fail_open("sync " + dir, err);
+    }
+    // New segments continue the numbering (load() reads the existing ones).
+    std::vector<DirEntry> entries;
+    if (int err = list_directory(seg_dir_fd.get(), &entries)) {
+      return fail_open("list " + dir + "/segments", err);
+    }
+    for (const auto& e : entries) {
+      std::uint64_t n = 0;
+      if (parse_segment_name(e.name, &n)) next_number = std::max(next_number, n + 1);
+    }
+  }
+
+  // --- timers -----------------------------------------------------------------------------
+
+  void schedule_batch() {
+    if (batch_timer != kNoTimer) return;
+    batch_timer = clock.schedule(Duration{0}, [this] {
+      batch_timer = kNoTimer;
+      flush_batch(true);
+    });
+  }
+
+  void schedule_lazy() {
+    if (lazy_timer != kNoTimer) return;
+    lazy_timer = clock.schedule(options.deferred_sync_delay, [this] {
+      lazy_timer = kNoTimer;
+      sync_lazy();
+    });
+  }
+
+  void cancel_timers() {
+    for (TimerId* t : {&batch_timer, &lazy_timer, &compact_timer}) {
+      if (*t != kNoTimer) clock.cancel(*t);
+      *t = kNoTimer;
+    }
+  }
+
+  // --- segments ---------------------------------------------------------------------------
+
+  std::error_code create_segment() {
+    if (next_number > 0xFFFFFFFFull) {
+      return fail(make_error_code(errc::storage_failure),
+                  "create segment in " + dir + "/segments: segment numbers exhausted");
+    }
+    auto n = static_cast<std::uint32_t>(next_number);
+    std::string name = segment_name(n);
+    Fd fd(::openat(seg_dir_fd.get(), name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+                   options.file_mode));
+    for (int tries = 0; !fd.ok() && errno == EEXIST && tries < 100 && n < 0xFFFFFFFFu; ++tries) {
+      // A file that appeared since the numbering was read (never ours: we hold the lock):
+      // left for the next load to judge, and the next number used.
+      next_number++;
+      n = static_cast<std::uint32_t>(next_number);
+      name = segment_name(n);
+      fd = Fd(::openat(seg_dir_fd.get(), name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+                       options.file_mode));
+    }
+    if (!fd.ok()) return sys_fail("create", where_seg(n), errno);
+    next_number++;
+    std::string pre;
+    detail::put_segment_preamble(pre);
+    iovec iov{pre.data(), pre.size()};
+    if (int err = pwritev_all(fd.get(), &iov, 1, 0)) {
+      fd.reset();
+      ::unlinkat(seg_dir_fd.get(), name.c_str(), 0);
+      return sys_fail("write", where_seg(n), err);
+    }
+    Segment s;
+    s.fd = std::move(fd);
+    s.end = pre.size();
+    segments.emplace(n, std::move(s));
+    // The new name must be on disk before anything in the file is acknowledged.
+    dir_dirty = true;
+    new_names.push_back(n);
+    unsynced.insert(n);
+    stats.segments_created++;
+    stats.total_bytes += pre.size();
+    stats.bytes_written += pre.size();
+    const std::uint32_t old = active;
+    active = n;
+    if (old != 0) delete_dead_segments();
+    return {};
+  }
+
+  // Appends `total` bytes (the iovecs) to the active segment, starting a new one when it is
+  // full. On failure the segment is cut back to its previous end, so that no partial record
+  // precedes later ones.
+  std::error_code append(iovec* iov, int count, std::uint64_t total, std::uint32_t* seg,
+                         std::uint32_t* off) {
+    if (active == 0 || roll_next) {
+      if (auto ec = create_segment()) return ec;
+      roll_next = false;
+    } else {
+      const Segment& a = segments.at(active);
+      if (a.end > detail::kPreambleSize && a.end + total > options.segment_size) {
+        if (auto ec = create_segment()) return ec;
+      }
+    }
+    Segment& s = segments.at(active);
+    if (int err = pwritev_all(s.fd.get(), iov, count, s.end)) {
+      if (::ftruncate(s.fd.get(), static_cast<off_t>(s.end)) != 0) {
+        // The partial record stays: load() recognises it by its checksum, and the next
+        // append overwrites it (appends go to `end`, not to the file size).
+      }
+      return sys_fail("write", where_seg(active), err);
+    }
+    *seg = active;
+    *off = static_cast<std::uint32_t>(s.end);
+    s.end += total;
+    stats.bytes_written += total;
+    stats.total_bytes += total;
+    unsynced.insert(active);
+    return {};
+  }
+
+  std::error_code append(const std::string& bytes, std::uint32_t* seg, std::uint32_t* off) {
+    iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+    return append(&iov, 1, bytes.size(), seg, off);
+  }
+
+  // Cuts the active segment back to `off` (an append whose sync failed).
+  void cut_back(std::uint32_t seg, std::uint32_t off) {
+    auto it = segments.find(seg);
+    if (it == segments.end() || seg != active) return;
+    if (::ftruncate(it->second.fd.get(), off) == 0) {
+      stats.total_bytes -= it->second.end - off;
+      it->second.end = off;
+    }
+  }
+
+  // Makes every appended record (and every new segment's name) durable.
+  std::error_code sync_segments() {
+    std::error_code result;
+    for (std::uint32_t n : unsynced) {
+      auto it = segments.find(n);
+      if (it == segments.end()) continue;
+      stats.syncs++;
+      if (int err = fsync_retry(it->second.fd.get(), true)) {
+        it->second.sync_error = err;
+        if (n == active) roll_next = true;
+        result = sys_fail("sync", where_seg(n), err);
+      }
+    }
+    unsynced.clear();
+    if (dir_dirty || dir_lazy) {
+      stats.dir_syncs++;
+      if (int err = fsync_retry(seg_dir_fd.get(), false)) {
+        result = sys_fail("sync directory", "segments", err);
+        // Whether the new segments' names reached the disk is unknown: nothing in them is
+        // acknowledged, and appends go to yet another segment.
+        for (std::uint32_t n : new_names) {
+          auto it = segments.find(n);
+          if (it == segments.end()) continue;
+          it->second.sync_error = err;
+          if (n == active) roll_next = true;
+        }
+      } else {
+        dir_dirty = dir_lazy = false;
+      }
+      new_names.clear();
+    }
+    return result;
+  }
+
+  // The prefix rule: the oldest segment goes once it is not the active one and holds no
+  // stored message; then the next one may go. A segment is never deleted while an older one
+  // exists, so no record a replay needs disappears before the records it depends on.
+  void delete_dead_segments() {
+    while (!segments.empty()) {
+      auto it = segments.begin();
+      if (it->first == active || it->second.messages > 0) return;
+      const std::string name = segment_name(it->first);
+      if (::unlinkat(seg_dir_fd.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
+        sys_fail("remove", where_seg(it->first), errno);
+        return;
+      }
+      stats.total_bytes -= it->second.end;
+      stats.segments_deleted++;
+      unsynced.erase(it->first);
+      if (compact_seg == it->first) {
+        compact_seg = 0;
+        compact_ids.clear();
+      }
+      segments.erase(it);
+      dir_lazy = true;
+      schedule_lazy();
+    }
+  }
+
+  void account_add(const Entry& e) {
+    Segment& s = segments.at(e.seg);
+    s.messages++;
+    s.live_bytes += e.bytes;
+    stats.live_bytes += e.bytes;
+  }
+
+  void account_remove(const Entry& e) {
+    auto it = segments.find(e.seg);
+    if (it != segments.end()) {
+      it->second.messages--;
+      it->second.live_bytes -= e.bytes;
+    }
+    stats.live_bytes -= e.bytes;
+  }
+
+  void account_grow(Entry& e, std::uint64_t bytes) {
+    e.bytes += bytes;
+    segments.at(e.seg).live_bytes += bytes;
+    stats.live_bytes += bytes;
+  }
+
+  // --- insert -------------------------------------------------------------------------------
+
+  void insert(const MessageRecord& record, std::string_view body, Done done) {
+    Pending p;
+    p.id = record.id;
+    p.done = std::move(done);
+    p.ec = write_new(record, body, &p.entry);
+    if (p.ec) stats.insert_failures++;
+    if (!p.ec) pending_ids.insert(record.id.value);
+    pending.push_back(std::move(p));
+    schedule_batch();
+  }
+
+  // Writes the 'i' and 'b' records of a message (one pwritev); `e` receives their places.
+  std::error_code write_message(const MessageRecord& record, std::string_view body,
+                                const std::string& trailer, Entry* e) {
+    std::string head;
+    const std::size_t start = detail::begin_record(head, RecordType::seg_insert);
+    detail::put_meta_payload(head, record);
+    if (head.size() - detail::kRecordHeaderSize > kMaxMetaSize) {
+      return fail(make_error_code(errc::message_too_large),
+                  "insert " + record.id.to_string() + ": metadata too large");
+    }
+    detail::end_record(head, start);
+    unsigned char body_head[detail::kRecordHeaderSize + kIdSize];
+    detail::record_header(RecordType::seg_body, static_cast<std::uint32_t>(kIdSize + body.size()),
+                          body_head);
+    for (std::size_t i = 0; i < kIdSize; ++i)
+      body_head[detail::kRecordHeaderSize + i] =
+          static_cast<unsigned char>((record.id.value >> (8 * i)) & 0xFFu);
+    unsigned char crc[4];
+    put_u32_le(crc, detail::crc32c(detail::crc32c(0, body_head, sizeof body_head), body.data(),
+                                   body.size()));
+    iovec iov[5] = {
+        {head.data(), head.size()},
+        {body_head, sizeof body_head},
+        {const_cast<char*>(body.data()), body.size()},
+        {crc, sizeof crc},
+        {const_cast<char*>(trailer.data()), trailer.size()},
+    };
+    const std::uint64_t body_record = sizeof body_head + body.size() + sizeof crc;
+    const std::uint64_t total = head.size() + body_record + trailer.size();
+    std::uint32_t seg = 0, off = 0;
+    if (auto ec = append(iov, trailer.empty() ? 4 : 5, total, &seg, &off)) return ec;
+    e->seg = seg;
+    e->meta_off = off;
+    e->body_off = static_cast<std::uint32_t>(off + head.size());
+    e->body_size = static_cast<std::uint32_t>(body.size());
+    e->attempts = record.attempts;
+    e->held = record.held;
+    e->bytes = total;
+    e->recipients.clear();
+    e->recipients.reserve(record.recipients.size());
+    for (const auto& r : record.recipients) e->recipients.push_back(detail::digest(r));
+    return {};
+  }
+
+  std::error_code write_new(const MessageRecord& record, std::string_view body, Entry* e) {
+    if (!ready()) return not_ready();
+    if (!record.id) {
+      return fail(make_error_code(errc::invalid_parameter), "insert: message id 0");
+    }
+    const std::string id_text = record.id.to_string();
+    if (record.recipients.empty()) {
+      return fail(make_error_code(errc::invalid_parameter),
+                  "insert " + id_text + ": no recipients");
+    }
+    if (index.count(record.id.value) || pending_ids.count(record.id.value)) {
+      return fail(make_error_code(errc::bad_state), "insert " + id_text + ": already stored");
+    }
+    if (body.size() + kIdSize >= detail::kMaxPayload) {
+      return fail(make_error_code(errc::message_too_large),
+                  "insert " + id_text + ": a body of 4 GiB or more does not fit the spool");
+    }
+    if (auto ec = write_message(record, body, {}, e)) return ec;
+    account_add(*e);
+    return {};
+  }
+
+  // Whether a batch insert sits in a segment whose sync failed (now or in an earlier sync).
+  bool failed_syncs(const std::vector<Pending>& batch) const {
+    for (const auto& p : batch) {
+      if (p.ec) continue;
+      auto it = segments.find(p.entry.seg);
+      if (it != segments.end() && it->second.sync_error != 0) return true;
+    }
+    return false;
+  }
+
+  // The group commit: one fdatasync per segment written since the last sync (normally one),
+  // the directory when a segment was created, then the callbacks.
+  void flush_batch(bool run_callbacks) {
+    if (batch_timer != kNoTimer) {
+      clock.cancel(batch_timer);
+      batch_timer = kNoTimer;
+    }
+    std::vector<Pending> batch = std::move(pending);
+    pending.clear();
+    pending_ids.clear();
+    bool any = false;
+    for (auto& p : batch) any = any || !p.ec;
+    if (any) {
+      stats.batches++;
+      if (std::error_code ec = sync_segments(); ec || failed_syncs(batch)) {
+        // Whether the records reached the disk is unknown: report the inserts failed, and
+        // append removals so that a replay does not bring them back (best effort).
+        if (!ec) ec = make_error_code(errc::storage_failure);
+        for (auto& p : batch) {
+          if (p.ec) continue;
+          auto sit = segments.find(p.entry.seg);
+          if (sit != segments.end() && sit->second.sync_error == 0) continue;  // durable
+          p.ec = ec;
+          stats.insert_failures++;
+          account_remove(p.entry);
+          std::string bytes;
+          put_id_record(bytes, RecordType::seg_remove, p.id, {});
+          std::uint32_t seg = 0, off = 0;
+          append(bytes, &seg, &off);
+        }
+        delete_dead_segments();
+      }
+    }
+    for (auto& p : batch) {
+      if (p.ec) continue;
+      stats.inserts++;
+      index.emplace(p.id.value, std::move(p.entry));
+    }
+    if (!run_callbacks) return;
+    for (auto& p : batch) {
+      if (!p.done) continue;
+      Done done = std::move(p.done);
+      try {
+        done(p.ec);
+      } catch (const std::exception& ex) {
+        fail(make_error_code(errc::bad_state),
+             std::string("insert callback threw an exception: ") + ex.what());
+      } catch (...) {
+        fail(make_error_code(errc::bad_state), "insert callback threw an exception");
+      }
+    }
+  }
+
+  void sync_lazy() {
+    if (lazy_timer != kNoTimer) {
+      clock.cancel(lazy_timer);
+      lazy_timer = kNoTimer;
+    }
+    sync_segments();
+  }
+
+  // --- changes to stored messages ----------------------------------------------------------
+
+  std::error_code update(const MessageRecord& record) {
+    if (!ready()) return not_ready();
+    auto it = index.find(record.id.value);
+    if (it == index.end()) {
+      return fail(make_error_code(errc::not_found), "update: no message " + record.id.to_string());
+    }
+    Entry& e = it->second;
+    if (record.recipients.size() != e.recipients.size()) {
+      return fail(make_error_code(errc::bad_state), "update " + record.id.to_string() + ": " +
+                                                        std::to_string(record.recipients.size()) +
+                                                        " recipients, stored " +
+                                                        std::to_string(e.recipients.size()));
+    }
+    std::vector<std::uint32_t> changed;
+    std::vector<RecipientDigest> digests(record.recipients.size());
+    // The at-least-once rule (see spool_storage.cpp): final states, hold and release are on
+    // disk before update returns.
+    bool sync = record.held != e.held;
+    for (std::size_t i = 0; i < digests.size(); ++i) {
+      digests[i] = detail::digest(record.recipients[i]);
+      if (digests[i] == e.recipients[i]) continue;
+      changed.push_back(static_cast<std::uint32_t>(i));
+      if (is_final(digests[i].state) && !is_final(e.recipients[i].state)) sync = true;
+    }
+    if (changed.empty() && record.attempts == e.attempts && record.held == e.held) return {};
+    std::string payload;
+    detail::put_update_payload(payload, record, changed);
+    std::string bytes;
+    put_id_record(bytes, RecordType::seg_update, record.id, payload);
+    std::uint32_t seg = 0, off = 0;
+    if (auto ec = append(bytes, &seg, &off)) return ec;
+    if (sync) {
+      if (auto ec = sync_segments()) {
+        cut_back(seg, off);
+        return ec;
+      }
+      stats.synced_updates++;
+    } else {
+      schedule_lazy();
+    }
+    stats.updates++;
+    e.changes.push_back(pack(seg, off));
+    account_grow(e, bytes.size());
+    e.recipients = std::move(digests);
+    e.attempts = record.attempts;
+    e.held = record.held;
+    return {};
+  }
+
+  std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) {
+    if (!ready()) return not_ready();
+    auto it = index.find(id.value);
+    if (it == index.end()) {
+      return fail(make_error_code(errc::not_found), "append_attempt: no message " + id.to_string());
+    }
+    std::string payload;
+    detail::put_attempt_payload(payload, attempt);
+    std::string bytes;
+    put_id_record(bytes, RecordType::seg_attempt, id, payload);
+    std::uint32_t seg = 0, off = 0;
+    if (auto ec = append(bytes, &seg, &off)) return ec;
+    schedule_lazy();
+    stats.attempts++;
+    it->second.changes.push_back(pack(seg, off));
+    account_grow(it->second, bytes.size());
+    return {};
+  }
+
+  std::error_code remove(MessageId id) {
+    if (!ready()) return not_ready();
+    auto it = index.find(id.value);
+    if (it == index.end()) {
+      return fail(make_error_code(errc::not_found), "remove: no message " + id.to_string());
+    }
+    std::string bytes;
+    put_id_record(bytes, RecordType::seg_remove, id, {});
+    std::uint32_t seg = 0, off = 0;
+    if (auto ec = append(bytes, &seg, &off)) return ec;
+    schedule_lazy();
+    stats.removes++;
+    account_remove(it->second);
+    index.erase(it);
+    delete_dead_segments();
+    schedule_compaction();
+    return {};
+  }
+
+  // --- reading -------------------------------------------------------------------------------
+
+  // Reads the record at `loc` into `buf`. Empty code, or corrupt_record / storage_failure.
+  std::error_code read_record(std::uint32_t seg, std::uint32_t off, std::string* buf,
+                              RecordView* rv) {
+    auto it = segments.find(seg);
+    if (it == segments.end()) {
+      return fail(
+          make_error_code(errc::storage_failure),
+          where_seg(seg) + " is gone but still referenced (offset " + std::to_string(off) + ")");
+    }
+    const int fd = it->second.fd.get();
+    buf->resize(detail::kRecordHeaderSize);
+    ssize_t n = pread_all(fd, buf->data(), buf->size(), off);
+    if (n < 0) return sys_fail("read", where_seg(seg), errno);
+    RecordType type;
+    std::uint32_t length = 0;
+    if (static_cast<std::size_t>(n) != buf->size() ||
+        !detail::parse_record_header(*buf, &type, &length) ||
+        std::uint64_t{off} + length + detail::kRecordOverhead > it->second.end) {
+      return fail(make_error_code(errc::corrupt_record),
+                  where_seg(seg) + ": damaged record header at offset " + std::to_string(off));
+    }
+    buf->resize(length + detail::kRecordOverhead);
+    n = pread_all(fd, buf->data(), buf->size(), off);
+    if (n < 0) return sys_fail("read", where_seg(seg), errno);
+    if (static_cast<std::size_t>(n) != buf->size() ||
+        detail::parse_record(*buf, rv) != RecordStatus::ok) {
+      return fail(
+          make_error_code(errc::corrupt_record),
+          where_seg(seg) + ": the record at offset " + std::to_string(off) + " fails its checksum");
+    }
+    return {};
+  }
+
+  Result<std::string> read_body(MessageId id) {
+    if (!ready()) return Error(not_ready(), open_error.message);
+    auto it = index.find(id.value);
+    if (it == index.end()) return Error(errc::not_found, "no message " + id.to_string());
+    const Entry& e = it->second;
+    auto sit = segments.find(e.seg);
+    if (sit == segments.end()) {
+      return Error(fail(make_error_code(errc::storage_failure), where_seg(e.seg) + " is gone"),
+                   last_error.message);
+    }
+    std::string buf(detail::kRecordOverhead + kIdSize + e.body_size, '\0');
+    ssize_t n = pread_all(sit->second.fd.get(), buf.data(), buf.size(), e.body_off);
+    if (n < 0) return Error(sys_fail("read", where_seg(e.seg), errno), last_error.message);
+    RecordView rv;
+    if (static_cast<std::size_t>(n) != buf.size() ||
+        detail::parse_record(buf, &rv) != RecordStatus::ok || rv.type != RecordType::seg_body ||
+        detail::get_u64_le(rv.payload) != id.value) {
+      auto ec = fail(make_error_code(errc::corrupt_record),
+                     where_seg(e.seg) + ": the body of " + id.to_string() + " at offset " +
+                         std::to_string(e.body_off) + " fails its checksum");
+      return Error(ec, last_error.message);
+    }
+    buf.erase(0, detail::kRecordHeaderSize + kIdSize);
+    buf.resize(e.body_size);
+    return buf;
+  }
+
+  Result<std::vector<AttemptRecord>> read_attempts(MessageId id) {
+    if (!ready()) return Error(not_ready(), open_error.message);
+    auto it = index.find(id.value);
+    if (it == index.end()) return Error(errc::not_found, "no message " + id.to_string());
+    std::vector<AttemptRecord> out;
+    std::string buf;
+    for (std::uint64_t loc : it->second.changes) {
+      RecordView rv;
+      if (auto ec = read_record(seg_of(loc), off_of(loc), &buf, &rv)) {
+        return Error(ec, last_error.message);
+      }
+      if (rv.type != RecordType::seg_attempt) continue;
+      AttemptRecord a;
+      std::string why;
+      if (rv.payload.size() < kIdSize ||
+          !detail::decode_attempt(rv.payload.substr(kIdSize), &a, &why)) {
+        auto ec = fail(make_error_code(errc::corrupt_record),
+                       where_seg(seg_of(loc)) + ": attempt record at offset " +
+                           std::to_string(off_of(loc)) + " malformed");
+        return Error(ec, last_error.message);
+      }
+      out.push_back(std::move(a));
+    }
+    return out;
+  }
+
+  // --- compaction ----------------------------------------------------------------------------
+
+  bool compaction_due() const {
+    if (!ready() || segments.size() < 2) return false;
+    const std::uint32_t oldest = segments.begin()->first;
+    if (oldest == active || oldest == compact_blocked) return false;
+    return static_cast<double>(stats.live_bytes) <
+           options.compact_below_live_fraction * static_cast<double>(stats.total_bytes);
+  }
+
+  void schedule_compaction() {
+    if (compact_timer != kNoTimer || !compaction_due()) return;
+    compact_timer = clock.schedule(Duration{0}, [this] {
+      compact_timer = kNoTimer;
+      bool progress = false;
+      compact_step(options.compact_bytes_per_turn, &progress);
+      if (progress) schedule_compaction();
+    });
+  }
+
+  // Writes a full-state copy of a stored message (current metadata, body, attempt rows) to
+  // the active segment, not yet synced; `out` receives the entry of the copy.
+  std::error_code relocate(MessageId id, const Entry& e, Entry* out) {
+    std::string buf;
+    RecordView rv;
+    if (auto ec = read_record(e.seg, e.meta_off, &buf, &rv)) return ec;
+    MessageRecord record;
+    std::string why;
+    if (rv.type != RecordType::seg_insert || !detail::decode_meta(rv.payload, &record, &why) ||
+        record.id != id) {
+      return fail(make_error_code(errc::corrupt_record),
+                  where_seg(e.seg) + ": the metadata of " + id.to_string() + " at offset " +
+                      std::to_string(e.meta_off) + " is unreadable" +
+                      (why.empty() ? std::string() : ": " + why));
+    }
+    std::string attempts;
+    std::vector<std::size_t> attempt_offsets;
+    for (std::uint64_t loc : e.changes) {
+      if (auto ec = read_record(seg_of(loc), off_of(loc), &buf, &rv)) return ec;
+      if (rv.payload.size() < kIdSize || detail::get_u64_le(rv.payload) != id.value ||
+          (rv.type == RecordType::seg_update &&
+           !detail::apply_update(rv.payload.substr(kIdSize), &record, &why))) {
+        return fail(make_error_code(errc::corrupt_record),
+                    where_seg(seg_of(loc)) + ": the record of " + id.to_string() + " at offset " +
+                        std::to_string(off_of(loc)) + " is unreadable");
+      }
+      if (rv.type == RecordType::seg_attempt) {
+        attempt_offsets.push_back(attempts.size());
+        attempts.append(buf.data(), rv.size);  // copied as it is: same id, same bytes
+      }
+    }
+    auto body = read_body(id);
+    if (!body.ok()) return body.error().code;
+    if (auto ec = write_message(record, *body, attempts, out)) return ec;
+    const std::uint32_t tail = out->body_off + static_cast<std::uint32_t>(detail::kRecordOverhead +
+                                                                          kIdSize + body->size());
+    for (std::size_t a : attempt_offsets)
+      out->changes.push_back(pack(out->seg, tail + static_cast<std::uint32_t>(a)));
+    return {};
+  }
+
+  // Copies up to `budget` bytes of the oldest segment's messages forward, syncs, and then
+  // switches the index to the copies (so the old segment can go).
+  std::error_code compact_step(std::uint64_t budget, bool* progress) {
+    *progress = false;
+    if (!compaction_due()) return {};
+    const std::uint32_t oldest = segments.begin()->first;
+    if (compact_seg != oldest) {
+      compact_ids.clear();
+      for (const auto& [id, e] : index) {
+        if (e.seg == oldest) compact_ids.push_back(id);
+      }
+      compact_seg = oldest;
+    }
+    std::vector<std::pair<std::uint64_t, Entry>> copies;
+    std::uint64_t copied = 0;
+    std::error_code result;
+    while (!compact_ids.empty() && copied < budget) {
+      const std::uint64_t id = compact_ids.back();
+      auto it = index.find(id);
+      if (it == index.end() || it->second.seg != oldest) {
+        compact_ids.pop_back();
+        continue;
+      }
+      Entry copy;
+      if (auto ec = relocate(MessageId{id}, it->second, &copy)) {
+        result = ec;
+        compact_blocked = oldest;
+        break;
+      }
+      compact_ids.pop_back();
+      copied += copy.bytes;
+      copies.emplace_back(id, std::move(copy));
+    }
+    if (!copies.empty()) {
+      // The copies are durable before the old segment can be unlinked.
+      if (auto ec = sync_segments()) return ec;
+      for (auto& [id, copy] : copies) {
+        auto it = index.find(id);
+        account_remove(it->second);
+        copy.recipients = std::move(it->second.recipients);
+        copy.attempts = it->second.attempts;
+        copy.held = it->second.held;
+        it->second = std::move(copy);
+        account_add(it->second);
+        stats.compacted_messages++;
+        stats.compacted_bytes += it->second.bytes;
+      }
+      *progress = true;
+    }
+    const std::size_t before = segments.size();
+    delete_dead_segments();
+    if (segments.size() != before) *progress = true;
+    return result;
+  }
+
+  std::error_code compact_now() {
+    if (!ready()) return not_ready();
+    flush_batch(true);
+    for (;;) {
+      bool progress = false;
+      if (auto ec = compact_step(UINT64_MAX, &progress)) return ec;
+      if (!progress) return {};
+    }
+  }
+
+  // --- recovery -----------------------------------------------------------------------------
+
+  // Segment::end marks during load, before a segment is replayed.
+  static constexpr std::uint64_t kTornPreamble = 1;
+  static constexpr std::uint64_t kBadPreamble = 2;
+
+  struct LoadItem {
+    MessageRecord record;
+    Entry entry;
+    bool has_body = false;
+    bool dead = false;
+    std::size_t replaced = SIZE_MAX;  // the item this full-state copy replaced
+  };
+
+  struct LoadContext {
+    RecoveryReport* report = nullptr;
+    std::vector<LoadItem> items;
+    std::unordered_map<std::uint64_t, std::size_t> where;  // id -> items index
+    std::size_t orphan = SIZE_MAX;  // the item of the last 'i' record while its 'b' is due
+    bool quarantine_dirty = false;
+  };
+
+  void problem(LoadContext& ctx, std::string line) {
+    if (ctx.report) ctx.report->problems.push_back(line);
+    fail(make_error_code(errc::corrupt_record), std::move(line));
+  }
+
+  // Creates a fresh file in quarantine/ named `base` (or base.N). -1 with errno on failure.
+  int quarantine_file(const std::string& base, std::string* name) {
+    for (int n = 0; n < 1000; ++n) {
+      *name = n == 0 ? base : base + "." + std::to_string(n);
+      int fd = ::openat(quarantine_fd.get(), name->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                        options.file_mode);
+      if (fd >= 0 || errno != EEXIST) return fd;
+    }
+    errno = EEXIST;
+    return -1;
+  }
+
+  // Moves a whole file of segments/ to quarantine/.
+  void quarantine_whole(LoadContext& ctx, const std::string& name, const std::string& reason) {
+    int err = 0;
+    std::string target;
+    for (int n = 0; n < 1000; ++n) {
+      target = n == 0 ? name : name + "." + std::to_string(n);
+      err = rename_noreplace(seg_dir_fd.get(), name.c_str(), quarantine_fd.get(), target.c_str());
+      if (err != EEXIST) break;
+    }
+    if (err != 0) {
+      problem(ctx, "segments/" + name + ": " + reason + "; could not move it to quarantine/: " +
+                       errno_text(err) + "; left in place");
+      return;
+    }
+    ctx.quarantine_dirty = true;
+    dir_lazy = true;
+    stats.last_load_quarantined++;
+    if (ctx.report) ctx.report->quarantined++;
+    problem(ctx, "segments/" + name + ": " + reason + "; moved to quarantine/" + target);
+  }
+
+  // Ends a segment's replay at `off`: a torn tail (nothing valid after it) is cut off; damage
+  // followed by valid records is copied to quarantine/ first. Returns the new end.
+  std::uint64_t end_segment_at(LoadContext& ctx, std::uint32_t n, Segment& s, std::uint64_t damage,
+                               std::uint64_t size, const std::string& reason) {
+    const std::string where = where_seg(n);
+    // A message whose 'i' record is intact but whose 'b' record (written with it) is not:
+    // the cut starts at its 'i' record, so that the message goes whole.
+    std::uint64_t off = damage;
+    if (ctx.orphan != SIZE_MAX) {
+      LoadItem& item = ctx.items[ctx.orphan];
+      if (!item.dead && !item.has_body && item.entry.seg == n) {
+        off = item.entry.meta_off;
+        item.dead = true;
+        if (item.replaced != SIZE_MAX) {
+          // A full-state copy cut short: the copy it was to replace stands.
+          ctx.items[item.replaced].dead = false;
+          ctx.where[item.record.id.value] = item.replaced;
+        } else {
+          ctx.where.erase(item.record.id.value);
+        }
+      }
+      ctx.orphan = SIZE_MAX;
+    }
+    std::string rest(static_cast<std::size_t>(size - off), '\0');
+    ssize_t got = pread_all(s.fd.get(), rest.data(), rest.size(), off);
+    if (got < 0) {
+      problem(ctx, where + ": " + reason + " at offset " + std::to_string(off) +
+                       " and the rest cannot be read (" + errno_text(errno) + "); left in place");
+      return off;
+    }
+    rest.resize(static_cast<std::size_t>(got));
+    const std::string_view from_damage =
+        std::string_view(rest).substr(std::min<std::size_t>(rest.size(), damage - off));
+    if (all_zero(from_damage) || !valid_record_after(from_damage)) {
+      // The torn last append of a crash, or the zeros / stale blocks a file system leaves in
+      // a file extended at a power loss: the state before it stands.
+      if (::ftruncate(s.fd.get(), static_cast<off_t>(off)) != 0 ||
+          fsync_retry(s.fd.get(), true) != 0) {
+        // Appends never go to a loaded segment but the active one; the next load retries.
+        sys_fail("cut the torn last record of", where, errno);
+      }
+      stats.last_load_repaired++;
+      return off;
+    }
+    const std::string base = segment_name(n) + "." + std::to_string(off);
+    std::string qname;
+    Fd q(quarantine_file(base, &qname));
+    int err = q.ok() ? 0 : errno;
+    if (err == 0) {
+      iovec iov{rest.data(), rest.size()};
+      err = pwritev_all(q.get(), &iov, 1, 0);
+    }
+    if (err == 0) err = fsync_retry(q.get(), true);
+    if (err != 0) {
+      if (q.ok()) ::unlinkat(quarantine_fd.get(), qname.c_str(), 0);
+      problem(ctx, where + ": " + reason + " at offset " + std::to_string(off) +
+                       "; could not copy the " + std::to_string(rest.size()) +
+                       " bytes from there to quarantine/: " + errno_text(err) + "; left in place");
+      return off;
+    }
+    ctx.quarantine_dirty = true;
+    stats.last_load_quarantined++;
+    if (ctx.report) ctx.report->quarantined++;
+    problem(ctx, where + ": " + reason + " at offset " + std::to_string(damage) + "; the " +
+                     std::to_string(rest.size()) + " bytes from offset " + std::to_string(off) +
+                     " moved to quarantine/" + qname);
+    if (::ftruncate(s.fd.get(), static_cast<off_t>(off)) != 0 ||
+        fsync_retry(s.fd.get(), true) != 0) {
+      sys_fail("truncate", where, errno);
+    }
+    return off;
+  }
+
+  // The body record of a message whose 'i' record came before it in the same segment.
+  static void note_body(LoadContext& ctx, LoadItem* item, std::uint32_t n, std::uint64_t off,
+                        std::uint64_t body_size, std::uint64_t record_size) {
+    if (!item || item->has_body || item->entry.seg != n) return;  // not (or no longer) stored
+    item->has_body = true;
+    ctx.orphan = SIZE_MAX;
+    item->entry.body_off = static_cast<std::uint32_t>(off);
+    item->entry.body_size = static_cast<std::uint32_t>(body_size);
+    item->entry.bytes += record_size;
+  }
+
+  // Applies one valid record. False (with `why`) when its payload is malformed.
+  bool apply(LoadContext& ctx, std::uint32_t n, std::uint64_t off, const RecordView& rv,
+             std::string* why) {
+    const std::uint64_t size = rv.size;
+    if (rv.type == RecordType::seg_insert) {
+      MessageRecord record;
+      if (!detail::decode_meta(rv.payload, &record, why)) return false;
+      auto [it, fresh] = ctx.where.try_emplace(record.id.value, ctx.items.size());
+      std::size_t replaced = SIZE_MAX;
+      if (!fresh) {
+        replaced = it->second;  // a full-state copy replaces it
+        ctx.items[replaced].dead = true;
+      }
+      it->second = ctx.items.size();
+      ctx.orphan = ctx.items.size();
+      LoadItem& item = ctx.items.emplace_back();
+      item.replaced = replaced;
+      item.entry.seg = n;
+      item.entry.meta_off = static_cast<std::uint32_t>(off);
+      item.entry.bytes = size;
+      item.record = std::move(record);
+      return true;
+    }
+    if (rv.payload.size() < kIdSize) {
+      *why = "record without a message id";
+      return false;
+    }
+    const std::uint64_t id = detail::get_u64_le(rv.payload);
+    auto it = ctx.where.find(id);
+    LoadItem* item = it == ctx.where.end() ? nullptr : &ctx.items[it->second];
+    switch (rv.type) {
+      case RecordType::seg_body:
+        note_body(ctx, item, n, off, rv.payload.size() - kIdSize, size);
+        return true;
+      case RecordType::seg_update:
+        if (!item) return true;  // its insert was in a deleted segment
+        if (!detail::apply_update(rv.payload.substr(kIdSize), &item->record, why)) return false;
+        item->entry.changes.push_back(pack(n, static_cast<std::uint32_t>(off)));
+        item->entry.bytes += size;
+        return true;
+      case RecordType::seg_attempt:
+        if (!item) return true;
+        item->entry.changes.push_back(pack(n, static_cast<std::uint32_t>(off)));
+        item->entry.bytes += size;
+        return true;
+      case RecordType::seg_remove:
+        if (!item) return true;
+        item->dead = true;
+        ctx.where.erase(it);
+        return true;
+      default:
+        *why = std::string("record type '") + static_cast<char>(rv.type) +
+               "' does not belong in a segment";
+        return false;
+    }
+  }
+
+  // Replays one segment (whose preamble is valid). Returns its end after repairs.
+  std::uint64_t scan_segment(LoadContext& ctx, std::uint32_t n, Segment& s, std::uint64_t size,
+                             std::string& buf) {
+    std::uint64_t buf_off = 0;  // file offset of buf[0]
+    buf.clear();
+    const int fd = s.fd.get();
+    std::size_t chunk = kLoadChunk;
+    // Makes [off, off + need) available in buf; false when the file ends first.
+    auto have = [&](std::uint64_t off, std::uint64_t need, bool* read_error) -> bool {
+      if (off >= buf_off && off + need <= buf_off + buf.size()) return true;
+      if (off + need > size) return false;
+      const std::uint64_t want =
+          std::min<std::uint64_t>(std::max<std::uint64_t>(need, chunk), size - off);
+      chunk = std::min(chunk * 2, kLoadChunk);
+      buf.resize(static_cast<std::size_t>(want));
+      ssize_t got = pread_all(fd, buf.data(), buf.size(), off);
+      if (got < 0) {
+        *read_error = true;
+        buf.clear();
+        return false;
+      }
+      buf.resize(static_cast<std::size_t>(got));
+      buf_off = off;
+      return buf.size() >= need;
+    };
+    std::uint64_t off = detail::kPreambleSize;
+    std::string why;
+    ctx.orphan = SIZE_MAX;
+    while (off < size) {
+      bool read_error = false;
+      if (!have(off, detail::kRecordHeaderSize, &read_error)) {
+        if (read_error) {
+          problem(ctx, where_seg(n) + ": cannot be read at offset " + std::to_string(off) + " (" +
+                           errno_text(errno) + "); the rest is not replayed");
+          return off;
+        }
+        return end_segment_at(ctx, n, s, off, size, "incomplete record");
+      }
+      std::string_view view(buf.data() + (off - buf_off), buf.size() - (off - buf_off));
+      RecordType type;
+      std::uint32_t length = 0;
+      if (!detail::parse_record_header(view, &type, &length) || off > kMaxSegmentSize ||
+          (type != RecordType::seg_body && length > kMaxMetaSize)) {
+        return end_segment_at(ctx, n, s, off, size, "damaged record");
+      }
+      const std::uint64_t total = std::uint64_t{length} + detail::kRecordOverhead;
+      if (off + total > size) return end_segment_at(ctx, n, s, off, size, "incomplete record");
+      RecordView rv;
+      if (type == RecordType::seg_body && total > kSkipBodyAbove &&
+          !options.verify_bodies_on_load) {
+        // A large body: its id only; read_body checks its checksum when it is needed.
+        if (!have(off, detail::kRecordHeaderSize + kIdSize, &read_error) || length < kIdSize) {
+          return end_segment_at(ctx, n, s, off, size, "damaged record");
+        }
+        const std::uint64_t id = detail::get_u64_le(
+            std::string_view(buf.data() + (off - buf_off) + detail::kRecordHeaderSize, kIdSize));
+        auto it = ctx.where.find(id);
+        note_body(ctx, it == ctx.where.end() ? nullptr : &ctx.items[it->second], n, off,
+                  length - kIdSize, total);
+        chunk = kSmallRead;  // the next message's metadata, not more of the bodies
+        off += total;
+        continue;
+      }
+      if (!have(off, total, &read_error)) {
+        if (read_error) {
+          problem(ctx, where_seg(n) + ": cannot be read at offset " + std::to_string(off) + " (" +
+                           errno_text(errno) + "); the rest is not replayed");
+          return off;
+        }
+        return end_segment_at(ctx, n, s, off, size, "incomplete record");
+      }
+      view = std::string_view(buf.data() + (off - buf_off), static_cast<std::size_t>(total));
+      if (detail::parse_record(view, &rv) != RecordStatus::ok) {
+        return end_segment_at(ctx, n, s, off, size, "damaged record");
+      }
+      why.clear();
+      if (!apply(ctx, n, off, rv, &why)) return end_segment_at(ctx, n, s, off, size, why);
+      off += total;
+    }
+    // The segment ends after a message's 'i' record, without its 'b' record (written with it
+    // in one write): a torn insert, cut off like any torn tail.
+    if (ctx.orphan != SIZE_MAX) return end_segment_at(ctx, n, s, off, size, "incomplete record");
+    return off;
+  }
+
+  std::error_code load(const std::function<void(MessageRecord&&)>& each, RecoveryReport* report) {
+    if (!ready()) return not_ready();
+    const auto started = std::chrono::steady_clock::now();
+    flush_batch(true);
+    sync_segments();
+    stats.last_load_recovered = stats.last_load_segments = 0;
+    stats.last_load_repaired = stats.last_load_quarantined = 0;
+    LoadContext ctx;
+    ctx.report = report;
+
+    std::vector<DirEntry> entries;
+    if (int err = list_directory(seg_dir_fd.get(), &entries)) {
+      return sys_fail("list", "segments", err);
+    }
+    std::vector<std::pair<std::uint32_t, std::string>> found;
+    for (const auto& e : entries) {
+      const unsigned char t = entry_type(seg_dir_fd.get(), e);
+      std::uint64_t n = 0;
+      if (t == DT_DIR) {
+        problem(ctx, "segments/" + e.name + ": unexpected directory; left in place");
+      } else if (!parse_segment_name(e.name, &n)) {
+        quarantine_whole(ctx, e.name, "not a segment file");
+      } else if (n > 0xFFFFFFFFull) {
+        return fail(make_error_code(errc::storage_failure),
+                    "segments/" + e.name +
+                        ": segment number beyond this build's range; "
+                        "refusing to start rather than ignore it");
+      } else {
+        found.emplace_back(static_cast<std::uint32_t>(n), e.name);
+      }
+    }
+    std::sort(found.begin(), found.end());
+
+    // Open every segment and check its preamble before changing anything: a segment of a
+    // newer format stops the load (ignoring it would lose its messages).
+    std::map<std::uint32_t, Segment> loaded;
+    std::vector<std::uint64_t> sizes;
+    for (const auto& [n, name] : found) {
+      Segment s;
+      auto existing = segments.find(n);
+      if (existing != segments.end()) {
+        s.fd = Fd(::dup(existing->second.fd.get()));
+      } else {
+        s.fd = Fd(::openat(seg_dir_fd.get(), name.c_str(), O_RDWR | O_CLOEXEC));
+        if (!s.fd.ok() && (errno == EROFS || errno == EACCES)) {
+          s.fd = Fd(::openat(seg_dir_fd.get(), name.c_str(), O_RDONLY | O_CLOEXEC));
+        }
+      }
+      if (!s.fd.ok()) return sys_fail("open", where_seg(n), errno);
+      struct stat st;
+      if (::fstat(s.fd.get(), &st) != 0) return sys_fail("stat", where_seg(n), errno);
+      char pre[detail::kPreambleSize];
+      ssize_t got = pread_all(s.fd.get(), pre, sizeof pre, 0);
+      if (got < 0) return sys_fail("read", where_seg(n), errno);
+      std::uint32_t version = 0;
+      switch (detail::check_segment_preamble(std::string_view(pre, static_cast<std::size_t>(got)),
+                                             &version)) {
+        case detail::PreambleStatus::ok:
+          break;
+        case detail::PreambleStatus::newer_version:
+          return fail(make_error_code(errc::storage_failure),
+                      where_seg(n) + ": segment format version " + std::to_string(version) +
+                          " is newer than this build reads (" +
+                          std::to_string(detail::kSegmentFormatVersion) +
+                          "); refusing to start rather than ignore its messages");
+        case detail::PreambleStatus::truncated:
+          // Created by a crash before its preamble was written: nothing follows it.
+          s.end = kTornPreamble;
+          break;
+        case detail::PreambleStatus::foreign:
+        case detail::PreambleStatus::corrupt:
+          s.end = kBadPreamble;
+          break;
+      }
+      sizes.push_back(static_cast<std::uint64_t>(st.st_size));
+      loaded.emplace(n, std::move(s));
+    }
+
+    // A guess at the message count (records of about 2 KB) saves rehashing and copying.
+    std::uint64_t all_bytes = 0;
+    for (std::uint64_t z : sizes) all_bytes += z;
+    const auto guess =
+        static_cast<std::size_t>(std::min<std::uint64_t>(all_bytes / 2048, 1u << 24));
+    ctx.items.reserve(guess);
+    ctx.where.reserve(guess);
+    index.clear();
+    compact_seg = 0;
+    compact_ids.clear();
+    compact_blocked = 0;
+    std::string buf;
+    std::size_t k = 0;
+    for (auto it = loaded.begin(); it != loaded.end(); ++k) {
+      const std::uint32_t n = it->first;
+      Segment& s = it->second;
+      const std::uint64_t size = sizes[k];
+      if (s.end == kTornPreamble) {
+        ::unlinkat(seg_dir_fd.get(), segment_name(n).c_str(), 0);
+        dir_lazy = true;
+        stats.last_load_repaired++;
+        if (active == n) active = 0;
+        it = loaded.erase(it);
+        continue;
+      }
+      if (s.end == kBadPreamble) {
+        s.fd.reset();
+        quarantine_whole(ctx, segment_name(n), "not a segment file (bad preamble)");
+        if (active == n) active = 0;
+        it = loaded.erase(it);
+        continue;
+      }
+      stats.last_load_segments++;
+      s.end = scan_segment(ctx, n, s, size, buf);
+      ++it;
+    }
+    buf.clear();
+    buf.shrink_to_fit();
+
+    // The index, the segments' accounting, then the callbacks.
+    segments = std::move(loaded);
+    stats.total_bytes = 0;
+    stats.live_bytes = 0;
+    for (const auto& [n, s] : segments) stats.total_bytes += s.end;
+    if (active != 0 && !segments.count(active)) active = 0;
+    index.reserve(ctx.where.size());
+    for (auto& item : ctx.items) {
+      if (item.dead) continue;
+      if (!item.has_body) {
+        problem(ctx, where_seg(item.entry.seg) + ": message " + item.record.id.to_string() +
+                         " (offset " + std::to_string(item.entry.meta_off) +
+                         ") has no body record; not recovered");
+        item.dead = true;
+        continue;
+      }
+      Entry& e = item.entry;
+      e.attempts = item.record.attempts;
+      e.held = item.record.held;
+      e.recipients.reserve(item.record.recipients.size());
+      for (const auto& r : item.record.recipients) e.recipients.push_back(detail::digest(r));
+      e.changes.shrink_to_fit();
+      account_add(e);
+      index.emplace(item.record.id.value, std::move(e));
+    }
+    ctx.where.clear();
+    if (ctx.quarantine_dirty) {
+      stats.dir_syncs++;
+      if (int err = fsync_retry(quarantine_fd.get(), false)) {
+        sys_fail("sync directory", "quarantine", err);
+      }
+    }
+    delete_dead_segments();
+    sync_lazy();
+    // Every message is indexed (and accounted) before the first callback, which may change
+    // or remove messages.
+    for (auto& item : ctx.items) {
+      if (item.dead) continue;
+      stats.last_load_recovered++;
+      if (report) report->recovered++;
+      each(std::move(item.record));
+    }
+    ctx.items.clear();
+    schedule_compaction();
+    stats.last_load_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return {};
+  }
+
+  void shutdown() {
+    if (!ready()) return;
+    flush_batch(false);
+    sync_lazy();
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+
+SegmentStorage::SegmentStorage(std::string directory, Clock& clock, SegmentOptions options)
+    : impl_(std::make_unique<Impl>(std::move(directory), clock, std::move(options))) {
+  impl_->open();
+}
+
+SegmentStorage::~SegmentStorage() {
+  impl_->shutdown();
+  impl_->cancel_timers();
+}
+
+Result<std::unique_ptr<SegmentStorage>> SegmentStorage::open(std::string directory, Clock& clock,
+                                                             SegmentOptions options) {
+  auto s = std::make_unique<SegmentStorage>(std::move(directory), clock, std::move(options));
+  if (s->open_error()) return s->impl_->open_error;
+  return s;
+}
+
+std::error_code SegmentStorage::open_error() const noexcept {
+  return impl_->open_error.code;
+}
+
+void SegmentStorage::insert(const MessageRecord& record, std::string_view body, Done done) {
+  impl_->insert(record, body, std::move(done));
+}
+
+std::error_code SegmentStorage::update(const MessageRecord& record) {
+  return impl_->update(record);
+}
+
+std::error_code SegmentStorage::append_attempt(MessageId id, const AttemptRecord& attempt) {
+  return impl_->append_attempt(id, attempt);
+}
+
+std::error_code SegmentStorage::remove(MessageId id) {
+  return impl_->remove(id);
+}
+
+Result<std::string> SegmentStorage::read_body(MessageId id) const {
+  return impl_->read_body(id);
+}
+
+Result<std::vector<AttemptRecord>> SegmentStorage::read_attempts(MessageId id) const {
+  return impl_->read_attempts(id);
+}
+
+std::error_code SegmentStorage::load(const std::function<void(MessageRecord&&)>& each,
+                                     RecoveryReport* report) {
+  return impl_->load(each, report);
+}
+
+void SegmentStorage::flush() {
+  if (!impl_->ready()) return;
+  impl_->flush_batch(true);
+  impl_->sync_lazy();
+}
+
+std::error_code SegmentStorage::compact_now() {
+  return impl_->compact_now();
+}
+
+SegmentStats SegmentStorage::stats() const {
+  SegmentStats s = impl_->stats;
+  s.segments = impl_->segments.size();
+  return s;
+}
+
+const std::string& SegmentStorage::directory() const noexcept {
+  return impl_->dir;
+}
+
+std::size_t SegmentStorage::size() const noexcept {
+  return impl_->index.size();
+}
+
+std::size_t SegmentStorage::pending_inserts() const noexcept {
+  return impl_->pending_ids.size();
+}
+
+std::string SegmentStorage::segment_of(MessageId id) const {
+  auto it = impl_->index.find(id.value);
+  if (it == impl_->index.end()) return {};
+  return Impl::where_seg(it->second.seg);
+}
+
+const Error& SegmentStorage::last_error() const noexcept {
+  return impl_->last_error;
+}
+
+}  // namespace spool
+}  // namespace mailq

@@ -1,0 +1,91 @@
+// Choosing between the two durable spools: layout names, what a directory holds, and
+// open_spool, which never opens one layout's directory as the other.
+#include <catch2/catch.hpp>
+
+#include <memory>
+#include <string>
+
+#include "mailq/segment_spool.h"
+#include "mailq/spool.h"
+#include "support/spool_fixtures.h"
+
+using mailq::spool::detect_layout;
+using mailq::spool::Layout;
+using mailq::spool::open_spool;
+using mailq::spool::parse_layout;
+using namespace mailq::spool_test;
+
+TEST_CASE("layout names parse and print, nothing else parses", "[spool][layout]") {
+  CHECK(parse_layout("files") == Layout::files);
+  CHECK(parse_layout("segments") == Layout::segments);
+  CHECK(std::string(mailq::spool::to_string(Layout::files)) == "files");
+  CHECK(std::string(mailq::spool::to_string(Layout::segments)) == "segments");
+  for (const char* bad : {"", "file", "Files", "segment", "segments ", "auto"})
+    CHECK_FALSE(parse_layout(bad).has_value());
+}
+
+TEST_CASE("detect_layout reads what a directory holds", "[spool][layout]") {
+  TempDir dir;
+  ManualClock clock;
+  CHECK_FALSE(detect_layout(dir / "missing").has_value());
+  CHECK_FALSE(detect_layout(dir.path()).has_value());  // empty: either may be created
+
+  {
+    auto s = open_spool(dir / "seg", clock, Layout::segments);
+    INFO((s ? std::string() : s.error().message));
+    REQUIRE(s);
+    insert_ok(**s, clock, sample_record(1), "body\r\n");
+    (*s)->flush();
+  }
+  CHECK(detect_layout(dir / "seg") == Layout::segments);
+
+  {
+    auto s = open_spool(dir / "files", clock, Layout::files);
+    REQUIRE(s);
+    CHECK(detect_layout(dir / "files") == Layout::files);  // queue/ exists, still empty
+    insert_ok(**s, clock, sample_record(1), "body\r\n");
+    (*s)->flush();
+  }
+  CHECK(detect_layout(dir / "files") == Layout::files);
+}
+
+TEST_CASE("open_spool opens the layout asked for and refuses a directory of the other one",
+          "[spool][layout]") {
+  TempDir dir;
+  ManualClock clock;
+  {
+    auto s = open_spool(dir / "seg", clock, Layout::segments);
+    REQUIRE(s);
+    CHECK(dynamic_cast<mailq::spool::SegmentStorage*>(s->get()) != nullptr);
+    insert_ok(**s, clock, sample_record(7), "seven\r\n");
+    (*s)->flush();
+    CHECK((*s)->size() == 1);
+    CHECK((*s)->directory() == dir / "seg");
+  }
+  auto wrong = open_spool(dir / "seg", clock, Layout::files);
+  REQUIRE_FALSE(wrong);
+  CHECK(wrong.error().code == mailq::errc::storage_failure);
+  CHECK(wrong.error().message == "spool " + dir / "seg" + " holds a segment spool (" + dir / "seg" +
+                                     "/segments); open it with layout = segments");
+  CHECK_FALSE(fs::exists(dir / "seg/queue"));  // nothing created by the refused open
+
+  // The messages are still there for the right layout.
+  auto again = open_spool(dir / "seg", clock, Layout::segments);
+  REQUIRE(again);
+  Loaded l = load_all(**again);
+  CHECK(l.report.recovered == 1);
+  CHECK((*again)->read_body(MessageId{7}).value() == "seven\r\n");
+  again->reset();
+
+  {
+    auto f = open_spool(dir / "files", clock, Layout::files);
+    REQUIRE(f);
+    CHECK(dynamic_cast<mailq::spool::SpoolStorage*>(f->get()) != nullptr);
+    insert_ok(**f, clock, sample_record(8), "eight\r\n");
+    (*f)->flush();
+  }
+  auto refused = open_spool(dir / "files", clock, Layout::segments);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message == "spool " + dir / "files" + " holds a file spool (" +
+                                       dir / "files" + "/queue); open it with layout = files");
+}

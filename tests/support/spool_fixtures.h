@@ -1,0 +1,218 @@
+// Helpers of the spool tests (test_spool.cpp, test_segment_spool.cpp): scratch directories
+// (optionally on a small tmpfs), sample records with every field set, field-by-field
+// comparisons, and insert/load shorthands for any Storage on a ManualClock.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <stdlib.h>
+#include <sys/mount.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "mailq/clock.h"
+#include "mailq/message.h"
+#include "mailq/storage.h"
+
+namespace mailq {
+namespace spool_test {
+
+namespace fs = std::filesystem;
+using mailq::AttemptRecord;
+using mailq::ManualClock;
+using mailq::MessageId;
+using mailq::MessageRecord;
+using mailq::RecipientRecord;
+using mailq::RecipientState;
+using mailq::RecoveryReport;
+using mailq::Reply;
+using mailq::TimePoint;
+
+// A fresh directory under /tmp, removed (with anything mounted on it unmounted) at the end.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& parent = "/tmp") {
+    std::string tmpl = parent + "/mailq-spool-test-XXXXXX";
+    char* p = ::mkdtemp(tmpl.data());
+    REQUIRE(p != nullptr);
+    path_ = p;
+  }
+  ~TempDir() {
+    if (mounted_) ::umount2(path_.c_str(), MNT_DETACH);
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& sub) const { return path_ + "/" + sub; }
+  // Mounts a tmpfs of `size` on the directory; false when not permitted.
+  bool mount_tmpfs(const std::string& size) {
+    std::string opts = "size=" + size + ",mode=0755";
+    if (::mount("tmpfs", path_.c_str(), "tmpfs", 0, opts.c_str()) != 0) return false;
+    mounted_ = true;
+    return true;
+  }
+
+ private:
+  std::string path_;
+  bool mounted_ = false;
+};
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+inline void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(out.good());
+}
+
+inline std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(path, ec)) out.push_back(e.path().filename());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+inline TimePoint at_ns(std::int64_t ns) {
+  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::nanoseconds(ns)));
+}
+
+// A record with every field set to something other than its default.
+inline MessageRecord sample_record(std::uint64_t id, std::size_t recipients = 3) {
+  MessageRecord m;
+  m.id = MessageId{id};
+  m.reverse_path = "adam@hosta.sesta.com";
+  m.source_channel = "tcp_internal";
+  m.message_id = "<01IRUD7SVA3Q9UN2D4@sesta.com>";
+  m.envid = "QQ314159";
+  m.ret = mailq::DsnRet::headers;
+  m.arrival = at_ns(1'700'000'000'123'456'789);
+  m.size = 4242;
+  m.attempts = 0;
+  m.held = false;
+  for (std::size_t i = 0; i < recipients; ++i) {
+    RecipientRecord r;
+    r.address = "user" + std::to_string(i) + "@some.org";
+    r.orcpt = "rfc822;orig" + std::to_string(i) + "@some.org";
+    r.notify = static_cast<std::uint8_t>(mailq::kNotifyFailure | mailq::kNotifyDelay);
+    r.route = "tcp_local";
+    r.state = RecipientState::queued;
+    r.next_attempt = at_ns(1'700'000'000'123'456'789 + static_cast<std::int64_t>(i));
+    m.recipients.push_back(r);
+  }
+  return m;
+}
+
+inline void require_same(const RecipientRecord& a, const RecipientRecord& b) {
+  CHECK(a.address == b.address);
+  CHECK(a.orcpt == b.orcpt);
+  CHECK(a.notify == b.notify);
+  CHECK(a.route == b.route);
+  CHECK(a.state == b.state);
+  CHECK(a.attempts == b.attempts);
+  CHECK(a.next_attempt == b.next_attempt);
+  CHECK(a.last_reply == b.last_reply);
+  CHECK(a.remote == b.remote);
+  CHECK(a.delay_notified == b.delay_notified);
+}
+
+inline void require_same(const MessageRecord& a, const MessageRecord& b) {
+  CHECK(a.id == b.id);
+  CHECK(a.reverse_path == b.reverse_path);
+  CHECK(a.source_channel == b.source_channel);
+  CHECK(a.message_id == b.message_id);
+  CHECK(a.envid == b.envid);
+  CHECK(a.ret == b.ret);
+  CHECK(a.arrival == b.arrival);
+  CHECK(a.size == b.size);
+  CHECK(a.attempts == b.attempts);
+  CHECK(a.held == b.held);
+  REQUIRE(a.recipients.size() == b.recipients.size());
+  for (std::size_t i = 0; i < a.recipients.size(); ++i)
+    require_same(a.recipients[i], b.recipients[i]);
+}
+
+inline void require_same(const AttemptRecord& a, const AttemptRecord& b) {
+  CHECK(a.route == b.route);
+  CHECK(a.time == b.time);
+  CHECK(a.reply == b.reply);
+  CHECK(a.recipient == b.recipient);
+  CHECK(a.diagnostic == b.diagnostic);
+}
+
+// Inserts and completes the batch; requires success.
+inline void insert_ok(mailq::Storage& s, ManualClock& clock, const MessageRecord& m,
+                      std::string_view body) {
+  std::error_code result = mailq::make_error_code(mailq::errc::bad_state);
+  bool called = false;
+  s.insert(m, body, [&](std::error_code ec) {
+    called = true;
+    result = ec;
+  });
+  clock.run_pending();
+  REQUIRE(called);
+  REQUIRE_FALSE(result);
+}
+
+// Inserts and completes the batch; returns the result.
+inline std::error_code insert_result(mailq::Storage& s, ManualClock& clock, const MessageRecord& m,
+                                     std::string_view body) {
+  std::error_code result = mailq::make_error_code(mailq::errc::bad_state);
+  bool called = false;
+  s.insert(m, body, [&](std::error_code ec) {
+    called = true;
+    result = ec;
+  });
+  clock.run_pending();
+  REQUIRE(called);
+  return result;
+}
+
+struct Loaded {
+  std::vector<MessageRecord> records;
+  RecoveryReport report;
+  std::error_code ec;
+};
+
+inline Loaded load_all(mailq::Storage& s) {
+  Loaded out;
+  out.ec = s.load([&](MessageRecord&& r) { out.records.push_back(std::move(r)); }, &out.report);
+  return out;
+}
+
+inline Reply deferral_reply() {
+  return Reply(451, "4.4.1",
+               "[internal] connection was not attempted: domain is marked down (too many "
+               "connection failures)");
+}
+
+inline AttemptRecord sample_attempt(int n) {
+  AttemptRecord a;
+  a.route = "default-non-local-route";
+  a.time = at_ns(1'700'000'100'000'000'000 + n);
+  a.reply = deferral_reply();
+  a.recipient = "user" + std::to_string(n) + "@some.org";
+  a.diagnostic = "TCP active open: Failed connect()    Error: no route to host";
+  return a;
+}
+
+inline std::string binary_body(std::size_t n) {
+  std::string body = "Subject: test\r\nMessage-ID: <x@y>\r\n\r\n";
+  for (std::size_t i = 0; body.size() < n; ++i) body.push_back(static_cast<char>((i * 131) & 0xFF));
+  body.resize(n);
+  return body;
+}
+
+}  // namespace spool_test
+}  // namespace mailq
