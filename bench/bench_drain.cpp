@@ -7,7 +7,8 @@
 // recipient is recorded delivered (queue empty). Reports messages/s.
 //
 //   bench_drain --port 2525 [--count 20000] [--size 2048] [--connections 20]
-//               [--per-connection 1000] [--spool DIR] [--json FILE] [--label TEXT]
+//               [--per-connection 1000] [--spool DIR] [--layout files|segments]
+//               [--json FILE] [--label TEXT]
 #include <uv.h>
 
 #include <cstdio>
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
                     {"connections", "20"},
                     {"per-connection", "1000"},
                     {"spool", ""},
+                    {"layout", "files"},
                     {"json", ""},
                     {"label", "drain"},
                     {"timeout", "600"}});
@@ -75,11 +77,7 @@ int main(int argc, char** argv) {
   int rc = 0;
   {
     mailq::uv::LoopClock clock(&loop);
-    auto spool = mailq::spool::SpoolStorage::open(spool_dir + "/spool", clock);
-    if (!spool) {
-      std::fprintf(stderr, "bench_drain: %s\n", spool.error().message.c_str());
-      return 73;
-    }
+    auto spool = bench::open_spool("bench_drain", spool_dir + "/spool", clock, args.str("layout"));
     mailq::uv::UvTransport transport(&loop);
     mailq::StaticResolver resolver(clock);  // never asked: the route names an IP literal
 
@@ -100,7 +98,7 @@ int main(int argc, char** argv) {
     Counter counter;
     mailq::QueueConfig qc;
     qc.reporting_mta = "bench.localhost";
-    mailq::Queue queue(**spool, routes, clock, &counter, qc);
+    mailq::Queue queue(*spool, routes, clock, &counter, qc);
     if (auto ec = queue.recover()) {
       std::fprintf(stderr, "bench_drain: recover: %s\n", ec.message().c_str());
       return 70;
@@ -159,6 +157,7 @@ int main(int argc, char** argv) {
     bench::JsonRecord j("drain");
     j.add("label", args.str("label"))
         .add("engine", std::string("mailq"))
+        .add("layout", args.str("layout"))
         .add("messages", static_cast<long long>(counter.delivered))
         .add("size", static_cast<long long>(size))
         .add("seconds", secs)

@@ -5,7 +5,8 @@
 // Submits `--per-turn` messages per loop turn (a zero-delay timer re-arms the submitter) until
 // `--count` are submitted; the clock stops when the last callback ran.
 //
-//   bench_enqueue [--count 50000] [--per-turn 1000] [--size 2048] [--spool DIR] [--json FILE]
+//   bench_enqueue [--count 50000] [--per-turn 1000] [--size 2048] [--spool DIR]
+//                 [--layout files|segments] [--json FILE]
 #include <uv.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
                     {"per-turn", "1000"},
                     {"size", "2048"},
                     {"spool", ""},
+                    {"layout", "files"},
                     {"json", ""},
                     {"label", "enqueue"}});
   const auto count = static_cast<std::size_t>(args.num("count"));
@@ -42,18 +44,14 @@ int main(int argc, char** argv) {
   int rc = 0;
   {
     mailq::uv::LoopClock clock(&loop);
-    auto spool = mailq::spool::SpoolStorage::open(dir + "/spool", clock);
-    if (!spool) {
-      std::fprintf(stderr, "bench_enqueue: %s\n", spool.error().message.c_str());
-      return 73;
-    }
+    auto spool = bench::open_spool("bench_enqueue", dir + "/spool", clock, args.str("layout"));
     mailq::RouteTable routes;
     mailq::Route route;
     route.name = "tcp_sink";
     route.hosts = {{"127.0.0.1", 25}};  // never connected to: no Deliverer here
     (void)routes.add(route);
     (void)routes.set_default("tcp_sink");
-    mailq::Queue queue(**spool, routes, clock, nullptr, {});
+    mailq::Queue queue(*spool, routes, clock, nullptr, {});
     if (auto ec = queue.recover()) return 70;
     auto env = mailq::make_envelope("bench@bench.localhost", {"sink@bench.localhost"});
     if (!env) return 70;
@@ -94,7 +92,7 @@ int main(int argc, char** argv) {
       return latency_us[std::min(latency_us.size() - 1,
                                  static_cast<std::size_t>(p * latency_us.size()))];
     };
-    auto st = (*spool)->stats();
+    const auto st = bench::sync_counts(*spool);
     bench::JsonRecord j("enqueue");
     j.add("label", args.str("label"))
         .add("messages", static_cast<long long>(done))
@@ -105,9 +103,9 @@ int main(int argc, char** argv) {
         .add("p50_ms", pct(0.50) / 1000)
         .add("p99_ms", pct(0.99) / 1000)
         .add("max_ms", latency_us.empty() ? 0.0 : latency_us.back() / 1000)
-        .add("batches", static_cast<long long>(st.batches))
-        .add("fs_syncs", static_cast<long long>(st.fs_syncs))
-        .add("file_syncs", static_cast<long long>(st.file_syncs));
+        .add("layout", args.str("layout"))
+        .add("batches", st.batches)
+        .add("syncs", st.syncs);
     j.append_to(args.str("json"));
   }
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -3,8 +3,9 @@
 //
 // Two steps, two processes (so that the recovery process's memory is not polluted by the
 // fill):
-//   bench_restart --mode fill    --spool DIR [--count 200000] [--size 2048]
+//   bench_restart --mode fill    --spool DIR [--count 200000] [--size 2048] [--layout L]
 //   bench_restart --mode recover --spool DIR [--json FILE]
+// The layout (files or segments) is given to fill; recover finds it in the directory.
 // "recover" reads VmRSS before building the SpoolStorage and the Queue and after
 // Queue::recover, and divides the difference by the recipients recovered. The page cache is
 // warm (the fill just wrote the files); nothing drops it.
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
                     {"spool", ""},
                     {"count", "200000"},
                     {"size", "2048"},
+                    {"layout", "files"},
                     {"json", ""},
                     {"label", "restart"}});
   const std::string mode = args.str("mode"), dir = args.str("spool");
@@ -54,12 +56,8 @@ int main(int argc, char** argv) {
     mailq::RouteTable routes = make_routes();
     if (mode == "fill") {
       const auto count = static_cast<std::size_t>(args.num("count"));
-      auto spool = mailq::spool::SpoolStorage::open(dir, clock);
-      if (!spool) {
-        std::fprintf(stderr, "bench_restart: %s\n", spool.error().message.c_str());
-        return 73;
-      }
-      mailq::Queue queue(**spool, routes, clock, nullptr, {});
+      auto spool = bench::open_spool("bench_restart", dir, clock, args.str("layout"));
+      mailq::Queue queue(*spool, routes, clock, nullptr, {});
       if (queue.recover()) return 70;
       auto env = mailq::make_envelope("bench@bench.localhost", {"sink@bench.localhost"});
       const std::string body = bench::make_body(static_cast<std::size_t>(args.num("size")), 0);
@@ -78,14 +76,16 @@ int main(int argc, char** argv) {
                    failed, bench::seconds_since(t0));
       rc = failed || done != count ? 1 : 0;
     } else {
+      const auto layout = mailq::spool::detect_layout(dir);
+      if (!layout) {
+        std::fprintf(stderr, "bench_restart: %s holds no spool (run --mode fill first)\n",
+                     dir.c_str());
+        return 66;
+      }
       const long long rss0 = bench::vm_rss_kib();
       const auto t0 = bench::Steady::now();
-      auto spool = mailq::spool::SpoolStorage::open(dir, clock);
-      if (!spool) {
-        std::fprintf(stderr, "bench_restart: %s\n", spool.error().message.c_str());
-        return 73;
-      }
-      mailq::Queue queue(**spool, routes, clock, nullptr, {});
+      auto spool = bench::open_spool("bench_restart", dir, clock, mailq::spool::to_string(*layout));
+      mailq::Queue queue(*spool, routes, clock, nullptr, {});
       mailq::RecoveryReport report;
       if (auto ec = queue.recover(&report)) {
         std::fprintf(stderr, "bench_restart: recover: %s\n", ec.message().c_str());
@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
           stats.recipients_pending ? (rss1 - rss0) * 1024.0 / stats.recipients_pending : 0;
       bench::JsonRecord j("restart");
       j.add("label", args.str("label"))
+          .add("layout", mailq::spool::to_string(*layout))
           .add("messages", static_cast<long long>(report.recovered))
           .add("recipients", static_cast<long long>(stats.recipients_pending))
           .add("quarantined", static_cast<long long>(report.quarantined))

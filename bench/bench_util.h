@@ -11,9 +11,13 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "mailq/segment_spool.h"
+#include "mailq/spool.h"
 
 namespace bench {
 
@@ -118,6 +122,42 @@ inline long long vm_rss_kib() {
   while (std::getline(f, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
   return 0;
+}
+
+/// Opens the spool at `dir` in the layout `--layout` names ("files" or "segments"); exits 64 on
+/// an unknown layout and 73 when the spool cannot be opened.
+inline std::unique_ptr<mailq::spool::DurableStorage> open_spool(const char* program,
+                                                                const std::string& dir,
+                                                                mailq::Clock& clock,
+                                                                const std::string& layout) {
+  auto l = mailq::spool::parse_layout(layout);
+  if (!l) {
+    std::fprintf(stderr, "%s: --layout: '%s' is not files or segments\n", program, layout.c_str());
+    std::exit(64);
+  }
+  auto s = mailq::spool::open_spool(dir, clock, *l);
+  if (!s) {
+    std::fprintf(stderr, "%s: %s\n", program, s.error().message.c_str());
+    std::exit(73);
+  }
+  return std::move(s.value());
+}
+
+/// The sync counters of either spool: group commits, and the syncs they cost.
+struct SyncCounts {
+  long long batches = 0, syncs = 0;
+};
+inline SyncCounts sync_counts(const mailq::spool::DurableStorage& s) {
+  if (auto* f = dynamic_cast<const mailq::spool::SpoolStorage*>(&s)) {
+    auto st = f->stats();
+    return {static_cast<long long>(st.batches),
+            static_cast<long long>(st.fs_syncs + st.file_syncs + st.dir_syncs)};
+  }
+  if (auto* g = dynamic_cast<const mailq::spool::SegmentStorage*>(&s)) {
+    auto st = g->stats();
+    return {static_cast<long long>(st.batches), static_cast<long long>(st.syncs + st.dir_syncs)};
+  }
+  return {};
 }
 
 /// Runs the loop until `done()` holds (checked after every loop iteration) or `limit` passed.

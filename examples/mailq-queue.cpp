@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
     return fail(kExNoInput, "no spool at " + spool_dir);
 
   ManualClock clock(std::chrono::system_clock::now());
-  auto spool = spool::SpoolStorage::open(spool_dir, clock);
+  auto spool = relay::open_tool_spool(*target, clock);
   if (!spool) {
     if (!relay::spool_in_use(spool.error()))
       return fail(kExTempFail, "cannot open the spool: " + spool.error().message);

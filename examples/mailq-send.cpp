@@ -507,7 +507,7 @@ int main(int argc, char** argv) {
 
   // Into the queue: the spool directly, or the relay that holds it.
   ManualClock clock(std::chrono::system_clock::now());
-  auto spool = spool::SpoolStorage::open(spool_dir, clock);
+  auto spool = relay::open_tool_spool(*target, clock);
   if (!spool) {
     if (!relay::spool_in_use(spool.error()))
       return fail(kExTempFail, "cannot open the spool: " + spool.error().message);

@@ -699,14 +699,21 @@ RelayConfig read_config(const toml::table& doc, std::string_view name) {
   RelayConfig cfg;
   cfg.file = std::string(name);
   Section root(doc, "");
-  root.allow_only({"spool", "log", "helo", "listen", "control", "metrics", "resolver", "queue",
-                   "delivery", "domain_state", "route"});
+  root.allow_only({"spool", "spool_layout", "log", "helo", "listen", "control", "metrics",
+                   "resolver", "queue", "delivery", "domain_state", "route"});
 
   auto spool = root.string("spool");
   if (!spool) fail(1, "spool", "missing (the spool directory is required)");
   if (spool->empty()) fail(line_of(*root.get("spool")), "spool", "is empty");
   cfg.spool = *spool;
   while (cfg.spool.size() > 1 && cfg.spool.back() == '/') cfg.spool.pop_back();
+  if (auto layout = root.string("spool_layout")) {
+    auto l = spool::parse_layout(*layout);
+    if (!l)
+      fail(line_of(*root.get("spool_layout")), "spool_layout",
+           quoted(*layout) + " is not one of \"files\", \"segments\"");
+    cfg.spool_layout = *l;
+  }
 
   if (auto log = root.string("log")) cfg.log = *log;
 

@@ -23,6 +23,7 @@
 #include "mailq/error.h"
 #include "mailq/queue.h"
 #include "mailq/route.h"
+#include "mailq/segment_spool.h"
 
 namespace mailq::relay {
 
@@ -54,8 +55,9 @@ struct ListenConfig {
 /// Everything the relay needs. `load_config` fills it; defaults are those of the library
 /// objects unless said otherwise.
 struct RelayConfig {
-  std::string file;     ///< the path it was read from
-  std::string spool;    ///< required
+  std::string file;                                   ///< the path it was read from
+  std::string spool;                                  ///< required
+  spool::Layout spool_layout = spool::Layout::files;  ///< "files" or "segments"
   std::string log;      ///< "" = standard output; "-" = standard output too
   std::string helo;     ///< default: the host name
   std::string control;  ///< control socket path; default "<spool>/control.sock"

@@ -16,6 +16,7 @@
 #include "mailq/domain_state.h"
 #include "mailq/log.h"
 #include "mailq/queue.h"
+#include "mailq/segment_spool.h"
 #include "mailq/spool.h"
 #include "mailq/uv.h"
 #include "mailq/uv_server.h"
@@ -84,7 +85,7 @@ struct Relay::Impl {
   FanoutSink fanout;
 
   std::unique_ptr<uv::LoopClock> clock;
-  std::unique_ptr<spool::SpoolStorage> spool;
+  std::unique_ptr<spool::DurableStorage> spool;
   std::unique_ptr<ares::AresResolver> resolver;
   std::unique_ptr<uv::UvTransport> transport;
   std::optional<RouteTable> routes;
@@ -191,14 +192,18 @@ struct Relay::Impl {
 
     spool::SpoolOptions so;
     so.on_error = [this](const Error& e) { notice("spool: " + e.message); };
-    spool = std::make_unique<spool::SpoolStorage>(config.spool, *clock, so);
-    if (spool->open_error()) {
-      const bool locked = spool->last_error().message.find(spool::kSpoolInUse) != std::string::npos;
+    spool::SegmentOptions sego;
+    sego.on_error = so.on_error;
+    auto opened = spool::open_spool(config.spool, *clock, config.spool_layout, so, sego);
+    if (!opened) {
+      const bool locked = opened.error().message.find(spool::kSpoolInUse) != std::string::npos;
+      std::string hint = locked ? " (is another mailq-relay running on it?)" : "";
+      if (auto found = spool::detect_layout(config.spool); found && *found != config.spool_layout)
+        hint = fmt::format(" (set spool_layout = \"{}\" to run on it)", spool::to_string(*found));
       return fail(locked ? kExitUnavailable : kExitCantCreate,
-                  Error(spool->open_error(),
-                        spool->last_error().message +
-                            (locked ? " (is another mailq-relay running on it?)" : "")));
+                  Error(opened.error().code, opened.error().message + hint));
     }
+    spool = std::move(opened.value());
 
     auto routes_result = config.route_table();
     if (!routes_result) return fail(kExitConfig, routes_result.error());

@@ -1,5 +1,6 @@
 #include "examples/relay/tools.h"
 
+#include "mailq/segment_spool.h"
 #include "mailq/spool.h"
 
 namespace mailq::relay {
@@ -21,6 +22,15 @@ Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
                     ? t.config->control
                     : t.spool + "/control.sock";
   return t;
+}
+
+Result<std::unique_ptr<spool::DurableStorage>> open_tool_spool(const ToolTarget& target,
+                                                               Clock& clock) {
+  // What the directory holds is the truth; the configuration decides for a new spool.
+  const spool::Layout layout =
+      spool::detect_layout(target.spool)
+          .value_or(target.config ? target.config->spool_layout : spool::Layout::files);
+  return spool::open_spool(target.spool, clock, layout);
 }
 
 bool spool_in_use(const Error& open_error) {

@@ -2,11 +2,14 @@
 // hold it.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "examples/relay/config.h"
+#include "mailq/clock.h"
 #include "mailq/error.h"
+#include "mailq/spool.h"
 
 namespace mailq::relay {
 
@@ -26,6 +29,11 @@ struct ToolTarget {
 Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
                                        const std::string& config_path,
                                        const std::string& control_option);
+
+/// Opens the spool a tool works on, in the layout the directory holds (`spool::detect_layout`),
+/// else the configuration's `spool_layout`, else files.
+Result<std::unique_ptr<spool::DurableStorage>> open_tool_spool(const ToolTarget& target,
+                                                               Clock& clock);
 
 /// Did opening the spool fail because another process (a running relay) holds its lock?
 bool spool_in_use(const Error& open_error);

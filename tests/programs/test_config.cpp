@@ -51,6 +51,7 @@ TEST_CASE("the example configuration loads and every value lands where it belong
   CHECK(c.log == "/var/log/mailq/mail.log");
   CHECK(c.helo == "mx.example.org");
   CHECK(c.control == "/var/spool/mailq/control.sock");
+  CHECK(c.spool_layout == mailq::spool::Layout::files);
   CHECK(c.metrics == "127.0.0.1:9100");
 
   CHECK(c.listen.address == "127.0.0.1:2525");
@@ -276,6 +277,7 @@ TEST_CASE("a configuration with only the spool takes the documented defaults", "
   CHECK(cfg->deliverer.helo_name == host_name());
   CHECK(cfg->queue.reporting_mta == host_name());
   CHECK(cfg->control == "/srv/mailq/control.sock");
+  CHECK(cfg->spool_layout == mailq::spool::Layout::files);
   CHECK(cfg->metrics.empty());
   CHECK(cfg->listen.address.empty());
   CHECK(cfg->resolver.nameservers.empty());
@@ -293,6 +295,16 @@ TEST_CASE("a configuration with only the spool takes the documented defaults", "
   REQUIRE(table);
   CHECK(table->lookup("example.org").name == "default-non-local-route");
   CHECK(table->lookup("example.org").mx_port == 25);
+}
+
+TEST_CASE("spool_layout picks the segment spool", "[config]") {
+  auto cfg = parse_config("spool = \"/s\"\nspool_layout = \"segments\"\n");
+  INFO((cfg ? std::string() : cfg.error().message));
+  REQUIRE(cfg);
+  CHECK(cfg->spool_layout == mailq::spool::Layout::segments);
+  cfg = parse_config("spool = \"/s\"\nspool_layout = \"files\"\n");
+  REQUIRE(cfg);
+  CHECK(cfg->spool_layout == mailq::spool::Layout::files);
 }
 
 TEST_CASE("listen given as a string opens a loopback-only listener", "[config]") {
@@ -412,6 +424,10 @@ TEST_CASE("every invalid configuration gets one exact FILE:LINE: key: what", "[c
        "relay.toml:3: resolver.servers: expected an array of strings, got a string"},
       {"spool = \"/s\"\n[resolver]\nfamilies = \"ipv5\"\n",
        "relay.toml:3: resolver.families: \"ipv5\" is not one of \"both\", \"ipv4\", \"ipv6\""},
+      {"spool = \"/s\"\nspool_layout = \"segment\"\n",
+       "relay.toml:2: spool_layout: \"segment\" is not one of \"files\", \"segments\""},
+      {"spool = \"/s\"\nspool_layout = 1\n",
+       "relay.toml:2: spool_layout: expected a string, got an integer"},
       {"spool = \"/s\"\nresolver = \"127.0.0.1\"\n",
        "relay.toml:2: resolver: expected a table, got a string"},
       {"spool = \"/s\"\nlisten = \"localhost:2525\"\n",

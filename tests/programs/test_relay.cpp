@@ -26,6 +26,7 @@
 #include "examples/relay/config.h"
 #include "examples/relay/control.h"
 #include "mailq/queue.h"
+#include "mailq/segment_spool.h"
 #include "mailq/spool.h"
 #include "mailq/uv.h"
 #include "support/daemon.h"
@@ -196,8 +197,10 @@ void enqueue_offline(const std::string& config_text, const std::vector<std::stri
   TestLoop loop;
   {
     uv::LoopClock clock(loop.get());
-    spool::SpoolStorage spool(cfg->spool, clock);
-    REQUIRE_FALSE(spool.open_error());
+    auto opened = spool::open_spool(cfg->spool, clock, cfg->spool_layout);
+    INFO((opened ? std::string() : opened.error().message));
+    REQUIRE(opened);
+    spool::DurableStorage& spool = *opened.value();
     Queue queue(spool, routes.value(), clock);
     REQUIRE_FALSE(queue.recover());
     std::size_t done = 0;
@@ -685,13 +688,12 @@ TEST_CASE(
   CHECK(h.daemon.wait(30s) == 0);
 }
 
-TEST_CASE(
-    "mailq-relay: after a crash (SIGKILL) it starts again over the stale control socket "
-    "and recovers every acknowledged message",
-    "[relay][signals][crash]") {
+// After a SIGKILL the relay starts again over its stale control socket and recovers every
+// message it acknowledged, whatever the spool layout.
+void check_recovery_after_sigkill(const std::string& extra_top) {
   REQUIRE_UNBOUND(dns);
   RelayHarness h;
-  h.write_config(h.config_text(free_tcp_port(), dns->address()));
+  h.write_config(h.config_text(free_tcp_port(), dns->address(), extra_top));
   h.start();
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i)
@@ -707,6 +709,69 @@ TEST_CASE(
   CHECK(h.log_has("5 messages recovered"));
   REQUIRE(h.daemon.signal(SIGTERM));
   CHECK(h.daemon.wait(30s) == 0);
+}
+
+TEST_CASE(
+    "mailq-relay: after a crash (SIGKILL) it starts again over the stale control socket "
+    "and recovers every acknowledged message",
+    "[relay][signals][crash]") {
+  check_recovery_after_sigkill("");
+}
+
+TEST_CASE("mailq-relay on a segment spool: recovers every acknowledged message after SIGKILL",
+          "[relay][signals][crash][segments]") {
+  check_recovery_after_sigkill("spool_layout = \"segments\"\n");
+}
+
+TEST_CASE(
+    "mailq-relay on a segment spool: --once delivers, no per-message files, and a spool of "
+    "the other layout is refused",
+    "[relay][once][segments]") {
+  REQUIRE_UNBOUND(dns);
+  SmtpSink sink;
+  std::string err;
+  REQUIRE(sink.start(&err));
+  RelayHarness h;
+  const std::string config =
+      h.config_text(sink.port(), dns->address(), "spool_layout = \"segments\"\n");
+  h.write_config(config);
+  enqueue_offline(config, {"a@good.test", "b@static.test", "c@down.test"});
+  CHECK_FALSE(fs::exists(h.spool + "/queue"));
+  CHECK(spool::detect_layout(h.spool) == spool::Layout::segments);
+
+  std::string out;
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--once"}, &out, 60s) == 75);
+  INFO(out);
+  CHECK(sink.wait_for_dumps(2).size() == 2);
+  const std::string log = h.log_text();
+  INFO(log);
+  CHECK(count_of(log, " D 1") == 2);
+  CHECK(contains(log, "--once: nothing due, 1 message in the queue"));
+
+  // The same directory under the file layout: refused, nothing touched.
+  RelayHarness files;
+  std::string text = files.config_text(sink.port(), dns->address());
+  text.replace(text.find(files.spool), files.spool.size(), h.spool);
+  files.write_config(text);
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", files.config_file}, &out, 30s) == 73);
+  CHECK(contains(out, "spool " + h.spool + " holds a segment spool (" + h.spool +
+                          "/segments); open it with layout = segments (set spool_layout = "
+                          "\"segments\" to run on it)"));
+  CHECK_FALSE(fs::exists(h.spool + "/queue/tcp_local"));
+  CHECK(spool::detect_layout(h.spool) == spool::Layout::segments);
+
+  // And a file spool under the segment layout.
+  RelayHarness other;
+  const std::string files_config = other.config_text(sink.port(), dns->address());
+  enqueue_offline(files_config, {"d@down.test"});
+  std::string seg_text = files_config;
+  seg_text.insert(seg_text.find("log = "), "spool_layout = \"segments\"\n");
+  other.write_config(seg_text);
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", other.config_file}, &out, 30s) == 73);
+  CHECK(contains(out, "spool " + other.spool + " holds a file spool (" + other.spool +
+                          "/queue); open it with layout = files (set spool_layout = \"files\" "
+                          "to run on it)"));
+  CHECK(spool_files(other.spool).size() == 1);
 }
 
 TEST_CASE("mailq-relay: the listener refuses clients outside its networks (no open relay)",

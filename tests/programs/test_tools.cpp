@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <future>
 #include <mutex>
 #include <string>
@@ -16,6 +17,7 @@
 
 #include "examples/relay/control.h"
 #include "mailq/queue.h"
+#include "mailq/segment_spool.h"
 #include "mailq/spool.h"
 #include "support/daemon.h"
 #include "support/servers.h"
@@ -25,6 +27,7 @@
 using namespace mailq;
 using namespace mailq::test;
 using namespace std::chrono_literals;
+namespace fs = std::filesystem;
 
 #if defined(MAILQ_SEND_BIN) && defined(MAILQ_QUEUE_BIN)
 
@@ -80,7 +83,8 @@ struct Spool {
   };
   std::vector<Stored> stored() {
     ManualClock clock;
-    auto s = spool::SpoolStorage::open(path(), clock);
+    auto s = spool::open_spool(path(), clock,
+                               spool::detect_layout(path()).value_or(spool::Layout::files));
     REQUIRE(s);
     RouteTable routes;
     Queue q(**s, routes, clock);
@@ -327,6 +331,35 @@ TEST_CASE("mailq-queue hold, release, delete and bounce act on the spool directl
   CHECK(r.status == 1);
   CHECK(r.out.empty());
   CHECK(r.err == "mailq-queue: no message " + b + "\n");
+}
+
+TEST_CASE(
+    "the tools find a segment spool in its directory: mailq-send adds to it, mailq-queue "
+    "reads and changes it",
+    "[tools][segments]") {
+  Spool s;
+  {
+    ManualClock clock;
+    auto created = spool::open_spool(s.path(), clock, spool::Layout::segments);
+    INFO((created ? std::string() : created.error().message));
+    REQUIRE(created);
+  }
+  std::string a = s.sent_id({"bob@example.com"});
+  std::string b = s.sent_id({"carol@example.net"});
+  CHECK_FALSE(fs::exists(s.path() + "/queue"));
+  CHECK(spool::detect_layout(s.path()) == spool::Layout::segments);
+
+  const std::string list = s.ok({"list"});
+  CHECK(list.find(a + "   0m   166  queued  alice@example.org  bob@example.com") !=
+        std::string::npos);
+  CHECK(list.find("2 messages, 2 recipients pending\n") != std::string::npos);
+  CHECK(s.ok({"hold", a}) == "held " + a + "\n");
+  CHECK(s.ok({"delete", b}) == "deleted " + b + " (1 recipient not notified)\n");
+  auto stored = s.stored();
+  REQUIRE(stored.size() == 1);
+  CHECK(stored[0].record.id.to_string() == a);
+  CHECK(stored[0].record.held);
+  CHECK(stored[0].body.find("Hello Bob.\r\n") != std::string::npos);
 }
 
 TEST_CASE("mailq-queue refuses what it cannot do offline, with documented exit statuses",
