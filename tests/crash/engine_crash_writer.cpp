@@ -1,7 +1,7 @@
-// The whole engine as a process to be SIGKILLed: SpoolStorage, Queue, Deliverer and the
-// libuv transport on one loop, delivering over a static route to a sink on 127.0.0.1. It
-// recovers the spool, starts delivery, enqueues messages numbered --start .. --start+count-1
-// and tells its stdout:
+// The whole engine as a process to be SIGKILLed: a spool (the file spool, or with
+// `--layout segments` the segment spool), Queue, Deliverer and the libuv transport on one loop,
+// delivering over a static route to a sink on 127.0.0.1. It recovers the spool, starts delivery,
+// enqueues messages numbered --start .. --start+count-1 and tells its stdout:
 //
 //     L <recovered> <quarantined>   start-up recovery done
 //     ACK <n>                       message n is durable (the enqueue's success callback ran)
@@ -13,7 +13,11 @@
 // "X-Crash-Seq: <n>" as a header and "X-Crash-End: <n>" as its last line, so that the sink's
 // dumps show which messages arrived whole. It never exits by itself: the test kills it.
 //
+// Every failure the spool reports goes to stderr, which the test expects empty (its
+// `on_error` also sees those with no caller to return to: a background sync or compaction).
+//
 // Usage: engine_crash_writer --spool DIR --port SINKPORT --start N --count M
+//                            [--layout files|segments] [--segment-size BYTES]
 #include <uv.h>
 
 #include <unistd.h>
@@ -25,12 +29,12 @@
 #include <string>
 
 #include "crash_io.h"
+#include "crash_storage.h"
 #include "mailq/deliverer.h"
 #include "mailq/domain_state.h"
 #include "mailq/queue.h"
 #include "mailq/resolver.h"
 #include "mailq/route.h"
-#include "mailq/spool.h"
 #include "mailq/uv.h"
 
 using mailq_crash::say;
@@ -40,7 +44,7 @@ namespace {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "engine_crash_writer: %s\nusage: engine_crash_writer --spool DIR --port SINKPORT "
-               "--start N --count M\n",
+               "--start N --count M [--layout files|segments] [--segment-size BYTES]\n",
                why.c_str());
   std::exit(64);
 }
@@ -50,6 +54,8 @@ struct Options {
   unsigned long port = 0;
   unsigned long long start = 0;
   unsigned long long count = 0;
+  mailq::spool::Layout layout = mailq::spool::Layout::files;
+  unsigned long long segment_size = 0;  // 0: the segment spool's default
 };
 
 unsigned long long number(const std::string& option, const char* text) {
@@ -78,6 +84,13 @@ Options parse(int argc, char** argv) {
     } else if (a == "--count") {
       o.count = number(a, v);
       have_count = true;
+    } else if (a == "--layout") {
+      const auto layout = mailq::spool::parse_layout(v);
+      if (!layout) usage(std::string("bad --layout ") + v);
+      o.layout = *layout;
+    } else if (a == "--segment-size") {
+      o.segment_size = number(a, v);
+      if (o.segment_size == 0) usage("--segment-size must not be 0");
     } else {
       usage("unknown option " + a);
     }
@@ -105,7 +118,12 @@ int main(int argc, char** argv) {
   uv_loop_init(&loop);
   {
     mailq::uv::LoopClock clock(&loop);
-    auto spool = mailq::spool::SpoolStorage::open(opt.spool, clock);
+    mailq_crash::StorageTuning tuning;
+    tuning.segment_size = opt.segment_size;
+    tuning.on_error = [](const mailq::Error& e) {
+      std::fprintf(stderr, "engine_crash_writer: spool: %s\n", e.message.c_str());
+    };
+    auto spool = mailq_crash::CrashStorage::open(opt.layout, opt.spool, clock, tuning);
     if (!spool) {
       say("E spool: " + spool.error().message);
       return 1;
@@ -134,7 +152,7 @@ int main(int argc, char** argv) {
     qc.reporting_mta = "crash.mailq.test";
     qc.retry.schedule = {mailq::Duration(500)};
     qc.retry.jitter = 0;
-    mailq::Queue queue(**spool, routes, clock, nullptr, qc);
+    mailq::Queue queue(spool->storage(), routes, clock, nullptr, qc);
     mailq::RecoveryReport report;
     if (auto ec = queue.recover(&report)) {
       say("E recover: " + ec.message());

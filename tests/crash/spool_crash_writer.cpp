@@ -5,17 +5,29 @@
 //     D <id>                        update recording recipient 0 delivered returned ok
 //     X <id>                        about to remove (it may be gone after a kill from here on)
 //     R <id>                        remove returned ok
+//     C <created> <deleted> <compacted>
+//                                   compact_now() returned ok (segment spool; the segments
+//                                   created and deleted and the messages copied forward since
+//                                   start-up)
 //     E <text>                      a failure (the test treats it as fatal)
 //
 // Ids are hexadecimal. Each line is one write(2) to a pipe, so a kill never splits one.
-// Usage: spool_crash_writer <spool-directory> <run-number> [max-messages]
+// Usage: spool_crash_writer [--layout files|segments] [--segment-size BYTES]
+//                           [--compact-below FRACTION]
+//                           <spool-directory> <run-number> [max-messages]
+// --layout picks the file spool (the default) or the segment spool. For the segment spool,
+// --segment-size and --compact-below set `segment_size` and `compact_below_live_fraction`
+// (small segments and a high fraction make kills land in rollover, segment deletion and
+// compaction, which the writer also runs now and then).
 #include <uv.h>
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <string>
 #include <unordered_map>
@@ -23,7 +35,7 @@
 
 #include "crash_body.h"
 #include "crash_io.h"
-#include "mailq/spool.h"
+#include "crash_storage.h"
 #include "mailq/uv.h"
 
 using mailq_crash::say;
@@ -53,16 +65,58 @@ mailq::MessageRecord make_record(std::uint64_t id, std::mt19937_64& rng, mailq::
   return m;
 }
 
+[[noreturn]] void usage(const char* argv0, const std::string& why) {
+  std::fprintf(stderr,
+               "%s: %s\nusage: %s [--layout files|segments] [--segment-size BYTES] "
+               "[--compact-below FRACTION] <spool-directory> <run-number> [max-messages]\n",
+               argv0, why.c_str(), argv0);
+  std::exit(2);
+}
+
+std::uint64_t number(const char* argv0, const std::string& what, const char* text) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0') usage(argv0, "bad " + what + ": " + text);
+  return v;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: %s <spool-directory> <run-number> [max-messages]\n", argv[0]);
-    return 2;
+  mailq::spool::Layout layout = mailq::spool::Layout::files;
+  std::uint64_t segment_size = 0;
+  double compact_below = -1;
+  std::vector<const char*> positional;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--layout" || a == "--segment-size" || a == "--compact-below") {
+      if (i + 1 >= argc) usage(argv[0], "missing value for " + a);
+      const char* v = argv[++i];
+      if (a == "--layout") {
+        const auto parsed = mailq::spool::parse_layout(v);
+        if (!parsed) usage(argv[0], std::string("bad --layout ") + v);
+        layout = *parsed;
+      } else if (a == "--segment-size") {
+        segment_size = number(argv[0], a, v);
+        if (segment_size == 0) usage(argv[0], "--segment-size must not be 0");
+      } else {
+        char* end = nullptr;
+        compact_below = std::strtod(v, &end);
+        if (end == v || *end != '\0' || !(compact_below >= 0 && compact_below <= 1))
+          usage(argv[0], std::string("bad --compact-below ") + v);
+      }
+    } else if (a.rfind("--", 0) == 0) {
+      usage(argv[0], "unknown option " + a);
+    } else {
+      positional.push_back(argv[i]);
+    }
   }
-  const std::string dir = argv[1];
-  const std::uint64_t run = std::strtoull(argv[2], nullptr, 10);
-  const std::uint64_t max_messages = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 1500;
+  if (positional.size() < 2 || positional.size() > 3) usage(argv[0], "wrong number of arguments");
+  const std::string dir = positional[0];
+  const std::uint64_t run = number(argv[0], "run number", positional[1]);
+  const std::uint64_t max_messages =
+      positional.size() > 2 ? number(argv[0], "max-messages", positional[2]) : 1500;
   std::mt19937_64 rng(run * 7919 + 1);
 
   uv_loop_t loop;
@@ -70,13 +124,23 @@ int main(int argc, char** argv) {
   int rc = 0;
   {
     mailq::uv::LoopClock clock(&loop);
-    mailq::spool::SpoolOptions options;
-    options.deferred_sync_delay = mailq::Duration{20};
-    mailq::spool::SpoolStorage spool(dir, clock, options);
-    if (spool.open_error()) {
-      say("E " + spool.last_error().message);
+    mailq_crash::StorageTuning tuning;
+    tuning.deferred_sync_delay = mailq::Duration{20};
+    tuning.segment_size = segment_size;
+    tuning.compact_below_live_fraction = compact_below;
+    // Every failure ends the run with an "E" line, a background sync's or compaction's too
+    // (they have no caller to return an error to).
+    tuning.on_error = [](const mailq::Error& e) {
+      say("E on_error: " + e.message);
+      std::_Exit(1);
+    };
+    auto opened = mailq_crash::CrashStorage::open(layout, dir, clock, tuning);
+    if (!opened) {
+      say("E open: " + opened.error().message);
       return 1;
     }
+    mailq_crash::CrashStorage& crash_storage = *opened;
+    mailq::Storage& spool = crash_storage.storage();
     std::unordered_map<std::uint64_t, mailq::MessageRecord> live;
     std::vector<std::uint64_t> ids;
     mailq::RecoveryReport report;
@@ -87,7 +151,7 @@ int main(int argc, char** argv) {
         },
         &report);
     if (ec) {
-      say("E load: " + spool.last_error().message);
+      say("E load: " + spool.last_error_text());
       return 1;
     }
     say("L " + std::to_string(report.recovered) + " " + std::to_string(report.quarantined));
@@ -104,7 +168,7 @@ int main(int argc, char** argv) {
         const std::string body = mailq_crash::body_for(id);
         spool.insert(m, body, [&, m](std::error_code e) {
           if (e) {
-            say("E insert " + hex(m.id.value) + ": " + spool.last_error().message);
+            say("E insert " + hex(m.id.value) + ": " + spool.last_error_text());
             std::_Exit(1);
           }
           say("I " + hex(m.id.value));
@@ -131,7 +195,7 @@ int main(int argc, char** argv) {
           r.last_reply = mailq::Reply(451, "4.4.1", "try again " + std::to_string(r.attempts));
           r.next_attempt = clock.now() + mailq::Duration{60000};
           if (spool.update(m)) {
-            say("E update " + hex(id) + ": " + spool.last_error().message);
+            say("E update " + hex(id) + ": " + spool.last_error_text());
             std::_Exit(1);
           }
           mailq::AttemptRecord a;
@@ -140,7 +204,7 @@ int main(int argc, char** argv) {
           a.reply = r.last_reply;
           a.recipient = r.address;
           if (spool.append_attempt(m.id, a)) {
-            say("E append " + hex(id) + ": " + spool.last_error().message);
+            say("E append " + hex(id) + ": " + spool.last_error_text());
             std::_Exit(1);
           }
         } else if (what < 7) {
@@ -148,14 +212,14 @@ int main(int argc, char** argv) {
           m.recipients[0].state = mailq::RecipientState::delivered;
           m.recipients[0].last_reply = mailq::Reply(250, "2.0.0", "Ok");
           if (spool.update(m)) {
-            say("E update " + hex(id) + ": " + spool.last_error().message);
+            say("E update " + hex(id) + ": " + spool.last_error_text());
             std::_Exit(1);
           }
           say("D " + hex(id));
         } else {
           say("X " + hex(id));
           if (spool.remove(m.id)) {
-            say("E remove " + hex(id) + ": " + spool.last_error().message);
+            say("E remove " + hex(id) + ": " + spool.last_error_text());
             std::_Exit(1);
           }
           say("R " + hex(id));
@@ -163,6 +227,17 @@ int main(int argc, char** argv) {
           ids[pick] = ids.back();
           ids.pop_back();
         }
+      }
+      // Now and then a full compaction, so that kills also land in the middle of one
+      // (background compaction runs besides, a bounded amount per loop turn).
+      if (crash_storage.layout() == mailq::spool::Layout::segments && rng() % 4 == 0) {
+        if (auto e = crash_storage.compact_now()) {
+          say("E compact: " + e.message() + ": " + spool.last_error_text());
+          std::_Exit(1);
+        }
+        const auto c = crash_storage.segment_counts();
+        say("C " + std::to_string(c.created) + " " + std::to_string(c.deleted) + " " +
+            std::to_string(c.compacted_messages));
       }
       clock.schedule(mailq::Duration{1}, tick);
     };

@@ -1,6 +1,8 @@
-// Crash test of the whole engine: a process running SpoolStorage, Queue, Deliverer and the
-// libuv transport against Postfix's smtp-sink is SIGKILLed at random moments, again and again,
-// each run enqueueing new messages; a last run recovers and drains the backlog. Every message
+// Crash test of the whole engine: a process running a spool, Queue, Deliverer and the libuv
+// transport against Postfix's smtp-sink is SIGKILLed at random moments, again and again, each
+// run enqueueing new messages; a last run recovers and drains the backlog. It runs once over
+// the file spool (SpoolStorage) and once over the segment spool (SegmentStorage, with small
+// segments so that kills also land in rollover and segment deletion). Every message
 // whose enqueue was acknowledged must then have reached the sink whole at least once.
 // Duplicates (at-least-once delivery after a kill between the sink's 250 and the spool's
 // record of it) and messages made durable before the kill but never acknowledged are reported.
@@ -27,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "mailq/spool.h"
+#include "crash/crash_storage.h"
 #include "support/servers.h"
 
 namespace fs = std::filesystem;
@@ -137,12 +139,9 @@ long long header_number(const std::string& dump, const std::string& name) {
   return std::stoll(digits);
 }
 
-}  // namespace
-
-TEST_CASE(
-    "Engine survives SIGKILL at random moments: every message whose enqueue was acknowledged "
-    "is delivered at least once",
-    "[engine][crash]") {
+// The rounds of the test over one spool layout; `layout_options` go to every writer run.
+void run_engine_crash(mailq::spool::Layout layout, const std::vector<std::string>& layout_options,
+                      const mailq_crash::StorageTuning& tuning) {
   const char* long_tests = std::getenv("MAILQ_LONG_TESTS");
   const int rounds = (long_tests && std::string(long_tests) == "1") ? 100 : 5;
   constexpr unsigned long long kPerRound = 60;
@@ -158,7 +157,12 @@ TEST_CASE(
 
   std::random_device rd;
   const unsigned seed = rd();
-  INFO("random seed " << seed);
+  INFO("layout " << mailq::spool::to_string(layout) << ", random seed " << seed);
+  // Every writer run: its own arguments, then the layout's.
+  auto args = [&](std::vector<std::string> a) {
+    a.insert(a.end(), layout_options.begin(), layout_options.end());
+    return a;
+  };
   std::mt19937 rng(seed);
 
   std::map<unsigned long long, int> acked;  // message number -> round of its ACK
@@ -188,8 +192,8 @@ TEST_CASE(
   for (int round = 1; round <= rounds; ++round) {
     const int kill_after = std::uniform_int_distribution<int>(20, 400)(rng);
     kill_after_ms.push_back(kill_after);
-    Run r = run_writer({"--spool", spool, "--port", port, "--start", std::to_string(next),
-                        "--count", std::to_string(kPerRound)},
+    Run r = run_writer(args({"--spool", spool, "--port", port, "--start", std::to_string(next),
+                             "--count", std::to_string(kPerRound)}),
                        writer_err, std::chrono::milliseconds(kill_after));
     INFO("round " << round << ", killed after " << kill_after << " ms");
     CHECK(r.killed);
@@ -202,8 +206,8 @@ TEST_CASE(
     // at its first one, so that the test never passes on nothing.
     const int round = rounds + 1;
     kill_after_ms.push_back(-1);  // killed at its first acknowledgement
-    Run r = run_writer({"--spool", spool, "--port", port, "--start", std::to_string(next),
-                        "--count", std::to_string(kPerRound)},
+    Run r = run_writer(args({"--spool", spool, "--port", port, "--start", std::to_string(next),
+                             "--count", std::to_string(kPerRound)}),
                        writer_err, 30s, [](const std::string& out) {
                          return out.find("ACK ") != std::string::npos &&
                                 out.find('\n', out.find("ACK ")) != std::string::npos;
@@ -214,7 +218,7 @@ TEST_CASE(
 
   // The last run enqueues nothing: it recovers the spool and delivers the backlog.
   Run last = run_writer(
-      {"--spool", spool, "--port", port, "--start", std::to_string(next), "--count", "0"},
+      args({"--spool", spool, "--port", port, "--start", std::to_string(next), "--count", "0"}),
       writer_err, 30s, [](const std::string& out) {
         return out.find("\nIDLE\n") != std::string::npos || out.rfind("IDLE\n", 0) == 0;
       });
@@ -255,13 +259,12 @@ TEST_CASE(
     if (n == 0 || n >= next) ++out_of_range;
   }
 
-  WARN("engine crash test: " << kill_after_ms.size() << " rounds, " << acked.size()
-                             << " acknowledged, " << delivered.size() << " distinct delivered, "
-                             << duplicates << " duplicates, " << unacked_delivered
-                             << " delivered without acknowledgement, " << partial
-                             << " partial dumps, " << recovered_total
-                             << " messages recovered at start-ups, " << quarantined
-                             << " quarantined");
+  WARN(mailq::spool::to_string(layout)
+       << " engine crash test: " << kill_after_ms.size() << " rounds, " << acked.size()
+       << " acknowledged, " << delivered.size() << " distinct delivered, " << duplicates
+       << " duplicates, " << unacked_delivered << " delivered without acknowledgement, " << partial
+       << " partial dumps, " << recovered_total << " messages recovered at start-ups, "
+       << quarantined << " quarantined");
 
   std::string missing_text;
   for (const auto& m : missing) missing_text += "\n  " + m;
@@ -281,10 +284,36 @@ TEST_CASE(
 
   // Drained: the spool holds nothing any more.
   mailq::ManualClock clock;
-  mailq::spool::SpoolStorage storage(spool, clock);
-  REQUIRE_FALSE(storage.open_error());
+  auto opened = mailq_crash::CrashStorage::open(layout, spool, clock, tuning);
+  INFO("open: " << (opened ? std::string() : opened.error().message));
+  REQUIRE(opened.ok());
   std::size_t left = 0;
   mailq::RecoveryReport report;
-  REQUIRE_FALSE(storage.load([&](mailq::MessageRecord&&) { ++left; }, &report));
+  REQUIRE_FALSE(opened->storage().load([&](mailq::MessageRecord&&) { ++left; }, &report));
   CHECK(left == 0);
+  CHECK(report.quarantined == 0);
+  CHECK(opened->last_load().quarantined == 0);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "Engine on the file spool survives SIGKILL at random moments: every message whose enqueue "
+    "was acknowledged is delivered at least once",
+    "[engine][crash]") {
+  run_engine_crash(mailq::spool::Layout::files, {"--layout", "files"}, {});
+}
+
+TEST_CASE(
+    "Engine on the segment spool survives SIGKILL at random moments, in segment rollover and "
+    "deletion too: every message whose enqueue was acknowledged is delivered at least once",
+    "[engine][segment][crash]") {
+  // Small segments: a round's 60 messages and their updates fill several, so that kills land
+  // in rollover and in the deletion of drained segments.
+  constexpr std::uint64_t kSegmentSize = 16 << 10;
+  mailq_crash::StorageTuning tuning;
+  tuning.segment_size = kSegmentSize;
+  run_engine_crash(mailq::spool::Layout::segments,
+                   {"--layout", "segments", "--segment-size", std::to_string(kSegmentSize)},
+                   tuning);
 }
