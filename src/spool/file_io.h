@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -57,6 +58,19 @@ class Fd {
   int fd_ = -1;
 };
 
+// Moves `iov` / `count` past `n` bytes written (a short write leaves the rest to write).
+inline void advance_iov(iovec*& iov, int& count, std::size_t n) {
+  while (count > 0 && n >= iov->iov_len) {
+    n -= iov->iov_len;
+    ++iov;
+    --count;
+  }
+  if (count > 0) {
+    iov->iov_base = static_cast<char*>(iov->iov_base) + n;
+    iov->iov_len -= n;
+  }
+}
+
 // 0 on success, else errno. Retries short writes and EINTR.
 inline int writev_all(int fd, iovec* iov, int count) {
   while (count > 0) {
@@ -66,16 +80,22 @@ inline int writev_all(int fd, iovec* iov, int count) {
       return errno;
     }
     if (n == 0) return EIO;
-    auto left = static_cast<std::size_t>(n);
-    while (count > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      ++iov;
-      --count;
+    advance_iov(iov, count, static_cast<std::size_t>(n));
+  }
+  return 0;
+}
+
+// 0 on success, else errno. Writes everything at `off`, retrying short writes and EINTR.
+inline int pwritev_all(int fd, iovec* iov, int count, std::uint64_t off) {
+  while (count > 0) {
+    ssize_t n = ::pwritev(fd, iov, std::min(count, IOV_MAX), static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
     }
-    if (count > 0) {
-      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
+    if (n == 0) return EIO;
+    off += static_cast<std::uint64_t>(n);
+    advance_iov(iov, count, static_cast<std::size_t>(n));
   }
   return 0;
 }

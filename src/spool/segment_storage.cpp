@@ -35,6 +35,7 @@ using detail::Fd;
 using detail::fsync_retry;
 using detail::list_directory;
 using detail::pread_all;
+using detail::pwritev_all;
 using detail::RecipientDigest;
 using detail::RecordStatus;
 using detail::RecordType;
@@ -88,30 +89,6 @@ std::uint32_t seg_of(std::uint64_t loc) {
 }
 std::uint32_t off_of(std::uint64_t loc) {
   return static_cast<std::uint32_t>(loc & 0xFFFFFFFFu);
-}
-
-// 0 on success, else errno. Writes everything at `off`, retrying short writes and EINTR.
-int pwritev_all(int fd, iovec* iov, int count, std::uint64_t off) {
-  while (count > 0) {
-    ssize_t n = ::pwritev(fd, iov, std::min(count, IOV_MAX), static_cast<off_t>(off));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (n == 0) return EIO;
-    off += static_cast<std::uint64_t>(n);
-    auto left = static_cast<std::size_t>(n);
-    while (count > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      ++iov;
-      --count;
-    }
-    if (count > 0) {
-      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
-  }
-  return 0;
 }
 
 void put_u32_le(unsigned char* p, std::uint32_t v) {
