@@ -586,11 +586,47 @@ TEST_CASE("SmtpServerSession output does not depend on how random hostile bytes 
       while (answered < pieces.pending.size()) pieces.complete(answered++);
     }
     CHECK(pieces.output == whole.output);
-    CHECK(pieces.messages.size() == whole.messages.size());
+    REQUIRE(pieces.messages.size() == whole.messages.size());
+    for (std::size_t k = 0; k < whole.messages.size(); ++k)
+      CHECK(pieces.messages[k].body == whole.messages[k].body);
 
     // Without a real CRLF.CRLF inside the body, there can be at most one message.
     const std::string wire = "\r\n" + body + "\r\n.\r\n";
     if (wire.find("\r\n.\r\n") == wire.size() - 5) CHECK(whole.messages.size() <= 1);
+  }
+}
+
+TEST_CASE("SmtpServerSession unstuffs a well-formed body exactly, however it is split",
+          "[smtp_server][pipelining]") {
+  std::mt19937 rng(7);
+  const char* const pieces[] = {".", "..", "...x", "a", "text line", "", ". ", ".\t", "z.\r"};
+  for (int round = 0; round < 200; ++round) {
+    // Lines of the body as the host must see it, and the wire form with dots stuffed.
+    std::string expected, wire;
+    const int lines = 1 + static_cast<int>(rng() % 8);
+    for (int l = 0; l < lines; ++l) {
+      std::string line = pieces[rng() % 9];
+      if (line.size() >= 2 && line.back() == '\r') line.pop_back();  // no bare CR here
+      expected += line + "\r\n";
+      wire += (!line.empty() && line[0] == '.' ? "." : "") + line + "\r\n";
+    }
+    const std::string input =
+        "EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n"
+        "DATA\r\n" +
+        wire + ".\r\nQUIT\r\n";
+    INFO("round " << round << " wire " << wire);
+    for (std::size_t cut = 0; cut <= input.size(); cut += 1 + rng() % 5) {
+      INFO("split at " << cut);
+      Host h;
+      h.feed(input.substr(0, cut));
+      h.feed(input.substr(cut));
+      REQUIRE(h.messages.size() == 1);
+      CHECK(h.messages[0].body == expected);
+    }
+    Host bytes;
+    for (char c : input) bytes.feed(std::string_view(&c, 1));
+    REQUIRE(bytes.messages.size() == 1);
+    CHECK(bytes.messages[0].body == expected);
   }
 }
 
