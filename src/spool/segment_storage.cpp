@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -89,6 +90,16 @@ std::uint32_t seg_of(std::uint64_t loc) {
 }
 std::uint32_t off_of(std::uint64_t loc) {
   return static_cast<std::uint32_t>(loc & 0xFFFFFFFFu);
+}
+
+// The staging area of a large load is touched once, page by page: with transparent huge
+// pages offered (THP "madvise" mode) that is one fault per 2 MiB instead of one per 4 KiB.
+// Advice only: nothing changes where the kernel does not take it.
+void advise_huge_pages(void* p, std::size_t bytes) {
+  constexpr std::uintptr_t kHuge = 2u << 20;
+  const auto begin = (reinterpret_cast<std::uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(p) + bytes) & ~(kHuge - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
 void put_u32_le(unsigned char* p, std::uint32_t v) {
@@ -1304,6 +1315,7 @@ struct SegmentStorage::Impl {
     const auto guess =
         static_cast<std::size_t>(std::min<std::uint64_t>(all_bytes / 2048, 1u << 24));
     ctx.items.reserve(guess);
+    advise_huge_pages(ctx.items.data(), ctx.items.capacity() * sizeof(LoadItem));
     ctx.where.reserve(guess);
     index.clear();
     compact_seg = 0;
