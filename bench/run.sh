@@ -250,6 +250,11 @@ rm -rf "$shmwork/restart"
 "$bin/bench_restart" --mode fill --spool "$work/restart" --count "$restart_count" --layout segments
 "$bin/bench_restart" --mode recover --spool "$work/restart" --label disk --json "$jsonl" >/dev/null
 tail -1 "$jsonl"
+# The same recovery with glibc's malloc backed by transparent huge pages (a deployment
+# setting, docs/mailq-relay.md): most of a large recovery is first-touch page faults.
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "$bin/bench_restart" --mode recover --spool "$work/restart" \
+  --label "disk, GLIBC_TUNABLES=glibc.malloc.hugetlb=1" --json "$jsonl" >/dev/null
+tail -1 "$jsonl"
 rm -rf "$work/restart"
 
 echo "== 5. down destination ==" >&2
