@@ -3,6 +3,7 @@
 # memcheck: uninitialised reads, invalid accesses and definite leaks fail the run.
 #
 #   scripts/valgrind.sh                 build in build-valgrind/, run [uv] [tls] [ares] [spool]
+#                                       and [segment] (without the [crash] rounds)
 #   scripts/valgrind.sh "[spool]" ...   only the given Catch2 test specs
 #
 # The build has no sanitizers (valgrind and ASan do not mix) and -O1 -g. Only the test binary
@@ -23,7 +24,7 @@ fi
 
 specs=("$@")
 if [[ ${#specs[@]} -eq 0 ]]; then
-  specs=("[uv]" "[tls]" "[ares]" "[spool]")
+  specs=("[uv]" "[tls]" "[ares]" "[spool]" "[segment]~[crash]")
 fi
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="-O1 -g" \
