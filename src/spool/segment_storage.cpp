@@ -1081,9 +1081,11 @@ struct SegmentStorage::Impl {
   // The body record of a message whose 'i' record came before it in the same segment.
   static void note_body(LoadContext& ctx, LoadItem* item, std::uint32_t n, std::uint64_t off,
                         std::uint64_t body_size, std::uint64_t record_size) {
+    // An 'i' and its 'b' are written together: whatever record follows an 'i', it is no longer
+    // an insert torn at the end of the segment.
+    ctx.orphan = SIZE_MAX;
     if (!item || item->has_body || item->entry.seg != n) return;  // not (or no longer) stored
     item->has_body = true;
-    ctx.orphan = SIZE_MAX;
     item->entry.body_off = static_cast<std::uint32_t>(off);
     item->entry.body_size = static_cast<std::uint32_t>(body_size);
     item->entry.bytes += record_size;
@@ -1117,6 +1119,10 @@ struct SegmentStorage::Impl {
       return false;
     }
     const std::uint64_t id = detail::get_u64_le(rv.payload);
+    // Any record but the 'b' of the last 'i' means that insert was not torn at the end: an 'i'
+    // without its 'b' in the middle is damage, reported when the index is built ("has no body
+    // record"), and must not make a later cut take the records applied since.
+    if (rv.type != RecordType::seg_body) ctx.orphan = SIZE_MAX;
     auto it = ctx.where.find(id);
     LoadItem* item = it == ctx.where.end() ? nullptr : &ctx.items[it->second];
     switch (rv.type) {

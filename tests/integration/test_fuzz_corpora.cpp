@@ -8,11 +8,16 @@
 
 #include "../../fuzz/targets/corpus.h"
 #include "../../fuzz/targets/dns_answer.h"
+#include "../../fuzz/targets/segment_file.h"
 #include "../../fuzz/targets/spool_file.h"
 #include "../../fuzz/targets/spool_records.h"
 
 TEST_CASE("Fuzz corpus replay: spool file recovery", "[fuzz][spool]") {
   CHECK(mailq::fuzz::replay_corpus(__FILE__, "spool_file", mailq::fuzz::run_spool_file) >= 10);
+}
+
+TEST_CASE("Fuzz corpus replay: segment spool recovery", "[fuzz][segment]") {
+  CHECK(mailq::fuzz::replay_corpus(__FILE__, "segment_file", mailq::fuzz::run_segment_file) >= 20);
 }
 
 TEST_CASE("Fuzz corpus replay: spool record decoders", "[fuzz][spool]") {

@@ -507,6 +507,51 @@ TEST_CASE("a damaged record goes to quarantine with the rest of its segment", "[
   CHECK(s.read_body(MessageId{1}).value() == "first body");
 }
 
+// Found by fuzz_segment_file: an 'i' record without its 'b' record in the middle of a segment
+// was taken for a torn insert when the segment ended, and the cut went back to it, taking the
+// records after it that the load had already applied (a delivered state, attempt rows).
+TEST_CASE("an insert without its body in mid-segment is reported, and nothing after it is cut",
+          "[segment]") {
+  TempDir dir;
+  ManualClock clock;
+  std::uintmax_t meta2 = 0;  // where message 2's 'i' record starts
+  MessageRecord third = sample_record(3);
+  {
+    SegmentStorage s(dir.path(), clock);
+    insert_ok(s, clock, sample_record(1), "first body");
+    insert_ok(s, clock, third, "third body");
+    meta2 = file_size(dir / kSeg1);
+    insert_ok(s, clock, sample_record(2), "SECOND-BODY-MARKER");  // the last insert
+    third.recipients[0].state = RecipientState::delivered;
+    REQUIRE_FALSE(s.update(third));
+    REQUIRE_FALSE(s.append_attempt(MessageId{1}, sample_attempt(1)));
+  }
+  std::string bytes = read_file(dir / kSeg1);
+  const std::size_t marker = bytes.find("SECOND-BODY-MARKER");
+  REQUIRE(marker != std::string::npos);
+  // Message 2's whole 'b' record (header, id, body, CRC) taken out: every record stays intact.
+  bytes.erase(marker - 16, 16 + std::string("SECOND-BODY-MARKER").size() + 4);
+  write_file(dir / kSeg1, bytes);
+
+  for (int pass = 0; pass < 2; ++pass) {
+    INFO("load " << pass + 1);
+    SegmentStorage s(dir.path(), clock);
+    Loaded l = load_all(s);
+    REQUIRE_FALSE(l.ec);
+    REQUIRE(l.records.size() == 2);
+    CHECK(l.records[0].id == MessageId{1});
+    CHECK(l.records[1].id == MessageId{3});
+    CHECK(l.records[1].recipients[0].state == RecipientState::delivered);
+    CHECK(s.read_attempts(MessageId{1}).value().size() == 1);
+    CHECK(s.read_body(MessageId{3}).value() == "third body");
+    CHECK(l.report.quarantined == 0);
+    CHECK(l.report.problems ==
+          std::vector<std::string>{kSeg1 + ": message " + MessageId{2}.to_string() + " (offset " +
+                                   std::to_string(meta2) + ") has no body record; not recovered"});
+    CHECK(file_size(dir / kSeg1) >= bytes.size());  // nothing cut off
+  }
+}
+
 TEST_CASE("a flipped bit in the last record is a torn tail, in a body read_body says so",
           "[segment]") {
   TempDir dir;
