@@ -152,7 +152,7 @@ TEST_CASE("inserts of one loop turn share one fdatasync, completed from the cloc
   CHECK(bytes.substr(12, 4) == std::string(reinterpret_cast<const char*>(&crc), 4));
 }
 
-TEST_CASE("a callback may insert again; flush completes a batch at once", "[segment]") {
+TEST_CASE("a callback may insert again, and flush completes a batch at once", "[segment]") {
   TempDir dir;
   ManualClock clock;
   SegmentStorage s(dir.path(), clock);
@@ -623,7 +623,7 @@ TEST_CASE("a large body is not read at load unless verify_bodies_on_load", "[seg
   CHECK(read_file(dir / "quarantine/0000000000000001.seg.16") == bytes.substr(16));
 }
 
-TEST_CASE("unknown files in segments/ go to quarantine; a newer segment stops the load",
+TEST_CASE("unknown files in segments/ go to quarantine, and a newer segment stops the load",
           "[segment]") {
   TempDir dir;
   ManualClock clock;
