@@ -712,13 +712,12 @@ struct Deliverer::Impl {
       tx.reverse_path = m->reverse_path;
       tx.ret = m->ret;
       tx.envid = m->envid;
-      tx.smtputf8 = detail::has_8bit(m->reverse_path);
+      // SMTPUTF8 and BODY=8BITMIME: the client finds non-ASCII addresses and 8-bit bodies
+      // itself (SmtpClient::send), so the body is scanned once.
       for (auto idx : job.recipients) {
         const auto& r = m->recipients[idx];
         tx.recipients.push_back({r.address, r.notify, r.orcpt});
-        if (detail::has_8bit(r.address)) tx.smtputf8 = true;
       }
-      tx.eight_bit = detail::has_8bit(body.value());
       tx.body = std::make_shared<const std::string>(std::move(body.value()));
     } catch (const std::bad_alloc&) {
       finish_job(job, out_of_memory, {out_of_memory.to_string()}, "", false);

@@ -6,8 +6,12 @@
 #include <chrono>
 #include <ctime>
 
+#include "core/text.h"
+
 namespace mailq {
 namespace {
+
+using detail::has_8bit;
 
 constexpr std::size_t kFoldAt = 78;    // RFC 5322 §2.1.1 "SHOULD"
 constexpr std::size_t kMaxLine = 998;  // RFC 5322 §2.1.1 "MUST", without the CRLF
@@ -15,13 +19,6 @@ constexpr std::size_t kWrapText = 76;  // the human-readable part
 
 bool is_control(unsigned char c) {
   return c < 0x20 || c == 0x7f;
-}
-
-bool has_8bit(std::string_view s) {
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) >= 0x80) return true;
-  }
-  return false;
 }
 
 // One line of text from an untrusted value: every control character (CR and LF above all,

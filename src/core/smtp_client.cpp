@@ -53,7 +53,6 @@ namespace detail {
 
 struct EncodeInfo {
   std::uint64_t size = 0;  // RFC 1870 size: CRLF line endings, no stuffing, no final dot
-  bool eight_bit = false;
 };
 
 std::string encode_data(std::string_view body, EncodeInfo* info) {
@@ -99,10 +98,7 @@ std::string encode_data(std::string_view body, EncodeInfo* info) {
     bol = true;
   }
   if (!bol) out += "\r\n";
-  if (info) {
-    info->size = out.size() - stuffed;
-    info->eight_bit = has_8bit(body);
-  }
+  if (info) info->size = out.size() - stuffed;
   out += ".\r\n";
   return out;
 }
@@ -1007,7 +1003,7 @@ bool SmtpClient::send(SmtpTransaction t, TimePoint now) {
   x.data = detail::encode_data(*t.body, &info);
   x.data_size = x.data.size();
   x.size = info.size;
-  x.eight_bit = t.eight_bit || info.eight_bit;
+  x.eight_bit = t.eight_bit || detail::has_8bit(*t.body);
   x.utf8 = t.smtputf8 || non_ascii(t.reverse_path) ||
            std::any_of(t.recipients.begin(), t.recipients.end(),
                        [](const SmtpTransaction::Rcpt& r) { return non_ascii(r.address); });
