@@ -151,20 +151,6 @@ inline void require_same(const AttemptRecord& a, const AttemptRecord& b) {
   CHECK(a.diagnostic == b.diagnostic);
 }
 
-// Inserts and completes the batch; requires success.
-inline void insert_ok(mailq::Storage& s, ManualClock& clock, const MessageRecord& m,
-                      std::string_view body) {
-  std::error_code result = mailq::make_error_code(mailq::errc::bad_state);
-  bool called = false;
-  s.insert(m, body, [&](std::error_code ec) {
-    called = true;
-    result = ec;
-  });
-  clock.run_pending();
-  REQUIRE(called);
-  REQUIRE_FALSE(result);
-}
-
 // Inserts and completes the batch; returns the result.
 inline std::error_code insert_result(mailq::Storage& s, ManualClock& clock, const MessageRecord& m,
                                      std::string_view body) {
@@ -177,6 +163,12 @@ inline std::error_code insert_result(mailq::Storage& s, ManualClock& clock, cons
   clock.run_pending();
   REQUIRE(called);
   return result;
+}
+
+// Inserts and completes the batch; requires success.
+inline void insert_ok(mailq::Storage& s, ManualClock& clock, const MessageRecord& m,
+                      std::string_view body) {
+  REQUIRE_FALSE(insert_result(s, clock, m, body));
 }
 
 struct Loaded {
