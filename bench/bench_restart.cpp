@@ -3,7 +3,8 @@
 //
 // Two steps, two processes (so that the recovery process's memory is not polluted by the
 // fill):
-//   bench_restart --mode fill    --spool DIR [--count 200000] [--size 2048] [--layout L]
+//   bench_restart --mode fill    --spool DIR [--count 200000] [--size 2048] [--rcpts 1]
+//                                [--layout L]
 //   bench_restart --mode recover --spool DIR [--json FILE]
 // The layout (files or segments) is given to fill; recover finds it in the directory.
 // "recover" reads VmRSS before building the SpoolStorage and the Queue and after
@@ -11,6 +12,7 @@
 // warm (the fill just wrote the files); nothing drops it.
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -40,6 +42,7 @@ int main(int argc, char** argv) {
                     {"spool", ""},
                     {"count", "200000"},
                     {"size", "2048"},
+                    {"rcpts", "1"},
                     {"layout", "files"},
                     {"json", ""},
                     {"label", "restart"}});
@@ -59,13 +62,20 @@ int main(int argc, char** argv) {
       auto spool = bench::open_spool("bench_restart", dir, clock, args.str("layout"));
       mailq::Queue queue(*spool, routes, clock, nullptr, {});
       if (queue.recover()) return 70;
-      auto env = mailq::make_envelope("bench@bench.localhost", {"sink@bench.localhost"});
-      const std::string body = bench::make_body(static_cast<std::size_t>(args.num("size")), 0);
+      const auto size = static_cast<std::size_t>(args.num("size"));
+      const auto rcpts = static_cast<std::size_t>(std::max(1LL, args.num("rcpts")));
+      // Every message its own Message-ID and recipients, as a real queue has: nothing in
+      // memory may be shared between messages by accident of the benchmark.
       std::size_t submitted = 0, done = 0, failed = 0;
       std::function<void()> submit = [&] {
-        for (int i = 0; i < 1000 && submitted < count; ++i, ++submitted)
-          queue.enqueue(env.value(), body,
+        for (int i = 0; i < 1000 && submitted < count; ++i, ++submitted) {
+          std::vector<std::string> to;
+          for (std::size_t r = 0; r < rcpts; ++r)
+            to.push_back("rcpt" + std::to_string(submitted * rcpts + r) + "@bench.localhost");
+          auto env = mailq::make_envelope("bench@bench.localhost", to);
+          queue.enqueue(env.value(), bench::make_body(size, submitted),
                         [&](mailq::Result<mailq::MessageId> r) { r ? ++done : ++failed; });
+        }
         if (submitted < count) clock.schedule(mailq::Duration(0), submit);
       };
       const auto t0 = bench::Steady::now();

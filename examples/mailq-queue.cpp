@@ -209,9 +209,11 @@ int main(int argc, char** argv) {
       // Without the configuration a static route is unknown, and its messages show under
       // their domains rather than under the route (their destination in the relay).
       std::set<std::string> unknown;
-      for (MessageId id : queue.list())
-        for (const auto& r : queue.find(id)->recipients)
+      for (MessageId id : queue.list()) {
+        const auto m = queue.find(id);
+        for (const auto& r : m->recipients)
           if (!routes.find(r.route)) unknown.insert(r.route);
+      }
       if (!unknown.empty()) {
         std::string names;
         for (const auto& n : unknown) names += (names.empty() ? "" : ", ") + n;

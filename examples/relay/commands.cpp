@@ -249,7 +249,7 @@ ControlResponse cmd_list(CommandContext& ctx, const std::vector<std::string>& ar
       {"ID", "AGE", "SIZE", "STATE", "SENDER", "RECIPIENTS", "DESTINATION", "LAST ERROR"});
   std::size_t pending = 0;
   for (MessageId id : ids) {
-    const MessageRecord* m = q.find(id);
+    const auto m = q.find(id);
     if (!m) continue;
     std::vector<std::string> rcpts;
     std::string last_error;
@@ -291,7 +291,7 @@ ControlResponse cmd_summary(CommandContext& ctx, const std::vector<std::string>&
   std::map<std::string, Row> by_dest;
   Row all;
   for (MessageId id : q.list()) {
-    const MessageRecord* m = q.find(id);
+    const auto m = q.find(id);
     if (!m) continue;
     Duration age = std::max(Duration{0}, std::chrono::duration_cast<Duration>(now - m->arrival));
     std::size_t b = 0;
@@ -336,7 +336,7 @@ ControlResponse cmd_show(CommandContext& ctx, const std::vector<std::string>& ar
   auto id = parse_id(argv[1]);
   if (!id) return ControlResponse::failure(fmt::format("'{}' is not a queue id", argv[1]));
   const Queue& q = ctx.queue;
-  const MessageRecord* m = q.find(*id);
+  const auto m = q.find(*id);
   if (!m) return ControlResponse::failure("no message " + argv[1]);
   const TimePoint now = ctx.clock.now();
 
@@ -397,7 +397,7 @@ ControlResponse cmd_hold_release(CommandContext& ctx, const std::vector<std::str
   const std::string& target = argv[1];
   Queue& q = ctx.queue;
   if (auto id = parse_id(target)) {
-    const MessageRecord* m = q.find(*id);
+    const auto m = q.find(*id);
     if (!m) return ControlResponse::failure("no message " + target);
     if (m->held == hold)
       return ControlResponse::success(
@@ -434,7 +434,7 @@ ControlResponse cmd_delete_bounce(CommandContext& ctx, const std::vector<std::st
     return ControlResponse::failure(fmt::format(
         "{}: '{}' is not a queue id (a 13-character id as `list` shows)", verb, argv[1]));
   Queue& q = ctx.queue;
-  const MessageRecord* m = q.find(*id);
+  const auto m = q.find(*id);
   if (!m) return ControlResponse::failure("no message " + argv[1]);
   std::size_t pending = 0;
   for (const auto& r : m->recipients)
@@ -507,7 +507,7 @@ ControlResponse cmd_status(CommandContext& ctx, const std::vector<std::string>& 
   QueueStats st = q.stats();
   std::set<std::string> dests;
   for (MessageId id : q.list()) {
-    if (const MessageRecord* m = q.find(id))
+    if (const auto m = q.find(id))
       for (auto& d : pending_destinations(q, *m)) dests.insert(std::move(d));
   }
   std::string out;

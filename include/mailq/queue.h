@@ -145,7 +145,10 @@ class Queue {
   std::size_t make_all_due();
 
   // --- inspection ---
-  const MessageRecord* find(MessageId id) const;
+  /// A copy of the message's record (the queue keeps messages packed), nullopt when the
+  /// message is not queued.
+  std::optional<MessageRecord> find(MessageId id) const;
+  bool contains(MessageId id) const;
   std::vector<MessageId> list(const QueueFilter& filter = {}) const;
   /// Seed 000's table for a message: route, failure time, details, recipient.
   Result<std::vector<AttemptRecord>> transient_attempts(MessageId id) const;
@@ -155,7 +158,7 @@ class Queue {
   std::vector<std::pair<std::string, std::size_t>> depth_by_destination() const;
   /// The message body, read from the storage.
   Result<std::string> read_body(MessageId id) const { return storage_.read_body(id); }
-  std::size_t size() const noexcept { return messages_.size(); }
+  std::size_t size() const noexcept;
   const QueueConfig& config() const noexcept { return config_; }
   std::string destination_of(const RecipientRecord& r) const;
   /// The queue file name the log shows: "queue/<channel>/ZZ<id>.00".
@@ -189,30 +192,30 @@ class Queue {
   bool in_flight(MessageId id) const;
 
  private:
-  struct DestQueue {
-    std::string key;
-    std::set<std::pair<TimePoint, std::uint64_t>> waiting;  // (due, message id)
-    TimePoint not_before{};
-    TimePoint order_key = TimePoint::max();  // its key in dest_order_, max() = not there
-  };
-  struct Entry {
-    MessageRecord record;
-    // Jobs of this message currently in a waiting set: (destination, due).
-    std::vector<std::pair<DestQueue*, TimePoint>> scheduled;
-    std::vector<std::string> in_flight;  // destinations with a job taken by the Deliverer
-    bool removed = false;
-  };
+  struct Slot;
+  struct DestQueue;
+  struct Store;  // the messages and the schedule (queue.cpp)
 
   DestQueue& dest(const std::string& key);
   /// Messages (held or not) with a pending recipient for a destination or route name.
   std::vector<MessageId> pending_for(std::string_view destination, bool held) const;
-  void schedule_jobs(Entry& e);
-  void unschedule_jobs(Entry& e);
+  /// The destinations a message has a job waiting at, with its due time there: a function of
+  /// its recipients, its held/removed flags and its jobs in flight. Every change to one of
+  /// those is bracketed by unschedule_jobs (before) and schedule_jobs (after).
+  std::vector<std::pair<std::string, TimePoint>> jobs_of(std::uint32_t slot) const;
+  void schedule_jobs(std::uint32_t slot);
+  void unschedule_jobs(std::uint32_t slot);
   void touch_destination(DestQueue& d);
+  std::string destination_of(std::string_view address, std::string_view route) const;
   void emit(Event&& e);
-  void erase_message(std::uint64_t id);
+  std::uint32_t find_slot(MessageId id) const;
+  std::uint32_t add_slot(const MessageRecord& m);
+  void free_slot(std::uint32_t slot);
+  MessageRecord unpack(std::uint32_t slot) const;
+  void repack(std::uint32_t slot, const MessageRecord& m);
+  void erase_message(std::uint32_t slot);
   void expire_due();
-  void expire_message(Entry& e, TimePoint now);
+  void expire_message(std::uint32_t slot, TimePoint now);
   void arm_expiry_timer();
   /// Queues a DSN about `rcpts`; with `remove_original` the message's storage goes once the
   /// DSN is durable (at once when no DSN is due: that removal's error is returned).
@@ -237,10 +240,7 @@ class Queue {
   QueueConfig config_;
   std::mt19937_64 rng_;
   std::uint64_t last_id_ = 0;
-  std::unordered_map<std::uint64_t, Entry> messages_;
-  std::unordered_map<std::string, std::unique_ptr<DestQueue>> dests_;
-  std::set<std::pair<TimePoint, DestQueue*>> dest_order_;  // by effective due time
-  std::set<std::pair<TimePoint, std::uint64_t>> expiry_;   // (arrival + lifetime, id)
+  std::unique_ptr<Store> st_;
   TimerId expiry_timer_ = kNoTimer;
   std::set<TimerId> dsn_timers_;  // DSNs the storage refused, tried again
   TimePoint expiry_timer_at_ = TimePoint::max();

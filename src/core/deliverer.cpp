@@ -256,7 +256,11 @@ struct Deliverer::Impl {
     if (it == runs.end()) {
       auto run = std::make_shared<Run>();
       run->key = job.destination;
-      const MessageRecord* m = queue.find(job.id);
+      const std::optional<MessageRecord> m = queue.find(job.id);
+      if (!m) {  // removed by an event sink meanwhile
+        queue.untake(job);
+        return;
+      }
       const RecipientRecord& r = m->recipients[job.recipients.front()];
       const Route* route = routes.find(r.route);
       std::string domain = detail::to_lower(detail::domain_of(r.address));
@@ -688,15 +692,23 @@ struct Deliverer::Impl {
     }
     Job job = std::move(run->jobs.front());
     run->jobs.pop_front();
-    const MessageRecord* m = queue.find(job.id);
+    // Unpacking the record, reading the body and building the transaction allocate: when
+    // memory runs out the job goes back to the queue (deferred, not an attempt) instead of
+    // being stranded in flight.
+    const Reply out_of_memory(451, "4.3.0", "[internal] out of memory while preparing the message");
+    std::optional<MessageRecord> m;
+    try {
+      m = queue.find(job.id);
+    } catch (const std::bad_alloc&) {
+      finish_job(job, out_of_memory, {out_of_memory.to_string()}, "", false);
+      kick(run);
+      return;
+    }
     if (!m) {  // deleted meanwhile
       queue.untake(job);
       kick(run);
       return;
     }
-    // Reading the body and building the transaction allocate: when memory runs out the job
-    // goes back to the queue (deferred, not an attempt) instead of being stranded in flight.
-    const Reply out_of_memory(451, "4.3.0", "[internal] out of memory while preparing the message");
     SmtpTransaction tx;
     try {
       auto body = queue.read_body(job.id);
@@ -709,14 +721,14 @@ struct Deliverer::Impl {
         kick(run);
         return;
       }
-      tx.reverse_path = m->reverse_path;
+      tx.reverse_path = std::move(m->reverse_path);
       tx.ret = m->ret;
-      tx.envid = m->envid;
+      tx.envid = std::move(m->envid);
       // SMTPUTF8 and BODY=8BITMIME: the client finds non-ASCII addresses and 8-bit bodies
       // itself (SmtpClient::send), so the body is scanned once.
       for (auto idx : job.recipients) {
-        const auto& r = m->recipients[idx];
-        tx.recipients.push_back({r.address, r.notify, r.orcpt});
+        auto& r = m->recipients[idx];
+        tx.recipients.push_back({std::move(r.address), r.notify, std::move(r.orcpt)});
       }
       tx.body = std::make_shared<const std::string>(std::move(body.value()));
     } catch (const std::bad_alloc&) {

@@ -4,6 +4,12 @@
 #include <cmath>
 #include <string_view>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include "core/id_index.h"
+#include "core/packed_record.h"
 #include "core/text.h"
 #include "mailq/dsn.h"
 
@@ -29,6 +35,72 @@ Duration RetryPolicy::delay(std::uint32_t failures, double unit) const {
   return std::max(base, Duration{0});
 }
 
+// --- the store ---------------------------------------------------------------------------
+
+namespace {
+constexpr std::uint8_t kHeld = 1;
+constexpr std::uint8_t kRemoved = 2;   // removed while a job was in flight: a tombstone
+constexpr std::uint8_t kInFlight = 4;  // the Deliverer holds a job (Store::in_flight)
+}  // namespace
+
+// One message: 24 bytes here, its packed record, a slot number in the index, and one heap
+// entry per destination it waits for.
+struct Queue::Slot {
+  std::uint64_t id = 0;  // 0: free
+  detail::PackedRecord rec;
+  // Bumped whenever the message's waiting jobs are withdrawn: a heap entry carrying an older
+  // generation is stale and dropped when met.
+  std::uint32_t gen = 0;
+  std::uint8_t flags = 0;
+};
+
+struct Queue::DestQueue {
+  struct Waiting {
+    TimePoint due;
+    std::uint32_t slot;
+    std::uint32_t gen;
+  };
+  std::string key;
+  std::vector<Waiting> waiting;  // a min-heap by (due, slot); stale entries dropped lazily
+  std::size_t live = 0;          // entries in `waiting` that are not stale
+  TimePoint not_before{};
+  TimePoint order_key = TimePoint::max();  // its key in dest_order, max() = not there
+};
+
+namespace {
+struct LaterDue {
+  template <class W>
+  bool operator()(const W& a, const W& b) const {
+    return a.due != b.due ? a.due > b.due : a.slot > b.slot;
+  }
+};
+using Expiry = std::pair<TimePoint, std::uint64_t>;  // (arrival + lifetime, id)
+}  // namespace
+
+struct Queue::Store {
+  std::vector<Slot> slots;
+  std::vector<std::uint32_t> free;
+  detail::IdIndex index;
+  std::size_t count = 0;  // slots in use (tombstones included)
+  // Destinations with a job taken by the Deliverer, per message id (few: bounded by the
+  // deliveries in progress).
+  std::unordered_map<std::uint64_t, std::vector<std::string>> in_flight;
+  std::unordered_map<std::string, std::unique_ptr<DestQueue>> dests;
+  std::set<std::pair<TimePoint, DestQueue*>> dest_order;  // by effective due time
+  std::vector<Expiry> expiry;  // a min-heap; entries of messages gone are dropped when met
+
+  Slot& at(std::uint32_t s) { return slots[s]; }
+  const Slot& at(std::uint32_t s) const { return slots[s]; }
+  auto key_of() const {
+    return [this](std::uint32_t s) { return slots[s].id; };
+  }
+  bool stale(const DestQueue::Waiting& w) const { return slots[w.slot].gen != w.gen; }
+  void push_expiry(TimePoint when, std::uint64_t id) {
+    expiry.emplace_back(when, id);
+    std::push_heap(expiry.begin(), expiry.end(), std::greater<>());
+  }
+};
+
 // --- Queue ------------------------------------------------------------------------------
 
 Queue::Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink* sink,
@@ -39,6 +111,7 @@ Queue::Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink
       sink_(sink),
       config_(std::move(config)),
       rng_(config_.random_seed ? config_.random_seed : std::random_device{}()),
+      st_(std::make_unique<Store>()),
       sink_guard_(std::make_unique<detail::SinkGuard>()) {}
 
 Queue::~Queue() {
@@ -56,11 +129,15 @@ MessageId Queue::new_id() {
   return MessageId{candidate};
 }
 
-std::string Queue::destination_of(const RecipientRecord& r) const {
-  std::string_view domain = detail::domain_of(r.address);
-  const Route* route = routes_.find(r.route);
+std::string Queue::destination_of(std::string_view address, std::string_view route_name) const {
+  std::string_view domain = detail::domain_of(address);
+  const Route* route = routes_.find(route_name);
   if (!route) route = &routes_.lookup(domain);
   return destination_key(*route, detail::to_lower(domain));
+}
+
+std::string Queue::destination_of(const RecipientRecord& r) const {
+  return destination_of(r.address, r.route);
 }
 
 std::string Queue::queue_file(const MessageRecord& m) const {
@@ -68,63 +145,139 @@ std::string Queue::queue_file(const MessageRecord& m) const {
   return "queue/" + channel + "/" + queue_file_name(m.id, m.attempts);
 }
 
+std::size_t Queue::size() const noexcept {
+  return st_->count;
+}
+
+std::uint32_t Queue::find_slot(MessageId id) const {
+  if (!id) return detail::IdIndex::kNone;
+  return st_->index.find(id.value, st_->key_of());
+}
+
+std::uint32_t Queue::add_slot(const MessageRecord& m) {
+  Store& st = *st_;
+  std::uint32_t s;
+  if (!st.free.empty()) {
+    s = st.free.back();
+    st.free.pop_back();
+  } else {
+    if (st.slots.size() >= detail::IdIndex::kNone) throw std::bad_alloc();
+    s = static_cast<std::uint32_t>(st.slots.size());
+    st.slots.emplace_back();
+  }
+  Slot& slot = st.at(s);
+  slot.rec = detail::PackedRecord(m);
+  slot.id = m.id.value;
+  slot.flags = m.held ? kHeld : 0;
+  st.index.insert(m.id.value, s, st.key_of());
+  st.count++;
+  st.push_expiry(m.arrival + config_.max_lifetime, m.id.value);
+  return s;
+}
+
+void Queue::free_slot(std::uint32_t s) {
+  Store& st = *st_;
+  Slot& slot = st.at(s);
+  st.index.erase(slot.id, st.key_of());
+  st.in_flight.erase(slot.id);
+  slot.id = 0;
+  slot.rec = detail::PackedRecord();
+  slot.gen++;
+  slot.flags = 0;
+  st.free.push_back(s);
+  st.count--;
+}
+
+MessageRecord Queue::unpack(std::uint32_t s) const {
+  const Slot& slot = st_->at(s);
+  return slot.rec.unpack(MessageId{slot.id}, (slot.flags & kHeld) != 0);
+}
+
+void Queue::repack(std::uint32_t s, const MessageRecord& m) {
+  Slot& slot = st_->at(s);
+  slot.rec = detail::PackedRecord(m);
+  slot.flags = static_cast<std::uint8_t>((slot.flags & ~kHeld) | (m.held ? kHeld : 0));
+}
+
 Queue::DestQueue& Queue::dest(const std::string& key) {
-  auto it = dests_.find(key);
-  if (it == dests_.end()) {
+  auto it = st_->dests.find(key);
+  if (it == st_->dests.end()) {
     auto d = std::make_unique<DestQueue>();
     d->key = key;
-    it = dests_.emplace(key, std::move(d)).first;
+    it = st_->dests.emplace(key, std::move(d)).first;
   }
   return *it->second;
 }
 
 void Queue::touch_destination(DestQueue& d) {
+  Store& st = *st_;
+  while (!d.waiting.empty() && st.stale(d.waiting.front())) {
+    std::pop_heap(d.waiting.begin(), d.waiting.end(), LaterDue());
+    d.waiting.pop_back();
+  }
+  if (d.waiting.size() > 2 * d.live + 32) {
+    // Withdrawn jobs deep in the heap: drop them so the heap stays within twice its jobs.
+    d.waiting.erase(std::remove_if(d.waiting.begin(), d.waiting.end(),
+                                   [&](const DestQueue::Waiting& w) { return st.stale(w); }),
+                    d.waiting.end());
+    std::make_heap(d.waiting.begin(), d.waiting.end(), LaterDue());
+  }
   TimePoint key = TimePoint::max();
-  if (!d.waiting.empty()) key = std::max(d.waiting.begin()->first, d.not_before);
+  if (!d.waiting.empty()) key = std::max(d.waiting.front().due, d.not_before);
   if (key == d.order_key) return;
-  if (d.order_key != TimePoint::max()) dest_order_.erase({d.order_key, &d});
+  if (d.order_key != TimePoint::max()) st.dest_order.erase({d.order_key, &d});
   d.order_key = key;
-  if (key != TimePoint::max()) dest_order_.insert({key, &d});
+  if (key != TimePoint::max()) st.dest_order.insert({key, &d});
   if (d.waiting.empty() && d.not_before == TimePoint{}) {
     // Forget empty destinations so that the map does not grow with every domain ever seen.
-    dests_.erase(d.key);
+    st.dests.erase(d.key);
     return;
   }
   if (schedule_listener_) schedule_listener_();
 }
 
-void Queue::schedule_jobs(Entry& e) {
-  MessageRecord& m = e.record;
-  if (m.held || e.removed) return;
-  // Earliest due time of the pending recipients, per destination not already in flight.
+std::vector<std::pair<std::string, TimePoint>> Queue::jobs_of(std::uint32_t s) const {
   std::vector<std::pair<std::string, TimePoint>> due;
-  for (const auto& r : m.recipients) {
-    if (is_final(r.state)) continue;
-    std::string key = destination_of(r);
-    if (std::find(e.in_flight.begin(), e.in_flight.end(), key) != e.in_flight.end()) continue;
+  const Slot& slot = st_->at(s);
+  if (slot.flags & (kHeld | kRemoved)) return due;
+  const std::vector<std::string>* flying = nullptr;
+  if (slot.flags & kInFlight) {
+    auto it = st_->in_flight.find(slot.id);
+    if (it != st_->in_flight.end()) flying = &it->second;
+  }
+  // Earliest due time of the pending recipients, per destination not already in flight.
+  slot.rec.each_recipient([&](std::size_t, const detail::RecipientView& r) {
+    if (is_final(r.state)) return;
+    std::string key = destination_of(r.address, r.route);
+    if (flying && std::find(flying->begin(), flying->end(), key) != flying->end()) return;
     auto it = std::find_if(due.begin(), due.end(), [&](auto& p) { return p.first == key; });
     if (it == due.end())
       due.emplace_back(std::move(key), r.next_attempt);
     else
       it->second = std::min(it->second, r.next_attempt);
-  }
-  for (auto& [key, when] : due) {
+  });
+  return due;
+}
+
+void Queue::schedule_jobs(std::uint32_t s) {
+  for (auto& [key, when] : jobs_of(s)) {
     DestQueue& d = dest(key);
-    bool already =
-        std::any_of(e.scheduled.begin(), e.scheduled.end(), [&](auto& s) { return s.first == &d; });
-    if (already) continue;
-    d.waiting.insert({when, m.id.value});
-    e.scheduled.emplace_back(&d, when);
+    d.waiting.push_back({when, s, st_->at(s).gen});
+    std::push_heap(d.waiting.begin(), d.waiting.end(), LaterDue());
+    d.live++;
     touch_destination(d);
   }
 }
 
-void Queue::unschedule_jobs(Entry& e) {
-  auto scheduled = std::move(e.scheduled);
-  e.scheduled.clear();
-  for (auto& [d, when] : scheduled) {
-    d->waiting.erase({when, e.record.id.value});
-    touch_destination(*d);
+void Queue::unschedule_jobs(std::uint32_t s) {
+  auto jobs = jobs_of(s);
+  st_->at(s).gen++;  // its heap entries are stale from here on
+  for (auto& [key, when] : jobs) {
+    auto it = st_->dests.find(key);
+    if (it == st_->dests.end()) continue;
+    DestQueue& d = *it->second;
+    if (d.live) d.live--;
+    touch_destination(d);
   }
 }
 
@@ -221,35 +374,32 @@ void Queue::enqueue(const Envelope& envelope, std::string body, EnqueueDone done
                  "could not store the message: " + (why.empty() ? ec.message() : why)));
       return;
     }
-    MessageId id = entry->id;
-    Entry e;
-    e.record = std::move(*entry);
-    auto [it, ok] = messages_.emplace(id.value, std::move(e));
-    Entry& stored = it->second;
-    expiry_.insert({stored.record.arrival + config_.max_lifetime, id.value});
+    const MessageRecord& m = *entry;
+    const std::uint32_t s = add_slot(m);
     arm_expiry_timer();
     counters_.enqueued++;
-    for (const auto& r : stored.record.recipients)
-      emit(make_event(EventKind::enqueued, stored.record, r, 0));
-    schedule_jobs(stored);
-    if (!stored.record.held) notify_new_work(id);
-    done(id);
+    for (const auto& r : m.recipients) emit(make_event(EventKind::enqueued, m, r, 0));
+    // A sink may have acted on the message (removed or held it): look it up again.
+    if (find_slot(m.id) == s) schedule_jobs(s);
+    if (!m.held) notify_new_work(m.id);
+    done(m.id);
   });
 }
 
 std::error_code Queue::recover(RecoveryReport* report) {
   auto ec = storage_.load(
       [this](MessageRecord&& rec) {
-        MessageId id = rec.id;
-        if (messages_.count(id.value)) return;
-        last_id_ = std::max(last_id_, id.value);
-        Entry e;
-        e.record = std::move(rec);
-        auto [it, ok] = messages_.emplace(id.value, std::move(e));
-        expiry_.insert({it->second.record.arrival + config_.max_lifetime, id.value});
-        schedule_jobs(it->second);
+        if (find_slot(rec.id) != detail::IdIndex::kNone) return;
+        last_id_ = std::max(last_id_, rec.id.value);
+        schedule_jobs(add_slot(rec));
       },
       report);
+#if defined(__GLIBC__)
+  // A storage builds what it loads in memory before handing it over (the segment spool
+  // replays every segment first); freed, those pages stay resident in glibc's heap unless
+  // returned: a recovered million messages would keep twice their memory.
+  malloc_trim(0);
+#endif
   arm_expiry_timer();
   if (schedule_listener_) schedule_listener_();
   return ec;
@@ -258,48 +408,45 @@ std::error_code Queue::recover(RecoveryReport* report) {
 // --- operator actions -------------------------------------------------------------------
 
 std::error_code Queue::hold(MessageId id) {
-  auto it = messages_.find(id.value);
-  if (it == messages_.end()) return make_error_code(errc::not_found);
-  Entry& e = it->second;
-  if (e.record.held) return {};
+  const std::uint32_t s = find_slot(id);
+  if (s == detail::IdIndex::kNone) return make_error_code(errc::not_found);
+  if (st_->at(s).flags & kHeld) return {};
   // The storage first: a hold the spool did not record would be gone after a restart, and
   // the operator is told it failed, so nothing changes.
-  e.record.held = true;
-  if (auto ec = storage_.update(e.record)) {
-    e.record.held = false;
-    return ec;
-  }
-  unschedule_jobs(e);
+  MessageRecord m = unpack(s);
+  m.held = true;
+  if (auto ec = storage_.update(m)) return ec;
+  unschedule_jobs(s);
+  st_->at(s).flags |= kHeld;
   return {};
 }
 
 std::error_code Queue::release(MessageId id) {
-  auto it = messages_.find(id.value);
-  if (it == messages_.end()) return make_error_code(errc::not_found);
-  Entry& e = it->second;
-  if (!e.record.held) return {};
+  const std::uint32_t s = find_slot(id);
+  if (s == detail::IdIndex::kNone) return make_error_code(errc::not_found);
+  if (!(st_->at(s).flags & kHeld)) return {};
   // The storage first: a message released in memory only would be delivered while its file
   // stays held, and come back held (and be sent again) after a restart.
-  e.record.held = false;
-  if (auto ec = storage_.update(e.record)) {
-    e.record.held = true;
-    return ec;
-  }
-  schedule_jobs(e);
+  MessageRecord m = unpack(s);
+  m.held = false;
+  if (auto ec = storage_.update(m)) return ec;
+  unschedule_jobs(s);
+  st_->at(s).flags &= static_cast<std::uint8_t>(~kHeld);
+  schedule_jobs(s);
   notify_new_work(id);
   return {};
 }
 
 std::vector<MessageId> Queue::pending_for(std::string_view destination, bool held) const {
   std::vector<MessageId> ids;
-  for (const auto& [k, e] : messages_) {
-    if (e.removed || e.record.held != held) continue;
-    for (const auto& r : e.record.recipients) {
-      if (!is_final(r.state) && (destination_of(r) == destination || r.route == destination)) {
-        ids.push_back(e.record.id);
-        break;
-      }
-    }
+  for (const Slot& slot : st_->slots) {
+    if (!slot.id || (slot.flags & kRemoved) || ((slot.flags & kHeld) != 0) != held) continue;
+    bool any = false;
+    slot.rec.each_recipient([&](std::size_t, const detail::RecipientView& r) {
+      if (any || is_final(r.state)) return;
+      any = r.route == destination || destination_of(r.address, r.route) == destination;
+    });
+    if (any) ids.push_back(MessageId{slot.id});
   }
   return ids;
 }
@@ -318,99 +465,107 @@ std::size_t Queue::release_destination(std::string_view destination) {
   return n;
 }
 
-void Queue::erase_message(std::uint64_t id) {
-  auto it = messages_.find(id);
-  if (it == messages_.end()) return;
-  Entry& e = it->second;
-  unschedule_jobs(e);
-  expiry_.erase({e.record.arrival + config_.max_lifetime, id});
-  if (!e.in_flight.empty()) {
+void Queue::erase_message(std::uint32_t s) {
+  unschedule_jobs(s);
+  Slot& slot = st_->at(s);
+  if (slot.flags & kInFlight) {
     // The Deliverer still holds a job: keep a tombstone until it completes.
-    e.removed = true;
+    slot.flags |= kRemoved;
     return;
   }
-  messages_.erase(it);
+  free_slot(s);
 }
 
 std::error_code Queue::remove(MessageId id) {
-  auto it = messages_.find(id.value);
-  if (it == messages_.end() || it->second.removed) return make_error_code(errc::not_found);
+  const std::uint32_t s = find_slot(id);
+  if (s == detail::IdIndex::kNone || (st_->at(s).flags & kRemoved))
+    return make_error_code(errc::not_found);
   auto ec = storage_.remove(id);
-  erase_message(id.value);
+  erase_message(s);
   return ec;
 }
 
 std::error_code Queue::bounce(MessageId id, std::string_view reason) {
-  auto it = messages_.find(id.value);
-  if (it == messages_.end() || it->second.removed) return make_error_code(errc::not_found);
-  Entry& e = it->second;
+  std::uint32_t s = find_slot(id);
+  if (s == detail::IdIndex::kNone || (st_->at(s).flags & kRemoved))
+    return make_error_code(errc::not_found);
+  MessageRecord m = unpack(s);
   std::vector<std::size_t> bounced;
   Reply reply(550, "5.0.0", "[internal] " + std::string(reason));
-  for (std::size_t i = 0; i < e.record.recipients.size(); ++i) {
-    auto& r = e.record.recipients[i];
+  for (std::size_t i = 0; i < m.recipients.size(); ++i) {
+    auto& r = m.recipients[i];
     if (is_final(r.state)) continue;
     r.state = RecipientState::bounced;
     r.last_reply = reply;
     bounced.push_back(i);
     counters_.bounced++;
-    Event ev = make_event(EventKind::returned, e.record, r, e.record.attempts);
+    Event ev = make_event(EventKind::returned, m, r, m.attempts);
     ev.diagnostic.push_back(reply.to_string());
     emit(std::move(ev));
   }
-  auto ec = send_dsn(e.record, bounced, false, /*remove_original=*/true);
-  erase_message(id.value);
+  auto ec = send_dsn(m, bounced, false, /*remove_original=*/true);
+  s = find_slot(id);  // the sink or the DSN's enqueue may have changed the store
+  if (s != detail::IdIndex::kNone && !(st_->at(s).flags & kRemoved)) erase_message(s);
   return ec;
 }
 
 std::size_t Queue::make_all_due() {
   TimePoint now = clock_.now();
   std::size_t n = 0;
-  for (auto& [k, e] : messages_) {
-    if (e.record.held || e.removed) continue;
-    bool changed = false;
-    for (auto& r : e.record.recipients) {
-      if (!is_final(r.state) && r.next_attempt > now) {
-        r.next_attempt = now;
-        changed = true;
-      }
-    }
-    if (changed) {
-      unschedule_jobs(e);
-      schedule_jobs(e);
-      ++n;
-    }
+  for (std::uint32_t s = 0; s < st_->slots.size(); ++s) {
+    const Slot& slot = st_->at(s);
+    if (!slot.id || (slot.flags & (kHeld | kRemoved))) continue;
+    bool later = false;
+    slot.rec.each_recipient([&](std::size_t, const detail::RecipientView& r) {
+      later = later || (!is_final(r.state) && r.next_attempt > now);
+    });
+    if (!later) continue;
+    unschedule_jobs(s);
+    MessageRecord m = unpack(s);
+    for (auto& r : m.recipients)
+      if (!is_final(r.state) && r.next_attempt > now) r.next_attempt = now;
+    repack(s, m);
+    schedule_jobs(s);
+    ++n;
   }
   return n;
 }
 
 // --- inspection -------------------------------------------------------------------------
 
-const MessageRecord* Queue::find(MessageId id) const {
-  auto it = messages_.find(id.value);
-  if (it == messages_.end() || it->second.removed) return nullptr;
-  return &it->second.record;
+std::optional<MessageRecord> Queue::find(MessageId id) const {
+  const std::uint32_t s = find_slot(id);
+  if (s == detail::IdIndex::kNone || (st_->at(s).flags & kRemoved)) return std::nullopt;
+  return unpack(s);
+}
+
+bool Queue::contains(MessageId id) const {
+  const std::uint32_t s = find_slot(id);
+  return s != detail::IdIndex::kNone && !(st_->at(s).flags & kRemoved);
 }
 
 std::vector<MessageId> Queue::list(const QueueFilter& f) const {
   std::vector<MessageId> out;
   TimePoint now = clock_.now();
-  for (const auto& [k, e] : messages_) {
-    const MessageRecord& m = e.record;
-    if (e.removed) continue;
-    if (f.held_only && !m.held) continue;
-    if (f.min_age > Duration{0} && now - m.arrival < f.min_age) continue;
+  for (const Slot& slot : st_->slots) {
+    if (!slot.id || (slot.flags & kRemoved)) continue;
+    if (f.held_only && !(slot.flags & kHeld)) continue;
+    if (f.min_age > Duration{0} && now - slot.rec.arrival() < f.min_age) continue;
     bool any = false;
-    for (const auto& r : m.recipients) {
-      if (f.state ? r.state != *f.state : is_final(r.state)) continue;
-      if (!f.destination.empty() && destination_of(r) != f.destination && r.route != f.destination)
-        continue;
+    slot.rec.each_recipient([&](std::size_t, const detail::RecipientView& r) {
+      if (any) return;
+      if (f.state ? r.state != *f.state : is_final(r.state)) return;
+      if (!f.destination.empty() && r.route != f.destination &&
+          destination_of(r.address, r.route) != f.destination)
+        return;
       if (!f.error_contains.empty() &&
-          r.last_reply.to_string().find(f.error_contains) == std::string::npos)
-        continue;
+          Reply(r.reply_code, std::string(r.reply_enhanced), std::string(r.reply_text))
+                  .to_string()
+                  .find(f.error_contains) == std::string::npos)
+        return;
       any = true;
-      break;
-    }
-    if (any) out.push_back(m.id);
+    });
+    if (any) out.push_back(MessageId{slot.id});
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -422,24 +577,26 @@ Result<std::vector<AttemptRecord>> Queue::transient_attempts(MessageId id) const
 
 std::vector<std::pair<std::string, std::size_t>> Queue::depth_by_destination() const {
   std::map<std::string, std::size_t> depth;
-  for (const auto& [k, e] : messages_) {
-    if (e.removed) continue;
-    for (const auto& r : e.record.recipients)
-      if (!is_final(r.state)) depth[destination_of(r)]++;
+  for (const Slot& slot : st_->slots) {
+    if (!slot.id || (slot.flags & kRemoved)) continue;
+    slot.rec.each_recipient([&](std::size_t, const detail::RecipientView& r) {
+      if (!is_final(r.state)) depth[destination_of(r.address, r.route)]++;
+    });
   }
   return {depth.begin(), depth.end()};
 }
 
 QueueStats Queue::stats() const {
   QueueStats s = counters_;
-  for (const auto& [k, e] : messages_) {
-    if (e.removed) continue;
+  for (const Slot& slot : st_->slots) {
+    if (!slot.id || (slot.flags & kRemoved)) continue;
     s.messages++;
-    if (e.record.held) s.held++;
-    for (const auto& r : e.record.recipients)
+    if (slot.flags & kHeld) s.held++;
+    slot.rec.each_recipient([&](std::size_t, const detail::RecipientView& r) {
       if (!is_final(r.state)) s.recipients_pending++;
+    });
   }
-  s.destinations = dests_.size();
+  s.destinations = st_->dests.size();
   return s;
 }
 
@@ -447,7 +604,7 @@ QueueStats Queue::stats() const {
 
 std::vector<std::string> Queue::due_destinations(TimePoint now, std::size_t max) const {
   std::vector<std::string> out;
-  for (auto it = dest_order_.begin(); it != dest_order_.end() && out.size() < max; ++it) {
+  for (auto it = st_->dest_order.begin(); it != st_->dest_order.end() && out.size() < max; ++it) {
     if (it->first > now) break;
     out.push_back(it->second->key);
   }
@@ -455,88 +612,108 @@ std::vector<std::string> Queue::due_destinations(TimePoint now, std::size_t max)
 }
 
 TimePoint Queue::next_due() const {
-  return dest_order_.empty() ? TimePoint::max() : dest_order_.begin()->first;
+  return st_->dest_order.empty() ? TimePoint::max() : st_->dest_order.begin()->first;
 }
 
 std::vector<Job> Queue::take_due(std::string_view destination, TimePoint now, std::size_t max) {
   std::vector<Job> jobs;
-  auto dit = dests_.find(std::string(destination));
-  if (dit == dests_.end()) return jobs;
+  Store& st = *st_;
+  auto dit = st.dests.find(std::string(destination));
+  if (dit == st.dests.end()) return jobs;
   DestQueue& d = *dit->second;
   if (d.not_before > now) return jobs;
   while (!d.waiting.empty() && jobs.size() < max) {
-    auto [due, id] = *d.waiting.begin();
-    if (due > now) break;
-    d.waiting.erase(d.waiting.begin());
-    Entry& e = messages_.at(id);
-    e.scheduled.erase(std::remove_if(e.scheduled.begin(), e.scheduled.end(),
-                                     [&](auto& s) { return s.first == &d; }),
-                      e.scheduled.end());
+    const DestQueue::Waiting top = d.waiting.front();
+    if (!st.stale(top) && top.due > now) break;
+    std::pop_heap(d.waiting.begin(), d.waiting.end(), LaterDue());
+    d.waiting.pop_back();
+    if (st.stale(top)) continue;
+    d.live--;
+    Slot& slot = st.at(top.slot);
     Job job;
-    job.id = e.record.id;
+    job.id = MessageId{slot.id};
     job.destination = d.key;
-    for (std::size_t i = 0; i < e.record.recipients.size(); ++i) {
-      const auto& r = e.record.recipients[i];
-      if (!is_final(r.state) && r.next_attempt <= now && destination_of(r) == d.key)
+    slot.rec.each_recipient([&](std::size_t i, const detail::RecipientView& r) {
+      if (!is_final(r.state) && r.next_attempt <= now &&
+          destination_of(r.address, r.route) == d.key)
         job.recipients.push_back(i);
-    }
-    e.in_flight.push_back(d.key);
+    });
+    // In flight for this destination: its jobs elsewhere (still waiting) stay valid, since
+    // jobs_of now leaves this destination out, as the popped entry does.
+    st.in_flight[slot.id].push_back(d.key);
+    slot.flags |= kInFlight;
     jobs.push_back(std::move(job));
   }
-  std::string key = d.key;
   touch_destination(d);  // may erase d
   return jobs;
 }
 
 std::vector<Job> Queue::take_message(MessageId id) {
   std::vector<Job> jobs;
-  auto it = messages_.find(id.value);
-  if (it == messages_.end()) return jobs;
-  Entry& e = it->second;
-  if (e.removed || e.record.held) return jobs;
-  auto scheduled = e.scheduled;
-  for (auto& [d, when] : scheduled) {
+  const std::uint32_t s = find_slot(id);
+  if (s == detail::IdIndex::kNone) return jobs;
+  if (st_->at(s).flags & (kRemoved | kHeld)) return jobs;
+  auto waiting = jobs_of(s);
+  if (waiting.empty()) return jobs;
+  unschedule_jobs(s);
+  Slot& slot = st_->at(s);
+  auto& flying = st_->in_flight[id.value];
+  for (auto& [key, when] : waiting) {
     Job job;
     job.id = id;
-    job.destination = d->key;
-    for (std::size_t i = 0; i < e.record.recipients.size(); ++i) {
-      const auto& r = e.record.recipients[i];
-      if (!is_final(r.state) && destination_of(r) == d->key) job.recipients.push_back(i);
-    }
-    d->waiting.erase({when, id.value});
-    e.in_flight.push_back(d->key);
+    job.destination = key;
+    slot.rec.each_recipient([&](std::size_t i, const detail::RecipientView& r) {
+      if (!is_final(r.state) && destination_of(r.address, r.route) == key)
+        job.recipients.push_back(i);
+    });
+    flying.push_back(key);
     jobs.push_back(std::move(job));
-    touch_destination(*d);
   }
-  e.scheduled.clear();
+  slot.flags |= kInFlight;
   return jobs;
 }
 
+namespace {
+// Drops one in-flight destination of a message; true when none is left.
+bool land(std::unordered_map<std::uint64_t, std::vector<std::string>>& in_flight, std::uint64_t id,
+          const std::string& destination) {
+  auto it = in_flight.find(id);
+  if (it == in_flight.end()) return true;
+  auto f = std::find(it->second.begin(), it->second.end(), destination);
+  if (f != it->second.end()) it->second.erase(f);
+  if (!it->second.empty()) return false;
+  in_flight.erase(it);
+  return true;
+}
+}  // namespace
+
 void Queue::untake(const Job& job) {
-  auto it = messages_.find(job.id.value);
-  if (it == messages_.end()) return;
-  Entry& e = it->second;
-  auto f = std::find(e.in_flight.begin(), e.in_flight.end(), job.destination);
-  if (f != e.in_flight.end()) e.in_flight.erase(f);
-  if (e.removed) {
-    if (e.in_flight.empty()) messages_.erase(it);
+  const std::uint32_t s = find_slot(job.id);
+  if (s == detail::IdIndex::kNone) return;
+  unschedule_jobs(s);
+  if (land(st_->in_flight, job.id.value, job.destination))
+    st_->at(s).flags &= static_cast<std::uint8_t>(~kInFlight);
+  const std::uint8_t flags = st_->at(s).flags;
+  if (flags & kRemoved) {
+    if (!(flags & kInFlight)) free_slot(s);
     return;
   }
-  schedule_jobs(e);
+  schedule_jobs(s);
 }
 
 void Queue::complete(const Job& job, const std::vector<RecipientOutcome>& outcomes,
                      bool attempted) {
-  auto it = messages_.find(job.id.value);
-  if (it == messages_.end()) return;
-  Entry& e = it->second;
-  auto f = std::find(e.in_flight.begin(), e.in_flight.end(), job.destination);
-  if (f != e.in_flight.end()) e.in_flight.erase(f);
-  if (e.removed) {
-    if (e.in_flight.empty()) messages_.erase(it);
+  const MessageId id = job.id;
+  std::uint32_t s = find_slot(id);
+  if (s == detail::IdIndex::kNone) return;
+  unschedule_jobs(s);
+  if (land(st_->in_flight, id.value, job.destination))
+    st_->at(s).flags &= static_cast<std::uint8_t>(~kInFlight);
+  if (st_->at(s).flags & kRemoved) {
+    if (!(st_->at(s).flags & kInFlight)) free_slot(s);
     return;
   }
-  MessageRecord& m = e.record;
+  MessageRecord m = unpack(s);
   const TimePoint now = clock_.now();
   const std::uint32_t attempts_before = m.attempts;
   if (attempted) m.attempts++;
@@ -593,30 +770,33 @@ void Queue::complete(const Job& job, const std::vector<RecipientOutcome>& outcom
     if (ev.diagnostic.empty()) ev.diagnostic.push_back(o.reply.to_string());
     emit(std::move(ev));
   }
+  // The record in memory is what the storage is told next (events above may not act on a
+  // message half applied, and the DSNs below enqueue: look the slot up again after them).
+  repack(s, m);
 
   bool all_final = std::all_of(m.recipients.begin(), m.recipients.end(),
                                [](const RecipientRecord& r) { return is_final(r.state); });
   if (all_final) {
     // The file goes once the notification is queued (see send_dsn).
     (void)send_dsn(m, bounced, false, /*remove_original=*/true);
-    expiry_.erase({m.arrival + config_.max_lifetime, m.id.value});
-    messages_.erase(it);
+    s = find_slot(id);
+    if (s != detail::IdIndex::kNone) erase_message(s);
     return;
   }
   if (!bounced.empty()) (void)send_dsn(m, bounced, false);
   if (!delayed.empty()) (void)send_dsn(m, delayed, true);
   (void)storage_.update(m);
-  if (now >= m.arrival + config_.max_lifetime && e.in_flight.empty()) {
-    expire_message(e, now);
-    return;
-  }
-  schedule_jobs(e);
+  s = find_slot(id);
+  if (s == detail::IdIndex::kNone || (st_->at(s).flags & kRemoved)) return;
+  schedule_jobs(s);
+  if (now >= m.arrival + config_.max_lifetime && !(st_->at(s).flags & kInFlight))
+    expire_message(s, now);
 }
 
 void Queue::set_not_before(std::string_view destination, TimePoint until) {
   if (until == TimePoint{}) {
-    auto it = dests_.find(std::string(destination));
-    if (it == dests_.end()) return;
+    auto it = st_->dests.find(std::string(destination));
+    if (it == st_->dests.end()) return;
     it->second->not_before = TimePoint{};
     touch_destination(*it->second);
     return;
@@ -628,7 +808,7 @@ void Queue::set_not_before(std::string_view destination, TimePoint until) {
 
 void Queue::clear_not_before() {
   std::vector<DestQueue*> all;
-  for (auto& [k, d] : dests_)
+  for (auto& [k, d] : st_->dests)
     if (d->not_before != TimePoint{}) all.push_back(d.get());
   for (DestQueue* d : all) {
     d->not_before = TimePoint{};
@@ -637,19 +817,33 @@ void Queue::clear_not_before() {
 }
 
 std::size_t Queue::pending_jobs(std::string_view destination) const {
-  auto it = dests_.find(std::string(destination));
-  return it == dests_.end() ? 0 : it->second->waiting.size();
+  auto it = st_->dests.find(std::string(destination));
+  return it == st_->dests.end() ? 0 : it->second->live;
 }
 
 bool Queue::in_flight(MessageId id) const {
-  auto it = messages_.find(id.value);
-  return it != messages_.end() && !it->second.in_flight.empty();
+  const std::uint32_t s = find_slot(id);
+  return s != detail::IdIndex::kNone && (st_->at(s).flags & kInFlight);
 }
 
 // --- expiry and notifications ------------------------------------------------------------
 
 void Queue::arm_expiry_timer() {
-  TimePoint next = expiry_.empty() ? TimePoint::max() : expiry_.begin()->first;
+  Store& st = *st_;
+  // Drop entries of messages that are gone (delivered, removed) from the top, and all of
+  // them when they outnumber the messages.
+  auto gone = [&](const Expiry& e) {
+    return find_slot(MessageId{e.second}) == detail::IdIndex::kNone;
+  };
+  while (!st.expiry.empty() && gone(st.expiry.front())) {
+    std::pop_heap(st.expiry.begin(), st.expiry.end(), std::greater<>());
+    st.expiry.pop_back();
+  }
+  if (st.expiry.size() > 2 * st.count + 64) {
+    st.expiry.erase(std::remove_if(st.expiry.begin(), st.expiry.end(), gone), st.expiry.end());
+    std::make_heap(st.expiry.begin(), st.expiry.end(), std::greater<>());
+  }
+  TimePoint next = st.expiry.empty() ? TimePoint::max() : st.expiry.front().first;
   if (next == expiry_timer_at_) return;
   if (expiry_timer_ != kNoTimer) clock_.cancel(expiry_timer_);
   expiry_timer_ = kNoTimer;
@@ -665,24 +859,29 @@ void Queue::arm_expiry_timer() {
 
 void Queue::expire_due() {
   const TimePoint now = clock_.now();
-  std::vector<std::uint64_t> due;
-  for (auto it = expiry_.begin(); it != expiry_.end() && it->first <= now; ++it)
-    due.push_back(it->second);
-  for (auto id : due) {
-    auto it = messages_.find(id);
-    if (it == messages_.end()) {
+  Store& st = *st_;
+  std::vector<Expiry> due;
+  while (!st.expiry.empty() && st.expiry.front().first <= now) {
+    due.push_back(st.expiry.front());
+    std::pop_heap(st.expiry.begin(), st.expiry.end(), std::greater<>());
+    st.expiry.pop_back();
+  }
+  for (const auto& [when, id] : due) {
+    const std::uint32_t s = find_slot(MessageId{id});
+    if (s == detail::IdIndex::kNone || (st.at(s).flags & kRemoved)) continue;
+    if (st.at(s).flags & kInFlight) {
+      // It expires when that attempt completes; should the job come back unattempted, look
+      // again in a second.
+      st.push_expiry(now + std::chrono::seconds(1), id);
       continue;
     }
-    // A message with a job in flight expires when that attempt completes.
-    if (!it->second.in_flight.empty()) continue;
-    expire_message(it->second, now);
+    expire_message(s, now);
   }
-  // Keep entries that are still in flight; re-arm for the rest.
   arm_expiry_timer();
 }
 
-void Queue::expire_message(Entry& e, TimePoint now) {
-  MessageRecord& m = e.record;
+void Queue::expire_message(std::uint32_t s, TimePoint now) {
+  MessageRecord m = unpack(s);
   std::vector<std::size_t> expired;
   for (std::size_t i = 0; i < m.recipients.size(); ++i) {
     auto& r = m.recipients[i];
@@ -698,9 +897,9 @@ void Queue::expire_message(Entry& e, TimePoint now) {
     ev.diagnostic.push_back(r.last_reply.to_string());
     emit(std::move(ev));
   }
-  std::uint64_t id = m.id.value;
   (void)send_dsn(m, expired, false, /*remove_original=*/true);
-  erase_message(id);
+  s = find_slot(m.id);
+  if (s != detail::IdIndex::kNone && !(st_->at(s).flags & kRemoved)) erase_message(s);
 }
 
 std::error_code Queue::send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,

@@ -117,7 +117,7 @@ struct RealEngine {
     return id;
   }
   RecipientState state(MessageId id) {
-    const MessageRecord* m = queue->find(id);
+    const auto m = queue->find(id);
     return m ? m->recipients[0].state : RecipientState::delivered;
   }
 };
@@ -161,7 +161,7 @@ TEST_CASE(
   e.loop.run_for(1600ms);
   REQUIRE_FALSE(e.domains->is_down("example.com", e.clock->now()));
   MessageId m4 = e.send("d@example.com");
-  REQUIRE(e.loop.run_until([&] { return e.queue->find(m4) == nullptr; }, 10s));
+  REQUIRE(e.loop.run_until([&] { return e.queue->find(m4) == std::nullopt; }, 10s));
   CHECK(sink.wait_for_dumps(1).size() == 1);
   // The backlog goes with the next queue cycle (a flush here does the same, the mark is gone).
   e.deliverer->flush();
@@ -183,7 +183,9 @@ TEST_CASE(
   e.deliverer->start();
   MessageId m = e.send("a@example.com");
   REQUIRE(e.loop.run_until([&] { return e.state(m) == RecipientState::deferred; }, 10s));
-  const auto& r = e.queue->find(m)->recipients[0];
+  const auto rec = e.queue->find(m);
+  REQUIRE(rec);
+  const auto& r = rec->recipients[0];
   CHECK(r.attempts == 1);
   bool logged = false;
   for (auto& ev : e.events.events)
@@ -257,7 +259,7 @@ TEST_CASE(
   use_tls(e, TlsPolicy::verify, f.pki.ca_cert, server.endpoint().port);
   e.deliverer->start();
   MessageId m = e.send("user@example.com");
-  REQUIRE(e.loop.run_until([&] { return e.queue->find(m) == nullptr; }, 20s));
+  REQUIRE(e.loop.run_until([&] { return e.queue->find(m) == std::nullopt; }, 20s));
   INFO(delivery_detail(e));
   CHECK(delivery_detail(e).find("tls; TLSv1.2 ") != std::string::npos);
   CHECK(delivery_detail(e).find(" verified\n") != std::string::npos);
@@ -279,7 +281,9 @@ TEST_CASE(
   e.deliverer->start();
   MessageId m = e.send("user@example.com");
   REQUIRE(e.loop.run_until([&] { return e.state(m) == RecipientState::deferred; }, 20s));
-  const auto& r = e.queue->find(m)->recipients[0];
+  const auto rec = e.queue->find(m);
+  REQUIRE(rec);
+  const auto& r = rec->recipients[0];
   INFO(r.last_reply.to_string());
   CHECK(r.last_reply.transient());
   CHECK(r.last_reply.to_string().find("certificate verification failed") != std::string::npos);
@@ -300,7 +304,7 @@ TEST_CASE("Deliverer with the opportunistic policy encrypts without verifying",
   use_tls(e, TlsPolicy::opportunistic, "", server.endpoint().port);
   e.deliverer->start();
   MessageId m = e.send("user@example.com");
-  REQUIRE(e.loop.run_until([&] { return e.queue->find(m) == nullptr; }, 20s));
+  REQUIRE(e.loop.run_until([&] { return e.queue->find(m) == std::nullopt; }, 20s));
   CHECK(delivery_detail(e).find(" unverified\n") != std::string::npos);
   CHECK(server.wait_for_output("tls=1"));
   REQUIRE(e.loop.run_until([&] { return e.deliverer->idle(); }, 10s));

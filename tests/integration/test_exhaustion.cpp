@@ -228,7 +228,7 @@ TEST_CASE(
   }());
   // Warm up: one delivery, so that everything the engine opens once is open.
   MessageId first = e.send();
-  REQUIRE(e.loop.run_until([&] { return e.queue->find(first) == nullptr; }, 20s));
+  REQUIRE(e.loop.run_until([&] { return e.queue->find(first) == std::nullopt; }, 20s));
   REQUIRE(e.drain());
 
   MessageId id;
@@ -241,7 +241,7 @@ TEST_CASE(
     }
     id = e.send();  // a MemoryStorage needs no descriptor
     REQUIRE(e.settle(id));
-    const RecipientRecord* r = e.rcpt(id);
+    const auto r = e.rcpt(id);
     REQUIRE(r);
     CHECK(r->state == RecipientState::deferred);
     CHECK(r->last_reply.to_string() ==
@@ -252,7 +252,7 @@ TEST_CASE(
   }
   // Descriptors are back: the next attempt delivers.
   e.deliverer->flush();
-  REQUIRE(e.loop.run_until([&] { return e.queue->find(id) == nullptr; }, 20s));
+  REQUIRE(e.loop.run_until([&] { return e.queue->find(id) == std::nullopt; }, 20s));
   CHECK(e.delivered(id));
   CHECK(sink.wait_for_dumps(2).size() == 2);
   REQUIRE(e.drain());
@@ -584,7 +584,7 @@ TEST_CASE(
   fs.fill("filler");
   (void)e.queue->release(id.value());  // a state change on a full disk: may fail
   REQUIRE(e.settle(id.value()));
-  const RecipientRecord* r = e.rcpt(id.value());
+  const auto r = e.rcpt(id.value());
   REQUIRE(r);
   CHECK(r->state == RecipientState::deferred);
   CHECK_THAT(r->last_reply.to_string(), Catch::Matchers::EndsWith("; try again later"));
@@ -629,7 +629,7 @@ TEST_CASE(
   fs.fill("filler");
   (void)e.queue->release(id.value());
   REQUIRE(
-      e.poll_until([&] { return e.queue->find(id.value()) == nullptr || e.queue->size() > 1; }));
+      e.poll_until([&] { return e.queue->find(id.value()) == std::nullopt || e.queue->size() > 1; }));
   e.loop.run_for(200ms);
   REQUIRE(e.drain());
   INFO(e.diagnostics());
@@ -661,7 +661,7 @@ TEST_CASE(
   CHECK(e.queue->size() == 1);
   REQUIRE(fs.remount(false));
   MessageId later = e.send();  // delivered at once
-  REQUIRE(e.loop.run_until([&] { return e.queue->find(later) == nullptr; }, 20s));
+  REQUIRE(e.loop.run_until([&] { return e.queue->find(later) == std::nullopt; }, 20s));
   e.restart();
   CHECK(e.recovery.recovered == 1);
   REQUIRE(e.queue->find(kept.value()));
@@ -687,7 +687,7 @@ TEST_CASE("exhaustion: a release that the read-only spool could not record is no
   REQUIRE(fs.remount(true));
   CHECK(e.queue->release(kept.value()) == mailq::errc::storage_failure);
   e.loop.run_for(500ms);
-  CHECK(e.queue->find(kept.value()) != nullptr);
+  CHECK(e.queue->find(kept.value()) != std::nullopt);
   CHECK_FALSE(e.delivered(kept.value()));
   REQUIRE(e.drain());
   REQUIRE(fs.remount(false));

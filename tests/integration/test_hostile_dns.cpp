@@ -52,7 +52,7 @@ struct DnsEngine {
   std::string deferred_detail() {
     MessageId id = engine->send();
     REQUIRE(engine->settle(id));
-    const RecipientRecord* r = engine->rcpt(id);
+    const auto r = engine->rcpt(id);
     REQUIRE(r);  // still queued: nothing lost, never bounced
     CHECK(r->state == RecipientState::deferred);
     CHECK(r->last_reply.to_string() == "421 4.4.4 [internal] domain does not resolve");

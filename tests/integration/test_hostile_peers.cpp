@@ -63,10 +63,10 @@ struct Hostile {
     MessageId id = engine->send();
     if (out) *out = id;
     REQUIRE(engine->settle(id));
-    const RecipientRecord* r = engine->rcpt(id);
+    const auto r = engine->rcpt(id);
     INFO(server.dump());
     INFO(engine->diagnostics());
-    REQUIRE(r != nullptr);  // still queued: nothing lost, never bounced
+    REQUIRE(r);  // still queued: nothing lost, never bounced
     CHECK(r->state == RecipientState::deferred);
     CHECK(r->last_reply.transient());
     CHECK(r->attempts == 1);
@@ -316,7 +316,7 @@ TEST_CASE("hostile peer: a disconnect in the middle of the message data defers t
   Hostile h(s);
   MessageId id = h.engine->send("user@example.com", body);
   REQUIRE(h.engine->settle(id));
-  const RecipientRecord* r = h.engine->rcpt(id);
+  const auto r = h.engine->rcpt(id);
   REQUIRE(r);
   INFO(h.server.dump());
   CHECK(r->state == RecipientState::deferred);
@@ -349,7 +349,7 @@ TEST_CASE(
   std::string reply = h.deferred_reply(&id);
   CHECK_THAT(reply, StartsWith("421 4.4.2"));
   h.engine->deliverer->flush();
-  REQUIRE(h.engine->loop.run_until([&] { return h.engine->queue->find(id) == nullptr; }, 20s));
+  REQUIRE(h.engine->loop.run_until([&] { return h.engine->queue->find(id) == std::nullopt; }, 20s));
   CHECK(h.engine->delivered(id));
   REQUIRE(h.finished(2));
   INFO(h.server.dump());
@@ -429,7 +429,7 @@ TEST_CASE(
                             .quit();
   Hostile h(std::vector<HostileScript>{tls_garbage(), plain}, TlsPolicy::opportunistic);
   MessageId id = h.engine->send();
-  REQUIRE(h.engine->loop.run_until([&] { return h.engine->queue->find(id) == nullptr; }, 20s));
+  REQUIRE(h.engine->loop.run_until([&] { return h.engine->queue->find(id) == std::nullopt; }, 20s));
   CHECK(h.engine->delivered(id));
   REQUIRE(h.finished(2));
   INFO(h.server.dump());
@@ -438,7 +438,8 @@ TEST_CASE(
   CHECK_THAT(h.engine->diagnostics(), !Contains("tls; "));
   // The next message goes straight to plaintext (broken-TLS memory): one more connection.
   MessageId second = h.engine->send();
-  REQUIRE(h.engine->loop.run_until([&] { return h.engine->queue->find(second) == nullptr; }, 20s));
+  REQUIRE(
+      h.engine->loop.run_until([&] { return h.engine->queue->find(second) == std::nullopt; }, 20s));
   REQUIRE(h.finished(3));
   CHECK(h.server.connections() == 3);
   CHECK_THAT(transcript_text(h.server, 2), !Contains("STARTTLS"));
@@ -484,7 +485,7 @@ TEST_CASE(
   HostileEngine e(o);
   MessageId id = e.send();
   REQUIRE(e.settle(id));
-  const RecipientRecord* r = e.rcpt(id);
+  const auto r = e.rcpt(id);
   REQUIRE(r);
   CHECK(r->state == RecipientState::deferred);
   const std::string reply = r->last_reply.to_string();
@@ -519,7 +520,7 @@ TEST_CASE(
   o.mx_host = TestPki::kServerName;
   HostileEngine e(o);
   MessageId id = e.send();
-  REQUIRE(e.loop.run_until([&] { return e.queue->find(id) == nullptr; }, 20s));
+  REQUIRE(e.loop.run_until([&] { return e.queue->find(id) == std::nullopt; }, 20s));
   CHECK(e.delivered(id));
   CHECK_THAT(e.diagnostics(), Contains(" unverified\n"));
   CHECK(server.wait_for_output("tls=1"));

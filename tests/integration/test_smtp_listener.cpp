@@ -148,7 +148,7 @@ TEST_CASE("SmtpListener answers 250 only once the message is durable in the spoo
   auto stored = queue->read_body(ids[0]);
   REQUIRE(stored);
   CHECK(stored.value() == "Subject: durable\r\n\r\nkept on disk\r\n.stuffed\r\n");
-  const MessageRecord* record = queue->find(ids[0]);
+  const auto record = queue->find(ids[0]);
   REQUIRE(record);
   REQUIRE(record->recipients.size() == 1);
   CHECK(record->recipients[0].address == "bob@example.net");

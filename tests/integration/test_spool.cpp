@@ -977,8 +977,8 @@ TEST_CASE("a Queue on a SpoolStorage recovers its messages after a restart", "[s
   RecoveryReport report;
   REQUIRE_FALSE(queue.recover(&report));
   CHECK(report.recovered == 1);
-  const MessageRecord* m = queue.find(id);
-  REQUIRE(m != nullptr);
+  const auto m = queue.find(id);
+  REQUIRE(m);
   CHECK(m->recipients.size() == 2);
   CHECK(m->message_id == "<a@b>");
   CHECK(storage.read_body(id).value() == "Subject: hi\r\nMessage-ID: <a@b>\r\n\r\nhello\r\n");

@@ -357,18 +357,18 @@ TEST_CASE("delete removes without notice, bounce returns the message to its send
   const std::string b = f.held_back.to_string();
 
   CHECK(f.ok(f.offline(), {"delete", a}) == "deleted " + a + " (1 recipient not notified)\n");
-  CHECK(f.queue->find(f.refused[0]) == nullptr);
+  CHECK(f.queue->find(f.refused[0]) == std::nullopt);
   CHECK(f.fails(f.offline(), {"delete", a}) == "no message " + a);
 
   std::size_t before = f.queue->size();
   CHECK(f.ok(f.offline(), {"bounce", b}) ==
         "bounced " + b + " (2 recipients), delivery status notification to alice@example.org\n");
-  CHECK(f.queue->find(f.held_back) == nullptr);
+  CHECK(f.queue->find(f.held_back) == std::nullopt);
   // The DSN is a new message to the sender, from <>.
   REQUIRE(f.queue->size() == before);
   auto ids = f.queue->list(QueueFilter{"example.org"});
   REQUIRE(ids.size() == 1);
-  const MessageRecord* dsn = f.queue->find(ids[0]);
+  const auto dsn = f.queue->find(ids[0]);
   CHECK(dsn->reverse_path.empty());
   CHECK(dsn->recipients.at(0).address == "alice@example.org");
 

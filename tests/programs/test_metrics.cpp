@@ -290,7 +290,7 @@ TEST_CASE("after a scripted queue life every gauge and counter has its exact val
   down.destination = "down.test";
   metrics.on_event(down);
 
-  CHECK(queue.find(m2) == nullptr);
+  CHECK(queue.find(m2) == std::nullopt);
   Metrics::Sources sources;
   sources.queue = &queue;
   sources.domains = &domains;

@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -121,23 +122,24 @@ class HostileEngine {
     return r.value();
   }
 
-  /// The first recipient of a message; null once the message left the queue.
-  const RecipientRecord* rcpt(MessageId id) const {
-    const MessageRecord* m = queue->find(id);
-    return m ? &m->recipients[0] : nullptr;
+  /// The first recipient of a message; nullopt once the message left the queue.
+  std::optional<RecipientRecord> rcpt(MessageId id) const {
+    const auto m = queue->find(id);
+    if (!m) return std::nullopt;
+    return m->recipients[0];
   }
   /// Runs until the message got an outcome: delivered or bounced (gone) or deferred.
   bool settle(MessageId id, std::chrono::milliseconds limit = 30s) {
     return loop.run_until(
         [&] {
-          const RecipientRecord* r = rcpt(id);
+          const auto r = rcpt(id);
           return (!r || r->state != RecipientState::queued) && !queue->in_flight(id);
         },
         limit);
   }
   /// The last reply of a deferred message's first recipient ("" when not queued).
   std::string last_reply(MessageId id) const {
-    const RecipientRecord* r = rcpt(id);
+    const auto r = rcpt(id);
     return r ? r->last_reply.to_string() : std::string();
   }
   /// Whether a 'D' event was logged for the message.

@@ -66,9 +66,9 @@ struct Engine {
   /// Lets zero-delay work (connections, replies) run without moving time.
   void settle() { clock.run_pending(); }
 
-  const RecipientRecord& rcpt(MessageId id, std::size_t i = 0) {
-    const MessageRecord* m = queue->find(id);
-    REQUIRE(m != nullptr);
+  RecipientRecord rcpt(MessageId id, std::size_t i = 0) {
+    const auto m = queue->find(id);
+    REQUIRE(m);
     return m->recipients.at(i);
   }
 

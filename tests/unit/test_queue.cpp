@@ -39,7 +39,7 @@ TEST_CASE(
   auto dsns = e.queue->list();
   bool found_dsn = false;
   for (auto d : dsns) {
-    const MessageRecord* m = e.queue->find(d);
+    const auto m = e.queue->find(d);
     if (m->reverse_path.empty()) {
       found_dsn = true;
       CHECK(m->recipients.at(0).address == "sender@example.org");
@@ -53,7 +53,7 @@ TEST_CASE(
   e.clock.advance(Duration(15min) + Duration(1s));
   REQUIRE(e.transport.received.size() == 1);
   CHECK(e.transport.received[0].rcpt_to == std::vector<std::string>{"later@example.com"});
-  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->find(id) == std::nullopt);
 }
 
 TEST_CASE("No DSN is ever produced for a message with the null reverse path", "[queue][dsn]") {
@@ -63,7 +63,7 @@ TEST_CASE("No DSN is ever produced for a message with the null reverse path", "[
   e.deliverer->start();
   MessageId id = e.send("<>", {"bad@example.com"});
   e.settle();
-  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->find(id) == std::nullopt);
   CHECK(e.queue->size() == 0);
   CHECK(e.count(EventKind::returned) == 1);
 }
@@ -132,10 +132,10 @@ TEST_CASE(
   REQUIRE_FALSE(e.queue->hold(held));
   e.settle();
   e.clock.advance(Duration(std::chrono::hours(24 * 5)) - Duration(1min));
-  REQUIRE(e.queue->find(id) != nullptr);
+  REQUIRE(e.queue->find(id) != std::nullopt);
   e.clock.advance(Duration(2min));
-  CHECK(e.queue->find(id) == nullptr);
-  CHECK(e.queue->find(held) == nullptr);  // held messages expire too
+  CHECK(e.queue->find(id) == std::nullopt);
+  CHECK(e.queue->find(held) == std::nullopt);  // held messages expire too
   std::size_t expired = 0;
   for (auto& ev : e.events.events) {
     if (ev.kind != EventKind::returned) continue;
@@ -170,7 +170,7 @@ TEST_CASE("hold / release / delete / bounce", "[queue][operator]") {
   REQUIRE_FALSE(e.queue->release(a));
   e.settle();
   CHECK(e.transport.received.size() == 1);
-  CHECK(e.queue->find(a) == nullptr);
+  CHECK(e.queue->find(a) == std::nullopt);
 
   e.clock.advance(Duration(10s));  // the idle connection closes
   e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
@@ -178,14 +178,14 @@ TEST_CASE("hold / release / delete / bounce", "[queue][operator]") {
   e.settle();
   REQUIRE(e.queue->find(b));
   CHECK_FALSE(e.queue->remove(b));
-  CHECK(e.queue->find(b) == nullptr);
+  CHECK(e.queue->find(b) == std::nullopt);
   CHECK(e.queue->remove(b) == make_error_code(errc::not_found));
   CHECK(e.storage.read_body(b).ok() == false);
 
   MessageId c = e.send("s@example.org", {"u@example.com"});
   e.settle();
   CHECK_FALSE(e.queue->bounce(c));
-  CHECK(e.queue->find(c) == nullptr);
+  CHECK(e.queue->find(c) == std::nullopt);
   // A DSN to s@example.org is now queued.
   auto all = e.queue->list();
   REQUIRE(all.size() == 1);
@@ -247,7 +247,7 @@ TEST_CASE("Recipients of one message for several destinations travel in separate
   e.deliverer->start();
   MessageId id = e.send("s@example.org", {"a@example.com", "b@example.net", "c@example.com"});
   e.settle();
-  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->find(id) == std::nullopt);
   REQUIRE(e.transport.received.size() == 2);
   for (auto& m : e.transport.received) {
     if (m.server == "127.0.0.10:25")
@@ -283,7 +283,7 @@ TEST_CASE("A static route sends everything for its domains to the smart host",
   e.deliverer->start();
   MessageId id = e.send("s@example.org", {"a@x.corp.example", "b@y.corp.example"});
   e.settle();
-  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->find(id) == std::nullopt);
   REQUIRE(e.transport.received.size() == 1);  // one destination: the route
   CHECK(e.transport.received[0].server == "127.0.0.60:2525");
   CHECK(e.transport.received[0].rcpt_to.size() == 2);
@@ -333,7 +333,7 @@ TEST_CASE("EHLO refused falls back to HELO and delivers", "[deliverer]") {
   e.deliverer->start();
   MessageId id = e.send("s@example.org", {"u@example.com"});
   e.settle();
-  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->find(id) == std::nullopt);
   CHECK(e.transport.received.size() == 1);
 }
 
@@ -347,14 +347,14 @@ TEST_CASE(
   e.deliverer->start();
   MessageId a = e.send("s@example.org", {"u@example.com"});
   e.settle();
-  CHECK(e.queue->find(a) == nullptr);  // delivered over the plaintext retry
+  CHECK(e.queue->find(a) == std::nullopt);  // delivered over the plaintext retry
   CHECK(e.transport.starttls_commands == 1);
   CHECK(e.transport.connects.size() == 2);
   CHECK_FALSE(e.domains.is_down("example.com", e.clock.now()));
   e.clock.advance(Duration(10s));  // idle connection closes
   MessageId b = e.send("s@example.org", {"u@example.com"});
   e.settle();
-  CHECK(e.queue->find(b) == nullptr);
+  CHECK(e.queue->find(b) == std::nullopt);
   CHECK(e.transport.starttls_commands == 1);  // not tried again while remembered
   CHECK(e.transport.connects.size() == 3);
 }
@@ -509,7 +509,7 @@ TEST_CASE(
   auto dsns = [&] {
     std::vector<std::string> out;
     for (auto m : e.queue->list()) {
-      const MessageRecord* rec = e.queue->find(m);
+      const auto rec = e.queue->find(m);
       if (rec->reverse_path.empty()) out.push_back(e.queue->read_body(m).value());
     }
     return out;
@@ -551,7 +551,7 @@ TEST_CASE(
   CHECK(e.transport.received.empty());  // held: not attempted
   CHECK(e.queue->release_destination("example.com") == 2);
   e.settle();
-  CHECK(e.queue->find(a) == nullptr);
-  REQUIRE(e.queue->find(b) != nullptr);  // w@nowhere.example still pending
+  CHECK(e.queue->find(a) == std::nullopt);
+  REQUIRE(e.queue->find(b) != std::nullopt);  // w@nowhere.example still pending
   CHECK(e.queue->find(b)->recipients[0].state == RecipientState::delivered);
 }

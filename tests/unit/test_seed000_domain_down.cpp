@@ -113,14 +113,14 @@ TEST_CASE(
   REQUIRE(e.clock.now() == t + Duration(16min));
   MessageId fresh = e.send("s@example.org", {"user@example.com"});
   e.settle();
-  CHECK(e.queue->find(fresh) == nullptr);  // delivered and gone
+  CHECK(e.queue->find(fresh) == std::nullopt);  // delivered and gone
   REQUIRE(e.transport.received.size() == 1);
   // ...the backlog waits for the next queue cycle.
   for (auto id : backlog) CHECK(e.rcpt(id).state == RecipientState::deferred);
 
   e.clock.advance(Duration(9min) + Duration(1s));  // the cycle at T+25min
   CHECK(e.transport.received.size() == 5);
-  for (auto id : backlog) CHECK(e.queue->find(id) == nullptr);
+  for (auto id : backlog) CHECK(e.queue->find(id) == std::nullopt);
   CHECK(e.count(EventKind::delivered) == 5);
 }
 
@@ -144,7 +144,7 @@ TEST_CASE(
   e.deliverer->reset_domains();
   e.settle();
   CHECK_FALSE(e.domains.is_down("example.com", e.clock.now()));
-  CHECK(e.queue->find(held) == nullptr);  // tried at once and delivered
+  CHECK(e.queue->find(held) == std::nullopt);  // tried at once and delivered
   REQUIRE(e.transport.received.size() == 1);
   for (auto id : real) {
     CHECK(e.rcpt(id).state == RecipientState::deferred);

@@ -68,7 +68,7 @@ TEST_CASE(
   e.deliverer->start();
   MessageId id = e.send("sender@example.org", {"user@nowhere.example"});
   e.settle();
-  CHECK(e.queue->find(id) == nullptr);  // bounced: final
+  CHECK(e.queue->find(id) == std::nullopt);  // bounced: final
   CHECK(e.count(EventKind::returned) == 1);
   // The DSN was queued with the null reverse path to the sender and delivered.
   REQUIRE(e.transport.received.size() == 1);
@@ -86,7 +86,7 @@ TEST_CASE("Null MX bounces with 556 5.1.10 and no connection", "[seed001][delive
   e.deliverer->start();
   MessageId id = e.send("<>", {"user@nullmx.example"});  // null sender: no DSN
   e.settle();
-  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->find(id) == std::nullopt);
   REQUIRE(e.count(EventKind::returned) == 1);
   for (auto& ev : e.events.events)
     if (ev.kind == EventKind::returned) {
@@ -109,7 +109,7 @@ TEST_CASE("MX hosts are tried in preference order, the next host on a connection
   e.deliverer->start();
   MessageId id = e.send("s@example.org", {"user@example.com"});
   e.settle();
-  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->find(id) == std::nullopt);
   CHECK(e.transport.connects ==
         std::vector<std::string>{"127.0.0.11:25", "127.0.0.12:25", "127.0.0.13:25"});
   REQUIRE(e.transport.received.size() == 1);
@@ -146,7 +146,7 @@ TEST_CASE("Implicit MX: a domain without MX records is delivered to its own addr
   e.deliverer->start();
   MessageId id = e.send("s@example.org", {"user@plain.example"});
   e.settle();
-  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->find(id) == std::nullopt);
   CHECK(e.transport.connects == std::vector<std::string>{"127.0.0.30:25"});
 }
 
@@ -161,7 +161,7 @@ TEST_CASE("An MX list whose best host is this host is a loop: 554 5.4.6, never d
   e.deliverer->start();
   MessageId id = e.send("<>", {"user@self.example"});
   e.settle();
-  CHECK(e.queue->find(id) == nullptr);
+  CHECK(e.queue->find(id) == std::nullopt);
   CHECK(e.transport.connects.empty());
   CHECK(e.events.events.back().reply.enhanced == "5.4.6");
 }
@@ -178,6 +178,6 @@ TEST_CASE(
   MessageId ok = e.send("s@example.org", {"user@example.com"});
   MessageId bad = e.send("s@example.org", {"user@ghosts.example"});
   e.settle();
-  CHECK(e.queue->find(ok) == nullptr);
+  CHECK(e.queue->find(ok) == std::nullopt);
   CHECK(e.rcpt(bad).last_reply.to_string() == kNoResolve);
 }

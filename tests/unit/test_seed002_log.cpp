@@ -72,7 +72,7 @@ TEST_CASE(
   e.clock.advance(Duration(4h) + Duration(15min));  // attempt 3: connection refused
   b.mode = FakeTransport::Mode::smtp;
   e.clock.advance(Duration(4h) + Duration(15min));  // attempt 4: delivered
-  REQUIRE(queue.find(id) == nullptr);
+  REQUIRE(queue.find(id) == std::nullopt);
 
   auto recs = split_records(log);
   INFO(log);
