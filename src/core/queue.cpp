@@ -658,7 +658,8 @@ std::vector<Job> Queue::take_message(MessageId id) {
   unschedule_jobs(s);
   Slot& slot = st_->at(s);
   auto& flying = st_->in_flight[id.value];
-  for (auto& [key, when] : waiting) {
+  for (const auto& waiting_at : waiting) {
+    const std::string& key = waiting_at.first;  // named: a lambda below captures it
     Job job;
     job.id = id;
     job.destination = key;
