@@ -13,7 +13,6 @@
 #include <cstring>
 #include <map>
 #include <set>
-#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -23,6 +22,7 @@
 #include "spool/crc32c.h"
 #include "spool/file_io.h"
 #include "spool/format.h"
+#include "spool/id_table.h"
 
 namespace mailq {
 namespace spool {
@@ -119,22 +119,98 @@ void put_id_record(std::string& out, RecordType type, MessageId id, const std::s
 // ------------------------------------------------------------------------------------------
 
 struct SegmentStorage::Impl {
-  // What the spool keeps in memory per stored message (80 bytes plus the digests): where its
-  // records are, and what it recorded last so that an update writes only what changed.
+  // What the spool keeps in memory per stored message (48 bytes, plus 16 per recipient when
+  // it has several): where its records are, and what it recorded last so that an update
+  // writes only what changed. The rare and growing parts live elsewhere: the digests of a
+  // message with several recipients in one array of their own, the locations of its 'u' and
+  // 'a' records (none until it is deferred) in `changes`.
   struct Entry {
-    std::uint32_t seg = 0;        // segment of its insert (or full-state copy) and body
-    std::uint32_t meta_off = 0;   // offset of the 'i' record
-    std::uint32_t body_off = 0;   // offset of the 'b' record
-    std::uint32_t body_size = 0;  // body bytes
-    std::uint32_t attempts = 0;   // as recorded
-    bool held = false;
-    std::uint64_t bytes = 0;  // bytes of all its records (the live-bytes accounting)
-    std::vector<RecipientDigest> recipients;
-    std::vector<std::uint64_t> changes;  // its 'u' and 'a' records, in order (pack())
+    std::uint64_t id = 0;
+    union {
+      std::uint64_t hash;     // the one recipient's digest hash (!several)
+      RecipientDigest* many;  // the digests of `count_or_state` recipients (several)
+    } r{0};
+    std::uint32_t seg = 0;           // segment of its insert (or full-state copy) and body
+    std::uint32_t meta_off = 0;      // offset of the 'i' record
+    std::uint32_t body_off = 0;      // offset of the 'b' record
+    std::uint32_t body_size = 0;     // body bytes (below 4 GiB: kMaxPayload)
+    std::uint32_t attempts = 0;      // as recorded
+    std::uint32_t one_attempts = 0;  // the one recipient's digest attempts (!several)
+    // Bytes of the 'i' record: at most kMaxMetaSize plus the overhead (kMetaSizeBits).
+    std::uint32_t meta_size : 29 = 0;
+    std::uint32_t held : 1 = 0;
+    std::uint32_t has_changes : 1 = 0;  // `changes` holds its 'u' and 'a' records
+    std::uint32_t several : 1 = 0;      // more than one recipient: r.many
+    std::uint32_t count_or_state = 0;   // recipients (several), else the one's RecipientState
+
+    Entry() = default;
+    Entry(const Entry&) = delete;
+    Entry& operator=(const Entry&) = delete;
+    Entry(Entry&& o) noexcept { steal(o); }
+    Entry& operator=(Entry&& o) noexcept {
+      if (this != &o) {
+        release();
+        steal(o);
+      }
+      return *this;
+    }
+    ~Entry() { release(); }
+
+    std::size_t recipient_count() const { return several ? count_or_state : 1; }
+    RecipientDigest digest(std::size_t i) const {
+      if (several) return r.many[i];
+      RecipientDigest d;
+      d.hash = r.hash;
+      d.attempts = one_attempts;
+      d.state = static_cast<RecipientState>(count_or_state);
+      return d;
+    }
+    void set_digest(std::size_t i, const RecipientDigest& d) {
+      if (several) {
+        r.many[i] = d;
+        return;
+      }
+      r.hash = d.hash;
+      one_attempts = d.attempts;
+      count_or_state = static_cast<std::uint32_t>(d.state);
+    }
+    // Digests of `record`'s recipients (at least one).
+    void set_digests(const MessageRecord& record) {
+      release();
+      const std::size_t n = record.recipients.size();
+      if (n > 1) {
+        r.many = new RecipientDigest[n];
+        several = 1;
+        count_or_state = static_cast<std::uint32_t>(n);
+      }
+      for (std::size_t i = 0; i < n; ++i) set_digest(i, detail::digest(record.recipients[i]));
+    }
+
+   private:
+    void release() noexcept {
+      if (several) delete[] r.many;
+      several = 0;
+      r.hash = 0;
+      count_or_state = 0;
+    }
+    void steal(Entry& o) noexcept {
+      std::memcpy(static_cast<void*>(this), static_cast<const void*>(&o), sizeof(Entry));
+      o.several = 0;
+    }
   };
 
   // The per-message memory figure of docs/spool-format.md ("The segment spool", Memory).
-  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 80, "update the documented entry size");
+  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 48, "update the documented entry size");
+  static constexpr unsigned kMetaSizeBits = 29;
+  static_assert(kMaxMetaSize + detail::kRecordOverhead < (std::uint64_t{1} << kMetaSizeBits),
+                "an 'i' record's size must fit Entry::meta_size");
+
+  // The locations of a message's 'u' and 'a' records, in order (pack()), and their bytes.
+  struct Changes {
+    std::uint64_t id = 0;
+    std::uint64_t bytes = 0;
+    std::vector<std::uint64_t> locations;
+  };
 
   struct Segment {
     Fd fd;
@@ -168,7 +244,8 @@ struct SegmentStorage::Impl {
   Error open_error;
   Error last_error;
 
-  std::unordered_map<std::uint64_t, Entry> index;
+  detail::IdTable<Entry> index;
+  detail::IdTable<Changes> changes;  // of the messages with 'u' or 'a' records
   std::map<std::uint32_t, Segment> segments;
   std::uint32_t active = 0;  // 0: none yet (created by the first write)
   std::uint64_t next_number = 1;
@@ -470,26 +547,54 @@ struct SegmentStorage::Impl {
     }
   }
 
+  // Bytes of a message's records (the live-bytes accounting): its 'i' and 'b' records and,
+  // once it has some, its 'u' and 'a' records.
+  std::uint64_t entry_bytes(const Entry& e) const {
+    std::uint64_t bytes = e.meta_size + detail::kRecordOverhead + kIdSize + e.body_size;
+    if (e.has_changes) {
+      if (const Changes* c = changes.find(e.id)) bytes += c->bytes;
+    }
+    return bytes;
+  }
+
   void account_add(const Entry& e) {
+    const std::uint64_t bytes = entry_bytes(e);
     Segment& s = segments.at(e.seg);
     s.messages++;
-    s.live_bytes += e.bytes;
-    stats.live_bytes += e.bytes;
+    s.live_bytes += bytes;
+    stats.live_bytes += bytes;
   }
 
   void account_remove(const Entry& e) {
+    const std::uint64_t bytes = entry_bytes(e);
     auto it = segments.find(e.seg);
     if (it != segments.end()) {
       it->second.messages--;
-      it->second.live_bytes -= e.bytes;
+      it->second.live_bytes -= bytes;
     }
-    stats.live_bytes -= e.bytes;
+    stats.live_bytes -= bytes;
   }
 
-  void account_grow(Entry& e, std::uint64_t bytes) {
-    e.bytes += bytes;
+  // Records that the message of `e` has a new 'u' or 'a' record of `bytes` at `loc`.
+  void add_change(Entry& e, std::uint64_t loc, std::uint64_t bytes) {
+    Changes* c = e.has_changes ? changes.find(e.id) : nullptr;
+    if (!c) {
+      Changes fresh;
+      fresh.id = e.id;
+      c = &changes.insert(std::move(fresh));
+      e.has_changes = 1;
+    }
+    c->locations.push_back(loc);
+    c->bytes += bytes;
     segments.at(e.seg).live_bytes += bytes;
     stats.live_bytes += bytes;
+  }
+
+  // The locations of the 'u' and 'a' records of the message of `e`, in order.
+  const std::vector<std::uint64_t>& change_locations(const Entry& e) const {
+    static const std::vector<std::uint64_t> kNone;
+    const Changes* c = e.has_changes ? changes.find(e.id) : nullptr;
+    return c ? c->locations : kNone;
   }
 
   // --- insert -------------------------------------------------------------------------------
@@ -505,7 +610,8 @@ struct SegmentStorage::Impl {
     schedule_batch();
   }
 
-  // Writes the 'i' and 'b' records of a message (one pwritev); `e` receives their places.
+  // Writes the 'i' and 'b' records of a message (one pwritev), and `trailer` after them; `e`
+  // receives their places (seg, offsets and sizes; nothing else of it changes).
   std::error_code write_message(const MessageRecord& record, std::string_view body,
                                 const std::string& trailer, Entry* e) {
     std::string head;
@@ -540,12 +646,7 @@ struct SegmentStorage::Impl {
     e->meta_off = off;
     e->body_off = static_cast<std::uint32_t>(off + head.size());
     e->body_size = static_cast<std::uint32_t>(body.size());
-    e->attempts = record.attempts;
-    e->held = record.held;
-    e->bytes = total;
-    e->recipients.clear();
-    e->recipients.reserve(record.recipients.size());
-    for (const auto& r : record.recipients) e->recipients.push_back(detail::digest(r));
+    e->meta_size = static_cast<std::uint32_t>(head.size());
     return {};
   }
 
@@ -559,7 +660,7 @@ struct SegmentStorage::Impl {
       return fail(make_error_code(errc::invalid_parameter),
                   "insert " + id_text + ": no recipients");
     }
-    if (index.count(record.id.value) || pending_ids.count(record.id.value)) {
+    if (index.contains(record.id.value) || pending_ids.count(record.id.value)) {
       return fail(make_error_code(errc::bad_state), "insert " + id_text + ": already stored");
     }
     if (body.size() + kIdSize >= detail::kMaxPayload) {
@@ -567,6 +668,10 @@ struct SegmentStorage::Impl {
                   "insert " + id_text + ": a body of 4 GiB or more does not fit the spool");
     }
     if (auto ec = write_message(record, body, {}, e)) return ec;
+    e->id = record.id.value;
+    e->attempts = record.attempts;
+    e->held = record.held;
+    e->set_digests(record);
     account_add(*e);
     return {};
   }
@@ -617,7 +722,7 @@ struct SegmentStorage::Impl {
     for (auto& p : batch) {
       if (p.ec) continue;
       stats.inserts++;
-      index.emplace(p.id.value, std::move(p.entry));
+      index.insert(std::move(p.entry));
     }
     if (!run_callbacks) return;
     for (auto& p : batch) {
@@ -646,29 +751,34 @@ struct SegmentStorage::Impl {
 
   std::error_code update(const MessageRecord& record) {
     if (!ready()) return not_ready();
-    auto it = index.find(record.id.value);
-    if (it == index.end()) {
+    Entry* found = index.find(record.id.value);
+    if (!found) {
       return fail(make_error_code(errc::not_found), "update: no message " + record.id.to_string());
     }
-    Entry& e = it->second;
-    if (record.recipients.size() != e.recipients.size()) {
+    Entry& e = *found;
+    if (record.recipients.size() != e.recipient_count()) {
       return fail(make_error_code(errc::bad_state), "update " + record.id.to_string() + ": " +
                                                         std::to_string(record.recipients.size()) +
                                                         " recipients, stored " +
-                                                        std::to_string(e.recipients.size()));
+                                                        std::to_string(e.recipient_count()));
     }
     std::vector<std::uint32_t> changed;
-    std::vector<RecipientDigest> digests(record.recipients.size());
+    std::vector<RecipientDigest> digests;  // of the changed recipients
     // The at-least-once rule (see spool_storage.cpp): final states, hold and release are on
     // disk before update returns.
-    bool sync = record.held != e.held;
-    for (std::size_t i = 0; i < digests.size(); ++i) {
-      digests[i] = detail::digest(record.recipients[i]);
-      if (digests[i] == e.recipients[i]) continue;
+    const bool held = record.held;
+    bool sync = held != static_cast<bool>(e.held);
+    for (std::size_t i = 0; i < record.recipients.size(); ++i) {
+      const RecipientDigest now = detail::digest(record.recipients[i]);
+      const RecipientDigest before = e.digest(i);
+      if (now == before) continue;
       changed.push_back(static_cast<std::uint32_t>(i));
-      if (is_final(digests[i].state) && !is_final(e.recipients[i].state)) sync = true;
+      digests.push_back(now);
+      if (is_final(now.state) && !is_final(before.state)) sync = true;
     }
-    if (changed.empty() && record.attempts == e.attempts && record.held == e.held) return {};
+    if (changed.empty() && record.attempts == e.attempts && held == static_cast<bool>(e.held)) {
+      return {};
+    }
     std::string payload;
     detail::put_update_payload(payload, record, changed);
     std::string bytes;
@@ -685,18 +795,17 @@ struct SegmentStorage::Impl {
       schedule_lazy();
     }
     stats.updates++;
-    e.changes.push_back(pack(seg, off));
-    account_grow(e, bytes.size());
-    e.recipients = std::move(digests);
+    add_change(e, pack(seg, off), bytes.size());
+    for (std::size_t k = 0; k < changed.size(); ++k) e.set_digest(changed[k], digests[k]);
     e.attempts = record.attempts;
-    e.held = record.held;
+    e.held = held;
     return {};
   }
 
   std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) {
     if (!ready()) return not_ready();
-    auto it = index.find(id.value);
-    if (it == index.end()) {
+    Entry* e = index.find(id.value);
+    if (!e) {
       return fail(make_error_code(errc::not_found), "append_attempt: no message " + id.to_string());
     }
     std::string payload;
@@ -707,15 +816,14 @@ struct SegmentStorage::Impl {
     if (auto ec = append(bytes, &seg, &off)) return ec;
     schedule_lazy();
     stats.attempts++;
-    it->second.changes.push_back(pack(seg, off));
-    account_grow(it->second, bytes.size());
+    add_change(*e, pack(seg, off), bytes.size());
     return {};
   }
 
   std::error_code remove(MessageId id) {
     if (!ready()) return not_ready();
-    auto it = index.find(id.value);
-    if (it == index.end()) {
+    Entry* e = index.find(id.value);
+    if (!e) {
       return fail(make_error_code(errc::not_found), "remove: no message " + id.to_string());
     }
     std::string bytes;
@@ -724,8 +832,9 @@ struct SegmentStorage::Impl {
     if (auto ec = append(bytes, &seg, &off)) return ec;
     schedule_lazy();
     stats.removes++;
-    account_remove(it->second);
-    index.erase(it);
+    account_remove(*e);
+    if (e->has_changes) changes.erase(id.value);
+    index.erase(id.value);
     delete_dead_segments();
     schedule_compaction();
     return {};
@@ -768,9 +877,9 @@ struct SegmentStorage::Impl {
 
   Result<std::string> read_body(MessageId id) {
     if (!ready()) return Error(not_ready(), open_error.message);
-    auto it = index.find(id.value);
-    if (it == index.end()) return Error(errc::not_found, "no message " + id.to_string());
-    const Entry& e = it->second;
+    const Entry* found = index.find(id.value);
+    if (!found) return Error(errc::not_found, "no message " + id.to_string());
+    const Entry& e = *found;
     auto sit = segments.find(e.seg);
     if (sit == segments.end()) {
       return Error(fail(make_error_code(errc::storage_failure), where_seg(e.seg) + " is gone"),
@@ -795,11 +904,13 @@ struct SegmentStorage::Impl {
 
   Result<std::vector<AttemptRecord>> read_attempts(MessageId id) {
     if (!ready()) return Error(not_ready(), open_error.message);
-    auto it = index.find(id.value);
-    if (it == index.end()) return Error(errc::not_found, "no message " + id.to_string());
+    const Entry* e = index.find(id.value);
+    if (!e) return Error(errc::not_found, "no message " + id.to_string());
     std::vector<AttemptRecord> out;
     std::string buf;
-    for (std::uint64_t loc : it->second.changes) {
+    // A copy: reading may fail, and failing reports to a host handler that may call in.
+    const std::vector<std::uint64_t> locations = change_locations(*e);
+    for (std::uint64_t loc : locations) {
       RecordView rv;
       if (auto ec = read_record(seg_of(loc), off_of(loc), &buf, &rv)) {
         return Error(ec, last_error.message);
@@ -839,9 +950,15 @@ struct SegmentStorage::Impl {
     });
   }
 
+  // A full-state copy written by compaction: where its records are, and its 'a' records.
+  struct Copy {
+    Entry place;
+    Changes trail;
+  };
+
   // Writes a full-state copy of a stored message (current metadata, body, attempt rows) to
-  // the active segment, not yet synced; `out` receives the entry of the copy.
-  std::error_code relocate(MessageId id, const Entry& e, Entry* out) {
+  // the active segment, not yet synced; `out` receives where the copy is.
+  std::error_code relocate(MessageId id, const Entry& e, Copy* out) {
     std::string buf;
     RecordView rv;
     if (auto ec = read_record(e.seg, e.meta_off, &buf, &rv)) return ec;
@@ -856,7 +973,8 @@ struct SegmentStorage::Impl {
     }
     std::string attempts;
     std::vector<std::size_t> attempt_offsets;
-    for (std::uint64_t loc : e.changes) {
+    const std::vector<std::uint64_t> locations = change_locations(e);
+    for (std::uint64_t loc : locations) {
       if (auto ec = read_record(seg_of(loc), off_of(loc), &buf, &rv)) return ec;
       if (rv.payload.size() < kIdSize || detail::get_u64_le(rv.payload) != id.value ||
           (rv.type == RecordType::seg_update &&
@@ -872,11 +990,15 @@ struct SegmentStorage::Impl {
     }
     auto body = read_body(id);
     if (!body.ok()) return body.error().code;
-    if (auto ec = write_message(record, *body, attempts, out)) return ec;
-    const std::uint32_t tail = out->body_off + static_cast<std::uint32_t>(detail::kRecordOverhead +
-                                                                          kIdSize + body->size());
+    if (auto ec = write_message(record, *body, attempts, &out->place)) return ec;
+    out->place.id = id.value;
+    out->trail.id = id.value;
+    out->trail.bytes = attempts.size();
+    const std::uint32_t tail =
+        out->place.body_off +
+        static_cast<std::uint32_t>(detail::kRecordOverhead + kIdSize + body->size());
     for (std::size_t a : attempt_offsets)
-      out->changes.push_back(pack(out->seg, tail + static_cast<std::uint32_t>(a)));
+      out->trail.locations.push_back(pack(out->place.seg, tail + static_cast<std::uint32_t>(a)));
     return {};
   }
 
@@ -888,44 +1010,56 @@ struct SegmentStorage::Impl {
     const std::uint32_t oldest = segments.begin()->first;
     if (compact_seg != oldest) {
       compact_ids.clear();
-      for (const auto& [id, e] : index) {
-        if (e.seg == oldest) compact_ids.push_back(id);
+      for (const Entry& e : index) {
+        if (e.seg == oldest) compact_ids.push_back(e.id);
       }
       compact_seg = oldest;
     }
-    std::vector<std::pair<std::uint64_t, Entry>> copies;
+    std::vector<Copy> copies;
     std::uint64_t copied = 0;
     std::error_code result;
     while (!compact_ids.empty() && copied < budget) {
       const std::uint64_t id = compact_ids.back();
-      auto it = index.find(id);
-      if (it == index.end() || it->second.seg != oldest) {
+      const Entry* e = index.find(id);
+      if (!e || e->seg != oldest) {
         compact_ids.pop_back();
         continue;
       }
-      Entry copy;
-      if (auto ec = relocate(MessageId{id}, it->second, &copy)) {
+      Copy copy;
+      if (auto ec = relocate(MessageId{id}, *e, &copy)) {
         result = ec;
         compact_blocked = oldest;
         break;
       }
       compact_ids.pop_back();
-      copied += copy.bytes;
-      copies.emplace_back(id, std::move(copy));
+      copied += entry_bytes(copy.place) + copy.trail.bytes;
+      copies.push_back(std::move(copy));
     }
     if (!copies.empty()) {
       // The copies are durable before the old segment can be unlinked.
       if (auto ec = sync_segments()) return ec;
-      for (auto& [id, copy] : copies) {
-        auto it = index.find(id);
-        account_remove(it->second);
-        copy.recipients = std::move(it->second.recipients);
-        copy.attempts = it->second.attempts;
-        copy.held = it->second.held;
-        it->second = std::move(copy);
-        account_add(it->second);
+      for (Copy& copy : copies) {
+        Entry* e = index.find(copy.place.id);
+        if (!e) continue;  // removed by a host error handler since
+        account_remove(*e);
+        // The copy's records replace the old ones; digests, attempts and hold stay.
+        e->seg = copy.place.seg;
+        e->meta_off = copy.place.meta_off;
+        e->body_off = copy.place.body_off;
+        e->body_size = copy.place.body_size;
+        e->meta_size = copy.place.meta_size;
+        if (copy.trail.locations.empty()) {
+          if (e->has_changes) changes.erase(e->id);
+          e->has_changes = 0;
+        } else if (Changes* c = e->has_changes ? changes.find(e->id) : nullptr) {
+          *c = std::move(copy.trail);
+        } else {
+          changes.insert(std::move(copy.trail));
+          e->has_changes = 1;
+        }
+        account_add(*e);
         stats.compacted_messages++;
-        stats.compacted_bytes += it->second.bytes;
+        stats.compacted_bytes += entry_bytes(*e);
       }
       *progress = true;
     }
@@ -953,7 +1087,9 @@ struct SegmentStorage::Impl {
 
   struct LoadItem {
     MessageRecord record;
-    Entry entry;
+    Entry entry;  // its places; the rest is filled in when the index is built
+    std::vector<std::uint64_t> changes;  // its 'u' and 'a' records (pack())
+    std::uint64_t change_bytes = 0;
     bool has_body = false;
     bool dead = false;
     std::size_t replaced = SIZE_MAX;  // the item this full-state copy replaced
@@ -962,7 +1098,11 @@ struct SegmentStorage::Impl {
   struct LoadContext {
     RecoveryReport* report = nullptr;
     std::vector<LoadItem> items;
-    std::unordered_map<std::uint64_t, std::size_t> where;  // id -> items index
+    struct Where {
+      std::uint64_t id = 0;
+      std::size_t item = 0;  // in items
+    };
+    detail::IdTable<Where> where;   // the current item of each id
     std::size_t orphan = SIZE_MAX;  // the item of the last 'i' record while its 'b' is due
     bool quarantine_dirty = false;
   };
@@ -1021,7 +1161,7 @@ struct SegmentStorage::Impl {
         if (item.replaced != SIZE_MAX) {
           // A full-state copy cut short: the copy it was to replace stands.
           ctx.items[item.replaced].dead = false;
-          ctx.where[item.record.id.value] = item.replaced;
+          if (LoadContext::Where* w = ctx.where.find(item.record.id.value)) w->item = item.replaced;
         } else {
           ctx.where.erase(item.record.id.value);
         }
@@ -1088,7 +1228,7 @@ struct SegmentStorage::Impl {
     item->has_body = true;
     item->entry.body_off = static_cast<std::uint32_t>(off);
     item->entry.body_size = static_cast<std::uint32_t>(body_size);
-    item->entry.bytes += record_size;
+    (void)record_size;  // kRecordOverhead + kIdSize + body_size: entry_bytes() derives it
   }
 
   // Applies one valid record. False (with `why`) when its payload is malformed.
@@ -1098,19 +1238,21 @@ struct SegmentStorage::Impl {
     if (rv.type == RecordType::seg_insert) {
       MessageRecord record;
       if (!detail::decode_meta(rv.payload, &record, why)) return false;
-      auto [it, fresh] = ctx.where.try_emplace(record.id.value, ctx.items.size());
       std::size_t replaced = SIZE_MAX;
-      if (!fresh) {
-        replaced = it->second;  // a full-state copy replaces it
+      if (LoadContext::Where* w = ctx.where.find(record.id.value)) {
+        replaced = w->item;  // a full-state copy replaces it
         ctx.items[replaced].dead = true;
+        w->item = ctx.items.size();
+      } else {
+        ctx.where.insert(LoadContext::Where{record.id.value, ctx.items.size()});
       }
-      it->second = ctx.items.size();
       ctx.orphan = ctx.items.size();
       LoadItem& item = ctx.items.emplace_back();
       item.replaced = replaced;
+      item.entry.id = record.id.value;
       item.entry.seg = n;
       item.entry.meta_off = static_cast<std::uint32_t>(off);
-      item.entry.bytes = size;
+      item.entry.meta_size = static_cast<std::uint32_t>(size);
       item.record = std::move(record);
       return true;
     }
@@ -1123,8 +1265,8 @@ struct SegmentStorage::Impl {
     // without its 'b' in the middle is damage, reported when the index is built ("has no body
     // record"), and must not make a later cut take the records applied since.
     if (rv.type != RecordType::seg_body) ctx.orphan = SIZE_MAX;
-    auto it = ctx.where.find(id);
-    LoadItem* item = it == ctx.where.end() ? nullptr : &ctx.items[it->second];
+    const LoadContext::Where* w = ctx.where.find(id);
+    LoadItem* item = w ? &ctx.items[w->item] : nullptr;
     switch (rv.type) {
       case RecordType::seg_body:
         note_body(ctx, item, n, off, rv.payload.size() - kIdSize, size);
@@ -1132,18 +1274,18 @@ struct SegmentStorage::Impl {
       case RecordType::seg_update:
         if (!item) return true;  // its insert was in a deleted segment
         if (!detail::apply_update(rv.payload.substr(kIdSize), &item->record, why)) return false;
-        item->entry.changes.push_back(pack(n, static_cast<std::uint32_t>(off)));
-        item->entry.bytes += size;
+        item->changes.push_back(pack(n, static_cast<std::uint32_t>(off)));
+        item->change_bytes += size;
         return true;
       case RecordType::seg_attempt:
         if (!item) return true;
-        item->entry.changes.push_back(pack(n, static_cast<std::uint32_t>(off)));
-        item->entry.bytes += size;
+        item->changes.push_back(pack(n, static_cast<std::uint32_t>(off)));
+        item->change_bytes += size;
         return true;
       case RecordType::seg_remove:
         if (!item) return true;
         item->dead = true;
-        ctx.where.erase(it);
+        ctx.where.erase(id);
         return true;
       default:
         *why = std::string("record type '") + static_cast<char>(rv.type) +
@@ -1208,9 +1350,8 @@ struct SegmentStorage::Impl {
         }
         const std::uint64_t id = detail::get_u64_le(
             std::string_view(buf.data() + (off - buf_off) + detail::kRecordHeaderSize, kIdSize));
-        auto it = ctx.where.find(id);
-        note_body(ctx, it == ctx.where.end() ? nullptr : &ctx.items[it->second], n, off,
-                  length - kIdSize, total);
+        const LoadContext::Where* w = ctx.where.find(id);
+        note_body(ctx, w ? &ctx.items[w->item] : nullptr, n, off, length - kIdSize, total);
         chunk = kSmallRead;  // the next message's metadata, not more of the bodies
         off += total;
         continue;
@@ -1324,6 +1465,7 @@ struct SegmentStorage::Impl {
     advise_huge_pages(ctx.items.data(), ctx.items.capacity() * sizeof(LoadItem));
     ctx.where.reserve(guess);
     index.clear();
+    changes.clear();
     compact_seg = 0;
     compact_ids.clear();
     compact_blocked = 0;
@@ -1362,6 +1504,9 @@ struct SegmentStorage::Impl {
     for (const auto& [n, s] : segments) stats.total_bytes += s.end;
     if (active != 0 && !segments.count(active)) active = 0;
     index.reserve(ctx.where.size());
+    std::size_t with_changes = 0;
+    for (const auto& item : ctx.items) with_changes += !item.dead && !item.changes.empty();
+    changes.reserve(with_changes);
     for (auto& item : ctx.items) {
       if (item.dead) continue;
       if (!item.has_body) {
@@ -1374,11 +1519,18 @@ struct SegmentStorage::Impl {
       Entry& e = item.entry;
       e.attempts = item.record.attempts;
       e.held = item.record.held;
-      e.recipients.reserve(item.record.recipients.size());
-      for (const auto& r : item.record.recipients) e.recipients.push_back(detail::digest(r));
-      e.changes.shrink_to_fit();
+      e.set_digests(item.record);
+      if (!item.changes.empty()) {
+        Changes c;
+        c.id = e.id;
+        c.bytes = item.change_bytes;
+        c.locations = std::move(item.changes);
+        c.locations.shrink_to_fit();
+        changes.insert(std::move(c));
+        e.has_changes = 1;
+      }
       account_add(e);
-      index.emplace(item.record.id.value, std::move(e));
+      index.insert(std::move(e));
     }
     ctx.where.clear();
     if (ctx.quarantine_dirty) {
@@ -1492,9 +1644,9 @@ std::size_t SegmentStorage::pending_inserts() const noexcept {
 }
 
 std::string SegmentStorage::segment_of(MessageId id) const {
-  auto it = impl_->index.find(id.value);
-  if (it == impl_->index.end()) return {};
-  return Impl::where_seg(it->second.seg);
+  const Impl::Entry* e = impl_->index.find(id.value);
+  if (!e) return {};
+  return Impl::where_seg(e->seg);
 }
 
 const Error& SegmentStorage::last_error() const noexcept {
