@@ -41,6 +41,10 @@ namespace {
 constexpr std::uint8_t kHeld = 1;
 constexpr std::uint8_t kRemoved = 2;   // removed while a job was in flight: a tombstone
 constexpr std::uint8_t kInFlight = 4;  // the Deliverer holds a job (Store::in_flight)
+// Its jobs are in the destination heaps (schedule_jobs ran, unschedule_jobs did not since):
+// what an event sink does to a message while the queue has its jobs withdrawn cannot
+// withdraw them twice.
+constexpr std::uint8_t kScheduled = 8;
 }  // namespace
 
 // One message: 24 bytes here, its packed record, a slot number in the index, and one heap
@@ -260,6 +264,8 @@ std::vector<std::pair<std::string, TimePoint>> Queue::jobs_of(std::uint32_t s) c
 }
 
 void Queue::schedule_jobs(std::uint32_t s) {
+  if (st_->at(s).flags & kScheduled) return;
+  st_->at(s).flags |= kScheduled;
   for (auto& [key, when] : jobs_of(s)) {
     DestQueue& d = dest(key);
     d.waiting.push_back({when, s, st_->at(s).gen});
@@ -270,8 +276,10 @@ void Queue::schedule_jobs(std::uint32_t s) {
 }
 
 void Queue::unschedule_jobs(std::uint32_t s) {
+  if (!(st_->at(s).flags & kScheduled)) return;
   auto jobs = jobs_of(s);
   st_->at(s).gen++;  // its heap entries are stale from here on
+  st_->at(s).flags &= static_cast<std::uint8_t>(~kScheduled);
   for (auto& [key, when] : jobs) {
     auto it = st_->dests.find(key);
     if (it == st_->dests.end()) continue;
@@ -375,12 +383,10 @@ void Queue::enqueue(const Envelope& envelope, std::string body, EnqueueDone done
       return;
     }
     const MessageRecord& m = *entry;
-    const std::uint32_t s = add_slot(m);
+    schedule_jobs(add_slot(m));
     arm_expiry_timer();
     counters_.enqueued++;
     for (const auto& r : m.recipients) emit(make_event(EventKind::enqueued, m, r, 0));
-    // A sink may have acted on the message (removed or held it): look it up again.
-    if (find_slot(m.id) == s) schedule_jobs(s);
     if (!m.held) notify_new_work(m.id);
     done(m.id);
   });
@@ -771,8 +777,10 @@ void Queue::complete(const Job& job, const std::vector<RecipientOutcome>& outcom
     if (ev.diagnostic.empty()) ev.diagnostic.push_back(o.reply.to_string());
     emit(std::move(ev));
   }
-  // The record in memory is what the storage is told next (events above may not act on a
-  // message half applied, and the DSNs below enqueue: look the slot up again after them).
+  // An event sink may have removed the message meanwhile; the DSNs below enqueue (the slot
+  // is looked up again after them).
+  s = find_slot(id);
+  if (s == detail::IdIndex::kNone || (st_->at(s).flags & kRemoved)) return;
   repack(s, m);
 
   bool all_final = std::all_of(m.recipients.begin(), m.recipients.end(),

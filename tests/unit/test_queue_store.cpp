@@ -296,3 +296,78 @@ TEST_CASE(
   }
   CHECK(e.queue->stats().recipients_pending == 20'000 - delivered);
 }
+
+namespace {
+// Removes a message from inside the queue's event callback, as a host's sink may.
+struct RemovingSink final : EventSink {
+  Queue* queue = nullptr;
+  EventKind on = EventKind::enqueued;
+  std::string recipient;
+  std::vector<std::error_code> results;
+  void on_event(const Event& ev) override {
+    if (queue && ev.kind == on && ev.recipient == recipient)
+      results.push_back(queue->remove(ev.id));
+  }
+};
+}  // namespace
+
+TEST_CASE(
+    "A message an event sink removes while the queue reports on it leaves the job counts "
+    "exact",
+    "[queue][store]") {
+  ManualClock clock;
+  MemoryStorage storage;
+  RouteTable routes;
+  RemovingSink sink;
+  Queue queue(storage, routes, clock, &sink, deterministic_queue_config());
+  sink.queue = &queue;
+  auto enqueue = [&](const std::string& to) {
+    MessageId id;
+    queue.enqueue(make_envelope("s@example.org", {to}).value(), "Subject: t\r\n\r\nhello\r\n",
+                  [&](Result<MessageId> r) {
+                    REQUIRE(r);
+                    id = r.value();
+                  });
+    return id;
+  };
+
+  SECTION("removed on its enqueued event") {
+    sink.recipient = "gone@x.test";
+    const MessageId gone = enqueue("gone@x.test");
+    const MessageId kept = enqueue("kept@x.test");
+    REQUIRE(sink.results.size() == 1);
+    CHECK_FALSE(sink.results[0]);
+    CHECK_FALSE(queue.contains(gone));
+    CHECK(queue.pending_jobs("x.test") == 1);
+    auto jobs = queue.take_due("x.test", clock.now(), 10);
+    REQUIRE(jobs.size() == 1);
+    CHECK(jobs[0].id == kept);
+  }
+  SECTION("removed on its deferred event, while the queue applies the outcome") {
+    sink.on = EventKind::deferred;
+    sink.recipient = "gone@x.test";
+    const MessageId gone = enqueue("gone@x.test");
+    const MessageId kept = enqueue("kept@x.test");
+    const MessageId waiting = enqueue("waiting@x.test");
+    auto jobs = queue.take_due("x.test", clock.now(), 2);
+    REQUIRE(jobs.size() == 2);
+    CHECK(queue.pending_jobs("x.test") == 1);
+    RecipientOutcome later;
+    later.reply = Reply(451, "4.3.0", "later");
+    queue.complete(jobs[0], {later}, true);  // gone@: removed by the sink on its D event
+    REQUIRE(sink.results.size() == 1);
+    CHECK_FALSE(queue.contains(gone));
+    CHECK(queue.pending_jobs("x.test") == 1);  // waiting@'s job, not withdrawn twice
+    queue.complete(jobs[1], {later}, true);
+    CHECK(queue.contains(kept));
+    CHECK(queue.size() == 2);
+    CHECK(queue.pending_jobs("x.test") == 2);
+    jobs = queue.take_due("x.test", clock.now(), 10);
+    REQUIRE(jobs.size() == 1);
+    CHECK(jobs[0].id == waiting);
+    clock.advance(Duration(16min));
+    jobs = queue.take_due("x.test", clock.now(), 10);
+    REQUIRE(jobs.size() == 1);
+    CHECK(jobs[0].id == kept);
+  }
+}
