@@ -130,7 +130,14 @@ inline ssize_t pread_all(int fd, char* p, std::size_t n, std::uint64_t off) {
   return static_cast<ssize_t>(got);
 }
 
+// Fault injection for the spool tests: when set, fsync_retry calls it first, and a non-zero
+// result is returned as that sync's errno (the sync is not made). Never set outside tests.
+inline int (*sync_fault_hook)(int fd, bool data_only) = nullptr;
+
 inline int fsync_retry(int fd, bool data_only) {
+  if (sync_fault_hook) {
+    if (int err = sync_fault_hook(fd, data_only)) return err;
+  }
   for (;;) {
     int r = data_only ? ::fdatasync(fd) : ::fsync(fd);
     if (r == 0) return 0;
