@@ -24,6 +24,7 @@
 
 #include "mailq/address.h"
 #include "mailq/clock.h"
+#include "mailq/dsn.h"
 #include "mailq/error.h"
 #include "mailq/events.h"
 #include "mailq/message.h"
@@ -106,6 +107,9 @@ struct RecipientOutcome {
   /// false for deferrals the engine imposed on itself (destination down, throttling): they
   /// are recorded and logged but are not delivery attempts.
   bool counts_as_attempt = true;
+  /// Accepted by a next hop that does not offer DSN: NOTIFY=SUCCESS could not be passed on,
+  /// so the queue sends the sender a "relayed" notice itself (RFC 3461).
+  bool relayed_without_dsn = false;
 };
 
 class Queue {
@@ -220,7 +224,7 @@ class Queue {
   /// Queues a DSN about `rcpts`; with `remove_original` the message's storage goes once the
   /// DSN is durable (at once when no DSN is due: that removal's error is returned).
   std::error_code send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
-                           bool delayed, bool remove_original = false);
+                           DsnAction action, bool remove_original = false);
   struct PendingDsn {
     Envelope envelope;
     std::string body;

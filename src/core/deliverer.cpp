@@ -774,6 +774,7 @@ struct Deliverer::Impl {
       o.reply = i < done.replies.size() ? done.replies[i]
                                         : replies::connection_lost("no reply for this recipient");
       o.remote = s.remote;
+      o.relayed_without_dsn = o.reply.positive() && !s.client.capabilities().dsn;
       o.diagnostic.push_back(s.remote);
       if (o.reply.positive() && !done.data_intermediate.empty())
         o.diagnostic.push_back("(" + done.data_intermediate + ")");

@@ -509,7 +509,7 @@ std::error_code Queue::bounce(MessageId id, std::string_view reason) {
     ev.diagnostic.push_back(reply.to_string());
     emit(std::move(ev));
   }
-  auto ec = send_dsn(m, bounced, false, /*remove_original=*/true);
+  auto ec = send_dsn(m, bounced, DsnAction::failed, /*remove_original=*/true);
   s = find_slot(id);  // the sink or the DSN's enqueue may have changed the store
   if (s != detail::IdIndex::kNone && !(st_->at(s).flags & kRemoved)) erase_message(s);
   return ec;
@@ -727,6 +727,7 @@ void Queue::complete(const Job& job, const std::vector<RecipientOutcome>& outcom
 
   std::vector<std::size_t> bounced;
   std::vector<std::size_t> delayed;
+  std::vector<std::size_t> relayed;
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   for (const auto& o : outcomes) {
     if (o.index >= m.recipients.size()) continue;
@@ -740,6 +741,7 @@ void Queue::complete(const Job& job, const std::vector<RecipientOutcome>& outcom
       if (o.counts_as_attempt) r.attempts++;
       kind = EventKind::delivered;
       counters_.delivered++;
+      if (o.relayed_without_dsn) relayed.push_back(o.index);
     } else if (o.reply.permanent()) {
       r.state = RecipientState::bounced;
       if (o.counts_as_attempt) r.attempts++;
@@ -786,14 +788,21 @@ void Queue::complete(const Job& job, const std::vector<RecipientOutcome>& outcom
   bool all_final = std::all_of(m.recipients.begin(), m.recipients.end(),
                                [](const RecipientRecord& r) { return is_final(r.state); });
   if (all_final) {
-    // The file goes once the notification is queued (see send_dsn).
-    (void)send_dsn(m, bounced, false, /*remove_original=*/true);
+    // The file goes once the notification is queued (see send_dsn): with the failure notice
+    // when there is one, else with the "relayed" one.
+    if (!relayed.empty() && bounced.empty()) {
+      (void)send_dsn(m, relayed, DsnAction::relayed, /*remove_original=*/true);
+    } else {
+      if (!relayed.empty()) (void)send_dsn(m, relayed, DsnAction::relayed);
+      (void)send_dsn(m, bounced, DsnAction::failed, /*remove_original=*/true);
+    }
     s = find_slot(id);
     if (s != detail::IdIndex::kNone) erase_message(s);
     return;
   }
-  if (!bounced.empty()) (void)send_dsn(m, bounced, false);
-  if (!delayed.empty()) (void)send_dsn(m, delayed, true);
+  if (!relayed.empty()) (void)send_dsn(m, relayed, DsnAction::relayed);
+  if (!bounced.empty()) (void)send_dsn(m, bounced, DsnAction::failed);
+  if (!delayed.empty()) (void)send_dsn(m, delayed, DsnAction::delayed);
   (void)storage_.update(m);
   s = find_slot(id);
   if (s == detail::IdIndex::kNone || (st_->at(s).flags & kRemoved)) return;
@@ -906,13 +915,13 @@ void Queue::expire_message(std::uint32_t s, TimePoint now) {
     ev.diagnostic.push_back(r.last_reply.to_string());
     emit(std::move(ev));
   }
-  (void)send_dsn(m, expired, false, /*remove_original=*/true);
+  (void)send_dsn(m, expired, DsnAction::failed, /*remove_original=*/true);
   s = find_slot(m.id);
   if (s != detail::IdIndex::kNone && !(st_->at(s).flags & kRemoved)) erase_message(s);
 }
 
 std::error_code Queue::send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
-                                bool delayed, bool remove_original) {
+                                DsnAction action, bool remove_original) {
   // With `remove_original`, the message's file is removed only once the notification is
   // durable: a full disk must not lose the sender's bounce together with the message.
   auto no_dsn = [&]() -> std::error_code {
@@ -933,17 +942,20 @@ std::error_code Queue::send_dsn(const MessageRecord& m, const std::vector<std::s
   in.boundary_seed = m.id.to_string();
   for (auto i : rcpts) {
     const RecipientRecord& r = m.recipients[i];
-    std::uint8_t want = delayed ? kNotifyDelay : kNotifyFailure;
+    const std::uint8_t want = action == DsnAction::delayed   ? kNotifyDelay
+                              : action == DsnAction::relayed ? kNotifySuccess
+                                                             : kNotifyFailure;
     if (r.notify & kNotifyNever) continue;
-    if (r.notify != kNotifyDefault && !(r.notify & want)) continue;
+    // Without NOTIFY: failures (and delays, see QueueConfig) are reported, successes not.
+    if (r.notify == kNotifyDefault ? action == DsnAction::relayed : !(r.notify & want)) continue;
     DsnRecipient d;
     d.final_recipient = r.address;
     d.original_recipient = r.orcpt;
-    d.action = delayed ? DsnAction::delayed : DsnAction::failed;
+    d.action = action;
     d.reply = r.last_reply;
     d.remote_mta = detail::remote_host_of(r.remote);
     d.last_attempt = in.now;
-    if (delayed) d.will_retry_until = m.arrival + config_.max_lifetime;
+    if (action == DsnAction::delayed) d.will_retry_until = m.arrival + config_.max_lifetime;
     in.recipients.push_back(std::move(d));
   }
   if (in.recipients.empty()) return no_dsn();

@@ -555,3 +555,53 @@ TEST_CASE(
   REQUIRE(e.queue->find(b) != std::nullopt);  // w@nowhere.example still pending
   CHECK(e.queue->find(b)->recipients[0].state == RecipientState::delivered);
 }
+
+TEST_CASE(
+    "A next hop without DSN: the sender gets a 'relayed' notice for the recipients that asked "
+    "for NOTIFY=SUCCESS, and none when the next hop offers DSN",
+    "[queue][dsn][relayed]") {
+  const bool next_hop_dsn = GENERATE(false, true);
+  Engine e;
+  example_com(e);
+  auto& lines = e.transport.at("127.0.0.10").script.ehlo_lines;
+  if (!next_hop_dsn) lines.erase(std::remove(lines.begin(), lines.end(), "DSN"), lines.end());
+  e.deliverer->start();
+  auto env = make_envelope("sender@example.org",
+                           {"a@example.com", "b@example.com", "c@example.com", "d@example.com"});
+  REQUIRE(env);
+  env->recipients[0].notify = kNotifySuccess;
+  env->recipients[1].notify = kNotifySuccess | kNotifyFailure;
+  // c@ has no NOTIFY (successes are not reported), d@ NOTIFY=FAILURE only.
+  env->recipients[3].notify = kNotifyFailure;
+  MessageId id;
+  e.queue->enqueue(env.value(), "Subject: report\r\nMessage-ID: <r@test>\r\n\r\nhi\r\n",
+                   [&](Result<MessageId> r) {
+                     REQUIRE(r);
+                     id = r.value();
+                   });
+  e.settle();
+  REQUIRE(e.transport.received.size() == 1);
+  CHECK(e.transport.received[0].rcpt_to.size() == 4);
+  CHECK_FALSE(e.queue->contains(id));  // delivered to all four: gone
+
+  std::vector<std::string> dsns;
+  for (auto m : e.queue->list()) {
+    const auto rec = e.queue->find(m);
+    REQUIRE(rec->reverse_path.empty());
+    dsns.push_back(e.queue->read_body(m).value());
+  }
+  if (next_hop_dsn) {
+    CHECK(dsns.empty());  // NOTIFY went on to the next hop with the message
+    return;
+  }
+  REQUIRE(dsns.size() == 1);
+  const std::string& d = dsns[0];
+  CHECK(d.find("Subject: Successful Mail Delivery Report\r\n") != std::string::npos);
+  CHECK(d.find("Final-Recipient: rfc822; a@example.com\r\nAction: relayed\r\nStatus: 2.0.0") !=
+        std::string::npos);
+  CHECK(d.find("Final-Recipient: rfc822; b@example.com\r\nAction: relayed\r\nStatus: 2.0.0") !=
+        std::string::npos);
+  CHECK(d.find("c@example.com") == std::string::npos);
+  CHECK(d.find("d@example.com") == std::string::npos);
+  CHECK(d.find("Action: failed") == std::string::npos);
+}
