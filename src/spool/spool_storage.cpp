@@ -12,7 +12,6 @@
 #include <cstring>
 #include <set>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -20,6 +19,7 @@
 #include "spool/crc32c.h"
 #include "spool/file_io.h"
 #include "spool/format.h"
+#include "spool/id_table.h"
 
 namespace mailq {
 namespace spool {
@@ -49,9 +49,19 @@ constexpr std::size_t kMaxBatchOpenFiles = 256;  // beyond this, batch files are
 constexpr std::uint32_t kMaxMetaSize = 256u << 20;
 constexpr std::string_view kHeldSuffix = ".HELD";
 constexpr std::string_view kTmpSuffix = ".tmp";
+// Channel directories an index entry can name (Entry::channel); the rest of its word is the
+// attempt letter.
+constexpr unsigned kChannelBits = 27;
+constexpr std::uint32_t kMaxChannels = std::uint32_t{1} << kChannelBits;
+
+// The attempt letter's distance from 'Z' in a file name (queue_file_name(), seed 002): it
+// stops at 'A'. Names are built from this step, and a rename is due only when it changes.
+std::uint32_t name_step(std::uint32_t attempts) {
+  return std::min<std::uint32_t>(attempts, 'Z' - 'A');
+}
 
 std::string file_name_for(MessageId id, std::uint32_t attempts, bool held) {
-  std::string name = queue_file_name(id, attempts);
+  std::string name = queue_file_name(id, name_step(attempts));
   if (held) name += kHeldSuffix;
   return name;
 }
@@ -78,17 +88,96 @@ struct SpoolStorage::Impl {
 
   // What the spool remembers of a stored message: where its file is and what it recorded
   // last, so that an update appends only what changed. Bodies and replies stay on disk.
+  // 48 bytes (docs/spool-format.md, "The file spool", Memory): one recipient's digest is
+  // inline, several are an array of their own; the body's place is two 32-bit fields (the
+  // metadata before it is at most kMaxMetaSize, the body below 4 GiB), while `end` stays 64
+  // bits (appended records have no bound).
   struct Entry {
-    std::uint64_t end = 0;       // where the next record goes (end of the valid records)
-    std::uint64_t body_off = 0;  // offset of the body record
-    std::uint64_t tail_off = 0;  // first byte after the body record
-    std::uint32_t channel = 0;
-    std::uint32_t attempts = 0;       // as recorded
-    std::uint32_t name_attempts = 0;  // as the file name shows
-    bool held = false;
-    bool name_held = false;
-    std::vector<RecipientDigest> recipients;
+    std::uint64_t id = 0;
+    union {
+      std::uint64_t hash;     // the one recipient's digest hash (!several)
+      RecipientDigest* many;  // the digests of `count_or_state` recipients (several)
+    } r{0};
+    std::uint64_t end = 0;  // where the next record goes (end of the valid records)
+    // Offset of the body record: after the preamble and a metadata record of at most
+    // kMaxMetaSize bytes, so below 2^29 (static_assert below).
+    std::uint32_t body_off : 29 = 0;
+    std::uint32_t held : 1 = 0;        // as recorded
+    std::uint32_t name_held : 1 = 0;   // as the file name shows
+    std::uint32_t several : 1 = 0;     // more than one recipient: r.many
+    std::uint32_t body_size = 0;       // body bytes (below 4 GiB: kMaxPayload)
+    std::uint32_t attempts = 0;        // as recorded
+    std::uint32_t one_attempts = 0;    // the one recipient's digest attempts (!several)
+    std::uint32_t count_or_state = 0;  // recipients (several), else the one's RecipientState
+    std::uint32_t channel : kChannelBits = 0;
+    // The attempt letter the file name shows, as 'Z' minus the letter (name_step()).
+    std::uint32_t name_step : 32 - kChannelBits = 0;
+
+    Entry() = default;
+    Entry(const Entry&) = delete;
+    Entry& operator=(const Entry&) = delete;
+    Entry(Entry&& o) noexcept { steal(o); }
+    Entry& operator=(Entry&& o) noexcept {
+      if (this != &o) {
+        release();
+        steal(o);
+      }
+      return *this;
+    }
+    ~Entry() { release(); }
+
+    // First byte after the body record: where appended records start.
+    std::uint64_t tail_off() const {
+      return std::uint64_t{body_off} + detail::kRecordOverhead + body_size;
+    }
+    std::size_t recipient_count() const { return several ? count_or_state : 1; }
+    RecipientDigest digest(std::size_t i) const {
+      if (several) return r.many[i];
+      RecipientDigest d;
+      d.hash = r.hash;
+      d.attempts = one_attempts;
+      d.state = static_cast<RecipientState>(count_or_state);
+      return d;
+    }
+    void set_digest(std::size_t i, const RecipientDigest& d) {
+      if (several) {
+        r.many[i] = d;
+        return;
+      }
+      r.hash = d.hash;
+      one_attempts = d.attempts;
+      count_or_state = static_cast<std::uint32_t>(d.state);
+    }
+    // Digests of `record`'s recipients (at least one).
+    void set_digests(const MessageRecord& record) {
+      release();
+      const std::size_t n = record.recipients.size();
+      if (n > 1) {
+        r.many = new RecipientDigest[n];
+        several = 1;
+        count_or_state = static_cast<std::uint32_t>(n);
+      }
+      for (std::size_t i = 0; i < n; ++i) set_digest(i, detail::digest(record.recipients[i]));
+    }
+
+   private:
+    void release() noexcept {
+      if (several) delete[] r.many;
+      several = 0;
+      r.hash = 0;
+      count_or_state = 0;
+    }
+    void steal(Entry& o) noexcept {
+      std::memcpy(static_cast<void*>(this), static_cast<const void*>(&o), sizeof(Entry));
+      o.several = 0;
+    }
   };
+
+  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 48, "update the documented entry size");
+  static_assert(detail::kPreambleSize + detail::kRecordOverhead + kMaxMetaSize <
+                    (std::uint64_t{1} << 29),
+                "a body offset must fit Entry::body_off");
+  static_assert(detail::kMaxPayload <= UINT32_MAX, "a body size must fit Entry::body_size");
 
   struct Pending {
     MessageId id;
@@ -112,14 +201,20 @@ struct SpoolStorage::Impl {
 
   std::vector<Channel> channels;
   std::unordered_map<std::string, std::uint32_t> channel_index;
-  std::unordered_map<std::uint64_t, Entry> index;
+  detail::IdTable<Entry> index;
+
+  // A set of ids (IdTable without a hash node per member).
+  struct IdOnly {
+    std::uint64_t id = 0;
+  };
+  using IdSet = detail::IdTable<IdOnly>;
 
   std::vector<Pending> pending;
-  std::unordered_set<std::uint64_t> pending_ids;
+  IdSet pending_ids;
   std::size_t pending_open_files = 0;
-  bool queue_dir_dirty = false;                  // a channel directory was created
-  std::unordered_set<std::uint64_t> lazy_files;  // appended records not yet synced
-  std::set<std::uint32_t> lazy_dirs;             // renames not yet synced
+  bool queue_dir_dirty = false;       // a channel directory was created
+  IdSet lazy_files;                   // appended records not yet synced
+  std::set<std::uint32_t> lazy_dirs;  // renames not yet synced
   TimerId batch_timer = kNoTimer;
   TimerId lazy_timer = kNoTimer;
 
@@ -239,6 +334,12 @@ struct SpoolStorage::Impl {
   std::uint32_t channel(const std::string& name, bool create, std::error_code* ec) {
     auto it = channel_index.find(name);
     if (it != channel_index.end()) return it->second;
+    if (channels.size() >= kMaxChannels) {
+      *ec = fail(
+          make_error_code(errc::storage_failure),
+          "queue/" + name + ": more than " + std::to_string(kMaxChannels) + " channel directories");
+      return UINT32_MAX;
+    }
     if (create) {
       if (::mkdirat(queue_fd.get(), name.c_str(), options.directory_mode) == 0) {
         queue_dir_dirty = true;
@@ -259,8 +360,7 @@ struct SpoolStorage::Impl {
   }
 
   std::string path_of(MessageId id, const Entry& e) const {
-    return "queue/" + channels[e.channel].name + "/" +
-           file_name_for(id, e.name_attempts, e.name_held);
+    return "queue/" + channels[e.channel].name + "/" + file_name_for(id, e.name_step, e.name_held);
   }
 
   // --- timers -----------------------------------------------------------------------------
@@ -301,7 +401,7 @@ struct SpoolStorage::Impl {
     p.done = std::move(done);
     p.ec = write_new(record, body, &p);
     if (p.ec) stats.insert_failures++;
-    if (!p.ec) pending_ids.insert(record.id.value);
+    if (!p.ec) pending_ids.insert(IdOnly{record.id.value});
     pending.push_back(std::move(p));
     schedule_batch();
   }
@@ -316,7 +416,7 @@ struct SpoolStorage::Impl {
       return fail(make_error_code(errc::invalid_parameter),
                   "insert " + id_text + ": no recipients");
     }
-    if (index.count(record.id.value) || pending_ids.count(record.id.value)) {
+    if (index.contains(record.id.value) || pending_ids.contains(record.id.value)) {
       return fail(make_error_code(errc::bad_state), "insert " + id_text + ": already stored");
     }
     if (body.size() >= detail::kMaxPayload) {
@@ -331,8 +431,8 @@ struct SpoolStorage::Impl {
     std::string head_bytes;
     detail::put_preamble(head_bytes);
     detail::put_meta_record(head_bytes, record);
-    if (head_bytes.size() - detail::kPreambleSize - detail::kRecordOverhead >=
-        detail::kMaxPayload) {
+    // load() takes no more (and the index keeps the body's offset in 29 bits).
+    if (head_bytes.size() - detail::kPreambleSize - detail::kRecordOverhead > kMaxMetaSize) {
       return fail(make_error_code(errc::message_too_large),
                   "insert " + id_text + ": metadata too large");
     }
@@ -363,14 +463,15 @@ struct SpoolStorage::Impl {
     stats.bytes_written += total;
 
     Entry& e = p->entry;
+    e.id = record.id.value;
     e.end = total;
-    e.body_off = body_off;
-    e.tail_off = total;
+    e.body_off = static_cast<std::uint32_t>(body_off);
+    e.body_size = static_cast<std::uint32_t>(body.size());
     e.channel = ch;
-    e.attempts = e.name_attempts = record.attempts;
+    e.attempts = record.attempts;
+    e.name_step = name_step(record.attempts);
     e.held = e.name_held = record.held;
-    e.recipients.reserve(record.recipients.size());
-    for (const auto& r : record.recipients) e.recipients.push_back(detail::digest(r));
+    e.set_digests(record);
 
     // Keep the descriptor for the sync unless a huge batch would exhaust descriptors.
     if (pending_open_files < kMaxBatchOpenFiles) {
@@ -394,7 +495,7 @@ struct SpoolStorage::Impl {
     }
     std::vector<Pending> batch = std::move(pending);
     pending.clear();
-    pending_ids.clear();
+    pending_ids = IdSet();
     pending_open_files = 0;
 
     std::vector<Pending*> live;
@@ -490,7 +591,7 @@ struct SpoolStorage::Impl {
         continue;
       }
       stats.inserts++;
-      index.emplace(p->id.value, std::move(p->entry));
+      index.insert(std::move(p->entry));
     }
     if (!run_callbacks) return;
     for (auto& p : batch) {
@@ -513,13 +614,22 @@ struct SpoolStorage::Impl {
       clock.cancel(lazy_timer);
       lazy_timer = kNoTimer;
     }
-    std::unordered_set<std::uint64_t> files = std::move(lazy_files);
-    lazy_files.clear();
-    std::vector<const std::pair<const std::uint64_t, Entry>*> entries;
-    for (std::uint64_t id : files) {
-      auto it = index.find(id);
-      if (it != index.end()) entries.push_back(&*it);
+    IdSet files = std::move(lazy_files);
+    lazy_files = IdSet();
+    // Copies, not pointers into the index: an error handler may change the storage.
+    struct File {
+      MessageId id;
+      std::uint32_t channel, step;
+      bool held;
+    };
+    std::vector<File> entries;
+    entries.reserve(files.size());
+    for (const IdOnly& f : files) {
+      if (const Entry* e = index.find(f.id)) {
+        entries.push_back(File{MessageId{f.id}, e->channel, e->name_step, e->name_held != 0});
+      }
     }
+    files = IdSet();
     bool synced = false;
     if (use_syncfs(entries.size())) {
       stats.fs_syncs++;
@@ -529,14 +639,12 @@ struct SpoolStorage::Impl {
         sys_fail("syncfs", "queue", errno);
     }
     if (!synced) {
-      for (const auto* kv : entries) {
-        const MessageId id{kv->first};
-        const Entry& e = kv->second;
-        const std::string name = file_name_for(id, e.name_attempts, e.name_held);
-        Fd fd(::openat(channels[e.channel].fd, name.c_str(), O_RDONLY | O_CLOEXEC));
+      for (const File& f : entries) {
+        const std::string name = file_name_for(f.id, f.step, f.held);
+        Fd fd(::openat(channels[f.channel].fd, name.c_str(), O_RDONLY | O_CLOEXEC));
         stats.file_syncs++;
         int err = fd.ok() ? fsync_retry(fd.get(), true) : errno;
-        if (err) sys_fail("sync", path_of(id, e), err);
+        if (err) sys_fail("sync", "queue/" + channels[f.channel].name + "/" + name, err);
       }
     }
     std::set<std::uint32_t> dirs = std::move(lazy_dirs);
@@ -555,7 +663,7 @@ struct SpoolStorage::Impl {
   // Appends `bytes` at the entry's end; with `sync`, also makes them durable. On failure the
   // file is cut back to its previous end: the previous state stays the valid one.
   std::error_code append(MessageId id, Entry& e, const std::string& bytes, bool sync) {
-    const std::string name = file_name_for(id, e.name_attempts, e.name_held);
+    const std::string name = file_name_for(id, e.name_step, e.name_held);
     const std::string where = path_of(id, e);
     Fd fd(::openat(channels[e.channel].fd, name.c_str(), O_WRONLY | O_CLOEXEC));
     if (!fd.ok()) return sys_fail("open", where, errno);
@@ -576,7 +684,7 @@ struct SpoolStorage::Impl {
     e.end += bytes.size();
     stats.bytes_written += bytes.size();
     if (!sync) {
-      lazy_files.insert(id.value);
+      if (!lazy_files.contains(id.value)) lazy_files.insert(IdOnly{id.value});
       schedule_lazy();
     }
     return {};
@@ -584,14 +692,14 @@ struct SpoolStorage::Impl {
 
   // Renames the file when its name lags the recorded attempts / held flag.
   std::error_code rename_to_state(MessageId id, Entry& e) {
-    if (e.name_attempts == e.attempts && e.name_held == e.held) return {};
-    const std::string from = file_name_for(id, e.name_attempts, e.name_held);
+    if (e.name_step == name_step(e.attempts) && e.name_held == e.held) return {};
+    const std::string from = file_name_for(id, e.name_step, e.name_held);
     const std::string to = file_name_for(id, e.attempts, e.held);
     const Channel& ch = channels[e.channel];
     if (::renameat(ch.fd, from.c_str(), ch.fd, to.c_str()) != 0) {
       return sys_fail("rename " + path_of(id, e) + " to", "queue/" + ch.name + "/" + to, errno);
     }
-    e.name_attempts = e.attempts;
+    e.name_step = name_step(e.attempts);
     e.name_held = e.held;
     stats.renames++;
     lazy_dirs.insert(e.channel);
@@ -601,16 +709,18 @@ struct SpoolStorage::Impl {
 
   std::error_code update(const MessageRecord& record) {
     if (!ready()) return not_ready();
-    auto it = index.find(record.id.value);
-    if (it == index.end()) {
+    // `e` is used until the end: nothing below inserts into or erases from the index (an
+    // error handler's changes come after the early returns that follow each failure).
+    Entry* found = index.find(record.id.value);
+    if (!found) {
       return fail(make_error_code(errc::not_found), "update: no message " + record.id.to_string());
     }
-    Entry& e = it->second;
-    if (record.recipients.size() != e.recipients.size()) {
+    Entry& e = *found;
+    if (record.recipients.size() != e.recipient_count()) {
       return fail(make_error_code(errc::bad_state), "update " + record.id.to_string() + ": " +
                                                         std::to_string(record.recipients.size()) +
                                                         " recipients, stored " +
-                                                        std::to_string(e.recipients.size()));
+                                                        std::to_string(e.recipient_count()));
     }
     std::vector<std::uint32_t> changed;
     std::vector<RecipientDigest> digests(record.recipients.size());
@@ -620,9 +730,10 @@ struct SpoolStorage::Impl {
     bool sync = record.held != e.held;
     for (std::size_t i = 0; i < digests.size(); ++i) {
       digests[i] = detail::digest(record.recipients[i]);
-      if (digests[i] == e.recipients[i]) continue;
+      const RecipientDigest stored = e.digest(i);
+      if (digests[i] == stored) continue;
       changed.push_back(static_cast<std::uint32_t>(i));
-      if (is_final(digests[i].state) && !is_final(e.recipients[i].state)) sync = true;
+      if (is_final(digests[i].state) && !is_final(stored.state)) sync = true;
     }
     if (!changed.empty() || record.attempts != e.attempts || record.held != e.held) {
       std::string bytes;
@@ -630,7 +741,7 @@ struct SpoolStorage::Impl {
       if (auto ec = append(record.id, e, bytes, sync)) return ec;
       stats.updates++;
       if (sync) stats.synced_updates++;
-      e.recipients = std::move(digests);
+      for (std::uint32_t i : changed) e.set_digest(i, digests[i]);
       e.attempts = record.attempts;
       e.held = record.held;
     }
@@ -639,25 +750,25 @@ struct SpoolStorage::Impl {
 
   std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) {
     if (!ready()) return not_ready();
-    auto it = index.find(id.value);
-    if (it == index.end()) {
+    Entry* e = index.find(id.value);
+    if (!e) {
       return fail(make_error_code(errc::not_found), "append_attempt: no message " + id.to_string());
     }
     std::string bytes;
     detail::put_attempt_record(bytes, attempt);
-    if (auto ec = append(id, it->second, bytes, false)) return ec;
+    if (auto ec = append(id, *e, bytes, false)) return ec;
     stats.attempts++;
     return {};
   }
 
   std::error_code remove(MessageId id) {
     if (!ready()) return not_ready();
-    auto it = index.find(id.value);
-    if (it == index.end()) {
+    Entry* found = index.find(id.value);
+    if (!found) {
       return fail(make_error_code(errc::not_found), "remove: no message " + id.to_string());
     }
-    Entry& e = it->second;
-    const std::string name = file_name_for(id, e.name_attempts, e.name_held);
+    const Entry& e = *found;
+    const std::string name = file_name_for(id, e.name_step, e.name_held);
     if (::unlinkat(channels[e.channel].fd, name.c_str(), 0) != 0 && errno != ENOENT) {
       return sys_fail("remove", path_of(id, e), errno);
     }
@@ -668,7 +779,7 @@ struct SpoolStorage::Impl {
     lazy_dirs.insert(e.channel);
     schedule_lazy();
     lazy_files.erase(id.value);
-    index.erase(it);
+    index.erase(id.value);  // `e` is gone from here on
     stats.removes++;
     return {};
   }
@@ -677,14 +788,14 @@ struct SpoolStorage::Impl {
 
   Result<std::string> read_body(MessageId id) {
     if (!ready()) return Error(not_ready(), open_error.message);
-    auto it = index.find(id.value);
-    if (it == index.end()) return Error(errc::not_found, "no message " + id.to_string());
-    const Entry& e = it->second;
+    const Entry* found = index.find(id.value);
+    if (!found) return Error(errc::not_found, "no message " + id.to_string());
+    const Entry& e = *found;
     const std::string where = path_of(id, e);
-    Fd fd(::openat(channels[e.channel].fd, file_name_for(id, e.name_attempts, e.name_held).c_str(),
+    Fd fd(::openat(channels[e.channel].fd, file_name_for(id, e.name_step, e.name_held).c_str(),
                    O_RDONLY | O_CLOEXEC));
     if (!fd.ok()) return Error(sys_fail("open", where, errno), last_error.message);
-    std::string buf(e.tail_off - e.body_off, '\0');
+    std::string buf(e.tail_off() - e.body_off, '\0');
     ssize_t n = pread_all(fd.get(), buf.data(), buf.size(), e.body_off);
     if (n < 0) return Error(sys_fail("read", where, errno), last_error.message);
     RecordView rv;
@@ -701,20 +812,21 @@ struct SpoolStorage::Impl {
 
   Result<std::vector<AttemptRecord>> read_attempts(MessageId id) {
     if (!ready()) return Error(not_ready(), open_error.message);
-    auto it = index.find(id.value);
-    if (it == index.end()) return Error(errc::not_found, "no message " + id.to_string());
-    const Entry& e = it->second;
+    const Entry* found = index.find(id.value);
+    if (!found) return Error(errc::not_found, "no message " + id.to_string());
+    const Entry& e = *found;
     const std::string where = path_of(id, e);
     std::vector<AttemptRecord> out;
-    if (e.end == e.tail_off) return out;
-    Fd fd(::openat(channels[e.channel].fd, file_name_for(id, e.name_attempts, e.name_held).c_str(),
+    const std::uint64_t tail_off = e.tail_off();
+    if (e.end == tail_off) return out;
+    Fd fd(::openat(channels[e.channel].fd, file_name_for(id, e.name_step, e.name_held).c_str(),
                    O_RDONLY | O_CLOEXEC));
     if (!fd.ok()) return Error(sys_fail("open", where, errno), last_error.message);
-    std::string buf(e.end - e.tail_off, '\0');
-    ssize_t n = pread_all(fd.get(), buf.data(), buf.size(), e.tail_off);
+    std::string buf(e.end - tail_off, '\0');
+    ssize_t n = pread_all(fd.get(), buf.data(), buf.size(), tail_off);
     if (n < 0) return Error(sys_fail("read", where, errno), last_error.message);
     std::string_view rest(buf.data(), static_cast<std::size_t>(n));
-    std::uint64_t offset = e.tail_off;
+    std::uint64_t offset = tail_off;
     while (!rest.empty()) {
       RecordView rv;
       std::string why;
@@ -929,8 +1041,8 @@ struct SpoolStorage::Impl {
                  "holds message " + record.id.to_string() + ", not " + name_id.to_string());
       return {};
     }
-    if (auto dup = index.find(record.id.value); dup != index.end()) {
-      quarantine(ctx, ch, name, "duplicate of " + path_of(record.id, dup->second));
+    if (const Entry* dup = index.find(record.id.value)) {
+      quarantine(ctx, ch, name, "duplicate of " + path_of(record.id, *dup));
       return {};
     }
 
@@ -1043,13 +1155,14 @@ struct SpoolStorage::Impl {
     }
 
     Entry e;
+    e.id = record.id.value;
     e.end = offset;
-    e.body_off = body_off;
-    e.tail_off = tail_off;
+    e.body_off = static_cast<std::uint32_t>(body_off);  // below 2^29: length <= kMaxMetaSize
+    e.body_size = static_cast<std::uint32_t>(tail_off - body_off - detail::kRecordOverhead);
     e.channel = ch;
     e.attempts = record.attempts;
     e.held = record.held;
-    e.name_attempts = record.attempts;
+    e.name_step = name_step(record.attempts);
     e.name_held = record.held;
     std::string want = file_name_for(record.id, record.attempts, record.held);
     if (want != name) {
@@ -1062,15 +1175,14 @@ struct SpoolStorage::Impl {
         // Keep using the old name.
         sys_fail("rename " + where() + " to", "queue/" + channels[ch].name + "/" + want, err);
         e.name_held = has_suffix(name, kHeldSuffix);
-        e.name_attempts = static_cast<std::uint32_t>('Z' - name[1]);
+        e.name_step = static_cast<std::uint32_t>('Z' - name[1]);
       } else {
         stats.last_load_renamed++;
         ctx.changed_dirs.insert(ch);
       }
     }
-    e.recipients.reserve(record.recipients.size());
-    for (const auto& r : record.recipients) e.recipients.push_back(detail::digest(r));
-    index.emplace(record.id.value, std::move(e));
+    e.set_digests(record);
+    index.insert(std::move(e));
     stats.last_load_recovered++;
     if (ctx.report) ctx.report->recovered++;
     (*ctx.each)(std::move(record));
@@ -1262,9 +1374,9 @@ std::size_t SpoolStorage::pending_inserts() const noexcept {
 }
 
 std::string SpoolStorage::file_of(MessageId id) const {
-  auto it = impl_->index.find(id.value);
-  if (it == impl_->index.end()) return {};
-  return impl_->path_of(id, it->second);
+  const auto* e = impl_->index.find(id.value);
+  if (!e) return {};
+  return impl_->path_of(id, *e);
 }
 
 const Error& SpoolStorage::last_error() const noexcept {
