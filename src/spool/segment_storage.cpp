@@ -23,6 +23,7 @@
 #include "spool/file_io.h"
 #include "spool/format.h"
 #include "spool/id_table.h"
+#include "spool/recipient_digests.h"
 
 namespace mailq {
 namespace spool {
@@ -126,77 +127,16 @@ struct SegmentStorage::Impl {
   // 'a' records (none until it is deferred) in `changes`.
   struct Entry {
     std::uint64_t id = 0;
-    union {
-      std::uint64_t hash;     // the one recipient's digest hash (!several)
-      RecipientDigest* many;  // the digests of `count_or_state` recipients (several)
-    } r{0};
-    std::uint32_t seg = 0;           // segment of its insert (or full-state copy) and body
-    std::uint32_t meta_off = 0;      // offset of the 'i' record
-    std::uint32_t body_off = 0;      // offset of the 'b' record
-    std::uint32_t body_size = 0;     // body bytes (below 4 GiB: kMaxPayload)
-    std::uint32_t attempts = 0;      // as recorded
-    std::uint32_t one_attempts = 0;  // the one recipient's digest attempts (!several)
+    detail::RecipientDigests digests;
+    std::uint32_t seg = 0;        // segment of its insert (or full-state copy) and body
+    std::uint32_t meta_off = 0;   // offset of the 'i' record
+    std::uint32_t body_off = 0;   // offset of the 'b' record
+    std::uint32_t body_size = 0;  // body bytes (below 4 GiB: kMaxPayload)
+    std::uint32_t attempts = 0;   // as recorded
     // Bytes of the 'i' record: at most kMaxMetaSize plus the overhead (kMetaSizeBits).
     std::uint32_t meta_size : 29 = 0;
     std::uint32_t held : 1 = 0;
     std::uint32_t has_changes : 1 = 0;  // `changes` holds its 'u' and 'a' records
-    std::uint32_t several : 1 = 0;      // more than one recipient: r.many
-    std::uint32_t count_or_state = 0;   // recipients (several), else the one's RecipientState
-
-    Entry() = default;
-    Entry(const Entry&) = delete;
-    Entry& operator=(const Entry&) = delete;
-    Entry(Entry&& o) noexcept { steal(o); }
-    Entry& operator=(Entry&& o) noexcept {
-      if (this != &o) {
-        release();
-        steal(o);
-      }
-      return *this;
-    }
-    ~Entry() { release(); }
-
-    std::size_t recipient_count() const { return several ? count_or_state : 1; }
-    RecipientDigest digest(std::size_t i) const {
-      if (several) return r.many[i];
-      RecipientDigest d;
-      d.hash = r.hash;
-      d.attempts = one_attempts;
-      d.state = static_cast<RecipientState>(count_or_state);
-      return d;
-    }
-    void set_digest(std::size_t i, const RecipientDigest& d) {
-      if (several) {
-        r.many[i] = d;
-        return;
-      }
-      r.hash = d.hash;
-      one_attempts = d.attempts;
-      count_or_state = static_cast<std::uint32_t>(d.state);
-    }
-    // Digests of `record`'s recipients (at least one).
-    void set_digests(const MessageRecord& record) {
-      release();
-      const std::size_t n = record.recipients.size();
-      if (n > 1) {
-        r.many = new RecipientDigest[n];
-        several = 1;
-        count_or_state = static_cast<std::uint32_t>(n);
-      }
-      for (std::size_t i = 0; i < n; ++i) set_digest(i, detail::digest(record.recipients[i]));
-    }
-
-   private:
-    void release() noexcept {
-      if (several) delete[] r.many;
-      several = 0;
-      r.hash = 0;
-      count_or_state = 0;
-    }
-    void steal(Entry& o) noexcept {
-      std::memcpy(static_cast<void*>(this), static_cast<const void*>(&o), sizeof(Entry));
-      o.several = 0;
-    }
   };
 
   // The per-message memory figure of docs/spool-format.md ("The segment spool", Memory).
@@ -671,7 +611,7 @@ struct SegmentStorage::Impl {
     e->id = record.id.value;
     e->attempts = record.attempts;
     e->held = record.held;
-    e->set_digests(record);
+    e->digests.assign(record);
     account_add(*e);
     return {};
   }
@@ -756,11 +696,11 @@ struct SegmentStorage::Impl {
       return fail(make_error_code(errc::not_found), "update: no message " + record.id.to_string());
     }
     Entry& e = *found;
-    if (record.recipients.size() != e.recipient_count()) {
+    if (record.recipients.size() != e.digests.count()) {
       return fail(make_error_code(errc::bad_state), "update " + record.id.to_string() + ": " +
                                                         std::to_string(record.recipients.size()) +
                                                         " recipients, stored " +
-                                                        std::to_string(e.recipient_count()));
+                                                        std::to_string(e.digests.count()));
     }
     std::vector<std::uint32_t> changed;
     std::vector<RecipientDigest> digests;  // of the changed recipients
@@ -770,7 +710,7 @@ struct SegmentStorage::Impl {
     bool sync = held != static_cast<bool>(e.held);
     for (std::size_t i = 0; i < record.recipients.size(); ++i) {
       const RecipientDigest now = detail::digest(record.recipients[i]);
-      const RecipientDigest before = e.digest(i);
+      const RecipientDigest before = e.digests.get(i);
       if (now == before) continue;
       changed.push_back(static_cast<std::uint32_t>(i));
       digests.push_back(now);
@@ -796,7 +736,7 @@ struct SegmentStorage::Impl {
     }
     stats.updates++;
     add_change(e, pack(seg, off), bytes.size());
-    for (std::size_t k = 0; k < changed.size(); ++k) e.set_digest(changed[k], digests[k]);
+    for (std::size_t k = 0; k < changed.size(); ++k) e.digests.set(changed[k], digests[k]);
     e.attempts = record.attempts;
     e.held = held;
     return {};
@@ -1519,7 +1459,7 @@ struct SegmentStorage::Impl {
       Entry& e = item.entry;
       e.attempts = item.record.attempts;
       e.held = item.record.held;
-      e.set_digests(item.record);
+      e.digests.assign(item.record);
       if (!item.changes.empty()) {
         Changes c;
         c.id = e.id;

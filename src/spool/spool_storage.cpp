@@ -20,6 +20,7 @@
 #include "spool/file_io.h"
 #include "spool/format.h"
 #include "spool/id_table.h"
+#include "spool/recipient_digests.h"
 
 namespace mailq {
 namespace spool {
@@ -94,82 +95,22 @@ struct SpoolStorage::Impl {
   // bits (appended records have no bound).
   struct Entry {
     std::uint64_t id = 0;
-    union {
-      std::uint64_t hash;     // the one recipient's digest hash (!several)
-      RecipientDigest* many;  // the digests of `count_or_state` recipients (several)
-    } r{0};
+    detail::RecipientDigests digests;
     std::uint64_t end = 0;  // where the next record goes (end of the valid records)
     // Offset of the body record: after the preamble and a metadata record of at most
     // kMaxMetaSize bytes, so below 2^29 (static_assert below).
     std::uint32_t body_off : 29 = 0;
-    std::uint32_t held : 1 = 0;        // as recorded
-    std::uint32_t name_held : 1 = 0;   // as the file name shows
-    std::uint32_t several : 1 = 0;     // more than one recipient: r.many
-    std::uint32_t body_size = 0;       // body bytes (below 4 GiB: kMaxPayload)
-    std::uint32_t attempts = 0;        // as recorded
-    std::uint32_t one_attempts = 0;    // the one recipient's digest attempts (!several)
-    std::uint32_t count_or_state = 0;  // recipients (several), else the one's RecipientState
+    std::uint32_t held : 1 = 0;       // as recorded
+    std::uint32_t name_held : 1 = 0;  // as the file name shows
+    std::uint32_t body_size = 0;      // body bytes (below 4 GiB: kMaxPayload)
+    std::uint32_t attempts = 0;       // as recorded
     std::uint32_t channel : kChannelBits = 0;
     // The attempt letter the file name shows, as 'Z' minus the letter (name_step()).
     std::uint32_t name_step : 32 - kChannelBits = 0;
 
-    Entry() = default;
-    Entry(const Entry&) = delete;
-    Entry& operator=(const Entry&) = delete;
-    Entry(Entry&& o) noexcept { steal(o); }
-    Entry& operator=(Entry&& o) noexcept {
-      if (this != &o) {
-        release();
-        steal(o);
-      }
-      return *this;
-    }
-    ~Entry() { release(); }
-
     // First byte after the body record: where appended records start.
     std::uint64_t tail_off() const {
       return std::uint64_t{body_off} + detail::kRecordOverhead + body_size;
-    }
-    std::size_t recipient_count() const { return several ? count_or_state : 1; }
-    RecipientDigest digest(std::size_t i) const {
-      if (several) return r.many[i];
-      RecipientDigest d;
-      d.hash = r.hash;
-      d.attempts = one_attempts;
-      d.state = static_cast<RecipientState>(count_or_state);
-      return d;
-    }
-    void set_digest(std::size_t i, const RecipientDigest& d) {
-      if (several) {
-        r.many[i] = d;
-        return;
-      }
-      r.hash = d.hash;
-      one_attempts = d.attempts;
-      count_or_state = static_cast<std::uint32_t>(d.state);
-    }
-    // Digests of `record`'s recipients (at least one).
-    void set_digests(const MessageRecord& record) {
-      release();
-      const std::size_t n = record.recipients.size();
-      if (n > 1) {
-        r.many = new RecipientDigest[n];
-        several = 1;
-        count_or_state = static_cast<std::uint32_t>(n);
-      }
-      for (std::size_t i = 0; i < n; ++i) set_digest(i, detail::digest(record.recipients[i]));
-    }
-
-   private:
-    void release() noexcept {
-      if (several) delete[] r.many;
-      several = 0;
-      r.hash = 0;
-      count_or_state = 0;
-    }
-    void steal(Entry& o) noexcept {
-      std::memcpy(static_cast<void*>(this), static_cast<const void*>(&o), sizeof(Entry));
-      o.several = 0;
     }
   };
 
@@ -471,7 +412,7 @@ struct SpoolStorage::Impl {
     e.attempts = record.attempts;
     e.name_step = name_step(record.attempts);
     e.held = e.name_held = record.held;
-    e.set_digests(record);
+    e.digests.assign(record);
 
     // Keep the descriptor for the sync unless a huge batch would exhaust descriptors.
     if (pending_open_files < kMaxBatchOpenFiles) {
@@ -716,11 +657,11 @@ struct SpoolStorage::Impl {
       return fail(make_error_code(errc::not_found), "update: no message " + record.id.to_string());
     }
     Entry& e = *found;
-    if (record.recipients.size() != e.recipient_count()) {
+    if (record.recipients.size() != e.digests.count()) {
       return fail(make_error_code(errc::bad_state), "update " + record.id.to_string() + ": " +
                                                         std::to_string(record.recipients.size()) +
                                                         " recipients, stored " +
-                                                        std::to_string(e.recipient_count()));
+                                                        std::to_string(e.digests.count()));
     }
     std::vector<std::uint32_t> changed;
     std::vector<RecipientDigest> digests(record.recipients.size());
@@ -730,7 +671,7 @@ struct SpoolStorage::Impl {
     bool sync = record.held != e.held;
     for (std::size_t i = 0; i < digests.size(); ++i) {
       digests[i] = detail::digest(record.recipients[i]);
-      const RecipientDigest stored = e.digest(i);
+      const RecipientDigest stored = e.digests.get(i);
       if (digests[i] == stored) continue;
       changed.push_back(static_cast<std::uint32_t>(i));
       if (is_final(digests[i].state) && !is_final(stored.state)) sync = true;
@@ -741,7 +682,7 @@ struct SpoolStorage::Impl {
       if (auto ec = append(record.id, e, bytes, sync)) return ec;
       stats.updates++;
       if (sync) stats.synced_updates++;
-      for (std::uint32_t i : changed) e.set_digest(i, digests[i]);
+      for (std::uint32_t i : changed) e.digests.set(i, digests[i]);
       e.attempts = record.attempts;
       e.held = record.held;
     }
@@ -1181,7 +1122,7 @@ struct SpoolStorage::Impl {
         ctx.changed_dirs.insert(ch);
       }
     }
-    e.set_digests(record);
+    e.digests.assign(record);
     index.insert(std::move(e));
     stats.last_load_recovered++;
     if (ctx.report) ctx.report->recovered++;
