@@ -36,29 +36,7 @@ TEST_CASE("an update of one recipient among many writes only that recipient, acr
   {
     SegmentStorage s(dir.path(), clock);
     insert_ok(s, clock, m, "body");
-    m.recipients[23].state = RecipientState::deferred;
-    m.recipients[23].attempts = 1;
-    m.recipients[23].last_reply = deferral_reply();
-    auto before = s.stats();
-    REQUIRE_FALSE(s.update(m));
-    CHECK(s.stats().bytes_written - before.bytes_written == update_record_size(m, {23}));
-    CHECK(s.stats().synced_updates == 0);
-    // A final state of another recipient: that one only, synced.
-    m.recipients[39].state = RecipientState::delivered;
-    m.recipients[39].last_reply = Reply(250, "2.0.0", "Ok");
-    before = s.stats();
-    REQUIRE_FALSE(s.update(m));
-    CHECK(s.stats().bytes_written - before.bytes_written == update_record_size(m, {39}));
-    CHECK(s.stats().synced_updates == 1);
-    // Nothing changed: nothing written.
-    before = s.stats();
-    REQUIRE_FALSE(s.update(m));
-    CHECK(s.stats().bytes_written == before.bytes_written);
-    // A different recipient count is refused.
-    MessageRecord fewer = m;
-    fewer.recipients.pop_back();
-    CHECK(s.update(fewer) == mailq::errc::bad_state);
-    CHECK(s.last_error().message == "update 0000000000007: 39 recipients, stored 40");
+    check_minimal_updates(s, m, update_record_size);
   }
   SegmentStorage s(dir.path(), clock);
   Loaded l = load_all(s);

@@ -10,30 +10,13 @@
 #include <string>
 
 #include "mailq/segment_spool.h"
-#include "spool/file_io.h"
 #include "support/spool_fixtures.h"
+#include "support/sync_fault.h"
 
 using mailq::spool::SegmentStorage;
 using namespace mailq::spool_test;  // NOLINT: the shared spool test helpers
 
 namespace {
-
-int failed_data_syncs = 0;
-
-int fail_data_syncs(int, bool data_only) {
-  if (!data_only) return 0;
-  ++failed_data_syncs;
-  return EIO;
-}
-
-// Installs the hook for the scope of a test, whatever way the test leaves.
-struct FailDataSyncs {
-  FailDataSyncs() {
-    failed_data_syncs = 0;
-    mailq::spool::detail::sync_fault_hook = fail_data_syncs;
-  }
-  ~FailDataSyncs() { mailq::spool::detail::sync_fault_hook = nullptr; }
-};
 
 std::set<std::uint64_t> ids_of(const Loaded& l) {
   std::set<std::uint64_t> ids;

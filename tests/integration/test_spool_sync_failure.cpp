@@ -10,33 +10,13 @@
 #include <vector>
 
 #include "mailq/spool.h"
-#include "spool/file_io.h"
 #include "support/spool_fixtures.h"
+#include "support/sync_fault.h"
 
 using mailq::spool::SpoolOptions;
 using mailq::spool::SpoolStorage;
 using mailq::spool::SyncMethod;
 using namespace mailq::spool_test;  // NOLINT: the shared spool test helpers
-
-namespace {
-
-int failed_data_syncs = 0;
-
-int fail_data_syncs(int, bool data_only) {
-  if (!data_only) return 0;
-  ++failed_data_syncs;
-  return EIO;
-}
-
-struct FailDataSyncs {
-  FailDataSyncs() {
-    failed_data_syncs = 0;
-    mailq::spool::detail::sync_fault_hook = fail_data_syncs;
-  }
-  ~FailDataSyncs() { mailq::spool::detail::sync_fault_hook = nullptr; }
-};
-
-}  // namespace
 
 TEST_CASE("a file spool insert whose fdatasync fails is reported and leaves nothing behind",
           "[spool][sync-failure]") {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "mailq/clock.h"
+#include "mailq/error.h"
 #include "mailq/message.h"
 #include "mailq/storage.h"
 
@@ -197,6 +198,38 @@ inline AttemptRecord sample_attempt(int n) {
   a.recipient = "user" + std::to_string(n) + "@some.org";
   a.diagnostic = "TCP active open: Failed connect()    Error: no route to host";
   return a;
+}
+
+// Updates of a message with many recipients (sample_record(id, 40), stored) stay minimal:
+// recipient 23 deferred writes that recipient only, unsynced; recipient 39 delivered writes
+// that one only, synced; the same record again writes nothing; a different recipient count
+// is refused. `record_size(m, changed)` is the storage's update record size; `m` ends as
+// updated.
+template <class AnyStorage, class RecordSize>
+void check_minimal_updates(AnyStorage& s, MessageRecord& m, RecordSize record_size) {
+  m.recipients[23].state = RecipientState::deferred;
+  m.recipients[23].attempts = 1;
+  m.recipients[23].last_reply = deferral_reply();
+  auto before = s.stats();
+  REQUIRE_FALSE(s.update(m));
+  CHECK(s.stats().bytes_written - before.bytes_written == record_size(m, {23}));
+  CHECK(s.stats().synced_updates == 0);
+  // A final state of another recipient: that one only, synced.
+  m.recipients[39].state = RecipientState::delivered;
+  m.recipients[39].last_reply = Reply(250, "2.0.0", "Ok");
+  before = s.stats();
+  REQUIRE_FALSE(s.update(m));
+  CHECK(s.stats().bytes_written - before.bytes_written == record_size(m, {39}));
+  CHECK(s.stats().synced_updates == 1);
+  // Nothing changed: nothing written.
+  before = s.stats();
+  REQUIRE_FALSE(s.update(m));
+  CHECK(s.stats().bytes_written == before.bytes_written);
+  // A different recipient count is refused.
+  MessageRecord fewer = m;
+  fewer.recipients.pop_back();
+  CHECK(s.update(fewer) == mailq::errc::bad_state);
+  CHECK(s.last_error().message == "update 0000000000007: 39 recipients, stored 40");
 }
 
 inline std::string binary_body(std::size_t n) {

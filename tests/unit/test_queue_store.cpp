@@ -6,6 +6,7 @@
 #include "core/id_index.h"
 #include "core/packed_record.h"
 #include "engine_fixture.h"
+#include "support/spool_fixtures.h"
 
 using namespace mailq;
 using namespace mailq::test;
@@ -49,34 +50,6 @@ MessageRecord full_record() {
   return m;
 }
 
-void check_same(const MessageRecord& x, const MessageRecord& y) {
-  CHECK(x.id == y.id);
-  CHECK(x.reverse_path == y.reverse_path);
-  CHECK(x.source_channel == y.source_channel);
-  CHECK(x.message_id == y.message_id);
-  CHECK(x.envid == y.envid);
-  CHECK(x.ret == y.ret);
-  CHECK(x.arrival == y.arrival);
-  CHECK(x.size == y.size);
-  CHECK(x.attempts == y.attempts);
-  CHECK(x.held == y.held);
-  REQUIRE(x.recipients.size() == y.recipients.size());
-  for (std::size_t i = 0; i < x.recipients.size(); ++i) {
-    const auto& r = x.recipients[i];
-    const auto& s = y.recipients[i];
-    CHECK(r.address == s.address);
-    CHECK(r.orcpt == s.orcpt);
-    CHECK(r.notify == s.notify);
-    CHECK(r.route == s.route);
-    CHECK(r.state == s.state);
-    CHECK(r.attempts == s.attempts);
-    CHECK(r.next_attempt == s.next_attempt);
-    CHECK(r.last_reply == s.last_reply);
-    CHECK(r.remote == s.remote);
-    CHECK(r.delay_notified == s.delay_notified);
-  }
-}
-
 }  // namespace
 
 TEST_CASE("A packed record gives back every field of the record it was packed from",
@@ -84,7 +57,7 @@ TEST_CASE("A packed record gives back every field of the record it was packed fr
   const MessageRecord m = full_record();
   detail::PackedRecord p(m);
   REQUIRE(p);
-  check_same(p.unpack(m.id, m.held), m);
+  mailq::spool_test::require_same(p.unpack(m.id, m.held), m);
   CHECK(p.arrival() == m.arrival);
   // One block, no slack: the strings and a few octets per number.
   std::size_t strings =
@@ -110,7 +83,7 @@ TEST_CASE("A packed record gives back every field of the record it was packed fr
   MessageRecord empty;
   empty.recipients.resize(1);
   detail::PackedRecord q(empty);
-  check_same(q.unpack(MessageId{}, false), empty);
+  mailq::spool_test::require_same(q.unpack(MessageId{}, false), empty);
 }
 
 TEST_CASE(
