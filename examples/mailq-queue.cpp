@@ -96,6 +96,9 @@ int print(const relay::ControlResponse& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // An argument is one value (an id, a destination, a duration): a line break or other control
+  // in it is refused before it reaches the spool or the control socket.
+  if (auto why = relay::check_arguments(argc, argv)) return fail(kExUsage, *why);
   std::string spool_opt, config_path, control_opt;
   bool utc = false;
   std::vector<std::string> verb;

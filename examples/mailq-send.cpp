@@ -109,15 +109,21 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-// Splits the input into CRLF lines, checking NUL and line length. Lone CR and LF end a line.
+// Splits the input into lines, checking NUL, bare CR and line length. LF and CRLF end a line;
+// a CR not followed by LF is refused: read as a line end it would let a header value go on
+// as a new header line (and the receiving side of SMTP refuses it as well).
 std::optional<std::string> split_lines(std::string_view in, std::vector<std::string>* lines) {
   std::string cur;
   std::size_t number = 1;
   for (std::size_t i = 0; i < in.size(); ++i) {
     char c = in[i];
     if (c == '\0') return "the message contains a NUL octet on line " + std::to_string(number);
+    if (c == '\r' && (i + 1 == in.size() || in[i + 1] != '\n'))
+      return "line " + std::to_string(number) +
+             " of the message holds a bare CR (a CR not followed by LF); lines end with LF or "
+             "CRLF";
     if (c == '\r' || c == '\n') {
-      if (c == '\r' && i + 1 < in.size() && in[i + 1] == '\n') ++i;
+      if (c == '\r') ++i;
       lines->push_back(std::move(cur));
       cur.clear();
       ++number;
@@ -163,6 +169,19 @@ struct Message {
     return out;
   }
 };
+
+// A header whose addresses are used (From for the sender, To / Cc / Bcc with -t) may hold no
+// control character once unfolded (a horizontal tab aside): such a value is no address list.
+std::optional<std::string> check_address_header(const HeaderField& h) {
+  const std::string v = h.value();
+  for (char c : v) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f)
+      return "the " + h.name + " header holds a control character (\"" + relay::escape_controls(v) +
+             "\"): refused, nothing was queued";
+  }
+  return std::nullopt;
+}
 
 bool is_field_name(std::string_view s) {
   if (s.empty()) return false;
@@ -363,6 +382,9 @@ int exit_for(const Error& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any argument is read: a CR or LF in a recipient argument must never become a
+  // second recipient (or anything else).
+  if (auto why = relay::check_arguments(argc, argv)) return fail(kExUsage, *why);
   Options opt;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -440,6 +462,13 @@ int main(int argc, char** argv) {
   std::vector<std::string> rcpt_texts;
   for (const auto& arg : opt.recipients)
     for (auto& a : parse_address_list(arg)) rcpt_texts.push_back(std::move(a));
+  for (const auto& h : msg.headers) {
+    const bool used = (!opt.sender && iequals(h.name, "From")) ||
+                      (opt.from_headers &&
+                       (iequals(h.name, "To") || iequals(h.name, "Cc") || iequals(h.name, "Bcc")));
+    if (!used) continue;
+    if (auto why = check_address_header(h)) return fail(kExDataErr, *why);
+  }
   if (opt.from_headers) {
     for (const char* h : {"To", "Cc", "Bcc"})
       for (const auto& v : msg.values(h))

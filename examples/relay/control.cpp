@@ -130,11 +130,23 @@ Result<std::size_t> parse_control_request(std::string_view bytes, std::uint64_t 
   return consumed;
 }
 
-std::string encode_control_request(const ControlRequest& request) {
+Result<std::string> encode_control_request(const ControlRequest& request) {
+  if (request.argv.empty()) return invalid("a request needs a verb");
   std::string out;
   for (std::size_t i = 0; i < request.argv.size(); ++i) {
+    const std::string& a = request.argv[i];
+    // The request line is the framing: an argument with a space, a line break or another
+    // control would become several arguments, or a second request line.
+    if (a.empty()) return invalid("argument " + std::to_string(i) + " is empty");
+    for (char c : a) {
+      const auto u = static_cast<unsigned char>(c);
+      if (c == ' ' || u < 0x20 || u == 0x7f)
+        return invalid("argument " + std::to_string(i) + " (\"" + one_line(a) + "\") holds " +
+                       (c == ' ' ? "a space" : "a control character") +
+                       ", which a control request cannot carry");
+    }
     if (i) out += ' ';
-    out += request.argv[i];
+    out += a;
   }
   out += '\n';
   out += request.body;
@@ -416,7 +428,9 @@ Result<ControlResponse> control_call(const std::string& path, const ControlReque
     ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0) return sys_error(err, "connect");
   }
-  const std::string out = encode_control_request(request);
+  auto encoded = encode_control_request(request);
+  if (!encoded) return encoded.error();
+  const std::string& out = *encoded;
   std::size_t sent = 0;
   while (sent < out.size()) {
     ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);

@@ -76,7 +76,9 @@ Result<ControlResponse> control_call(const std::string& path, const ControlReque
 /// error for a malformed / oversized request.
 Result<std::size_t> parse_control_request(std::string_view bytes, std::uint64_t max_body,
                                           ControlRequest* out);
-std::string encode_control_request(const ControlRequest& request);
+/// Refuses (`errc::invalid_parameter`) a request without a verb, or with an argument that is
+/// empty or holds a space, CR, LF, NUL or other control: the line is the framing.
+Result<std::string> encode_control_request(const ControlRequest& request);
 std::string encode_control_response(const ControlResponse& response);
 Result<ControlResponse> parse_control_response(std::string_view bytes);
 

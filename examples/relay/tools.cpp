@@ -5,6 +5,51 @@
 
 namespace mailq::relay {
 
+namespace {
+
+bool is_forbidden_control(unsigned char c) {
+  return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
+}  // namespace
+
+std::string escape_controls(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\0') {
+      out += "\\0";
+    } else if (is_forbidden_control(u)) {
+      static const char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> check_arguments(int argc, const char* const* argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    for (char c : a) {
+      const auto u = static_cast<unsigned char>(c);
+      if (!is_forbidden_control(u)) continue;
+      const char* what = c == '\r' || c == '\n' ? "a line break (CR or LF)" : "a control character";
+      return "argument " + std::to_string(i) + " (\"" + escape_controls(a) + "\") contains " +
+             what + ", which no address, path or option value may hold: refused, nothing was done";
+    }
+  }
+  return std::nullopt;
+}
+
 Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
                                        const std::string& config_path,
                                        const std::string& control_option) {

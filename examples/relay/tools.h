@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "examples/relay/config.h"
 #include "mailq/clock.h"
@@ -34,6 +35,18 @@ Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
 /// else the configuration's `spool_layout`, else files.
 Result<std::unique_ptr<spool::DurableStorage>> open_tool_spool(const ToolTarget& target,
                                                                Clock& clock);
+
+/// Checks a tool's command line before anything reads it: no argument may hold a CR, LF,
+/// NUL or other control character (a horizontal tab aside). An argument is one value (an
+/// address, a path, a queue id): a line break in it is never data, and passing it on would
+/// let whoever wrote the value add recipients or requests (`r@t.test\r\nRCPT TO:<x@y>`).
+/// Returns the complaint naming the argument (its position and its text with the controls
+/// shown escaped), or nothing when every argument is clean.
+std::optional<std::string> check_arguments(int argc, const char* const* argv);
+
+/// `text` with CR, LF, NUL and the other controls written as \r, \n, \0, \xHH (for messages
+/// quoting a hostile value).
+std::string escape_controls(std::string_view text);
 
 /// Did opening the spool fail because another process (a running relay) holds its lock?
 bool spool_in_use(const Error& open_error);

@@ -143,9 +143,25 @@ TEST_CASE("Control requests: an oversized line or body is refused before it is b
 
 TEST_CASE("Control wire: requests and responses encode to the documented bytes",
           "[control][wire]") {
-  CHECK(encode_control_request({{"release", "example.com"}, {}}) == "release example.com\n");
-  CHECK(encode_control_request({{"submit", "3", "<>", "a@b.example"}, "abc"}) ==
+  CHECK(*encode_control_request({{"release", "example.com"}, {}}) == "release example.com\n");
+  CHECK(*encode_control_request({{"submit", "3", "<>", "a@b.example"}, "abc"}) ==
         "submit 3 <> a@b.example\nabc");
+  // The line is the framing: an argument that would split it is refused, never sent.
+  auto refused = [](std::vector<std::string> argv) {
+    auto r = encode_control_request({std::move(argv), {}});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == errc::invalid_parameter);
+    return r.error().message;
+  };
+  CHECK(refused({"submit", "3", "<>", "a@b.example\nRCPT TO:<evil@x.test>"}) ==
+        "argument 3 (\"a@b.example RCPT TO:<evil@x.test>\") holds a control character, which a "
+        "control request cannot carry");
+  CHECK(refused({"hold", "a b"}) ==
+        "argument 1 (\"a b\") holds a space, which a control request cannot carry");
+  CHECK(refused({"hold", "x\ry"}) ==
+        "argument 1 (\"x y\") holds a control character, which a control request cannot carry");
+  CHECK(refused({"hold", ""}) == "argument 1 is empty");
+  CHECK(refused({}) == "a request needs a verb");
   CHECK(encode_control_response(ControlResponse::success()) == "ok\n");
   CHECK(encode_control_response(ControlResponse::success("01J9ZK3D2ZP7F")) ==
         "ok\n01J9ZK3D2ZP7F\n");

@@ -241,6 +241,99 @@ TEST_CASE("mailq-send refuses bad addresses with 64 and bad messages with 65, qu
   CHECK(s.stored().size() == 1);
 }
 
+TEST_CASE("mailq-send refuses a CR, LF or control in any argument: no recipient is injected",
+          "[tools][send][security]") {
+  Spool s;
+  s.sent_id({"bob@example.com"});  // the spool exists: a refusal cannot be "no spool"
+  REQUIRE(s.stored().size() == 1);
+  struct Case {
+    std::vector<std::string> args;
+    std::string err;
+  };
+  const std::vector<Case> cases = {
+      // The attack: an address from a web form, with an SMTP command after a line break.
+      {{"r@t.test\r\nRCPT TO:<evil@x.test>"},
+       "mailq-send: argument 3 (\"r@t.test\\r\\nRCPT TO:<evil@x.test>\") contains a line break "
+       "(CR or LF), which no address, path or option value may hold: refused, nothing was "
+       "done\n"},
+      {{"bob@example.com", "r@t.test\nevil@x.test"},
+       "mailq-send: argument 4 (\"r@t.test\\nevil@x.test\") contains a line break (CR or LF), "
+       "which no address, path or option value may hold: refused, nothing was done\n"},
+      {{"r@t.test\revil@x.test"},
+       "mailq-send: argument 3 (\"r@t.test\\revil@x.test\") contains a line break (CR or LF), "
+       "which no address, path or option value may hold: refused, nothing was done\n"},
+      {{"-f", "a@b.test\r\nRCPT TO:<evil@x.test>", "bob@example.com"},
+       "mailq-send: argument 4 (\"a@b.test\\r\\nRCPT TO:<evil@x.test>\") contains a line break "
+       "(CR or LF), which no address, path or option value may hold: refused, nothing was "
+       "done\n"},
+      {{"--", "bob@example.com\x01"},
+       "mailq-send: argument 4 (\"bob@example.com\\x01\") contains a control character, which "
+       "no address, path or option value may hold: refused, nothing was done\n"},
+      {{"bob@example.com\x7f"},
+       "mailq-send: argument 3 (\"bob@example.com\\x7f\") contains a control character, which "
+       "no address, path or option value may hold: refused, nothing was done\n"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.err);
+    ToolRun r = s.send(c.args);
+    CHECK(r.status == 64);
+    CHECK(r.out.empty());
+    CHECK(r.err == c.err);
+  }
+  // The header section read with -t (and the From header that names the sender): a bare CR
+  // would start a new line, a control is no address list.
+  const std::vector<std::pair<std::string, std::string>> messages = {
+      {"To: r@t.test\rRCPT TO:<evil@x.test>\nSubject: x\n\nbody\n",
+       "mailq-send: line 1 of the message holds a bare CR (a CR not followed by LF); lines end "
+       "with LF or CRLF\n"},
+      {"To: r@t.test\x0b<evil@x.test>\nSubject: x\n\nbody\n",
+       "mailq-send: the To header holds a control character (\" r@t.test\\x0b<evil@x.test>\"): "
+       "refused, nothing was queued\n"},
+      {"To: r@t.test\nCc: a@b.test,\n \x1b[2Jevil@x.test\nSubject: x\n\nbody\n",
+       "mailq-send: the Cc header holds a control character (\" a@b.test, \\x1b[2Jevil@x.test\"): "
+       "refused, nothing was queued\n"},
+  };
+  for (const auto& [input, err] : messages) {
+    INFO(err);
+    ToolRun r = s.send({"-t"}, input);
+    CHECK(r.status == 65);
+    CHECK(r.out.empty());
+    CHECK(r.err == err);
+  }
+  // A From header with a control decides nothing once -f names the sender; without -f it is
+  // refused.
+  const std::string bad_from = "From: a@b.test\x0b<evil@x.test>\nSubject: x\n\nbody\n";
+  ToolRun r = s.send({"bob@example.com"}, bad_from);
+  CHECK(r.status == 65);
+  CHECK(r.err ==
+        "mailq-send: the From header holds a control character "
+        "(\" a@b.test\\x0b<evil@x.test>\"): refused, nothing was queued\n");
+  s.sent_id({"-f", "a@b.test", "bob@example.com"}, bad_from);
+  // Nothing of the refused submissions was queued: the first message and the last only, and
+  // no evil@x.test anywhere.
+  auto stored = s.stored();
+  REQUIRE(stored.size() == 2);
+  for (const auto& m : stored)
+    CHECK(addresses(m.record) == std::vector<std::string>{"bob@example.com"});
+  // A tab is whitespace, not a control: a display name with one still works.
+  s.sent_id({"Bob\t<bob@example.com>"});
+  CHECK(s.stored().size() == 3);
+}
+
+TEST_CASE("mailq-queue refuses a CR, LF or control in any argument", "[tools][queue][security]") {
+  Spool s;
+  std::string id = s.sent_id({"bob@example.com"});
+  ToolRun r = s.queue({"hold", id + "\nflush"});
+  CHECK(r.status == 64);
+  CHECK(r.err == "mailq-queue: argument 5 (\"" + id +
+                     "\\nflush\") contains a line break (CR or LF), which no address, path or "
+                     "option value may hold: refused, nothing was done\n");
+  r = s.queue({"list", "--error", "refused\r\nx"});
+  CHECK(r.status == 64);
+  // The message is not held.
+  CHECK(s.ok({"show", id}).find("held: no\n") != std::string::npos);
+}
+
 TEST_CASE("mailq-send exits 75 (try again later) when the spool cannot take the message",
           "[tools][send]") {
   TempDir dir;
