@@ -22,8 +22,9 @@
 #include "mailq/queue.h"
 #include "mailq/resolver.h"
 #include "mailq/route.h"
-#include "mailq/spool.h"
-#include "mailq/uv.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 
 namespace {
 

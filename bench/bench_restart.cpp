@@ -19,8 +19,9 @@
 #include "bench_util.h"
 #include "mailq/queue.h"
 #include "mailq/route.h"
-#include "mailq/spool.h"
-#include "mailq/uv.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 
 namespace {
 

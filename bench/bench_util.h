@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "mailq/segment_spool.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/spool/layout.h"
 
 namespace bench {
 

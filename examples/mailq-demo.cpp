@@ -17,14 +17,15 @@
 #include <string>
 #include <vector>
 
-#include "mailq/ares.h"
+#include "mailq/ares/resolver.h"
 #include "mailq/deliverer.h"
 #include "mailq/domain_state.h"
 #include "mailq/log.h"
 #include "mailq/queue.h"
 #include "mailq/route.h"
-#include "mailq/spool.h"
-#include "mailq/uv.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 
 namespace {
 

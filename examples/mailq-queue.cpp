@@ -21,7 +21,7 @@
 #include "examples/relay/tools.h"
 #include "mailq/queue.h"
 #include "mailq/route.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
 
 namespace {
 

@@ -29,7 +29,7 @@
 #include "mailq/log.h"
 #include "mailq/queue.h"
 #include "mailq/route.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
 
 namespace {
 

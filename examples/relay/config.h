@@ -17,13 +17,13 @@
 #include <string_view>
 #include <vector>
 
-#include "mailq/ares.h"
+#include "mailq/ares/resolver.h"
 #include "mailq/deliverer.h"
 #include "mailq/domain_state.h"
 #include "mailq/error.h"
 #include "mailq/queue.h"
 #include "mailq/route.h"
-#include "mailq/segment_spool.h"
+#include "mailq/spool/layout.h"
 
 namespace mailq::relay {
 

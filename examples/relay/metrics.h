@@ -41,7 +41,7 @@
 #include "mailq/domain_state.h"
 #include "mailq/events.h"
 #include "mailq/queue.h"
-#include "mailq/uv_server.h"
+#include "mailq/uv/smtp_listener.h"
 
 namespace mailq::relay {
 

@@ -11,15 +11,16 @@
 #include "examples/relay/commands.h"
 #include "examples/relay/control.h"
 #include "examples/relay/metrics.h"
-#include "mailq/ares.h"
+#include "mailq/ares/resolver.h"
 #include "mailq/deliverer.h"
 #include "mailq/domain_state.h"
 #include "mailq/log.h"
 #include "mailq/queue.h"
-#include "mailq/segment_spool.h"
-#include "mailq/spool.h"
-#include "mailq/uv.h"
-#include "mailq/uv_server.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/spool/layout.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/smtp_listener.h"
+#include "mailq/uv/transport.h"
 
 namespace mailq::relay {
 

@@ -1,7 +1,7 @@
 #include "examples/relay/tools.h"
 
-#include "mailq/segment_spool.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/spool/layout.h"
 
 namespace mailq::relay {
 

@@ -10,7 +10,7 @@
 #include "examples/relay/config.h"
 #include "mailq/clock.h"
 #include "mailq/error.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
 
 namespace mailq::relay {
 

@@ -24,7 +24,7 @@
 
 #include "core/dns_wire.h"
 #include "fuzz_support.h"
-#include "mailq/ares.h"
+#include "mailq/ares/resolver.h"
 
 namespace mailq::fuzz {
 

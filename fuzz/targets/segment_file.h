@@ -41,7 +41,7 @@
 #include "fuzz_support.h"
 #include "mailq/clock.h"
 #include "mailq/message.h"
-#include "mailq/segment_spool.h"
+#include "mailq/spool/layout.h"
 #include "spool/format.h"
 #include "spool_support.h"
 

@@ -32,7 +32,7 @@
 #include "fuzz_support.h"
 #include "mailq/clock.h"
 #include "mailq/message.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
 #include "spool/crc32c.h"
 #include "spool/format.h"
 #include "spool_support.h"

@@ -5,21 +5,13 @@
 // real engine runs on libuv timers (`mailq::uv::LoopClock`, in the libuv adapter).
 #pragma once
 
-#include <chrono>
-#include <cstdint>
 #include <functional>
 #include <map>
 #include <utility>
 
+#include "mailq/time.h"
+
 namespace mailq {
-
-/// Wall-clock time: what log lines, DSNs and the spool record.
-using TimePoint = std::chrono::system_clock::time_point;
-/// Durations are milliseconds throughout the API.
-using Duration = std::chrono::milliseconds;
-
-using TimerId = std::uint64_t;
-inline constexpr TimerId kNoTimer = 0;
 
 /// Time source and timer service, single-threaded.
 ///

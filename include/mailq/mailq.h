@@ -24,4 +24,5 @@
 #include "mailq/route.h"
 #include "mailq/smtp_client.h"
 #include "mailq/storage.h"
+#include "mailq/time.h"
 #include "mailq/transport.h"

@@ -1,6 +1,7 @@
 // mailq — SMTP replies and delivery outcomes.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -56,5 +57,16 @@ Reply connection_lost(std::string_view detail);
 /// 451 4.4.7 / 550 5.4.7 — the message stayed in the queue longer than its lifetime.
 Reply expired(std::string_view last_reply);
 }  // namespace replies
+
+/// Parses one complete reply (all its lines, each ending in CRLF or LF; the last line's
+/// terminator may be left off) as received. Returns nullopt on a protocol error (no code or a
+/// code outside 2xx-5xx, mismatched codes between lines, bad separator, a line over 4096
+/// octets, more than 256 lines) or when the input holds more than one reply.
+///
+/// The enhanced status code (RFC 3463) is split off into `Reply::enhanced` when the first
+/// line starts with one whose class matches the reply code; later lines lose it when it is
+/// the same. Lines are joined with "\n"; control characters other than HT in the text become
+/// '?', so that a reply cannot inject line breaks into logs or DSN fields.
+std::optional<Reply> parse_reply(std::string_view lines);
 
 }  // namespace mailq

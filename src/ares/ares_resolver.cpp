@@ -22,7 +22,7 @@
 #include "ares/status.h"
 #include "core/dns_cache.h"
 #include "core/dns_wire.h"
-#include "mailq/ares.h"
+#include "mailq/ares/resolver.h"
 
 namespace mailq::ares {
 

@@ -5,8 +5,8 @@
 #include <memory>
 #include <string>
 
-#include "mailq/segment_spool.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/spool/layout.h"
 #include "spool/file_io.h"
 
 namespace mailq {

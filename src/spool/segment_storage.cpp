@@ -1,4 +1,5 @@
-// The segment spool (include/mailq/segment_spool.h, docs/spool-format.md "The segment spool").
+// The segment spool (include/mailq/spool/segment_spool.h, docs/spool-format.md "The segment
+// spool").
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/file.h>
@@ -17,8 +18,8 @@
 #include <utility>
 #include <vector>
 
-#include "mailq/segment_spool.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/spool/layout.h"
 #include "spool/crc32c.h"
 #include "spool/file_io.h"
 #include "spool/format.h"
@@ -270,7 +271,7 @@ struct SegmentStorage::Impl {
       }
       return fail_open("lock " + dir + "/lock", errno);
     }
-    // A file spool (spool.h) in the same directory: its messages would be ignored.
+    // A file spool (file_spool.h) in the same directory: its messages would be ignored.
     bool files = false;
     if (int err = detail::has_queue_files(spool_fd.get(), &files)) {
       return fail_open("list " + dir + "/queue", err);

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
 #include "spool/crc32c.h"
 #include "spool/file_io.h"
 #include "spool/format.h"

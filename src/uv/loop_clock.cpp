@@ -8,7 +8,8 @@
 #include <unordered_map>
 #include <utility>
 
-#include "mailq/uv.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 #include "uv/report.h"
 
 namespace mailq {

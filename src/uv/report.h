@@ -5,7 +5,8 @@
 #include <string>
 #include <string_view>
 
-#include "mailq/uv.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 
 namespace mailq {
 namespace uv {

@@ -18,8 +18,9 @@
 #include <utility>
 #include <vector>
 
-#include "mailq/uv.h"
-#include "mailq/uv_server.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/smtp_listener.h"
+#include "mailq/uv/transport.h"
 
 namespace mailq {
 namespace uv {

@@ -13,7 +13,8 @@
 #include <utility>
 
 #include "mailq/error.h"
-#include "mailq/uv.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 #include "uv/report.h"
 #include "uv/tls.h"
 

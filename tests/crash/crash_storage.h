@@ -14,8 +14,8 @@
 
 #include "mailq/clock.h"
 #include "mailq/error.h"
-#include "mailq/segment_spool.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/spool/layout.h"
 
 namespace mailq_crash {
 

@@ -35,7 +35,8 @@
 #include "mailq/queue.h"
 #include "mailq/resolver.h"
 #include "mailq/route.h"
-#include "mailq/uv.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 
 using mailq_crash::say;
 

@@ -36,7 +36,8 @@
 #include "crash_body.h"
 #include "crash_io.h"
 #include "crash_storage.h"
-#include "mailq/uv.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 
 using mailq_crash::say;
 

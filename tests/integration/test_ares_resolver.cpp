@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "ares/status.h"
-#include "mailq/ares.h"
+#include "mailq/ares/resolver.h"
 #include "support/unbound_server.h"
 
 using mailq::AddressAnswer;

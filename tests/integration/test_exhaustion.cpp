@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
 #include "support/hostile_engine.h"
 #include "support/hostile_server.h"
 #include "support/servers.h"
@@ -628,8 +628,8 @@ TEST_CASE(
   REQUIRE(id);
   fs.fill("filler");
   (void)e.queue->release(id.value());
-  REQUIRE(
-      e.poll_until([&] { return e.queue->find(id.value()) == std::nullopt || e.queue->size() > 1; }));
+  REQUIRE(e.poll_until(
+      [&] { return e.queue->find(id.value()) == std::nullopt || e.queue->size() > 1; }));
   e.loop.run_for(200ms);
   REQUIRE(e.drain());
   INFO(e.diagnostics());

@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "mailq/ares.h"
+#include "mailq/ares/resolver.h"
 #include "support/hostile_dns.h"
 #include "support/hostile_engine.h"
 

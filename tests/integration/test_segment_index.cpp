@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "mailq/segment_spool.h"
+#include "mailq/spool/layout.h"
 #include "spool/format.h"
 #include "support/spool_fixtures.h"
 

@@ -19,8 +19,8 @@
 
 #include "mailq/queue.h"
 #include "mailq/route.h"
-#include "mailq/segment_spool.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/spool/layout.h"
 #include "spool/crc32c.h"
 #include "support/spool_fixtures.h"
 

@@ -9,7 +9,7 @@
 #include <set>
 #include <string>
 
-#include "mailq/segment_spool.h"
+#include "mailq/spool/layout.h"
 #include "support/spool_fixtures.h"
 #include "support/sync_fault.h"
 

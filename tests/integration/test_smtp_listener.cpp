@@ -11,9 +11,10 @@
 
 #include "mailq/queue.h"
 #include "mailq/route.h"
-#include "mailq/spool.h"
-#include "mailq/uv.h"
-#include "mailq/uv_server.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/smtp_listener.h"
+#include "mailq/uv/transport.h"
 #include "support/loop_checks.h"
 #include "support/raw_client.h"
 #include "support/servers.h"

@@ -20,7 +20,7 @@
 
 #include "mailq/queue.h"
 #include "mailq/route.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
 #include "spool/crc32c.h"
 #include "spool/format.h"
 #include "support/spool_fixtures.h"

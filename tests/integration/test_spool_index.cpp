@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
 #include "spool/format.h"
 #include "support/spool_fixtures.h"
 

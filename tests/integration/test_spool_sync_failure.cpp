@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
 #include "support/spool_fixtures.h"
 #include "support/sync_fault.h"
 

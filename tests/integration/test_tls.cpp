@@ -11,7 +11,8 @@
 
 #include "mailq/error.h"
 #include "mailq/smtp_client.h"
-#include "mailq/uv.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 #include "support/loop_checks.h"
 #include "support/loop_server.h"
 #include "support/servers.h"

@@ -17,8 +17,8 @@
 
 #include "examples/relay/control.h"
 #include "mailq/queue.h"
-#include "mailq/segment_spool.h"
-#include "mailq/spool.h"
+#include "mailq/spool/file_spool.h"
+#include "mailq/spool/layout.h"
 #include "support/daemon.h"
 #include "support/servers.h"
 #include "support/test_loop.h"

@@ -22,7 +22,8 @@
 #include "mailq/resolver.h"
 #include "mailq/route.h"
 #include "mailq/storage.h"
-#include "mailq/uv.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 #include "support/test_loop.h"
 
 namespace mailq {

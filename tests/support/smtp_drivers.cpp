@@ -2,7 +2,8 @@
 
 #include <type_traits>
 
-#include "mailq/uv.h"
+#include "mailq/uv/loop_clock.h"
+#include "mailq/uv/transport.h"
 
 namespace mailq {
 namespace test {

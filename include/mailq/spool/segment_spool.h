@@ -8,7 +8,7 @@
 // Why: creating, renaming and unlinking one file per message costs the file system a
 // metadata update each (and, on ext4, journal work that stalls behind every sync). Appending
 // records to one open file and making a whole batch durable with one `fdatasync` costs a
-// sequential write per message. The file spool (`SpoolStorage`, spool.h) stays the default
+// sequential write per message. The file spool (`SpoolStorage`, file_spool.h) stays the default
 // for the Messaging Server layout (a ZZ/ZY/ZX file per message an operator can look at); the
 // segment spool is for throughput. Both give the same guarantees:
 //
@@ -46,7 +46,7 @@
 
 #include "mailq/clock.h"
 #include "mailq/error.h"
-#include "mailq/spool.h"
+#include "mailq/spool/durable_storage.h"
 #include "mailq/storage.h"
 
 namespace mailq {
@@ -168,23 +168,6 @@ class SegmentStorage final : public DurableStorage {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-/// How a spool directory keeps its messages.
-enum class Layout : std::uint8_t {
-  files,     ///< `SpoolStorage` (spool.h): a file per message, queue/<channel>/ZZ<id>.00
-  segments,  ///< `SegmentStorage`: append-only segment files, for throughput
-};
-const char* to_string(Layout layout) noexcept;
-/// "files" or "segments"; nullopt for anything else.
-std::optional<Layout> parse_layout(std::string_view text) noexcept;
-/// The layout of an existing spool directory: `segments` when segments/ holds a segment file,
-/// `files` when queue/ exists; nullopt for a missing or new directory.
-std::optional<Layout> detect_layout(const std::string& directory);
-/// Opens the spool of the given layout and returns it, or its open error (a lock held by
-/// another process, a directory holding the other layout, permissions, ...).
-Result<std::unique_ptr<DurableStorage>> open_spool(const std::string& directory, Clock& clock,
-                                                   Layout layout, const SpoolOptions& files = {},
-                                                   const SegmentOptions& segments = {});
 
 }  // namespace spool
 }  // namespace mailq

@@ -1,81 +1,35 @@
-// mailq — the libuv adapter: timers (`LoopClock`) and TCP connections with STARTTLS through
-// mbedTLS (`UvTransport`), both on a `uv_loop_t` that the host owns.
+// mailq — the libuv adapter's transport: TCP connections with STARTTLS through mbedTLS
+// (`UvTransport`), on a `uv_loop_t` that the host owns (CMake target `mailq::uv`).
 //
-// Threading: everything here is single-threaded. Every member function must be called on the
-// thread that runs the loop, and every callback (timer callbacks, ConnectionHandler methods)
-// runs on that thread from inside `uv_run`, never from inside the call that caused it.
+// Threading: single-threaded. Every member function must be called on the thread that runs
+// the loop, and every ConnectionHandler method runs on that thread from inside `uv_run`,
+// never from inside the call that caused it.
 //
-// Ownership and shutdown: the host owns the loop. A LoopClock, a UvTransport and every
-// Connection it made must be destroyed before the loop is closed, and the loop must run once
-// more afterwards (`uv_run(loop, UV_RUN_DEFAULT)` returns when everything is closed): libuv
-// frees a handle's memory only in its close callback, so the adapter's internal state lives
-// until those callbacks ran. `uv_loop_close` then succeeds: no handle is left behind.
+// Ownership and shutdown: the host owns the loop. A UvTransport and every Connection it made
+// must be destroyed before the loop is closed, and the loop must run once more afterwards:
+// libuv frees a handle's memory only in its close callback, so the adapter's internal state
+// lives until those callbacks ran.
 //
-// Exceptions: an exception thrown by a timer callback or a ConnectionHandler method is caught
-// at the libuv boundary (it must not unwind through C frames) and reported to the error
-// handler; the loop goes on.
+// Exceptions: an exception thrown by a ConnectionHandler method is caught at the libuv
+// boundary and reported to the error handler; the loop goes on.
 #pragma once
 
 #include <uv.h>
 
 #include <cstddef>
-#include <functional>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <system_error>
 #include <vector>
 
-#include "mailq/clock.h"
 #include "mailq/transport.h"
+#include "mailq/uv/loop_clock.h"
 
 namespace mailq {
 namespace uv {
 namespace detail {
 struct TransportShared;
 }  // namespace detail
-
-/// Receives failures that have no other way out: an exception thrown by a host callback.
-using ErrorHandler = std::function<void(std::string_view message)>;
-
-/// A `mailq::Clock` on a libuv loop.
-///
-/// `now()` is the wall clock (`std::chrono::system_clock`), because that is what log lines,
-/// DSNs and the spool record; timers run on the loop's monotonic time (`uv_now`), so a wall
-/// clock step does not fire or delay them. As with libuv timers, a delay counts from the
-/// loop's cached time of the current iteration.
-///
-/// Timers due at the same time run in the order they were scheduled. Zero-delay work
-/// scheduled from inside a timer callback runs after the loop has polled for I/O once, so a
-/// chain of posts cannot starve the sockets.
-///
-/// Internally one `uv_timer_t` (for future deadlines) plus a `uv_check_t` / `uv_idle_t` pair
-/// (for work that is already due) serve any number of timers.
-class LoopClock final : public Clock {
- public:
-  /// `loop` must outlive the clock (and the close callbacks the destructor starts).
-  explicit LoopClock(uv_loop_t* loop);
-  /// Cancels every pending timer (their functions are destroyed, not run) and closes the
-  /// handles. Allowed from inside one of the clock's own callbacks.
-  ~LoopClock() override;
-  LoopClock(const LoopClock&) = delete;
-  LoopClock& operator=(const LoopClock&) = delete;
-
-  TimePoint now() const override;
-  /// Negative delays count as zero.
-  TimerId schedule(Duration after, std::function<void()> fn) override;
-  void cancel(TimerId id) override;
-
-  /// Number of pending timers.
-  std::size_t pending() const noexcept;
-  uv_loop_t* loop() const noexcept;
-  /// Where exceptions escaping a timer callback are reported (default: stderr).
-  void set_error_handler(ErrorHandler handler);
-
- private:
-  struct State;
-  State* state_;  // freed by the last handle close callback, not by the destructor
-};
 
 /// Settings of a UvTransport.
 struct UvTransportOptions {

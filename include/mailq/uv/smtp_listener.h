@@ -20,11 +20,11 @@
 // its replies is simply not read any more. The idle timeout does not run while the host
 // works on a message (that is not the client's fault).
 //
-// Threading and lifetime: as for UvTransport (uv.h). Callbacks run on the loop thread. The
-// `done` handed to `on_message` holds only weak references: it may be called after the
-// client vanished, after `close()` or after the listener was destroyed (it then does
-// nothing but count). Destroy the listener before closing the loop and run the loop once
-// more: connection memory is freed by libuv close callbacks.
+// Threading and lifetime: as for UvTransport (uv/transport.h). Callbacks run on the loop thread.
+// The `done` handed to `on_message` holds only weak references: it may be called after the client
+// vanished, after `close()` or after the listener was destroyed (it then does nothing but count).
+// Destroy the listener before closing the loop and run the loop once more: connection memory is
+// freed by libuv close callbacks.
 #pragma once
 
 #include <uv.h>
