@@ -87,7 +87,7 @@ struct QueueStats {
   std::size_t messages = 0;
   std::size_t recipients_pending = 0;  ///< not final
   std::size_t held = 0;
-  std::size_t destinations = 0;
+  std::size_t destinations = 0;  ///< destinations with a pending recipient (held ones too)
   std::uint64_t enqueued = 0, delivered = 0, deferred = 0, bounced = 0, expired = 0;
 };
 
@@ -145,7 +145,9 @@ class Queue {
   std::error_code remove(MessageId id);
   /// Bounces every pending recipient (550 5.0.0 deleted by the operator) with a DSN.
   std::error_code bounce(MessageId id, std::string_view reason = "deleted by the operator");
-  /// Makes every deferred job due now (a flush). Returns how many jobs were made due.
+  /// Makes every deferred job due now (a flush) and wakes the Deliverer attached to this
+  /// queue, which tries them on the next loop turn (down destinations still wait for their
+  /// mark to expire). Returns how many messages were made due.
   std::size_t make_all_due();
 
   // --- inspection ---
@@ -171,8 +173,8 @@ class Queue {
   // --- the Deliverer's side ---
   /// Called (through a zero-delay timer) whenever a message is enqueued or released.
   void set_new_work_listener(std::function<void(MessageId)> fn) { listener_ = std::move(fn); }
-  /// Called when the earliest due time of the queue may have changed.
-  void set_schedule_listener(std::function<void()> fn) { schedule_listener_ = std::move(fn); }
+  /// Called (through a zero-delay timer) when make_all_due made jobs due: a flush.
+  void set_due_now_listener(std::function<void()> fn) { due_now_listener_ = std::move(fn); }
   /// Destinations with a due job and no `not_before` in the future, earliest first.
   std::vector<std::string> due_destinations(TimePoint now, std::size_t max = SIZE_MAX) const;
   /// Earliest time any destination becomes due (considering not_before); max() when none.
@@ -249,7 +251,7 @@ class Queue {
   std::set<TimerId> dsn_timers_;  // DSNs the storage refused, tried again
   TimePoint expiry_timer_at_ = TimePoint::max();
   std::function<void(MessageId)> listener_;
-  std::function<void()> schedule_listener_;
+  std::function<void()> due_now_listener_;
   QueueStats counters_;
   std::unique_ptr<detail::SinkGuard> sink_guard_;
 };

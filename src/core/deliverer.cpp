@@ -187,6 +187,7 @@ struct Deliverer::Impl {
   ~Impl() {
     if (cycle_timer != kNoTimer) clock.cancel(cycle_timer);
     queue.set_new_work_listener(nullptr);
+    queue.set_due_now_listener(nullptr);
     // Jobs in flight go back to the queue unattempted; connections close silently.
     for (auto& [key, run] : runs) {
       for (auto& s : run->sessions) {
@@ -914,6 +915,9 @@ Deliverer::Deliverer(Queue& queue, const RouteTable& routes, DomainStateTable& d
   impl_ = std::make_unique<Impl>(queue, routes, domains, resolver, transport, clock, sink, config_);
   Impl* impl = impl_.get();
   queue.set_new_work_listener([impl](MessageId id) { impl->new_work(id); });
+  queue.set_due_now_listener([impl] {
+    if (impl->started) impl->run_cycle();
+  });
 }
 
 Deliverer::~Deliverer() = default;

@@ -235,9 +235,7 @@ void Queue::touch_destination(DestQueue& d) {
   if (d.waiting.empty() && d.not_before == TimePoint{}) {
     // Forget empty destinations so that the map does not grow with every domain ever seen.
     st.dests.erase(d.key);
-    return;
   }
-  if (schedule_listener_) schedule_listener_();
 }
 
 std::vector<std::pair<std::string, TimePoint>> Queue::jobs_of(std::uint32_t s) const {
@@ -407,7 +405,6 @@ std::error_code Queue::recover(RecoveryReport* report) {
   malloc_trim(0);
 #endif
   arm_expiry_timer();
-  if (schedule_listener_) schedule_listener_();
   return ec;
 }
 
@@ -534,6 +531,13 @@ std::size_t Queue::make_all_due() {
     schedule_jobs(s);
     ++n;
   }
+  if (n > 0 && due_now_listener_) {
+    // On the next turn: an operator's flush from inside an event handler must not re-enter
+    // the Deliverer.
+    clock_.schedule(Duration{0}, [this] {
+      if (due_now_listener_) due_now_listener_();
+    });
+  }
   return n;
 }
 
@@ -594,15 +598,20 @@ std::vector<std::pair<std::string, std::size_t>> Queue::depth_by_destination() c
 
 QueueStats Queue::stats() const {
   QueueStats s = counters_;
+  // Every destination with mail waiting, whether due, deferred, down or only held: the
+  // schedule's own table leaves out destinations whose messages are all held.
+  std::set<std::string> destinations;
   for (const Slot& slot : st_->slots) {
     if (!slot.id || (slot.flags & kRemoved)) continue;
     s.messages++;
     if (slot.flags & kHeld) s.held++;
     slot.rec.each_recipient([&](std::size_t, const detail::RecipientView& r) {
-      if (!is_final(r.state)) s.recipients_pending++;
+      if (is_final(r.state)) return;
+      s.recipients_pending++;
+      destinations.insert(destination_of(r.address, r.route));
     });
   }
-  s.destinations = st_->dests.size();
+  s.destinations = destinations.size();
   return s;
 }
 

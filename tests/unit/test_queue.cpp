@@ -605,3 +605,49 @@ TEST_CASE(
   CHECK(d.find("d@example.com") == std::string::npos);
   CHECK(d.find("Action: failed") == std::string::npos);
 }
+
+TEST_CASE(
+    "Queue::make_all_due on its own delivers deferred mail at once: a flush wakes the "
+    "Deliverer",
+    "[queue][operator]") {
+  Engine e;
+  example_com(e);
+  auto& s = e.transport.at("127.0.0.10").script;
+  s.rcpt_replies["later@example.com"] = "450 4.2.0 <later@example.com>: greylisted";
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"later@example.com"});
+  e.settle();
+  REQUIRE(e.rcpt(id).state == RecipientState::deferred);
+  e.clock.advance(Duration(10s));  // the idle connection closes (a new one gets the new script)
+  s.rcpt_replies.erase("later@example.com");
+  e.transport.received.clear();
+
+  CHECK(e.queue->make_all_due() == 1);
+  e.settle();  // no time passes: not the next queue cycle
+  REQUIRE(e.transport.received.size() == 1);
+  CHECK(e.transport.received[0].rcpt_to == std::vector<std::string>{"later@example.com"});
+  CHECK(e.queue->find(id) == std::nullopt);
+  CHECK(e.queue->make_all_due() == 0);
+}
+
+TEST_CASE("QueueStats::destinations counts every destination holding mail, held-only ones too",
+          "[queue][operator]") {
+  Engine e;
+  for (const char* d : {"a.test", "b.test", "c.test"}) {
+    e.resolver.set_mx(d, {{10, std::string("mx.") + d}});
+    e.resolver.set_addresses(std::string("mx.") + d, {"127.0.0.10"});
+  }
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
+  e.deliverer->start();
+  e.send("s@example.org", {"u@a.test"});
+  e.send("s@example.org", {"u@b.test"});
+  MessageId held = e.send("s@example.org", {"u@c.test"});
+  REQUIRE_FALSE(e.queue->hold(held));
+  e.settle();
+  const QueueStats st = e.queue->stats();
+  CHECK(st.messages == 3);
+  CHECK(st.held == 1);
+  CHECK(st.destinations == 3);
+  REQUIRE_FALSE(e.queue->remove(held));
+  CHECK(e.queue->stats().destinations == 2);
+}
