@@ -97,7 +97,6 @@ int main(int argc, char** argv) {
   mailq::StaticResolver resolver(clock);
   RefusingTransport transport(clock);
   mailq::RouteTable routes;  // default route: MX lookup, each domain its own destination
-  mailq::DomainStateTable domains({1, mailq::Duration(std::chrono::minutes(15))});
   Counter counter;
   mailq::Queue queue(storage, routes, clock, &counter, {});
   resolver.set_addresses("mx.bench.localhost", {"127.0.0.1"});
@@ -122,7 +121,8 @@ int main(int argc, char** argv) {
   mailq::DelivererConfig dc;
   dc.max_jobs_per_destination_per_cycle = static_cast<std::uint32_t>(per);
   dc.max_connections = 100000;
-  mailq::Deliverer deliverer(queue, routes, domains, resolver, transport, clock, &counter, dc);
+  dc.domain_state = {1, mailq::Duration(std::chrono::minutes(15))};
+  mailq::Deliverer deliverer(queue, resolver, transport, dc);
 
   // First attempt: one refused connection per destination marks it down; every message is
   // deferred once with the self-imposed 451 4.4.1.

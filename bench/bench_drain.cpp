@@ -95,7 +95,6 @@ int main(int argc, char** argv) {
       return 70;
     }
     (void)routes.set_default("tcp_sink");
-    mailq::DomainStateTable domains;
     Counter counter;
     mailq::QueueConfig qc;
     qc.reporting_mta = "bench.localhost";
@@ -135,7 +134,7 @@ int main(int argc, char** argv) {
     // The default (10,000 jobs per destination per cycle) would leave the rest of a larger
     // backlog for the next queue cycle, 15 minutes later: take the whole backlog at once.
     dc.max_jobs_per_destination_per_cycle = static_cast<std::uint32_t>(count);
-    mailq::Deliverer deliverer(queue, routes, domains, resolver, transport, clock, &counter, dc);
+    mailq::Deliverer deliverer(queue, resolver, transport, dc);
     const auto t0 = bench::Steady::now();
     deliverer.start();
     bool ok = bench::run_until(

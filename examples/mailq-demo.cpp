@@ -1,9 +1,9 @@
 // mailq-demo — mailq embedded in a host's own libuv loop.
 //
 // Wires the objects a host application builds: a LoopClock, the durable SpoolStorage, the
-// c-ares resolver, the libuv transport, a RouteTable, a DomainStateTable, the Queue and the
-// Deliverer, with the Messaging Server log on stdout. Submits batches of messages to the given
-// domains, runs the loop until nothing is due, and prints a summary.
+// c-ares resolver, the libuv transport, a RouteTable, the Queue and the Deliverer (which keeps
+// the table of down destinations), with the Messaging Server log on stdout. Submits batches of
+// messages to the given domains, runs the loop until nothing is due, and prints a summary.
 //
 //   mailq-demo --spool DIR --dns 127.0.0.1:5353 --mx-port 2525 [--batches 5] [--per-batch 4]
 //              [--threshold 3] [--log FILE] DOMAIN...
@@ -147,8 +147,6 @@ int main(int argc, char** argv) {
     (void)routes.add(local);
     (void)routes.set_default("tcp_local");
 
-    mailq::DomainStateTable domains({opt.threshold, mailq::Duration(15 * 60 * 1000)});
-
     std::FILE* logf = stdout;
     if (!opt.log_path.empty()) {
       logf = std::fopen(opt.log_path.c_str(), "a");
@@ -175,7 +173,8 @@ int main(int argc, char** argv) {
     mailq::DelivererConfig dc;
     dc.helo_name = "mailq-demo.localhost";
     dc.idle_timeout = mailq::Duration(1000);
-    mailq::Deliverer deliverer(queue, routes, domains, **resolver, transport, clock, &sink, dc);
+    dc.domain_state = {opt.threshold, mailq::Duration(15 * 60 * 1000)};
+    mailq::Deliverer deliverer(queue, **resolver, transport, dc);
     deliverer.start();
 
     // Submit in batches so that a failing destination collects failures across attempts,
@@ -221,7 +220,7 @@ int main(int argc, char** argv) {
       auto st = queue.stats();
       std::fprintf(stderr, "\rmailq-demo: %zu enqueued, %zu delivered, %zu returned, %zu pending",
                    tally.enqueued, tally.delivered, tally.returned, st.recipients_pending);
-      bool quiet = batch >= opt.batches && deliverer.idle() && queue.next_due() > clock.now();
+      bool quiet = batch >= opt.batches && deliverer.idle() && deliverer.next_due() > clock.now();
       quiet_checks = quiet ? quiet_checks + 1 : 0;
       if (quiet_checks >= 3 || clock.now() - started > std::chrono::seconds(60)) {
         std::fprintf(stderr, "\n");

@@ -370,7 +370,7 @@ ControlResponse cmd_show(CommandContext& ctx, const std::vector<std::string>& ar
                            format_time(ctx.domains->down_until(dest, now), ctx.utc));
     }
     if (!r.last_reply.empty()) out += fmt::format("    last reply: {}\n", r.last_reply.to_string());
-    if (!r.remote.empty()) out += fmt::format("    remote: {}\n", r.remote);
+    if (!r.remote_mta.empty()) out += fmt::format("    remote: {}\n", r.remote_mta);
   }
   // Seed 000's table, with its exact header.
   out += "Transient Delivery Attempts | Failure Time | Details | Recipient |\n";

@@ -40,7 +40,7 @@ namespace mailq::relay {
 struct CommandContext {
   Queue& queue;
   Clock& clock;
-  DomainStateTable* domains = nullptr;
+  const DomainStateTable* domains = nullptr;
   Deliverer* deliverer = nullptr;
   /// Extra lines for `status` (listener sessions, ...), appended as given.
   std::function<std::string()> extra_status;

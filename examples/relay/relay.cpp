@@ -90,7 +90,6 @@ struct Relay::Impl {
   std::unique_ptr<ares::AresResolver> resolver;
   std::unique_ptr<uv::UvTransport> transport;
   std::optional<RouteTable> routes;
-  std::unique_ptr<DomainStateTable> domains;
   std::unique_ptr<Metrics> metrics;
   std::unique_ptr<Queue> queue;
   std::unique_ptr<Deliverer> deliverer;
@@ -218,8 +217,6 @@ struct Relay::Impl {
     to.error_handler = [this](std::string_view m) { notice(std::string(m)); };
     transport = std::make_unique<uv::UvTransport>(loop, to);
 
-    domains = std::make_unique<DomainStateTable>(config.domain_state);
-
     QueueConfig qc = config.queue;
     qc.error_handler = [this](const std::string& m) { notice(m); };
     queue = std::make_unique<Queue>(*spool, *routes, *clock, &fanout, qc);
@@ -266,9 +263,8 @@ struct Relay::Impl {
     for (const auto& p : report.problems) notice("spool recovery: " + p);
 
     DelivererConfig dc = config.deliverer;
-    dc.error_handler = [this](const std::string& m) { notice(m); };
-    deliverer = std::make_unique<Deliverer>(*queue, *routes, *domains, *resolver, *transport,
-                                            *clock, &fanout, dc);
+    dc.domain_state = config.domain_state;
+    deliverer = std::make_unique<Deliverer>(*queue, *resolver, *transport, dc);
     deliverer_stopped = false;
 
     if (options.handle_signals) install_signals();
@@ -359,7 +355,7 @@ struct Relay::Impl {
   void on_control(ControlRequest request, std::function<void(ControlResponse)> respond) {
     if (stopping || !queue) return respond(ControlResponse::failure("the relay is shutting down"));
     if (request.argv[0] == "submit") return submit(std::move(request), std::move(respond));
-    CommandContext ctx{*queue, *clock, domains.get(), deliverer.get(),
+    CommandContext ctx{*queue, *clock, deliverer ? &deliverer->domains() : nullptr, deliverer.get(),
                        [this] { return extra_status(); }};
     respond(execute_command(ctx, request.argv));
   }
@@ -404,7 +400,7 @@ struct Relay::Impl {
   std::string render_metrics() const {
     Metrics::Sources s;
     s.queue = queue.get();
-    s.domains = domains.get();
+    s.domains = deliverer ? &deliverer->domains() : nullptr;
     s.deliverer = deliverer.get();
     s.listener = listener.get();
     if (listener) s.listener_stats = listener->stats();
@@ -431,8 +427,8 @@ struct Relay::Impl {
     if (stopping || !queue || !deliverer) return;
     // `idle()` also waits for reusable connections to reach [delivery] idle_timeout: a job
     // between DNS and a session is not visible otherwise.
-    const bool quiet = deliverer->idle() && spool->pending_inserts() == 0 &&
-                       queue->due_destinations(clock->now(), 1).empty();
+    const bool quiet =
+        deliverer->idle() && spool->pending_inserts() == 0 && deliverer->next_due() > clock->now();
     // Twice in a row: work handed over through zero-delay timers is visible by then.
     once_quiet_checks = quiet ? once_quiet_checks + 1 : 0;
     if (once_quiet_checks < 2) return;

@@ -67,8 +67,8 @@ inline bool same(const MessageRecord& a, const MessageRecord& b) {
     const RecipientRecord& y = b.recipients[i];
     if (x.address != y.address || x.orcpt != y.orcpt || x.notify != y.notify ||
         x.route != y.route || x.state != y.state || x.attempts != y.attempts ||
-        x.next_attempt != y.next_attempt || x.last_reply != y.last_reply || x.remote != y.remote ||
-        x.delay_notified != y.delay_notified) {
+        x.next_attempt != y.next_attempt || x.last_reply != y.last_reply ||
+        x.remote_mta != y.remote_mta || x.delay_notified != y.delay_notified) {
       return false;
     }
   }

@@ -8,8 +8,12 @@
 // bounce, log. New messages are attempted at once; deferred ones at the first queue cycle at
 // or after their retry time.
 //
-// Threading and ownership: single-threaded on the clock's loop. Everything passed to the
-// constructor must outlive the Deliverer. Destroying it closes its connections and cancels its
+// The Deliverer takes its routes, clock, event sink and error reporting from its Queue, and
+// owns the table of down destinations (hosts read it; only `reset_domains` clears it, and
+// that releases the mail the marks held back).
+//
+// Threading and ownership: single-threaded on the clock's loop. The Queue, Resolver and
+// Transport must outlive the Deliverer. Destroying it closes its connections and cancels its
 // timers and queries: jobs in flight go back to the queue unattempted.
 #pragma once
 
@@ -24,7 +28,6 @@
 #include "mailq/events.h"
 #include "mailq/queue.h"
 #include "mailq/resolver.h"
-#include "mailq/route.h"
 #include "mailq/transport.h"
 
 namespace mailq {
@@ -44,8 +47,8 @@ struct DelivererConfig {
   Duration broken_tls_memory{std::chrono::hours(1)};
   /// Jobs taken from one destination per cycle, so that a returning backlog is spread out.
   std::uint32_t max_jobs_per_destination_per_cycle = 10000;
-  /// Where an exception thrown by the EventSink is reported (rate limited); default stderr.
-  ErrorHandler error_handler;
+  /// When a destination is marked down (seed 000) and for how long.
+  DomainStateConfig domain_state;
 };
 
 struct DelivererStats {
@@ -61,9 +64,8 @@ struct DelivererStats {
 
 class Deliverer {
  public:
-  Deliverer(Queue& queue, const RouteTable& routes, DomainStateTable& domains, Resolver& resolver,
-            Transport& transport, Clock& clock, EventSink* sink = nullptr,
-            DelivererConfig config = {});
+  Deliverer(Queue& queue, Resolver& resolver, Transport& transport,
+            const DelivererConfig& config = DelivererConfig());
   ~Deliverer();
   Deliverer(const Deliverer&) = delete;
   Deliverer& operator=(const Deliverer&) = delete;
@@ -82,8 +84,13 @@ class Deliverer {
   /// Clears all down marks (what a restart does): messages held back only by a mark are
   /// tried at once; messages with a real failed attempt keep their retry time.
   void reset_domains();
+  /// Which destinations are down, and why.
+  const DomainStateTable& domains() const noexcept;
 
   bool idle() const noexcept;  ///< nothing in flight, nothing open
+  /// When the queue next has a job this Deliverer would take: the earliest due time of a
+  /// destination, its down mark's end when later; max() when nothing is waiting.
+  TimePoint next_due() const;
   DelivererStats stats() const;
   const DelivererConfig& config() const noexcept { return config_; }
 

@@ -9,10 +9,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "mailq/clock.h"
+#include "mailq/hop.h"
 #include "mailq/message.h"
 #include "mailq/reply.h"
 
@@ -48,6 +50,8 @@ struct Event {
   /// no route to host", or "dns;host.some.org (TCP|206.184.139.12|2788|192.1.1.1|25)",
   /// "(All set, fire away)", "smtp; 250 Ok".
   std::vector<std::string> diagnostic;
+  /// The server behind the reply, when one answered (Q / D / R of a transaction).
+  std::optional<Hop> hop;
   std::string destination;  ///< destination key for destination_* and delivery events
   /// When the message entered the queue (message events; `TimePoint{}` for engine notices):
   /// with `time`, the delivery latency of a 'D' event.
@@ -62,11 +66,33 @@ class EventSink {
   virtual void on_event(const Event& event) = 0;
 };
 
-/// Receives problems the engine cannot report otherwise (a host sink that threw). Called on
-/// the loop thread, at most once per `kErrorReportInterval` per reporter; the suppressed count
-/// is included in the next report.
+/// Receives problems the engine cannot report otherwise (a host sink that threw, a state
+/// write that failed during delivery). Called on the loop thread, at most once per
+/// `kErrorReportInterval` per reporter; the suppressed count is included in the next report.
 using ErrorHandler = std::function<void(const std::string& message)>;
 inline constexpr std::chrono::seconds kErrorReportInterval{10};
+
+/// The one way the parts of the engine report a problem they cannot hand back as a value:
+/// to an `ErrorHandler` (standard error when none), rate limited as said above. An exception
+/// thrown by the handler is swallowed: reporting never unwinds the engine. Loop thread only.
+class ErrorReporter {
+ public:
+  explicit ErrorReporter(ErrorHandler handler = nullptr) : handler_(std::move(handler)) {}
+
+  void report(const std::string& message, TimePoint now);
+  /// Hands `event` to `sink` (none: nothing); what the sink throws is reported as
+  /// "mailq: the event sink threw: <what>".
+  void deliver(EventSink* sink, const Event& event, TimePoint now);
+  /// Problems seen so far, suppressed ones included.
+  std::uint64_t problems() const noexcept { return problems_; }
+
+ private:
+  ErrorHandler handler_;
+  std::uint64_t problems_ = 0;
+  std::uint64_t suppressed_ = 0;
+  TimePoint last_report_{};
+  bool reported_ = false;
+};
 
 /// Sends each event to several sinks.
 class FanoutSink final : public EventSink {

@@ -4,8 +4,10 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "mailq/events.h"
+#include "mailq/hop.h"
 
 namespace mailq {
 
@@ -28,6 +30,17 @@ struct LogFormat {
 /// sender, "rfc822;" original recipient and active recipient; the queue file; the message id;
 /// each diagnostic line. Engine notices render as one line. The result ends with "\n".
 std::string format_log_record(const Event& event, const LogFormat& format = {});
+
+/// Seed 002's line for the server of a session: "dns;host.some.org
+/// (TCP|206.184.139.12|2788|192.1.1.1|25)" (our address and port, then the server's).
+std::string hop_line(const Hop& hop);
+
+/// The diagnostic lines of an outcome's notes, as the log shows them under a record and the
+/// transient-attempt table joins them: a text note as it is; a DNS note "dns; <text>"; a
+/// session that failed before it was usable, its hop line and the reply on one line; a
+/// transaction, its hop line, "(<354 text>)" when the reply was positive, "tls; <version>
+/// <cipher> verified|unverified" when encrypted, and "smtp; <reply>".
+std::vector<std::string> diagnostic_lines(const std::vector<Note>& notes);
 
 /// An EventSink that writes records to a FILE* or a callback.
 class MessagingServerLog final : public EventSink {

@@ -50,7 +50,7 @@ struct RecipientRecord {
   /// The reply behind the current state (last transient reply, the permanent one, or the
   /// delivering 250).
   Reply last_reply;
-  std::string remote;           ///< the host that gave `last_reply`, "dns;mx.example.org (TCP|...)"
+  std::string remote_mta;       ///< the server that gave `last_reply` ("mx.example.org"), or ""
   bool delay_notified = false;  ///< a "delayed" DSN was sent for this recipient
 };
 

@@ -5,7 +5,8 @@
 // SMTP transaction carries all due recipients of one message for one destination. A job is
 // that pair (message, destination); the queue orders jobs by due time per destination, and
 // destinations by their earliest due job, so a queue cycle touches only what is due and a
-// down destination costs nothing per message.
+// down destination costs nothing per message. A recipient's destination is fixed when its
+// message enters the queue (enqueue or recovery).
 //
 // Threading: single-threaded, on the loop thread. The Queue must outlive the Deliverer that
 // uses it; Storage, RouteTable, Clock and EventSink must outlive the Queue.
@@ -13,13 +14,11 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
-#include <random>
-#include <set>
 #include <string>
-#include <unordered_map>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "mailq/address.h"
@@ -33,9 +32,12 @@
 
 namespace mailq {
 
+class Queue;
 namespace detail {
-class SinkGuard;
-}
+class QueueCore;
+class DeliveryPort;
+DeliveryPort& delivery_port(Queue& queue);
+}  // namespace detail
 
 /// When to try again after the n-th failed attempt.
 ///
@@ -64,7 +66,9 @@ struct QueueConfig {
   /// NOTIFY=NEVER or a NOTIFY list without DELAY, never for a <> sender.
   Duration delay_notice_after{0};
   std::uint64_t random_seed = 0;  ///< 0 = from std::random_device
-  /// Where an exception thrown by the EventSink is reported (rate limited); default stderr.
+  /// Where problems that cannot be handed back are reported (an EventSink that threw, a
+  /// state write that failed during delivery), rate limited; default stderr. The Deliverer
+  /// attached to the queue reports through the same handler.
   ErrorHandler error_handler;
 };
 
@@ -91,31 +95,10 @@ struct QueueStats {
   std::uint64_t enqueued = 0, delivered = 0, deferred = 0, bounced = 0, expired = 0;
 };
 
-/// One (message, destination) pair due for delivery, handed to the Deliverer.
-struct Job {
-  MessageId id;
-  std::string destination;
-  std::vector<std::size_t> recipients;  ///< indices into MessageRecord::recipients
-};
-
-/// The outcome of one recipient of a job.
-struct RecipientOutcome {
-  std::size_t index = 0;
-  Reply reply;
-  std::string remote;                   ///< "dns;mx.example.org (TCP|127.0.0.1|40312|127.0.0.1|25)"
-  std::vector<std::string> diagnostic;  ///< log lines
-  /// false for deferrals the engine imposed on itself (destination down, throttling): they
-  /// are recorded and logged but are not delivery attempts.
-  bool counts_as_attempt = true;
-  /// Accepted by a next hop that does not offer DSN: NOTIFY=SUCCESS could not be passed on,
-  /// so the queue sends the sender a "relayed" notice itself (RFC 3461).
-  bool relayed_without_dsn = false;
-};
-
 class Queue {
  public:
   Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink* sink = nullptr,
-        QueueConfig config = {});
+        const QueueConfig& config = QueueConfig());
   ~Queue();
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
@@ -163,97 +146,19 @@ class Queue {
   /// the queue depth a metrics scrape shows. One pass over the queue.
   std::vector<std::pair<std::string, std::size_t>> depth_by_destination() const;
   /// The message body, read from the storage.
-  Result<std::string> read_body(MessageId id) const { return storage_.read_body(id); }
+  Result<std::string> read_body(MessageId id) const;
   std::size_t size() const noexcept;
-  const QueueConfig& config() const noexcept { return config_; }
+  const QueueConfig& config() const noexcept;
+  const RouteTable& routes() const noexcept;
+  /// The destination key of a recipient: its route's name for a static route, its
+  /// lowercased domain for an MX route.
   std::string destination_of(const RecipientRecord& r) const;
-  /// The queue file name the log shows: "queue/<channel>/ZZ<id>.00".
+  /// What the storage calls the message, as the log shows it ("queue/<channel>/ZZ<id>.00").
   std::string queue_file(const MessageRecord& m) const;
 
-  // --- the Deliverer's side ---
-  /// Called (through a zero-delay timer) whenever a message is enqueued or released.
-  void set_new_work_listener(std::function<void(MessageId)> fn) { listener_ = std::move(fn); }
-  /// Called (through a zero-delay timer) when make_all_due made jobs due: a flush.
-  void set_due_now_listener(std::function<void()> fn) { due_now_listener_ = std::move(fn); }
-  /// Destinations with a due job and no `not_before` in the future, earliest first.
-  std::vector<std::string> due_destinations(TimePoint now, std::size_t max = SIZE_MAX) const;
-  /// Earliest time any destination becomes due (considering not_before); max() when none.
-  TimePoint next_due() const;
-  /// Takes up to `max` due jobs of a destination (they are in flight until `complete`).
-  std::vector<Job> take_due(std::string_view destination, TimePoint now, std::size_t max);
-  /// Takes the jobs of one message (new work), whatever their due time, if not in flight.
-  std::vector<Job> take_message(MessageId id);
-  /// Returns jobs not attempted at all (put back unchanged).
-  void untake(const Job& job);
-  /// Applies the outcomes of a job: delivered / deferred (next attempt by the retry policy)
-  /// / bounced (DSN) per recipient; records transient attempts; emits Q/D/R events;
-  /// removes the message when every recipient is final. `attempted` says whether this was
-  /// a real attempt (drives the ZZ/ZY/ZX counter).
-  void complete(const Job& job, const std::vector<RecipientOutcome>& outcomes, bool attempted);
-  /// A destination may not be tried before `until` (down); `TimePoint{}` clears it.
-  void set_not_before(std::string_view destination, TimePoint until);
-  /// Clears every destination's not_before (reset of the domain state).
-  void clear_not_before();
-  std::size_t pending_jobs(std::string_view destination) const;
-  bool in_flight(MessageId id) const;
-
  private:
-  struct Slot;
-  struct DestQueue;
-  struct Store;  // the messages and the schedule (queue.cpp)
-
-  DestQueue& dest(const std::string& key);
-  /// Messages (held or not) with a pending recipient for a destination or route name.
-  std::vector<MessageId> pending_for(std::string_view destination, bool held) const;
-  /// The destinations a message has a job waiting at, with its due time there: a function of
-  /// its recipients, its held/removed flags and its jobs in flight. Every change to one of
-  /// those is bracketed by unschedule_jobs (before) and schedule_jobs (after).
-  std::vector<std::pair<std::string, TimePoint>> jobs_of(std::uint32_t slot) const;
-  void schedule_jobs(std::uint32_t slot);
-  void unschedule_jobs(std::uint32_t slot);
-  void touch_destination(DestQueue& d);
-  std::string destination_of(std::string_view address, std::string_view route) const;
-  void emit(Event&& e);
-  std::uint32_t find_slot(MessageId id) const;
-  std::uint32_t add_slot(const MessageRecord& m);
-  void free_slot(std::uint32_t slot);
-  MessageRecord unpack(std::uint32_t slot) const;
-  void repack(std::uint32_t slot, const MessageRecord& m);
-  void erase_message(std::uint32_t slot);
-  void expire_due();
-  void expire_message(std::uint32_t slot, TimePoint now);
-  void arm_expiry_timer();
-  /// Queues a DSN about `rcpts`; with `remove_original` the message's storage goes once the
-  /// DSN is durable (at once when no DSN is due: that removal's error is returned).
-  std::error_code send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
-                           DsnAction action, bool remove_original = false);
-  struct PendingDsn {
-    Envelope envelope;
-    std::string body;
-    MessageId about;
-    bool remove_original = false;
-  };
-  void queue_dsn(std::shared_ptr<PendingDsn> pending);
-  Event make_event(EventKind k, const MessageRecord& m, const RecipientRecord& r,
-                   std::uint32_t attempts_before) const;
-  void notify_new_work(MessageId id);
-  MessageId new_id();
-
-  Storage& storage_;
-  const RouteTable& routes_;
-  Clock& clock_;
-  EventSink* sink_;
-  QueueConfig config_;
-  std::mt19937_64 rng_;
-  std::uint64_t last_id_ = 0;
-  std::unique_ptr<Store> st_;
-  TimerId expiry_timer_ = kNoTimer;
-  std::set<TimerId> dsn_timers_;  // DSNs the storage refused, tried again
-  TimePoint expiry_timer_at_ = TimePoint::max();
-  std::function<void(MessageId)> listener_;
-  std::function<void()> due_now_listener_;
-  QueueStats counters_;
-  std::unique_ptr<detail::SinkGuard> sink_guard_;
+  friend detail::DeliveryPort& detail::delivery_port(Queue& queue);
+  std::unique_ptr<detail::QueueCore> core_;
 };
 
 }  // namespace mailq

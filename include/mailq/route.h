@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -87,9 +88,15 @@ class RouteTable {
   const Route& lookup(std::string_view domain) const;
   const Route* find(std::string_view name) const;
   const Route& default_route() const;
+  /// The same routes, shared: a holder keeps a route as it was when the table later replaces
+  /// it (the queue keeps the route of each destination it has mail for).
+  std::shared_ptr<const Route> lookup_shared(std::string_view domain) const;
+  std::shared_ptr<const Route> find_shared(std::string_view name) const;
 
  private:
-  std::vector<Route> routes_;
+  std::size_t index_of_domain(std::string_view domain) const;
+
+  std::vector<std::shared_ptr<const Route>> routes_;
   std::unordered_map<std::string, std::size_t> by_name_;
   std::unordered_map<std::string, std::size_t> exact_;
   std::unordered_map<std::string, std::size_t> wildcard_;  // key without the leading dot

@@ -44,6 +44,10 @@ class Storage {
   /// Calls `each` for every stored message (start-up recovery).
   virtual std::error_code load(const std::function<void(MessageRecord&&)>& each,
                                RecoveryReport* report) = 0;
+  /// What the storage calls a message, for the log's queue file line and operators:
+  /// "queue/<channel>/ZZ<id>.00" by default (seed 002: the attempt letter counts the attempts
+  /// made before, `attempts_before`), the route of the first recipient as the channel.
+  virtual std::string locator(const MessageRecord& record, std::uint32_t attempts_before) const;
   /// What the last failure was, in words ("write /var/spool/mailq/tmp/X.tmp: No space left on
   /// device"), for the errors the queue reports; empty when the storage keeps no such text.
   virtual std::string last_error_text() const { return {}; }

@@ -122,6 +122,39 @@ std::string format_notice(const Event& e, const LogFormat& format) {
 
 }  // namespace
 
+std::string hop_line(const Hop& hop) {
+  return "dns;" + hop.host + " (TCP|" + hop.local.address + "|" + std::to_string(hop.local.port) +
+         "|" + hop.remote.address + "|" + std::to_string(hop.remote.port) + ")";
+}
+
+std::vector<std::string> diagnostic_lines(const std::vector<Note>& notes) {
+  std::vector<std::string> lines;
+  for (const Note& n : notes) {
+    switch (n.kind) {
+      case Note::Kind::text:
+        lines.push_back(n.text);
+        break;
+      case Note::Kind::dns:
+        lines.push_back("dns; " + n.text);
+        break;
+      case Note::Kind::session:
+        lines.push_back(n.hop.host.empty() ? n.reply.to_string()
+                                           : hop_line(n.hop) + " " + n.reply.to_string());
+        break;
+      case Note::Kind::transaction:
+        lines.push_back(hop_line(n.hop));
+        if (n.reply.positive() && !n.hop.intermediate.empty())
+          lines.push_back("(" + n.hop.intermediate + ")");
+        if (n.hop.tls)
+          lines.push_back("tls; " + n.hop.tls->version + " " + n.hop.tls->cipher +
+                          (n.hop.tls->verified ? " verified" : " unverified"));
+        lines.push_back("smtp; " + n.reply.to_string());
+        break;
+    }
+  }
+  return lines;
+}
+
 std::string format_log_record(const Event& event, const LogFormat& format) {
   const char action = action_letter(event.kind);
   if (action == ' ') return format_notice(event, format);

@@ -2,6 +2,11 @@
 
 namespace mailq {
 
+std::string Storage::locator(const MessageRecord& m, std::uint32_t attempts_before) const {
+  const std::string channel = m.recipients.empty() ? std::string("local") : m.recipients[0].route;
+  return "queue/" + channel + "/" + queue_file_name(m.id, attempts_before);
+}
+
 void MemoryStorage::insert(const MessageRecord& record, std::string_view body, Done done) {
   if (fail_) {
     done(fail_);

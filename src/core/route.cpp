@@ -64,10 +64,10 @@ Result<RouteHost> RouteHost::parse(std::string_view s) {
 }
 
 RouteTable::RouteTable() {
-  Route def;
-  def.name = "default-non-local-route";
-  routes_.push_back(def);
-  by_name_.emplace(def.name, 0);
+  auto def = std::make_shared<Route>();
+  def->name = "default-non-local-route";
+  by_name_.emplace(def->name, 0);
+  routes_.push_back(std::move(def));
   default_ = 0;
 }
 
@@ -80,10 +80,10 @@ std::error_code RouteTable::add(Route route) {
     if (!valid_host_chars(h.host) || h.port == 0) return make_error_code(errc::invalid_parameter);
   auto it = by_name_.find(route.name);
   if (it != by_name_.end()) {
-    routes_[it->second] = std::move(route);
+    routes_[it->second] = std::make_shared<const Route>(std::move(route));
   } else {
     by_name_.emplace(route.name, routes_.size());
-    routes_.push_back(std::move(route));
+    routes_.push_back(std::make_shared<const Route>(std::move(route)));
   }
   return {};
 }
@@ -110,24 +110,36 @@ std::error_code RouteTable::set_default(std::string_view route) {
   return {};
 }
 
-const Route& RouteTable::lookup(std::string_view domain) const {
+std::size_t RouteTable::index_of_domain(std::string_view domain) const {
   std::string d = lower(domain);
-  if (auto it = exact_.find(d); it != exact_.end()) return routes_[it->second];
+  if (auto it = exact_.find(d); it != exact_.end()) return it->second;
   // Parent wildcards, most specific first: a.b.example.com tries b.example.com, example.com, com.
   for (std::size_t dot = d.find('.'); dot != std::string::npos; dot = d.find('.', dot + 1)) {
-    if (auto it = wildcard_.find(d.substr(dot + 1)); it != wildcard_.end())
-      return routes_[it->second];
+    if (auto it = wildcard_.find(d.substr(dot + 1)); it != wildcard_.end()) return it->second;
   }
-  return routes_[default_];
+  return default_;
+}
+
+const Route& RouteTable::lookup(std::string_view domain) const {
+  return *routes_[index_of_domain(domain)];
+}
+
+std::shared_ptr<const Route> RouteTable::lookup_shared(std::string_view domain) const {
+  return routes_[index_of_domain(domain)];
 }
 
 const Route* RouteTable::find(std::string_view name) const {
   auto it = by_name_.find(std::string(name));
-  return it == by_name_.end() ? nullptr : &routes_[it->second];
+  return it == by_name_.end() ? nullptr : routes_[it->second].get();
+}
+
+std::shared_ptr<const Route> RouteTable::find_shared(std::string_view name) const {
+  auto it = by_name_.find(std::string(name));
+  return it == by_name_.end() ? nullptr : routes_[it->second];
 }
 
 const Route& RouteTable::default_route() const {
-  return routes_[default_];
+  return *routes_[default_];
 }
 
 std::string destination_key(const Route& route, std::string_view routing_domain) {

@@ -122,42 +122,4 @@ std::string header_value(std::string_view message, std::string_view name) {
   return {};
 }
 
-std::string remote_host_of(std::string_view remote) {
-  if (remote.rfind("dns;", 0) == 0) remote.remove_prefix(4);
-  auto sp = remote.find(' ');
-  return std::string(remote.substr(0, sp));
-}
-
-void SinkGuard::deliver(EventSink* sink, const Event& event, const ErrorHandler& handler,
-                        TimePoint now) {
-  if (!sink) return;
-  std::string what;
-  try {
-    sink->on_event(event);
-    return;
-  } catch (const std::exception& e) {
-    what = e.what();
-  } catch (...) {
-    what = "unknown exception";
-  }
-  ++failures_;
-  if (reported_ && now - last_report_ < kErrorReportInterval) {
-    ++suppressed_;
-    return;
-  }
-  std::string msg = "mailq: the event sink threw: " + what;
-  if (suppressed_) msg += " (" + std::to_string(suppressed_) + " more since the last report)";
-  suppressed_ = 0;
-  reported_ = true;
-  last_report_ = now;
-  try {
-    if (handler)
-      handler(msg);
-    else
-      std::fprintf(stderr, "%s\n", msg.c_str());
-  } catch (...) {
-    // The error handler itself must not unwind the engine either.
-  }
-}
-
 }  // namespace mailq::detail

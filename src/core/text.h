@@ -21,21 +21,4 @@ std::optional<Error> check_body(std::string_view body);
 bool has_8bit(std::string_view s) noexcept;
 /// The unfolded value of the first header field `name` in the header section, "" if none.
 std::string header_value(std::string_view message, std::string_view name);
-/// "mx.example.org" from "dns;mx.example.org (TCP|...)".
-std::string remote_host_of(std::string_view remote);
-
-/// Calls a host sink, catching anything it throws and reporting it through `handler` (or
-/// stderr) at most once per kErrorReportInterval.
-class SinkGuard {
- public:
-  void deliver(EventSink* sink, const Event& event, const ErrorHandler& handler, TimePoint now);
-  std::uint64_t failures() const noexcept { return failures_; }
-
- private:
-  std::uint64_t failures_ = 0;
-  std::uint64_t suppressed_ = 0;
-  TimePoint last_report_{};
-  bool reported_ = false;
-};
-
 }  // namespace mailq::detail

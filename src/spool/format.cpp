@@ -118,7 +118,16 @@ void put_recipient_state(std::string& out, const RecipientRecord& r) {
   put_u32(out, r.attempts);
   put_u64(out, static_cast<std::uint64_t>(to_ns(r.next_attempt)));
   put_reply(out, r.last_reply);
-  put_str(out, r.remote);
+  put_str(out, r.remote_mta);
+}
+
+// Spools written before the remote MTA was kept as a host name hold seed 002's whole line,
+// "dns;mx.example.org (TCP|...)": the host is what is read back.
+void upgrade_remote_mta(std::string* remote) {
+  if (remote->rfind("dns;", 0) != 0) return;
+  std::string_view v(*remote);
+  v.remove_prefix(4);
+  *remote = std::string(v.substr(0, v.find(' ')));
 }
 
 bool get_recipient_state(Reader& in, RecipientRecord* r, std::string* why) {
@@ -132,10 +141,11 @@ bool get_recipient_state(Reader& in, RecipientRecord* r, std::string* why) {
   r->state = static_cast<RecipientState>(state);
   r->attempts = in.u32();
   r->next_attempt = from_ns(in.i64());
-  if (!get_reply(in, &r->last_reply) || !in.str(&r->remote)) {
+  if (!get_reply(in, &r->last_reply) || !in.str(&r->remote_mta)) {
     *why = "recipient state cut short";
     return false;
   }
+  upgrade_remote_mta(&r->remote_mta);
   return true;
 }
 
@@ -430,7 +440,7 @@ bool apply_update(std::string_view payload, MessageRecord* record, std::string* 
     dst.attempts = rc.attempts;
     dst.next_attempt = rc.next_attempt;
     dst.last_reply = std::move(rc.last_reply);
-    dst.remote = std::move(rc.remote);
+    dst.remote_mta = std::move(rc.remote_mta);
     dst.delay_notified = rc.delay_notified;
   }
   return true;

@@ -142,8 +142,6 @@ int main(int argc, char** argv) {
       say("E route");
       return 1;
     }
-    // A failing sink must not mark the destination down for long: the final run has to drain.
-    mailq::DomainStateTable domains({1000, mailq::Duration(500)});
     mailq::StaticResolver resolver(clock);  // unused: the route is static
     mailq::uv::UvTransport transport(&loop);
 
@@ -165,7 +163,9 @@ int main(int argc, char** argv) {
     dc.helo_name = "crash.mailq.test";
     dc.cycle = mailq::Duration(1000);
     dc.idle_timeout = mailq::Duration(200);
-    mailq::Deliverer deliverer(queue, routes, domains, resolver, transport, clock, nullptr, dc);
+    // A failing sink must not mark the destination down for long: the final run has to drain.
+    dc.domain_state = {1000, mailq::Duration(500)};
+    mailq::Deliverer deliverer(queue, resolver, transport, dc);
     deliverer.start();
 
     // Enqueue in small batches, one per loop turn or so, so that a kill lands among

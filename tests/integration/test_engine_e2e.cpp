@@ -68,7 +68,6 @@ struct RealEngine {
   MemoryStorage storage;
   RouteTable routes;
   MemorySink events;
-  std::unique_ptr<DomainStateTable> domains;
   std::unique_ptr<StaticResolver> resolver;
   std::unique_ptr<uv::UvTransport> transport;
   std::unique_ptr<Queue> queue;
@@ -84,7 +83,6 @@ struct RealEngine {
     r.timeouts.greeting = Duration(3s);
     REQUIRE_FALSE(routes.add(r));
     REQUIRE_FALSE(routes.set_default("tcp_local"));
-    domains = std::make_unique<DomainStateTable>(dc);
     resolver = std::make_unique<StaticResolver>(*clock);
     transport = std::make_unique<uv::UvTransport>(loop.get());
     QueueConfig qc;
@@ -92,8 +90,8 @@ struct RealEngine {
     queue = std::make_unique<Queue>(storage, routes, *clock, &events, qc);
     DelivererConfig del;
     del.idle_timeout = Duration(200ms);
-    deliverer = std::make_unique<Deliverer>(*queue, routes, *domains, *resolver, *transport, *clock,
-                                            &events, del);
+    del.domain_state = dc;
+    deliverer = std::make_unique<Deliverer>(*queue, *resolver, *transport, del);
   }
   ~RealEngine() {
     deliverer.reset();
@@ -146,7 +144,7 @@ TEST_CASE(
   MessageId m2 = e.send("b@example.com");
   REQUIRE(e.loop.run_until([&] { return e.state(m2) == RecipientState::deferred; }, 10s));
   REQUIRE(bad.accepted == 2);
-  REQUIRE(e.domains->is_down("example.com", e.clock->now()));
+  REQUIRE(e.deliverer->domains().is_down("example.com", e.clock->now()));
 
   MessageId m3 = e.send("c@example.com");
   REQUIRE(e.loop.run_until([&] { return e.state(m3) == RecipientState::deferred; }, 10s));
@@ -160,7 +158,7 @@ TEST_CASE(
   // The server comes back (at another address); after the interval a new message goes at once.
   e.resolver->set_addresses("mx.example.com", {"127.0.0.1"});
   e.loop.run_for(1600ms);
-  REQUIRE_FALSE(e.domains->is_down("example.com", e.clock->now()));
+  REQUIRE_FALSE(e.deliverer->domains().is_down("example.com", e.clock->now()));
   MessageId m4 = e.send("d@example.com");
   REQUIRE(e.loop.run_until([&] { return e.queue->find(m4) == std::nullopt; }, 10s));
   CHECK(sink.wait_for_dumps(1).size() == 1);
@@ -288,7 +286,7 @@ TEST_CASE(
   INFO(r.last_reply.to_string());
   CHECK(r.last_reply.transient());
   CHECK(r.last_reply.to_string().find("certificate verification failed") != std::string::npos);
-  CHECK_FALSE(e.domains->is_down("example.com", e.clock->now()));
+  CHECK_FALSE(e.deliverer->domains().is_down("example.com", e.clock->now()));
   e.loop.run_for(300ms);
   CHECK(server.output().find("DATA") == std::string::npos);
   REQUIRE(e.loop.run_until([&] { return e.deliverer->idle(); }, 10s));

@@ -286,7 +286,7 @@ TEST_CASE(
     REQUIRE(e.settle(id));
     REQUIRE(e.drain());
   }
-  CHECK_FALSE(e.domains->is_down("example.com", e.clock->now()));
+  CHECK_FALSE(e.deliverer->domains().is_down("example.com", e.clock->now()));
   CHECK(e.failures() == 0);
 }
 
@@ -340,13 +340,12 @@ std::size_t vm_size_bytes() {
       r.timeouts = short_timeouts();
       (void)routes.add(r);
       (void)routes.set_default("tcp_local");
-      DomainStateTable domains;
       StaticResolver resolver(clock);
       resolver.set_mx("example.com", {{10, "mx.example.com"}});
       resolver.set_addresses("mx.example.com", {"127.0.0.1"});
       uv::UvTransport transport(&loop);
       Queue queue(storage, routes, clock);
-      Deliverer deliverer(queue, routes, domains, resolver, transport, clock);
+      Deliverer deliverer(queue, resolver, transport);
       auto env = make_envelope("sender@example.org", {"user@example.com"});
       // Enqueue without running the loop: everything accepted stays in memory.
       for (int i = 0; i < 400 && threw == 0; ++i) {

@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "core/queue/port.h"
 #include "mailq/ares/resolver.h"
 #include "support/hostile_dns.h"
 #include "support/hostile_engine.h"
@@ -126,12 +127,12 @@ TEST_CASE("hostile DNS: destroying the engine while a query hangs puts the job b
   REQUIRE(d.engine->poll_until([&] { return d.dns.udp_queries() >= 1; }, 10s));
   REQUIRE(id);
   INFO(d.engine->diagnostics());
-  CHECK(d.engine->queue->in_flight(*id));
+  CHECK(mailq::detail::delivery_port(*d.engine->queue).in_flight(*id));
   // Destroying the Deliverer cancels the query; the job goes back unattempted.
   d.engine->deliverer.reset();
   d.engine->loop.run_for(50ms);
   REQUIRE(d.engine->rcpt(*id));
   CHECK(d.engine->rcpt(*id)->state == RecipientState::queued);
   CHECK(d.engine->rcpt(*id)->attempts == 0);
-  CHECK_FALSE(d.engine->queue->in_flight(*id));
+  CHECK_FALSE(mailq::detail::delivery_port(*d.engine->queue).in_flight(*id));
 }

@@ -183,7 +183,7 @@ TEST_CASE("every field of a record and its body survive a reopen of the segment 
   a.recipients[1].state = RecipientState::deferred;
   a.recipients[1].attempts = 2;
   a.recipients[1].last_reply = deferral_reply();
-  a.recipients[1].remote = "dns;mx.some.org (TCP|127.0.0.1|25)";
+  a.recipients[1].remote_mta = "mx.some.org";
   a.recipients[2].delay_notified = true;
   a.attempts = 2;
   MessageRecord b = sample_record(99, 1);

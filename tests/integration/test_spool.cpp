@@ -130,7 +130,7 @@ TEST_CASE("every field of a message record and its body survive a reopen", "[spo
   m.recipients[1].state = RecipientState::deferred;
   m.recipients[1].attempts = 2;
   m.recipients[1].last_reply = deferral_reply();
-  m.recipients[1].remote = "dns;mx.some.org (TCP|127.0.0.1|40312|127.0.0.1|25)";
+  m.recipients[1].remote_mta = "mx.some.org";
   m.recipients[2].state = RecipientState::delivered;
   m.recipients[2].last_reply = Reply(250, "2.0.0", "Ok\nqueued as 12345");
   m.recipients[3].state = RecipientState::bounced;
@@ -193,7 +193,7 @@ TEST_CASE("updates rename ZZ to ZY to ZX and reload with the latest state", "[sp
     m.attempts = 2;
     m.recipients[0].state = RecipientState::delivered;
     m.recipients[0].last_reply = Reply(250, "2.0.0", "Ok");
-    m.recipients[0].remote = "dns;host.some.org (TCP|206.184.139.12|2788|192.1.1.1|25)";
+    m.recipients[0].remote_mta = "host.some.org";
     m.recipients[1].attempts = 2;
     m.recipients[1].last_reply = Reply(421, "4.4.1", "connection refused");
     REQUIRE_FALSE(s.update(m));
@@ -226,12 +226,32 @@ TEST_CASE("an update appends only the recipients that changed", "[spool]") {
   const auto before = fs::file_size(path);
   m.recipients[117].state = RecipientState::deferred;
   m.recipients[117].last_reply = Reply(450, "4.2.0", "mailbox busy");
-  m.recipients[117].remote = "dns;mx (TCP|1|2|3|4)";
+  m.recipients[117].remote_mta = "mx";
   REQUIRE_FALSE(s.update(m));
   // Record: header 8, attempts 4, held 1, count 4, index 4, state 1 + attempts 4 + next 8 +
-  // code 4 + enhanced 4+5 + text 4+12 + remote 4+20, checksum 4.
-  const std::size_t expected = 8 + 4 + 1 + 4 + 4 + (1 + 4 + 8 + 4 + 9 + 16 + 24) + 4;
+  // code 4 + enhanced 4+5 + text 4+12 + remote MTA 4+2, checksum 4.
+  const std::size_t expected = 8 + 4 + 1 + 4 + 4 + (1 + 4 + 8 + 4 + 9 + 16 + 6) + 4;
   CHECK(fs::file_size(path) - before == expected);
+}
+
+TEST_CASE(
+    "a remote MTA stored as seed 002's whole line by an older spool reads back as its host name",
+    "[spool]") {
+  TempDir dir;
+  ManualClock clock;
+  MessageRecord m = sample_record(6, 3);
+  {
+    SpoolStorage s(dir.path(), clock);
+    insert_ok(s, clock, m, "x");
+    m.recipients[1].state = RecipientState::deferred;
+    m.recipients[1].remote_mta = "dns;mx.some.org (TCP|127.0.0.1|40312|127.0.0.1|25)";
+    REQUIRE_FALSE(s.update(m));
+  }
+  SpoolStorage s(dir.path(), clock);
+  Loaded l = load_all(s);
+  REQUIRE(l.records.size() == 1);
+  CHECK(l.records[0].recipients[1].remote_mta == "mx.some.org");
+  CHECK(l.records[0].recipients[0].remote_mta.empty());
 }
 
 TEST_CASE("held messages are visibly held: .HELD suffix, and back on release", "[spool]") {

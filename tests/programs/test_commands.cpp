@@ -72,7 +72,6 @@ struct Fixture {
   ManualClock clock{kStart};
   MemoryStorage storage;
   RouteTable routes;
-  DomainStateTable domains{DomainStateConfig{3, Duration(15min)}};
   StaticResolver resolver{clock};
   RefusingTransport transport{clock};
   std::unique_ptr<Queue> queue;
@@ -82,7 +81,9 @@ struct Fixture {
     resolver.set_mx("down.example", {{10, "mx.down.example"}});
     resolver.set_addresses("mx.down.example", {"127.0.0.10"});
     queue = std::make_unique<Queue>(storage, routes, clock, nullptr, queue_config());
-    deliverer = std::make_unique<Deliverer>(*queue, routes, domains, resolver, transport, clock);
+    DelivererConfig dc;
+    dc.domain_state = DomainStateConfig{3, Duration(15min)};
+    deliverer = std::make_unique<Deliverer>(*queue, resolver, transport, dc);
   }
 
   MessageId send(const std::string& from, const std::vector<std::string>& to,
@@ -104,7 +105,7 @@ struct Fixture {
 
   CommandContext offline() { return CommandContext{*queue, clock, nullptr, nullptr, {}, true}; }
   CommandContext online() {
-    return CommandContext{*queue, clock, &domains, deliverer.get(), {}, true};
+    return CommandContext{*queue, clock, &deliverer->domains(), deliverer.get(), {}, true};
   }
 
   std::string ok(CommandContext ctx, std::vector<std::string> argv) {
@@ -138,7 +139,7 @@ struct DownScenario : Fixture {
       refused.push_back(send("alice@example.org", {"bob@down.example"}));
       clock.advance(1min);
     }
-    REQUIRE(domains.is_down("down.example", clock.now()));
+    REQUIRE(deliverer->domains().is_down("down.example", clock.now()));
     held_back = send("alice@example.org", {"carol@down.example", "dave@down.example"});
   }
 };
@@ -434,7 +435,7 @@ TEST_CASE(
   CHECK(f.ok(f.online(), {"reset-domains"}) ==
         "reset-domains: 1 destination no longer down: down.example\n");
   f.clock.run_pending();
-  CHECK_FALSE(f.domains.is_down("down.example", f.clock.now()));
+  CHECK_FALSE(f.deliverer->domains().is_down("down.example", f.clock.now()));
   CHECK(f.transport.connects > connects);  // tried again at once
   CHECK(f.ok(f.online(), {"reset-domains"}).rfind("reset-domains: ", 0) == 0);
 }

@@ -2,6 +2,7 @@
 // line, the numbers are exact after a scripted life of a queue, and the HTTP endpoint answers
 // a real GET on 127.0.0.1 and refuses everything else.
 #include <catch2/catch.hpp>
+#include "core/queue/port.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -238,7 +239,7 @@ TEST_CASE("after a scripted queue life every gauge and counter has its exact val
   mailq::DomainStateTable domains(mailq::DomainStateConfig{2, Duration(15min)});
   mailq::StaticResolver resolver(clock);
   NoTransport transport;
-  mailq::Deliverer deliverer(queue, routes, domains, resolver, transport, clock, &metrics);
+  mailq::Deliverer deliverer(queue, resolver, transport);
 
   auto send = [&](std::string from, std::vector<std::string> to) {
     auto env = mailq::make_envelope(from, to);
@@ -253,12 +254,12 @@ TEST_CASE("after a scripted queue life every gauge and counter has its exact val
     return id;
   };
   auto take = [&](const std::string& destination) {
-    auto jobs = queue.take_due(destination, clock.now(), 10);
+    auto jobs = mailq::detail::delivery_port(queue).take_due(destination, clock.now(), 10);
     REQUIRE(jobs.size() == 1);
     return jobs[0];
   };
   auto outcome = [](std::size_t index, Reply reply) {
-    mailq::RecipientOutcome o;
+    mailq::detail::RecipientOutcome o;
     o.index = index;
     o.reply = std::move(reply);
     return o;
@@ -270,14 +271,16 @@ TEST_CASE("after a scripted queue life every gauge and counter has its exact val
   const mailq::MessageId m3 = send("c@src.test", {"v@example.net"});
 
   clock.advance(2s);
-  mailq::Job j = take("example.com");
-  queue.complete(
+  mailq::detail::Job j = take("example.com");
+  mailq::detail::delivery_port(queue).complete(
       j, {outcome(0, Reply(250, "2.0.0", "Ok")), outcome(1, Reply(451, "4.7.1", "grey"))}, true);
   j = take("example.org");
-  queue.complete(j, {outcome(2, Reply(550, "5.1.1", "no such user"))}, true);  // + a DSN
+  mailq::detail::delivery_port(queue).complete(j, {outcome(2, Reply(550, "5.1.1", "no such user"))},
+                                               true);  // + a DSN
   clock.advance(1h);
   j = take("tcp_internal");
-  queue.complete(j, {outcome(0, Reply(250, "", "Ok"))}, true);  // m2 is done
+  mailq::detail::delivery_port(queue).complete(j, {outcome(0, Reply(250, "", "Ok"))},
+                                               true);  // m2 is done
   REQUIRE(!queue.hold(m3));
 
   // The deliverer marks destinations down; here the table is fed directly and the event

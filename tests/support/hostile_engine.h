@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/queue/port.h"
 #include "mailq/deliverer.h"
 #include "mailq/domain_state.h"
 #include "mailq/queue.h"
@@ -73,7 +74,6 @@ class HostileEngine {
     r.timeouts = options.timeouts;
     REQUIRE_FALSE(routes.add(r));
     REQUIRE_FALSE(routes.set_default("tcp_local"));
-    domains = std::make_unique<DomainStateTable>(options.domains);
     if (options.resolver) {
       resolver = options.resolver(loop.get(), *clock);
     } else {
@@ -103,7 +103,6 @@ class HostileEngine {
   void restart() {
     close_queue();
     storage.reset();
-    domains = std::make_unique<DomainStateTable>(options.domains);
     open_queue(true);
   }
 
@@ -134,7 +133,8 @@ class HostileEngine {
     return loop.run_until(
         [&] {
           const auto r = rcpt(id);
-          return (!r || r->state != RecipientState::queued) && !queue->in_flight(id);
+          return (!r || r->state != RecipientState::queued) &&
+                 !detail::delivery_port(*queue).in_flight(id);
         },
         limit);
   }
@@ -157,7 +157,7 @@ class HostileEngine {
     return all;
   }
   std::uint32_t failures(const std::string& destination = "example.com") const {
-    for (const auto& s : domains->snapshot())
+    for (const auto& s : deliverer->domains().snapshot())
       if (s.destination == destination) return s.consecutive_failures;
     return 0;
   }
@@ -184,7 +184,6 @@ class HostileEngine {
   std::unique_ptr<Storage> storage;
   RouteTable routes;
   MemorySink events;
-  std::unique_ptr<DomainStateTable> domains;
   std::unique_ptr<Resolver> resolver;
   std::unique_ptr<uv::UvTransport> transport;
   std::unique_ptr<Queue> queue;
@@ -201,8 +200,8 @@ class HostileEngine {
     if (recover) REQUIRE_FALSE(queue->recover(&recovery));
     DelivererConfig dc;
     dc.idle_timeout = Duration(100ms);
-    deliverer = std::make_unique<Deliverer>(*queue, routes, *domains, *resolver, *transport, *clock,
-                                            &events, dc);
+    dc.domain_state = options.domains;
+    deliverer = std::make_unique<Deliverer>(*queue, *resolver, *transport, dc);
     deliverer->start();
   }
   void close_queue() {

@@ -124,7 +124,7 @@ inline void require_same(const RecipientRecord& a, const RecipientRecord& b) {
   CHECK(a.attempts == b.attempts);
   CHECK(a.next_attempt == b.next_attempt);
   CHECK(a.last_reply == b.last_reply);
-  CHECK(a.remote == b.remote);
+  CHECK(a.remote_mta == b.remote_mta);
   CHECK(a.delay_notified == b.delay_notified);
 }
 

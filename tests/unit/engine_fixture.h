@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/queue/port.h"
 #include "fake_transport.h"
 #include "mailq/deliverer.h"
 #include "mailq/domain_state.h"
@@ -19,6 +20,20 @@
 namespace mailq::test {
 
 using namespace std::chrono_literals;
+using detail::Job;
+using detail::RecipientOutcome;
+
+inline detail::DeliveryPort& port_of(Queue& q) {
+  return detail::delivery_port(q);
+}
+
+/// A job as the queue hands it out, for a destination known by its key.
+inline Job make_job(MessageId id, const std::string& destination,
+                    std::vector<std::size_t> recipients) {
+  auto d = std::make_shared<detail::Destination>();
+  d->key = destination;
+  return Job{id, std::move(d), std::move(recipients)};
+}
 
 inline QueueConfig deterministic_queue_config() {
   QueueConfig q;
@@ -33,19 +48,22 @@ struct Engine {
   MemoryStorage storage;
   RouteTable routes;
   MemorySink events;
-  DomainStateTable domains;
   StaticResolver resolver{clock};
   FakeTransport transport{clock};
   std::unique_ptr<Queue> queue;
   std::unique_ptr<Deliverer> deliverer;
 
   explicit Engine(DomainStateConfig dc = {3, Duration(15min)},
-                  QueueConfig qc = deterministic_queue_config(), DelivererConfig del = {})
-      : domains(dc) {
+                  QueueConfig qc = deterministic_queue_config(), DelivererConfig del = {}) {
     queue = std::make_unique<Queue>(storage, routes, clock, &events, qc);
-    deliverer = std::make_unique<Deliverer>(*queue, routes, domains, resolver, transport, clock,
-                                            &events, del);
+    del.domain_state = dc;
+    deliverer = std::make_unique<Deliverer>(*queue, resolver, transport, del);
   }
+
+  /// The Deliverer's table of down destinations.
+  const DomainStateTable& domains() const { return deliverer->domains(); }
+  /// The Queue's side for the Deliverer (internal), for tests of the schedule.
+  detail::DeliveryPort& port() { return detail::delivery_port(*queue); }
 
   /// Enqueues and returns the id (REQUIREs success).
   MessageId send(const std::string& from, const std::vector<std::string>& to,

@@ -278,7 +278,10 @@ struct ThrowingSink final : EventSink {
 };
 }  // namespace
 
-TEST_CASE("FanoutSink: a throwing sink does not stop the others", "[log][events]") {
+TEST_CASE(
+    "FanoutSink: a throwing sink does not stop the others, and its failure reaches the engine's "
+    "error reporter",
+    "[log][events]") {
   ThrowingSink bad;
   MemorySink first;
   MemorySink second;
@@ -288,7 +291,14 @@ TEST_CASE("FanoutSink: a throwing sink does not stop the others", "[log][events]
   fan.add(second);
   Event e;
   e.kind = EventKind::notice;
-  CHECK_NOTHROW(fan.on_event(e));
+  CHECK_THROWS_WITH(fan.on_event(e), "sink failed");
   CHECK(first.events.size() == 1);
   CHECK(second.events.size() == 1);
+
+  std::vector<std::string> reports;
+  ErrorReporter reporter([&](const std::string& m) { reports.push_back(m); });
+  reporter.deliver(&fan, e, TimePoint{});
+  CHECK(reports == std::vector<std::string>{"mailq: the event sink threw: sink failed"});
+  CHECK(first.events.size() == 2);
+  CHECK(second.events.size() == 2);
 }

@@ -309,7 +309,7 @@ TEST_CASE(
   CHECK(e.rcpt(id).last_reply.transient());
   CHECK(e.rcpt(id).last_reply.enhanced.rfind("4.7.", 0) == 0);
   CHECK(e.rcpt(id).last_reply.text.find("STARTTLS") != std::string::npos);
-  CHECK_FALSE(e.domains.is_down("example.com", e.clock.now()));
+  CHECK_FALSE(e.domains().is_down("example.com", e.clock.now()));
 }
 
 TEST_CASE("A 5xx before the transaction (HELO refused) defers instead of bouncing", "[deliverer]") {
@@ -350,7 +350,7 @@ TEST_CASE(
   CHECK(e.queue->find(a) == std::nullopt);  // delivered over the plaintext retry
   CHECK(e.transport.starttls_commands == 1);
   CHECK(e.transport.connects.size() == 2);
-  CHECK_FALSE(e.domains.is_down("example.com", e.clock.now()));
+  CHECK_FALSE(e.domains().is_down("example.com", e.clock.now()));
   e.clock.advance(Duration(10s));  // idle connection closes
   MessageId b = e.send("s@example.org", {"u@example.com"});
   e.settle();
@@ -396,13 +396,10 @@ TEST_CASE(
   ThrowingSink sink;
   StaticResolver resolver(clock);
   FakeTransport transport(clock);
-  DomainStateTable domains;
   resolver.set_mx("example.com", {{10, "mx.example.com"}});
   resolver.set_addresses("mx.example.com", {"127.0.0.10"});
   Queue queue(storage, routes, clock, &sink, qc);
-  DelivererConfig dc;
-  dc.error_handler = qc.error_handler;
-  Deliverer deliverer(queue, routes, domains, resolver, transport, clock, &sink, dc);
+  Deliverer deliverer(queue, resolver, transport);
   deliverer.start();
   for (int i = 0; i < 5; ++i) {
     auto env = make_envelope("s@example.org", {"u@example.com"});

@@ -3,8 +3,8 @@
 #include <random>
 #include <unordered_map>
 
-#include "core/id_index.h"
-#include "core/packed_record.h"
+#include "core/queue/id_index.h"
+#include "core/queue/packed_record.h"
 #include "engine_fixture.h"
 #include "support/spool_fixtures.h"
 
@@ -34,7 +34,7 @@ MessageRecord full_record() {
   a.attempts = 3;
   a.next_attempt = m.arrival + std::chrono::hours(4) + std::chrono::nanoseconds(1);
   a.last_reply = Reply(451, "4.4.1", "[internal] domain is marked down");
-  a.remote = "dns;mx.example.com (TCP|127.0.0.1|40312|127.0.0.10|25)";
+  a.remote_mta = "mx.example.com";
   a.delay_notified = true;
   RecipientRecord b;  // every field at its default but the address and route
   b.address = "second@example.net";
@@ -64,7 +64,7 @@ TEST_CASE("A packed record gives back every field of the record it was packed fr
       m.reverse_path.size() + m.source_channel.size() + m.message_id.size() + m.envid.size();
   for (const auto& r : m.recipients)
     strings += r.address.size() + r.orcpt.size() + r.route.size() + r.last_reply.enhanced.size() +
-               r.last_reply.text.size() + r.remote.size();
+               r.last_reply.text.size() + r.remote_mta.size();
   CHECK(p.size() > strings);
   CHECK(p.size() < strings + 100);
 
@@ -146,8 +146,8 @@ TEST_CASE(
   const MessageId m1 = e.send("s@example.org", {"a@x.test", "b@y.test"});
   const MessageId m2 = e.send("s@example.org", {"c@x.test"});
   const MessageId m3 = e.send("s@example.org", {"d@y.test"});
-  CHECK(e.queue->pending_jobs("x.test") == 2);
-  CHECK(e.queue->pending_jobs("y.test") == 2);
+  CHECK(e.port().pending_jobs("x.test") == 2);
+  CHECK(e.port().pending_jobs("y.test") == 2);
 
   // Withdrawn and put back a thousand times: still one job per destination, not 1001.
   for (int i = 0; i < 1000; ++i) {
@@ -155,54 +155,54 @@ TEST_CASE(
     REQUIRE_FALSE(e.queue->release(m1));
   }
   CHECK(e.queue->make_all_due() == 0);  // all due already
-  CHECK(e.queue->pending_jobs("x.test") == 2);
-  CHECK(e.queue->pending_jobs("y.test") == 2);
+  CHECK(e.port().pending_jobs("x.test") == 2);
+  CHECK(e.port().pending_jobs("y.test") == 2);
 
   REQUIRE_FALSE(e.queue->hold(m1));
-  CHECK(e.queue->pending_jobs("x.test") == 1);
-  CHECK(e.queue->pending_jobs("y.test") == 1);
+  CHECK(e.port().pending_jobs("x.test") == 1);
+  CHECK(e.port().pending_jobs("y.test") == 1);
 
   const TimePoint now = e.clock.now();
-  auto x = e.queue->take_due("x.test", now, 10);
+  auto x = e.port().take_due("x.test", now, 10);
   REQUIRE(x.size() == 1);
   CHECK(x[0].id == m2);
   CHECK(x[0].recipients == std::vector<std::size_t>{0});
-  CHECK(e.queue->pending_jobs("x.test") == 0);
-  CHECK(e.queue->in_flight(m2));
-  CHECK(e.queue->due_destinations(now) == std::vector<std::string>{"y.test"});
+  CHECK(e.port().pending_jobs("x.test") == 0);
+  CHECK(e.port().in_flight(m2));
+  CHECK(e.port().due_destinations(now) == std::vector<std::string>{"y.test"});
 
   REQUIRE_FALSE(e.queue->release(m1));
-  x = e.queue->take_due("x.test", now, 10);
+  x = e.port().take_due("x.test", now, 10);
   REQUIRE(x.size() == 1);
   CHECK(x[0].id == m1);
   CHECK(x[0].recipients == std::vector<std::size_t>{0});
   // m1's job at y.test is still waiting while its x.test job is in flight.
-  CHECK(e.queue->pending_jobs("y.test") == 2);
-  e.queue->untake(x[0]);
-  CHECK(e.queue->pending_jobs("x.test") == 1);
-  CHECK(e.queue->pending_jobs("y.test") == 2);
+  CHECK(e.port().pending_jobs("y.test") == 2);
+  e.port().untake(x[0]);
+  CHECK(e.port().pending_jobs("x.test") == 1);
+  CHECK(e.port().pending_jobs("y.test") == 2);
 
   // m2 deferred: it comes back at its retry time, and not before.
   RecipientOutcome o;
   o.index = 0;
   o.reply = Reply(451, "4.3.0", "try later");
-  e.queue->complete(Job{m2, "x.test", {0}}, {o}, true);
-  CHECK_FALSE(e.queue->in_flight(m2));
-  CHECK(e.queue->pending_jobs("x.test") == 2);
-  x = e.queue->take_due("x.test", now, 10);
+  e.port().complete(make_job(m2, "x.test", {0}), {o}, true);
+  CHECK_FALSE(e.port().in_flight(m2));
+  CHECK(e.port().pending_jobs("x.test") == 2);
+  x = e.port().take_due("x.test", now, 10);
   REQUIRE(x.size() == 1);
   CHECK(x[0].id == m1);
-  e.queue->untake(x[0]);
+  e.port().untake(x[0]);
 
   REQUIRE_FALSE(e.queue->remove(m1));
-  CHECK(e.queue->pending_jobs("x.test") == 1);
-  CHECK(e.queue->pending_jobs("y.test") == 1);
-  auto y = e.queue->take_due("y.test", now, 10);
+  CHECK(e.port().pending_jobs("x.test") == 1);
+  CHECK(e.port().pending_jobs("y.test") == 1);
+  auto y = e.port().take_due("y.test", now, 10);
   REQUIRE(y.size() == 1);
   CHECK(y[0].id == m3);
-  CHECK(e.queue->take_due("x.test", now, 10).empty());
+  CHECK(e.port().take_due("x.test", now, 10).empty());
   CHECK(e.queue->make_all_due() == 1);  // m2's retry made due now
-  x = e.queue->take_due("x.test", now, 10);
+  x = e.port().take_due("x.test", now, 10);
   REQUIRE(x.size() == 1);
   CHECK(x[0].id == m2);
   CHECK_FALSE(e.queue->contains(m1));
@@ -217,12 +217,12 @@ TEST_CASE(
   qc.max_lifetime = Duration(1h);
   Engine e({3, Duration(15min)}, qc);
   const MessageId id = e.send("s@example.org", {"a@x.test"});
-  auto jobs = e.queue->take_due("x.test", e.clock.now(), 10);
+  auto jobs = e.port().take_due("x.test", e.clock.now(), 10);
   REQUIRE(jobs.size() == 1);
   e.clock.advance(Duration(1h) + Duration(1s));
   CHECK(e.queue->contains(id));  // in flight: not expired under the Deliverer's feet
   CHECK(e.count(EventKind::returned) == 0);
-  e.queue->untake(jobs[0]);
+  e.port().untake(jobs[0]);
   e.clock.advance(Duration(2s));
   CHECK_FALSE(e.queue->contains(id));
   CHECK(e.count(EventKind::returned) == 1);
@@ -246,16 +246,16 @@ TEST_CASE(
   std::size_t delivered = 0;
   for (int d = 0; d < 7; ++d) {
     const std::string dest = "d" + std::to_string(d) + ".test";
-    auto jobs = e.queue->take_due(dest, e.clock.now(), SIZE_MAX);
+    auto jobs = e.port().take_due(dest, e.clock.now(), SIZE_MAX);
     for (std::size_t j = 0; j < jobs.size(); ++j) {
       if (j % 3 == 0) {
-        e.queue->complete(jobs[j], {ok}, true);
+        e.port().complete(jobs[j], {ok}, true);
         ++delivered;
       } else {
-        e.queue->complete(jobs[j], {later}, true);
+        e.port().complete(jobs[j], {later}, true);
       }
     }
-    CHECK(e.queue->pending_jobs(dest) == jobs.size() - (jobs.size() + 2) / 3);
+    CHECK(e.port().pending_jobs(dest) == jobs.size() - (jobs.size() + 2) / 3);
   }
   CHECK(e.queue->size() == 20'000 - delivered);
   for (std::size_t i = 0; i < ids.size(); ++i) {
@@ -311,8 +311,8 @@ TEST_CASE(
     REQUIRE(sink.results.size() == 1);
     CHECK_FALSE(sink.results[0]);
     CHECK_FALSE(queue.contains(gone));
-    CHECK(queue.pending_jobs("x.test") == 1);
-    auto jobs = queue.take_due("x.test", clock.now(), 10);
+    CHECK(port_of(queue).pending_jobs("x.test") == 1);
+    auto jobs = port_of(queue).take_due("x.test", clock.now(), 10);
     REQUIRE(jobs.size() == 1);
     CHECK(jobs[0].id == kept);
   }
@@ -322,24 +322,24 @@ TEST_CASE(
     const MessageId gone = enqueue("gone@x.test");
     const MessageId kept = enqueue("kept@x.test");
     const MessageId waiting = enqueue("waiting@x.test");
-    auto jobs = queue.take_due("x.test", clock.now(), 2);
+    auto jobs = port_of(queue).take_due("x.test", clock.now(), 2);
     REQUIRE(jobs.size() == 2);
-    CHECK(queue.pending_jobs("x.test") == 1);
+    CHECK(port_of(queue).pending_jobs("x.test") == 1);
     RecipientOutcome later;
     later.reply = Reply(451, "4.3.0", "later");
-    queue.complete(jobs[0], {later}, true);  // gone@: removed by the sink on its D event
+    port_of(queue).complete(jobs[0], {later}, true);  // gone@: removed by the sink on its D event
     REQUIRE(sink.results.size() == 1);
     CHECK_FALSE(queue.contains(gone));
-    CHECK(queue.pending_jobs("x.test") == 1);  // waiting@'s job, not withdrawn twice
-    queue.complete(jobs[1], {later}, true);
+    CHECK(port_of(queue).pending_jobs("x.test") == 1);  // waiting@'s job, not withdrawn twice
+    port_of(queue).complete(jobs[1], {later}, true);
     CHECK(queue.contains(kept));
     CHECK(queue.size() == 2);
-    CHECK(queue.pending_jobs("x.test") == 2);
-    jobs = queue.take_due("x.test", clock.now(), 10);
+    CHECK(port_of(queue).pending_jobs("x.test") == 2);
+    jobs = port_of(queue).take_due("x.test", clock.now(), 10);
     REQUIRE(jobs.size() == 1);
     CHECK(jobs[0].id == waiting);
     clock.advance(Duration(16min));
-    jobs = queue.take_due("x.test", clock.now(), 10);
+    jobs = port_of(queue).take_due("x.test", clock.now(), 10);
     REQUIRE(jobs.size() == 1);
     CHECK(jobs[0].id == kept);
   }

@@ -36,8 +36,8 @@ TEST_CASE(
     CHECK(r.last_reply.text.find("connection refused") != std::string::npos);
   }
   REQUIRE(e.transport.connects.size() == 3);
-  REQUIRE(e.domains.is_down("example.com", e.clock.now()));
-  REQUIRE(e.domains.down_until("example.com", e.clock.now()) == e.clock.now() + Duration(15min));
+  REQUIRE(e.domains().is_down("example.com", e.clock.now()));
+  REQUIRE(e.domains().down_until("example.com", e.clock.now()) == e.clock.now() + Duration(15min));
 
   MessageId held = e.send("sender@example.org", {"user@example.com"});
   e.settle();
@@ -143,7 +143,7 @@ TEST_CASE(
 
   e.deliverer->reset_domains();
   e.settle();
-  CHECK_FALSE(e.domains.is_down("example.com", e.clock.now()));
+  CHECK_FALSE(e.domains().is_down("example.com", e.clock.now()));
   CHECK(e.queue->find(held) == std::nullopt);  // tried at once and delivered
   REQUIRE(e.transport.received.size() == 1);
   for (auto id : real) {
@@ -176,13 +176,13 @@ TEST_CASE(
   }
   e.settle();
   REQUIRE(e.queue->size() == kBacklog + 3);
-  REQUIRE(e.queue->pending_jobs("example.com") == kBacklog + 3);
+  REQUIRE(e.port().pending_jobs("example.com") == kBacklog + 3);
 
   const auto events_before = e.events.events.size();
   const auto queries_before = e.resolver.queries();
   // Nothing of the destination is due while it is down: a cycle does not even look at it.
-  CHECK(e.queue->due_destinations(e.clock.now()).empty());
-  CHECK(e.queue->next_due() == e.domains.down_until("example.com", e.clock.now()));
+  CHECK(e.port().due_destinations(e.clock.now()).empty());
+  CHECK(e.port().next_due() == e.domains().down_until("example.com", e.clock.now()));
   for (int i = 0; i < 10; ++i) e.deliverer->run_cycle();
   e.deliverer->flush();  // a flush touches every message once to make it due, but no delivery
   e.settle();
@@ -206,6 +206,6 @@ TEST_CASE(
     e.settle();
     CHECK(e.rcpt(id).last_reply.to_string() == "451 4.3.0 try later");
   }
-  CHECK_FALSE(e.domains.is_down("example.com", e.clock.now()));
+  CHECK_FALSE(e.domains().is_down("example.com", e.clock.now()));
   CHECK(e.transport.connects.size() >= 1);
 }

@@ -51,7 +51,7 @@ TEST_CASE(
   fan.add(e.events);
   // Route the engine's events through the writer too.
   Queue queue(e.storage, e.routes, e.clock, &fan, qc);
-  Deliverer deliverer(queue, e.routes, e.domains, e.resolver, e.transport, e.clock, &fan);
+  Deliverer deliverer(queue, e.resolver, e.transport);
   deliverer.start();
 
   auto env = make_envelope("adam@hosta.sesta.com", {"user@some.org"});

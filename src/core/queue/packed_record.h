@@ -19,6 +19,7 @@ namespace mailq::detail {
 struct RecipientView {
   std::string_view address;
   std::string_view route;
+  std::uint32_t destination = 0;  ///< the queue's number for its destination
   RecipientState state = RecipientState::queued;
   TimePoint next_attempt{};
   std::string_view orcpt;
@@ -27,15 +28,16 @@ struct RecipientView {
   int reply_code = 0;
   std::string_view reply_enhanced;
   std::string_view reply_text;
-  std::string_view remote;
+  std::string_view remote_mta;
   bool delay_notified = false;
 };
 
 class PackedRecord {
  public:
   PackedRecord() = default;
-  /// Packs everything but the id and the held flag (the queue keeps those beside it).
-  explicit PackedRecord(const MessageRecord& m);
+  /// Packs everything but the id and the held flag (the queue keeps those beside it), with
+  /// each recipient's destination number (`destinations[i]`; all 0 when null).
+  explicit PackedRecord(const MessageRecord& m, const std::uint32_t* destinations = nullptr);
 
   explicit operator bool() const noexcept { return data_ != nullptr; }
   MessageRecord unpack(MessageId id, bool held) const;

@@ -1,4 +1,4 @@
-#include "core/packed_record.h"
+#include "core/queue/packed_record.h"
 
 #include <cassert>
 #include <cstring>
@@ -10,9 +10,9 @@ namespace mailq::detail {
 // octets):
 //   i64 arrival (ns since the epoch), varint size, varint attempts, u8 ret,
 //   str reverse_path, str source_channel, str message_id, str envid, varint recipients,
-//   then per recipient: str address, str route, u8 state, svarint next_attempt - arrival (ns),
-//   str orcpt, u8 notify, varint attempts, svarint reply code, str enhanced, str text,
-//   str remote, u8 delay_notified.
+//   then per recipient: str address, str route, varint destination, u8 state, svarint next_attempt
+//   - arrival (ns), str orcpt, u8 notify, varint attempts, svarint reply code, str enhanced, str
+//   text, str remote, u8 delay_notified.
 // A block is written once and replaced whole when the message changes (a delivery attempt),
 // so there is no slack and no per-field allocation.
 
@@ -92,16 +92,17 @@ constexpr std::size_t kFixedHeader = 8;  // arrival
 
 }  // namespace
 
-PackedRecord::PackedRecord(const MessageRecord& m) {
+PackedRecord::PackedRecord(const MessageRecord& m, const std::uint32_t* destinations) {
   const std::int64_t arrival = ns(m.arrival);
   std::size_t n = kFixedHeader + varint_size(m.size) + varint_size(m.attempts) + 1 +
                   str_size(m.reverse_path) + str_size(m.source_channel) + str_size(m.message_id) +
                   str_size(m.envid) + varint_size(m.recipients.size());
-  for (const auto& r : m.recipients) {
-    n += str_size(r.address) + str_size(r.route) + 1 +
-         varint_size(zigzag(ns(r.next_attempt) - arrival)) + str_size(r.orcpt) + 1 +
+  for (std::size_t i = 0; i < m.recipients.size(); ++i) {
+    const RecipientRecord& r = m.recipients[i];
+    n += str_size(r.address) + str_size(r.route) + varint_size(destinations ? destinations[i] : 0) +
+         1 + varint_size(zigzag(ns(r.next_attempt) - arrival)) + str_size(r.orcpt) + 1 +
          varint_size(r.attempts) + varint_size(zigzag(r.last_reply.code)) +
-         str_size(r.last_reply.enhanced) + str_size(r.last_reply.text) + str_size(r.remote) + 1;
+         str_size(r.last_reply.enhanced) + str_size(r.last_reply.text) + str_size(r.remote_mta) + 1;
   }
   data_.reset(new std::uint8_t[n]);
   Writer w{data_.get()};
@@ -114,9 +115,11 @@ PackedRecord::PackedRecord(const MessageRecord& m) {
   w.str(m.message_id);
   w.str(m.envid);
   w.varint(m.recipients.size());
-  for (const auto& r : m.recipients) {
+  for (std::size_t i = 0; i < m.recipients.size(); ++i) {
+    const RecipientRecord& r = m.recipients[i];
     w.str(r.address);
     w.str(r.route);
+    w.varint(destinations ? destinations[i] : 0);
     w.u8(static_cast<std::uint8_t>(r.state));
     w.varint(zigzag(ns(r.next_attempt) - arrival));
     w.str(r.orcpt);
@@ -125,7 +128,7 @@ PackedRecord::PackedRecord(const MessageRecord& m) {
     w.varint(zigzag(r.last_reply.code));
     w.str(r.last_reply.enhanced);
     w.str(r.last_reply.text);
-    w.str(r.remote);
+    w.str(r.remote_mta);
     w.u8(r.delay_notified ? 1 : 0);
   }
   assert(w.p == data_.get() + n);
@@ -163,6 +166,7 @@ RecipientView PackedRecord::next_recipient(Reader& r) noexcept {
   const std::uint8_t*& p = r.p;
   v.address = get_str(p);
   v.route = get_str(p);
+  v.destination = static_cast<std::uint32_t>(get_varint(p));
   v.state = static_cast<RecipientState>(*p++);
   v.next_attempt = r.arrival + std::chrono::duration_cast<TimePoint::duration>(
                                    std::chrono::nanoseconds(unzigzag(get_varint(p))));
@@ -172,7 +176,7 @@ RecipientView PackedRecord::next_recipient(Reader& r) noexcept {
   v.reply_code = static_cast<int>(unzigzag(get_varint(p)));
   v.reply_enhanced = get_str(p);
   v.reply_text = get_str(p);
-  v.remote = get_str(p);
+  v.remote_mta = get_str(p);
   v.delay_notified = *p++ != 0;
   return v;
 }
@@ -205,7 +209,7 @@ MessageRecord PackedRecord::unpack(MessageId id, bool held) const {
     rec.attempts = v.attempts;
     rec.next_attempt = v.next_attempt;
     rec.last_reply = Reply(v.reply_code, std::string(v.reply_enhanced), std::string(v.reply_text));
-    rec.remote = v.remote;
+    rec.remote_mta = v.remote_mta;
     rec.delay_notified = v.delay_notified;
   }
   return m;

@@ -1,4 +1,4 @@
-#include "core/mx.h"
+#include "core/delivery/mx.h"
 
 #include <arpa/inet.h>
 

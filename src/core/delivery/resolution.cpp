@@ -1,0 +1,178 @@
+#include "core/delivery/resolution.h"
+
+#include <algorithm>
+
+namespace mailq::detail {
+
+namespace {
+
+// The addresses of a list of hosts, looked up in parallel and joined in the hosts' order.
+struct HostLookup {
+  std::vector<std::vector<Target>> per_host;
+  std::vector<DnsStatus> statuses;
+  std::vector<std::string> problems;
+  std::size_t left = 0;
+  std::function<void(HostLookup&)> finish;
+
+  void one_done() {
+    if (--left == 0) finish(*this);
+  }
+  std::vector<Target> targets() const {
+    std::vector<Target> all;
+    for (auto& v : per_host) all.insert(all.end(), v.begin(), v.end());
+    return all;
+  }
+};
+
+// `hosts` as (name, preference, port); address literals are taken as they are (on a later
+// loop turn, like an answer).
+void look_up(const std::vector<Target>& hosts, Resolver& resolver, Clock& clock,
+             bool detail_in_problems, std::function<void(HostLookup&)> finish) {
+  auto lookup = std::make_shared<HostLookup>();
+  lookup->per_host.resize(hosts.size());
+  lookup->statuses.assign(hosts.size(), DnsStatus::ok);
+  lookup->left = hosts.size();
+  lookup->finish = std::move(finish);
+  for (std::size_t i = 0; i < hosts.size(); ++i) {
+    const Target h = hosts[i];
+    if (is_ip_literal(h.host)) {
+      lookup->per_host[i].push_back({h.host, h.preference, h.host, h.port});
+      clock.schedule(Duration{0}, [lookup] { lookup->one_done(); });
+      continue;
+    }
+    resolver.query_addresses(h.host, [lookup, i, h, detail_in_problems](AddressAnswer a) {
+      lookup->statuses[i] = a.status;
+      if (a.status == DnsStatus::ok) {
+        for (auto& addr : a.addresses)
+          lookup->per_host[i].push_back({h.host, h.preference, addr, h.port});
+      } else {
+        lookup->problems.push_back(
+            h.host + ": " + to_string(a.status) +
+            (detail_in_problems && !a.detail.empty() ? " (" + a.detail + ")" : std::string()));
+      }
+      lookup->one_done();
+    });
+  }
+}
+
+Resolution failure(Reply reply, Note note, bool dns_failure = false) {
+  Resolution r;
+  r.failed = true;
+  r.reply = std::move(reply);
+  r.note = std::move(note);
+  r.dns_failure = dns_failure;
+  return r;
+}
+
+void resolve_static(const Destination& dest, Resolver& resolver, Clock& clock,
+                    std::function<void(Resolution)> done) {
+  std::vector<Target> hosts;
+  for (std::size_t i = 0; i < dest.route->hosts.size(); ++i) {
+    const RouteHost& h = dest.route->hosts[i];
+    hosts.push_back({h.host, static_cast<std::uint16_t>(i), "", h.port});
+  }
+  look_up(hosts, resolver, clock, true, [done = std::move(done)](HostLookup& l) {
+    Resolution r;
+    r.targets = l.targets();
+    if (r.targets.empty()) {
+      std::string detail = "no address for the route's hosts";
+      for (auto& p : l.problems) detail += "; " + p;
+      done(failure(replies::domain_does_not_resolve(), Note::words(detail)));
+      return;
+    }
+    done(std::move(r));
+  });
+}
+
+void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRecord> mx,
+                      Resolver& resolver, Clock& clock, const LocalIdentity& self,
+                      std::function<void(Resolution)> done) {
+  std::vector<Target> hosts;
+  for (const auto& m : mx) hosts.push_back({m.exchange, m.preference, "", dest->route->mx_port});
+  look_up(hosts, resolver, clock, false,
+          [dest, addresses = self.addresses, done = std::move(done)](HostLookup& l) {
+            Resolution r;
+            r.targets = l.targets();
+            if (!cut_local_addresses(r.targets, addresses)) {
+              done(failure(
+                  replies::mx_loops_to_self(),
+                  Note::about_dns("the best MX for " + dest->domain + " has this host's address")));
+              return;
+            }
+            if (r.targets.empty()) {
+              std::string detail = "no address for any MX host of " + dest->domain;
+              for (auto& p : l.problems) detail += "; " + p;
+              const bool transient =
+                  std::any_of(l.statuses.begin(), l.statuses.end(), is_transient);
+              done(failure(replies::domain_does_not_resolve(), Note::about_dns(detail), transient));
+              return;
+            }
+            done(std::move(r));
+          });
+}
+
+void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a, Resolver& resolver,
+                 Clock& clock, const LocalIdentity& self, std::uint64_t seed,
+                 std::function<void(Resolution)> done) {
+  const std::string& domain = dest->domain;
+  if (a.status == DnsStatus::ok && !a.records.empty()) {
+    std::vector<MxRecord> plan;
+    std::mt19937_64 rng(seed);
+    auto p = plan_mx(std::move(a.records), self.names, rng, &plan);
+    if (p == MxPlan::null_mx) {
+      done(failure(replies::null_mx(), Note::about_dns(domain + " has a null MX")));
+      return;
+    }
+    if (p == MxPlan::loops_to_self) {
+      done(failure(replies::mx_loops_to_self(),
+                   Note::about_dns("the best MX for " + domain + " is this host")));
+      return;
+    }
+    if (p == MxPlan::ok) {
+      resolve_mx_hosts(std::move(dest), std::move(plan), resolver, clock, self, std::move(done));
+      return;
+    }
+    a.status = DnsStatus::no_data;  // MX records with no usable exchange
+  }
+  if (a.status == DnsStatus::ok || a.status == DnsStatus::no_data) {
+    // Implicit MX (RFC 5321 §5.1): the domain itself, preference 0.
+    resolve_mx_hosts(dest, {MxRecord{0, domain}}, resolver, clock, self, std::move(done));
+    return;
+  }
+  if (a.status == DnsStatus::nxdomain) {
+    Note note = Note::about_dns(domain + ": NXDOMAIN (4.4.4)");
+    done(failure(dest->route->nxdomain_is_permanent ? replies::domain_does_not_exist()
+                                                    : replies::domain_does_not_resolve(),
+                 std::move(note)));
+    return;
+  }
+  // SERVFAIL, REFUSED, timeouts: always transient (4.4.3 in the log).
+  done(failure(replies::domain_does_not_resolve(),
+               Note::about_dns(domain + " MX lookup failed: " + to_string(a.status) +
+                               (a.detail.empty() ? "" : " (" + a.detail + ")") + " (4.4.3)"),
+               true));
+}
+
+}  // namespace
+
+void resolve(const Destination& destination, Resolver& resolver, Clock& clock,
+             const LocalIdentity& self, std::uint64_t seed, std::weak_ptr<const void> owner,
+             std::function<void(Resolution)> done) {
+  // Every step after an answer first checks that the owner still wants the result: a
+  // resolver completing its queries as it is destroyed must not be asked again.
+  auto guarded = [owner, done = std::move(done)](Resolution r) {
+    if (!owner.expired()) done(std::move(r));
+  };
+  if (destination.route->is_static()) {
+    resolve_static(destination, resolver, clock, std::move(guarded));
+    return;
+  }
+  auto dest = std::make_shared<const Destination>(destination);
+  resolver.query_mx(dest->domain, [dest, &resolver, &clock, self, seed, owner,
+                                   done = std::move(guarded)](MxAnswer a) mutable {
+    if (owner.expired()) return;
+    mx_answered(dest, std::move(a), resolver, clock, self, seed, std::move(done));
+  });
+}
+
+}  // namespace mailq::detail

@@ -1,0 +1,256 @@
+// The Deliverer's side of its sessions: connections that fail, sessions that become ready,
+// jobs started, transactions done, sessions that fail or end.
+#include <algorithm>
+#include <new>
+
+#include "core/delivery/orchestrator.h"
+#include "mailq/log.h"
+
+namespace mailq {
+
+void Deliverer::Impl::connection_failed(Session& s, const Note& note, bool counts) {
+  auto run = s.run().lock();
+  stats.connection_failures++;
+  bool marked = false;
+  if (run) {
+    bool others_ready = std::any_of(run->sessions.begin(), run->sessions.end(),
+                                    [&](auto& o) { return o.get() != &s && !o->dead && o->ready; });
+    if (others_ready) {
+      // An extra parallel session was refused: the destination is up, we were too eager.
+      run->parallel_cap = std::max<std::size_t>(1, run->live_sessions() - 1);
+    } else {
+      run->last_failure = {true, note, Reply{}};
+      const std::string diagnostic = diagnostic_lines({note}).front();
+      if (counts && domains.record_failure(run->key(), clock.now(), diagnostic)) {
+        marked = true;
+        marked_down(run->key(), diagnostic);
+      }
+      run->skip(s.target(), true);
+    }
+  }
+  end_session(s);
+  // The jobs of this attempt get the real failure (a counted attempt); only later messages
+  // get the "domain is marked down" deferral.
+  if (marked && run && run->live_sessions() == 0) fail_run(run);
+}
+
+void Deliverer::Impl::on_connect_failed(Session& s, std::error_code ec) {
+  connection_failed(s, Note::words(connect_failure_text(ec)),
+                    detail::counts_against_destination(ec));
+}
+
+void Deliverer::Impl::on_session_event(Session& s, SmtpEvent&& ev) {
+  if (std::holds_alternative<smtp_event::Ready>(ev)) {
+    session_ready(s);
+  } else if (auto* done = std::get_if<smtp_event::TransactionDone>(&ev)) {
+    transaction_done(s, *done);
+  } else if (auto* failed = std::get_if<smtp_event::Failed>(&ev)) {
+    session_failed(s, *failed);
+  } else if (std::holds_alternative<smtp_event::Closed>(ev)) {
+    end_session(s);
+  }
+}
+
+void Deliverer::Impl::session_ready(Session& s) {
+  auto run = s.run().lock();
+  s.ready = true;
+  if (run) {
+    domains.record_success(run->key());
+    run->parallel_cap = SIZE_MAX;
+    if (auto it = up_timers.find(run->key()); it != up_timers.end()) {
+      clock.cancel(it->second);
+      up_timers.erase(it);
+      notice(EventKind::destination_up, run->key(),
+             "destination " + run->key() + ": a connection succeeded, no longer down");
+    }
+  }
+  if (run && !run->jobs.empty())
+    start_job(s);
+  else
+    idle_or_quit(s);
+  if (run) open_sessions(run);
+}
+
+SmtpTransaction Deliverer::Impl::transaction_of(const Job& job, detail::JobMessage&& m) {
+  SmtpTransaction tx;
+  tx.reverse_path = std::move(m.record.reverse_path);
+  tx.ret = m.record.ret;
+  tx.envid = std::move(m.record.envid);
+  // SMTPUTF8 and BODY=8BITMIME: the client finds non-ASCII addresses and 8-bit bodies
+  // itself (SmtpClient::send), so the body is scanned once.
+  for (auto idx : job.recipients) {
+    auto& r = m.record.recipients[idx];
+    tx.recipients.push_back({std::move(r.address), r.notify, std::move(r.orcpt)});
+  }
+  tx.body = std::make_shared<const std::string>(std::move(m.body));
+  return tx;
+}
+
+void Deliverer::Impl::start_job(Session& s) {
+  auto run = s.run().lock();
+  if (!run || run->jobs.empty()) return;
+  Job job = std::move(run->jobs.front());
+  run->jobs.pop_front();
+  // Unpacking the record, reading the body and building the transaction allocate: when
+  // memory runs out the job goes back to the queue (deferred, not an attempt) instead of
+  // being stranded in flight.
+  const Reply out_of_memory(451, "4.3.0", "[internal] out of memory while preparing the message");
+  SmtpTransaction tx;
+  try {
+    auto loaded = port.load(job);
+    if (!loaded) {  // deleted meanwhile
+      port.untake(job);
+      kick(run);
+      return;
+    }
+    if (!*loaded) {
+      // The body is unreadable: defer with the storage error rather than lose the message.
+      finish_job(job,
+                 Reply(451, "4.3.0",
+                       "[internal] cannot read the queued message: " + loaded->error().message),
+                 {}, true);  // counted: the retry schedule spaces the next try
+      kick(run);
+      return;
+    }
+    tx = transaction_of(job, std::move(loaded->value()));
+  } catch (const std::bad_alloc&) {
+    finish_job(job, out_of_memory, {Note::words(out_of_memory.to_string())}, false);
+    kick(run);
+    return;
+  }
+  stats.jobs_in_flight++;
+  bool sent = false;
+  try {
+    sent = s.start_job(std::move(job), std::move(tx));
+  } catch (const std::bad_alloc&) {
+    // The client's state is unknown after a failed allocation: end the session too.
+    Job j = std::move(*s.job);
+    s.job.reset();
+    stats.jobs_in_flight--;
+    finish_job(j, out_of_memory, {Note::words(out_of_memory.to_string())}, false);
+    end_session(s);
+    return;
+  }
+  if (!sent) {
+    Job j = std::move(*s.job);
+    s.job.reset();
+    stats.jobs_in_flight--;
+    finish_job(j, Reply(554, "5.6.0", "[internal] envelope refused by the SMTP client"), {}, false);
+  }
+  s.pump();
+}
+
+void Deliverer::Impl::transaction_done(Session& s, const smtp_event::TransactionDone& done) {
+  if (!s.job) return;
+  Job job = std::move(*s.job);
+  s.job.reset();
+  stats.jobs_in_flight--;
+  stats.transactions++;
+  Hop hop = s.hop().value_or(Hop{});
+  hop.intermediate = done.data_intermediate;
+  std::vector<RecipientOutcome> outcomes;
+  for (std::size_t i = 0; i < job.recipients.size(); ++i) {
+    RecipientOutcome o;
+    o.index = job.recipients[i];
+    o.reply = i < done.replies.size() ? done.replies[i]
+                                      : replies::connection_lost("no reply for this recipient");
+    o.hop = hop;
+    o.relayed_without_dsn = o.reply.positive() && !s.client().capabilities().dsn;
+    o.notes.push_back(Note::of_transaction(hop, o.reply));
+    outcomes.push_back(std::move(o));
+  }
+  port.complete(job, outcomes, true);
+  auto run = s.run().lock();
+  if (!run || s.dead || !s.client().ready()) return;
+  refill(*run);
+  const bool too_old = clock.now() - s.opened >= config.max_connection_age;
+  if (s.messages >= run->route().max_messages_per_connection || too_old || stopping) {
+    s.client().quit(clock.now());
+    if (!run->jobs.empty()) open_sessions(run);
+    return;
+  }
+  if (!run->jobs.empty())
+    start_job(s);
+  else
+    idle_or_quit(s);
+}
+
+void Deliverer::Impl::session_failed(Session& s, const smtp_event::Failed& f) {
+  auto run = s.run().lock();
+  if (!run) {
+    end_session(s);
+    return;
+  }
+  const SessionVerdict v =
+      detail::judge_session_failure(f, s.ready, run->route().tls, s.plaintext_retry());
+  const Hop hop = s.hop().value_or(Hop{});
+  switch (v.action) {
+    case SessionVerdict::Action::retry_plaintext: {
+      // Opportunistic TLS failed: retry this host once in plaintext on a new connection and
+      // remember it as broken-TLS for a while.
+      const detail::Target target = s.target();
+      broken_tls[target.address + ":" + std::to_string(target.port)] =
+          clock.now() + config.broken_tls_memory;
+      end_session(s);
+      if (!stopping) open_session(run, target, true);
+      return;
+    }
+    case SessionVerdict::Action::unreachable:
+      connection_failed(s, Note::of_session(hop, v.reply), true);
+      return;
+    case SessionVerdict::Action::next_host:
+      run->last_failure = {true, Note::of_session(hop, v.reply), v.reply};
+      run->skip(s.target(), false);
+      break;
+    case SessionVerdict::Action::none:
+      break;
+  }
+  end_session(s);
+}
+
+void Deliverer::Impl::idle_or_quit(Session& s) {
+  if (s.dead || s.job) return;
+  if (stopping) {
+    s.client().quit(clock.now());
+    return;
+  }
+  s.arm_idle(config.idle_timeout);
+}
+
+void Deliverer::Impl::end_session(Session& s) {
+  if (s.dead) return;
+  const std::optional<Hop> hop = s.hop();
+  std::optional<Job> job = s.end();
+  --sessions_open;
+  auto run = s.run().lock();
+  if (job) {
+    // The client always reports a transaction before the session ends; this is a guard.
+    stats.jobs_in_flight--;
+    std::vector<RecipientOutcome> outcomes;
+    for (auto idx : job->recipients) {
+      RecipientOutcome o;
+      o.index = idx;
+      o.reply = replies::connection_lost("session ended");
+      o.hop = hop;
+      outcomes.push_back(std::move(o));
+    }
+    port.complete(*job, outcomes, true);
+  }
+  // Drop the session object after the current call stack unwinds.
+  std::weak_ptr<Run> weak = run;
+  const Session* raw = &s;
+  std::weak_ptr<int> life = alive;
+  clock.schedule(Duration{0}, [this, weak, raw, life] {
+    if (life.expired()) return;
+    auto r = weak.lock();
+    if (!r) return;
+    r->forget(raw);
+    if (!r->jobs.empty())
+      kick(r);
+    else
+      maybe_finish(r);
+    wake_waiting();
+  });
+}
+
+}  // namespace mailq
