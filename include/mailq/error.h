@@ -48,7 +48,15 @@ struct Error {
   Error(errc c, std::string m) : code(make_error_code(c)), message(std::move(m)) {}
 };
 
-/// A value or an `Error`. Minimal C++17 stand-in for `std::expected`.
+namespace detail {
+/// A Result was asked for what it does not hold (the value of an error, the error of a
+/// value): a programming error. Prints what happened and aborts; never throws.
+[[noreturn]] void result_misuse(const char* what) noexcept;
+}  // namespace detail
+
+/// A value or an `Error`. Minimal C++17 stand-in for `std::expected`, checked: asking for the
+/// value of an error (or the error of a value) is a programming error that aborts with a
+/// message, never an exception.
 template <class T>
 class [[nodiscard]] Result {
  public:
@@ -58,19 +66,60 @@ class [[nodiscard]] Result {
   bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }
 
-  T& value() & { return std::get<0>(v_); }
-  const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  T* operator->() { return &value(); }
-  const T* operator->() const { return &value(); }
-  T& operator*() & { return value(); }
-  const T& operator*() const& { return value(); }
+  T& value() & { return *checked(); }
+  const T& value() const& { return *checked(); }
+  T&& value() && { return std::move(*checked()); }
+  T* operator->() { return checked(); }
+  const T* operator->() const { return checked(); }
+  T& operator*() & { return *checked(); }
+  const T& operator*() const& { return *checked(); }
+  /// The value, or `fallback` for an error.
+  T value_or(T fallback) const& { return ok() ? *std::get_if<0>(&v_) : std::move(fallback); }
 
-  const Error& error() const { return std::get<1>(v_); }
+  const Error& error() const {
+    if (const Error* e = std::get_if<1>(&v_)) return *e;
+    detail::result_misuse("error() of a Result that holds a value");
+  }
 
  private:
+  T* checked() {
+    if (T* v = std::get_if<0>(&v_)) return v;
+    detail::result_misuse(std::get_if<1>(&v_)->message.c_str());
+  }
+  const T* checked() const {
+    if (const T* v = std::get_if<0>(&v_)) return v;
+    detail::result_misuse(std::get_if<1>(&v_)->message.c_str());
+  }
+
   std::variant<T, Error> v_;
 };
+
+/// Success, or an `Error` with its words: what a fallible call without a value returns.
+template <>
+class [[nodiscard]] Result<void> {
+ public:
+  Result() = default;                                               // success
+  Result(Error error) : error_(std::move(error)), failed_(true) {}  // NOLINT: implicit
+  Result(std::error_code code, std::string message) : Result(Error(code, std::move(message))) {}
+
+  bool ok() const noexcept { return !failed_; }
+  explicit operator bool() const noexcept { return ok(); }
+  const Error& error() const {
+    if (!failed_) detail::result_misuse("error() of a successful Result");
+    return error_;
+  }
+  /// The error code; empty on success.
+  std::error_code code() const noexcept { return failed_ ? error_.code : std::error_code(); }
+
+ private:
+  Error error_;
+  bool failed_ = false;
+};
+
+/// Success, for a `Result<void>`.
+inline Result<void> success() {
+  return {};
+}
 
 }  // namespace mailq
 

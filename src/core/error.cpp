@@ -1,5 +1,7 @@
 #include "mailq/error.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 namespace mailq {
@@ -47,6 +49,13 @@ class MailqCategory final : public std::error_category {
 };
 
 }  // namespace
+
+namespace detail {
+void result_misuse(const char* what) noexcept {
+  std::fprintf(stderr, "mailq: a Result was used for what it does not hold: %s\n", what);
+  std::abort();
+}
+}  // namespace detail
 
 const std::error_category& error_category() noexcept {
   // A function-local static: one instance for the whole program, constructed on first use,
