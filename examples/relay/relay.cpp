@@ -242,7 +242,7 @@ struct Relay::Impl {
         if (auto ec = start_listener()) return ec;
       }
       if (!config.metrics.empty()) {
-        auto hp = RouteHost::parse(config.metrics);
+        auto hp = HostPort::parse(config.metrics);
         if (!hp)
           return fail(kExitConfig,
                       Error(errc::invalid_parameter, "metrics: " + hp.error().message));
