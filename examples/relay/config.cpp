@@ -402,15 +402,16 @@ void read_resolver(const Section& s, RelayConfig& cfg) {
            quoted(*f) + " is not one of \"both\", \"ipv4\", \"ipv6\"");
   }
   if (auto v = s.boolean("ipv6_first")) r.ipv6_first = *v;
-  if (auto v = s.boolean("cache")) r.cache = *v;
-  if (auto v = s.integer<std::size_t>("cache_max_entries", 1, 100000000)) r.cache_max_entries = *v;
-  if (auto d = s.duration("min_ttl", true)) r.min_ttl = *d;
-  if (auto d = s.duration("max_ttl")) r.max_ttl = *d;
-  if (auto d = s.duration("negative_ttl", true)) r.negative_ttl = *d;
-  if (auto d = s.duration("max_negative_ttl", true)) r.max_negative_ttl = *d;
-  if (auto d = s.duration("failure_ttl", true)) r.failure_ttl = *d;
-  if (auto d = s.duration("unknown_ttl", true)) r.unknown_ttl = *d;
-  if (r.min_ttl > r.max_ttl)
+  DnsCachePolicy& c = r.cache;
+  if (auto v = s.boolean("cache")) c.enabled = *v;
+  if (auto v = s.integer<std::size_t>("cache_max_entries", 1, 100000000)) c.max_entries = *v;
+  if (auto d = s.duration("min_ttl", true)) c.min_ttl = *d;
+  if (auto d = s.duration("max_ttl")) c.max_ttl = *d;
+  if (auto d = s.duration("negative_ttl", true)) c.negative_ttl = *d;
+  if (auto d = s.duration("max_negative_ttl", true)) c.max_negative_ttl = *d;
+  if (auto d = s.duration("failure_ttl", true)) c.failure_ttl = *d;
+  if (auto d = s.duration("unknown_ttl", true)) c.unknown_ttl = *d;
+  if (c.min_ttl > c.max_ttl)
     fail(line_of(*(s.get("min_ttl") ? s.get("min_ttl") : s.get("max_ttl"))), "resolver.min_ttl",
          "is longer than resolver.max_ttl");
 }

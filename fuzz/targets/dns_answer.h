@@ -67,7 +67,7 @@ class Harness {
     // c-ares drops (malformed beyond its reading) costs 20 + 40 ms.
     o.timeout = Duration{20};
     o.tries = 2;
-    o.cache = false;
+    o.cache.enabled = false;
     o.query_deadline = Duration{500};
     auto r = ares::AresResolver::create(&loop_, o);
     MAILQ_FUZZ_CHECK(r.ok(), r.ok() ? "" : r.error().message);

@@ -30,7 +30,6 @@ namespace mailq::ares {
 using mailq::detail::dns_type_name;
 using mailq::detail::DnsCache;
 using mailq::detail::DnsCacheEntry;
-using mailq::detail::DnsCachePolicy;
 using mailq::detail::kDnsTypeA;
 using mailq::detail::kDnsTypeAaaa;
 using mailq::detail::kDnsTypeMx;
@@ -324,7 +323,7 @@ struct AresResolver::Impl {
       cb(cancelled_result());
       return;
     }
-    if (options.cache) {
+    if (options.cache.enabled) {
       if (auto hit = cache.find(name, type, now())) {
         RrResult r;
         r.entry = std::move(*hit);
@@ -376,7 +375,7 @@ struct AresResolver::Impl {
     Impl* self = lk->impl;
     std::optional<std::uint32_t> ttl;
     RrResult r = self->interpret(status, abuf, alen, *lk, ttl);
-    if (!self->destroying && self->options.cache) {
+    if (!self->destroying && self->options.cache.enabled) {
       (void)self->cache.store(lk->name, lk->type, r.entry, ttl, self->now());
     }
     self->forget(lk);
@@ -412,7 +411,7 @@ struct AresResolver::Impl {
           // A CNAME chain ending in nothing: the negative answer is only as good as the
           // chain. Servers often omit the SOA here (unbound does), so bound the default too.
           const auto fallback = static_cast<std::uint32_t>(
-              std::chrono::duration_cast<std::chrono::seconds>(options.negative_ttl).count());
+              std::chrono::duration_cast<std::chrono::seconds>(options.cache.negative_ttl).count());
           ttl = std::min(ttl.value_or(fallback), *ttls->answer_ttl);
         }
       }
@@ -564,15 +563,7 @@ Result<std::unique_ptr<AresResolver>> AresResolver::create(uv_loop_t* loop,
     servers.push_back(std::move(*ns));
   }
 
-  DnsCachePolicy policy;
-  policy.max_entries = options.cache ? options.cache_max_entries : 0;
-  policy.min_ttl = options.min_ttl;
-  policy.max_ttl = options.max_ttl;
-  policy.negative_ttl = options.negative_ttl;
-  policy.max_negative_ttl = options.max_negative_ttl;
-  policy.failure_ttl = options.failure_ttl;
-  policy.unknown_ttl = options.unknown_ttl;
-  auto impl = std::make_unique<Impl>(policy);
+  auto impl = std::make_unique<Impl>(options.cache);
   impl->loop = loop;
   impl->options = std::move(options);
 
