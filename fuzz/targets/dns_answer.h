@@ -25,6 +25,7 @@
 #include "core/dns_wire.h"
 #include "fuzz_support.h"
 #include "mailq/ares/resolver.h"
+#include "mailq/net.h"
 
 namespace mailq::fuzz {
 
@@ -38,11 +39,6 @@ inline bool verbose() {
 
 inline void check_detail(const std::string& d) {
   MAILQ_FUZZ_CHECK(!has_control(d), "control character in a resolver detail: " + d);
-}
-
-inline bool valid_ip(const std::string& s) {
-  unsigned char buf[16];
-  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
 class Harness {
@@ -119,7 +115,7 @@ class Harness {
       if (a.status == DnsStatus::ok) {
         MAILQ_FUZZ_CHECK(!a.addresses.empty(), "ok address answer without addresses");
         for (const std::string& ip : a.addresses)
-          MAILQ_FUZZ_CHECK(valid_ip(ip), "not an IP address: " + ip);
+          MAILQ_FUZZ_CHECK(is_ip_literal(ip), "not an IP address: " + ip);
       }
     });
     run_until([&] { return calls > 0; });
