@@ -217,102 +217,6 @@ Message parse_message(std::vector<std::string> lines) {
   return m;
 }
 
-// --- address lists (RFC 5322 3.4) --------------------------------------------------------
-
-// The addr-specs of an address-list: display names, comments, quoted strings, angle
-// addresses, groups ("undisclosed-recipients:;") and obsolete source routes handled.
-std::vector<std::string> parse_address_list(std::string_view s) {
-  std::vector<std::string> out;
-  std::string phrase;  // text outside angle brackets, comments removed
-  std::string angle;   // the angle address, when one was seen
-  bool have_angle = false;
-  auto finish = [&] {
-    std::string a = have_angle ? angle : phrase;
-    // Trim and drop the source route of "<@a,@b:user@host>".
-    auto trim = [](std::string& t) {
-      std::size_t b = t.find_first_not_of(" \t");
-      std::size_t e = t.find_last_not_of(" \t");
-      t = b == std::string::npos ? std::string() : t.substr(b, e - b + 1);
-    };
-    trim(a);
-    if (!a.empty() && a[0] == '@') {
-      std::size_t colon = a.find(':');
-      a = colon == std::string::npos ? std::string() : a.substr(colon + 1);
-      trim(a);
-    }
-    if (!a.empty()) out.push_back(std::move(a));
-    phrase.clear();
-    angle.clear();
-    have_angle = false;
-  };
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (c == '"') {
-      // A quoted string: kept as written (a quoted local part needs its quotes).
-      std::string q(1, c);
-      for (++i; i < s.size(); ++i) {
-        q += s[i];
-        if (s[i] == '\\' && i + 1 < s.size()) {
-          q += s[++i];
-          continue;
-        }
-        if (s[i] == '"') break;
-      }
-      phrase += q;
-    } else if (c == '(') {
-      int depth = 1;
-      for (++i; i < s.size() && depth > 0; ++i) {
-        if (s[i] == '\\') {
-          ++i;
-          continue;
-        }
-        if (s[i] == '(') ++depth;
-        if (s[i] == ')') --depth;
-      }
-      --i;
-      phrase += ' ';
-    } else if (c == '<') {
-      std::string a;
-      for (++i; i < s.size() && s[i] != '>'; ++i) {
-        if (s[i] == '"') {
-          a += s[i];
-          for (++i; i < s.size(); ++i) {
-            a += s[i];
-            if (s[i] == '\\' && i + 1 < s.size()) {
-              a += s[++i];
-              continue;
-            }
-            if (s[i] == '"') break;
-          }
-          continue;
-        }
-        a += s[i];
-      }
-      angle = a;
-      have_angle = true;
-    } else if (c == '[') {
-      // A domain literal ("[IPv6:2001:db8::1]"): its colons are no group.
-      std::size_t end = s.find(']', i);
-      if (end == std::string_view::npos) end = s.size() - 1;
-      (have_angle ? angle : phrase) += s.substr(i, end - i + 1);
-      i = end;
-    } else if (c == ':' && !have_angle && phrase.find('@') == std::string::npos) {
-      // A group's display name ends here; its members follow.
-      phrase.clear();
-    } else if (c == ',' || c == ';') {
-      finish();
-    } else {
-      if (have_angle && c != ' ' && c != '\t') {
-        // Text after an angle address: not an address-list; keep it so that it fails loudly.
-        angle += c;
-      }
-      phrase += c;
-    }
-  }
-  finish();
-  return out;
-}
-
 // --- delivery ----------------------------------------------------------------------------
 
 std::string host_name() {
@@ -458,10 +362,7 @@ int main(int argc, char** argv) {
   if (blank) return fail(kExDataErr, "empty message: nothing was read from standard input");
   Message msg = parse_message(std::move(lines));
 
-  // Recipients.
-  std::vector<std::string> rcpt_texts;
-  for (const auto& arg : opt.recipients)
-    for (auto& a : parse_address_list(arg)) rcpt_texts.push_back(std::move(a));
+  // Recipients: the arguments, then (-t) To, Cc and Bcc, each an address list.
   for (const auto& h : msg.headers) {
     const bool used = (!opt.sender && iequals(h.name, "From")) ||
                       (opt.from_headers &&
@@ -469,18 +370,19 @@ int main(int argc, char** argv) {
     if (!used) continue;
     if (auto why = check_address_header(h)) return fail(kExDataErr, *why);
   }
+  std::vector<std::string> lists = opt.recipients;
   if (opt.from_headers) {
     for (const char* h : {"To", "Cc", "Bcc"})
-      for (const auto& v : msg.values(h))
-        for (auto& a : parse_address_list(v)) rcpt_texts.push_back(std::move(a));
+      for (auto& v : msg.values(h)) lists.push_back(std::move(v));
   }
   std::vector<std::string> rcpts;
   std::set<std::string> seen;  // local part as written, domain lowercased
-  for (const auto& t : rcpt_texts) {
-    auto a = Address::parse(t);
-    if (!a) return fail(kExUsage, "bad recipient address \"" + t + "\": " + a.error().message);
-    if (seen.insert(a->local_part() + "@" + a->routing_domain()).second)
-      rcpts.push_back(a->to_string());
+  for (const auto& list : lists) {
+    auto addresses = parse_address_list(list);
+    if (!addresses) return fail(kExUsage, "bad recipient address " + addresses.error().message);
+    for (const Address& a : *addresses)
+      if (seen.insert(a.local_part() + "@" + a.routing_domain()).second)
+        rcpts.push_back(a.to_string());
   }
   if (rcpts.empty())
     return fail(kExUsage, opt.from_headers
@@ -500,7 +402,7 @@ int main(int argc, char** argv) {
       sender = a->to_string();
     }
   } else if (auto from = msg.find("From")) {
-    auto list = parse_address_list(from->value());
+    auto list = split_address_list(from->value());
     if (list.empty()) return fail(kExUsage, "the From header has no address; give one with -f");
     auto a = Address::parse(list[0]);
     if (!a)

@@ -6,7 +6,6 @@
 // problem ends the load with "FILE:LINE: key.path: what".
 #include "examples/relay/config.h"
 
-#include <arpa/inet.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -247,53 +246,20 @@ bool has_space_or_control(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](unsigned char c) { return c <= ' ' || c == 0x7f; });
 }
 
-// A numeric IP address; fills `ipv6`.
-bool numeric_ip(const std::string& s, bool* ipv6) {
-  unsigned char buf[16];
-  if (inet_pton(AF_INET, s.c_str(), buf) == 1) {
-    *ipv6 = false;
-    return true;
-  }
-  if (inet_pton(AF_INET6, s.c_str(), buf) == 1) {
-    *ipv6 = true;
-    return true;
-  }
-  return false;
-}
-
-bool is_loopback(const std::string& ip) {
-  auto net4 = Network::parse("127.0.0.0/8");
-  auto net6 = Network::parse("::1/128");
-  return (net4 && net4->contains(ip)) || (net6 && net6->contains(ip));
-}
-
-// "ip:port" / "[ipv6]:port" with a port in 1..65535. Fills host and port or returns why not.
-std::optional<std::string> parse_socket_address(std::string_view text, std::string* host,
-                                                std::uint16_t* port) {
-  std::string_view h, p;
-  if (!text.empty() && text.front() == '[') {
-    auto close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
-      return "is not an address:port (IPv6 as \"[::1]:2525\")";
-    h = text.substr(1, close - 1);
-    p = text.substr(close + 2);
-  } else {
-    auto colon = text.rfind(':');
-    if (colon == std::string_view::npos || text.find(':') != colon)
-      return "is not an address:port (\"127.0.0.1:2525\", IPv6 as \"[::1]:2525\")";
-    h = text.substr(0, colon);
-    p = text.substr(colon + 1);
-  }
-  bool v6 = false;
-  if (!numeric_ip(std::string(h), &v6)) return "does not start with a numeric IP address";
-  if (text.front() == '[' && !v6) return "has brackets around an IPv4 address";
-  unsigned long v = 0;
-  if (p.empty() || p.size() > 5 || !std::all_of(p.begin(), p.end(), is_digit) ||
-      (v = std::stoul(std::string(p))) == 0 || v > 65535)
-    return "has no valid port (1 to 65535)";
-  *host = std::string(h);
-  *port = static_cast<std::uint16_t>(v);
-  return std::nullopt;
+// A listening address: "ip:port" / "[ipv6]:port" with a port in 1..65535, or the failure
+// at `line` / `path` saying why not.
+HostPort socket_address(std::string_view text, std::uint32_t line, const std::string& path) {
+  auto hp = HostPort::parse(text);
+  if (!hp) fail(line, path, hp.error().message);
+  if (hp->port == 0)
+    fail(line, path,
+         quoted(text) +
+             (text.front() == '['
+                  ? " is not an address:port (IPv6 as \"[::1]:2525\")"
+                  : " is not an address:port (\"127.0.0.1:2525\", IPv6 as \"[::1]:2525\")"));
+  if (!is_ip_literal(hp->host))
+    fail(line, path, quoted(text) + " does not start with a numeric IP address");
+  return *hp;
 }
 
 std::string host_name() {
@@ -372,8 +338,9 @@ void read_listen(const Section& root, RelayConfig& cfg) {
          fmt::format("expected an address string (\"127.0.0.1:2525\") or a table, got {}",
                      type_name(*n)));
   }
-  if (auto why = parse_socket_address(l.address, &l.host, &l.port))
-    fail(line_of(*address_node), address_path, quoted(l.address) + " " + *why);
+  HostPort hp = socket_address(l.address, line_of(*address_node), address_path);
+  l.host = std::move(hp.host);
+  l.port = hp.port;
 
   l.networks.clear();
   if (table) {
@@ -435,15 +402,16 @@ void read_resolver(const Section& s, RelayConfig& cfg) {
            quoted(*f) + " is not one of \"both\", \"ipv4\", \"ipv6\"");
   }
   if (auto v = s.boolean("ipv6_first")) r.ipv6_first = *v;
-  if (auto v = s.boolean("cache")) r.cache = *v;
-  if (auto v = s.integer<std::size_t>("cache_max_entries", 1, 100000000)) r.cache_max_entries = *v;
-  if (auto d = s.duration("min_ttl", true)) r.min_ttl = *d;
-  if (auto d = s.duration("max_ttl")) r.max_ttl = *d;
-  if (auto d = s.duration("negative_ttl", true)) r.negative_ttl = *d;
-  if (auto d = s.duration("max_negative_ttl", true)) r.max_negative_ttl = *d;
-  if (auto d = s.duration("failure_ttl", true)) r.failure_ttl = *d;
-  if (auto d = s.duration("unknown_ttl", true)) r.unknown_ttl = *d;
-  if (r.min_ttl > r.max_ttl)
+  DnsCachePolicy& c = r.cache;
+  if (auto v = s.boolean("cache")) c.enabled = *v;
+  if (auto v = s.integer<std::size_t>("cache_max_entries", 1, 100000000)) c.max_entries = *v;
+  if (auto d = s.duration("min_ttl", true)) c.min_ttl = *d;
+  if (auto d = s.duration("max_ttl")) c.max_ttl = *d;
+  if (auto d = s.duration("negative_ttl", true)) c.negative_ttl = *d;
+  if (auto d = s.duration("max_negative_ttl", true)) c.max_negative_ttl = *d;
+  if (auto d = s.duration("failure_ttl", true)) c.failure_ttl = *d;
+  if (auto d = s.duration("unknown_ttl", true)) c.unknown_ttl = *d;
+  if (c.min_ttl > c.max_ttl)
     fail(line_of(*(s.get("min_ttl") ? s.get("min_ttl") : s.get("max_ttl"))), "resolver.min_ttl",
          "is longer than resolver.max_ttl");
 }
@@ -511,8 +479,7 @@ void read_delivery(const Section& s, RelayConfig& cfg) {
   if (auto addrs = s.strings("local_addresses")) {
     std::size_t i = 0;
     for (auto& [text, node] : *addrs) {
-      bool v6 = false;
-      if (!numeric_ip(text, &v6))
+      if (!is_ip_literal(text))
         fail(line_of(*node), fmt::format("delivery.local_addresses[{}]", i),
              quoted(text) + " is not a numeric IP address");
       d.local_addresses.push_back(text);
@@ -555,16 +522,19 @@ Route read_route(const Section& s, RouteExtras* extras) {
       fail(line_of(*hosts_node), p + ".hosts", "is empty (use mx = true for MX routing)");
     std::size_t i = 0;
     for (auto& [text, node] : *hosts) {
-      auto h = RouteHost::parse(text);
-      std::string hp = fmt::format("{}.hosts[{}]", p, i++);
+      auto h = HostPort::parse(text);
       if (!h)
-        fail(line_of(*node), hp,
+        fail(line_of(*node), fmt::format("{}.hosts[{}]", p, i),
              quoted(text) + " is not host:port (\"relay.example.net:25\", \"[2001:db8::5]:25\")");
+      ++i;
       // A port written in the text wins; otherwise the route's `port` (default 25).
-      bool explicit_port = text.find("]:") != std::string::npos ||
-                           (text.front() != '[' && std::count(text.begin(), text.end(), ':') == 1);
-      if (!explicit_port && extras->port) h->port = extras->port;
-      r.hosts.push_back(std::move(*h));
+      RouteHost host;
+      host.host = std::move(h->host);
+      if (h->port != 0)
+        host.port = h->port;
+      else if (extras->port != 0)
+        host.port = extras->port;
+      r.hosts.push_back(std::move(host));
     }
   }
   if (hosts_node && mx && *mx)
@@ -619,8 +589,7 @@ Route read_route(const Section& s, RouteExtras* extras) {
   }
   if (auto v = s.boolean("auth_over_plaintext")) r.auth_over_plaintext = *v;
   if (auto src = s.string("source_address")) {
-    bool v6 = false;
-    if (!numeric_ip(*src, &v6))
+    if (!is_ip_literal(*src))
       fail(line_of(*s.get("source_address")), p + ".source_address",
            quoted(*src) + " is not a numeric IP address");
     r.source_address = *src;
@@ -745,12 +714,8 @@ RelayConfig read_config(const toml::table& doc, std::string_view name) {
                      root.get("control") ? "" : " (set control to a shorter path)"));
 
   if (auto metrics = root.string("metrics")) {
-    std::string host;
-    std::uint16_t port = 0;
-    int line = line_of(*root.get("metrics"));
-    if (auto why = parse_socket_address(*metrics, &host, &port))
-      fail(line, "metrics", quoted(*metrics) + " " + *why);
-    if (!is_loopback(host))
+    const std::uint32_t line = line_of(*root.get("metrics"));
+    if (!is_loopback_address(socket_address(*metrics, line, "metrics").host))
       fail(line, "metrics",
            quoted(*metrics) +
                " is not a loopback address (metrics are served on 127.0.0.0/8 "
@@ -786,75 +751,6 @@ RelayConfig read_config(const toml::table& doc, std::string_view name) {
 }
 
 }  // namespace
-
-// --- Network --------------------------------------------------------------------------------
-
-Result<Network> Network::parse(std::string_view text) {
-  Network n;
-  std::string t(text);
-  auto slash = t.find('/');
-  std::string addr = t.substr(0, slash);
-  auto bad = [&](std::string why) {
-    return Error(errc::invalid_parameter, quoted(text) + " " + why);
-  };
-  if (inet_pton(AF_INET, addr.c_str(), n.bytes) == 1) {
-    n.ipv6 = false;
-    n.prefix = 32;
-  } else if (inet_pton(AF_INET6, addr.c_str(), n.bytes) == 1) {
-    n.ipv6 = true;
-    n.prefix = 128;
-  } else {
-    return bad("is not a network (\"127.0.0.0/8\", \"::1/128\", \"192.0.2.7\")");
-  }
-  if (slash != std::string::npos) {
-    std::string bits = t.substr(slash + 1);
-    unsigned max = n.ipv6 ? 128 : 32;
-    if (bits.empty() || bits.size() > 3 || !std::all_of(bits.begin(), bits.end(), is_digit) ||
-        std::stoul(bits) > max)
-      return bad(fmt::format("has a bad prefix length (0 to {})", max));
-    n.prefix = static_cast<unsigned>(std::stoul(bits));
-  }
-  // Host bits set ("10.0.0.1/8") are a mistake more often than not: say which network it is.
-  unsigned nbytes = n.ipv6 ? 16 : 4;
-  std::uint8_t masked[16] = {};
-  for (unsigned i = 0; i < nbytes; ++i) {
-    unsigned bits_here = n.prefix > i * 8 ? std::min(8u, n.prefix - i * 8) : 0;
-    std::uint8_t mask = bits_here == 0 ? 0 : static_cast<std::uint8_t>(0xff << (8 - bits_here));
-    masked[i] = n.bytes[i] & mask;
-  }
-  if (std::memcmp(masked, n.bytes, nbytes) != 0) {
-    char buf[INET6_ADDRSTRLEN] = {};
-    inet_ntop(n.ipv6 ? AF_INET6 : AF_INET, masked, buf, sizeof buf);
-    return bad(fmt::format("has host bits set (did you mean \"{}/{}\"?)", buf, n.prefix));
-  }
-  n.address = addr;
-  return n;
-}
-
-bool Network::contains(std::string_view numeric_address) const {
-  std::string a(numeric_address);
-  std::uint8_t buf[16] = {};
-  const std::uint8_t* bytes = buf;
-  if (inet_pton(AF_INET, a.c_str(), buf) == 1) {
-    if (ipv6) return false;
-  } else if (inet_pton(AF_INET6, a.c_str(), buf) == 1) {
-    static constexpr std::uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (!ipv6) {
-      // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
-      if (std::memcmp(buf, kMapped, 12) != 0) return false;
-      bytes = buf + 12;
-    }
-  } else {
-    return false;
-  }
-  for (unsigned i = 0, left = prefix; left > 0; ++i) {
-    unsigned bits = std::min(8u, left);
-    std::uint8_t mask = static_cast<std::uint8_t>(0xff << (8 - bits));
-    if ((bytes[i] & mask) != (this->bytes[i] & mask)) return false;
-    left -= bits;
-  }
-  return true;
-}
 
 // --- durations ------------------------------------------------------------------------------
 

@@ -21,23 +21,12 @@
 #include "mailq/deliverer.h"
 #include "mailq/domain_state.h"
 #include "mailq/error.h"
+#include "mailq/net.h"
 #include "mailq/queue.h"
 #include "mailq/route.h"
 #include "mailq/spool/layout.h"
 
 namespace mailq::relay {
-
-/// A network in CIDR notation ("127.0.0.0/8", "::1/128", "192.0.2.7").
-struct Network {
-  std::string address;   ///< numeric, as given
-  unsigned prefix = 32;  ///< bits
-  bool ipv6 = false;
-  std::uint8_t bytes[16]{};  ///< the address in network order (4 or 16 bytes used)
-  /// Errors: `errc::invalid_parameter` naming the text.
-  static Result<Network> parse(std::string_view text);
-  /// Does `numeric_address` ("127.0.0.1", "::1", "::ffff:127.0.0.1") fall in this network?
-  bool contains(std::string_view numeric_address) const;
-};
 
 /// The receiving side (`listen`): who may submit and how much.
 struct ListenConfig {

@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "mailq/net.h"
+
 namespace mailq::relay {
 namespace {
 
@@ -277,7 +279,7 @@ struct MetricsServer::Impl {
   };
 
   void fail(std::error_code ec, std::string what) {
-    last_error = Error(ec, fmt::format("metrics {}:{}: {}", host, port, what));
+    last_error = Error(ec, fmt::format("metrics {}: {}", HostPort{host, port}.to_string(), what));
   }
 
   static void close_conn(Conn* c) {
@@ -485,21 +487,12 @@ std::error_code MetricsServer::start() {
     return s.last_error.code;
   }
   sockaddr_storage addr{};
-  bool v6 = false;
-  if (uv_ip4_addr(s.host.c_str(), s.port, reinterpret_cast<sockaddr_in*>(&addr)) != 0) {
-    if (uv_ip6_addr(s.host.c_str(), s.port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0) {
-      s.fail(make_error_code(errc::invalid_parameter), "not a numeric IP address");
-      return s.last_error.code;
-    }
-    v6 = true;
+  if (uv_ip4_addr(s.host.c_str(), s.port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
+      uv_ip6_addr(s.host.c_str(), s.port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0) {
+    s.fail(make_error_code(errc::invalid_parameter), "not a numeric IP address");
+    return s.last_error.code;
   }
-  const auto* bytes =
-      v6 ? reinterpret_cast<const unsigned char*>(
-               &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr)
-         : reinterpret_cast<const unsigned char*>(&reinterpret_cast<sockaddr_in*>(&addr)->sin_addr);
-  static constexpr unsigned char kLoop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-  bool loopback = v6 ? std::memcmp(bytes, kLoop6, 16) == 0 : bytes[0] == 127;
-  if (!loopback) {
+  if (!is_loopback_address(s.host)) {
     s.fail(make_error_code(errc::invalid_parameter),
            "not a loopback address (metrics are served on 127.0.0.0/8 or ::1 only)");
     return s.last_error.code;

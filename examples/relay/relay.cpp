@@ -52,23 +52,6 @@ std::string messages(std::size_t n) {
   return fmt::format("{} {}", n, n == 1 ? "message" : "messages");
 }
 
-// The SMTP reply for a message the queue did not take.
-Reply refusal(const Error& e) {
-  if (e.code == make_error_code(errc::message_too_large))
-    return Reply(552, "5.3.4", "Message too big for system: " + e.message);
-  // Which file and which system error are for the operator (the log), not for the client.
-  if (e.code == make_error_code(errc::storage_failure))
-    return Reply(451, "4.3.0", "Requested action aborted: local storage failure, try again later");
-  if (e.code == make_error_code(errc::shutting_down) || e.code == make_error_code(errc::bad_state))
-    return Reply(451, "4.3.0", "Requested action aborted: " + e.message);
-  if (e.code == make_error_code(errc::no_recipients) ||
-      e.code == make_error_code(errc::invalid_address) ||
-      e.code == make_error_code(errc::forbidden_character) ||
-      e.code == make_error_code(errc::too_long))
-    return Reply(550, "5.1.3", "Bad address: " + e.message);
-  return Reply(554, "5.6.0", "Message refused: " + e.message);
-}
-
 }  // namespace
 
 struct Relay::Impl {
@@ -239,7 +222,7 @@ struct Relay::Impl {
         if (auto ec = start_listener()) return ec;
       }
       if (!config.metrics.empty()) {
-        auto hp = RouteHost::parse(config.metrics);
+        auto hp = HostPort::parse(config.metrics);
         if (!hp)
           return fail(kExitConfig,
                       Error(errc::invalid_parameter, "metrics: " + hp.error().message));
@@ -347,7 +330,7 @@ struct Relay::Impl {
           if (r)
             done(Reply(250, "2.0.0", "Ok: queued as " + r.value().to_string()));
           else
-            done(refusal(r.error()));
+            done(enqueue_refusal(r.error()));
         },
         eo);
   }

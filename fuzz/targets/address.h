@@ -1,6 +1,6 @@
-// Fuzz target: mailbox and envelope parsing (Address::parse, check_envelope_value,
-// make_envelope, Envelope::validate), and the hand-over of a valid envelope to the SMTP
-// client.
+// Fuzz target: mailbox and envelope parsing (Address::parse, parse_address_list,
+// check_envelope_value, make_envelope, Envelope::validate), and the hand-over of a valid envelope
+// to the SMTP client.
 //
 // Input: fields separated by 0xFF (an octet UTF-8 never uses, so CR, LF and NUL can appear
 // inside values): a flags byte, then from, ENVID, and the recipients, each "address" or
@@ -8,6 +8,8 @@
 // Checks:
 //  - a value with a CR, LF, NUL or other control character is refused everywhere
 //    (errc::forbidden_character from Address::parse and check_envelope_value);
+//  - every field read as an address list: a control other than a tab is refused, and each
+//    mailbox of a list that parses is the text of one of its addr-specs;
 //  - a parsed address respects the RFC 5321 limits, prints back to text that parses to the
 //    same address, and its routing domain is its domain lowercased;
 //  - make_envelope and Envelope::validate agree;
@@ -55,6 +57,30 @@ inline void check_address(std::string_view text) {
     const char c = a->domain()[i];
     MAILQ_FUZZ_CHECK(rd[i] == ((c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c),
                      "routing domain is not the domain lowercased");
+  }
+}
+
+// A field as the value of a To header: refused for a control other than a tab, else every
+// mailbox it yields is one Address::parse accepts, its text one of the list's addr-specs.
+inline void check_address_list(std::string_view value) {
+  const std::vector<std::string> texts = split_address_list(value);
+  auto list = parse_address_list(value);
+  std::string without_tabs(value);
+  for (char& c : without_tabs)
+    if (c == '\t') c = ' ';
+  if (has_control(without_tabs)) {
+    MAILQ_FUZZ_CHECK(!list && list.error().code == make_error_code(errc::forbidden_character),
+                     "an address list with a control character was not refused");
+    return;
+  }
+  if (!list) {
+    MAILQ_FUZZ_CHECK(list.error().message.rfind('"', 0) == 0, "the error does not name the text");
+    return;
+  }
+  MAILQ_FUZZ_CHECK(list->size() == texts.size(), "parse and split disagree on the count");
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    MAILQ_FUZZ_CHECK(!texts[i].empty(), "an empty addr-spec");
+    MAILQ_FUZZ_CHECK((*list)[i].to_string() == texts[i], "a mailbox is not its addr-spec");
   }
 }
 
@@ -155,6 +181,7 @@ inline void run_address(std::string_view data) {
 
   for (const std::string_view f : fields) {
     check_address(f);
+    check_address_list(f);
     std::string why;
     const std::error_code ec = check_envelope_value(f, &why);
     MAILQ_FUZZ_CHECK(static_cast<bool>(ec) == has_control(f),

@@ -25,6 +25,7 @@
 #include "core/dns_wire.h"
 #include "fuzz_support.h"
 #include "mailq/ares/resolver.h"
+#include "mailq/net.h"
 
 namespace mailq::fuzz {
 
@@ -38,11 +39,6 @@ inline bool verbose() {
 
 inline void check_detail(const std::string& d) {
   MAILQ_FUZZ_CHECK(!has_control(d), "control character in a resolver detail: " + d);
-}
-
-inline bool valid_ip(const std::string& s) {
-  unsigned char buf[16];
-  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
 class Harness {
@@ -67,7 +63,7 @@ class Harness {
     // c-ares drops (malformed beyond its reading) costs 20 + 40 ms.
     o.timeout = Duration{20};
     o.tries = 2;
-    o.cache = false;
+    o.cache.enabled = false;
     o.query_deadline = Duration{500};
     auto r = ares::AresResolver::create(&loop_, o);
     MAILQ_FUZZ_CHECK(r.ok(), r.ok() ? "" : r.error().message);
@@ -119,7 +115,7 @@ class Harness {
       if (a.status == DnsStatus::ok) {
         MAILQ_FUZZ_CHECK(!a.addresses.empty(), "ok address answer without addresses");
         for (const std::string& ip : a.addresses)
-          MAILQ_FUZZ_CHECK(valid_ip(ip), "not an IP address: " + ip);
+          MAILQ_FUZZ_CHECK(is_ip_literal(ip), "not an IP address: " + ip);
       }
     });
     run_until([&] { return calls > 0; });

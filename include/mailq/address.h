@@ -41,6 +41,23 @@ class Address {
   std::string domain_;
 };
 
+/// The addr-specs an RFC 5322 address list names (§3.4: the unfolded value of a From, To, Cc,
+/// Bcc or Reply-To header field, or a recipient given the same way), in order and as written:
+/// display names and comments dropped; a group gives its members ("team: a@x.test, b@y.test;")
+/// and "undisclosed-recipients:;" none; quoted strings and domain literals ("x@[IPv6:::1]")
+/// kept whole; obsolete source routes ("<@a.test,@b.test:user@host.test>") removed. Nothing is
+/// validated: a text that is no address stays in the list (text after an angle address is
+/// kept with it) for `Address::parse` to refuse with its reason.
+std::vector<std::string> split_address_list(std::string_view value);
+
+/// The mailboxes of an RFC 5322 address list: `split_address_list`, each text through
+/// `Address::parse`. Errors: `errc::forbidden_character` when the value holds a control
+/// character other than a tab, anywhere (a CR or LF: it was not unfolded, or carries a line of
+/// its own), with its offset ("address list contains a line feed (LF) at offset 9"); else
+/// the error of the first address `Address::parse` refuses, its message led by the text:
+/// "\"bob@\": empty domain".
+Result<std::vector<Address>> parse_address_list(std::string_view value);
+
 /// Checks an arbitrary envelope value (HELO name, ENVID, ORCPT, ...) for the characters that
 /// would let it inject SMTP commands: CR, LF, NUL and other controls. Empty error code when
 /// clean.

@@ -18,6 +18,7 @@
 #include "mailq/events.h"
 #include "mailq/log.h"
 #include "mailq/message.h"
+#include "mailq/net.h"
 #include "mailq/queue.h"
 #include "mailq/reply.h"
 #include "mailq/resolver.h"

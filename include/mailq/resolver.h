@@ -7,6 +7,8 @@
 // answers from a table, for tests and for hosts with fixed routing.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -44,6 +46,29 @@ struct AddressAnswer {
   DnsStatus status = DnsStatus::error;
   std::vector<std::string> addresses;  ///< when ok; IPv6 and IPv4 as the resolver returned
   std::string detail;
+};
+
+/// How long a caching resolver keeps answers (`ares::AresResolverOptions::cache`): one entry
+/// per (name, query type), positive or negative, its lifetime decided by its status and TTL.
+struct DnsCachePolicy {
+  /// Cache answers at all. With `false` (or `max_entries` 0) every query goes to DNS.
+  bool enabled = true;
+  /// Most entries kept; the least recently used goes first.
+  std::size_t max_entries = 10000;
+  /// Bounds for the lifetime of positive answers (the record TTL clamped into them).
+  /// `min_ttl` is also the floor of negative and failure lifetimes that are not zero.
+  Duration min_ttl{0};
+  Duration max_ttl{std::chrono::hours(24)};
+  /// Lifetime of an NXDOMAIN / no-data answer without an SOA record; with one, RFC 2308's
+  /// min(SOA TTL, SOA MINIMUM) is used. Either way a negative answer reached through a CNAME
+  /// lives no longer than the CNAME's TTL.
+  Duration negative_ttl{std::chrono::minutes(5)};
+  /// Ceiling of negative lifetimes (RFC 2308 §5 suggests one to three hours).
+  Duration max_negative_ttl{std::chrono::hours(3)};
+  /// Lifetime of transient failures (SERVFAIL, REFUSED, timeout, error). Zero: never cached.
+  Duration failure_ttl{0};
+  /// Lifetime of a positive answer whose TTL could not be read from the message.
+  Duration unknown_ttl{std::chrono::minutes(5)};
 };
 
 /// Asynchronous DNS queries, single-threaded.

@@ -20,7 +20,9 @@ struct RouteHost {
   std::string host;  ///< "relay.example.net", "192.0.2.5" or "2001:db8::5"
   std::uint16_t port = 25;
 
-  /// Parses "host", "host:port", "[v6]:port" or "v6". Errors: `errc::invalid_parameter`.
+  /// Parses "host", "host:port", "[v6]", "[v6]:port" or "v6" as `HostPort::parse` does (see
+  /// mailq/net.h); port 25 when none is given. Errors: `errc::invalid_parameter`, "route host "
+  /// and what `HostPort::parse` says.
   static Result<RouteHost> parse(std::string_view s);
 };
 

@@ -113,4 +113,16 @@ class SmtpServerSession {
   std::shared_ptr<Impl> impl_;  // shared with the `done` callbacks (weak refs)
 };
 
+/// The reply for a message received in full that `Queue::enqueue` refused, for a host that
+/// hands `ReceivedMessage`s to a Queue (the `done` of `on_message`, or the SmtpListener's):
+///  - `errc::message_too_large`: 552 5.3.4 "Message too big for system: <message>";
+///  - `errc::storage_failure`: 451 4.3.0 "Requested action aborted: local storage failure, try
+///    again later" (which file and which system error are for the log, not for the client);
+///  - `errc::shutting_down`, `errc::bad_state`: 451 4.3.0 "Requested action aborted:
+///    <message>";
+///  - `errc::no_recipients`, `errc::invalid_address`, `errc::forbidden_character`,
+///    `errc::too_long`: 550 5.1.3 "Bad address: <message>";
+///  - anything else: 554 5.6.0 "Message refused: <message>".
+Reply enqueue_refusal(const Error& error);
+
 }  // namespace mailq

@@ -23,13 +23,13 @@
 #include "core/dns_cache.h"
 #include "core/dns_wire.h"
 #include "mailq/ares/resolver.h"
+#include "mailq/net.h"
 
 namespace mailq::ares {
 
 using mailq::detail::dns_type_name;
 using mailq::detail::DnsCache;
 using mailq::detail::DnsCacheEntry;
-using mailq::detail::DnsCachePolicy;
 using mailq::detail::kDnsTypeA;
 using mailq::detail::kDnsTypeAaaa;
 using mailq::detail::kDnsTypeMx;
@@ -71,16 +71,6 @@ std::string name_problem(std::string_view name) {
   return "";
 }
 
-bool is_ipv4_literal(const std::string& s) {
-  unsigned char buf[sizeof(in6_addr)];
-  return uv_inet_pton(AF_INET, s.c_str(), buf) == 0;
-}
-
-bool is_ipv6_literal(const std::string& s) {
-  unsigned char buf[sizeof(in6_addr)];
-  return uv_inet_pton(AF_INET6, s.c_str(), buf) == 0;
-}
-
 std::string address_text(int family, const void* addr) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (uv_inet_ntop(family, addr, buf, sizeof buf) != 0) return {};
@@ -110,52 +100,23 @@ using RrCallback = std::function<void(const RrResult&)>;
 // --- Nameserver -------------------------------------------------------------------------------
 
 Result<Nameserver> Nameserver::parse(std::string_view text) {
-  const auto bad = [&](std::string_view why) {
+  constexpr std::string_view kExpected = "(expected \"ip\", \"ip:port\" or \"[ipv6]:port\")";
+  auto hp = HostPort::parse(text);
+  if (!hp)
     return Error(errc::invalid_parameter,
-                 fmt::format("nameserver \"{}\": {} (expected \"ip\", \"ip:port\" or "
-                             "\"[ipv6]:port\")",
-                             text, why));
-  };
+                 fmt::format("nameserver {} {}", hp.error().message, kExpected));
+  // A resolver cannot need a resolver: a name is refused.
+  if (!is_ip_literal(hp->host))
+    return Error(errc::invalid_parameter,
+                 fmt::format("nameserver \"{}\": not an IP address {}", text, kExpected));
   Nameserver ns;
-  std::string_view host = text;
-  std::string_view port;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string_view::npos) return bad("missing ']'");
-    host = text.substr(1, close - 1);
-    const auto rest = text.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') return bad("unexpected text after ']'");
-      port = rest.substr(1);
-      if (port.empty()) return bad("empty port");
-    }
-    if (!is_ipv6_literal(std::string(host))) return bad("not an IPv6 address");
-  } else if (std::count(text.begin(), text.end(), ':') == 1) {
-    const auto colon = text.find(':');
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-    if (port.empty()) return bad("empty port");
-    if (!is_ipv4_literal(std::string(host))) return bad("not an IPv4 address");
-  } else if (!is_ipv4_literal(std::string(host)) && !is_ipv6_literal(std::string(host))) {
-    return bad("not an IP address");
-  }
-  if (!port.empty()) {
-    unsigned value = 0;
-    for (char c : port) {
-      if (c < '0' || c > '9') return bad("port is not a number");
-      value = value * 10 + static_cast<unsigned>(c - '0');
-      if (value > 65535) return bad("port out of range");
-    }
-    if (value == 0) return bad("port out of range");
-    ns.port = static_cast<std::uint16_t>(value);
-  }
-  ns.address = std::string(host);
+  ns.address = std::move(hp->host);
+  if (hp->port != 0) ns.port = hp->port;
   return ns;
 }
 
 std::string Nameserver::to_string() const {
-  if (address.find(':') != std::string::npos) return fmt::format("[{}]:{}", address, port);
-  return fmt::format("{}:{}", address, port);
+  return HostPort{address, port}.to_string();
 }
 
 // --- the implementation -----------------------------------------------------------------------
@@ -362,7 +323,7 @@ struct AresResolver::Impl {
       cb(cancelled_result());
       return;
     }
-    if (options.cache) {
+    if (options.cache.enabled) {
       if (auto hit = cache.find(name, type, now())) {
         RrResult r;
         r.entry = std::move(*hit);
@@ -414,7 +375,7 @@ struct AresResolver::Impl {
     Impl* self = lk->impl;
     std::optional<std::uint32_t> ttl;
     RrResult r = self->interpret(status, abuf, alen, *lk, ttl);
-    if (!self->destroying && self->options.cache) {
+    if (!self->destroying && self->options.cache.enabled) {
       (void)self->cache.store(lk->name, lk->type, r.entry, ttl, self->now());
     }
     self->forget(lk);
@@ -450,7 +411,7 @@ struct AresResolver::Impl {
           // A CNAME chain ending in nothing: the negative answer is only as good as the
           // chain. Servers often omit the SOA here (unbound does), so bound the default too.
           const auto fallback = static_cast<std::uint32_t>(
-              std::chrono::duration_cast<std::chrono::seconds>(options.negative_ttl).count());
+              std::chrono::duration_cast<std::chrono::seconds>(options.cache.negative_ttl).count());
           ttl = std::min(ttl.value_or(fallback), *ttls->answer_ttl);
         }
       }
@@ -602,15 +563,7 @@ Result<std::unique_ptr<AresResolver>> AresResolver::create(uv_loop_t* loop,
     servers.push_back(std::move(*ns));
   }
 
-  DnsCachePolicy policy;
-  policy.max_entries = options.cache ? options.cache_max_entries : 0;
-  policy.min_ttl = options.min_ttl;
-  policy.max_ttl = options.max_ttl;
-  policy.negative_ttl = options.negative_ttl;
-  policy.max_negative_ttl = options.max_negative_ttl;
-  policy.failure_ttl = options.failure_ttl;
-  policy.unknown_ttl = options.unknown_ttl;
-  auto impl = std::make_unique<Impl>(policy);
+  auto impl = std::make_unique<Impl>(options.cache);
   impl->loop = loop;
   impl->options = std::move(options);
 
@@ -814,7 +767,7 @@ void AresResolver::query_addresses(const std::string& host,
     });
   };
   // An address literal is its own answer (a route may name a host by address).
-  if (is_ipv4_literal(host) || is_ipv6_literal(host)) {
+  if (is_ip_literal(host)) {
     AddressAnswer a;
     a.status = DnsStatus::ok;
     a.addresses.push_back(host);

@@ -6,7 +6,7 @@
 namespace mailq::detail {
 
 Duration DnsCache::lifetime(DnsStatus status, std::optional<std::uint32_t> ttl_seconds) const {
-  if (policy_.max_entries == 0) return Duration{0};
+  if (!policy_.enabled || policy_.max_entries == 0) return Duration{0};
   const auto seconds = [](std::uint32_t s) {
     return std::chrono::duration_cast<Duration>(std::chrono::seconds(s));
   };

@@ -2,7 +2,8 @@
 //
 // One entry per (name, query type): the answer of one RRset query, positive or negative, as
 // the resolver will hand it out again. The cache decides how long an answer may be kept from
-// its status and TTL (`DnsCachePolicy`), and evicts the least recently used entry when full.
+// its status and TTL (`mailq::DnsCachePolicy`, mailq/resolver.h), and evicts the least recently
+// used entry when full.
 #pragma once
 
 #include <cstddef>
@@ -18,23 +19,6 @@
 #include "mailq/resolver.h"
 
 namespace mailq::detail {
-
-struct DnsCachePolicy {
-  /// Most entries kept; the least recently used goes first. 0 disables the cache.
-  std::size_t max_entries = 10000;
-  /// Bounds for the lifetime of positive answers (the record TTL clamped into them).
-  /// `min_ttl` is also the floor of negative and failure lifetimes that are not zero.
-  Duration min_ttl{0};
-  Duration max_ttl{std::chrono::hours(24)};
-  /// Lifetime of NXDOMAIN / no-data answers that carry no SOA (RFC 2308 §5 otherwise).
-  Duration negative_ttl{std::chrono::minutes(5)};
-  /// Ceiling of negative lifetimes (RFC 2308 §5 suggests one to three hours).
-  Duration max_negative_ttl{std::chrono::hours(3)};
-  /// Lifetime of transient failures (SERVFAIL, REFUSED, timeout, error). 0: never cached.
-  Duration failure_ttl{0};
-  /// Lifetime of a positive answer whose TTL could not be read from the message.
-  Duration unknown_ttl{std::chrono::minutes(5)};
-};
 
 /// One cached answer.
 struct DnsCacheEntry {

@@ -1,10 +1,10 @@
 #include "mailq/route.h"
 
 #include "mailq/address.h"
+#include "mailq/net.h"
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 
 namespace mailq {
 namespace {
@@ -17,49 +17,20 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-bool valid_host_chars(std::string_view h) {
-  if (h.empty() || h.size() > kMaxDomain) return false;
-  for (unsigned char c : h)
-    if (!(std::isalnum(c) || c == '-' || c == '.' || c == ':' || c == '_')) return false;
-  return true;
-}
-
-bool parse_port(std::string_view s, std::uint16_t* port) {
-  unsigned v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc{} || p != s.data() + s.size() || v == 0 || v > 65535) return false;
-  *port = static_cast<std::uint16_t>(v);
-  return true;
+// A host field as RouteHost::parse leaves it: a name or an IP literal, no brackets, no port.
+bool valid_host(const std::string& host) {
+  auto hp = HostPort::parse(host);
+  return hp && hp->host == host && hp->port == 0;
 }
 
 }  // namespace
 
 Result<RouteHost> RouteHost::parse(std::string_view s) {
+  auto hp = HostPort::parse(s);
+  if (!hp) return Error(errc::invalid_parameter, "route host " + hp.error().message);
   RouteHost h;
-  std::string_view host = s;
-  if (!s.empty() && s.front() == '[') {
-    auto close = s.find(']');
-    if (close == std::string_view::npos)
-      return Error(errc::invalid_parameter, "route host '" + std::string(s) + "': missing ']'");
-    host = s.substr(1, close - 1);
-    auto rest = s.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':' || !parse_port(rest.substr(1), &h.port))
-        return Error(errc::invalid_parameter, "route host '" + std::string(s) + "': bad port");
-    }
-  } else {
-    auto colon = s.rfind(':');
-    // Exactly one colon: host:port. Several colons without brackets: a bare IPv6 address.
-    if (colon != std::string_view::npos && s.find(':') == colon) {
-      host = s.substr(0, colon);
-      if (!parse_port(s.substr(colon + 1), &h.port))
-        return Error(errc::invalid_parameter, "route host '" + std::string(s) + "': bad port");
-    }
-  }
-  if (!valid_host_chars(host))
-    return Error(errc::invalid_parameter,
-                 "route host '" + std::string(s) + "': not a host name or IP address");
-  h.host = std::string(host);
+  h.host = std::move(hp->host);
+  if (hp->port != 0) h.port = hp->port;
   return h;
 }
 
@@ -77,7 +48,7 @@ std::error_code RouteTable::add(Route route) {
     if (c <= ' ' || c == 0x7f || c == '/') return make_error_code(errc::forbidden_character);
   if (check_envelope_value(route.helo)) return make_error_code(errc::forbidden_character);
   for (auto& h : route.hosts)
-    if (!valid_host_chars(h.host) || h.port == 0) return make_error_code(errc::invalid_parameter);
+    if (!valid_host(h.host) || h.port == 0) return make_error_code(errc::invalid_parameter);
   auto it = by_name_.find(route.name);
   if (it != by_name_.end()) {
     routes_[it->second] = std::make_shared<const Route>(std::move(route));

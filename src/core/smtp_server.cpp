@@ -937,4 +937,18 @@ std::size_t SmtpServerSession::buffered_input() const noexcept {
   return impl_->in.size() - impl_->in_pos;
 }
 
+Reply enqueue_refusal(const Error& e) {
+  if (e.code == errc::message_too_large)
+    return Reply(552, "5.3.4", "Message too big for system: " + e.message);
+  // Which file and which system error are for the operator (the log), not for the client.
+  if (e.code == errc::storage_failure)
+    return Reply(451, "4.3.0", "Requested action aborted: local storage failure, try again later");
+  if (e.code == errc::shutting_down || e.code == errc::bad_state)
+    return Reply(451, "4.3.0", "Requested action aborted: " + e.message);
+  if (e.code == errc::no_recipients || e.code == errc::invalid_address ||
+      e.code == errc::forbidden_character || e.code == errc::too_long)
+    return Reply(550, "5.1.3", "Bad address: " + e.message);
+  return Reply(554, "5.6.0", "Message refused: " + e.message);
+}
+
 }  // namespace mailq

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "mailq/net.h"
 #include "mailq/uv/loop_clock.h"
 #include "mailq/uv/smtp_listener.h"
 #include "mailq/uv/transport.h"
@@ -32,10 +33,6 @@ constexpr std::size_t kReadBufferSize = 64 * 1024;
 // After our last reply, how long we read (and drop) what the client still sends, so that
 // closing does not turn into a reset that destroys the reply before the client reads it.
 constexpr std::uint64_t kLingerMs = 2000;
-
-bool is_loopback(const std::string& a) {
-  return a.rfind("127.", 0) == 0 || a == "::1" || a.rfind("::ffff:127.", 0) == 0;
-}
 
 std::string name_of(const sockaddr_storage& ss) {
   char name[64] = {};
@@ -371,7 +368,8 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
 
     bool allowed = false;
     try {
-      allowed = options.allow_client ? options.allow_client(c->client) : is_loopback(c->client);
+      allowed =
+          options.allow_client ? options.allow_client(c->client) : is_loopback_address(c->client);
     } catch (...) {
       allowed = false;  // a failing policy refuses: never an open relay by accident
     }
@@ -448,8 +446,7 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
         options.host.size() >= 2 && options.host.front() == '[' && options.host.back() == ']'
             ? options.host.substr(1, options.host.size() - 2)
             : options.host;
-    const std::string where = (host.find(':') != std::string::npos ? "[" + host + "]" : host) +
-                              ":" + std::to_string(options.port);
+    const std::string where = HostPort{host, options.port}.to_string();
     auto fail = [&](std::error_code ec, const std::string& what) {
       last_error = Error(ec, "listen " + where + ": " + what);
       close_listener();

@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <system_error>
 
+#include "mailq/net.h"
+
 namespace mailq {
 namespace uv {
 namespace detail {
@@ -25,16 +27,21 @@ std::string mbedtls_error_text(int ret) {
   return std::string(buf) + code;
 }
 
-bool is_ip_literal(std::string_view name) {
-  if (name.size() >= 2 && name.front() == '[' && name.back() == ']') {
-    name = name.substr(1, name.size() - 2);
+namespace {
+
+// Whether a TLS server name is an IPv4 or IPv6 address (brackets and a "%scope" allowed
+// around it): such a name is sent as no SNI and cannot be verified.
+bool names_ip_address(std::string_view server_name) {
+  if (server_name.size() >= 2 && server_name.front() == '[' && server_name.back() == ']') {
+    server_name = server_name.substr(1, server_name.size() - 2);
   }
-  if (auto pct = name.find('%'); pct != std::string_view::npos) name = name.substr(0, pct);
-  if (name.empty() || name.size() > 63) return false;
-  const std::string s(name);
-  unsigned char buf[16];
-  return uv_inet_pton(AF_INET, s.c_str(), buf) == 0 || uv_inet_pton(AF_INET6, s.c_str(), buf) == 0;
+  if (auto pct = server_name.find('%'); pct != std::string_view::npos) {
+    server_name = server_name.substr(0, pct);
+  }
+  return is_ip_literal(server_name);
 }
+
+}  // namespace
 
 // --- shared contexts ----------------------------------------------------------------------
 
@@ -196,7 +203,7 @@ TlsSession::~TlsSession() = default;
 bool TlsSession::setup(std::shared_ptr<const TlsConfig> config, const TlsClientOptions& options) {
   config_ = std::move(config);
   verify_ = config_->verify();
-  const bool ip = is_ip_literal(options.server_name);
+  const bool ip = names_ip_address(options.server_name);
   if (verify_) {
     if (options.server_name.empty()) {
       error_ = "certificate verification requires a server name";

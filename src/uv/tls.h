@@ -21,9 +21,6 @@ namespace detail {
 /// "SSL - The connection indicated an EOF (-0x7280)": mbedTLS's text for an error code.
 std::string mbedtls_error_text(int ret);
 
-/// Whether `name` is an IPv4 or IPv6 literal (brackets and a "%scope" allowed).
-bool is_ip_literal(std::string_view name);
-
 class TlsRandom;
 class TlsConfig;
 

@@ -578,7 +578,7 @@ TEST_CASE("ares resolver caches A and AAAA answers separately, each with its own
   REQUIRE(proxy);
   auto o = options_for({proxy->address()});
   o.cache_clock = &clock;
-  o.negative_ttl = 30s;
+  o.cache.negative_ttl = 30s;
   auto r = make_resolver(l.get(), o);
   // alias.test: CNAME (300 s) to target.test A (120 s). For AAAA unbound answers the CNAME
   // alone, without an SOA: the negative answer lives negative_ttl (30 s), bounded by the
@@ -609,7 +609,7 @@ TEST_CASE("ares resolver caches NXDOMAIN for the SOA negative TTL", "[ares][unbo
   REQUIRE(proxy);
   auto o = options_for({proxy->address()});
   o.cache_clock = &clock;
-  o.negative_ttl = 1h;  // unused: the answer carries an SOA (TTL 300, MINIMUM 60)
+  o.cache.negative_ttl = 1h;  // unused: the answer carries an SOA (TTL 300, MINIMUM 60)
   auto r = make_resolver(l.get(), o);
   CHECK(query_mx(l, *r, "nope.test").status == DnsStatus::nxdomain);
   clock.advance(59s);
@@ -654,7 +654,7 @@ TEST_CASE("ares resolver without a cache asks every time", "[ares][unbound][cach
   auto proxy = FakeDnsServer::start(l.get(), FakeDnsServer::Mode::forward, ub->port());
   REQUIRE(proxy);
   auto o = options_for({proxy->address()});
-  o.cache = false;
+  o.cache.enabled = false;
   auto r = make_resolver(l.get(), o);
   (void)query_mx(l, *r, "multi.test");
   (void)query_mx(l, *r, "multi.test");
@@ -668,7 +668,7 @@ TEST_CASE("ares resolver cache evicts the least recently used answer beyond its 
   auto proxy = FakeDnsServer::start(l.get(), FakeDnsServer::Mode::forward, ub->port());
   REQUIRE(proxy);
   auto o = options_for({proxy->address()});
-  o.cache_max_entries = 1;
+  o.cache.max_entries = 1;
   auto r = make_resolver(l.get(), o);
   (void)query_mx(l, *r, "multi.test");
   (void)query_mx(l, *r, "nullmx.test");  // evicts multi.test

@@ -36,7 +36,7 @@ struct DnsEngine {
       ro.nameservers = {ns};
       ro.timeout = timeout;
       ro.tries = 2;
-      ro.cache = false;
+      ro.cache.enabled = false;
       ro.query_deadline = Duration(5s);
       auto r = ares::AresResolver::create(loop, ro);
       REQUIRE(r);

@@ -4,12 +4,12 @@
 #include "core/dns_cache.h"
 #include "core/dns_wire.h"
 
+using mailq::DnsCachePolicy;
 using mailq::DnsStatus;
 using mailq::Duration;
 using mailq::MxRecord;
 using mailq::detail::DnsCache;
 using mailq::detail::DnsCacheEntry;
-using mailq::detail::DnsCachePolicy;
 using mailq::detail::kDnsTypeA;
 using mailq::detail::kDnsTypeAaaa;
 using mailq::detail::kDnsTypeMx;
@@ -150,12 +150,18 @@ TEST_CASE("dns cache evicts the least recently used entry when full", "[dns_cach
   CHECK(cache.stats().evictions == 1);
 }
 
-TEST_CASE("dns cache with max_entries 0 stores nothing", "[dns_cache]") {
+TEST_CASE("dns cache with max_entries 0 or enabled false stores nothing", "[dns_cache]") {
   DnsCachePolicy p;
   p.max_entries = 0;
   DnsCache cache(p);
   CHECK(cache.store("a.example", kDnsTypeMx, mx_entry("a"), 300, kT0) == Duration{0});
   CHECK_FALSE(cache.find("a.example", kDnsTypeMx, kT0));
+
+  DnsCachePolicy off;
+  off.enabled = false;
+  DnsCache disabled(off);
+  CHECK(disabled.store("a.example", kDnsTypeMx, mx_entry("a"), 300, kT0) == Duration{0});
+  CHECK_FALSE(disabled.find("a.example", kDnsTypeMx, kT0));
 }
 
 TEST_CASE("dns cache counts hits, misses and stores", "[dns_cache]") {

@@ -642,3 +642,35 @@ TEST_CASE("SmtpServerSession keeps every reply line within 512 octets", "[smtp_s
   const std::string out = h->complete(0, Reply(451, "4.3.0", std::string(1000, 'y')));
   CHECK(out == "451 4.3.0 " + std::string(500, 'y') + "\r\n");
 }
+
+TEST_CASE("enqueue_refusal maps every enqueue error to its SMTP reply", "[smtp_server]") {
+  struct Case {
+    errc code;
+    const char* reply;
+  };
+  const Case cases[] = {
+      {errc::message_too_large, "552 5.3.4 Message too big for system: what the queue said"},
+      {errc::storage_failure,
+       "451 4.3.0 Requested action aborted: local storage failure, try again later"},
+      {errc::shutting_down, "451 4.3.0 Requested action aborted: what the queue said"},
+      {errc::bad_state, "451 4.3.0 Requested action aborted: what the queue said"},
+      {errc::no_recipients, "550 5.1.3 Bad address: what the queue said"},
+      {errc::invalid_address, "550 5.1.3 Bad address: what the queue said"},
+      {errc::forbidden_character, "550 5.1.3 Bad address: what the queue said"},
+      {errc::too_long, "550 5.1.3 Bad address: what the queue said"},
+      {errc::invalid_parameter, "554 5.6.0 Message refused: what the queue said"},
+      {errc::corrupt_record, "554 5.6.0 Message refused: what the queue said"},
+      {errc::not_found, "554 5.6.0 Message refused: what the queue said"},
+  };
+  for (const auto& c : cases) {
+    const Reply r = enqueue_refusal(Error(c.code, "what the queue said"));
+    INFO(r.to_string());
+    CHECK(r.to_string() == c.reply);
+  }
+  // An error of another category is refused as a message, never taken for a success.
+  const Reply other = enqueue_refusal(Error(std::make_error_code(std::errc::io_error), "EIO"));
+  CHECK(other.to_string() == "554 5.6.0 Message refused: EIO");
+  // The storage failure's details stay in the log: the client sees none of them.
+  CHECK(enqueue_refusal(Error(errc::storage_failure, "/spool/q/1: No space left on device"))
+            .text.find("/spool") == std::string::npos);
+}

@@ -78,20 +78,8 @@ struct AresResolverOptions {
   /// In a merged address answer, put the IPv6 addresses before the IPv4 ones.
   bool ipv6_first = false;
 
-  // --- the answer cache --------------------------------------------------------------
-  bool cache = true;
-  std::size_t cache_max_entries = 10000;     ///< per (name, type); least recently used evicted
-  Duration min_ttl{0};                       ///< floor of every cached lifetime that is not zero
-  Duration max_ttl{std::chrono::hours(24)};  ///< ceiling of positive lifetimes
-  /// Lifetime of an NXDOMAIN / no-data answer without an SOA record; with one, RFC 2308's
-  /// min(SOA TTL, SOA MINIMUM) is used. Either way a negative answer reached through a CNAME
-  /// lives no longer than the CNAME's TTL.
-  Duration negative_ttl{std::chrono::minutes(5)};
-  Duration max_negative_ttl{std::chrono::hours(3)};  ///< ceiling of negative lifetimes
-  /// Lifetime of transient failures (SERVFAIL, timeout, ...). Zero: never cached.
-  Duration failure_ttl{0};
-  /// Lifetime of a positive answer whose TTL could not be read.
-  Duration unknown_ttl{std::chrono::minutes(5)};
+  /// The answer cache.
+  DnsCachePolicy cache;
   /// Time source for cache expiry only. Null: the loop's monotonic clock (`uv_now`). Tests
   /// pass a `ManualClock` to expire entries without waiting; must outlive the resolver.
   const Clock* cache_clock = nullptr;

@@ -46,7 +46,8 @@ struct SmtpListenerOptions {
   std::uint16_t port = 0;          ///< 0 = any free port (see `port()`)
   SmtpServerConfig server;
   /// Decides whether a client may talk to us at all (numeric address). Refused clients get
-  /// `554 5.7.1 <addr> not allowed to submit mail` and are closed. Default: loopback only.
+  /// `554 5.7.1 <addr> not allowed to submit mail` and are closed. Default: loopback only
+  /// (`is_loopback_address`); `Network::contains` (mailq/net.h) decides for a list of networks.
   std::function<bool(const std::string& client_address)> allow_client;
   std::uint32_t max_sessions = 1000;
   Duration idle_timeout{std::chrono::minutes(5)};  ///< no byte from the client for this long
