@@ -1,7 +1,5 @@
 #include "core/delivery/mx.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 
 #include "core/text.h"
@@ -57,11 +55,6 @@ bool cut_local_addresses(std::vector<Target>& targets,
     }
   }
   return true;
-}
-
-bool is_ip_literal(const std::string& s) {
-  unsigned char buf[16];
-  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
 }  // namespace mailq::detail

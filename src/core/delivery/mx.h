@@ -31,7 +31,4 @@ struct Target {
 bool cut_local_addresses(std::vector<Target>& targets,
                          const std::vector<std::string>& local_addresses);
 
-/// Whether `s` is an IPv4 or IPv6 literal.
-bool is_ip_literal(const std::string& s);
-
 }  // namespace mailq::detail

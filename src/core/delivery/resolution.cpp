@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "mailq/net.h"
+
 namespace mailq::detail {
 
 namespace {
