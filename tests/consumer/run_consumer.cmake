@@ -8,6 +8,8 @@
 # -DCONSUMER_MODE=find_package      build find_package/ against CONSUMER_PREFIX
 # -DCONSUMER_MODE=pkgconfig         build pkgconfig/ (a plain Makefile, pkg-config) against
 #                                   CONSUMER_PREFIX
+# -DCONSUMER_MODE=headers           compile every header installed in CONSUMER_PREFIX on its own,
+#                                   strict C++17 with -Werror, with g++ and clang++
 # -DCONSUMER_MODE=add_subdirectory  build add_subdirectory/ with MAILQ_SOURCE_DIR vendored
 #                                   (the build directory is kept: the rebuild is incremental)
 # -DCONSUMER_MODE=core_only         configure MAILQ_SOURCE_DIR with MAILQ_WITH_UV, _ARES and
@@ -254,6 +256,10 @@ elseif(CONSUMER_MODE STREQUAL "find_package")
 elseif(CONSUMER_MODE STREQUAL "pkgconfig")
   consumer_require_prefix()
   consumer_pkgconfig("${CONSUMER_PREFIX}" "${CONSUMER_WORK_DIR}" ${CONSUMER_PARTS})
+
+elseif(CONSUMER_MODE STREQUAL "headers")
+  consumer_require_prefix()
+  include("${CMAKE_CURRENT_LIST_DIR}/headers/check_headers.cmake")
 
 elseif(CONSUMER_MODE STREQUAL "add_subdirectory")
   # No build type (no optimisation, no debug info): the point is the wiring, and this compiles
