@@ -64,9 +64,10 @@ function(consumer_build dir config)
   consumer_step("build of ${dir}" ${_build} ${ARGN})
 endfunction()
 
-# Runs a consumer program, which must print `expected` (a regular expression).
+# Runs a consumer program, which must print `expected` (a regular expression). Further
+# arguments are NAME=VALUE settings of its environment.
 function(consumer_run exe expected)
-  consumer_step("running ${exe}" "${exe}")
+  consumer_step("running ${exe}" ${CMAKE_COMMAND} -E env ${ARGN} "${exe}")
   if(NOT CONSUMER_STEP_OUTPUT MATCHES "${expected}")
     consumer_fail("${exe} printed, instead of '${expected}':\n${CONSUMER_STEP_OUTPUT}")
   endif()
@@ -239,8 +240,13 @@ function(consumer_pkgconfig prefix work_dir)
                 "O=${_dir}" "CXX=${CONSUMER_CXX_COMPILER}" "PKG_CONFIG=${CONSUMER_PKG_CONFIG}"
                 "EXTRA_CXXFLAGS=${CONSUMER_CXX_FLAGS}" "EXTRA_LDFLAGS=${CONSUMER_LINK_FLAGS}")
   string(REPLACE ";" " " _parts_text "${parts}")
+  # Shared mailq libraries (BUILD_SHARED_LIBS) are found where mailq.pc says they are.
+  consumer_step("pkg-config --variable=libdir mailq"
+                ${_env} ${CONSUMER_PKG_CONFIG} --variable=libdir mailq)
+  string(STRIP "${CONSUMER_STEP_OUTPUT}" _libdir)
   consumer_run("${_dir}/mailq_pkgconfig_consumer"
-               "mailq pkg-config consumer: ok \\(${_parts_text}\\)")
+               "mailq pkg-config consumer: ok \\(${_parts_text}\\)"
+               "LD_LIBRARY_PATH=${_libdir}")
 endfunction()
 
 if(CONSUMER_MODE STREQUAL "install")
