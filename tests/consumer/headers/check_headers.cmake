@@ -6,9 +6,9 @@
 # - each installed header mailq/**/*.h alone, in a translation unit that includes it twice
 #   (the header is self-contained and guarded),
 # - one translation unit including every installed header (they fit together),
-# - defaults.cpp at -O2: Queue and Deliverer built with their default configurations, where
-#   warnings of the optimiser (-Wmaybe-uninitialized, ...) about the headers' inline code
-#   would reach the host.
+# - defaults.cpp at -O2 and -O3: Queue and Deliverer built with their default
+#   configurations, where warnings of the optimiser (-Wmaybe-uninitialized, ...) about the
+#   headers' inline code and default arguments would reach the host.
 #
 # Every failure is collected; the test fails listing them all.
 set(_flags -std=c++17 -Wall -Wextra -Wpedantic -Werror "-I${CONSUMER_PREFIX}/include")
@@ -42,6 +42,9 @@ endforeach()
 file(WRITE "${_work}/all_headers.cpp" "${_all}")
 list(APPEND _units "${_work}/all_headers.cpp")
 
+# defaults.cpp is compiled once per level (hosts build with -O2, CMake's Release with -O3).
+set(_defaults_optimisations -O2 -O3)
+
 separate_arguments(CONSUMER_HEADER_COMPILERS UNIX_COMMAND "${CONSUMER_HEADER_COMPILERS}")
 set(_failures "")
 set(_used "")
@@ -62,13 +65,15 @@ foreach(_compiler ${CONSUMER_HEADER_COMPILERS})
       string(APPEND _failures "\n--- ${_compiler}: ${_unit_name}\n${_out}")
     endif()
   endforeach()
-  execute_process(COMMAND "${_cxx}" ${_flags} -O2 -c
-                          "${CMAKE_CURRENT_LIST_DIR}/defaults.cpp"
-                          -o "${_work}/defaults-${_compiler}.o"
-                  RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _out)
-  if(NOT _rc EQUAL 0)
-    string(APPEND _failures "\n--- ${_compiler} -O2: defaults.cpp\n${_out}")
-  endif()
+  foreach(_opt ${_defaults_optimisations})
+    execute_process(COMMAND "${_cxx}" ${_flags} ${_opt} -c
+                            "${CMAKE_CURRENT_LIST_DIR}/defaults.cpp"
+                            -o "${_work}/defaults-${_compiler}${_opt}.o"
+                    RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _out)
+    if(NOT _rc EQUAL 0)
+      string(APPEND _failures "\n--- ${_compiler} ${_opt}: defaults.cpp\n${_out}")
+    endif()
+  endforeach()
 endforeach()
 
 if(NOT _used)
@@ -80,5 +85,6 @@ if(_failures)
   consumer_fail("with ${_flags_text}:${_failures}")
 endif()
 string(REPLACE ";" ", " _used "${_used}")
+string(REPLACE ";" " and " _levels "${_defaults_optimisations}")
 message(STATUS "consumer (headers): ${_count} headers alone, all together, and defaults.cpp at "
-               "-O2 compile cleanly with ${_used} (${_flags_text})")
+               "${_levels} compile cleanly with ${_used} (${_flags_text})")

@@ -1,8 +1,9 @@
 // A host translation unit that builds the engine's objects with every default argument:
 // Queue and Deliverer with their default configurations (QueueConfig{}, DelivererConfig{}),
 // over the in-memory seams and a transport that connects nowhere. The headers test compiles
-// it with optimisation and -Werror, where the middle end's warnings (-Wmaybe-uninitialized,
-// -Wnull-dereference, ...) on inline code from the headers show up in the host's build.
+// it at -O2 and -O3 with -Werror, where the optimiser's warnings (-Wmaybe-uninitialized,
+// -Wstringop-overflow, ...) about inline code and default arguments from the headers would
+// reach the host's build.
 #include <mailq/mailq.h>
 
 #include <memory>
