@@ -64,8 +64,8 @@ struct DelivererStats {
 
 class Deliverer {
  public:
-  Deliverer(Queue& queue, Resolver& resolver, Transport& transport,
-            const DelivererConfig& config = DelivererConfig());
+  Deliverer(Queue& queue, Resolver& resolver, Transport& transport);
+  Deliverer(Queue& queue, Resolver& resolver, Transport& transport, const DelivererConfig& config);
   ~Deliverer();
   Deliverer(const Deliverer&) = delete;
   Deliverer& operator=(const Deliverer&) = delete;

@@ -97,8 +97,9 @@ struct QueueStats {
 
 class Queue {
  public:
-  Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink* sink = nullptr,
-        const QueueConfig& config = QueueConfig());
+  Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink* sink = nullptr);
+  Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink* sink,
+        const QueueConfig& config);
   ~Queue();
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;

@@ -48,7 +48,7 @@ TEST_CASE("Result holds a value or an error with its words", "[error]") {
   CHECK(std::move(moved).value() == "text");
 }
 
-TEST_CASE("Result<void> is success or an error; code() is empty on success", "[error]") {
+TEST_CASE("Result<void> is success or an error, and code() is empty on success", "[error]") {
   Result<void> ok = success();
   CHECK(ok);
   CHECK_FALSE(ok.code());

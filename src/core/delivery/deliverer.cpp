@@ -329,6 +329,9 @@ void Deliverer::Impl::reset_domains() {
   run_cycle();
 }
 
+Deliverer::Deliverer(Queue& queue, Resolver& resolver, Transport& transport)
+    : Deliverer(queue, resolver, transport, DelivererConfig()) {}
+
 Deliverer::Deliverer(Queue& queue, Resolver& resolver, Transport& transport,
                      const DelivererConfig& config)
     : config_(config), impl_(std::make_unique<Impl>(queue, resolver, transport, config_)) {}

@@ -26,6 +26,9 @@ Duration RetryPolicy::delay(std::uint32_t failures, double unit) const {
   return std::max(base, Duration{0});
 }
 
+Queue::Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink* sink)
+    : Queue(storage, routes, clock, sink, QueueConfig()) {}
+
 Queue::Queue(Storage& storage, const RouteTable& routes, Clock& clock, EventSink* sink,
              const QueueConfig& config)
     : core_(std::make_unique<detail::QueueCore>(storage, routes, clock, sink, config)) {}

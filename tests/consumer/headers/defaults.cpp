@@ -26,8 +26,7 @@ int host_main() {
   mailq::RouteTable routes;
   mailq::StaticResolver resolver(clock);
   NoTransport transport;
-  mailq::DomainStateTable domains;
   mailq::Queue queue(storage, routes, clock);
-  mailq::Deliverer deliverer(queue, routes, domains, resolver, transport, clock);
+  mailq::Deliverer deliverer(queue, resolver, transport);
   return static_cast<int>(queue.size()) + (deliverer.idle() ? 0 : 1);
 }
