@@ -1,0 +1,164 @@
+// The resolution room (src/core/delivery/resolution.h): a destination's route and DNS answers
+// -> the hosts to try in order, or the reply its jobs get.
+#include <catch2/catch.hpp>
+
+#include <memory>
+#include <optional>
+
+#include "core/delivery/resolution.h"
+#include "mailq/log.h"
+
+using namespace mailq;
+using namespace mailq::detail;
+
+namespace {
+
+struct Fixture {
+  ManualClock clock;
+  StaticResolver resolver{clock};
+  LocalIdentity self;
+  std::shared_ptr<int> owner = std::make_shared<int>(0);
+
+  Destination mx(const std::string& domain, bool nxdomain_bounces = false) {
+    auto route = std::make_shared<Route>();
+    route->name = "tcp_local";
+    route->mx_port = 2525;
+    route->nxdomain_is_permanent = nxdomain_bounces;
+    return Destination{domain, domain, route};
+  }
+  Destination smart(std::vector<RouteHost> hosts) {
+    auto route = std::make_shared<Route>();
+    route->name = "tcp_relay";
+    route->hosts = std::move(hosts);
+    return Destination{"tcp_relay", "", route};
+  }
+  std::optional<Resolution> run(const Destination& d) {
+    std::optional<Resolution> out;
+    resolve(d, resolver, clock, self, 1, owner, [&](Resolution r) { out = std::move(r); });
+    CHECK_FALSE(out);  // never from inside the call
+    clock.run_pending();
+    return out;
+  }
+};
+
+std::vector<std::string> addresses(const Resolution& r) {
+  std::vector<std::string> out;
+  for (auto& t : r.targets) out.push_back(t.host + "=" + t.address + ":" + std::to_string(t.port));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("resolution: MX hosts in preference order, their addresses, the route's MX port",
+          "[delivery][resolution]") {
+  Fixture f;
+  f.resolver.set_mx("example.com", {{20, "mx2.example.com."}, {10, "MX1.example.com"}});
+  f.resolver.set_addresses("mx1.example.com", {"127.0.0.11", "::1"});
+  f.resolver.set_addresses("mx2.example.com", {"127.0.0.12"});
+  auto r = f.run(f.mx("example.com"));
+  REQUIRE(r);
+  REQUIRE_FALSE(r->failed);
+  CHECK(addresses(*r) == std::vector<std::string>{"mx1.example.com=127.0.0.11:2525",
+                                                  "mx1.example.com=::1:2525",
+                                                  "mx2.example.com=127.0.0.12:2525"});
+}
+
+TEST_CASE("resolution: no MX record is the implicit MX, the domain itself",
+          "[delivery][resolution]") {
+  Fixture f;
+  f.resolver.set_mx_status("example.com", DnsStatus::no_data);
+  f.resolver.set_addresses("example.com", {"127.0.0.20"});
+  auto r = f.run(f.mx("example.com"));
+  REQUIRE(r);
+  CHECK(addresses(*r) == std::vector<std::string>{"example.com=127.0.0.20:2525"});
+}
+
+TEST_CASE("resolution: what each DNS failure gives the jobs, and what the log says",
+          "[delivery][resolution]") {
+  Fixture f;
+  f.resolver.set_mx("null.test", {{0, ""}});
+  auto r = f.run(f.mx("null.test"));
+  REQUIRE(r);
+  CHECK(r->failed);
+  CHECK(r->reply == replies::null_mx());
+  CHECK(diagnostic_lines({r->note}) == std::vector<std::string>{"dns; null.test has a null MX"});
+
+  r = f.run(f.mx("nx.test"));  // unknown: NXDOMAIN
+  CHECK(r->reply == replies::domain_does_not_resolve());
+  CHECK(diagnostic_lines({r->note}) == std::vector<std::string>{"dns; nx.test: NXDOMAIN (4.4.4)"});
+  CHECK_FALSE(r->dns_failure);
+  r = f.run(f.mx("nx.test", true));
+  CHECK(r->reply == replies::domain_does_not_exist());
+
+  f.resolver.set_mx_status("sf.test", DnsStatus::servfail);
+  r = f.run(f.mx("sf.test"));
+  CHECK(r->reply == replies::domain_does_not_resolve());
+  CHECK(r->dns_failure);
+  CHECK(diagnostic_lines({r->note}) ==
+        std::vector<std::string>{
+            "dns; sf.test MX lookup failed: servfail (static: servfail) (4.4.3)"});
+
+  f.resolver.set_mx("gone.test", {{10, "a.gone.test"}, {20, "b.gone.test"}});
+  f.resolver.set_addresses_status("b.gone.test", DnsStatus::timeout);
+  r = f.run(f.mx("gone.test"));
+  CHECK(r->failed);
+  CHECK(r->dns_failure);  // one of them failed transiently
+  CHECK(diagnostic_lines({r->note}) ==
+        std::vector<std::string>{"dns; no address for any MX host of gone.test; a.gone.test: "
+                                 "nxdomain; b.gone.test: timeout"});
+}
+
+TEST_CASE("resolution: an MX list that reaches this host is cut there, and a loop when first",
+          "[delivery][resolution]") {
+  Fixture f;
+  f.self.names = {"relay.local.test"};
+  f.self.addresses = {"127.0.0.99"};
+  f.resolver.set_mx("loop.test", {{10, "relay.local.test"}, {20, "backup.test"}});
+  auto r = f.run(f.mx("loop.test"));
+  CHECK(r->reply == replies::mx_loops_to_self());
+  CHECK(diagnostic_lines({r->note}) ==
+        std::vector<std::string>{"dns; the best MX for loop.test is this host"});
+
+  f.resolver.set_mx("cut.test", {{10, "primary.test"}, {20, "relay.local.test"}});
+  f.resolver.set_addresses("primary.test", {"127.0.0.30"});
+  r = f.run(f.mx("cut.test"));
+  CHECK(addresses(*r) == std::vector<std::string>{"primary.test=127.0.0.30:2525"});
+
+  f.resolver.set_mx("addr.test", {{10, "self.test"}});
+  f.resolver.set_addresses("self.test", {"127.0.0.99"});
+  r = f.run(f.mx("addr.test"));
+  CHECK(r->reply == replies::mx_loops_to_self());
+  CHECK(diagnostic_lines({r->note}) ==
+        std::vector<std::string>{"dns; the best MX for addr.test has this host's address"});
+}
+
+TEST_CASE("resolution: a static route's hosts in order, address literals as they are",
+          "[delivery][resolution]") {
+  Fixture f;
+  f.resolver.set_addresses("relay.test", {"127.0.0.40"});
+  auto r = f.run(f.smart({{"relay.test", 2526}, {"127.0.0.41", 25}}));
+  REQUIRE(r);
+  CHECK(addresses(*r) ==
+        std::vector<std::string>{"relay.test=127.0.0.40:2526", "127.0.0.41=127.0.0.41:25"});
+  r = f.run(f.smart({{"nowhere.test", 25}}));
+  CHECK(r->failed);
+  CHECK(r->reply == replies::domain_does_not_resolve());
+  CHECK(diagnostic_lines({r->note}) ==
+        std::vector<std::string>{
+            "no address for the route's hosts; nowhere.test: nxdomain (static: NXDOMAIN)"});
+}
+
+TEST_CASE("resolution: when the owner is gone the answer goes nowhere and no further query starts",
+          "[delivery][resolution]") {
+  Fixture f;
+  f.resolver.set_mx("example.com", {{10, "mx.example.com"}});
+  f.resolver.set_addresses("mx.example.com", {"127.0.0.10"});
+  bool called = false;
+  resolve(f.mx("example.com"), f.resolver, f.clock, f.self, 1, f.owner,
+          [&](Resolution) { called = true; });
+  const std::size_t before = f.resolver.queries();
+  f.owner.reset();
+  f.clock.run_pending();
+  CHECK_FALSE(called);
+  CHECK(f.resolver.queries() == before);  // the MX answer started no address query
+}
