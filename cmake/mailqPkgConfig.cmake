@@ -53,7 +53,7 @@ _mailq_pc_split("${_mailq_pc_private}" MAILQ_PC_REQUIRES_PRIVATE _mailq_pc_priva
 
 # The mailq libraries, in link order.
 set(MAILQ_PC_LIBS "")
-foreach(_t mailq_uv mailq_ares mailq_spool mailq_core)
+foreach(_t mailq_engine mailq_uv mailq_ares mailq_spool mailq_core)
   if(TARGET ${_t})
     get_target_property(_name ${_t} OUTPUT_NAME)
     list(APPEND MAILQ_PC_LIBS "-l${_name}")

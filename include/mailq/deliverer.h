@@ -88,6 +88,9 @@ class Deliverer {
   const DomainStateTable& domains() const noexcept;
 
   bool idle() const noexcept;  ///< nothing in flight, nothing open
+  /// Jobs taken from the queue and not yet completed: waiting for DNS or a session, or in a
+  /// transaction. 0 with idle connections still open.
+  std::size_t jobs() const noexcept;
   /// When the queue next has a job this Deliverer would take: the earliest due time of a
   /// destination, its down mark's end when later; max() when nothing is waiting.
   TimePoint next_due() const;

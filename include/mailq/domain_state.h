@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -50,6 +51,8 @@ class DomainStateTable {
   /// Clears one destination.
   void reset(std::string_view destination);
 
+  /// The state of one destination, nullopt when it has no failure on record.
+  std::optional<DomainState> state(std::string_view destination) const;
   /// Snapshot for status displays.
   std::vector<DomainState> snapshot() const;
   const DomainStateConfig& config() const noexcept { return config_; }

@@ -66,6 +66,12 @@ struct QueueConfig {
   /// NOTIFY=NEVER or a NOTIFY list without DELAY, never for a <> sender.
   Duration delay_notice_after{0};
   std::uint64_t random_seed = 0;  ///< 0 = from std::random_device
+  /// Called when a message leaves the queue because every recipient reached a final state
+  /// (delivered, bounced, expired; an operator's bounce too, not an operator's remove), with
+  /// its final record: each recipient's state, reply and remote MTA. On the loop thread, after
+  /// the message is gone from the queue (its DSN, if any, is queued); the handler may call the
+  /// Queue but must not destroy it.
+  std::function<void(const MessageRecord& done)> on_message_done;
   /// Where problems that cannot be handed back are reported (an EventSink that threw, a
   /// state write that failed during delivery), rate limited; default stderr. The Deliverer
   /// attached to the queue reports through the same handler.

@@ -52,6 +52,12 @@ void DomainStateTable::reset(std::string_view destination) {
   states_.erase(std::string(destination));
 }
 
+std::optional<DomainState> DomainStateTable::state(std::string_view destination) const {
+  auto it = states_.find(std::string(destination));
+  if (it == states_.end()) return std::nullopt;
+  return it->second;
+}
+
 std::vector<DomainState> DomainStateTable::snapshot() const {
   std::vector<DomainState> out;
   out.reserve(states_.size());

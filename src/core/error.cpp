@@ -43,6 +43,8 @@ class MailqCategory final : public std::error_category {
         return "DNS resolver failure";
       case errc::shutting_down:
         return "shutting down";
+      case errc::queue_full:
+        return "the queue is full";
     }
     return "unknown mailq error " + std::to_string(value);
   }

@@ -648,3 +648,39 @@ TEST_CASE("QueueStats::destinations counts every destination holding mail, held-
   REQUIRE_FALSE(e.queue->remove(held));
   CHECK(e.queue->stats().destinations == 2);
 }
+
+TEST_CASE(
+    "QueueConfig::on_message_done gets the final record of a message whose recipients are all "
+    "final, and not of a removed one",
+    "[queue]") {
+  QueueConfig qc = deterministic_queue_config();
+  std::vector<MessageRecord> done;
+  qc.on_message_done = [&](const MessageRecord& m) { done.push_back(m); };
+  Engine e({3, Duration(15min)}, qc);
+  example_com(e);
+  e.transport.at("127.0.0.10").script.rcpt_replies["no@example.com"] =
+      "550 5.1.1 <no@example.com>: no such user";
+  e.deliverer->start();
+  MessageId mixed = e.send("s@example.org", {"yes@example.com", "no@example.com"});
+  e.settle();
+  REQUIRE(done.size() == 1);
+  CHECK(done[0].id == mixed);
+  CHECK(done[0].recipients[0].state == RecipientState::delivered);
+  CHECK(done[0].recipients[0].remote_mta == "mx.example.com");
+  CHECK(done[0].recipients[1].state == RecipientState::bounced);
+  CHECK(done[0].recipients[1].last_reply.code == 550);
+  CHECK_FALSE(e.queue->contains(mixed));  // gone by the time the handler runs
+
+  MessageId held = e.send("s@example.org", {"later@example.com"}, "Subject: x\r\n\r\nx\r\n");
+  REQUIRE_FALSE(e.queue->hold(held));
+  MessageId removed = e.send("s@example.org", {"gone@example.com"}, "Subject: x\r\n\r\nx\r\n");
+  REQUIRE_FALSE(e.queue->hold(removed));
+  REQUIRE_FALSE(e.queue->remove(removed));
+  REQUIRE_FALSE(e.queue->bounce(held, "no longer wanted"));
+  // The bounce (an operator's) finishes the message; the removal does not. The DSNs the
+  // bounces caused are messages of their own.
+  std::vector<std::uint64_t> ids;
+  for (auto& m : done) ids.push_back(m.id.value);
+  CHECK(std::count(ids.begin(), ids.end(), held.value) == 1);
+  CHECK(std::count(ids.begin(), ids.end(), removed.value) == 0);
+}

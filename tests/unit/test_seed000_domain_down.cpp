@@ -209,3 +209,38 @@ TEST_CASE(
   CHECK_FALSE(e.domains().is_down("example.com", e.clock.now()));
   CHECK(e.transport.connects.size() >= 1);
 }
+
+TEST_CASE("Seed 000: the end of a down period is told as destination_up, once per mark",
+          "[seed000][deliverer]") {
+  Engine e;  // threshold 3, 15 minutes
+  refusing_example_com(e);
+  e.deliverer->start();
+  for (int i = 0; i < 3; ++i) {
+    e.send("sender@example.org", {"user@example.com"});
+    e.settle();
+  }
+  REQUIRE(e.count(EventKind::destination_down) == 1);
+  CHECK(e.count(EventKind::destination_up) == 0);
+  e.clock.advance(Duration(15min) - Duration(1));
+  CHECK(e.count(EventKind::destination_up) == 0);
+  e.clock.advance(Duration(1));
+  REQUIRE(e.count(EventKind::destination_up) == 1);
+  const Event& up =
+      *std::find_if(e.events.events.begin(), e.events.events.end(),
+                    [](const Event& ev) { return ev.kind == EventKind::destination_up; });
+  CHECK(up.destination == "example.com");
+  CHECK(up.diagnostic ==
+        std::vector<std::string>{
+            "destination example.com: down period ended, the next connection is a probe"});
+
+  // The probe fails: down again, and up again when that period ends.
+  e.send("sender@example.org", {"user@example.com"});
+  e.settle();
+  REQUIRE(e.count(EventKind::destination_down) == 2);
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::smtp;
+  e.clock.advance(Duration(15min));
+  CHECK(e.count(EventKind::destination_up) == 2);
+  e.clock.advance(Duration(1h));  // the retries deliver: no mark, no further event
+  CHECK(e.count(EventKind::delivered) >= 1);
+  CHECK(e.count(EventKind::destination_up) == 2);
+}

@@ -370,6 +370,12 @@ bool Deliverer::idle() const noexcept {
   return impl_->runs.empty();
 }
 
+std::size_t Deliverer::jobs() const noexcept {
+  std::size_t n = impl_->stats.jobs_in_flight;
+  for (const auto& [key, run] : impl_->runs) n += run->jobs.size();
+  return n;
+}
+
 TimePoint Deliverer::next_due() const {
   return impl_->port.next_due();
 }

@@ -229,6 +229,11 @@ void QueueCore::expire_message(SlotId s, TimePoint now) {
   (void)send_dsn(m, expired, DsnAction::failed, /*remove_original=*/true);
   s = store_.find(m.id);
   if (s != kNoSlot && !store_.at(s).has(slot_flag::removed)) erase_message(s);
+  message_done(m);
+}
+
+void QueueCore::message_done(const MessageRecord& m) {
+  if (config_.on_message_done) config_.on_message_done(m);
 }
 
 // --- notifications ------------------------------------------------------------------------

@@ -93,6 +93,8 @@ class QueueCore final : public DeliveryPort {
   void arm_expiry_timer();
   void expire_due();
   void expire_message(SlotId s, TimePoint now);
+  /// A message left the queue with every recipient final: tells the host.
+  void message_done(const MessageRecord& m);
   /// Queues a DSN about `rcpts`; with `remove_original` the message's storage goes once the
   /// DSN is durable (at once when no DSN is due: that removal's error is returned).
   std::error_code send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,

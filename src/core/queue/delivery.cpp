@@ -109,6 +109,7 @@ void QueueCore::finish_record(MessageRecord& m, const Applied& a) {
     }
     const SlotId s = store_.find(m.id);
     if (s != kNoSlot) erase_message(s);
+    message_done(m);
     return;
   }
   if (!a.relayed.empty()) (void)send_dsn(m, a.relayed, DsnAction::relayed);

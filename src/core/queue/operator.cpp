@@ -104,6 +104,7 @@ std::error_code QueueCore::bounce(MessageId id, std::string_view reason) {
   auto ec = send_dsn(m, bounced, DsnAction::failed, /*remove_original=*/true);
   s = store_.find(id);  // the sink or the DSN's enqueue may have changed the store
   if (s != kNoSlot && !store_.at(s).has(slot_flag::removed)) erase_message(s);
+  message_done(m);
   return ec;
 }
 

@@ -1,7 +1,7 @@
 // A program built with a plain Makefile against an installed mailq, found through pkg-config
 // (`pkg-config --cflags --libs --static mailq`). It uses the core and every part the install
-// holds (-DMAILQ_PART_uv, _ares, _spool from `pkg-config --variable=parts mailq`), so that a
-// library or dependency missing from mailq.pc, or listed in the wrong order, fails the link.
+// holds (-DMAILQ_PART_uv, _ares, _spool, _engine from `pkg-config --variable=parts mailq`), so that
+// a library or dependency missing from mailq.pc, or listed in the wrong order, fails the link.
 #include <mailq/mailq.h>
 
 #ifdef MAILQ_PART_uv
@@ -17,6 +17,9 @@
 #include <stdlib.h>  // mkdtemp
 
 #include <filesystem>
+#endif
+#ifdef MAILQ_PART_engine
+#include <mailq/engine.h>
 #endif
 #if defined(MAILQ_PART_uv) || defined(MAILQ_PART_ares)
 #include <uv.h>
@@ -114,6 +117,33 @@ int main() {
       }
       check(mailq::spool::detect_layout(tmpl) == mailq::spool::Layout::segments,
             "detect_layout finds the segments");
+      std::error_code ec;
+      std::filesystem::remove_all(tmpl, ec);
+    }
+  }
+#endif
+
+#ifdef MAILQ_PART_engine
+  parts += " engine";
+  {
+    // An Engine opened on a scratch spool, and stopped: the loop ends with nothing left.
+    std::string tmpl = (std::filesystem::temp_directory_path() / "mailq-pc-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      check(false, "mkdtemp");
+    } else {
+      uv_loop_t engine_loop;
+      uv_loop_init(&engine_loop);
+      mailq::EngineConfig config;
+      config.spool.directory = tmpl + "/spool";
+      config.resolver.nameservers = {"127.0.0.1:53"};
+      auto engine = mailq::Engine::open(&engine_loop, std::move(config));
+      check(engine.ok(), "Engine::open");
+      bool stopped = false;
+      if (engine.ok()) (*engine)->stop([&] { stopped = true; });
+      uv_run(&engine_loop, UV_RUN_DEFAULT);
+      check(stopped, "Engine::stop");
+      if (engine.ok()) engine.value().reset();
+      check(uv_loop_close(&engine_loop) == 0, "every libuv handle of the engine closed");
       std::error_code ec;
       std::filesystem::remove_all(tmpl, ec);
     }
