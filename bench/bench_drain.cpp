@@ -90,8 +90,8 @@ int main(int argc, char** argv) {
     route.max_connections = static_cast<std::uint32_t>(args.num("connections"));
     route.max_messages_per_connection = static_cast<std::uint32_t>(args.num("per-connection"));
     route.timeouts.connect = mailq::Duration(5000);
-    if (auto ec = routes.add(route)) {
-      std::fprintf(stderr, "bench_drain: route: %s\n", ec.message().c_str());
+    if (auto added = routes.add(route); !added) {
+      std::fprintf(stderr, "bench_drain: route: %s\n", added.error().message.c_str());
       return 70;
     }
     (void)routes.set_default("tcp_sink");

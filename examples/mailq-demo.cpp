@@ -17,15 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "mailq/ares/resolver.h"
-#include "mailq/deliverer.h"
-#include "mailq/domain_state.h"
+#include "mailq/engine.h"
 #include "mailq/log.h"
-#include "mailq/queue.h"
-#include "mailq/route.h"
-#include "mailq/spool/file_spool.h"
-#include "mailq/uv/loop_clock.h"
-#include "mailq/uv/transport.h"
 
 namespace {
 
@@ -119,137 +112,112 @@ int main(int argc, char** argv) {
   uv_loop_t loop;
   uv_loop_init(&loop);
 
-  int rc = 0;
-  {
-    mailq::uv::LoopClock clock(&loop);
-
-    auto spool = mailq::spool::SpoolStorage::open(opt.spool, clock);
-    if (!spool) {
-      std::fprintf(stderr, "mailq-demo: %s\n", spool.error().message.c_str());
+  std::FILE* logf = stdout;
+  if (!opt.log_path.empty()) {
+    logf = std::fopen(opt.log_path.c_str(), "a");
+    if (!logf) {
+      std::perror(opt.log_path.c_str());
       return 73;
     }
-    mailq::ares::AresResolverOptions ro;
-    ro.nameservers = {opt.dns};
-    ro.timeout = mailq::Duration(1000);
-    auto resolver = mailq::ares::AresResolver::create(&loop, ro);
-    if (!resolver) {
-      std::fprintf(stderr, "mailq-demo: resolver: %s\n", resolver.error().message.c_str());
-      return 69;
-    }
-    mailq::uv::UvTransport transport(&loop);
-
-    mailq::RouteTable routes;
-    mailq::Route local;
-    local.name = "tcp_local";
-    local.mx_port = opt.mx_port;
-    local.tls = mailq::TlsPolicy::opportunistic;
-    local.timeouts.connect = mailq::Duration(2000);
-    (void)routes.add(local);
-    (void)routes.set_default("tcp_local");
-
-    std::FILE* logf = stdout;
-    if (!opt.log_path.empty()) {
-      logf = std::fopen(opt.log_path.c_str(), "a");
-      if (!logf) {
-        std::perror(opt.log_path.c_str());
-        return 73;
-      }
-    }
-    mailq::MessagingServerLog log(logf);
-    Tally tally;
-    mailq::FanoutSink sink;
-    sink.add(log);
-    sink.add(tally);
-
-    mailq::QueueConfig qc;
-    qc.reporting_mta = "mailq-demo.localhost";
-    mailq::Queue queue(**spool, routes, clock, &sink, qc);
-    mailq::RecoveryReport report;
-    if (auto ec = queue.recover(&report))
-      std::fprintf(stderr, "mailq-demo: recovery: %s\n", ec.message().c_str());
-    if (report.recovered)
-      std::fprintf(stderr, "mailq-demo: recovered %zu queued messages\n", report.recovered);
-
-    mailq::DelivererConfig dc;
-    dc.helo_name = "mailq-demo.localhost";
-    dc.idle_timeout = mailq::Duration(1000);
-    dc.domain_state = {opt.threshold, mailq::Duration(15 * 60 * 1000)};
-    mailq::Deliverer deliverer(queue, **resolver, transport, dc);
-    deliverer.start();
-
-    // Submit in batches so that a failing destination collects failures across attempts,
-    // as real traffic would, and gets marked down.
-    int batch = 0, seq = 0, failures = 0;
-    std::function<void()> submit = [&] {
-      for (const auto& d : opt.domains) {
-        for (int i = 0; i < opt.per_batch; ++i) {
-          ++seq;
-          auto env = mailq::make_envelope("demo@mailq-demo.localhost",
-                                          {"user" + std::to_string(i) + "@" + d});
-          if (!env) {
-            std::fprintf(stderr, "mailq-demo: %s\n", env.error().message.c_str());
-            ++failures;
-            continue;
-          }
-          std::string body = "Message-ID: <demo." + std::to_string(seq) +
-                             "@mailq-demo.localhost>\r\nFrom: demo@mailq-demo.localhost\r\nTo: "
-                             "user@" +
-                             d + "\r\nSubject: mailq demo " + std::to_string(seq) +
-                             "\r\n\r\nHello from mailq.\r\n";
-          queue.enqueue(env.value(), std::move(body),
-                        [&](mailq::Result<mailq::MessageId> r) {
-                          if (!r) {
-                            std::fprintf(stderr, "mailq-demo: enqueue failed: %s\n",
-                                         r.error().message.c_str());
-                            ++failures;
-                          }
-                        },
-                        {"tcp_internal", false});
-        }
-      }
-      if (++batch < opt.batches) clock.schedule(mailq::Duration(300), submit);
-    };
-    submit();
-
-    // Stop when every batch is in, nothing is in flight and nothing is due before the next
-    // queue cycle (the deferred ones wait for their retry time).
-    std::function<void()> check;
-    auto started = clock.now();
-    int quiet_checks = 0;
-    check = [&] {
-      auto st = queue.stats();
-      std::fprintf(stderr, "\rmailq-demo: %zu enqueued, %zu delivered, %zu returned, %zu pending",
-                   tally.enqueued, tally.delivered, tally.returned, st.recipients_pending);
-      bool quiet = batch >= opt.batches && deliverer.idle() && deliverer.next_due() > clock.now();
-      quiet_checks = quiet ? quiet_checks + 1 : 0;
-      if (quiet_checks >= 3 || clock.now() - started > std::chrono::seconds(60)) {
-        std::fprintf(stderr, "\n");
-        deliverer.stop([&] { uv_stop(&loop); });
-        return;
-      }
-      clock.schedule(mailq::Duration(200), check);
-    };
-    clock.schedule(mailq::Duration(200), check);
-    uv_run(&loop, UV_RUN_DEFAULT);
-
-    // Summary.
-    std::map<std::string, std::size_t> reasons;
-    std::size_t deferred = 0;
-    for (auto& [k, v] : tally.last_state) {
-      if (v == "delivered" || v.rfind("returned", 0) == 0) continue;
-      ++deferred;
-      ++reasons[v];
-    }
-    std::printf("\nsummary: %zu delivered, %zu deferred, %zu returned\n", tally.delivered, deferred,
-                tally.returned);
-    for (auto& [why, n] : reasons) std::printf("  %zu deferred: %s\n", n, why.c_str());
-    for (auto& d : tally.downs) std::printf("  destination marked down: %s\n", d.c_str());
-    std::fflush(stdout);
-    if (logf != stdout) std::fclose(logf);
-    rc = failures ? 1 : 0;
   }
-  // Let the adapters' close callbacks run, then close the loop.
-  uv_run(&loop, UV_RUN_DEFAULT);
+  mailq::MessagingServerLog log(logf);
+  Tally tally;
+  mailq::FanoutSink sink;
+  sink.add(log);
+  sink.add(tally);
+
+  // One config: every domain by MX on the test port, the threshold for marking a destination
+  // down, the spool, the DNS server.
+  mailq::EngineConfig config;
+  mailq::Route local;
+  local.name = "tcp_local";
+  local.mx_port = opt.mx_port;
+  local.tls = mailq::TlsPolicy::opportunistic;
+  local.timeouts.connect = mailq::Duration(2000);
+  if (!config.routes.add(local).ok() || !config.routes.set_default("tcp_local").ok()) return 70;
+  config.spool.directory = opt.spool;
+  config.resolver.nameservers = {opt.dns};
+  config.resolver.timeout = mailq::Duration(1000);
+  config.queue.reporting_mta = "mailq-demo.localhost";
+  config.delivery.helo_name = "mailq-demo.localhost";
+  config.delivery.idle_timeout = mailq::Duration(1000);
+  config.delivery.domain_state = {opt.threshold, mailq::Duration(15 * 60 * 1000)};
+  config.sink = &sink;
+
+  // Submit in batches so that a failing destination collects failures across attempts, as
+  // real traffic would, and gets marked down. Stop once every batch is in and the engine has
+  // nothing to do before the next retry.
+  int batch = 0, seq = 0, failures = 0;
+  std::unique_ptr<mailq::Engine> engine;
+  config.on_idle = [&](const mailq::EngineIdle& idle) {
+    if (batch < opt.batches) return;
+    std::fprintf(stderr, "mailq-demo: idle, %zu messages wait for a later retry\n", idle.queued);
+    engine->stop([] {});
+  };
+  auto opened = mailq::Engine::open(&loop, std::move(config));
+  if (!opened) {
+    std::fprintf(stderr, "mailq-demo: %s\n", opened.error().message.c_str());
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return 73;
+  }
+  engine = std::move(opened.value());
+  if (engine->recovery().recovered)
+    std::fprintf(stderr, "mailq-demo: recovered %zu queued messages\n",
+                 engine->recovery().recovered);
+
+  std::function<void()> submit = [&] {
+    for (const auto& d : opt.domains) {
+      for (int i = 0; i < opt.per_batch; ++i) {
+        ++seq;
+        auto env = mailq::make_envelope("demo@mailq-demo.localhost",
+                                        {"user" + std::to_string(i) + "@" + d});
+        if (!env) {
+          std::fprintf(stderr, "mailq-demo: %s\n", env.error().message.c_str());
+          ++failures;
+          continue;
+        }
+        std::string body = "Message-ID: <demo." + std::to_string(seq) +
+                           "@mailq-demo.localhost>\r\nFrom: demo@mailq-demo.localhost\r\nTo: "
+                           "user@" +
+                           d + "\r\nSubject: mailq demo " + std::to_string(seq) +
+                           "\r\n\r\nHello from mailq.\r\n";
+        engine->submit(env.value(), std::move(body),
+                       [&](mailq::Result<mailq::MessageId> r) {
+                         if (!r) {
+                           std::fprintf(stderr, "mailq-demo: enqueue failed: %s\n",
+                                        r.error().message.c_str());
+                           ++failures;
+                         }
+                       },
+                       {"tcp_internal", false});
+      }
+    }
+    if (++batch < opt.batches) engine->clock().schedule(mailq::Duration(300), submit);
+  };
+  submit();
+  // A bound on the whole run, whatever the destinations do.
+  engine->clock().schedule(mailq::Duration(60000), [&] {
+    if (!engine->stopping()) engine->stop([] {});
+  });
+
+  uv_run(&loop, UV_RUN_DEFAULT);  // ends once the engine has stopped
+  engine.reset();
+
+  // Summary.
+  std::map<std::string, std::size_t> reasons;
+  std::size_t deferred = 0;
+  for (auto& [k, v] : tally.last_state) {
+    if (v == "delivered" || v.rfind("returned", 0) == 0) continue;
+    ++deferred;
+    ++reasons[v];
+  }
+  std::printf("\nsummary: %zu delivered, %zu deferred, %zu returned\n", tally.delivered, deferred,
+              tally.returned);
+  for (auto& [why, n] : reasons) std::printf("  %zu deferred: %s\n", n, why.c_str());
+  for (auto& d : tally.downs) std::printf("  destination marked down: %s\n", d.c_str());
+  std::fflush(stdout);
+  if (logf != stdout) std::fclose(logf);
   if (uv_loop_close(&loop) != 0) std::fprintf(stderr, "mailq-demo: loop not closed cleanly\n");
-  return rc;
+  return failures ? 1 : 0;
 }

@@ -855,20 +855,20 @@ Result<RouteTable> RelayConfig::route_table() const {
       std::uint16_t own = i < route_ports.size() ? route_ports[i] : 0;
       r.mx_port = own ? own : mx_port;
     }
-    if (auto ec = table.add(r))
+    if (auto added = table.add(r); !added)
       return Error(errc::invalid_parameter,
-                   fmt::format("route {}: {}", quoted(r.name), ec.message()));
+                   fmt::format("route {}: {}", quoted(r.name), added.code().message()));
     if (i < route_domains.size()) {
       for (const auto& pattern : route_domains[i])
-        if (auto ec = table.map(pattern, r.name))
+        if (auto mapped = table.map(pattern, r.name); !mapped)
           return Error(errc::invalid_parameter,
                        fmt::format("route {}: domain {}: {}", quoted(r.name), quoted(pattern),
-                                   ec.message()));
+                                   mapped.code().message()));
     }
   }
-  if (auto ec = table.set_default(default_route))
-    return Error(errc::invalid_parameter,
-                 fmt::format("default route {}: {}", quoted(default_route), ec.message()));
+  if (auto chosen = table.set_default(default_route); !chosen)
+    return Error(errc::invalid_parameter, fmt::format("default route {}: {}", quoted(default_route),
+                                                      chosen.code().message()));
   return table;
 }
 

@@ -79,12 +79,17 @@ class RouteTable {
   /// The default route: MX lookup, named "default-non-local-route".
   RouteTable();
 
-  /// Adds or replaces a route by name. Errors: empty name, control characters, bad host.
-  std::error_code add(Route route);
-  /// Maps `pattern` ("example.com" or ".example.com") to the route named `route`.
-  std::error_code map(std::string_view pattern, std::string_view route);
-  /// Makes the route named `route` the default.
-  std::error_code set_default(std::string_view route);
+  /// Adds or replaces a route by name. Errors, with the offending value in the words:
+  /// `errc::invalid_parameter` (an empty name, a host that is not a host name or address, port
+  /// 0), `errc::forbidden_character` (a space, '/', or a control character in the name; a
+  /// control character in the HELO name).
+  [[nodiscard]] Result<void> add(Route route);
+  /// Maps `pattern` ("example.com" or ".example.com") to the route named `route`. Errors:
+  /// `errc::not_found` (no such route), `errc::invalid_parameter` (an empty pattern, a bare
+  /// ".", a control character).
+  [[nodiscard]] Result<void> map(std::string_view pattern, std::string_view route);
+  /// Makes the route named `route` the default. Errors: `errc::not_found`.
+  [[nodiscard]] Result<void> set_default(std::string_view route);
 
   /// The route for a recipient domain (never null).
   const Route& lookup(std::string_view domain) const;

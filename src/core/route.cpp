@@ -1,5 +1,6 @@
 #include "mailq/route.h"
 
+#include "core/smtp_reply.h"
 #include "mailq/address.h"
 #include "mailq/net.h"
 
@@ -8,6 +9,11 @@
 
 namespace mailq {
 namespace {
+
+// A value in an error message: quoted, controls escaped, so that the words stay on one line.
+std::string quoted(std::string_view text) {
+  return "\"" + detail::printable(text, 256) + "\"";
+}
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -42,13 +48,26 @@ RouteTable::RouteTable() {
   default_ = 0;
 }
 
-std::error_code RouteTable::add(Route route) {
-  if (route.name.empty()) return make_error_code(errc::invalid_parameter);
+Result<void> RouteTable::add(Route route) {
+  if (route.name.empty()) return Error(errc::invalid_parameter, "route: the name is empty");
   for (unsigned char c : route.name)
-    if (c <= ' ' || c == 0x7f || c == '/') return make_error_code(errc::forbidden_character);
-  if (check_envelope_value(route.helo)) return make_error_code(errc::forbidden_character);
-  for (auto& h : route.hosts)
-    if (!valid_host(h.host) || h.port == 0) return make_error_code(errc::invalid_parameter);
+    if (c <= ' ' || c == 0x7f || c == '/')
+      return Error(errc::forbidden_character, "route " + quoted(route.name) +
+                                                  ": a name holds no space, '/' or control "
+                                                  "character");
+  std::string why;
+  if (check_envelope_value(route.helo, &why))
+    return Error(errc::forbidden_character,
+                 "route " + quoted(route.name) + ": helo " + quoted(route.helo) + ": " + why);
+  for (auto& h : route.hosts) {
+    if (!valid_host(h.host))
+      return Error(errc::invalid_parameter, "route " + quoted(route.name) + ": host " +
+                                                quoted(h.host) +
+                                                " is not a host name or IP address");
+    if (h.port == 0)
+      return Error(errc::invalid_parameter,
+                   "route " + quoted(route.name) + ": host " + quoted(h.host) + " has port 0");
+  }
   auto it = by_name_.find(route.name);
   if (it != by_name_.end()) {
     routes_[it->second] = std::make_shared<const Route>(std::move(route));
@@ -56,29 +75,35 @@ std::error_code RouteTable::add(Route route) {
     by_name_.emplace(route.name, routes_.size());
     routes_.push_back(std::make_shared<const Route>(std::move(route)));
   }
-  return {};
+  return success();
 }
 
-std::error_code RouteTable::map(std::string_view pattern, std::string_view route) {
+Result<void> RouteTable::map(std::string_view pattern, std::string_view route) {
   auto it = by_name_.find(std::string(route));
-  if (it == by_name_.end()) return make_error_code(errc::not_found);
-  if (pattern.empty() || check_envelope_value(pattern))
-    return make_error_code(errc::invalid_parameter);
+  if (it == by_name_.end())
+    return Error(errc::not_found, "map " + quoted(pattern) + ": no route " + quoted(route));
+  std::string why;
+  if (pattern.empty() || check_envelope_value(pattern, &why))
+    return Error(errc::invalid_parameter,
+                 "map " + quoted(pattern) + ": " + (pattern.empty() ? "an empty pattern" : why));
   if (pattern.front() == '.') {
     std::string k = lower(pattern.substr(1));
-    if (k.empty()) return make_error_code(errc::invalid_parameter);
+    if (k.empty())
+      return Error(
+          errc::invalid_parameter,
+          "map " + quoted(pattern) + ": a wildcard names a parent domain (\".example.com\")");
     wildcard_[k] = it->second;
   } else {
     exact_[lower(pattern)] = it->second;
   }
-  return {};
+  return success();
 }
 
-std::error_code RouteTable::set_default(std::string_view route) {
+Result<void> RouteTable::set_default(std::string_view route) {
   auto it = by_name_.find(std::string(route));
-  if (it == by_name_.end()) return make_error_code(errc::not_found);
+  if (it == by_name_.end()) return Error(errc::not_found, "default: no route " + quoted(route));
   default_ = it->second;
-  return {};
+  return success();
 }
 
 std::size_t RouteTable::index_of_domain(std::string_view domain) const {

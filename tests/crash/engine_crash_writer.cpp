@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
     route.tls = mailq::TlsPolicy::none;
     route.timeouts.connect = mailq::Duration(3000);
     route.timeouts.greeting = mailq::Duration(5000);
-    if (routes.add(route) || routes.set_default("tcp_crash")) {
+    if (!routes.add(route) || !routes.set_default("tcp_crash")) {
       say("E route");
       return 1;
     }

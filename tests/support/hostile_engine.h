@@ -72,8 +72,8 @@ class HostileEngine {
     r.tls = options.tls;
     r.ca_file = options.ca_file;
     r.timeouts = options.timeouts;
-    REQUIRE_FALSE(routes.add(r));
-    REQUIRE_FALSE(routes.set_default("tcp_local"));
+    REQUIRE(routes.add(r));
+    REQUIRE(routes.set_default("tcp_local"));
     if (options.resolver) {
       resolver = options.resolver(loop.get(), *clock);
     } else {

@@ -13,8 +13,8 @@ TEST_CASE("destinations: an MX route's domain, a static route's name, interned a
   Route relay;
   relay.name = "tcp_relay";
   relay.hosts = {{"127.0.0.1", 25}};
-  REQUIRE_FALSE(routes.add(relay));
-  REQUIRE_FALSE(routes.map(".relayed.test", "tcp_relay"));
+  REQUIRE(routes.add(relay));
+  REQUIRE(routes.map(".relayed.test", "tcp_relay"));
 
   DestinationTable t;
   const DestinationId a = t.acquire(routes, "default-non-local-route", "u@Example.COM");
@@ -53,11 +53,11 @@ TEST_CASE(
   Route r;
   r.name = "tcp_local";
   r.mx_port = 2525;
-  REQUIRE_FALSE(routes.add(r));
+  REQUIRE(routes.add(r));
   DestinationTable t;
   const DestinationId d = t.acquire(routes, "tcp_local", "u@example.com");
   r.mx_port = 2626;
-  REQUIRE_FALSE(routes.add(r));
+  REQUIRE(routes.add(r));
   CHECK(t[d].route->mx_port == 2525);
   CHECK(routes.find("tcp_local")->mx_port == 2626);
 }

@@ -38,8 +38,8 @@ TEST_CASE(
     Route r;
     r.name = "strict";
     r.nxdomain_is_permanent = true;
-    REQUIRE_FALSE(e.routes.add(r));
-    REQUIRE_FALSE(e.routes.set_default("strict"));
+    REQUIRE(e.routes.add(r));
+    REQUIRE(e.routes.set_default("strict"));
     e.resolver.set_mx_status("flaky.example", st);
     e.deliverer->start();
     MessageId id = e.send("s@example.org", {"user@flaky.example"});
@@ -61,8 +61,8 @@ TEST_CASE(
   Route r;
   r.name = "strict";
   r.nxdomain_is_permanent = true;
-  REQUIRE_FALSE(e.routes.add(r));
-  REQUIRE_FALSE(e.routes.set_default("strict"));
+  REQUIRE(e.routes.add(r));
+  REQUIRE(e.routes.set_default("strict"));
   e.resolver.set_mx("example.org", {{10, "mx.example.org"}});
   e.resolver.set_addresses("mx.example.org", {"127.0.0.20"});
   e.deliverer->start();

@@ -41,8 +41,8 @@ int main() {
   auto host = mailq::RouteHost::parse("relay.example.net:2525");
   check(host.ok() && host->port == 2525, "RouteHost::parse reads the port");
   if (host.ok()) relay.hosts.push_back(*host);
-  check(!routes.add(relay), "RouteTable::add");
-  check(!routes.map(".example.com", "tcp_internal"), "RouteTable::map");
+  check(routes.add(relay).ok(), "RouteTable::add");
+  check(routes.map(".example.com", "tcp_internal").ok(), "RouteTable::map");
   check(routes.lookup("mail.example.com").name == "tcp_internal", "wildcard route");
   check(routes.lookup("example.org").name == "default-non-local-route", "default route");
 
