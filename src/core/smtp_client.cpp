@@ -6,7 +6,7 @@
 #include <string>
 #include <utility>
 
-#include "core/smtp_reply.h"
+#include "core/smtp/reply_parse.h"
 #include "core/text.h"
 
 namespace mailq {
