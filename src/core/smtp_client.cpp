@@ -1,11 +1,13 @@
 #include "mailq/smtp_client.h"
 
 #include <algorithm>
-#include <cstring>
 #include <deque>
 #include <string>
 #include <utility>
 
+#include "core/smtp/ascii.h"
+#include "core/smtp/data.h"
+#include "core/smtp/params.h"
 #include "core/smtp/reply_parse.h"
 #include "core/text.h"
 
@@ -49,71 +51,18 @@ const char* to_string(SmtpPhase p) noexcept {
   return "unknown";
 }
 
-namespace detail {
-
-struct EncodeInfo {
-  std::uint64_t size = 0;  // RFC 1870 size: CRLF line endings, no stuffing, no final dot
-};
-
-std::string encode_data(std::string_view body, EncodeInfo* info) {
-  std::string out;
-  out.reserve(body.size() + body.size() / 32 + 8);
-  std::uint64_t stuffed = 0;
-  bool bol = true;  // at the beginning of an output line
-  const char* const base = body.data();
-  const std::size_t n = body.size();
-  std::size_t i = 0;
-  while (i < n) {
-    // The next line break: memchr for LF, then a CR before it (a bare CR is a break too).
-    // Both are vectorized; a byte-wise find_first_of("\r\n") is not.
-    const void* lf = std::memchr(base + i, '\n', n - i);
-    std::size_t j = lf ? static_cast<std::size_t>(static_cast<const char*>(lf) - base) : n;
-    if (const void* cr = std::memchr(base + i, '\r', j - i))
-      j = static_cast<std::size_t>(static_cast<const char*>(cr) - base);
-    if (j > i) {
-      if (bol && body[i] == '.') {
-        out += '.';
-        ++stuffed;
-      }
-      out.append(base + i, j - i);
-      bol = false;
-    }
-    if (j == n) break;
-    if (body[j] == '\n') {
-      out += "\r\n";
-      i = j + 1;
-    } else {
-      // A run of CRs ending in LF is one line break (CR CR LF comes from converting CRLF
-      // twice); CRs not followed by LF are each a line break of their own.
-      std::size_t k = j;
-      while (k < n && body[k] == '\r') ++k;
-      if (k < n && body[k] == '\n') {
-        out += "\r\n";
-        i = k + 1;
-      } else {
-        for (; j < k; ++j) out += "\r\n";
-        i = k;
-      }
-    }
-    bol = true;
-  }
-  if (!bol) out += "\r\n";
-  if (info) info->size = out.size() - stuffed;
-  out += ".\r\n";
-  return out;
-}
-
-}  // namespace detail
-
-std::string encode_data(std::string_view body) {
-  return detail::encode_data(body, nullptr);
-}
-
 namespace {
 
+using detail::base64;
+using detail::has_control;
+using detail::non_ascii;
+using detail::notify_param;
+using detail::orcpt_param;
 using detail::ParsedReply;
 using detail::printable;
 using detail::reply_summary;
+using detail::upper;
+using detail::xtext;
 
 enum class Cmd : std::uint8_t {
   greeting,
@@ -199,101 +148,6 @@ int klass(const Reply& r) {
 }
 bool negative(const Reply& r) {
   return klass(r) == 4 || klass(r) == 5;
-}
-
-bool has_control(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f;
-  });
-}
-
-bool non_ascii(std::string_view s) {
-  return std::any_of(s.begin(), s.end(),
-                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
-}
-
-std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  return out;
-}
-
-// RFC 3461 §4: xtext. Octets outside "!".."~", "+" and "=" become "+XX".
-std::string xtext(std::string_view s) {
-  static const char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 33 || u > 126 || c == '+' || c == '=') {
-      out += '+';
-      out += kHex[u >> 4];
-      out += kHex[u & 15];
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-std::string base64(std::string_view s) {
-  static const char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((s.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 2 < s.size(); i += 3) {
-    auto a = static_cast<unsigned char>(s[i]), b = static_cast<unsigned char>(s[i + 1]),
-         c = static_cast<unsigned char>(s[i + 2]);
-    out += kAlphabet[a >> 2];
-    out += kAlphabet[((a & 3) << 4) | (b >> 4)];
-    out += kAlphabet[((b & 15) << 2) | (c >> 6)];
-    out += kAlphabet[c & 63];
-  }
-  if (i + 1 == s.size()) {
-    auto a = static_cast<unsigned char>(s[i]);
-    out += kAlphabet[a >> 2];
-    out += kAlphabet[(a & 3) << 4];
-    out += "==";
-  } else if (i + 2 == s.size()) {
-    auto a = static_cast<unsigned char>(s[i]), b = static_cast<unsigned char>(s[i + 1]);
-    out += kAlphabet[a >> 2];
-    out += kAlphabet[((a & 3) << 4) | (b >> 4)];
-    out += kAlphabet[(b & 15) << 2];
-    out += '=';
-  }
-  return out;
-}
-
-// "rfc822;user@example.org" -> "rfc822;user@example.org" with the address part xtext-encoded.
-// A value without an address type is taken as an RFC 822 address. Empty on a malformed type.
-std::string orcpt_param(std::string_view orcpt) {
-  auto semi = orcpt.find(';');
-  std::string_view type = "rfc822";
-  std::string_view addr = orcpt;
-  if (semi != std::string_view::npos) {
-    type = orcpt.substr(0, semi);
-    addr = orcpt.substr(semi + 1);
-  }
-  if (type.empty()) return {};
-  for (char c : type)
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'))
-      return {};
-  return std::string(type) + ";" + xtext(addr);
-}
-
-std::string notify_param(std::uint8_t notify) {
-  if (notify & kNotifyNever) return "NEVER";
-  std::string out;
-  auto add = [&](const char* s) {
-    if (!out.empty()) out += ',';
-    out += s;
-  };
-  if (notify & kNotifySuccess) add("SUCCESS");
-  if (notify & kNotifyFailure) add("FAILURE");
-  if (notify & kNotifyDelay) add("DELAY");
-  return out;
 }
 
 bool valid_helo_name(std::string_view s) {

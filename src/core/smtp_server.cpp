@@ -17,8 +17,17 @@
 #include <utility>
 #include <vector>
 
+#include "core/smtp/ascii.h"
+#include "core/smtp/params.h"
+
 namespace mailq {
 namespace {
+
+using detail::iequals;
+using detail::istarts_with;
+using detail::non_ascii;
+using detail::upper;
+using detail::xtext_decode;
 
 // RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
 constexpr std::size_t kMaxTextLine = 998;
@@ -30,58 +39,6 @@ constexpr std::size_t kMaxEchoedKey = 32;
 constexpr std::size_t kCompactAt = 4096;
 // At most this much is reserved for a body on the strength of the client's SIZE parameter.
 constexpr std::uint64_t kMaxReserve = 1u << 20;
-
-char ascii_upper(char c) {
-  return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (ascii_upper(a[i]) != ascii_upper(b[i])) return false;
-  }
-  return true;
-}
-
-bool istarts_with(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
-
-std::string upper(std::string_view s) {
-  std::string r(s);
-  for (char& c : r) c = ascii_upper(c);
-  return r;
-}
-
-bool is_hex_upper(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
-}
-
-int hex_value(char c) {
-  return c <= '9' ? c - '0' : c - 'A' + 10;
-}
-
-// RFC 3461 §4: xtext = *( xchar / hexchar ), xchar = "!".."~" except "+" and "=",
-// hexchar = "+" two upper-case hex digits.
-std::optional<std::string> xtext_decode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    if (c == '+') {
-      if (i + 2 >= s.size() || !is_hex_upper(s[i + 1]) || !is_hex_upper(s[i + 2])) {
-        return std::nullopt;
-      }
-      out += static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
-      i += 2;
-    } else if (c >= '!' && c <= '~' && c != '=') {
-      out += c;
-    } else {
-      return std::nullopt;
-    }
-  }
-  return out;
-}
 
 // Replies of the host or of a policy callback must not break the protocol: a well-formed
 // code of class 2, 4 or 5, an enhanced status code of the same class, text without controls.
@@ -458,11 +415,6 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
     return std::nullopt;
   }
 
-  static bool has_non_ascii(std::string_view s) {
-    return std::any_of(s.begin(), s.end(),
-                       [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
-  }
-
   void cmd_mail(std::string_view args) {
     if (!greeted) return error(503, "5.5.1", "Error: send EHLO or HELO first");
     if (in_transaction) return error(503, "5.5.1", "Error: nested MAIL command");
@@ -475,7 +427,7 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
     if (!params.empty() && !esmtp) {
       return error(555, "5.5.4", "MAIL parameters are not recognized after HELO");
     }
-    if (has_non_ascii(*path)) {
+    if (non_ascii(*path)) {
       return error(553, "5.6.7", "Non-ASCII sender address requires SMTPUTF8 (not supported)");
     }
     std::optional<Address> sender;
@@ -580,7 +532,7 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
       return error(555, "5.5.4", "RCPT parameters are not recognized after HELO");
     }
     if (path->empty()) return error(501, "5.1.3", "Bad recipient address syntax: empty path");
-    if (has_non_ascii(*path)) {
+    if (non_ascii(*path)) {
       return error(553, "5.6.7", "Non-ASCII recipient address requires SMTPUTF8 (not supported)");
     }
     std::string mailbox(strip_source_route(*path));
@@ -592,40 +544,15 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
     Recipient rcpt(std::move(a.value()));
     for (const Param& p : params) {
       if (p.key == "NOTIFY") {
-        std::uint8_t flags = 0;
-        std::string_view v = p.value;
-        bool ok = p.has_value;
-        while (ok && !v.empty()) {
-          const std::size_t comma = std::min(v.find(','), v.size());
-          const std::string_view f = v.substr(0, comma);
-          if (iequals(f, "NEVER")) {
-            flags |= kNotifyNever;
-          } else if (iequals(f, "SUCCESS")) {
-            flags |= kNotifySuccess;
-          } else if (iequals(f, "FAILURE")) {
-            flags |= kNotifyFailure;
-          } else if (iequals(f, "DELAY")) {
-            flags |= kNotifyDelay;
-          } else {
-            ok = false;
-          }
-          v.remove_prefix(comma);
-          if (!v.empty()) {
-            v.remove_prefix(1);
-            if (v.empty()) ok = false;  // a trailing comma
-          }
-        }
-        if (!ok || ((flags & kNotifyNever) != 0 && flags != kNotifyNever)) {
+        const auto flags = p.has_value ? detail::notify_decode(p.value) : std::nullopt;
+        if (!flags) {
           return error(501, "5.5.4", "Bad NOTIFY parameter (NEVER, or SUCCESS,FAILURE,DELAY)");
         }
-        rcpt.notify = flags;
+        rcpt.notify = *flags;
       } else if (p.key == "ORCPT") {
-        const std::size_t semi = p.value.find(';');
-        auto decoded = semi == std::string::npos
-                           ? std::nullopt
-                           : xtext_decode(std::string_view(p.value).substr(semi + 1));
-        if (!decoded) return error(501, "5.5.4", "Bad ORCPT parameter (addr-type;xtext)");
-        rcpt.orcpt = p.value.substr(0, semi + 1) + *decoded;
+        auto orcpt = detail::orcpt_decode(p.value);
+        if (!orcpt) return error(501, "5.5.4", "Bad ORCPT parameter (addr-type;xtext)");
+        rcpt.orcpt = std::move(*orcpt);
       } else {
         return error(555, "5.5.4", fmt::format("Unsupported parameter {}", p.key));
       }
