@@ -382,6 +382,82 @@ std::error_code check_envelope_value(std::string_view value, std::string* messag
                           describe_control(static_cast<unsigned char>(value[off])), off));
 }
 
+namespace {
+
+// RFC 3461 §4.4: printable US-ASCII, at most 100 characters.
+std::error_code check_envid(std::string_view envid, std::string* message) {
+  std::string why;
+  if (check_envelope_value(envid, &why)) {
+    return fail(message, errc::forbidden_character, "ENVID " + why);
+  }
+  if (envid.size() > 100) {
+    return fail(message, errc::invalid_parameter,
+                fmt::format("ENVID is {} characters, the limit is 100", envid.size()));
+  }
+  for (std::size_t i = 0; i < envid.size(); ++i) {
+    if (static_cast<unsigned char>(envid[i]) >= 0x80) {
+      return fail(message, errc::invalid_parameter,
+                  fmt::format("ENVID contains a non-ASCII octet at offset {}", i));
+    }
+  }
+  return {};
+}
+
+std::error_code check_notify(std::uint8_t notify, const std::string& prefix, std::string* message) {
+  if ((notify & ~(kNotifyNever | kNotifySuccess | kNotifyFailure | kNotifyDelay)) != 0) {
+    return fail(message, errc::invalid_parameter, prefix + "unknown NOTIFY flag");
+  }
+  if ((notify & kNotifyNever) != 0 && notify != kNotifyNever) {
+    return fail(message, errc::invalid_parameter,
+                prefix + "NOTIFY=NEVER cannot be combined with SUCCESS, FAILURE or DELAY");
+  }
+  return {};
+}
+
+// RFC 3461 §4.2: addr-type ";" address, at most 500 characters. The address is kept decoded
+// (plain text or UTF-8, RFC 6533); encoding it as xtext is the wire's job.
+std::error_code check_orcpt(std::string_view orcpt, const std::string& prefix,
+                            std::string* message) {
+  std::string why;
+  if (check_envelope_value(orcpt, &why)) {
+    return fail(message, errc::forbidden_character, prefix + "ORCPT " + why);
+  }
+  if (orcpt.size() > 500) {
+    return fail(message, errc::invalid_parameter,
+                fmt::format("{}ORCPT is {} characters, the limit is 500", prefix, orcpt.size()));
+  }
+  const std::size_t semi = orcpt.find(';');
+  if (semi == std::string::npos) {
+    return fail(message, errc::invalid_parameter,
+                prefix + "ORCPT must be \"addr-type;address\" (missing ';')");
+  }
+  if (!is_addr_type(orcpt.substr(0, semi))) {
+    return fail(message, errc::invalid_parameter,
+                prefix + "ORCPT address type must be letters, digits and '-' such as \"rfc822\"");
+  }
+  const std::string_view addr = orcpt.substr(semi + 1);
+  if (addr.empty()) {
+    return fail(message, errc::invalid_parameter, prefix + "ORCPT has an empty address");
+  }
+  for (std::size_t i = 0; i < addr.size();) {
+    const auto c = static_cast<unsigned char>(addr[i]);
+    if (c >= 0x80) {
+      const std::size_t len = utf8_sequence(addr, i);
+      if (len == 0) {
+        return fail(
+            message, errc::invalid_parameter,
+            fmt::format("{}ORCPT contains invalid UTF-8 at offset {}", prefix, semi + 1 + i));
+      }
+      i += len;
+    } else {
+      ++i;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 std::error_code Envelope::validate(std::string* message) const {
   if (recipients.empty()) return fail(message, errc::no_recipients, "no recipients");
 
@@ -391,79 +467,17 @@ std::error_code Envelope::validate(std::string* message) const {
     auto r = Address::parse(reverse_path->to_string());
     if (!r) return fail(message, r.error(), "reverse path: ");
   }
-
   if (!envid.empty()) {
-    std::string why;
-    if (check_envelope_value(envid, &why)) {
-      return fail(message, errc::forbidden_character, "ENVID " + why);
-    }
-    // RFC 3461 §4.4: printable US-ASCII, at most 100 characters.
-    if (envid.size() > 100) {
-      return fail(message, errc::invalid_parameter,
-                  fmt::format("ENVID is {} characters, the limit is 100", envid.size()));
-    }
-    for (std::size_t i = 0; i < envid.size(); ++i) {
-      if (static_cast<unsigned char>(envid[i]) >= 0x80) {
-        return fail(message, errc::invalid_parameter,
-                    fmt::format("ENVID contains a non-ASCII octet at offset {}", i));
-      }
-    }
+    if (auto ec = check_envid(envid, message)) return ec;
   }
-
   for (std::size_t n = 0; n < recipients.size(); ++n) {
     const Recipient& rcpt = recipients[n];
     const std::string prefix = fmt::format("recipient {}: ", n + 1);
     auto r = Address::parse(rcpt.address.to_string());
     if (!r) return fail(message, r.error(), prefix);
-
-    if ((rcpt.notify & ~(kNotifyNever | kNotifySuccess | kNotifyFailure | kNotifyDelay)) != 0) {
-      return fail(message, errc::invalid_parameter, prefix + "unknown NOTIFY flag");
-    }
-    if ((rcpt.notify & kNotifyNever) != 0 && rcpt.notify != kNotifyNever) {
-      return fail(message, errc::invalid_parameter,
-                  prefix + "NOTIFY=NEVER cannot be combined with SUCCESS, FAILURE or DELAY");
-    }
-
+    if (auto ec = check_notify(rcpt.notify, prefix, message)) return ec;
     if (!rcpt.orcpt.empty()) {
-      std::string why;
-      if (check_envelope_value(rcpt.orcpt, &why)) {
-        return fail(message, errc::forbidden_character, prefix + "ORCPT " + why);
-      }
-      // RFC 3461 §4.2: addr-type ";" address, at most 500 characters. The address is kept
-      // decoded (plain text or UTF-8, RFC 6533); encoding it as xtext is the wire's job.
-      if (rcpt.orcpt.size() > 500) {
-        return fail(
-            message, errc::invalid_parameter,
-            fmt::format("{}ORCPT is {} characters, the limit is 500", prefix, rcpt.orcpt.size()));
-      }
-      const std::size_t semi = rcpt.orcpt.find(';');
-      if (semi == std::string::npos) {
-        return fail(message, errc::invalid_parameter,
-                    prefix + "ORCPT must be \"addr-type;address\" (missing ';')");
-      }
-      if (!is_addr_type(std::string_view(rcpt.orcpt).substr(0, semi))) {
-        return fail(
-            message, errc::invalid_parameter,
-            prefix + "ORCPT address type must be letters, digits and '-' such as \"rfc822\"");
-      }
-      const std::string_view addr = std::string_view(rcpt.orcpt).substr(semi + 1);
-      if (addr.empty()) {
-        return fail(message, errc::invalid_parameter, prefix + "ORCPT has an empty address");
-      }
-      for (std::size_t i = 0; i < addr.size();) {
-        const auto c = static_cast<unsigned char>(addr[i]);
-        if (c >= 0x80) {
-          const std::size_t len = utf8_sequence(addr, i);
-          if (len == 0) {
-            return fail(
-                message, errc::invalid_parameter,
-                fmt::format("{}ORCPT contains invalid UTF-8 at offset {}", prefix, semi + 1 + i));
-          }
-          i += len;
-        } else {
-          ++i;
-        }
-      }
+      if (auto ec = check_orcpt(rcpt.orcpt, prefix, message)) return ec;
     }
   }
   return {};
