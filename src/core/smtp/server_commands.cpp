@@ -180,33 +180,55 @@ std::string_view SmtpServerSession::Impl::strip_source_route(std::string_view pa
   return path;
 }
 
+// --- MAIL and RCPT ---
+
+std::optional<SmtpServerSession::Impl::PathArgs> SmtpServerSession::Impl::path_args(
+    std::string_view args, std::string_view verb, std::string_view keyword) {
+  if (!istarts_with(args, keyword)) {
+    error(501, "5.5.4", fmt::format("Syntax: {} {}<address>", verb, keyword));
+    return std::nullopt;
+  }
+  std::string_view rest;
+  const auto path = take_path(args.substr(keyword.size()), &rest);
+  if (!path) {
+    error(501, "5.5.4", fmt::format("Syntax: {} {}<address>", verb, keyword));
+    return std::nullopt;
+  }
+  PathArgs out{*path, {}};
+  if (auto why = parse_params(rest, &out.params)) {
+    error(501, "5.5.4", *why);
+    return std::nullopt;
+  }
+  if (!out.params.empty() && !esmtp) {
+    error(555, "5.5.4", fmt::format("{} parameters are not recognized after HELO", verb));
+    return std::nullopt;
+  }
+  return out;
+}
+
 // --- MAIL ---
 
 void SmtpServerSession::Impl::cmd_mail(std::string_view args) {
   if (!greeted) return error(503, "5.5.1", "Error: send EHLO or HELO first");
   if (in_transaction) return error(503, "5.5.1", "Error: nested MAIL command");
-  if (!istarts_with(args, "FROM:")) return error(501, "5.5.4", "Syntax: MAIL FROM:<address>");
-  std::string_view rest;
-  const auto path = take_path(args.substr(5), &rest);
-  if (!path) return error(501, "5.5.4", "Syntax: MAIL FROM:<address>");
-  std::vector<Param> params;
-  if (auto why = parse_params(rest, &params)) return error(501, "5.5.4", *why);
-  if (!params.empty() && !esmtp) {
-    return error(555, "5.5.4", "MAIL parameters are not recognized after HELO");
-  }
-  if (non_ascii(*path)) {
+  const auto a = path_args(args, "MAIL", "FROM:");
+  if (!a) return;
+  const std::string_view path = a->path;
+  if (non_ascii(path)) {
     return error(553, "5.6.7", "Non-ASCII sender address requires SMTPUTF8 (not supported)");
   }
   std::optional<Address> sender;
-  if (!path->empty()) {
-    auto a = Address::parse(strip_source_route(*path));
-    if (!a) return error(501, "5.1.7", "Bad sender address syntax: " + a.error().message);
-    sender = std::move(a.value());
+  if (!path.empty()) {
+    auto parsed = Address::parse(strip_source_route(path));
+    if (!parsed) {
+      return error(501, "5.1.7", "Bad sender address syntax: " + parsed.error().message);
+    }
+    sender = std::move(parsed.value());
   }
 
   MailParams m;
   m.envelope.reverse_path = std::move(sender);
-  for (const Param& p : params) {
+  for (const Param& p : a->params) {
     if (!mail_param(p, &m)) return;
   }
   start_transaction(std::move(m));
@@ -314,27 +336,23 @@ void SmtpServerSession::Impl::start_transaction(MailParams m) {
 
 void SmtpServerSession::Impl::cmd_rcpt(std::string_view args) {
   if (!in_transaction) return error(503, "5.5.1", "Error: need MAIL command");
-  if (!istarts_with(args, "TO:")) return error(501, "5.5.4", "Syntax: RCPT TO:<address>");
-  std::string_view rest;
-  const auto path = take_path(args.substr(3), &rest);
-  if (!path) return error(501, "5.5.4", "Syntax: RCPT TO:<address>");
-  std::vector<Param> params;
-  if (auto why = parse_params(rest, &params)) return error(501, "5.5.4", *why);
-  if (!params.empty() && !esmtp) {
-    return error(555, "5.5.4", "RCPT parameters are not recognized after HELO");
-  }
-  if (path->empty()) return error(501, "5.1.3", "Bad recipient address syntax: empty path");
-  if (non_ascii(*path)) {
+  const auto a = path_args(args, "RCPT", "TO:");
+  if (!a) return;
+  const std::string_view path = a->path;
+  if (path.empty()) return error(501, "5.1.3", "Bad recipient address syntax: empty path");
+  if (non_ascii(path)) {
     return error(553, "5.6.7", "Non-ASCII recipient address requires SMTPUTF8 (not supported)");
   }
-  std::string mailbox(strip_source_route(*path));
+  std::string mailbox(strip_source_route(path));
   // RFC 5321 §4.5.1: <Postmaster> without a domain must be accepted.
   if (iequals(mailbox, "postmaster")) mailbox = "postmaster@" + config.hostname;
-  auto a = Address::parse(mailbox);
-  if (!a) return error(501, "5.1.3", "Bad recipient address syntax: " + a.error().message);
+  auto parsed = Address::parse(mailbox);
+  if (!parsed) {
+    return error(501, "5.1.3", "Bad recipient address syntax: " + parsed.error().message);
+  }
 
-  Recipient rcpt(std::move(a.value()));
-  for (const Param& p : params) {
+  Recipient rcpt(std::move(parsed.value()));
+  for (const Param& p : a->params) {
     if (!rcpt_param(p, &rcpt)) return;
   }
   if (!valid_rcpt_params(rcpt)) return;

@@ -36,6 +36,10 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
     std::string value;
     bool has_value = false;
   };
+  struct PathArgs {
+    std::string_view path;  // between the angle brackets
+    std::vector<Param> params;
+  };
   // What the parameters of MAIL set.
   struct MailParams {
     Envelope envelope;
@@ -114,6 +118,10 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
   static std::optional<std::string_view> take_path(std::string_view s, std::string_view* rest);
   static std::optional<std::string> parse_params(std::string_view s, std::vector<Param>* out);
   static std::string_view strip_source_route(std::string_view path);
+  // The path and the parameters of MAIL or RCPT ("FROM:<path> KEY=VALUE ...", keyword
+  // "FROM:" or "TO:"). Nullopt when refused (the reply is sent).
+  std::optional<PathArgs> path_args(std::string_view args, std::string_view verb,
+                                    std::string_view keyword);
   void cmd_mail(std::string_view args);
   // Takes one MAIL parameter into `m`. False when it is refused (the reply is sent).
   bool mail_param(const Param& p, MailParams* m);
