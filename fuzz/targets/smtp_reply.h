@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/smtp_reply.h"
+#include "core/smtp/reply_parse.h"
 #include "fuzz_support.h"
 #include "mailq/smtp_client.h"
 

@@ -7,14 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "core/address_chars.h"
+
 namespace mailq {
-namespace {
 
-bool is_control(unsigned char c) {
-  return c < 0x20 || c == 0x7f;
-}
-
-std::string describe_control(unsigned char c) {
+std::string detail::describe_control(unsigned char c) {
   switch (c) {
     case '\r':
       return "a carriage return (CR)";
@@ -30,6 +27,11 @@ std::string describe_control(unsigned char c) {
       return fmt::format("a control character (0x{:02X})", c);
   }
 }
+
+namespace {
+
+using detail::describe_control;
+using detail::is_control;
 
 // Offset of the first CR, LF, NUL, other C0 control or DEL, or npos.
 std::size_t find_control(std::string_view s) {
@@ -382,6 +384,82 @@ std::error_code check_envelope_value(std::string_view value, std::string* messag
                           describe_control(static_cast<unsigned char>(value[off])), off));
 }
 
+namespace {
+
+// RFC 3461 §4.4: printable US-ASCII, at most 100 characters.
+std::error_code check_envid(std::string_view envid, std::string* message) {
+  std::string why;
+  if (check_envelope_value(envid, &why)) {
+    return fail(message, errc::forbidden_character, "ENVID " + why);
+  }
+  if (envid.size() > 100) {
+    return fail(message, errc::invalid_parameter,
+                fmt::format("ENVID is {} characters, the limit is 100", envid.size()));
+  }
+  for (std::size_t i = 0; i < envid.size(); ++i) {
+    if (static_cast<unsigned char>(envid[i]) >= 0x80) {
+      return fail(message, errc::invalid_parameter,
+                  fmt::format("ENVID contains a non-ASCII octet at offset {}", i));
+    }
+  }
+  return {};
+}
+
+std::error_code check_notify(std::uint8_t notify, const std::string& prefix, std::string* message) {
+  if ((notify & ~(kNotifyNever | kNotifySuccess | kNotifyFailure | kNotifyDelay)) != 0) {
+    return fail(message, errc::invalid_parameter, prefix + "unknown NOTIFY flag");
+  }
+  if ((notify & kNotifyNever) != 0 && notify != kNotifyNever) {
+    return fail(message, errc::invalid_parameter,
+                prefix + "NOTIFY=NEVER cannot be combined with SUCCESS, FAILURE or DELAY");
+  }
+  return {};
+}
+
+// RFC 3461 §4.2: addr-type ";" address, at most 500 characters. The address is kept decoded
+// (plain text or UTF-8, RFC 6533); encoding it as xtext is the wire's job.
+std::error_code check_orcpt(std::string_view orcpt, const std::string& prefix,
+                            std::string* message) {
+  std::string why;
+  if (check_envelope_value(orcpt, &why)) {
+    return fail(message, errc::forbidden_character, prefix + "ORCPT " + why);
+  }
+  if (orcpt.size() > 500) {
+    return fail(message, errc::invalid_parameter,
+                fmt::format("{}ORCPT is {} characters, the limit is 500", prefix, orcpt.size()));
+  }
+  const std::size_t semi = orcpt.find(';');
+  if (semi == std::string::npos) {
+    return fail(message, errc::invalid_parameter,
+                prefix + "ORCPT must be \"addr-type;address\" (missing ';')");
+  }
+  if (!is_addr_type(orcpt.substr(0, semi))) {
+    return fail(message, errc::invalid_parameter,
+                prefix + "ORCPT address type must be letters, digits and '-' such as \"rfc822\"");
+  }
+  const std::string_view addr = orcpt.substr(semi + 1);
+  if (addr.empty()) {
+    return fail(message, errc::invalid_parameter, prefix + "ORCPT has an empty address");
+  }
+  for (std::size_t i = 0; i < addr.size();) {
+    const auto c = static_cast<unsigned char>(addr[i]);
+    if (c >= 0x80) {
+      const std::size_t len = utf8_sequence(addr, i);
+      if (len == 0) {
+        return fail(
+            message, errc::invalid_parameter,
+            fmt::format("{}ORCPT contains invalid UTF-8 at offset {}", prefix, semi + 1 + i));
+      }
+      i += len;
+    } else {
+      ++i;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 std::error_code Envelope::validate(std::string* message) const {
   if (recipients.empty()) return fail(message, errc::no_recipients, "no recipients");
 
@@ -391,79 +469,17 @@ std::error_code Envelope::validate(std::string* message) const {
     auto r = Address::parse(reverse_path->to_string());
     if (!r) return fail(message, r.error(), "reverse path: ");
   }
-
   if (!envid.empty()) {
-    std::string why;
-    if (check_envelope_value(envid, &why)) {
-      return fail(message, errc::forbidden_character, "ENVID " + why);
-    }
-    // RFC 3461 §4.4: printable US-ASCII, at most 100 characters.
-    if (envid.size() > 100) {
-      return fail(message, errc::invalid_parameter,
-                  fmt::format("ENVID is {} characters, the limit is 100", envid.size()));
-    }
-    for (std::size_t i = 0; i < envid.size(); ++i) {
-      if (static_cast<unsigned char>(envid[i]) >= 0x80) {
-        return fail(message, errc::invalid_parameter,
-                    fmt::format("ENVID contains a non-ASCII octet at offset {}", i));
-      }
-    }
+    if (auto ec = check_envid(envid, message)) return ec;
   }
-
   for (std::size_t n = 0; n < recipients.size(); ++n) {
     const Recipient& rcpt = recipients[n];
     const std::string prefix = fmt::format("recipient {}: ", n + 1);
     auto r = Address::parse(rcpt.address.to_string());
     if (!r) return fail(message, r.error(), prefix);
-
-    if ((rcpt.notify & ~(kNotifyNever | kNotifySuccess | kNotifyFailure | kNotifyDelay)) != 0) {
-      return fail(message, errc::invalid_parameter, prefix + "unknown NOTIFY flag");
-    }
-    if ((rcpt.notify & kNotifyNever) != 0 && rcpt.notify != kNotifyNever) {
-      return fail(message, errc::invalid_parameter,
-                  prefix + "NOTIFY=NEVER cannot be combined with SUCCESS, FAILURE or DELAY");
-    }
-
+    if (auto ec = check_notify(rcpt.notify, prefix, message)) return ec;
     if (!rcpt.orcpt.empty()) {
-      std::string why;
-      if (check_envelope_value(rcpt.orcpt, &why)) {
-        return fail(message, errc::forbidden_character, prefix + "ORCPT " + why);
-      }
-      // RFC 3461 §4.2: addr-type ";" address, at most 500 characters. The address is kept
-      // decoded (plain text or UTF-8, RFC 6533); encoding it as xtext is the wire's job.
-      if (rcpt.orcpt.size() > 500) {
-        return fail(
-            message, errc::invalid_parameter,
-            fmt::format("{}ORCPT is {} characters, the limit is 500", prefix, rcpt.orcpt.size()));
-      }
-      const std::size_t semi = rcpt.orcpt.find(';');
-      if (semi == std::string::npos) {
-        return fail(message, errc::invalid_parameter,
-                    prefix + "ORCPT must be \"addr-type;address\" (missing ';')");
-      }
-      if (!is_addr_type(std::string_view(rcpt.orcpt).substr(0, semi))) {
-        return fail(
-            message, errc::invalid_parameter,
-            prefix + "ORCPT address type must be letters, digits and '-' such as \"rfc822\"");
-      }
-      const std::string_view addr = std::string_view(rcpt.orcpt).substr(semi + 1);
-      if (addr.empty()) {
-        return fail(message, errc::invalid_parameter, prefix + "ORCPT has an empty address");
-      }
-      for (std::size_t i = 0; i < addr.size();) {
-        const auto c = static_cast<unsigned char>(addr[i]);
-        if (c >= 0x80) {
-          const std::size_t len = utf8_sequence(addr, i);
-          if (len == 0) {
-            return fail(
-                message, errc::invalid_parameter,
-                fmt::format("{}ORCPT contains invalid UTF-8 at offset {}", prefix, semi + 1 + i));
-          }
-          i += len;
-        } else {
-          ++i;
-        }
-      }
+      if (auto ec = check_orcpt(rcpt.orcpt, prefix, message)) return ec;
     }
   }
   return {};
@@ -491,120 +507,6 @@ Result<Envelope> make_envelope(std::string_view from, const std::vector<std::str
   std::string why;
   if (auto ec = env.validate(&why)) return Error(ec, why);
   return env;
-}
-
-// --- address lists (RFC 5322 §3.4) ------------------------------------------------------------
-
-namespace {
-
-// Appends the quoted string that starts at s[i] ('"') to `out` as written, quotes and
-// backslash escapes kept, and returns the offset of its closing quote (the end of `s` when it
-// has none).
-std::size_t take_quoted(std::string_view s, std::size_t i, std::string& out) {
-  out += s[i];
-  for (++i; i < s.size(); ++i) {
-    out += s[i];
-    if (s[i] == '\\' && i + 1 < s.size()) {
-      out += s[++i];
-      continue;
-    }
-    if (s[i] == '"') break;
-  }
-  return i;
-}
-
-}  // namespace
-
-std::vector<std::string> split_address_list(std::string_view s) {
-  std::vector<std::string> out;
-  std::string phrase;  // text outside angle brackets, comments removed
-  std::string angle;   // the angle address, when one was seen
-  bool have_angle = false;
-  auto finish = [&] {
-    std::string a = have_angle ? angle : phrase;
-    // Trim and drop the source route of "<@a,@b:user@host>".
-    auto trim = [](std::string& t) {
-      std::size_t b = t.find_first_not_of(" \t");
-      std::size_t e = t.find_last_not_of(" \t");
-      t = b == std::string::npos ? std::string() : t.substr(b, e - b + 1);
-    };
-    trim(a);
-    if (!a.empty() && a[0] == '@') {
-      std::size_t colon = a.find(':');
-      a = colon == std::string::npos ? std::string() : a.substr(colon + 1);
-      trim(a);
-    }
-    if (!a.empty()) out.push_back(std::move(a));
-    phrase.clear();
-    angle.clear();
-    have_angle = false;
-  };
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (c == '"') {
-      // A quoted string: kept as written (a quoted local part needs its quotes).
-      i = take_quoted(s, i, phrase);
-    } else if (c == '(') {
-      int depth = 1;
-      for (++i; i < s.size() && depth > 0; ++i) {
-        if (s[i] == '\\') {
-          ++i;
-          continue;
-        }
-        if (s[i] == '(') ++depth;
-        if (s[i] == ')') --depth;
-      }
-      --i;
-      phrase += ' ';
-    } else if (c == '<') {
-      std::string a;
-      for (++i; i < s.size() && s[i] != '>'; ++i) {
-        if (s[i] == '"')
-          i = take_quoted(s, i, a);
-        else
-          a += s[i];
-      }
-      angle = a;
-      have_angle = true;
-    } else if (c == '[') {
-      // A domain literal ("[IPv6:2001:db8::1]"): its colons are no group.
-      std::size_t end = s.find(']', i);
-      if (end == std::string_view::npos) end = s.size() - 1;
-      (have_angle ? angle : phrase) += s.substr(i, end - i + 1);
-      i = end;
-    } else if (c == ':' && !have_angle && phrase.find('@') == std::string::npos) {
-      // A group's display name ends here; its members follow.
-      phrase.clear();
-    } else if (c == ',' || c == ';') {
-      finish();
-    } else {
-      if (have_angle && c != ' ' && c != '\t') {
-        // Text after an angle address: not an address-list; keep it so that it fails loudly.
-        angle += c;
-      }
-      phrase += c;
-    }
-  }
-  finish();
-  return out;
-}
-
-Result<std::vector<Address>> parse_address_list(std::string_view value) {
-  // Controls first, on the whole value: one in a display name or a comment is dropped by the
-  // split, but the value is no address list (and a CR or LF in it would start a new line).
-  for (std::size_t i = 0; i < value.size(); ++i) {
-    const auto c = static_cast<unsigned char>(value[i]);
-    if (c != '\t' && is_control(c))
-      return Error(errc::forbidden_character,
-                   fmt::format("address list contains {} at offset {}", describe_control(c), i));
-  }
-  std::vector<Address> out;
-  for (const std::string& text : split_address_list(value)) {
-    auto a = Address::parse(text);
-    if (!a) return Error(a.error().code, "\"" + text + "\": " + a.error().message);
-    out.push_back(std::move(a.value()));
-  }
-  return out;
 }
 
 }  // namespace mailq

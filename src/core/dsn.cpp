@@ -282,35 +282,35 @@ std::string rfc5322_date(TimePoint t) {
                      tm.tm_sec);
 }
 
-std::string build_dsn(const DsnInput& in) {
-  using namespace std::chrono;
-  const std::string mta = [&] {
-    std::string m = token(in.reporting_mta, ".-:[]");
-    return m.empty() ? std::string("localhost") : m;
-  }();
-  const std::string from =
-      in.from_address.empty() ? "MAILER-DAEMON@" + mta : single_line(in.from_address);
-  const bool full = in.ret == DsnRet::full;
+namespace {
 
+// The notice says the worst that happened: a failure, else a delay, else a report.
+struct Outcome {
   bool any_failed = false;
   bool any_delayed = false;
-  for (const auto& r : in.recipients) {
-    any_failed = any_failed || r.action == DsnAction::failed;
-    any_delayed = any_delayed || r.action == DsnAction::delayed;
-  }
-  const char* subject = any_failed    ? "Undelivered Mail Returned to Sender"
-                        : any_delayed ? "Delayed Mail (still being retried)"
-                                      : "Successful Mail Delivery Report";
+};
 
-  // --- part 1: for people -----------------------------------------------------------------
+Outcome outcome_of(const std::vector<DsnRecipient>& recipients) {
+  Outcome o;
+  for (const auto& r : recipients) {
+    o.any_failed = o.any_failed || r.action == DsnAction::failed;
+    o.any_delayed = o.any_delayed || r.action == DsnAction::delayed;
+  }
+  return o;
+}
+
+// --- part 1: for people -------------------------------------------------------------------
+
+std::string human_readable_part(const DsnInput& in, const std::string& mta, Outcome outcome,
+                                bool full) {
   std::string human;
   human += fmt::format("This is the mail system at {}.\r\n\r\n", mta);
   std::string intro;
-  if (any_failed) {
+  if (outcome.any_failed) {
     intro =
         "Your message could not be delivered to one or more recipients. Each is listed below "
         "with the reason.";
-  } else if (any_delayed) {
+  } else if (outcome.any_delayed) {
     intro =
         "Your message has not been delivered yet to one or more recipients. The mail system "
         "will keep trying; you do not need to send the message again.";
@@ -332,41 +332,65 @@ std::string build_dsn(const DsnInput& in) {
       human += wrap("    Will retry until: ", "      ", rfc5322_date(r.will_retry_until));
     }
   }
+  return human;
+}
 
-  // --- part 2: for machines (RFC 3464 §2) ---------------------------------------------------
+// --- part 2: for machines (RFC 3464 §2) ---------------------------------------------------
+
+std::string per_message_fields(const DsnInput& in, const std::string& mta) {
   std::string status;
   status += header("Reporting-MTA", "dns; " + mta);
   if (!in.envid.empty()) status += header("Original-Envelope-Id", in.envid);
   if (in.arrival != TimePoint{}) status += header("Arrival-Date", rfc5322_date(in.arrival));
-  bool global = false;  // RFC 6533 message/global-delivery-status for UTF-8 addresses
+  return status;
+}
+
+std::string per_recipient_fields(const DsnRecipient& r) {
+  std::string status;
+  if (!r.original_recipient.empty()) {
+    status += header("Original-Recipient", original_recipient_value(r.original_recipient));
+  }
+  status += header("Final-Recipient", address_type_field(r.final_recipient));
+  status += header("Action", to_string(r.action));
+  status += header("Status", status_for(r));
+  if (!r.remote_mta.empty()) status += header("Remote-MTA", "dns; " + r.remote_mta);
+  if (!r.reply.empty()) status += header("Diagnostic-Code", "smtp; " + r.reply.to_string());
+  if (r.last_attempt != TimePoint{}) {
+    status += header("Last-Attempt-Date", rfc5322_date(r.last_attempt));
+  }
+  if (r.action == DsnAction::delayed && r.will_retry_until != TimePoint{}) {
+    status += header("Will-Retry-Until", rfc5322_date(r.will_retry_until));
+  }
+  return status;
+}
+
+// `global`: an address needs RFC 6533 message/global-delivery-status.
+std::string delivery_status_part(const DsnInput& in, const std::string& mta, bool* global) {
+  std::string status = per_message_fields(in, mta);
+  *global = false;
   for (const auto& r : in.recipients) {
     status += "\r\n";
-    if (!r.original_recipient.empty()) {
-      status += header("Original-Recipient", original_recipient_value(r.original_recipient));
-    }
-    status += header("Final-Recipient", address_type_field(r.final_recipient));
-    status += header("Action", to_string(r.action));
-    status += header("Status", status_for(r));
-    if (!r.remote_mta.empty()) status += header("Remote-MTA", "dns; " + r.remote_mta);
-    if (!r.reply.empty()) status += header("Diagnostic-Code", "smtp; " + r.reply.to_string());
-    if (r.last_attempt != TimePoint{}) {
-      status += header("Last-Attempt-Date", rfc5322_date(r.last_attempt));
-    }
-    if (r.action == DsnAction::delayed && r.will_retry_until != TimePoint{}) {
-      status += header("Will-Retry-Until", rfc5322_date(r.will_retry_until));
-    }
-    global = global || has_8bit(r.final_recipient) || has_8bit(r.original_recipient);
+    status += per_recipient_fields(r);
+    *global = *global || has_8bit(r.final_recipient) || has_8bit(r.original_recipient);
   }
+  return status;
+}
 
-  // --- part 3: the original, whole (RET=FULL) or its header section -------------------------
-  const std::string original = normalise(full ? in.original : header_section(in.original));
+// --- the boundary and the message id ------------------------------------------------------
 
-  const bool eight_bit = has_8bit(human) || has_8bit(status) || has_8bit(original);
-
-  // --- the boundary: from the seed and the time, made longer until no part contains it -----
+// The seed of the boundary and of the message id: the caller's, else a counter.
+std::string unique_seed(const DsnInput& in) {
   static std::atomic<std::uint64_t> counter{0};
   std::string seed = token(in.boundary_seed, "'()+_,-.:=?");
   if (seed.empty()) seed = fmt::format("n{}", counter.fetch_add(1));
+  return seed;
+}
+
+// From the seed and the time, made longer until no part contains it.
+std::string make_boundary(const DsnInput& in, const std::string& seed, const std::string& mta,
+                          const std::string& human, const std::string& status,
+                          const std::string& original) {
+  using namespace std::chrono;
   const auto now_s = duration_cast<seconds>(in.now.time_since_epoch()).count();
   std::string boundary = fmt::format("{}/{}/{}", seed, now_s, token(mta, ".-"));
   if (boundary.size() > 60) boundary.resize(60);  // RFC 2046: at most 70
@@ -376,16 +400,28 @@ std::string build_dsn(const DsnInput& in) {
        ++n) {
     boundary = fmt::format("{}={}", boundary.substr(0, 60), n);
   }
+  return boundary;
+}
 
-  // --- the message ------------------------------------------------------------------------
+std::string make_message_id(TimePoint now, const std::string& seed, const std::string& mta) {
+  using namespace std::chrono;
   std::tm tm{};
   const std::time_t tt =
-      system_clock::to_time_t(time_point_cast<system_clock::duration>(floor<seconds>(in.now)));
+      system_clock::to_time_t(time_point_cast<system_clock::duration>(floor<seconds>(now)));
   gmtime_r(&tt, &tm);
-  const std::string message_id = fmt::format(
-      "<{:04}{:02}{:02}{:02}{:02}{:02}.{}@{}>", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-      tm.tm_hour, tm.tm_min, tm.tm_sec, token(seed, "-._"), token(mta, ".-"));
+  return fmt::format("<{:04}{:02}{:02}{:02}{:02}{:02}.{}@{}>", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, token(seed, "-._"),
+                     token(mta, ".-"));
+}
 
+// --- the message --------------------------------------------------------------------------
+
+// The header section of the notification, up to the MIME preamble.
+std::string message_headers(const DsnInput& in, const std::string& mta, const char* subject,
+                            const std::string& message_id, const std::string& boundary,
+                            bool eight_bit) {
+  const std::string from =
+      in.from_address.empty() ? "MAILER-DAEMON@" + mta : single_line(in.from_address);
   std::string out;
   out += header("From", fmt::format("Mail Delivery System <{}>", from));
   if (!in.to_address.empty()) out += header("To", fmt::format("<{}>", in.to_address));
@@ -404,6 +440,47 @@ std::string build_dsn(const DsnInput& in) {
   out += fmt::format("Content-Transfer-Encoding: {}\r\n", eight_bit ? "8bit" : "7bit");
   out += "\r\n";
   out += "This is a MIME-encapsulated message.\r\n\r\n";
+  return out;
+}
+
+// --- part 3: the original, whole (RET=FULL) or its header section -------------------------
+
+std::string returned_content_part(const std::string& original, bool full) {
+  std::string out;
+  out += full ? "Content-Description: Undelivered Message\r\n"
+                "Content-Type: message/rfc822\r\n"
+              : "Content-Description: Undelivered Message Headers\r\n"
+                "Content-Type: text/rfc822-headers\r\n";
+  if (has_8bit(original)) out += "Content-Transfer-Encoding: 8bit\r\n";
+  out += "\r\n";
+  out += original;
+  out += "\r\n";
+  return out;
+}
+
+}  // namespace
+
+std::string build_dsn(const DsnInput& in) {
+  const std::string mta = [&] {
+    std::string m = token(in.reporting_mta, ".-:[]");
+    return m.empty() ? std::string("localhost") : m;
+  }();
+  const bool full = in.ret == DsnRet::full;
+  const Outcome outcome = outcome_of(in.recipients);
+  const char* subject = outcome.any_failed    ? "Undelivered Mail Returned to Sender"
+                        : outcome.any_delayed ? "Delayed Mail (still being retried)"
+                                              : "Successful Mail Delivery Report";
+
+  const std::string human = human_readable_part(in, mta, outcome, full);
+  bool global = false;  // RFC 6533 message/global-delivery-status for UTF-8 addresses
+  const std::string status = delivery_status_part(in, mta, &global);
+  const std::string original = normalise(full ? in.original : header_section(in.original));
+  const bool eight_bit = has_8bit(human) || has_8bit(status) || has_8bit(original);
+
+  const std::string seed = unique_seed(in);
+  const std::string boundary = make_boundary(in, seed, mta, human, status, original);
+  std::string out =
+      message_headers(in, mta, subject, make_message_id(in.now, seed, mta), boundary, eight_bit);
 
   out += fmt::format("--{}\r\n", boundary);
   out += "Content-Description: Notification\r\n";
@@ -424,14 +501,7 @@ std::string build_dsn(const DsnInput& in) {
 
   if (!original.empty()) {
     out += fmt::format("--{}\r\n", boundary);
-    out += full ? "Content-Description: Undelivered Message\r\n"
-                  "Content-Type: message/rfc822\r\n"
-                : "Content-Description: Undelivered Message Headers\r\n"
-                  "Content-Type: text/rfc822-headers\r\n";
-    if (has_8bit(original)) out += "Content-Transfer-Encoding: 8bit\r\n";
-    out += "\r\n";
-    out += original;
-    out += "\r\n";
+    out += returned_content_part(original, full);
   }
   out += fmt::format("--{}--\r\n", boundary);
   return out;

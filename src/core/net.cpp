@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "core/smtp_reply.h"
+#include "core/smtp/reply_parse.h"
 
 namespace mailq {
 namespace {

@@ -1,6 +1,6 @@
 #include "mailq/route.h"
 
-#include "core/smtp_reply.h"
+#include "core/smtp/reply_parse.h"
 #include "mailq/address.h"
 #include "mailq/net.h"
 

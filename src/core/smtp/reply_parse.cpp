@@ -1,4 +1,4 @@
-#include "core/smtp_reply.h"
+#include "core/smtp/reply_parse.h"
 
 #include <cstdio>
 #include <optional>

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "core/smtp_reply.h"
+#include "core/smtp/reply_parse.h"
 #include "mailq/smtp_client.h"
 
 using namespace mailq;
