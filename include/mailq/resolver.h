@@ -86,11 +86,16 @@ class Resolver {
 };
 
 /// A resolver that answers from tables, through the clock (so answers are asynchronous like
-/// real ones, after `latency`). Unknown names answer NXDOMAIN. Counts queries for tests.
+/// real ones, after `latency`). Unknown names answer NXDOMAIN; a name with addresses but no MX
+/// answers no data to an MX query. Counts queries for tests. Destroying it answers the
+/// queries still pending, as the Resolver contract says.
 class StaticResolver final : public Resolver {
  public:
   explicit StaticResolver(Clock& clock, Duration latency = Duration{0})
       : clock_(clock), latency_(latency) {}
+  ~StaticResolver() override;
+  StaticResolver(const StaticResolver&) = delete;
+  StaticResolver& operator=(const StaticResolver&) = delete;
 
   void set_mx(const std::string& domain, std::vector<MxRecord> records);
   void set_mx_status(const std::string& domain, DnsStatus status);
@@ -108,6 +113,8 @@ class StaticResolver final : public Resolver {
   std::size_t queries_ = 0;
   std::map<std::string, MxAnswer> mx_;
   std::map<std::string, AddressAnswer> addresses_;
+  // Answers not delivered yet: their timers, and what to say when cancelled.
+  std::map<TimerId, std::function<void()>> pending_;
 };
 
 }  // namespace mailq

@@ -53,8 +53,18 @@ void StaticResolver::query_mx(const std::string& domain, std::function<void(MxAn
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
-  clock_.schedule(latency_,
-                  [done = std::move(done), a = std::move(a)]() mutable { done(std::move(a)); });
+  auto shared = std::make_shared<std::function<void(MxAnswer)>>(std::move(done));
+  auto id = std::make_shared<TimerId>(kNoTimer);
+  *id = clock_.schedule(latency_, [this, shared, id, a = std::move(a)]() mutable {
+    pending_.erase(*id);
+    (*shared)(std::move(a));
+  });
+  pending_[*id] = [shared] {
+    MxAnswer cancelled;
+    cancelled.status = DnsStatus::error;
+    cancelled.detail = "cancelled";
+    (*shared)(std::move(cancelled));
+  };
 }
 
 void StaticResolver::query_addresses(const std::string& host,
@@ -70,8 +80,28 @@ void StaticResolver::query_addresses(const std::string& host,
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
-  clock_.schedule(latency_,
-                  [done = std::move(done), a = std::move(a)]() mutable { done(std::move(a)); });
+  auto shared = std::make_shared<std::function<void(AddressAnswer)>>(std::move(done));
+  auto id = std::make_shared<TimerId>(kNoTimer);
+  *id = clock_.schedule(latency_, [this, shared, id, a = std::move(a)]() mutable {
+    pending_.erase(*id);
+    (*shared)(std::move(a));
+  });
+  pending_[*id] = [shared] {
+    AddressAnswer cancelled;
+    cancelled.status = DnsStatus::error;
+    cancelled.detail = "cancelled";
+    (*shared)(std::move(cancelled));
+  };
+}
+
+StaticResolver::~StaticResolver() {
+  // Every query still pending is answered once, now; its timer never runs.
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& [id, cancel] : pending) {
+    clock_.cancel(id);
+    cancel();
+  }
 }
 
 }  // namespace mailq
