@@ -50,6 +50,9 @@ Reply domain_does_not_exist();
 Reply null_mx();
 /// 554 5.4.6 — the MX records point back at this host (mail loops back to myself).
 Reply mx_loops_to_self();
+/// 550 5.4.4 — the domain has MX records, and every one of their hosts definitely has no
+/// address (NXDOMAIN or no A/AAAA record): nothing to connect to, now or later.
+Reply no_mx_host_address();
 /// 421 4.4.1 — connection-level failure of every host; `detail` is the last diagnostic.
 Reply connection_failed(std::string_view detail);
 /// 421 4.4.2 — the connection was lost during the session.

@@ -51,6 +51,10 @@ Reply mx_loops_to_self() {
   return {554, "5.4.6", "[internal] MX records point to this host (mail loop)"};
 }
 
+Reply no_mx_host_address() {
+  return {550, "5.4.4", "[internal] no MX host has a valid address"};
+}
+
 Reply connection_failed(std::string_view detail) {
   return {421, "4.4.1", "[internal] " + std::string(detail)};
 }

@@ -167,17 +167,31 @@ TEST_CASE("An MX list whose best host is this host is a loop: 554 5.4.6, never d
 }
 
 TEST_CASE(
-    "An MX host without an address is skipped, when none has one the domain does not "
-    "resolve",
+    "An MX host without an address is skipped: when none has one the message bounces with "
+    "5.4.4, when a lookup failed for now it is deferred with 421 4.4.4",
     "[seed001][deliverer]") {
   Engine e;
   e.resolver.set_mx("example.com", {{10, "ghost.example.com"}, {20, "real.example.com"}});
   e.resolver.set_addresses("real.example.com", {"127.0.0.50"});
-  e.resolver.set_mx("ghosts.example", {{10, "ghost.example.com"}});
+  e.resolver.set_mx("ghosts.example", {{10, "ghost.example.com"}, {20, "ghost2.example.com"}});
+  e.resolver.set_mx("flaky.example", {{10, "ghost.example.com"}, {20, "flaky.example.com"}});
+  e.resolver.set_addresses_status("flaky.example.com", DnsStatus::servfail);
   e.deliverer->start();
   MessageId ok = e.send("s@example.org", {"user@example.com"});
   MessageId bad = e.send("s@example.org", {"user@ghosts.example"});
+  MessageId later = e.send("s@example.org", {"user@flaky.example"});
   e.settle();
   CHECK(e.queue->find(ok) == std::nullopt);
-  CHECK(e.rcpt(bad).last_reply.to_string() == kNoResolve);
+  // Every MX host definitely without an address: nothing will ever answer (Postfix bounces).
+  CHECK(e.queue->find(bad) == std::nullopt);
+  const Event* r = nullptr;
+  for (const auto& ev : e.events.events)
+    if (ev.kind == EventKind::returned && ev.recipient == "user@ghosts.example") r = &ev;
+  REQUIRE(r);
+  CHECK(r->reply.to_string() == "550 5.4.4 [internal] no MX host has a valid address");
+  CHECK(r->diagnostic == std::vector<std::string>{"dns; no address for any MX host of "
+                                                  "ghosts.example; ghost.example.com: nxdomain; "
+                                                  "ghost2.example.com: nxdomain"});
+  // One lookup failed for now: a deferral.
+  CHECK(e.rcpt(later).last_reply.to_string() == kNoResolve);
 }

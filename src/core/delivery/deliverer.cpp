@@ -101,8 +101,11 @@ void Deliverer::Impl::kick(const std::shared_ptr<Run>& run) {
     return;
   }
   if (run->phase == Run::Phase::resolving) return;
+  // Resolved over a minute ago and idle: resolve again, unless an attempt is under way (a host
+  // failed): it goes on through its hosts and ends, instead of starting over at the first.
   if (run->phase == Run::Phase::fresh ||
-      (run->live_sessions() == 0 && now - run->resolved_at > Duration(std::chrono::minutes(1)))) {
+      (run->live_sessions() == 0 && !run->attempt_failed() &&
+       now - run->resolved_at > Duration(std::chrono::minutes(1)))) {
     resolve(run);
     return;
   }
@@ -190,6 +193,7 @@ void Deliverer::Impl::resolved(const std::shared_ptr<Run>& run, detail::Resoluti
   run->resolved_at = clock.now();
   run->next_target = 0;
   run->last_failure = {};
+  run->counted_failure = false;
   kick(run);
 }
 
@@ -231,6 +235,15 @@ void Deliverer::Impl::fail_run(const std::shared_ptr<Run>& run) {
   run->jobs.clear();
   for (auto& job : jobs) finish_job(job, reply, {note}, true);
   run->phase = Run::Phase::fresh;  // resolve again next time
+  // One failure of the destination per attempt that ran out of hosts (not one per host):
+  // KumoMTA counts the same way. The jobs above got the real failure; only later messages
+  // get the "domain is marked down" deferral.
+  if (run->counted_failure) {
+    run->counted_failure = false;
+    const std::string diagnostic = diagnostic_lines({note}).front();
+    if (domains.record_failure(run->key(), clock.now(), diagnostic))
+      marked_down(run->key(), diagnostic);
+  }
   if (domains.is_down(run->key(), clock.now()))
     port.set_not_before(run->key(), domains.down_until(run->key(), clock.now()));
   maybe_finish(run);

@@ -109,6 +109,8 @@ struct Deliverer::Impl final : detail::SessionOwner, detail::DeliveryListener {
   // --- sessions -----------------------------------------------------------------------
 
   void connection_failed(Session& s, const Note& note, bool counts);
+  /// A host of an attempt failed and another will be tried: the log hears of it.
+  void host_failed(const Run& run, const detail::Target& target, const Note& note);
   void on_connect_failed(Session& s, std::error_code ec) override;
   void on_session_closed(Session& s) override { end_session(s); }
 

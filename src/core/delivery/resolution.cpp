@@ -86,13 +86,14 @@ void resolve_static(const Destination& dest, Resolver& resolver, Clock& clock,
   });
 }
 
+// `implicit`: the host list is the domain itself (no MX record).
 void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRecord> mx,
-                      Resolver& resolver, Clock& clock, const LocalIdentity& self,
+                      bool implicit, Resolver& resolver, Clock& clock, const LocalIdentity& self,
                       std::function<void(Resolution)> done) {
   std::vector<Target> hosts;
   for (const auto& m : mx) hosts.push_back({m.exchange, m.preference, "", dest->route->mx_port});
   look_up(hosts, resolver, clock, false,
-          [dest, addresses = self.addresses, done = std::move(done)](HostLookup& l) {
+          [dest, implicit, addresses = self.addresses, done = std::move(done)](HostLookup& l) {
             Resolution r;
             r.targets = l.targets();
             if (!cut_local_addresses(r.targets, addresses)) {
@@ -106,7 +107,12 @@ void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRec
               for (auto& p : l.problems) detail += "; " + p;
               const bool transient =
                   std::any_of(l.statuses.begin(), l.statuses.end(), is_transient);
-              done(failure(replies::domain_does_not_resolve(), Note::about_dns(detail), transient));
+              // MX records whose every host definitely has no address: nothing will ever
+              // answer (Postfix bounces these too). A lookup that failed for now, or the
+              // domain itself without an address (seed 001), is a deferral.
+              const Reply reply = transient || implicit ? replies::domain_does_not_resolve()
+                                                        : replies::no_mx_host_address();
+              done(failure(reply, Note::about_dns(detail), transient));
               return;
             }
             done(std::move(r));
@@ -131,14 +137,15 @@ void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a, Resolver& 
       return;
     }
     if (p == MxPlan::ok) {
-      resolve_mx_hosts(std::move(dest), std::move(plan), resolver, clock, self, std::move(done));
+      resolve_mx_hosts(std::move(dest), std::move(plan), false, resolver, clock, self,
+                       std::move(done));
       return;
     }
     a.status = DnsStatus::no_data;  // MX records with no usable exchange
   }
   if (a.status == DnsStatus::ok || a.status == DnsStatus::no_data) {
     // Implicit MX (RFC 5321 §5.1): the domain itself, preference 0.
-    resolve_mx_hosts(dest, {MxRecord{0, domain}}, resolver, clock, self, std::move(done));
+    resolve_mx_hosts(dest, {MxRecord{0, domain}}, true, resolver, clock, self, std::move(done));
     return;
   }
   if (a.status == DnsStatus::nxdomain) {

@@ -27,7 +27,10 @@ struct DestinationRun : std::enable_shared_from_this<DestinationRun> {
   std::vector<Target> targets;
   std::size_t next_target = 0;
   TimePoint resolved_at{};
-  HostFailure last_failure;             ///< of the hosts tried since the last resolution
+  HostFailure last_failure;  ///< of the hosts tried since the last resolution
+  /// A host of this attempt failed in a way that counts against the destination: when the
+  /// attempt runs out of hosts, that is one failure of the destination (seed 000's count).
+  bool counted_failure = false;
   std::size_t parallel_cap = SIZE_MAX;  ///< lowered when extra sessions are refused
   bool more_due = false;  ///< a cycle took its full share: more of the backlog may be due
 
@@ -43,6 +46,8 @@ struct DestinationRun : std::enable_shared_from_this<DestinationRun> {
   /// Moves past `target` when it is the next one (its connection failed).
   void skip(const Target& target, bool match_port);
   bool out_of_targets() const noexcept { return next_target >= targets.size(); }
+  /// Whether a host failed since the last resolution (the attempt is under way).
+  bool attempt_failed() const noexcept { return last_failure.set; }
   /// Drops a session object (after it ended).
   void forget(const Session* session);
 

@@ -5,13 +5,13 @@
 
 #include "core/delivery/orchestrator.h"
 #include "mailq/log.h"
+#include "mailq/net.h"
 
 namespace mailq {
 
 void Deliverer::Impl::connection_failed(Session& s, const Note& note, bool counts) {
   auto run = s.run().lock();
   stats.connection_failures++;
-  bool marked = false;
   if (run) {
     bool others_ready = std::any_of(run->sessions.begin(), run->sessions.end(),
                                     [&](auto& o) { return o.get() != &s && !o->dead && o->ready; });
@@ -19,19 +19,24 @@ void Deliverer::Impl::connection_failed(Session& s, const Note& note, bool count
       // An extra parallel session was refused: the destination is up, we were too eager.
       run->parallel_cap = std::max<std::size_t>(1, run->live_sessions() - 1);
     } else {
+      // The attempt goes on with the next host; the destination is judged when it has no
+      // host left (fail_run), so one working MX host gets its mail.
       run->last_failure = {true, note, Reply{}};
-      const std::string diagnostic = diagnostic_lines({note}).front();
-      if (counts && domains.record_failure(run->key(), clock.now(), diagnostic)) {
-        marked = true;
-        marked_down(run->key(), diagnostic);
-      }
+      run->counted_failure = run->counted_failure || counts;
       run->skip(s.target(), true);
+      host_failed(*run, s.target(), note);
     }
   }
   end_session(s);
-  // The jobs of this attempt get the real failure (a counted attempt); only later messages
-  // get the "domain is marked down" deferral.
-  if (marked && run && run->live_sessions() == 0) fail_run(run);
+}
+
+void Deliverer::Impl::host_failed(const Run& run, const detail::Target& target, const Note& note) {
+  // The last host's failure is what the jobs get (their Q or R records); the ones before it
+  // would leave no trace otherwise.
+  if (run.out_of_targets()) return;
+  notice(EventKind::notice, run.key(),
+         "host " + target.host + " (" + HostPort{target.address, target.port}.to_string() +
+             ") failed: " + diagnostic_lines({note}).front() + "; trying the next host");
 }
 
 void Deliverer::Impl::on_connect_failed(Session& s, std::error_code ec) {
@@ -201,6 +206,7 @@ void Deliverer::Impl::session_failed(Session& s, const smtp_event::Failed& f) {
     case SessionVerdict::Action::next_host:
       run->last_failure = {true, Note::of_session(hop, v.reply), v.reply};
       run->skip(s.target(), false);
+      host_failed(*run, s.target(), run->last_failure.note);
       break;
     case SessionVerdict::Action::none:
       break;

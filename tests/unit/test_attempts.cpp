@@ -1,0 +1,107 @@
+// What one delivery attempt of a destination is: its hosts tried in order before the
+// destination is judged, failed hosts logged, and an attempt that ends.
+#include "engine_fixture.h"
+
+using namespace mailq;
+using namespace mailq::test;
+
+namespace {
+
+void three_mx(Engine& e) {
+  e.resolver.set_mx("example.com",
+                    {{10, "mx10.example.com"}, {20, "mx20.example.com"}, {30, "mx30.example.com"}});
+  e.resolver.set_addresses("mx10.example.com", {"127.0.0.10"});
+  e.resolver.set_addresses("mx20.example.com", {"127.0.0.20"});
+  e.resolver.set_addresses("mx30.example.com", {"127.0.0.30"});
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
+  e.transport.at("127.0.0.20").mode = FakeTransport::Mode::refuse;
+}
+
+std::vector<std::string> notices(const Engine& e) {
+  std::vector<std::string> out;
+  for (const auto& ev : e.events.events)
+    if (ev.kind == EventKind::notice)
+      for (const auto& d : ev.diagnostic) out.push_back(ev.destination + ": " + d);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "An attempt tries the destination's hosts before the destination is judged: a threshold "
+    "of 2 does not stop the third MX, which delivers",
+    "[deliverer][attempt]") {
+  Engine e({2, Duration(15min)});
+  three_mx(e);
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.queue->find(id) == std::nullopt);  // delivered by MX 30
+  CHECK(e.transport.connects ==
+        std::vector<std::string>{"127.0.0.10:25", "127.0.0.20:25", "127.0.0.30:25"});
+  CHECK_FALSE(e.domains().is_down("example.com", e.clock.now()));
+  CHECK(e.count(EventKind::destination_down) == 0);
+  // The failed hosts are in the log, each with its address and error.
+  CHECK(notices(e) ==
+        std::vector<std::string>{
+            "example.com: host mx10.example.com (127.0.0.10:25) failed: TCP active open: Failed "
+            "connect() Error: connection refused; trying the next host",
+            "example.com: host mx20.example.com (127.0.0.20:25) failed: TCP active open: Failed "
+            "connect() Error: connection refused; trying the next host"});
+}
+
+TEST_CASE(
+    "The failure threshold counts attempts that ran out of hosts, not hosts: two refusing "
+    "MX hosts are one failure",
+    "[deliverer][attempt]") {
+  Engine e({2, Duration(15min)});
+  three_mx(e);
+  e.transport.at("127.0.0.30").mode = FakeTransport::Mode::refuse;
+  e.deliverer->start();
+  MessageId first = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.transport.connects.size() == 3);
+  CHECK(e.rcpt(first).state == RecipientState::deferred);
+  CHECK(e.rcpt(first).attempts == 1);
+  CHECK_FALSE(e.domains().is_down("example.com", e.clock.now()));
+  REQUIRE(e.domains().state("example.com"));
+  CHECK(e.domains().state("example.com")->consecutive_failures == 1);
+  // The last host's failure is what the recipient got; the two before it are notices.
+  CHECK(e.rcpt(first).last_reply.to_string() ==
+        "421 4.4.1 [internal] TCP active open: Failed connect() Error: connection refused");
+  CHECK(notices(e).size() == 2);
+
+  e.send("s@example.org", {"v@example.com"});
+  e.settle();
+  CHECK(e.transport.connects.size() == 6);
+  CHECK(e.domains().is_down("example.com", e.clock.now()));
+  CHECK(e.count(EventKind::destination_down) == 1);
+}
+
+TEST_CASE(
+    "An attempt that outlives its resolution goes on through its hosts and ends with a "
+    "deferral, instead of starting over at the first host",
+    "[deliverer][attempt]") {
+  Engine e;
+  Route slow;
+  slow.name = "tcp_slow";
+  slow.timeouts.greeting = Duration(65s);  // longer than the minute a resolution is fresh
+  REQUIRE(e.routes.add(slow));
+  REQUIRE(e.routes.set_default("tcp_slow"));
+  e.resolver.set_mx("example.com", {{10, "silent.example.com"}});
+  e.resolver.set_addresses("silent.example.com", {"127.0.0.40"});
+  // It connects, then never finishes its greeting.
+  e.transport.at("127.0.0.40").script.greeting = "220-still thinking";
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  e.clock.advance(Duration(70s));
+  // One session, timed out, and the attempt is over: a Q record, not a redial.
+  CHECK(e.transport.connects.size() == 1);
+  CHECK(e.rcpt(id).state == RecipientState::deferred);
+  CHECK(e.rcpt(id).attempts == 1);
+  CHECK(e.rcpt(id).last_reply.code == 421);
+  e.clock.advance(Duration(10min));
+  CHECK(e.transport.connects.size() == 1);  // the next try waits for the retry time
+  CHECK(e.deliverer->jobs() == 0);
+}
