@@ -1,8 +1,10 @@
 // mailq — which destinations are down (seed 000).
 //
 // Connection failures (refused, timed out, unreachable, no greeting, 4xx/5xx greeting) are
-// counted per destination. After `failure_threshold` consecutive ones the destination is
-// marked down for `down_interval` (the minimum retry interval, default 15 minutes): no
+// counted per destination and per attempt: the Deliverer records one failure when an attempt
+// has tried every host of the destination (every MX host and address, or the route's hosts)
+// and none could be reached, so a destination with one working host gets its mail. After
+// `failure_threshold` consecutive failed attempts the destination is marked down for `down_interval` (the minimum retry interval, default 15 minutes): no
 // connection is attempted and its messages are queued at once with
 // `451 4.4.1 [internal] connection was not attempted: domain is marked down (too many
 // connection failures)`. Replies after the greeting are not connection failures. A successful
