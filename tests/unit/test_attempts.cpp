@@ -105,3 +105,37 @@ TEST_CASE(
   CHECK(e.transport.connects.size() == 1);  // the next try waits for the retry time
   CHECK(e.deliverer->jobs() == 0);
 }
+
+TEST_CASE(
+    "A 421 to MAIL ends the session and the next MX host is tried in the same attempt, with "
+    "no host left the recipients get the 421",
+    "[deliverer][attempt]") {
+  Engine e;
+  e.resolver.set_mx("example.com", {{10, "mx10.example.com"}, {20, "mx20.example.com"}});
+  e.resolver.set_addresses("mx10.example.com", {"127.0.0.10"});
+  e.resolver.set_addresses("mx20.example.com", {"127.0.0.20"});
+  e.transport.at("127.0.0.10").script.mail_reply = "421 4.3.2 Service shutting down";
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.queue->find(id) == std::nullopt);
+  REQUIRE(e.transport.received.size() == 1);
+  CHECK(e.transport.received[0].server == "127.0.0.20:25");
+  const auto n = notices(e);
+  REQUIRE(n.size() == 1);
+  CHECK(n[0].find("host mx10.example.com (127.0.0.10:25) failed:") != std::string::npos);
+  CHECK(n[0].find("421 4.3.2 Service shutting down; trying the next host") != std::string::npos);
+
+  // Only that host: deferred with the server's own 421, one real attempt.
+  Engine single;
+  single.resolver.set_mx("example.com", {{10, "mx10.example.com"}});
+  single.resolver.set_addresses("mx10.example.com", {"127.0.0.10"});
+  single.transport.at("127.0.0.10").script.mail_reply = "421 4.3.2 Service shutting down";
+  single.deliverer->start();
+  MessageId deferred = single.send("s@example.org", {"u@example.com"});
+  single.settle();
+  CHECK(single.rcpt(deferred).state == RecipientState::deferred);
+  CHECK(single.rcpt(deferred).last_reply.to_string() == "421 4.3.2 Service shutting down");
+  CHECK(single.rcpt(deferred).attempts == 1);
+  CHECK(single.transport.connects.size() == 1);
+}

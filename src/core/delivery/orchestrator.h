@@ -121,6 +121,9 @@ struct Deliverer::Impl final : detail::SessionOwner, detail::DeliveryListener {
   static SmtpTransaction transaction_of(const Job& job, detail::JobMessage&& m);
   void start_job(Session& s);
   void transaction_done(Session& s, const smtp_event::TransactionDone& done);
+  /// The server ended the session with a 421 before the transaction finished (every
+  /// recipient got that reply).
+  static bool closed_by_server(const Session& s, const smtp_event::TransactionDone& done);
   void session_failed(Session& s, const smtp_event::Failed& f);
   void idle_or_quit(Session& s);
   void end_session(Session& s);

@@ -153,6 +153,20 @@ void Deliverer::Impl::transaction_done(Session& s, const smtp_event::Transaction
   stats.transactions++;
   Hop hop = s.hop().value_or(Hop{});
   hop.intermediate = done.data_intermediate;
+  if (closed_by_server(s, done)) {
+    // A 421 from the server is the server closing the channel, whatever command it answered
+    // (RFC 5321 §3.8): a session-level failure, like a refused connection. The job goes to the
+    // next host of this attempt; when there is none, its recipients get the 421.
+    if (auto run = s.run().lock()) {
+      const Reply& closing = done.replies.front();
+      run->last_failure = {true, Note::of_session(hop, closing), closing};
+      run->counted_failure = true;
+      run->skip(s.target(), true);
+      host_failed(*run, s.target(), run->last_failure.note);
+      run->jobs.push_front(std::move(job));
+      return;  // the client's Failed follows and ends the session; then the run goes on
+    }
+  }
   std::vector<RecipientOutcome> outcomes;
   for (std::size_t i = 0; i < job.recipients.size(); ++i) {
     RecipientOutcome o;
@@ -178,6 +192,13 @@ void Deliverer::Impl::transaction_done(Session& s, const smtp_event::Transaction
     start_job(s);
   else
     idle_or_quit(s);
+}
+
+bool Deliverer::Impl::closed_by_server(const Session& s, const smtp_event::TransactionDone& done) {
+  if (!s.client().finished() || done.replies.empty()) return false;
+  return std::all_of(done.replies.begin(), done.replies.end(), [&](const Reply& r) {
+    return r.code == 421 && r == done.replies.front() && r.text.rfind("[internal]", 0) != 0;
+  });
 }
 
 void Deliverer::Impl::session_failed(Session& s, const smtp_event::Failed& f) {
