@@ -124,6 +124,8 @@ class FakeTransport::Conn final : public Connection {
       std::string addr = line.substr(lt + 1, gt - lt - 1);
       auto it = b_.script.rcpt_replies.find(addr);
       std::string r = it == b_.script.rcpt_replies.end() ? "250 2.1.5 Ok" : it->second;
+      if (b_.script.max_recipients && current_.rcpt_to.size() >= b_.script.max_recipients)
+        r = b_.script.over_limit;
       if (r[0] == '2') current_.rcpt_to.push_back(addr);
       send(r + "\r\n");
     } else if (verb == "DATA") {

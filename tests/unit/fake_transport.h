@@ -34,6 +34,9 @@ struct FakeServerScript {
   std::string final_reply = "250 2.0.0 Ok: queued";
   /// Closes the connection after this many messages were accepted (0 = never).
   int drop_after_messages = 0;
+  /// Recipients accepted per transaction (0 = no limit); the ones beyond get `over_limit`.
+  std::size_t max_recipients = 0;
+  std::string over_limit = "452 4.5.3 Error: too many recipients";
 };
 
 class FakeTransport final : public Transport {

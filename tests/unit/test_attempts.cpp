@@ -139,3 +139,49 @@ TEST_CASE(
   CHECK(single.rcpt(deferred).attempts == 1);
   CHECK(single.transport.connects.size() == 1);
 }
+
+TEST_CASE(
+    "A server's recipient limit: the rest go in the next transactions at once, each recipient "
+    "delivered once, with 452 or with 552 (taken as 452, RFC 5321 4.5.3.1.10)",
+    "[deliverer][attempt]") {
+  for (const char* over :
+       {"452 4.5.3 Error: too many recipients", "552 5.5.3 too many recipients"}) {
+    INFO(over);
+    Engine e;
+    e.resolver.set_mx("example.com", {{10, "mx.example.com"}});
+    e.resolver.set_addresses("mx.example.com", {"127.0.0.10"});
+    auto& s = e.transport.at("127.0.0.10").script;
+    s.max_recipients = 2;
+    s.over_limit = over;
+    e.deliverer->start();
+    std::vector<std::string> to;
+    for (int i = 0; i < 5; ++i) to.push_back("r" + std::to_string(i) + "@example.com");
+    MessageId id = e.send("s@example.org", to);
+    e.settle();
+    CHECK(e.queue->find(id) == std::nullopt);
+    REQUIRE(e.transport.received.size() == 3);
+    std::vector<std::string> got;
+    for (auto& m : e.transport.received) got.insert(got.end(), m.rcpt_to.begin(), m.rcpt_to.end());
+    std::sort(got.begin(), got.end());
+    CHECK(got == to);
+    CHECK(e.count(EventKind::delivered) == 5);
+    CHECK(e.count(EventKind::deferred) == 0);
+    CHECK(e.count(EventKind::returned) == 0);
+  }
+}
+
+TEST_CASE("A recipient the server refuses with 452 for its own reasons is deferred, not resent",
+          "[deliverer][attempt]") {
+  Engine e;
+  e.resolver.set_mx("example.com", {{10, "mx.example.com"}});
+  e.resolver.set_addresses("mx.example.com", {"127.0.0.10"});
+  e.transport.at("127.0.0.10").script.rcpt_replies["full@example.com"] = "452 4.2.2 mailbox full";
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"ok@example.com", "full@example.com"});
+  e.settle();
+  // Resent once at once (the limit case looks the same), refused alone, then deferred.
+  CHECK(e.transport.received.size() == 1);
+  CHECK(e.rcpt(id, 1).state == RecipientState::deferred);
+  CHECK(e.rcpt(id, 1).last_reply.to_string() == "452 4.2.2 mailbox full");
+  CHECK(e.count(EventKind::deferred) == 1);
+}

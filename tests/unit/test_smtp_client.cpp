@@ -360,6 +360,23 @@ TEST_CASE("SmtpClient: mixed RCPT results: each recipient gets its own reply",
   CHECK(s.wrote().rfind("MAIL FROM:", 0) == 0);
 }
 
+TEST_CASE("SmtpClient: 552 to RCPT is taken as 452 (RFC 5321 4.5.3.1.10), a temporary failure",
+          "[smtp][client][pipelining]") {
+  Session s;
+  s.open_ready(kEhloPipelining);
+  REQUIRE(s.send(txn({"a@example.org", "b@example.org", "c@example.org"})));
+  s.wrote();
+  s.server(
+      "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n552 5.5.3 too many recipients\r\n"
+      "552 too many recipients\r\n354 go\r\n");
+  s.wrote();
+  s.server("250 2.0.0 queued\r\n");
+  const auto& done = s.get<smtp_event::TransactionDone>(0);
+  CHECK(done.replies == std::vector<Reply>{Reply(250, "2.0.0", "queued"),
+                                           Reply(452, "4.5.3", "too many recipients"),
+                                           Reply(452, "", "too many recipients")});
+}
+
 TEST_CASE(
     "SmtpClient: MAIL refused: every recipient gets the MAIL reply, then RSET before "
     "the next transaction",

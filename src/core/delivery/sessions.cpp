@@ -155,12 +155,12 @@ void Deliverer::Impl::transaction_done(Session& s, const smtp_event::Transaction
   hop.intermediate = done.data_intermediate;
   if (closed_by_server(s, done)) {
     // A 421 from the server is the server closing the channel, whatever command it answered
-    // (RFC 5321 §3.8): a session-level failure, like a refused connection. The job goes to the
-    // next host of this attempt; when there is none, its recipients get the 421.
+    // (RFC 5321 §3.8): the session failed, and the job goes to the next host of this attempt;
+    // when there is none, its recipients get the 421. The host did answer: not a connection
+    // failure of the destination (seed 000 counts those).
     if (auto run = s.run().lock()) {
       const Reply& closing = done.replies.front();
       run->last_failure = {true, Note::of_session(hop, closing), closing};
-      run->counted_failure = true;
       run->skip(s.target(), true);
       host_failed(*run, s.target(), run->last_failure.note);
       run->jobs.push_front(std::move(job));
@@ -168,7 +168,14 @@ void Deliverer::Impl::transaction_done(Session& s, const smtp_event::Transaction
     }
   }
   std::vector<RecipientOutcome> outcomes;
+  // The server took the message for some recipients and refused others with 452 to RCPT
+  // (its recipient limit): those are no failure, they go in the next transaction, at once.
+  bool more = false;
   for (std::size_t i = 0; i < job.recipients.size(); ++i) {
+    if (i < done.replies.size() && done.replies[i].code == 452 && done.data_reply.positive()) {
+      more = true;
+      continue;
+    }
     RecipientOutcome o;
     o.index = job.recipients[i];
     o.reply = i < done.replies.size() ? done.replies[i]
@@ -180,6 +187,13 @@ void Deliverer::Impl::transaction_done(Session& s, const smtp_event::Transaction
   }
   port.complete(job, outcomes, true);
   auto run = s.run().lock();
+  if (more && run) {
+    // What is left of the message for this destination, before anything else.
+    if (auto rest = port.take_again(job); rest && !rest->recipients.empty())
+      run->jobs.push_front(std::move(*rest));
+    else if (rest)
+      port.untake(*rest);
+  }
   if (!run || s.dead || !s.client().ready()) return;
   refill(*run);
   const bool too_old = clock.now() - s.opened >= config.max_connection_age;

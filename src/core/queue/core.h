@@ -58,6 +58,7 @@ class QueueCore final : public DeliveryPort {
   TimePoint next_due() const override { return schedule_.next_due(); }
   std::vector<Job> take_due(std::string_view destination, TimePoint now, std::size_t max) override;
   std::vector<Job> take_message(MessageId id) override;
+  std::optional<Job> take_again(const Job& job) override;
   void untake(const Job& job) override;
   std::optional<Result<JobMessage>> load(const Job& job) override;
   void complete(const Job& job, const std::vector<RecipientOutcome>& outcomes,

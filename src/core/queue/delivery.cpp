@@ -34,6 +34,17 @@ std::vector<Job> QueueCore::take_message(MessageId id) {
   return jobs;
 }
 
+std::optional<Job> QueueCore::take_again(const Job& job) {
+  const SlotId s = store_.find(job.id);
+  if (s == kNoSlot || store_.at(s).has(slot_flag::removed) || store_.at(s).has(slot_flag::held))
+    return std::nullopt;
+  auto d = store_.destinations().find(job.destination->key);
+  if (!d) return std::nullopt;
+  auto taken = schedule_.take_job(s, *d);
+  if (!taken) return std::nullopt;
+  return job_of(std::move(*taken));
+}
+
 bool QueueCore::land(const Job& job, SlotId s) {
   schedule_.withdraw(s);
   auto d = store_.destinations().find(job.destination->key);

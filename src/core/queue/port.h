@@ -83,6 +83,9 @@ class DeliveryPort {
                                     std::size_t max) = 0;
   /// Takes the jobs of one message (new work), whatever their due time, if not in flight.
   virtual std::vector<Job> take_message(MessageId id) = 0;
+  /// Takes the message's job at the same destination again, if recipients of it are still
+  /// pending there (what a server's recipient limit left for the next transaction).
+  virtual std::optional<Job> take_again(const Job& job) = 0;
   /// Returns a job not attempted at all (put back unchanged).
   virtual void untake(const Job& job) = 0;
   /// The record and body of a job's message; nullopt when it was removed meanwhile, an error

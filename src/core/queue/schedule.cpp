@@ -162,6 +162,24 @@ std::vector<TakenJob> Schedule::take_message(SlotId s) {
   return jobs;
 }
 
+std::optional<TakenJob> Schedule::take_job(SlotId s, DestinationId d) {
+  auto waiting = jobs_of(s);
+  if (std::none_of(waiting.begin(), waiting.end(), [d](auto& w) { return w.first == d; }))
+    return std::nullopt;
+  withdraw(s);
+  Slot& slot = store_.at(s);
+  TakenJob job;
+  job.id = MessageId{slot.id};
+  job.destination = d;
+  slot.rec.each_recipient([&](std::size_t i, const RecipientView& r) {
+    if (!is_final(r.state) && r.destination == d) job.recipients.push_back(i);
+  });
+  in_flight_[slot.id].push_back(d);
+  slot.set(slot_flag::in_flight);
+  add(s);  // its jobs elsewhere wait as they did
+  return job;
+}
+
 void Schedule::land(SlotId s, DestinationId d) {
   Slot& slot = store_.at(s);
   auto it = in_flight_.find(slot.id);

@@ -12,6 +12,7 @@
 // Expiry (arrival + lifetime) is a second, lazily cleaned heap of message ids.
 #pragma once
 
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -46,6 +47,8 @@ class Schedule {
   std::vector<TakenJob> take_due(DestinationId d, TimePoint now, std::size_t max);
   /// Takes every waiting job of a message, whatever its due time (new work).
   std::vector<TakenJob> take_message(SlotId s);
+  /// Takes a message's job at one destination, if it has one waiting; its other jobs stay.
+  std::optional<TakenJob> take_job(SlotId s, DestinationId d);
   /// One job of a message came back (completed or untaken). Its slot's in-flight flag is
   /// cleared when it was the last.
   void land(SlotId s, DestinationId d);

@@ -221,6 +221,12 @@ void SmtpClient::Impl::on_rcpt_reply(std::size_t index, const Reply& r, TimePoin
   Txn& x = *txn;
   if (klass(r) == 2) {
     ++x.accepted;
+  } else if (r.code == 552) {
+    // RFC 5321 §4.5.3.1.10: 552 to RCPT has meant "too many recipients"; a client SHOULD take
+    // it as 452, a temporary failure (as Postfix does), and send the rest later.
+    Reply soft(452, r.enhanced, r.text);
+    if (!soft.enhanced.empty()) soft.enhanced[0] = '4';
+    x.refused[index] = soft;
   } else if (negative(r)) {
     x.refused[index] = r;
   } else {
