@@ -311,7 +311,7 @@ struct AresResolver::Impl {
 
   static RrResult cancelled_result() {
     RrResult r;
-    r.entry.status = DnsStatus::error;
+    r.entry.status = DnsStatus::cancelled;
     r.entry.detail = "cancelled";
     return r;
   }
@@ -662,7 +662,7 @@ void AresResolver::query_mx(const std::string& domain, std::function<void(MxAnsw
     impl->post([cb = std::move(cb), a = std::move(a)](bool cancelled) mutable {
       if (cancelled) {
         MxAnswer c;
-        c.status = DnsStatus::error;
+        c.status = DnsStatus::cancelled;
         c.detail = "cancelled";
         cb(std::move(c));
       } else {
@@ -758,7 +758,7 @@ void AresResolver::query_addresses(const std::string& host,
     impl->post([cb = std::move(cb), a = std::move(a)](bool cancelled) mutable {
       if (cancelled) {
         AddressAnswer c;
-        c.status = DnsStatus::error;
+        c.status = DnsStatus::cancelled;
         c.detail = "cancelled";
         cb(std::move(c));
       } else {
@@ -793,9 +793,9 @@ void AresResolver::query_addresses(const std::string& host,
     AddressAnswer merged = merge_addresses(name, join->a, join->aaaa, ipv6_first);
     // A cancellation is a cancellation, whatever the other half said.
     for (const auto* r : {&join->a, &join->aaaa}) {
-      if (*r && (*r)->entry.detail == "cancelled") {
+      if (*r && (*r)->entry.status == DnsStatus::cancelled) {
         merged = AddressAnswer{};
-        merged.status = DnsStatus::error;
+        merged.status = DnsStatus::cancelled;
         merged.detail = "cancelled";
       }
     }

@@ -704,10 +704,10 @@ TEST_CASE("destroying the ares resolver cancels every pending query exactly once
     REQUIRE(mx.size() == 2);
     REQUIRE(addrs.size() == 1);
     for (const auto& a : mx) {
-      CHECK(a.status == DnsStatus::error);
+      CHECK(a.status == DnsStatus::cancelled);
       CHECK(a.detail == "cancelled");
     }
-    CHECK(addrs[0].status == DnsStatus::error);
+    CHECK(addrs[0].status == DnsStatus::cancelled);
     CHECK(addrs[0].detail == "cancelled");
     l.settle();
     CHECK(mx.size() == 2);
@@ -860,9 +860,9 @@ TEST_CASE("every c-ares status maps to a DnsStatus and a log detail", "[ares]") 
       {13, DnsStatus::error, "q.test MX: connection closed by the nameservers " + s},  // EOF
       {14, DnsStatus::error, "q.test MX: c-ares error 14 (Error reading file)"},       // EFILE
       {15, DnsStatus::error, "q.test MX: out of memory"},                              // ENOMEM
-      {16, DnsStatus::error, "cancelled"},                      // EDESTRUCTION
+      {16, DnsStatus::cancelled, "cancelled"},                  // EDESTRUCTION
       {17, DnsStatus::error, "q.test MX: invalid query name"},  // EBADSTR
-      {24, DnsStatus::error, "cancelled"},                      // ECANCELLED
+      {24, DnsStatus::cancelled, "cancelled"},                  // ECANCELLED
   };
   for (const auto& row : rows) {
     INFO("c-ares status " << row.code);

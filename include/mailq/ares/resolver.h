@@ -119,8 +119,8 @@ struct AresResolverStats {
 /// resolver. Exceptions thrown by callbacks are caught and counted, never propagated into
 /// libuv.
 ///
-/// Destruction cancels everything: every pending callback is called with `DnsStatus::error`
-/// and detail "cancelled" before the destructor returns.
+/// Destruction cancels everything: every pending callback is called with
+/// `DnsStatus::cancelled` and detail "cancelled" before the destructor returns.
 class AresResolver final : public Resolver {
  public:
   /// Builds a resolver on `loop`. Errors: `errc::invalid_parameter` (a bad nameserver,
