@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
     mailq::ares::AresResolverOptions ro;
     ro.nameservers = {opt.dns};
     ro.timeout = mailq::Duration(1000);
-    auto resolver = mailq::ares::AresResolver::create(&loop, ro);
+    auto resolver = mailq::ares::AresResolver::open(&loop, clock, ro);
     if (!resolver) {
       std::fprintf(stderr, "mailq-demo: resolver: %s\n", resolver.error().message.c_str());
       return 69;

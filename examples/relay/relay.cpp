@@ -192,7 +192,7 @@ struct Relay::Impl {
     if (!routes_result) return fail(kExitConfig, routes_result.error());
     routes.emplace(std::move(routes_result.value()));
 
-    auto res = ares::AresResolver::create(loop, config.resolver);
+    auto res = ares::AresResolver::open(loop, *clock, config.resolver);
     if (!res) return fail(kExitConfig, Error(res.error().code, "resolver: " + res.error().message));
     resolver = std::move(res.value());
 

@@ -83,11 +83,13 @@ int main() {
 #ifdef MAILQ_PART_ares
   parts += " ares";
   {
-    // Built only: nothing is asked, so nothing is sent.
+    // Built only: nothing is asked, so nothing is sent (and nothing is posted: a manual clock
+    // will do).
+    mailq::ManualClock clock;
     mailq::ares::AresResolverOptions options;
     options.nameservers = {"127.0.0.1:53"};
-    auto resolver = mailq::ares::AresResolver::create(&loop, options);
-    check(resolver.ok(), "AresResolver::create");
+    auto resolver = mailq::ares::AresResolver::open(&loop, clock, options);
+    check(resolver.ok(), "AresResolver::open");
     if (resolver.ok()) {
       auto servers = (*resolver)->nameservers();
       check(servers.size() == 1 && servers[0] == "127.0.0.1:53", "AresResolver::nameservers");
