@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "mailq-demo: resolver: %s\n", resolver.error().message.c_str());
       return 69;
     }
-    mailq::uv::UvTransport transport(&loop);
+    mailq::uv::UvTransport transport(&loop, clock);
 
     mailq::RouteTable routes;
     mailq::Route local;

@@ -198,7 +198,7 @@ struct Relay::Impl {
 
     uv::UvTransportOptions to;
     to.error_handler = [this](std::string_view m) { notice(std::string(m)); };
-    transport = std::make_unique<uv::UvTransport>(loop, to);
+    transport = std::make_unique<uv::UvTransport>(loop, *clock, to);
 
     QueueConfig qc = config.queue;
     qc.error_handler = [this](const std::string& m) { notice(m); };

@@ -1,9 +1,10 @@
 // UvTransport: TCP connections on libuv, STARTTLS through uv/tls.h.
 //
 // Lifetime: each connection's libuv handles live in a heap `ConnState` that outlives the
-// `UvConnection` the host holds. Destroying the UvConnection detaches the handler and closes
-// the handles; the state is freed by the last close callback (libuv frees nothing itself and
-// may still call the connect and write callbacks, with UV_ECANCELED, until then).
+// `UvConnection` the host holds. Destroying the UvConnection detaches the handler, cancels
+// what it posted through the clock and closes the handles; the state is freed by the last
+// close callback (libuv frees nothing itself and may still call the connect and write
+// callbacks, with UV_ECANCELED, until then).
 
 #include <csignal>
 #include <cstring>
@@ -81,14 +82,15 @@ std::error_code error_from_uv(int status) noexcept {
 
 struct detail::TransportShared {
   uv_loop_t* loop = nullptr;
+  Clock* clock = nullptr;  // posts the reports that must not come from inside a call
   UvTransportOptions options;
   detail::TlsContextCache tls;
   // One read buffer for every connection: libuv runs one read callback at a time and each
   // consumes its bytes before returning.
   std::string read_buffer;
 
-  TransportShared(uv_loop_t* l, UvTransportOptions o)
-      : loop(l), options(std::move(o)), tls(options.system_ca_files) {
+  TransportShared(uv_loop_t* l, Clock& c, UvTransportOptions o)
+      : loop(l), clock(&c), options(std::move(o)), tls(options.system_ca_files) {
     read_buffer.resize(options.read_buffer_size < 4096 ? 4096 : options.read_buffer_size);
   }
 };
@@ -152,8 +154,8 @@ struct ConnState {
 
   uv_tcp_t tcp;
   uv_timer_t connect_timer;
-  uv_timer_t post_timer;  // runs `posted` from the loop (reports that must not be synchronous)
   uv_connect_t connect_req;
+  TimerId post_timer = kNoTimer;  // the clock's timer that runs `posted`
   bool tcp_open = false;
   int handles_open = 0;
   bool owner = true;
@@ -169,11 +171,9 @@ struct ConnState {
   ConnState(std::shared_ptr<detail::TransportShared> s, ConnectionHandler& h, const Endpoint& r)
       : shared(std::move(s)), handler(&h), remote(r) {
     uv_timer_init(shared->loop, &connect_timer);
-    uv_timer_init(shared->loop, &post_timer);
     connect_timer.data = this;
-    post_timer.data = this;
     connect_req.data = this;
-    handles_open = 2;
+    handles_open = 1;
   }
 
   // --- lifetime ----------------------------------------------------------------------------
@@ -189,16 +189,19 @@ struct ConnState {
     }
   }
 
-  // The UvConnection is gone: silence, close everything. The timers are closed only here, so
+  // The UvConnection is gone: silence, close everything. The timer is closed only here, so
   // the state always outlives its owner and is freed from a close callback.
   void detach() {
     handler = nullptr;
     owner = false;
     phase = Phase::finished;
     posted.clear();
+    if (post_timer != kNoTimer) {
+      shared->clock->cancel(post_timer);
+      post_timer = kNoTimer;
+    }
     close_tcp();
     uv_close(reinterpret_cast<uv_handle_t*>(&connect_timer), &ConnState::on_handle_closed);
-    uv_close(reinterpret_cast<uv_handle_t*>(&post_timer), &ConnState::on_handle_closed);
   }
 
   // --- calling the handler -----------------------------------------------------------------
@@ -220,18 +223,24 @@ struct ConnState {
     return handler != nullptr;
   }
 
+  // Runs `fn` on a later loop turn, through the clock (a zero-delay timer), in order.
   void post(std::function<void()> fn) {
     posted.push_back(std::move(fn));
-    if (posted.size() == 1) uv_timer_start(&post_timer, &ConnState::on_post_timer, 0, 0);
+    if (post_timer == kNoTimer) {
+      post_timer = shared->clock->schedule(Duration{0}, [this] { run_posted(); });
+    }
   }
 
-  static void on_post_timer(uv_timer_t* t) {
-    auto* s = static_cast<ConnState*>(t->data);
-    while (!s->posted.empty() && s->handler) {
-      auto fn = std::move(s->posted.front());
-      s->posted.pop_front();
+  void run_posted() {
+    // What the functions post runs in this pass too; a detach (the handler destroyed the
+    // connection) empties the queue. The state outlives this call either way: it is freed by
+    // a close callback.
+    while (!posted.empty() && handler) {
+      auto fn = std::move(posted.front());
+      posted.pop_front();
       fn();
     }
+    post_timer = kNoTimer;
   }
 
   // --- connect -----------------------------------------------------------------------------
@@ -598,8 +607,8 @@ class UvConnection final : public Connection {
 
 }  // namespace
 
-UvTransport::UvTransport(uv_loop_t* loop, UvTransportOptions options)
-    : shared_(std::make_shared<detail::TransportShared>(loop, std::move(options))) {
+UvTransport::UvTransport(uv_loop_t* loop, Clock& clock, UvTransportOptions options)
+    : shared_(std::make_shared<detail::TransportShared>(loop, clock, std::move(options))) {
 #ifndef _WIN32
   // libuv writes to sockets with write(2): a peer that reset the connection would raise
   // SIGPIPE and kill the host. Ignore it unless the host installed its own handler.

@@ -78,7 +78,8 @@ TEST_CASE("connect to a closed port reports connection refused with the seed dia
           "[uv][transport][connect]") {
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     const std::uint16_t port = mailq::test::free_tcp_port();  // nothing listens there
     REQUIRE(port != 0);
@@ -128,7 +129,8 @@ TEST_CASE("connect to a listener with a full accept queue times out", "[uv][tran
   REQUIRE(started);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     ConnectOptions options;
     options.connect_timeout = 200ms;
@@ -152,7 +154,8 @@ TEST_CASE("destroying a connection while it connects closes it without a callbac
   REQUIRE(started);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler at_once, later;
     ConnectOptions options;
     options.connect_timeout = 100ms;
@@ -172,7 +175,8 @@ TEST_CASE("an address that is not numeric fails from the loop, not from connect"
           "[uv][transport][connect]") {
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler name, bad_source, family;
     name.connection = transport.connect({"mx.example.org", 25}, {}, name);
     ConnectOptions o1;
@@ -208,7 +212,8 @@ TEST_CASE("a connection reports its endpoints, reads, and the peer's close", "[u
       p.write("220 hello\r\n");
       p.close();  // the client must still get every byte, then a clean close
     };
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.connection = transport.connect(server.endpoint(), {}, h);
     REQUIRE(loop.run_until([&] { return h.closed; }));
@@ -233,7 +238,8 @@ TEST_CASE("connections work over IPv6 loopback", "[uv][transport][ipv6]") {
     server.on_data = [](mailq::test::LoopServer::Peer& p, std::string_view) {
       if (p.received == "ping\r\n") p.write("pong\r\n");
     };
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.after_connect = [&] { h.connection->write("ping\r\n"); };
     h.connection = transport.connect(server.endpoint(), {}, h);
@@ -250,7 +256,8 @@ TEST_CASE("the source address is bound before connecting", "[uv][transport][conn
   {
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     ConnectOptions options;
     options.source_address = "127.0.0.2";  // all of 127/8 is local on Linux
@@ -268,7 +275,8 @@ TEST_CASE("writes made before the connection is up are sent once it is", "[uv][t
   {
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.after_connect = [&] { h.connection->write("second\r\n"); };
     h.connection = transport.connect(server.endpoint(), {}, h);
@@ -290,7 +298,8 @@ TEST_CASE("a 1 MB write is delivered completely and in order", "[uv][transport][
     REQUIRE(server.ok());
     std::string big(1024 * 1024, '\0');
     for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + (i * 7) % 26);
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.after_connect = [&] {
       h.connection->write(big.substr(0, 1000));
@@ -318,7 +327,8 @@ TEST_CASE("a connection destroyed inside its own callbacks reports nothing more"
       p.write("250 two\r\n");
       p.close();
     };
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
 
     SECTION("in on_connect") {
       RecordingHandler h;
@@ -373,7 +383,8 @@ TEST_CASE("a handler exception is reported and does not unwind through libuv",
     std::vector<std::string> reported;
     mailq::uv::UvTransportOptions options;
     options.error_handler = [&](std::string_view m) { reported.emplace_back(m); };
-    UvTransport transport(loop.get(), options);
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock, options);
     RecordingHandler h;
     h.after_connect = [] { throw std::runtime_error("host bug"); };
     h.connection = transport.connect(server.endpoint(), {}, h);
@@ -391,9 +402,10 @@ TEST_CASE("the transport may be destroyed before its connections", "[uv][transpo
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
     server.on_data = [](mailq::test::LoopServer::Peer& p, std::string_view) { p.write("ok\r\n"); };
+    LoopClock clock(loop.get());  // the connection's, too: it outlives the transport
     RecordingHandler h;
     {
-      UvTransport transport(loop.get());
+      UvTransport transport(loop.get(), clock);
       h.connection = transport.connect(server.endpoint(), {}, h);
     }
     h.after_connect = [&] { h.connection->write("hi\r\n"); };
@@ -414,7 +426,8 @@ TEST_CASE("raw SMTP to smtp-sink: the message arrives byte for byte",
   REQUIRE(started);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     mailq::test::SmtpScript script({
         {"", 220},
         {"EHLO client.mailq.test\r\n", 250},
@@ -453,7 +466,7 @@ TEST_CASE("SmtpClient over UvTransport and LoopClock delivers to smtp-sink",
   TestLoop loop;
   {
     LoopClock clock(loop.get());
-    UvTransport transport(loop.get());
+    UvTransport transport(loop.get(), clock);
     mailq::SmtpClientOptions options;
     options.helo_name = "client.mailq.test";
     options.tls = mailq::TlsPolicy::none;
@@ -499,7 +512,8 @@ TEST_CASE("a 1 MB message reaches smtp-sink complete", "[uv][transport][smtp-sin
   }
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     mailq::test::SmtpScript script({
         {"", 220},
         {"EHLO client.mailq.test\r\n", 250},
@@ -530,7 +544,8 @@ TEST_CASE("an SMTP server that disconnects after MAIL ends the connection cleanl
   REQUIRE(started);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     bool ehlo_sent = false, mail_sent = false;
     h.after_read = [&] {
@@ -646,7 +661,7 @@ TEST_CASE("a chain of zero-delay posts does not starve socket I/O", "[uv][clock]
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
     LoopClock clock(loop.get());
-    UvTransport transport(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.connection = transport.connect(server.endpoint(), {}, h);
     long posts = 0;

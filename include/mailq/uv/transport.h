@@ -3,12 +3,13 @@
 //
 // Threading: single-threaded. Every member function must be called on the thread that runs
 // the loop, and every ConnectionHandler method runs on that thread from inside `uv_run`,
-// never from inside the call that caused it.
+// never from inside the call that caused it: what would otherwise be reported from inside a
+// call is posted through the host's `Clock` (a zero-delay timer of its LoopClock).
 //
-// Ownership and shutdown: the host owns the loop. A UvTransport and every Connection it made
-// must be destroyed before the loop is closed, and the loop must run once more afterwards:
-// libuv frees a handle's memory only in its close callback, so the adapter's internal state
-// lives until those callbacks ran.
+// Ownership and shutdown: the host owns the loop and the clock. A UvTransport and every
+// Connection it made must be destroyed before the clock and before the loop is closed, and
+// the loop must run once more afterwards: libuv frees a handle's memory only in its close
+// callback, so the adapter's internal state lives until those callbacks ran.
 //
 // Exceptions: an exception thrown by a ConnectionHandler method is caught at the libuv
 // boundary and reported to the error handler; the loop goes on.
@@ -101,10 +102,13 @@ struct UvTransportOptions {
 /// they share with it.
 class UvTransport final : public Transport {
  public:
-  /// `loop` must outlive the transport and its connections. On Unix the constructor sets
-  /// SIGPIPE to SIG_IGN when it is at its default (libuv writes with write(2), and a peer's
-  /// reset would otherwise kill the host); a handler the host installed is left alone.
-  explicit UvTransport(uv_loop_t* loop, UvTransportOptions options = {});
+  /// `loop` and `clock` must outlive the transport and its connections. `clock` posts the
+  /// reports that must not come from inside a call to the next loop turn: the host's
+  /// `LoopClock` on the same loop (any Clock whose callbacks run on the loop's thread will
+  /// do). On Unix the constructor sets SIGPIPE to SIG_IGN when it is at its default (libuv
+  /// writes with write(2), and a peer's reset would otherwise kill the host); a handler the
+  /// host installed is left alone.
+  UvTransport(uv_loop_t* loop, Clock& clock, UvTransportOptions options = {});
   ~UvTransport() override;
   UvTransport(const UvTransport&) = delete;
   UvTransport& operator=(const UvTransport&) = delete;

@@ -72,7 +72,7 @@ int main() {
   {
     // A timer of the loop clock fires; the transport (mbedTLS inside) is built and torn down.
     mailq::uv::LoopClock clock(&loop);
-    mailq::uv::UvTransport transport(&loop);
+    mailq::uv::UvTransport transport(&loop, clock);
     bool fired = false;
     clock.schedule(mailq::Duration(1), [&] { fired = true; });
     uv_run(&loop, UV_RUN_ONCE);
