@@ -144,6 +144,7 @@ struct AresResolver::Impl {
   uv_loop_t* loop = nullptr;
   Clock* clock = nullptr;  // posts the callbacks
   AresResolverOptions options;
+  ErrorReporter own_reporter;  // when the host gave none
   std::string servers_text;
   std::vector<std::string> servers;
   ares_channel channel = nullptr;
@@ -281,13 +282,26 @@ struct AresResolver::Impl {
   // Returns false when the callback destroyed the resolver.
   bool run_user(const std::function<void(bool)>& fn, bool cancelled) {
     std::shared_ptr<bool> still_alive = alive;
+    // Never let a host exception unwind through libuv or c-ares.
+    std::string what;
     try {
       fn(cancelled);
+      return *still_alive;
+    } catch (const std::exception& e) {
+      what = std::string("callback threw: ") + e.what();
     } catch (...) {
-      // Never let a host exception unwind through libuv or c-ares.
-      if (*still_alive) ++counters.callback_exceptions;
+      what = "callback threw a non-standard exception";
     }
+    // A callback that destroyed the resolver and then threw leaves nothing to count or report
+    // with; during the destructor's cancellations the resolver is still here.
+    if (*still_alive) ++counters.callback_exceptions;
+    if (*still_alive || cancelled) report("mailq AresResolver: " + what);
     return *still_alive;
+  }
+
+  void report(const std::string& message) {
+    ErrorReporter* r = options.error_reporter ? options.error_reporter : &own_reporter;
+    r->report(message, clock->now());
   }
 
   void deliver_posted() {

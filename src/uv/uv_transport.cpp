@@ -14,9 +14,7 @@
 #include <utility>
 
 #include "mailq/error.h"
-#include "mailq/uv/loop_clock.h"
 #include "mailq/uv/transport.h"
-#include "uv/report.h"
 #include "uv/tls.h"
 
 namespace mailq {
@@ -84,6 +82,7 @@ struct detail::TransportShared {
   uv_loop_t* loop = nullptr;
   Clock* clock = nullptr;  // posts the reports that must not come from inside a call
   UvTransportOptions options;
+  ErrorReporter own_reporter;  // when the host gave none
   detail::TlsContextCache tls;
   // One read buffer for every connection: libuv runs one read callback at a time and each
   // consumes its bytes before returning.
@@ -92,6 +91,11 @@ struct detail::TransportShared {
   TransportShared(uv_loop_t* l, Clock& c, UvTransportOptions o)
       : loop(l), clock(&c), options(std::move(o)), tls(options.system_ca_files) {
     read_buffer.resize(options.read_buffer_size < 4096 ? 4096 : options.read_buffer_size);
+  }
+
+  void report(const std::string& message) {
+    ErrorReporter* r = options.error_reporter ? options.error_reporter : &own_reporter;
+    r->report(message, clock->now());
   }
 };
 
@@ -214,11 +218,9 @@ struct ConnState {
     try {
       f(*handler);
     } catch (const std::exception& e) {
-      detail::report(shared->options.error_handler,
-                     std::string("mailq UvTransport: connection handler threw: ") + e.what());
+      shared->report(std::string("mailq UvTransport: connection handler threw: ") + e.what());
     } catch (...) {
-      detail::report(shared->options.error_handler,
-                     "mailq UvTransport: connection handler threw a non-standard exception");
+      shared->report("mailq UvTransport: connection handler threw a non-standard exception");
     }
     return handler != nullptr;
   }

@@ -769,12 +769,17 @@ TEST_CASE("a callback may destroy the ares resolver and the rest are cancelled a
 TEST_CASE("an exception thrown by a callback does not stop the ares resolver", "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l, options_for({ub->address()}));
+  std::vector<std::string> reported;
+  mailq::ErrorReporter reporter([&](const std::string& m) { reported.push_back(m); });
+  auto o = options_for({ub->address()});
+  o.error_reporter = &reporter;
+  auto r = make_resolver(l, o);
   bool second = false;
   r->query_mx("multi.test", [](MxAnswer) { throw std::runtime_error("host bug"); });
   r->query_mx("nullmx.test", [&](MxAnswer) { second = true; });
   REQUIRE(l.run_until([&] { return second; }));
   CHECK(r->stats().callback_exceptions == 1);
+  CHECK(reported == Strings{"mailq AresResolver: callback threw: host bug"});
 }
 
 // --- configuration ----------------------------------------------------------------------------

@@ -381,8 +381,9 @@ TEST_CASE("a handler exception is reported and does not unwind through libuv",
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
     std::vector<std::string> reported;
+    mailq::ErrorReporter reporter([&](const std::string& m) { reported.push_back(m); });
     mailq::uv::UvTransportOptions options;
-    options.error_handler = [&](std::string_view m) { reported.emplace_back(m); };
+    options.error_reporter = &reporter;
     LoopClock clock(loop.get());
     UvTransport transport(loop.get(), clock, options);
     RecordingHandler h;
@@ -682,9 +683,9 @@ TEST_CASE("a chain of zero-delay posts does not starve socket I/O", "[uv][clock]
 TEST_CASE("LoopClock reports a throwing callback and keeps running", "[uv][clock]") {
   TestLoop loop;
   {
-    LoopClock clock(loop.get());
     std::vector<std::string> reported;
-    clock.set_error_handler([&](std::string_view m) { reported.emplace_back(m); });
+    mailq::ErrorReporter reporter([&](const std::string& m) { reported.push_back(m); });
+    LoopClock clock(loop.get(), &reporter);
     bool second = false;
     clock.schedule(0ms, [] { throw std::runtime_error("boom"); });
     clock.schedule(0ms, [&] { second = true; });

@@ -39,6 +39,7 @@
 
 #include "mailq/clock.h"
 #include "mailq/error.h"
+#include "mailq/events.h"
 #include "mailq/resolver.h"
 
 namespace mailq {
@@ -84,6 +85,11 @@ struct AresResolverOptions {
   /// Time source for cache expiry only. Null: the loop's monotonic clock (`uv_now`). Tests
   /// pass a `ManualClock` to expire entries without waiting; must outlive the resolver.
   const Clock* cache_clock = nullptr;
+
+  /// Receives the exceptions thrown by callbacks ("mailq AresResolver: callback threw: ..."),
+  /// rate limited; it must outlive the resolver. Null: a reporter of the resolver's own, to
+  /// standard error.
+  ErrorReporter* error_reporter = nullptr;
 };
 
 struct AresResolverStats {
@@ -118,7 +124,8 @@ struct AresResolverStats {
 /// every answer is posted through a zero-delay timer of the clock given to `open`, answers
 /// from the cache and for invalid names included. Identical queries in flight share one DNS
 /// query. A callback may issue new queries and may destroy the resolver. Exceptions thrown by
-/// callbacks are caught and counted, never propagated into libuv.
+/// callbacks are caught, counted and reported to `AresResolverOptions::error_reporter`, never
+/// propagated into libuv.
 ///
 /// Destruction cancels everything: every pending callback is called with
 /// `DnsStatus::cancelled` and detail "cancelled" before the destructor returns.

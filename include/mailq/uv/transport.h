@@ -12,7 +12,7 @@
 // callback, so the adapter's internal state lives until those callbacks ran.
 //
 // Exceptions: an exception thrown by a ConnectionHandler method is caught at the libuv
-// boundary and reported to the error handler; the loop goes on.
+// boundary and reported to the transport's `ErrorReporter`; the loop goes on.
 #pragma once
 
 #include <uv.h>
@@ -23,8 +23,9 @@
 #include <system_error>
 #include <vector>
 
+#include "mailq/clock.h"
+#include "mailq/events.h"
 #include "mailq/transport.h"
-#include "mailq/uv/loop_clock.h"
 
 namespace mailq {
 namespace uv {
@@ -45,8 +46,10 @@ struct UvTransportOptions {
   /// Size of the read buffer (one per transport, shared by its connections: each read is
   /// consumed before the next one runs).
   std::size_t read_buffer_size = 64 * 1024;
-  /// Where exceptions escaping a ConnectionHandler method are reported (default: stderr).
-  ErrorHandler error_handler;
+  /// Receives the exceptions escaping a ConnectionHandler method ("mailq UvTransport:
+  /// connection handler threw: ..."), rate limited; it must outlive the transport and its
+  /// connections. Null: a reporter of the transport's own, to standard error.
+  ErrorReporter* error_reporter = nullptr;
 };
 
 /// A `mailq::Transport` on a libuv loop: TCP over IPv4 and IPv6, STARTTLS through mbedTLS
