@@ -169,7 +169,6 @@ struct ConnState {
   std::string pending;  // written before connect, or during the handshake
   std::size_t writes_in_flight = 0;
   std::unique_ptr<detail::TlsSession> tls;
-  std::string last_error;
   std::deque<std::function<void()>> posted;
 
   ConnState(std::shared_ptr<detail::TransportShared> s, ConnectionHandler& h, const Endpoint& r)
@@ -301,17 +300,18 @@ struct ConnState {
 
   void fail_connect_later(std::error_code ec, std::string text) {
     phase = Phase::finished;
-    last_error = std::move(text);
     close_tcp();
-    post([this, ec] { notify([&](ConnectionHandler& h) { h.on_connect(ec); }); });
+    post([this, error = Error(ec, std::move(text))] {
+      notify([&](ConnectionHandler& h) { h.on_connect(error); });
+    });
   }
 
   void fail_connect(std::error_code ec, std::string text) {
     phase = Phase::finished;
-    last_error = std::move(text);
     uv_timer_stop(&connect_timer);
     close_tcp();  // cancels a pending connect request (its callback sees UV_ECANCELED)
-    notify([&](ConnectionHandler& h) { h.on_connect(ec); });
+    const Result<void> failed = Error(ec, std::move(text));
+    notify([&](ConnectionHandler& h) { h.on_connect(failed); });
   }
 
   static void on_connect_timeout(uv_timer_t* t) {
@@ -347,7 +347,7 @@ struct ConnState {
     // Bytes written before the connection was up go first. Should handing them to libuv fail,
     // on_close follows on_connect from the loop.
     if (!s->pending.empty()) s->write_raw(std::exchange(s->pending, {}));
-    s->notify([](ConnectionHandler& h) { h.on_connect({}); });
+    s->notify([](ConnectionHandler& h) { h.on_connect(success()); });
   }
 
   // --- reading -----------------------------------------------------------------------------
@@ -384,15 +384,16 @@ struct ConnState {
     }
   }
 
-  // Reports the end of an established connection: on_close, exactly once.
+  // Reports the end of an established connection: on_close, exactly once. `text` describes
+  // the error `ec`; an empty `ec` is the peer's clean close.
   void finish(std::error_code ec, std::string text) {
     if (phase == Phase::finished) return;
     phase = Phase::finished;
-    if (ec) last_error = std::move(text);
     if (tcp_open && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp))) {
       uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
     }
-    notify([&](ConnectionHandler& h) { h.on_close(ec); });
+    const Result<void> end = ec ? Result<void>(Error(ec, std::move(text))) : success();
+    notify([&](ConnectionHandler& h) { h.on_close(end); });
   }
 
   // Reports the end of any phase with the callback that phase expects.
@@ -434,12 +435,14 @@ struct ConnState {
       if (tcp_open && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp))) {
         uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
       }
-      last_error = "write failed: " + describe(ec);
-      post([this, ec, at] {
+      std::string text = "write failed: " + describe(ec);
+      post([this, ec, at, text = std::move(text)] {
         if (at == Phase::tls_handshake) {
-          notify([&](ConnectionHandler& h) { h.on_tls(make_error_code(errc::tls_failure), {}); });
+          const Result<TlsInfo> failed = Error(errc::tls_failure, text);
+          notify([&](ConnectionHandler& h) { h.on_tls(failed); });
         } else {
-          notify([&](ConnectionHandler& h) { h.on_close(ec); });
+          const Result<void> failed = Error(ec, text);
+          notify([&](ConnectionHandler& h) { h.on_close(failed); });
         }
       });
       return;
@@ -482,13 +485,10 @@ struct ConnState {
         break;
       case Phase::tls:
         if (!tls->write(bytes)) {
-          const std::string why = tls->error();
+          const Result<void> failed = Error(errc::tls_failure, tls->error());
           flush_tls();
           phase = Phase::finished;
-          last_error = why;
-          post([this] {
-            notify([](ConnectionHandler& h) { h.on_close(make_error_code(errc::tls_failure)); });
-          });
+          post([this, failed] { notify([&](ConnectionHandler& h) { h.on_close(failed); }); });
           return;
         }
         flush_tls();
@@ -510,8 +510,8 @@ struct ConnState {
       const char* why = phase == Phase::connecting ? "start_tls before the connection is up"
                                                    : "TLS was already started";
       post([this, why] {
-        last_error = why;
-        notify([](ConnectionHandler& h) { h.on_tls(make_error_code(errc::bad_state), {}); });
+        const Result<TlsInfo> failed = Error(errc::bad_state, why);
+        notify([&](ConnectionHandler& h) { h.on_tls(failed); });
       });
       return;
     }
@@ -540,12 +540,12 @@ struct ConnState {
   void fail_tls(std::string text) {
     if (phase != Phase::tls_handshake) return;
     phase = Phase::finished;
-    last_error = std::move(text);
     flush_tls();  // the alert mbedTLS queued, so the server learns why
     if (tcp_open && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp))) {
       uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
     }
-    notify([](ConnectionHandler& h) { h.on_tls(make_error_code(errc::tls_failure), {}); });
+    const Result<TlsInfo> failed = Error(errc::tls_failure, std::move(text));
+    notify([&](ConnectionHandler& h) { h.on_tls(failed); });
   }
 
   void pump_tls() {
@@ -559,8 +559,8 @@ struct ConnState {
       if (phase != Phase::tls_handshake) return;  // a write failed
       if (step == detail::TlsSession::Step::again) return;
       phase = Phase::tls;
-      const TlsInfo info = tls->info();
-      if (!notify([&](ConnectionHandler& h) { h.on_tls({}, info); })) return;
+      const Result<TlsInfo> done = tls->info();
+      if (!notify([&](ConnectionHandler& h) { h.on_tls(done); })) return;
       if (phase != Phase::tls) return;
       if (!pending.empty()) write(std::exchange(pending, {}));
       if (phase != Phase::tls) return;
@@ -601,8 +601,6 @@ class UvConnection final : public Connection {
   Endpoint local_endpoint() const override { return s_->local; }
   Endpoint remote_endpoint() const override { return s_->remote; }
 
-  std::string last_error() const override { return s_->last_error; }
-
  private:
   ConnState* s_;
 };
@@ -638,11 +636,6 @@ uv_loop_t* UvTransport::loop() const noexcept {
 
 void UvTransport::reload_tls() {
   shared_->tls.clear();
-}
-
-std::string last_error(const Connection& connection) {
-  if (const auto* c = dynamic_cast<const UvConnection*>(&connection)) return c->last_error();
-  return {};
 }
 
 }  // namespace uv

@@ -351,15 +351,14 @@ TEST_CASE("a peer that does not speak TLS fails the handshake", "[uv][tls]") {
       h.connection = transport.connect(server.endpoint(), {}, h);
       REQUIRE(loop.run_until([&] { return h.tls_done; }));
       CHECK(h.tls_error == mailq::errc::tls_failure);
-      CHECK(mailq::uv::last_error(*h.connection).rfind("TLS handshake failed: SSL - ", 0) == 0);
+      CHECK(h.error_text.rfind("TLS handshake failed: SSL - ", 0) == 0);
     }
     SECTION("it closes the connection") {
       server.on_data = [](mailq::test::LoopServer::Peer& peer, std::string_view) { peer.close(); };
       h.connection = transport.connect(server.endpoint(), {}, h);
       REQUIRE(loop.run_until([&] { return h.tls_done; }));
       CHECK(h.tls_error == mailq::errc::tls_failure);
-      CHECK(mailq::uv::last_error(*h.connection) ==
-            "the server closed the connection during the TLS handshake");
+      CHECK(h.error_text == "the server closed the connection during the TLS handshake");
     }
     loop.run_for(50ms);
     // A failed handshake is reported once; nothing (no on_close) follows it.
@@ -382,7 +381,7 @@ TEST_CASE("start_tls out of place is a bad_state report from the loop", "[uv][tl
     CHECK(h.events.empty());
     REQUIRE(loop.run_until([&] { return h.tls_done && h.connected; }));
     CHECK(h.tls_error == mailq::errc::bad_state);
-    CHECK(mailq::uv::last_error(*h.connection) == "start_tls before the connection is up");
+    CHECK(h.error_text == "start_tls before the connection is up");
     h.connection.reset();
   }
   require_clean_close(loop);

@@ -90,7 +90,7 @@ TEST_CASE("connect to a closed port reports connection refused with the seed dia
     CHECK(h.connect_error == std::errc::connection_refused);
     CHECK(mailq::connect_failure_text(h.connect_error) ==
           "TCP active open: Failed connect() Error: connection refused");
-    CHECK(mailq::uv::last_error(*h.connection) == "connection refused");
+    CHECK(h.error_text == "connection refused");
     loop.run_for(50ms);
     CHECK(h.events.size() == 1);  // nothing follows a failed connect
   }
@@ -140,7 +140,7 @@ TEST_CASE("connect to a listener with a full accept queue times out", "[uv][tran
     CHECK(h.connect_error == std::errc::timed_out);
     CHECK(mailq::connect_failure_text(h.connect_error) ==
           "TCP active open: Failed connect() Error: connection timed out");
-    CHECK(mailq::uv::last_error(*h.connection) == "connection timed out");
+    CHECK(h.error_text == "connection timed out");
   }
   require_clean_close(loop);
 }
@@ -191,12 +191,10 @@ TEST_CASE("an address that is not numeric fails from the loop, not from connect"
     REQUIRE(loop.run_until(
         [&] { return name.events.size() + bad_source.events.size() + family.events.size() == 3; }));
     CHECK(name.connect_error == std::errc::invalid_argument);
-    CHECK(mailq::uv::last_error(*name.connection) ==
-          "\"mx.example.org\" is not a numeric IPv4 or IPv6 address");
+    CHECK(name.error_text == "\"mx.example.org\" is not a numeric IPv4 or IPv6 address");
     CHECK(bad_source.connect_error == std::errc::invalid_argument);
     CHECK(family.connect_error == std::errc::address_family_not_supported);
-    CHECK(mailq::uv::last_error(*family.connection) ==
-          "source address ::1 is not of the remote address's family");
+    CHECK(family.error_text == "source address ::1 is not of the remote address's family");
   }
   require_clean_close(loop);
 }
@@ -222,7 +220,7 @@ TEST_CASE("a connection reports its endpoints, reads, and the peer's close", "[u
     CHECK(h.connection->local_endpoint().address == "127.0.0.1");
     REQUIRE(server.peers().size() == 1);
     CHECK(h.connection->local_endpoint().port == server.peers()[0]->remote.port);
-    CHECK(mailq::uv::last_error(*h.connection).empty());
+    CHECK(h.error_text.empty());
   }
   require_clean_close(loop);
 }

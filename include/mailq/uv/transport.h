@@ -57,24 +57,27 @@ struct UvTransportOptions {
 ///
 /// connect():
 ///   - `remote.address` must be a numeric IPv4 or IPv6 address (IPv6 without brackets, an
-///     optional "%scope"); anything else fails with `std::errc::invalid_argument`.
+///     optional "%scope"); anything else fails with `std::errc::invalid_argument`
+///     ("\"mx.example.org\" is not a numeric IPv4 or IPv6 address").
 ///   - `options.source_address`, when set, is bound before connecting (same family as the
 ///     remote; port chosen by the kernel).
 ///   - `options.connect_timeout` bounds the TCP handshake: when it expires the attempt is
-///     abandoned and `on_connect(std::errc::timed_out)` is reported. Zero or negative means no
-///     limit other than the kernel's.
+///     abandoned and `on_connect` reports `std::errc::timed_out` ("connection timed out").
+///     Zero or negative means no limit other than the kernel's.
 ///   - Failures carry `std::generic_category()` codes (see `error_from_uv`), so
 ///     `mailq::connect_failure_text` renders "TCP active open: Failed connect() Error:
-///     connection refused" and the like. Synchronous failures are reported from the loop too,
-///     never from inside `connect`.
+///     connection refused" and the like, and a lower-case description ("connection refused",
+///     "cannot bind to 127.0.0.2: address already in use"). Synchronous failures are reported
+///     from the loop too, never from inside `connect`.
 ///
 /// Connection:
 ///   - `write` copies the bytes and queues them; writes before `on_connect` are sent once
 ///     connected, writes during the TLS handshake once it has finished. A write error ends
-///     the connection with `on_close(ec)`.
-///   - The peer's EOF is `on_close({})`, after every byte received before it was delivered;
-///     a read error is `on_close(ec)`. After TLS, a peer's close_notify is a clean close too
-///     (SMTP has its own end-of-data framing, so a truncated stream cannot pass as complete).
+///     the connection with an `on_close` error ("write failed: connection reset by peer").
+///   - The peer's EOF is a successful `on_close`, after every byte received before it was
+///     delivered; a read error is an `on_close` error. After TLS, a peer's close_notify is a
+///     clean close too (SMTP has its own end-of-data framing, so a truncated stream cannot pass
+///     as complete); a TLS error is `errc::tls_failure` with the mbedTLS diagnostic.
 ///   - Destroying a Connection closes the socket at once (bytes not yet handed to the kernel
 ///     are dropped: wait for the server's reply, or `write_idle()`, when they matter) and no
 ///     handler method runs after the destructor started, even when it runs inside one.
@@ -89,10 +92,13 @@ struct UvTransportOptions {
 ///     `UvTransportOptions::system_ca_files` when it is empty.
 ///   - Without `verify` any certificate is accepted (TLS 1.0 and up: opportunistic
 ///     encryption beats plaintext, RFC 7435); with `verify` the minimum is TLS 1.2.
-///   - A failure is `on_tls(mailq::errc::tls_failure, {})` and the connection is then
-///     unusable: reading stops and nothing else is reported; destroy it. The mbedTLS
-///     diagnostic is available through `last_error(connection)`. Calling `start_tls` when not
-///     connected, or a second time, is `on_tls(mailq::errc::bad_state, {})`.
+///   - A failure is an `on_tls` error with the code `mailq::errc::tls_failure` and the
+///     mbedTLS diagnostic as its message ("certificate verification failed: The certificate
+///     Common Name (CN) does not match with the expected CN", "the server closed the
+///     connection during the TLS handshake"); the connection is then unusable: reading stops
+///     and nothing else is reported; destroy it. Calling `start_tls` when not connected, or a
+///     second time, is an `on_tls` error with `mailq::errc::bad_state` ("start_tls before the
+///     connection is up").
 ///   - `TlsInfo::cipher` uses the IANA suite name ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
 ///     `TlsInfo::version` mbedTLS's ("TLSv1.2"), `peer_subject` the certificate's subject DN
 ///     in certificate order ("O=Example, CN=mx.example.org").
@@ -127,13 +133,6 @@ class UvTransport final : public Transport {
  private:
   std::shared_ptr<detail::TransportShared> shared_;
 };
-
-/// The last failure on a connection made by a UvTransport, as a human-readable line: the
-/// mbedTLS diagnostic of a failed handshake ("certificate verification failed: The
-/// certificate Common Name (CN) does not match with the expected CN") or of a TLS error after
-/// it, or the text of the I/O error that ended the connection. Empty when there was none, or
-/// when `connection` was not made by a UvTransport.
-std::string last_error(const Connection& connection);
 
 /// Maps a libuv status (a negative UV_E* value) to a portable error code: the common network
 /// failures become `std::errc` values in `std::generic_category()` (UV_ECONNREFUSED →
