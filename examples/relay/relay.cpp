@@ -294,12 +294,10 @@ struct Relay::Impl {
     cb.on_message = [this](ReceivedMessage m, std::function<void(Reply)> done) {
       on_received(std::move(m), std::move(done));
     };
-    listener = std::make_unique<uv::SmtpListener>(loop, lo, cb);
-    if (auto ec = listener->start()) {
-      Error e = listener->last_error();
-      if (e.message.empty()) e.message = "listen " + config.listen.address + ": " + ec.message();
-      return fail(kExitUnavailable, e);
-    }
+    lo.error_reporter = &reporter;
+    auto opened = uv::SmtpListener::open(loop, lo, cb);
+    if (!opened) return fail(kExitUnavailable, opened.error());
+    listener = std::move(opened.value());
     listener_closed = false;
     return {};
   }
