@@ -78,8 +78,9 @@ inline constexpr std::chrono::seconds kErrorReportInterval{10};
 ///
 /// The Queue keeps one (`QueueConfig::error_handler`); the adapters take one by pointer
 /// (`uv::LoopClock`, `uv::UvTransportOptions::error_reporter`,
-/// `ares::AresResolverOptions::error_reporter`), so that they can share one rate limit. An
-/// adapter given none keeps a reporter of its own, to standard error.
+/// `uv::SmtpListenerOptions::error_reporter`, `ares::AresResolverOptions::error_reporter`), so
+/// that they can share one rate limit. An adapter given none keeps a reporter of its own, to
+/// standard error.
 class ErrorReporter {
  public:
   explicit ErrorReporter(ErrorHandler handler = nullptr) : handler_(std::move(handler)) {}
