@@ -55,7 +55,8 @@ class RefusingTransport final : public mailq::Transport {
     std::weak_ptr<bool> alive = c->alive;
     clock_.schedule(mailq::Duration(0), [alive, &handler] {
       if (auto a = alive.lock(); a && *a)
-        handler.on_connect(std::make_error_code(std::errc::connection_refused));
+        handler.on_connect(mailq::Error(std::make_error_code(std::errc::connection_refused),
+                                        "connection refused"));
     });
     return c;
   }

@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   {
     mailq::uv::LoopClock clock(&loop);
     auto spool = bench::open_spool("bench_drain", spool_dir + "/spool", clock, args.str("layout"));
-    mailq::uv::UvTransport transport(&loop);
+    mailq::uv::UvTransport transport(&loop, clock);
     mailq::StaticResolver resolver(clock);  // never asked: the route names an IP literal
 
     mailq::RouteTable routes;

@@ -1,9 +1,9 @@
-// mailq-demo — mailq embedded in a host's own libuv loop.
+// mailq-demo — mailq embedded in a host's own libuv loop through the Engine.
 //
-// Wires the objects a host application builds: a LoopClock, the durable SpoolStorage, the
-// c-ares resolver, the libuv transport, a RouteTable, the Queue and the Deliverer (which keeps
-// the table of down destinations), with the Messaging Server log on stdout. Submits batches of
-// messages to the given domains, runs the loop until nothing is due, and prints a summary.
+// One EngineConfig (routes, spool, resolver, the down-destination threshold) and
+// Engine::open: the engine wires the clock, the spool, c-ares, the libuv transport, the Queue
+// and the Deliverer. The Messaging Server log goes to stdout. Submits batches of messages to
+// the given domains, stops when the engine is idle with every batch in, and prints a summary.
 //
 //   mailq-demo --spool DIR --dns 127.0.0.1:5353 --mx-port 2525 [--batches 5] [--per-batch 4]
 //              [--threshold 3] [--log FILE] DOMAIN...

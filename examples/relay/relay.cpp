@@ -67,6 +67,9 @@ struct Relay::Impl {
   bool log_to_stdout = true;
   std::unique_ptr<MessagingServerLog> log;
   FanoutSink fanout;
+  // What the adapters cannot hand back (a callback that threw) becomes a notice, rate limited
+  // across all of them.
+  ErrorReporter reporter{[this](const std::string& m) { notice(m); }};
 
   std::unique_ptr<uv::LoopClock> clock;
   std::unique_ptr<spool::DurableStorage> spool;
@@ -170,8 +173,7 @@ struct Relay::Impl {
     started = true;
     if (auto ec = open_log()) return fail(kExitCantCreate, error);
 
-    clock = std::make_unique<uv::LoopClock>(loop);
-    clock->set_error_handler([this](std::string_view m) { notice(std::string(m)); });
+    clock = std::make_unique<uv::LoopClock>(loop, &reporter);
 
     spool::SpoolOptions so;
     so.on_error = [this](const Error& e) { notice("spool: " + e.message); };
@@ -192,13 +194,15 @@ struct Relay::Impl {
     if (!routes_result) return fail(kExitConfig, routes_result.error());
     routes.emplace(std::move(routes_result.value()));
 
-    auto res = ares::AresResolver::create(loop, config.resolver);
+    ares::AresResolverOptions ro = config.resolver;
+    ro.error_reporter = &reporter;
+    auto res = ares::AresResolver::open(loop, *clock, ro);
     if (!res) return fail(kExitConfig, Error(res.error().code, "resolver: " + res.error().message));
     resolver = std::move(res.value());
 
     uv::UvTransportOptions to;
-    to.error_handler = [this](std::string_view m) { notice(std::string(m)); };
-    transport = std::make_unique<uv::UvTransport>(loop, to);
+    to.error_reporter = &reporter;
+    transport = std::make_unique<uv::UvTransport>(loop, *clock, to);
 
     QueueConfig qc = config.queue;
     qc.error_handler = [this](const std::string& m) { notice(m); };
@@ -290,12 +294,10 @@ struct Relay::Impl {
     cb.on_message = [this](ReceivedMessage m, std::function<void(Reply)> done) {
       on_received(std::move(m), std::move(done));
     };
-    listener = std::make_unique<uv::SmtpListener>(loop, lo, cb);
-    if (auto ec = listener->start()) {
-      Error e = listener->last_error();
-      if (e.message.empty()) e.message = "listen " + config.listen.address + ": " + ec.message();
-      return fail(kExitUnavailable, e);
-    }
+    lo.error_reporter = &reporter;
+    auto opened = uv::SmtpListener::open(loop, lo, cb);
+    if (!opened) return fail(kExitUnavailable, opened.error());
+    listener = std::move(opened.value());
     listener_closed = false;
     return {};
   }

@@ -26,6 +26,7 @@
 #include "fuzz_support.h"
 #include "mailq/ares/resolver.h"
 #include "mailq/net.h"
+#include "mailq/uv/loop_clock.h"
 
 namespace mailq::fuzz {
 
@@ -65,7 +66,8 @@ class Harness {
     o.tries = 2;
     o.cache.enabled = false;
     o.query_deadline = Duration{500};
-    auto r = ares::AresResolver::create(&loop_, o);
+    clock_ = std::make_unique<uv::LoopClock>(&loop_);
+    auto r = ares::AresResolver::open(&loop_, *clock_, o);
     MAILQ_FUZZ_CHECK(r.ok(), r.ok() ? "" : r.error().message);
     resolver_ = std::move(r.value());
   }
@@ -189,6 +191,7 @@ class Harness {
 
   uv_loop_t loop_;
   uv_udp_t udp_;
+  std::unique_ptr<uv::LoopClock> clock_;
   std::unique_ptr<ares::AresResolver> resolver_;
   std::string header_;
   std::string sections_;

@@ -75,6 +75,12 @@ inline constexpr std::chrono::seconds kErrorReportInterval{10};
 /// The one way the parts of the engine report a problem they cannot hand back as a value:
 /// to an `ErrorHandler` (standard error when none), rate limited as said above. An exception
 /// thrown by the handler is swallowed: reporting never unwinds the engine. Loop thread only.
+///
+/// The Queue keeps one (`QueueConfig::error_handler`); the adapters take one by pointer
+/// (`uv::LoopClock`, `uv::UvTransportOptions::error_reporter`,
+/// `uv::SmtpListenerOptions::error_reporter`, `ares::AresResolverOptions::error_reporter`), so
+/// that they can share one rate limit. An adapter given none keeps a reporter of its own, to
+/// standard error.
 class ErrorReporter {
  public:
   explicit ErrorReporter(ErrorHandler handler = nullptr) : handler_(std::move(handler)) {}

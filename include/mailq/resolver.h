@@ -22,8 +22,19 @@ namespace mailq {
 
 /// Outcome class of one DNS query. `nxdomain` and `no_data` are definite answers; the others
 /// are transient failures (SERVFAIL and REFUSED — c-ares 1.18 reports both from every server
-/// as a refused connection —, timeouts, malformed answers, local errors).
-enum class DnsStatus : std::uint8_t { ok, nxdomain, no_data, servfail, refused, timeout, error };
+/// as a refused connection —, timeouts, malformed answers, local errors). `cancelled` is what
+/// a query gets when it never got an answer because the resolver was destroyed or the query
+/// cancelled; it says nothing about the name, so it is transient too.
+enum class DnsStatus : std::uint8_t {
+  ok,
+  nxdomain,
+  no_data,
+  servfail,
+  refused,
+  timeout,
+  error,
+  cancelled,
+};
 
 const char* to_string(DnsStatus s) noexcept;
 inline bool is_transient(DnsStatus s) noexcept {
@@ -66,6 +77,7 @@ struct DnsCachePolicy {
   /// Ceiling of negative lifetimes (RFC 2308 §5 suggests one to three hours).
   Duration max_negative_ttl{std::chrono::hours(3)};
   /// Lifetime of transient failures (SERVFAIL, REFUSED, timeout, error). Zero: never cached.
+  /// Cancellations are never cached.
   Duration failure_ttl{0};
   /// Lifetime of a positive answer whose TTL could not be read from the message.
   Duration unknown_ttl{std::chrono::minutes(5)};
@@ -75,7 +87,7 @@ struct DnsCachePolicy {
 ///
 /// Each query's callback is called exactly once, on the loop thread, never from inside the
 /// query call. Destroying the resolver completes every pending query with
-/// `DnsStatus::error` ("cancelled") before the destructor returns.
+/// `DnsStatus::cancelled` before the destructor returns.
 class Resolver {
  public:
   virtual ~Resolver() = default;

@@ -13,6 +13,7 @@
 #include <system_error>
 
 #include "mailq/clock.h"
+#include "mailq/error.h"
 
 namespace mailq {
 
@@ -55,18 +56,23 @@ struct ConnectOptions {
 };
 
 /// Receives a connection's events, on the loop thread.
+///
+/// A failure arrives as an `Error`: the code for the program (std::errc::connection_refused,
+/// `errc::tls_failure`, ...) and the transport's description for logs and DSNs ("connection
+/// refused", "certificate verification failed: ..."). A transport that has no better words
+/// may leave the message empty.
 class ConnectionHandler {
  public:
   virtual ~ConnectionHandler() = default;
-  /// Exactly once. On failure (`ec` set: std::errc::connection_refused, host_unreachable,
-  /// network_unreachable, timed_out, ...) nothing else follows.
-  virtual void on_connect(std::error_code ec) = 0;
+  /// Exactly once: connected, or why not (std::errc::connection_refused, host_unreachable,
+  /// network_unreachable, timed_out, ...). Nothing else follows a failure.
+  virtual void on_connect(const Result<void>& result) = 0;
   /// Plaintext bytes from the peer (decrypted after STARTTLS).
   virtual void on_read(std::string_view data) = 0;
-  /// After `Connection::start_tls`: the handshake finished (`ec` empty) or failed.
-  virtual void on_tls(std::error_code ec, const TlsInfo& info) = 0;
-  /// The peer closed (`ec` empty) or an I/O error happened. Nothing else follows.
-  virtual void on_close(std::error_code ec) = 0;
+  /// After `Connection::start_tls`: what the handshake negotiated, or why it failed.
+  virtual void on_tls(const Result<TlsInfo>& result) = 0;
+  /// The peer closed (success) or an I/O error ended the connection. Nothing else follows.
+  virtual void on_close(const Result<void>& result) = 0;
 };
 
 /// One established (or establishing) byte stream.
@@ -85,9 +91,6 @@ class Connection {
   virtual bool write_idle() const = 0;
   virtual Endpoint local_endpoint() const = 0;
   virtual Endpoint remote_endpoint() const = 0;
-  /// A human description of the last failure (a TLS handshake or verification error, an I/O
-  /// error), for logs and DSNs; "" when nothing failed or the transport does not say.
-  virtual std::string last_error() const { return {}; }
 };
 
 /// Makes connections.

@@ -2,8 +2,9 @@
 //
 // Life of a request: `query_mx` / `query_addresses` turn into one or two RRset lookups
 // (name, type). A lookup is answered from the cache, joins an identical lookup in flight, or
-// starts an `ares_query`. Whatever the path, the user callback is posted: it runs from the
-// post timer (or from the destructor, cancelled), never from inside c-ares or `query_*`.
+// starts an `ares_query`. Whatever the path, the user callback is posted: it runs from a
+// zero-delay timer of the host's Clock (or from the destructor, cancelled), never from inside
+// c-ares or `query_*`.
 // That single rule is what makes re-entrancy safe: user code never runs while c-ares or this
 // file is in the middle of something.
 #include <ares.h>
@@ -141,14 +142,16 @@ struct AresResolver::Impl {
   };
 
   uv_loop_t* loop = nullptr;
+  Clock* clock = nullptr;  // posts the callbacks
   AresResolverOptions options;
+  ErrorReporter own_reporter;  // when the host gave none
   std::string servers_text;
   std::vector<std::string> servers;
   ares_channel channel = nullptr;
   bool library_initialized = false;
   uv_timer_t* ares_timer = nullptr;      // c-ares timeouts
-  uv_idle_t* poster = nullptr;           // delivers posted callbacks
   uv_timer_t* deadline_timer = nullptr;  // query_deadline
+  TimerId post_timer = kNoTimer;         // the clock's timer that delivers `posted`
   std::unordered_map<ares_socket_t, PollHandle*> polls;
   std::unordered_map<std::string, Lookup*> in_flight;
   std::multimap<std::uint64_t, Lookup*> deadlines;
@@ -266,41 +269,55 @@ struct AresResolver::Impl {
 
   // --- posting ------------------------------------------------------------------------------
 
-  // Posting uses an idle handle rather than a zero-delay timer: libuv 1.44 runs a timer
-  // restarted from its own callback again in the same pass, so a host re-querying cached
-  // names from its callbacks would keep the loop from polling. An idle handle runs once per
-  // loop iteration, I/O in between.
+  // Posting goes through the host's clock: one zero-delay timer delivers everything posted
+  // before it ran. (The LoopClock runs zero-delay work after an I/O poll, so a host
+  // re-querying cached names from its callbacks cannot keep the loop from reading sockets.)
   void post(std::function<void(bool)> fn) {
     posted.push_back(std::move(fn));
-    if (!destroying && !uv_is_active(reinterpret_cast<uv_handle_t*>(poster))) {
-      uv_idle_start(poster, &Impl::on_idle);
+    if (!destroying && post_timer == kNoTimer) {
+      post_timer = clock->schedule(Duration{0}, [this] { deliver_posted(); });
     }
   }
 
   // Returns false when the callback destroyed the resolver.
   bool run_user(const std::function<void(bool)>& fn, bool cancelled) {
     std::shared_ptr<bool> still_alive = alive;
+    // Never let a host exception unwind through libuv or c-ares.
+    std::string what;
     try {
       fn(cancelled);
+      return *still_alive;
+    } catch (const std::exception& e) {
+      what = std::string("callback threw: ") + e.what();
     } catch (...) {
-      // Never let a host exception unwind through libuv or c-ares.
-      if (*still_alive) ++counters.callback_exceptions;
+      what = "callback threw a non-standard exception";
     }
+    // A callback that destroyed the resolver and then threw leaves nothing to count or report
+    // with; during the destructor's cancellations the resolver is still here.
+    if (*still_alive) ++counters.callback_exceptions;
+    if (*still_alive || cancelled) report("mailq AresResolver: " + what);
     return *still_alive;
   }
 
-  static void on_idle(uv_idle_t* h) {
-    auto* self = static_cast<Impl*>(h->data);
+  void report(const std::string& message) {
+    ErrorReporter* r = options.error_reporter ? options.error_reporter : &own_reporter;
+    r->report(message, clock->now());
+  }
+
+  void deliver_posted() {
+    post_timer = kNoTimer;
     // Only what was posted before this run: what the callbacks post waits for the next
-    // iteration.
-    std::size_t n = self->posted.size();
-    while (n-- > 0 && !self->posted.empty()) {
-      auto fn = std::move(self->posted.front());
-      self->posted.pop_front();
+    // timer.
+    std::size_t n = posted.size();
+    while (n-- > 0 && !posted.empty()) {
+      auto fn = std::move(posted.front());
+      posted.pop_front();
       // A callback that destroys the resolver has had the rest drained (cancelled) by it.
-      if (!self->run_user(fn, false)) return;
+      if (!run_user(fn, false)) return;
     }
-    if (self->posted.empty()) uv_idle_stop(self->poster);
+    if (!posted.empty() && post_timer == kNoTimer) {
+      post_timer = clock->schedule(Duration{0}, [this] { deliver_posted(); });
+    }
   }
 
   // --- lookups ------------------------------------------------------------------------------
@@ -311,7 +328,7 @@ struct AresResolver::Impl {
 
   static RrResult cancelled_result() {
     RrResult r;
-    r.entry.status = DnsStatus::error;
+    r.entry.status = DnsStatus::cancelled;
     r.entry.detail = "cancelled";
     return r;
   }
@@ -518,11 +535,9 @@ struct AresResolver::Impl {
     polls.clear();
     close_timer(ares_timer);
     close_timer(deadline_timer);
-    if (poster != nullptr) {
-      uv_idle_stop(poster);
-      uv_close(reinterpret_cast<uv_handle_t*>(poster),
-               [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
-      poster = nullptr;
+    if (post_timer != kNoTimer) {
+      clock->cancel(post_timer);
+      post_timer = kNoTimer;
     }
     // Callbacks may post more (a query issued from a callback is cancelled at once).
     while (!posted.empty()) {
@@ -541,8 +556,8 @@ AresResolver::~AresResolver() {
   impl_->shutdown();
 }
 
-Result<std::unique_ptr<AresResolver>> AresResolver::create(uv_loop_t* loop,
-                                                           AresResolverOptions options) {
+Result<std::unique_ptr<AresResolver>> AresResolver::open(uv_loop_t* loop, Clock& clock,
+                                                         AresResolverOptions options) {
   if (loop == nullptr) return Error(errc::invalid_parameter, "AresResolver: null loop");
   if (options.timeout < Duration{1} || options.timeout.count() > 3'600'000) {
     return Error(errc::invalid_parameter,
@@ -565,6 +580,7 @@ Result<std::unique_ptr<AresResolver>> AresResolver::create(uv_loop_t* loop,
 
   auto impl = std::make_unique<Impl>(options.cache);
   impl->loop = loop;
+  impl->clock = &clock;
   impl->options = std::move(options);
 
   int rc = ares_library_init(ARES_LIB_INIT_ALL);
@@ -649,9 +665,6 @@ Result<std::unique_ptr<AresResolver>> AresResolver::create(uv_loop_t* loop,
   impl->servers_text = fmt::format("{}", fmt::join(impl->servers, ", "));
 
   impl->ares_timer = impl->new_timer();
-  impl->poster = new uv_idle_t;
-  uv_idle_init(loop, impl->poster);
-  impl->poster->data = impl.get();
   impl->deadline_timer = impl->new_timer();
   return std::unique_ptr<AresResolver>(new AresResolver(std::move(impl)));
 }
@@ -662,7 +675,7 @@ void AresResolver::query_mx(const std::string& domain, std::function<void(MxAnsw
     impl->post([cb = std::move(cb), a = std::move(a)](bool cancelled) mutable {
       if (cancelled) {
         MxAnswer c;
-        c.status = DnsStatus::error;
+        c.status = DnsStatus::cancelled;
         c.detail = "cancelled";
         cb(std::move(c));
       } else {
@@ -758,7 +771,7 @@ void AresResolver::query_addresses(const std::string& host,
     impl->post([cb = std::move(cb), a = std::move(a)](bool cancelled) mutable {
       if (cancelled) {
         AddressAnswer c;
-        c.status = DnsStatus::error;
+        c.status = DnsStatus::cancelled;
         c.detail = "cancelled";
         cb(std::move(c));
       } else {
@@ -793,9 +806,9 @@ void AresResolver::query_addresses(const std::string& host,
     AddressAnswer merged = merge_addresses(name, join->a, join->aaaa, ipv6_first);
     // A cancellation is a cancellation, whatever the other half said.
     for (const auto* r : {&join->a, &join->aaaa}) {
-      if (*r && (*r)->entry.detail == "cancelled") {
+      if (*r && (*r)->entry.status == DnsStatus::cancelled) {
         merged = AddressAnswer{};
-        merged.status = DnsStatus::error;
+        merged.status = DnsStatus::cancelled;
         merged.detail = "cancelled";
       }
     }

@@ -46,7 +46,7 @@ StatusMapping map_ares_status(int ares_status, std::string_view what, std::strin
       return say(DnsStatus::error, "out of memory");
     case ARES_ECANCELLED:
     case ARES_EDESTRUCTION:
-      return {DnsStatus::error, "cancelled"};
+      return {DnsStatus::cancelled, "cancelled"};
     default:
       // Codes that the query path does not produce (file, getaddrinfo and library-init
       // errors): kept visible rather than guessed at.

@@ -19,7 +19,8 @@ struct StatusMapping {
 ///
 /// ARES_ECONNREFUSED is what c-ares 1.18.1 reports when every server answered SERVFAIL or
 /// REFUSED (or refused the connection): it maps to `servfail`, and the detail says so.
-/// Cancellations (ARES_ECANCELLED, ARES_EDESTRUCTION) map to `error` with detail "cancelled".
+/// Cancellations (ARES_ECANCELLED, ARES_EDESTRUCTION) map to `cancelled` with detail
+/// "cancelled".
 StatusMapping map_ares_status(int ares_status, std::string_view what, std::string_view servers);
 
 }  // namespace mailq::ares::detail

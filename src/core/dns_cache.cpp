@@ -29,6 +29,8 @@ Duration DnsCache::lifetime(DnsStatus status, std::optional<std::uint32_t> ttl_s
       d = policy_.failure_ttl;
       if (d > Duration{0}) d = std::max(d, policy_.min_ttl);
       break;
+    case DnsStatus::cancelled:
+      break;  // no answer at all: nothing to remember
   }
   return std::max(d, Duration{0});
 }

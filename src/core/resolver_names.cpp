@@ -18,6 +18,8 @@ const char* to_string(DnsStatus s) noexcept {
       return "timeout";
     case DnsStatus::error:
       return "error";
+    case DnsStatus::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }

@@ -75,7 +75,11 @@ struct Engine::Impl final : EventSink {
 
   Result<void> build_parts() {
     EngineParts& p = config.parts;
-    clock = p.clock ? std::move(p.clock) : std::make_unique<uv::LoopClock>(loop);
+    // One reporter for every part the engine builds: what they cannot hand back goes to
+    // QueueConfig::error_handler, rate limited together.
+    if (!config.transport.error_reporter) config.transport.error_reporter = &reporter;
+    if (!config.resolver.error_reporter) config.resolver.error_reporter = &reporter;
+    clock = p.clock ? std::move(p.clock) : std::make_unique<uv::LoopClock>(loop, &reporter);
     if (p.storage) {
       storage = std::move(p.storage);
     } else {
@@ -88,12 +92,12 @@ struct Engine::Impl final : EventSink {
     if (p.resolver) {
       resolver = std::move(p.resolver);
     } else {
-      auto r = ares::AresResolver::create(loop, config.resolver);
+      auto r = ares::AresResolver::open(loop, *clock, config.resolver);
       if (!r) return Error(r.error().code, "resolver: " + r.error().message);
       resolver = std::move(r.value());
     }
     transport = p.transport ? std::move(p.transport)
-                            : std::make_unique<uv::UvTransport>(loop, config.transport);
+                            : std::make_unique<uv::UvTransport>(loop, *clock, config.transport);
     return success();
   }
 

@@ -9,8 +9,6 @@
 #include <utility>
 
 #include "mailq/uv/loop_clock.h"
-#include "mailq/uv/transport.h"
-#include "uv/report.h"
 
 namespace mailq {
 namespace uv {
@@ -32,7 +30,8 @@ struct LoopClock::State {
   // Ordered by (due in loop milliseconds, id): equal deadlines run in scheduling order.
   std::map<std::pair<std::uint64_t, TimerId>, std::function<void()>> timers;
   std::unordered_map<TimerId, std::uint64_t> index;
-  ErrorHandler error_handler;
+  ErrorReporter own_reporter;  // when the host gave none
+  ErrorReporter* reporter = &own_reporter;
 
   static void on_timer(uv_timer_t* t) { static_cast<State*>(t->data)->dispatch(); }
   static void on_check(uv_check_t* c) { static_cast<State*>(c->data)->dispatch(); }
@@ -72,6 +71,13 @@ struct LoopClock::State {
     }
   }
 
+  void report(const std::string& message) {
+    // The host's reporter need not outlive the clock: a callback that destroyed the clock
+    // before throwing reports to the clock's own.
+    ErrorReporter* r = alive ? reporter : &own_reporter;
+    r->report(message, std::chrono::system_clock::now());
+  }
+
   void dispatch() {
     const std::uint64_t now = uv_now(loop);
     // Only timers that existed when this pass began: zero-delay work they schedule waits for
@@ -86,11 +92,9 @@ struct LoopClock::State {
       try {
         fn();
       } catch (const std::exception& e) {
-        detail::report(error_handler,
-                       std::string("mailq LoopClock: timer callback threw: ") + e.what());
+        report(std::string("mailq LoopClock: timer callback threw: ") + e.what());
       } catch (...) {
-        detail::report(error_handler,
-                       "mailq LoopClock: timer callback threw a non-standard exception");
+        report("mailq LoopClock: timer callback threw a non-standard exception");
       }
       // The callback may have destroyed the clock: the state outlives it (it is freed by the
       // close callbacks), but nothing may be touched beyond this flag.
@@ -100,9 +104,10 @@ struct LoopClock::State {
   }
 };
 
-LoopClock::LoopClock(uv_loop_t* loop) : state_(new State) {
+LoopClock::LoopClock(uv_loop_t* loop, ErrorReporter* reporter) : state_(new State) {
   State* s = state_;
   s->loop = loop;
+  if (reporter != nullptr) s->reporter = reporter;
   uv_timer_init(loop, &s->timer);
   uv_check_init(loop, &s->check);
   uv_idle_init(loop, &s->idle);
@@ -164,10 +169,6 @@ std::size_t LoopClock::pending() const noexcept {
 
 uv_loop_t* LoopClock::loop() const noexcept {
   return state_->loop;
-}
-
-void LoopClock::set_error_handler(ErrorHandler handler) {
-  state_->error_handler = std::move(handler);
 }
 
 }  // namespace uv

@@ -9,6 +9,7 @@
 // for the host) and while less than kMaxQueuedOutput octets wait to be written; the session
 // keeps at most one read's worth of pipelined input and a command line or two.
 
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <exception>
@@ -19,7 +20,6 @@
 #include <vector>
 
 #include "mailq/net.h"
-#include "mailq/uv/loop_clock.h"
 #include "mailq/uv/smtp_listener.h"
 #include "mailq/uv/transport.h"
 
@@ -62,7 +62,8 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
   bool closing = false;
   std::vector<std::function<void()>> close_done;
   std::uint16_t port = 0;
-  Error last_error;
+  std::string where;           // "127.0.0.1:25", for the reports
+  ErrorReporter own_reporter;  // when the host gave none
   SmtpListenerStats stats;
   std::unordered_set<Conn*> conns;
   std::shared_ptr<std::vector<char>> read_buffer =
@@ -71,12 +72,20 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
   Impl(uv_loop_t* l, SmtpListenerOptions o, SmtpServerSession::Callbacks cb)
       : loop(l), options(std::move(o)), callbacks(std::move(cb)) {}
 
+  void report(const std::string& message) {
+    ErrorReporter* r = options.error_reporter ? options.error_reporter : &own_reporter;
+    r->report("mailq SmtpListener: " + message, std::chrono::system_clock::now());
+  }
+
   void event(const std::string& client, const std::string& what) {
     if (!options.on_session_event) return;
+    // A logging callback must not take the listener down.
     try {
       options.on_session_event(client, what);
+    } catch (const std::exception& e) {
+      report(std::string("on_session_event threw: ") + e.what());
     } catch (...) {
-      // A logging callback must not take the listener down; nothing else to tell.
+      report("on_session_event threw a non-standard exception");
     }
   }
 
@@ -335,8 +344,7 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
     if (impl == nullptr) return;
     auto keep = impl->shared_from_this();
     if (status < 0) {
-      impl->last_error =
-          Error(error_from_uv(status), "accept: " + lower_message(error_from_uv(status)));
+      impl->report("accept on " + impl->where + ": " + lower_message(error_from_uv(status)));
       return;
     }
     impl->accept(server);
@@ -353,7 +361,7 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
     }
     int r = uv_accept(server, c->stream());
     if (r < 0) {
-      last_error = Error(error_from_uv(r), "accept: " + lower_message(error_from_uv(r)));
+      report("accept on " + where + ": " + lower_message(error_from_uv(r)));
       c->close_now("accept failed");
       return;
     }
@@ -441,20 +449,17 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
-  std::error_code start() {
+  // Binds and listens; called once, by `open`.
+  Result<void> start() {
     const std::string host =
         options.host.size() >= 2 && options.host.front() == '[' && options.host.back() == ']'
             ? options.host.substr(1, options.host.size() - 2)
             : options.host;
-    const std::string where = HostPort{host, options.port}.to_string();
+    where = HostPort{host, options.port}.to_string();
     auto fail = [&](std::error_code ec, const std::string& what) {
-      last_error = Error(ec, "listen " + where + ": " + what);
       close_listener();
-      return ec;
+      return Result<void>(Error(ec, "listen " + where + ": " + what));
     };
-    if (listener != nullptr || closing) {
-      return fail(make_error_code(errc::bad_state), "already started or closed");
-    }
     sockaddr_storage addr;
     std::memset(&addr, 0, sizeof addr);
     int r = host.find(':') != std::string::npos
@@ -484,8 +489,9 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
       port = ntohs(bound.ss_family == AF_INET6
                        ? reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port
                        : reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
+      where = HostPort{host, port}.to_string();
     }
-    return {};
+    return success();
   }
 
   void close(std::function<void()> done) {
@@ -524,9 +530,7 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
   }
 };
 
-SmtpListener::SmtpListener(uv_loop_t* loop, SmtpListenerOptions options,
-                           SmtpServerSession::Callbacks callbacks)
-    : impl_(std::make_shared<Impl>(loop, std::move(options), std::move(callbacks))) {
+SmtpListener::SmtpListener(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {
 #ifndef _WIN32
   // A client that resets the connection must not kill the host with SIGPIPE on our next write.
   struct sigaction current;
@@ -540,8 +544,14 @@ SmtpListener::~SmtpListener() {
   impl_->destroy();
 }
 
-std::error_code SmtpListener::start() {
-  return impl_->start();
+Result<std::unique_ptr<SmtpListener>> SmtpListener::open(uv_loop_t* loop,
+                                                         SmtpListenerOptions options,
+                                                         SmtpServerSession::Callbacks callbacks) {
+  std::unique_ptr<SmtpListener> listener(
+      new SmtpListener(std::make_shared<Impl>(loop, std::move(options), std::move(callbacks))));
+  // On failure the destructor closes what start() opened.
+  if (auto started = listener->impl_->start(); !started) return started.error();
+  return Result<std::unique_ptr<SmtpListener>>(std::move(listener));
 }
 
 std::uint16_t SmtpListener::port() const noexcept {
@@ -554,10 +564,6 @@ void SmtpListener::close(std::function<void()> done) {
 
 SmtpListenerStats SmtpListener::stats() const {
   return impl_->stats;
-}
-
-const Error& SmtpListener::last_error() const noexcept {
-  return impl_->last_error;
 }
 
 }  // namespace uv

@@ -1,9 +1,10 @@
 // UvTransport: TCP connections on libuv, STARTTLS through uv/tls.h.
 //
 // Lifetime: each connection's libuv handles live in a heap `ConnState` that outlives the
-// `UvConnection` the host holds. Destroying the UvConnection detaches the handler and closes
-// the handles; the state is freed by the last close callback (libuv frees nothing itself and
-// may still call the connect and write callbacks, with UV_ECANCELED, until then).
+// `UvConnection` the host holds. Destroying the UvConnection detaches the handler, cancels
+// what it posted through the clock and closes the handles; the state is freed by the last
+// close callback (libuv frees nothing itself and may still call the connect and write
+// callbacks, with UV_ECANCELED, until then).
 
 #include <csignal>
 #include <cstring>
@@ -13,9 +14,7 @@
 #include <utility>
 
 #include "mailq/error.h"
-#include "mailq/uv/loop_clock.h"
 #include "mailq/uv/transport.h"
-#include "uv/report.h"
 #include "uv/tls.h"
 
 namespace mailq {
@@ -81,15 +80,22 @@ std::error_code error_from_uv(int status) noexcept {
 
 struct detail::TransportShared {
   uv_loop_t* loop = nullptr;
+  Clock* clock = nullptr;  // posts the reports that must not come from inside a call
   UvTransportOptions options;
+  ErrorReporter own_reporter;  // when the host gave none
   detail::TlsContextCache tls;
   // One read buffer for every connection: libuv runs one read callback at a time and each
   // consumes its bytes before returning.
   std::string read_buffer;
 
-  TransportShared(uv_loop_t* l, UvTransportOptions o)
-      : loop(l), options(std::move(o)), tls(options.system_ca_files) {
+  TransportShared(uv_loop_t* l, Clock& c, UvTransportOptions o)
+      : loop(l), clock(&c), options(std::move(o)), tls(options.system_ca_files) {
     read_buffer.resize(options.read_buffer_size < 4096 ? 4096 : options.read_buffer_size);
+  }
+
+  void report(const std::string& message) {
+    ErrorReporter* r = options.error_reporter ? options.error_reporter : &own_reporter;
+    r->report(message, clock->now());
   }
 };
 
@@ -152,8 +158,8 @@ struct ConnState {
 
   uv_tcp_t tcp;
   uv_timer_t connect_timer;
-  uv_timer_t post_timer;  // runs `posted` from the loop (reports that must not be synchronous)
   uv_connect_t connect_req;
+  TimerId post_timer = kNoTimer;  // the clock's timer that runs `posted`
   bool tcp_open = false;
   int handles_open = 0;
   bool owner = true;
@@ -163,17 +169,14 @@ struct ConnState {
   std::string pending;  // written before connect, or during the handshake
   std::size_t writes_in_flight = 0;
   std::unique_ptr<detail::TlsSession> tls;
-  std::string last_error;
   std::deque<std::function<void()>> posted;
 
   ConnState(std::shared_ptr<detail::TransportShared> s, ConnectionHandler& h, const Endpoint& r)
       : shared(std::move(s)), handler(&h), remote(r) {
     uv_timer_init(shared->loop, &connect_timer);
-    uv_timer_init(shared->loop, &post_timer);
     connect_timer.data = this;
-    post_timer.data = this;
     connect_req.data = this;
-    handles_open = 2;
+    handles_open = 1;
   }
 
   // --- lifetime ----------------------------------------------------------------------------
@@ -189,16 +192,19 @@ struct ConnState {
     }
   }
 
-  // The UvConnection is gone: silence, close everything. The timers are closed only here, so
+  // The UvConnection is gone: silence, close everything. The timer is closed only here, so
   // the state always outlives its owner and is freed from a close callback.
   void detach() {
     handler = nullptr;
     owner = false;
     phase = Phase::finished;
     posted.clear();
+    if (post_timer != kNoTimer) {
+      shared->clock->cancel(post_timer);
+      post_timer = kNoTimer;
+    }
     close_tcp();
     uv_close(reinterpret_cast<uv_handle_t*>(&connect_timer), &ConnState::on_handle_closed);
-    uv_close(reinterpret_cast<uv_handle_t*>(&post_timer), &ConnState::on_handle_closed);
   }
 
   // --- calling the handler -----------------------------------------------------------------
@@ -211,27 +217,31 @@ struct ConnState {
     try {
       f(*handler);
     } catch (const std::exception& e) {
-      detail::report(shared->options.error_handler,
-                     std::string("mailq UvTransport: connection handler threw: ") + e.what());
+      shared->report(std::string("mailq UvTransport: connection handler threw: ") + e.what());
     } catch (...) {
-      detail::report(shared->options.error_handler,
-                     "mailq UvTransport: connection handler threw a non-standard exception");
+      shared->report("mailq UvTransport: connection handler threw a non-standard exception");
     }
     return handler != nullptr;
   }
 
+  // Runs `fn` on a later loop turn, through the clock (a zero-delay timer), in order.
   void post(std::function<void()> fn) {
     posted.push_back(std::move(fn));
-    if (posted.size() == 1) uv_timer_start(&post_timer, &ConnState::on_post_timer, 0, 0);
+    if (post_timer == kNoTimer) {
+      post_timer = shared->clock->schedule(Duration{0}, [this] { run_posted(); });
+    }
   }
 
-  static void on_post_timer(uv_timer_t* t) {
-    auto* s = static_cast<ConnState*>(t->data);
-    while (!s->posted.empty() && s->handler) {
-      auto fn = std::move(s->posted.front());
-      s->posted.pop_front();
+  void run_posted() {
+    // What the functions post runs in this pass too; a detach (the handler destroyed the
+    // connection) empties the queue. The state outlives this call either way: it is freed by
+    // a close callback.
+    while (!posted.empty() && handler) {
+      auto fn = std::move(posted.front());
+      posted.pop_front();
       fn();
     }
+    post_timer = kNoTimer;
   }
 
   // --- connect -----------------------------------------------------------------------------
@@ -290,17 +300,18 @@ struct ConnState {
 
   void fail_connect_later(std::error_code ec, std::string text) {
     phase = Phase::finished;
-    last_error = std::move(text);
     close_tcp();
-    post([this, ec] { notify([&](ConnectionHandler& h) { h.on_connect(ec); }); });
+    post([this, error = Error(ec, std::move(text))] {
+      notify([&](ConnectionHandler& h) { h.on_connect(error); });
+    });
   }
 
   void fail_connect(std::error_code ec, std::string text) {
     phase = Phase::finished;
-    last_error = std::move(text);
     uv_timer_stop(&connect_timer);
     close_tcp();  // cancels a pending connect request (its callback sees UV_ECANCELED)
-    notify([&](ConnectionHandler& h) { h.on_connect(ec); });
+    const Result<void> failed = Error(ec, std::move(text));
+    notify([&](ConnectionHandler& h) { h.on_connect(failed); });
   }
 
   static void on_connect_timeout(uv_timer_t* t) {
@@ -336,7 +347,7 @@ struct ConnState {
     // Bytes written before the connection was up go first. Should handing them to libuv fail,
     // on_close follows on_connect from the loop.
     if (!s->pending.empty()) s->write_raw(std::exchange(s->pending, {}));
-    s->notify([](ConnectionHandler& h) { h.on_connect({}); });
+    s->notify([](ConnectionHandler& h) { h.on_connect(success()); });
   }
 
   // --- reading -----------------------------------------------------------------------------
@@ -373,15 +384,16 @@ struct ConnState {
     }
   }
 
-  // Reports the end of an established connection: on_close, exactly once.
+  // Reports the end of an established connection: on_close, exactly once. `text` describes
+  // the error `ec`; an empty `ec` is the peer's clean close.
   void finish(std::error_code ec, std::string text) {
     if (phase == Phase::finished) return;
     phase = Phase::finished;
-    if (ec) last_error = std::move(text);
     if (tcp_open && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp))) {
       uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
     }
-    notify([&](ConnectionHandler& h) { h.on_close(ec); });
+    const Result<void> end = ec ? Result<void>(Error(ec, std::move(text))) : success();
+    notify([&](ConnectionHandler& h) { h.on_close(end); });
   }
 
   // Reports the end of any phase with the callback that phase expects.
@@ -423,12 +435,14 @@ struct ConnState {
       if (tcp_open && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp))) {
         uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
       }
-      last_error = "write failed: " + describe(ec);
-      post([this, ec, at] {
+      std::string text = "write failed: " + describe(ec);
+      post([this, ec, at, text = std::move(text)] {
         if (at == Phase::tls_handshake) {
-          notify([&](ConnectionHandler& h) { h.on_tls(make_error_code(errc::tls_failure), {}); });
+          const Result<TlsInfo> failed = Error(errc::tls_failure, text);
+          notify([&](ConnectionHandler& h) { h.on_tls(failed); });
         } else {
-          notify([&](ConnectionHandler& h) { h.on_close(ec); });
+          const Result<void> failed = Error(ec, text);
+          notify([&](ConnectionHandler& h) { h.on_close(failed); });
         }
       });
       return;
@@ -471,13 +485,10 @@ struct ConnState {
         break;
       case Phase::tls:
         if (!tls->write(bytes)) {
-          const std::string why = tls->error();
+          const Result<void> failed = Error(errc::tls_failure, tls->error());
           flush_tls();
           phase = Phase::finished;
-          last_error = why;
-          post([this] {
-            notify([](ConnectionHandler& h) { h.on_close(make_error_code(errc::tls_failure)); });
-          });
+          post([this, failed] { notify([&](ConnectionHandler& h) { h.on_close(failed); }); });
           return;
         }
         flush_tls();
@@ -499,8 +510,8 @@ struct ConnState {
       const char* why = phase == Phase::connecting ? "start_tls before the connection is up"
                                                    : "TLS was already started";
       post([this, why] {
-        last_error = why;
-        notify([](ConnectionHandler& h) { h.on_tls(make_error_code(errc::bad_state), {}); });
+        const Result<TlsInfo> failed = Error(errc::bad_state, why);
+        notify([&](ConnectionHandler& h) { h.on_tls(failed); });
       });
       return;
     }
@@ -529,12 +540,12 @@ struct ConnState {
   void fail_tls(std::string text) {
     if (phase != Phase::tls_handshake) return;
     phase = Phase::finished;
-    last_error = std::move(text);
     flush_tls();  // the alert mbedTLS queued, so the server learns why
     if (tcp_open && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp))) {
       uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
     }
-    notify([](ConnectionHandler& h) { h.on_tls(make_error_code(errc::tls_failure), {}); });
+    const Result<TlsInfo> failed = Error(errc::tls_failure, std::move(text));
+    notify([&](ConnectionHandler& h) { h.on_tls(failed); });
   }
 
   void pump_tls() {
@@ -548,8 +559,8 @@ struct ConnState {
       if (phase != Phase::tls_handshake) return;  // a write failed
       if (step == detail::TlsSession::Step::again) return;
       phase = Phase::tls;
-      const TlsInfo info = tls->info();
-      if (!notify([&](ConnectionHandler& h) { h.on_tls({}, info); })) return;
+      const Result<TlsInfo> done = tls->info();
+      if (!notify([&](ConnectionHandler& h) { h.on_tls(done); })) return;
       if (phase != Phase::tls) return;
       if (!pending.empty()) write(std::exchange(pending, {}));
       if (phase != Phase::tls) return;
@@ -590,16 +601,14 @@ class UvConnection final : public Connection {
   Endpoint local_endpoint() const override { return s_->local; }
   Endpoint remote_endpoint() const override { return s_->remote; }
 
-  std::string last_error() const override { return s_->last_error; }
-
  private:
   ConnState* s_;
 };
 
 }  // namespace
 
-UvTransport::UvTransport(uv_loop_t* loop, UvTransportOptions options)
-    : shared_(std::make_shared<detail::TransportShared>(loop, std::move(options))) {
+UvTransport::UvTransport(uv_loop_t* loop, Clock& clock, UvTransportOptions options)
+    : shared_(std::make_shared<detail::TransportShared>(loop, clock, std::move(options))) {
 #ifndef _WIN32
   // libuv writes to sockets with write(2): a peer that reset the connection would raise
   // SIGPIPE and kill the host. Ignore it unless the host installed its own handler.
@@ -627,11 +636,6 @@ uv_loop_t* UvTransport::loop() const noexcept {
 
 void UvTransport::reload_tls() {
   shared_->tls.clear();
-}
-
-std::string last_error(const Connection& connection) {
-  if (const auto* c = dynamic_cast<const UvConnection*>(&connection)) return c->last_error();
-  return {};
 }
 
 }  // namespace uv

@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     mailq::StaticResolver resolver(clock);  // unused: the route is static
-    mailq::uv::UvTransport transport(&loop);
+    mailq::uv::UvTransport transport(&loop, clock);
 
     // Retries come back within a second, so that a backlog deferred by a refused connection
     // drains in the final run instead of waiting for the default 15 minutes.

@@ -12,6 +12,7 @@
 
 #include "ares/status.h"
 #include "mailq/ares/resolver.h"
+#include "mailq/uv/loop_clock.h"
 #include "support/unbound_server.h"
 
 using mailq::AddressAnswer;
@@ -90,17 +91,21 @@ UnboundServer* shared_unbound(std::string* error) {
   UnboundServer* var = shared_unbound(&var##_error); \
   if (var == nullptr) FAIL(var##_error)
 
-// A loop for one test; checks at the end that every handle was closed.
+// A loop for one test, with the clock the resolvers post through; checks at the end that
+// every handle was closed.
 struct Loop {
   uv_loop_t loop;
   uv_timer_t tick;  // wakes uv_run(ONCE) so that run_until can check its time bound
+  std::unique_ptr<mailq::uv::LoopClock> clock;
 
   Loop() {
     uv_loop_init(&loop);
     uv_timer_init(&loop, &tick);
     uv_unref(reinterpret_cast<uv_handle_t*>(&tick));
+    clock = std::make_unique<mailq::uv::LoopClock>(&loop);
   }
   ~Loop() {
+    clock.reset();
     uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
     settle();
     const int rc = uv_loop_close(&loop);
@@ -123,9 +128,9 @@ struct Loop {
   }
 };
 
-std::unique_ptr<AresResolver> make_resolver(uv_loop_t* loop, AresResolverOptions options) {
-  auto r = AresResolver::create(loop, std::move(options));
-  if (!r) FAIL("AresResolver::create: " << r.error().message);
+std::unique_ptr<AresResolver> make_resolver(Loop& l, AresResolverOptions options) {
+  auto r = AresResolver::open(l.get(), *l.clock, std::move(options));
+  if (!r) FAIL("AresResolver::open: " << r.error().message);
   return std::move(r).value();
 }
 
@@ -183,7 +188,7 @@ TEST_CASE("ares resolver returns every MX record of a domain, trailing dots stri
           "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto a = query_mx(l, *r, "multi.test");
   CHECK(a.status == DnsStatus::ok);
   CHECK(a.detail.empty());
@@ -194,7 +199,7 @@ TEST_CASE("ares resolver returns every MX record of a domain, trailing dots stri
 TEST_CASE("ares resolver returns MX records with equal preferences", "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto a = query_mx(l, *r, "equal.test");
   CHECK(a.status == DnsStatus::ok);
   CHECK(sorted(a.records) == Mx{{10, "a.equal.test"}, {10, "b.equal.test"}, {20, "c.equal.test"}});
@@ -204,7 +209,7 @@ TEST_CASE("ares resolver returns the null MX as one record with an empty exchang
           "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto a = query_mx(l, *r, "nullmx.test");
   CHECK(a.status == DnsStatus::ok);
   CHECK(sorted(a.records) == Mx{{0, ""}});
@@ -214,7 +219,7 @@ TEST_CASE("ares resolver answers no_data for a domain with addresses but no MX",
           "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto a = query_mx(l, *r, "implicit.test");
   CHECK(a.status == DnsStatus::no_data);
   CHECK(a.records.empty());
@@ -224,7 +229,7 @@ TEST_CASE("ares resolver answers no_data for a domain with addresses but no MX",
 TEST_CASE("ares resolver answers nxdomain for a name that does not exist", "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto a = query_mx(l, *r, "nope.test");
   CHECK(a.status == DnsStatus::nxdomain);
   CHECK(a.detail == "nope.test MX: no such domain (NXDOMAIN)");
@@ -233,7 +238,7 @@ TEST_CASE("ares resolver answers nxdomain for a name that does not exist", "[are
 TEST_CASE("ares resolver follows a CNAME to the MX records of its target", "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto a = query_mx(l, *r, "cnamemx.test");
   CHECK(a.status == DnsStatus::ok);
   CHECK(sorted(a.records) ==
@@ -243,7 +248,7 @@ TEST_CASE("ares resolver follows a CNAME to the MX records of its target", "[are
 TEST_CASE("ares resolver retries a truncated answer over TCP", "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto a = query_mx(l, *r, "big.test");
   CHECK(a.status == DnsStatus::ok);
   REQUIRE(a.records.size() == kBigMxCount);
@@ -259,7 +264,7 @@ TEST_CASE("ares resolver retries a truncated answer over TCP", "[ares][unbound]"
   REQUIRE(proxy);
   auto o = options_for({proxy->address()});
   o.tries = 1;
-  auto via_udp = make_resolver(l.get(), o);
+  auto via_udp = make_resolver(l, o);
   CHECK(query_mx(l, *via_udp, "big.test").status != DnsStatus::ok);
   CHECK(proxy->questions() == Strings{"big.test MX"});
 }
@@ -268,7 +273,7 @@ TEST_CASE("ares resolver treats names case-insensitively and accepts a trailing 
           "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto a = query_mx(l, *r, "MULTI.Test.");
   CHECK(a.status == DnsStatus::ok);
   CHECK(a.records.size() == 3);
@@ -278,7 +283,7 @@ TEST_CASE("ares resolver maps SERVFAIL from every nameserver to servfail with th
           "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto a = query_mx(l, *r, "x.servfail.invalid");
   CHECK(a.status == DnsStatus::servfail);
   CHECK(mailq::is_transient(a.status));
@@ -292,7 +297,7 @@ TEST_CASE("ares resolver merges A and AAAA records into one answer", "[ares][unb
   REQUIRE_UNBOUND(ub);
   Loop l;
   SECTION("IPv4 first by default") {
-    auto r = make_resolver(l.get(), options_for({ub->address()}));
+    auto r = make_resolver(l, options_for({ub->address()}));
     auto a = query_addresses(l, *r, "implicit.test");
     CHECK(a.status == DnsStatus::ok);
     CHECK(a.addresses == Strings{"127.0.0.20", "::1"});
@@ -301,7 +306,7 @@ TEST_CASE("ares resolver merges A and AAAA records into one answer", "[ares][unb
   SECTION("IPv6 first when asked") {
     auto o = options_for({ub->address()});
     o.ipv6_first = true;
-    auto r = make_resolver(l.get(), o);
+    auto r = make_resolver(l, o);
     CHECK(query_addresses(l, *r, "implicit.test").addresses == Strings{"::1", "127.0.0.20"});
   }
 }
@@ -314,13 +319,13 @@ TEST_CASE("ares resolver asks only for the configured address family", "[ares][u
   auto o = options_for({proxy->address()});
   SECTION("IPv4 only") {
     o.families = AddressFamilies::ipv4_only;
-    auto r = make_resolver(l.get(), o);
+    auto r = make_resolver(l, o);
     CHECK(query_addresses(l, *r, "implicit.test").addresses == Strings{"127.0.0.20"});
     CHECK(proxy->questions() == Strings{"implicit.test A"});
   }
   SECTION("IPv6 only") {
     o.families = AddressFamilies::ipv6_only;
-    auto r = make_resolver(l.get(), o);
+    auto r = make_resolver(l, o);
     CHECK(query_addresses(l, *r, "implicit.test").addresses == Strings{"::1"});
     CHECK(proxy->questions() == Strings{"implicit.test AAAA"});
   }
@@ -332,7 +337,7 @@ TEST_CASE(
     "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto a = query_addresses(l, *r, "alias.test");
   CHECK(a.status == DnsStatus::ok);
   CHECK(a.addresses == Strings{"127.0.0.30"});
@@ -342,7 +347,7 @@ TEST_CASE(
 TEST_CASE("ares resolver reports an MX host without address records", "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   auto mx = query_mx(l, *r, "noaddr.test");
   REQUIRE(mx.status == DnsStatus::ok);
   REQUIRE(sorted(mx.records) == Mx{{10, "ghost.noaddr.test"}});
@@ -360,7 +365,7 @@ TEST_CASE("ares resolver answers an IP literal itself, asynchronously", "[ares]"
   Loop l;
   auto silent = FakeDnsServer::start(l.get(), FakeDnsServer::Mode::silent);
   REQUIRE(silent);
-  auto r = make_resolver(l.get(), options_for({silent->address()}));
+  auto r = make_resolver(l, options_for({silent->address()}));
   auto v4 = query_addresses(l, *r, "127.0.0.5");
   CHECK(v4.status == DnsStatus::ok);
   CHECK(v4.addresses == Strings{"127.0.0.5"});
@@ -373,7 +378,7 @@ TEST_CASE("ares resolver rejects malformed names without a query, asynchronously
   Loop l;
   auto silent = FakeDnsServer::start(l.get(), FakeDnsServer::Mode::silent);
   REQUIRE(silent);
-  auto r = make_resolver(l.get(), options_for({silent->address()}));
+  auto r = make_resolver(l, options_for({silent->address()}));
   auto empty = query_mx(l, *r, "");
   CHECK(empty.status == DnsStatus::error);
   CHECK(empty.detail == "\"\" MX: invalid domain name: empty name");
@@ -405,7 +410,7 @@ TEST_CASE("ares resolver times out against a nameserver that never answers, afte
   auto o = options_for({silent->address()});
   o.timeout = 100ms;
   o.tries = 2;
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
   auto a = query_mx(l, *r, "dead.test");
   CHECK(a.status == DnsStatus::timeout);
   CHECK(a.detail ==
@@ -419,7 +424,7 @@ TEST_CASE("ares resolver maps REFUSED from every nameserver to servfail, not cac
   REQUIRE(refuser);
   auto o = options_for({refuser->address()});
   o.tries = 1;
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
   auto a = query_mx(l, *r, "example.test");
   CHECK(a.status == DnsStatus::servfail);
   CHECK(a.detail ==
@@ -438,7 +443,7 @@ TEST_CASE("ares resolver fails over from a dead nameserver to the next", "[ares]
     REQUIRE(silent);
     auto o = options_for({silent->address(), ub->address()});
     o.timeout = 200ms;
-    auto r = make_resolver(l.get(), o);
+    auto r = make_resolver(l, o);
     CHECK(r->nameservers() == Strings{silent->address(), ub->address()});
     auto a = query_mx(l, *r, "multi.test");
     CHECK(a.status == DnsStatus::ok);
@@ -448,7 +453,7 @@ TEST_CASE("ares resolver fails over from a dead nameserver to the next", "[ares]
   SECTION("first server refusing") {
     auto refuser = FakeDnsServer::start(l.get(), FakeDnsServer::Mode::refuse);
     REQUIRE(refuser);
-    auto r = make_resolver(l.get(), options_for({refuser->address(), ub->address()}));
+    auto r = make_resolver(l, options_for({refuser->address(), ub->address()}));
     auto a = query_mx(l, *r, "multi.test");
     CHECK(a.status == DnsStatus::ok);
     CHECK(refuser->queries() == 1);
@@ -456,7 +461,7 @@ TEST_CASE("ares resolver fails over from a dead nameserver to the next", "[ares]
   SECTION("first server answering SERVFAIL") {
     auto failing = FakeDnsServer::start(l.get(), FakeDnsServer::Mode::servfail);
     REQUIRE(failing);
-    auto r = make_resolver(l.get(), options_for({failing->address(), ub->address()}));
+    auto r = make_resolver(l, options_for({failing->address(), ub->address()}));
     auto a = query_addresses(l, *r, "implicit.test");
     CHECK(a.status == DnsStatus::ok);
     CHECK(a.addresses == Strings{"127.0.0.20", "::1"});
@@ -472,7 +477,7 @@ TEST_CASE("ares resolver ends a query at the query deadline whatever c-ares' tim
   o.timeout = 5s;
   o.tries = 3;
   o.query_deadline = 100ms;
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
   auto a = query_mx(l, *r, "slow.test");
   CHECK(a.status == DnsStatus::timeout);
   CHECK(a.detail ==
@@ -492,7 +497,7 @@ TEST_CASE("ares resolver keeps a partial address answer when one family fails", 
   auto o = options_for({lossy->address()});
   o.timeout = 100ms;
   o.tries = 1;
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
   auto a = query_addresses(l, *r, "implicit.test");
   CHECK(a.status == DnsStatus::ok);
   CHECK(a.addresses == Strings{"127.0.0.20"});
@@ -512,7 +517,7 @@ TEST_CASE("ares resolver reports both failures when no family answers", "[ares]"
   REQUIRE(refuser);
   auto o = options_for({refuser->address()});
   o.tries = 1;
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
   auto a = query_addresses(l, *r, "host.example.test");
   CHECK(a.status == DnsStatus::servfail);
   const std::string why = ": SERVFAIL or REFUSED from every nameserver, or connection refused (" +
@@ -531,7 +536,7 @@ TEST_CASE("ares resolver serves a repeated MX query from the cache until the TTL
   REQUIRE(proxy);
   auto o = options_for({proxy->address()});
   o.cache_clock = &clock;
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
 
   auto first = query_mx(l, *r, "multi.test");
   REQUIRE(first.status == DnsStatus::ok);
@@ -559,7 +564,7 @@ TEST_CASE("ares resolver caches an MX answer no longer than the CNAME leading to
   REQUIRE(proxy);
   auto o = options_for({proxy->address()});
   o.cache_clock = &clock;
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
   (void)query_mx(l, *r, "cnamemx.test");
   clock.advance(59s);  // the CNAME's TTL is 60 s, the MX records' 300 s
   (void)query_mx(l, *r, "cnamemx.test");
@@ -579,7 +584,7 @@ TEST_CASE("ares resolver caches A and AAAA answers separately, each with its own
   auto o = options_for({proxy->address()});
   o.cache_clock = &clock;
   o.cache.negative_ttl = 30s;
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
   // alias.test: CNAME (300 s) to target.test A (120 s). For AAAA unbound answers the CNAME
   // alone, without an SOA: the negative answer lives negative_ttl (30 s), bounded by the
   // CNAME's TTL.
@@ -610,7 +615,7 @@ TEST_CASE("ares resolver caches NXDOMAIN for the SOA negative TTL", "[ares][unbo
   auto o = options_for({proxy->address()});
   o.cache_clock = &clock;
   o.cache.negative_ttl = 1h;  // unused: the answer carries an SOA (TTL 300, MINIMUM 60)
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
   CHECK(query_mx(l, *r, "nope.test").status == DnsStatus::nxdomain);
   clock.advance(59s);
   auto cached = query_mx(l, *r, "nope.test");
@@ -629,7 +634,7 @@ TEST_CASE("ares resolver sends one DNS query for identical queries in flight",
   Loop l;
   auto proxy = FakeDnsServer::start(l.get(), FakeDnsServer::Mode::forward, ub->port());
   REQUIRE(proxy);
-  auto r = make_resolver(l.get(), options_for({proxy->address()}));
+  auto r = make_resolver(l, options_for({proxy->address()}));
   std::vector<MxAnswer> mx;
   std::vector<AddressAnswer> addrs;
   r->query_mx("multi.test", [&](MxAnswer a) { mx.push_back(std::move(a)); });
@@ -655,7 +660,7 @@ TEST_CASE("ares resolver without a cache asks every time", "[ares][unbound][cach
   REQUIRE(proxy);
   auto o = options_for({proxy->address()});
   o.cache.enabled = false;
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
   (void)query_mx(l, *r, "multi.test");
   (void)query_mx(l, *r, "multi.test");
   CHECK(proxy->queries() == 2);
@@ -669,7 +674,7 @@ TEST_CASE("ares resolver cache evicts the least recently used answer beyond its 
   REQUIRE(proxy);
   auto o = options_for({proxy->address()});
   o.cache.max_entries = 1;
-  auto r = make_resolver(l.get(), o);
+  auto r = make_resolver(l, o);
   (void)query_mx(l, *r, "multi.test");
   (void)query_mx(l, *r, "nullmx.test");  // evicts multi.test
   (void)query_mx(l, *r, "multi.test");
@@ -693,7 +698,7 @@ TEST_CASE("destroying the ares resolver cancels every pending query exactly once
   SECTION("queries waiting for a server") {
     auto o = options_for({silent->address()});
     o.timeout = 5s;
-    auto r = make_resolver(l.get(), o);
+    auto r = make_resolver(l, o);
     std::vector<MxAnswer> mx;
     std::vector<AddressAnswer> addrs;
     r->query_mx("a.test", [&](MxAnswer a) { mx.push_back(std::move(a)); });
@@ -704,17 +709,17 @@ TEST_CASE("destroying the ares resolver cancels every pending query exactly once
     REQUIRE(mx.size() == 2);
     REQUIRE(addrs.size() == 1);
     for (const auto& a : mx) {
-      CHECK(a.status == DnsStatus::error);
+      CHECK(a.status == DnsStatus::cancelled);
       CHECK(a.detail == "cancelled");
     }
-    CHECK(addrs[0].status == DnsStatus::error);
+    CHECK(addrs[0].status == DnsStatus::cancelled);
     CHECK(addrs[0].detail == "cancelled");
     l.settle();
     CHECK(mx.size() == 2);
     CHECK(addrs.size() == 1);
   }
   SECTION("answers already known but not yet delivered") {
-    auto r = make_resolver(l.get(), options_for({proxy->address()}));
+    auto r = make_resolver(l, options_for({proxy->address()}));
     (void)query_mx(l, *r, "multi.test");
     std::vector<MxAnswer> mx;
     r->query_mx("multi.test", [&](MxAnswer a) { mx.push_back(std::move(a)); });  // cached
@@ -729,7 +734,7 @@ TEST_CASE("destroying the ares resolver cancels every pending query exactly once
   SECTION("a query issued by a cancelled callback is cancelled too") {
     auto o = options_for({silent->address()});
     o.timeout = 5s;
-    auto r = make_resolver(l.get(), o);
+    auto r = make_resolver(l, o);
     AresResolver* raw = r.get();
     std::vector<std::string> seen;
     r->query_mx("a.test", [&](MxAnswer a) {
@@ -747,7 +752,7 @@ TEST_CASE("a callback may destroy the ares resolver and the rest are cancelled a
           "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  auto r = make_resolver(l, options_for({ub->address()}));
   (void)query_mx(l, *r, "multi.test");
   std::vector<std::string> seen;
   r->query_mx("multi.test", [&](MxAnswer a) {
@@ -764,12 +769,17 @@ TEST_CASE("a callback may destroy the ares resolver and the rest are cancelled a
 TEST_CASE("an exception thrown by a callback does not stop the ares resolver", "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
-  auto r = make_resolver(l.get(), options_for({ub->address()}));
+  std::vector<std::string> reported;
+  mailq::ErrorReporter reporter([&](const std::string& m) { reported.push_back(m); });
+  auto o = options_for({ub->address()});
+  o.error_reporter = &reporter;
+  auto r = make_resolver(l, o);
   bool second = false;
   r->query_mx("multi.test", [](MxAnswer) { throw std::runtime_error("host bug"); });
   r->query_mx("nullmx.test", [&](MxAnswer) { second = true; });
   REQUIRE(l.run_until([&] { return second; }));
   CHECK(r->stats().callback_exceptions == 1);
+  CHECK(reported == Strings{"mailq AresResolver: callback threw: host bug"});
 }
 
 // --- configuration ----------------------------------------------------------------------------
@@ -807,29 +817,29 @@ TEST_CASE("ares resolver creation rejects bad options with a clear error", "[are
   Loop l;
   AresResolverOptions o;
   o.nameservers = {"127.0.0.1:53", "bogus"};
-  auto bad_ns = AresResolver::create(l.get(), o);
+  auto bad_ns = AresResolver::open(l.get(), *l.clock, o);
   REQUIRE_FALSE(bad_ns);
   CHECK(bad_ns.error().code == mailq::errc::invalid_parameter);
   CHECK(bad_ns.error().message.find("nameserver \"bogus\"") == 0);
 
   o.nameservers = {"127.0.0.1:53"};
   o.tries = 0;
-  auto bad_tries = AresResolver::create(l.get(), o);
+  auto bad_tries = AresResolver::open(l.get(), *l.clock, o);
   REQUIRE_FALSE(bad_tries);
   CHECK(bad_tries.error().message == "AresResolver: tries 0 out of range (1 to 16)");
 
   o.tries = 2;
   o.timeout = 0ms;
-  auto bad_timeout = AresResolver::create(l.get(), o);
+  auto bad_timeout = AresResolver::open(l.get(), *l.clock, o);
   REQUIRE_FALSE(bad_timeout);
   CHECK(bad_timeout.error().message == "AresResolver: timeout 0 ms out of range (1 ms to 1 hour)");
 
-  CHECK_FALSE(AresResolver::create(nullptr, AresResolverOptions{}));
+  CHECK_FALSE(AresResolver::open(nullptr, *l.clock, AresResolverOptions{}));
 }
 
 TEST_CASE("ares resolver reports the nameservers it uses, in order", "[ares]") {
   Loop l;
-  auto r = make_resolver(l.get(), options_for({"127.0.0.1:5353", "[::1]:53", "127.0.0.2"}));
+  auto r = make_resolver(l, options_for({"127.0.0.1:5353", "[::1]:53", "127.0.0.2"}));
   CHECK(r->nameservers() == Strings{"127.0.0.1:5353", "[::1]:53", "127.0.0.2:53"});
 }
 
@@ -860,9 +870,9 @@ TEST_CASE("every c-ares status maps to a DnsStatus and a log detail", "[ares]") 
       {13, DnsStatus::error, "q.test MX: connection closed by the nameservers " + s},  // EOF
       {14, DnsStatus::error, "q.test MX: c-ares error 14 (Error reading file)"},       // EFILE
       {15, DnsStatus::error, "q.test MX: out of memory"},                              // ENOMEM
-      {16, DnsStatus::error, "cancelled"},                      // EDESTRUCTION
+      {16, DnsStatus::cancelled, "cancelled"},                  // EDESTRUCTION
       {17, DnsStatus::error, "q.test MX: invalid query name"},  // EBADSTR
-      {24, DnsStatus::error, "cancelled"},                      // ECANCELLED
+      {24, DnsStatus::cancelled, "cancelled"},                  // ECANCELLED
   };
   for (const auto& row : rows) {
     INFO("c-ares status " << row.code);

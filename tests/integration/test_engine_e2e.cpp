@@ -84,7 +84,7 @@ struct RealEngine {
     REQUIRE(routes.add(r));
     REQUIRE(routes.set_default("tcp_local"));
     resolver = std::make_unique<StaticResolver>(*clock);
-    transport = std::make_unique<uv::UvTransport>(loop.get());
+    transport = std::make_unique<uv::UvTransport>(loop.get(), *clock);
     QueueConfig qc;
     qc.retry.jitter = 0;
     queue = std::make_unique<Queue>(storage, routes, *clock, &events, qc);

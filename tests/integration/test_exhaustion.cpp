@@ -343,7 +343,7 @@ std::size_t vm_size_bytes() {
       StaticResolver resolver(clock);
       resolver.set_mx("example.com", {{10, "mx.example.com"}});
       resolver.set_addresses("mx.example.com", {"127.0.0.1"});
-      uv::UvTransport transport(&loop);
+      uv::UvTransport transport(&loop, clock);
       Queue queue(storage, routes, clock);
       Deliverer deliverer(queue, resolver, transport);
       auto env = make_envelope("sender@example.org", {"user@example.com"});

@@ -31,14 +31,14 @@ struct DnsEngine {
     HostileEngineOptions o;
     o.port = 25;  // never reached
     const std::string ns = dns.address();
-    o.resolver = [ns, timeout](uv_loop_t* loop, Clock&) -> std::unique_ptr<Resolver> {
+    o.resolver = [ns, timeout](uv_loop_t* loop, Clock& clock) -> std::unique_ptr<Resolver> {
       ares::AresResolverOptions ro;
       ro.nameservers = {ns};
       ro.timeout = timeout;
       ro.tries = 2;
       ro.cache.enabled = false;
       ro.query_deadline = Duration(5s);
-      auto r = ares::AresResolver::create(loop, ro);
+      auto r = ares::AresResolver::open(loop, clock, ro);
       REQUIRE(r);
       return std::move(r.value());
     };

@@ -6,6 +6,7 @@
 
 #include "mailq/ares/resolver.h"
 #include "mailq/testing/resolver_conformance.h"
+#include "mailq/uv/loop_clock.h"
 #include "support/test_loop.h"
 #include "support/unbound_server.h"
 
@@ -30,11 +31,12 @@ mx1     IN AAAA ::1
   auto unbound = test::UnboundServer::start(config, &error);
   REQUIRE(unbound);
   test::TestLoop loop;
+  auto clock = std::make_unique<uv::LoopClock>(loop.get());
   testing::ResolverHarness h;
   h.make = [&]() -> std::unique_ptr<Resolver> {
     ares::AresResolverOptions options;
     options.nameservers = {unbound->address()};
-    auto r = ares::AresResolver::create(loop.get(), options);
+    auto r = ares::AresResolver::open(loop.get(), *clock, options);
     REQUIRE(r);
     return std::move(r).value();
   };
@@ -50,5 +52,6 @@ mx1     IN AAAA ::1
   const auto failures = testing::check_resolver(h);
   for (const auto& f : failures) FAIL_CHECK(f);
   CHECK(failures.empty());
+  clock.reset();
   CHECK(loop.close() == 0);
 }

@@ -53,14 +53,16 @@ struct Fixture {
   std::vector<std::function<void(Reply)>> pending;
   std::vector<std::string> events;
   bool sync = true;
+  uv::SmtpListenerOptions options;
+  SmtpServerSession::Callbacks callbacks;
   std::unique_ptr<uv::SmtpListener> listener;
 
-  explicit Fixture(uv::SmtpListenerOptions o = test_options(), bool start = true) {
-    o.on_session_event = [this](const std::string& client, const std::string& what) {
+  explicit Fixture(uv::SmtpListenerOptions o = test_options(), bool start = true)
+      : options(std::move(o)) {
+    options.on_session_event = [this](const std::string& client, const std::string& what) {
       events.push_back(client + " " + what);
     };
-    SmtpServerSession::Callbacks cb;
-    cb.on_message = [this](ReceivedMessage m, std::function<void(Reply)> done) {
+    callbacks.on_message = [this](ReceivedMessage m, std::function<void(Reply)> done) {
       messages.push_back(std::move(m));
       if (sync) {
         done(Reply(250, "2.0.0", "Ok: queued"));
@@ -68,13 +70,20 @@ struct Fixture {
         pending.push_back(std::move(done));
       }
     };
-    listener = std::make_unique<uv::SmtpListener>(loop.get(), std::move(o), std::move(cb));
     if (start) {
-      const std::error_code ec = listener->start();
-      INFO(listener->last_error().message);
-      REQUIRE_FALSE(ec);
+      const auto opened = open();
+      INFO((opened ? std::string() : opened.error().message));
+      REQUIRE(opened);
       REQUIRE(listener->port() != 0);
     }
+  }
+
+  // Opens the listener (the constructor does, unless told not to).
+  Result<void> open() {
+    auto opened = uv::SmtpListener::open(loop.get(), options, callbacks);
+    if (!opened) return opened.error();
+    listener = std::move(opened.value());
+    return success();
   }
 
   std::uint16_t port() const { return listener->port(); }
@@ -121,8 +130,9 @@ TEST_CASE("SmtpListener answers 250 only once the message is durable in the spoo
       done(Reply(250, "2.0.0", "Ok: queued as " + r.value().to_string()));
     });
   };
-  auto listener = std::make_unique<uv::SmtpListener>(loop.get(), o, cb);
-  REQUIRE_FALSE(listener->start());
+  auto opened = uv::SmtpListener::open(loop.get(), o, cb);
+  REQUIRE(opened);
+  auto listener = std::move(opened.value());
 
   std::string transcript, final_reply;
   std::size_t files_before = 99, files_at_250 = 0;
@@ -500,16 +510,17 @@ TEST_CASE("SmtpListener reports a port in use and a non-numeric address",
   uv::SmtpListenerOptions o = test_options();
   o.port = f.port();
   {
-    uv::SmtpListener second(f.loop.get(), o, {});
-    CHECK(second.start() == std::errc::address_in_use);
-    CHECK(second.last_error().message ==
+    auto second = uv::SmtpListener::open(f.loop.get(), o, {});
+    REQUIRE_FALSE(second);
+    CHECK(second.error().code == std::errc::address_in_use);
+    CHECK(second.error().message ==
           "listen 127.0.0.1:" + std::to_string(f.port()) + ": address already in use");
     o.host = "localhost";
-    uv::SmtpListener third(f.loop.get(), o, {});
-    CHECK(third.start() == errc::invalid_parameter);
-    CHECK(third.last_error().message ==
-          "listen localhost:" + std::to_string(f.port()) +
-              ": \"localhost\" is not a numeric IPv4 or IPv6 address");
+    auto third = uv::SmtpListener::open(f.loop.get(), o, {});
+    REQUIRE_FALSE(third);
+    CHECK(third.error().code == errc::invalid_parameter);
+    CHECK(third.error().message == "listen localhost:" + std::to_string(f.port()) +
+                                       ": \"localhost\" is not a numeric IPv4 or IPv6 address");
   }
   f.listener.reset();
   require_clean_close(f.loop);
@@ -519,8 +530,8 @@ TEST_CASE("SmtpListener listens on IPv6 loopback", "[integration][smtp_listener]
   uv::SmtpListenerOptions o = test_options();
   o.host = "::1";
   Fixture f(o, false);
-  if (const std::error_code ec = f.listener->start()) {
-    WARN("no IPv6 loopback here: " << f.listener->last_error().message);
+  if (const auto opened = f.open(); !opened) {
+    WARN("no IPv6 loopback here: " << opened.error().message);
     return;
   }
   std::string transcript;

@@ -105,7 +105,8 @@ TEST_CASE("STARTTLS with a certificate of the trusted CA is verified and carries
   auto server = start_server(AiosmtpdServer::Tls::offered, p.pki.server_cert, p.pki.server_key);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     auto script = run_script(loop, transport, server->endpoint(), verify_with(p.pki.ca_cert));
     INFO(server->output());
     REQUIRE(script->failure == "");
@@ -130,7 +131,8 @@ TEST_CASE("STARTTLS verification fails for a certificate of another host name", 
   auto server = start_server(AiosmtpdServer::Tls::offered, p.pki.server_cert, p.pki.server_key);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     auto script = run_script(loop, transport, server->endpoint(),
                              verify_with(p.pki.ca_cert, "other.mailq.test"));
     CHECK_FALSE(script->tls_info.has_value());
@@ -150,7 +152,8 @@ TEST_CASE("STARTTLS verification fails for a self-signed certificate", "[uv][tls
       start_server(AiosmtpdServer::Tls::offered, p.pki.self_signed_cert, p.pki.self_signed_key);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     SECTION("against the test CA") {
       auto script = run_script(loop, transport, server->endpoint(), verify_with(p.pki.ca_cert));
       CHECK(script->tls_failure_text ==
@@ -174,7 +177,8 @@ TEST_CASE("STARTTLS without verification accepts a self-signed certificate", "[u
       start_server(AiosmtpdServer::Tls::offered, p.pki.self_signed_cert, p.pki.self_signed_key);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     TlsClientOptions tls;
     tls.server_name = TestPki::kServerName;
     auto script = run_script(loop, transport, server->endpoint(), tls);
@@ -200,7 +204,8 @@ TEST_CASE("a 1 MB message over TLS arrives byte for byte", "[uv][tls][write]") {
   }
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     auto script = run_script(loop, transport, server->endpoint(), verify_with(p.pki.ca_cert),
                              starttls_steps(body));
     REQUIRE(script->failure == "");
@@ -217,7 +222,8 @@ TEST_CASE("bytes written during the handshake are sent encrypted after it", "[uv
   auto server = start_server(AiosmtpdServer::Tls::offered, p.pki.server_cert, p.pki.server_key);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     int stage = 0;
     h.after_read = [&] {
@@ -261,7 +267,8 @@ TEST_CASE("a CA file that cannot be loaded fails the handshake with a clear reas
   auto server = start_server(AiosmtpdServer::Tls::offered, p.pki.server_cert, p.pki.server_key);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     SECTION("missing") {
       auto script =
           run_script(loop, transport, server->endpoint(), verify_with(p.dir.file("missing.pem")));
@@ -294,7 +301,8 @@ TEST_CASE("verification needs a host name, not an address", "[uv][tls]") {
   auto server = start_server(AiosmtpdServer::Tls::offered, p.pki.server_cert, p.pki.server_key);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     SECTION("no name") {
       auto script = run_script(loop, transport, server->endpoint(), verify_with(p.pki.ca_cert, ""));
       CHECK(script->tls_failure_text == "certificate verification requires a server name");
@@ -315,7 +323,8 @@ TEST_CASE("an IP literal server name is not sent as SNI", "[uv][tls]") {
   auto server = start_server(AiosmtpdServer::Tls::offered, p.pki.server_cert, p.pki.server_key);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     TlsClientOptions tls;
     tls.server_name = "127.0.0.1";
     auto script = run_script(loop, transport, server->endpoint(), tls);
@@ -330,7 +339,8 @@ TEST_CASE("a peer that does not speak TLS fails the handshake", "[uv][tls]") {
   {
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.after_connect = [&] { h.connection->start_tls({}); };
 
@@ -341,15 +351,14 @@ TEST_CASE("a peer that does not speak TLS fails the handshake", "[uv][tls]") {
       h.connection = transport.connect(server.endpoint(), {}, h);
       REQUIRE(loop.run_until([&] { return h.tls_done; }));
       CHECK(h.tls_error == mailq::errc::tls_failure);
-      CHECK(mailq::uv::last_error(*h.connection).rfind("TLS handshake failed: SSL - ", 0) == 0);
+      CHECK(h.error_text.rfind("TLS handshake failed: SSL - ", 0) == 0);
     }
     SECTION("it closes the connection") {
       server.on_data = [](mailq::test::LoopServer::Peer& peer, std::string_view) { peer.close(); };
       h.connection = transport.connect(server.endpoint(), {}, h);
       REQUIRE(loop.run_until([&] { return h.tls_done; }));
       CHECK(h.tls_error == mailq::errc::tls_failure);
-      CHECK(mailq::uv::last_error(*h.connection) ==
-            "the server closed the connection during the TLS handshake");
+      CHECK(h.error_text == "the server closed the connection during the TLS handshake");
     }
     loop.run_for(50ms);
     // A failed handshake is reported once; nothing (no on_close) follows it.
@@ -364,14 +373,15 @@ TEST_CASE("start_tls out of place is a bad_state report from the loop", "[uv][tl
   {
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.connection = transport.connect(server.endpoint(), {}, h);
     h.connection->start_tls({});  // still connecting
     CHECK(h.events.empty());
     REQUIRE(loop.run_until([&] { return h.tls_done && h.connected; }));
     CHECK(h.tls_error == mailq::errc::bad_state);
-    CHECK(mailq::uv::last_error(*h.connection) == "start_tls before the connection is up");
+    CHECK(h.error_text == "start_tls before the connection is up");
     h.connection.reset();
   }
   require_clean_close(loop);
@@ -382,7 +392,8 @@ TEST_CASE("a connection destroyed inside on_tls reports nothing more", "[uv][tls
   auto server = start_server(AiosmtpdServer::Tls::offered, p.pki.server_cert, p.pki.server_key);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     int stage = 0;
     h.after_read = [&] {
@@ -430,7 +441,7 @@ TEST_CASE("SmtpClient with the verify policy delivers over verified TLS", "[uv][
   TestLoop loop;
   {
     LoopClock clock(loop.get());
-    UvTransport transport(loop.get());
+    UvTransport transport(loop.get(), clock);
     mailq::SmtpClientOptions options;
     options.helo_name = "client.mailq.test";
     options.tls = mailq::TlsPolicy::verify;
@@ -462,7 +473,7 @@ TEST_CASE("SmtpClient with the verify policy refuses a self-signed certificate",
   TestLoop loop;
   {
     LoopClock clock(loop.get());
-    UvTransport transport(loop.get());
+    UvTransport transport(loop.get(), clock);
     mailq::SmtpClientOptions options;
     options.tls = mailq::TlsPolicy::verify;
     options.tls_server_name = TestPki::kServerName;
@@ -487,7 +498,7 @@ TEST_CASE("a server that offers no STARTTLS: start_tls is never called", "[uv][t
   TestLoop loop;
   {
     LoopClock clock(loop.get());
-    UvTransport transport(loop.get());
+    UvTransport transport(loop.get(), clock);
 
     SECTION("opportunistic: plaintext delivery") {
       mailq::SmtpClientOptions options;

@@ -78,7 +78,8 @@ TEST_CASE("connect to a closed port reports connection refused with the seed dia
           "[uv][transport][connect]") {
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     const std::uint16_t port = mailq::test::free_tcp_port();  // nothing listens there
     REQUIRE(port != 0);
@@ -89,7 +90,7 @@ TEST_CASE("connect to a closed port reports connection refused with the seed dia
     CHECK(h.connect_error == std::errc::connection_refused);
     CHECK(mailq::connect_failure_text(h.connect_error) ==
           "TCP active open: Failed connect() Error: connection refused");
-    CHECK(mailq::uv::last_error(*h.connection) == "connection refused");
+    CHECK(h.error_text == "connection refused");
     loop.run_for(50ms);
     CHECK(h.events.size() == 1);  // nothing follows a failed connect
   }
@@ -128,7 +129,8 @@ TEST_CASE("connect to a listener with a full accept queue times out", "[uv][tran
   REQUIRE(started);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     ConnectOptions options;
     options.connect_timeout = 200ms;
@@ -138,7 +140,7 @@ TEST_CASE("connect to a listener with a full accept queue times out", "[uv][tran
     CHECK(h.connect_error == std::errc::timed_out);
     CHECK(mailq::connect_failure_text(h.connect_error) ==
           "TCP active open: Failed connect() Error: connection timed out");
-    CHECK(mailq::uv::last_error(*h.connection) == "connection timed out");
+    CHECK(h.error_text == "connection timed out");
   }
   require_clean_close(loop);
 }
@@ -152,7 +154,8 @@ TEST_CASE("destroying a connection while it connects closes it without a callbac
   REQUIRE(started);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler at_once, later;
     ConnectOptions options;
     options.connect_timeout = 100ms;
@@ -172,7 +175,8 @@ TEST_CASE("an address that is not numeric fails from the loop, not from connect"
           "[uv][transport][connect]") {
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler name, bad_source, family;
     name.connection = transport.connect({"mx.example.org", 25}, {}, name);
     ConnectOptions o1;
@@ -187,12 +191,10 @@ TEST_CASE("an address that is not numeric fails from the loop, not from connect"
     REQUIRE(loop.run_until(
         [&] { return name.events.size() + bad_source.events.size() + family.events.size() == 3; }));
     CHECK(name.connect_error == std::errc::invalid_argument);
-    CHECK(mailq::uv::last_error(*name.connection) ==
-          "\"mx.example.org\" is not a numeric IPv4 or IPv6 address");
+    CHECK(name.error_text == "\"mx.example.org\" is not a numeric IPv4 or IPv6 address");
     CHECK(bad_source.connect_error == std::errc::invalid_argument);
     CHECK(family.connect_error == std::errc::address_family_not_supported);
-    CHECK(mailq::uv::last_error(*family.connection) ==
-          "source address ::1 is not of the remote address's family");
+    CHECK(family.error_text == "source address ::1 is not of the remote address's family");
   }
   require_clean_close(loop);
 }
@@ -208,7 +210,8 @@ TEST_CASE("a connection reports its endpoints, reads, and the peer's close", "[u
       p.write("220 hello\r\n");
       p.close();  // the client must still get every byte, then a clean close
     };
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.connection = transport.connect(server.endpoint(), {}, h);
     REQUIRE(loop.run_until([&] { return h.closed; }));
@@ -217,7 +220,7 @@ TEST_CASE("a connection reports its endpoints, reads, and the peer's close", "[u
     CHECK(h.connection->local_endpoint().address == "127.0.0.1");
     REQUIRE(server.peers().size() == 1);
     CHECK(h.connection->local_endpoint().port == server.peers()[0]->remote.port);
-    CHECK(mailq::uv::last_error(*h.connection).empty());
+    CHECK(h.error_text.empty());
   }
   require_clean_close(loop);
 }
@@ -233,7 +236,8 @@ TEST_CASE("connections work over IPv6 loopback", "[uv][transport][ipv6]") {
     server.on_data = [](mailq::test::LoopServer::Peer& p, std::string_view) {
       if (p.received == "ping\r\n") p.write("pong\r\n");
     };
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.after_connect = [&] { h.connection->write("ping\r\n"); };
     h.connection = transport.connect(server.endpoint(), {}, h);
@@ -250,7 +254,8 @@ TEST_CASE("the source address is bound before connecting", "[uv][transport][conn
   {
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     ConnectOptions options;
     options.source_address = "127.0.0.2";  // all of 127/8 is local on Linux
@@ -268,7 +273,8 @@ TEST_CASE("writes made before the connection is up are sent once it is", "[uv][t
   {
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.after_connect = [&] { h.connection->write("second\r\n"); };
     h.connection = transport.connect(server.endpoint(), {}, h);
@@ -290,7 +296,8 @@ TEST_CASE("a 1 MB write is delivered completely and in order", "[uv][transport][
     REQUIRE(server.ok());
     std::string big(1024 * 1024, '\0');
     for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + (i * 7) % 26);
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.after_connect = [&] {
       h.connection->write(big.substr(0, 1000));
@@ -318,7 +325,8 @@ TEST_CASE("a connection destroyed inside its own callbacks reports nothing more"
       p.write("250 two\r\n");
       p.close();
     };
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
 
     SECTION("in on_connect") {
       RecordingHandler h;
@@ -371,9 +379,11 @@ TEST_CASE("a handler exception is reported and does not unwind through libuv",
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
     std::vector<std::string> reported;
+    mailq::ErrorReporter reporter([&](const std::string& m) { reported.push_back(m); });
     mailq::uv::UvTransportOptions options;
-    options.error_handler = [&](std::string_view m) { reported.emplace_back(m); };
-    UvTransport transport(loop.get(), options);
+    options.error_reporter = &reporter;
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock, options);
     RecordingHandler h;
     h.after_connect = [] { throw std::runtime_error("host bug"); };
     h.connection = transport.connect(server.endpoint(), {}, h);
@@ -391,9 +401,10 @@ TEST_CASE("the transport may be destroyed before its connections", "[uv][transpo
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
     server.on_data = [](mailq::test::LoopServer::Peer& p, std::string_view) { p.write("ok\r\n"); };
+    LoopClock clock(loop.get());  // the connection's, too: it outlives the transport
     RecordingHandler h;
     {
-      UvTransport transport(loop.get());
+      UvTransport transport(loop.get(), clock);
       h.connection = transport.connect(server.endpoint(), {}, h);
     }
     h.after_connect = [&] { h.connection->write("hi\r\n"); };
@@ -414,7 +425,8 @@ TEST_CASE("raw SMTP to smtp-sink: the message arrives byte for byte",
   REQUIRE(started);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     mailq::test::SmtpScript script({
         {"", 220},
         {"EHLO client.mailq.test\r\n", 250},
@@ -453,7 +465,7 @@ TEST_CASE("SmtpClient over UvTransport and LoopClock delivers to smtp-sink",
   TestLoop loop;
   {
     LoopClock clock(loop.get());
-    UvTransport transport(loop.get());
+    UvTransport transport(loop.get(), clock);
     mailq::SmtpClientOptions options;
     options.helo_name = "client.mailq.test";
     options.tls = mailq::TlsPolicy::none;
@@ -499,7 +511,8 @@ TEST_CASE("a 1 MB message reaches smtp-sink complete", "[uv][transport][smtp-sin
   }
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     mailq::test::SmtpScript script({
         {"", 220},
         {"EHLO client.mailq.test\r\n", 250},
@@ -530,7 +543,8 @@ TEST_CASE("an SMTP server that disconnects after MAIL ends the connection cleanl
   REQUIRE(started);
   TestLoop loop;
   {
-    UvTransport transport(loop.get());
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     bool ehlo_sent = false, mail_sent = false;
     h.after_read = [&] {
@@ -646,7 +660,7 @@ TEST_CASE("a chain of zero-delay posts does not starve socket I/O", "[uv][clock]
     mailq::test::LoopServer server(loop.get());
     REQUIRE(server.ok());
     LoopClock clock(loop.get());
-    UvTransport transport(loop.get());
+    UvTransport transport(loop.get(), clock);
     RecordingHandler h;
     h.connection = transport.connect(server.endpoint(), {}, h);
     long posts = 0;
@@ -667,9 +681,9 @@ TEST_CASE("a chain of zero-delay posts does not starve socket I/O", "[uv][clock]
 TEST_CASE("LoopClock reports a throwing callback and keeps running", "[uv][clock]") {
   TestLoop loop;
   {
-    LoopClock clock(loop.get());
     std::vector<std::string> reported;
-    clock.set_error_handler([&](std::string_view m) { reported.emplace_back(m); });
+    mailq::ErrorReporter reporter([&](const std::string& m) { reported.push_back(m); });
+    LoopClock clock(loop.get(), &reporter);
     bool second = false;
     clock.schedule(0ms, [] { throw std::runtime_error("boom"); });
     clock.schedule(0ms, [&] { second = true; });

@@ -35,7 +35,9 @@ class RefusingTransport final : public Transport {
     ++connects;
     auto alive = std::make_shared<bool>(true);
     clock_.schedule(Duration{0}, [alive, &handler] {
-      if (*alive) handler.on_connect(std::make_error_code(std::errc::connection_refused));
+      if (*alive)
+        handler.on_connect(
+            Error(std::make_error_code(std::errc::connection_refused), "connection refused"));
     });
     return std::make_unique<Conn>(remote, alive);
   }

@@ -647,8 +647,9 @@ TEST_CASE("listener gauges and counters are read from the listener at render", "
   {
     mailq::uv::SmtpListenerOptions options;
     options.host = "127.0.0.1";
-    mailq::uv::SmtpListener listener(loop.get(), options, {});
-    REQUIRE(!listener.start());
+    auto opened = mailq::uv::SmtpListener::open(loop.get(), options, {});
+    REQUIRE(opened);
+    mailq::uv::SmtpListener& listener = **opened;
     Metrics metrics;
     Metrics::Sources sources;
     sources.listener = &listener;

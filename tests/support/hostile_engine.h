@@ -83,7 +83,7 @@ class HostileEngine {
       resolver = std::move(s);
     }
     REQUIRE(resolver);
-    transport = std::make_unique<uv::UvTransport>(loop.get());
+    transport = std::make_unique<uv::UvTransport>(loop.get(), *clock);
     open_queue(false);
   }
 

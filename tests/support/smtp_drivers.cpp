@@ -2,9 +2,6 @@
 
 #include <type_traits>
 
-#include "mailq/uv/loop_clock.h"
-#include "mailq/uv/transport.h"
-
 namespace mailq {
 namespace test {
 
@@ -16,9 +13,11 @@ std::string describe(std::error_code ec) {
 
 // --- RecordingHandler ----------------------------------------------------------------------
 
-void RecordingHandler::on_connect(std::error_code ec) {
+void RecordingHandler::on_connect(const Result<void>& result) {
+  const std::error_code ec = result.code();
   events.push_back("connect: " + describe(ec));
   connect_error = ec;
+  if (!result) error_text = result.error().message;
   connected = !ec;
   if (after_connect) after_connect();
 }
@@ -29,17 +28,23 @@ void RecordingHandler::on_read(std::string_view data) {
   if (after_read) after_read();
 }
 
-void RecordingHandler::on_tls(std::error_code ec, const TlsInfo& info) {
+void RecordingHandler::on_tls(const Result<TlsInfo>& result) {
+  const std::error_code ec = result ? std::error_code() : result.error().code;
   events.push_back("tls: " + describe(ec));
   tls_error = ec;
   tls_done = true;
-  if (!ec) tls_info = info;
+  if (result)
+    tls_info = *result;
+  else
+    error_text = result.error().message;
   if (after_tls) after_tls();
 }
 
-void RecordingHandler::on_close(std::error_code ec) {
+void RecordingHandler::on_close(const Result<void>& result) {
+  const std::error_code ec = result.code();
   events.push_back("close: " + describe(ec));
   close_error = ec;
+  if (!result) error_text = result.error().message;
   closed = true;
   if (after_close) after_close();
 }
@@ -61,8 +66,8 @@ void SmtpScript::fail(std::string why) {
   connection.reset();
 }
 
-void SmtpScript::on_connect(std::error_code ec) {
-  if (ec) fail("connect: " + ec.message());
+void SmtpScript::on_connect(const Result<void>& result) {
+  if (!result) fail("connect: " + result.code().message());
   // The first step is the greeting: nothing to send.
 }
 
@@ -114,18 +119,19 @@ void SmtpScript::next() {
   // After the last step (QUIT) the server closes: on_close finishes the script.
 }
 
-void SmtpScript::on_tls(std::error_code ec, const TlsInfo& info) {
+void SmtpScript::on_tls(const Result<TlsInfo>& result) {
   waiting_tls_ = false;
-  if (ec) {
-    tls_failure_text = uv::last_error(*connection);
-    fail("tls: " + ec.message() + ": " + tls_failure_text);
+  if (!result) {
+    tls_failure_text = result.error().message;
+    fail("tls: " + result.error().code.message() + ": " + tls_failure_text);
     return;
   }
-  tls_info = info;
+  tls_info = *result;
   next();
 }
 
-void SmtpScript::on_close(std::error_code ec) {
+void SmtpScript::on_close(const Result<void>& result) {
+  const std::error_code ec = result.code();
   if (done_) return;
   if (step_ + 1 < steps_.size() || (step_ + 1 == steps_.size() && replies.size() < steps_.size())) {
     fail("connection closed at step " + std::to_string(step_) + ": " + describe(ec));
@@ -153,9 +159,9 @@ void ClientSession::start(Transport& transport, const Endpoint& remote,
   connection = transport.connect(remote, options, *this);
 }
 
-void ClientSession::on_connect(std::error_code ec) {
-  if (ec) {
-    connect_error = ec;
+void ClientSession::on_connect(const Result<void>& result) {
+  if (!result) {
+    connect_error = result.code();
     finished_ = true;
     connection.reset();
     return;
@@ -169,19 +175,20 @@ void ClientSession::on_read(std::string_view data) {
   pump();
 }
 
-void ClientSession::on_tls(std::error_code ec, const TlsInfo& info) {
-  if (ec) {
-    tls_failure_text = uv::last_error(*connection);
+void ClientSession::on_tls(const Result<TlsInfo>& result) {
+  if (!result) {
+    tls_failure_text = result.error().message;
     client_.on_tls_failed(tls_failure_text, clock_.now());
   } else {
-    tls_info = info;
-    client_.on_tls_established(info, clock_.now());
+    tls_info = *result;
+    client_.on_tls_established(*result, clock_.now());
   }
   pump();
 }
 
-void ClientSession::on_close(std::error_code ec) {
-  client_.on_closed(ec ? ec.message() : "connection closed by the server", clock_.now());
+void ClientSession::on_close(const Result<void>& result) {
+  client_.on_closed(result ? "connection closed by the server" : result.code().message(),
+                    clock_.now());
   pump();
   // The server is gone: whatever the client says, nothing more can happen.
   finished_ = true;

@@ -24,15 +24,16 @@ class RecordingHandler : public ConnectionHandler {
   std::vector<std::string> events;
   std::string received;  ///< every byte delivered by on_read
   std::error_code connect_error, tls_error, close_error;
+  std::string error_text;  ///< the words of the last failure reported (connect, TLS or close)
   std::optional<TlsInfo> tls_info;
   bool connected = false, tls_done = false, closed = false;
 
   std::function<void()> after_connect, after_read, after_tls, after_close;
 
-  void on_connect(std::error_code ec) override;
+  void on_connect(const Result<void>& result) override;
   void on_read(std::string_view data) override;
-  void on_tls(std::error_code ec, const TlsInfo& info) override;
-  void on_close(std::error_code ec) override;
+  void on_tls(const Result<TlsInfo>& result) override;
+  void on_close(const Result<void>& result) override;
 };
 
 /// One step of an SmtpScript: send `command` (nothing for the greeting), expect `reply`.
@@ -58,10 +59,10 @@ class SmtpScript : public ConnectionHandler {
   std::string failure;  ///< empty when every step passed
   std::string tls_failure_text;
 
-  void on_connect(std::error_code ec) override;
+  void on_connect(const Result<void>& result) override;
   void on_read(std::string_view data) override;
-  void on_tls(std::error_code ec, const TlsInfo& info) override;
-  void on_close(std::error_code ec) override;
+  void on_tls(const Result<TlsInfo>& result) override;
+  void on_close(const Result<void>& result) override;
 
  private:
   void fail(std::string why);
@@ -94,10 +95,10 @@ class ClientSession : public ConnectionHandler {
   std::error_code connect_error;
   std::string tls_failure_text;
 
-  void on_connect(std::error_code ec) override;
+  void on_connect(const Result<void>& result) override;
   void on_read(std::string_view data) override;
-  void on_tls(std::error_code ec, const TlsInfo& info) override;
-  void on_close(std::error_code ec) override;
+  void on_tls(const Result<TlsInfo>& result) override;
+  void on_close(const Result<void>& result) override;
 
  private:
   void pump();

@@ -18,14 +18,15 @@ class FakeTransport::Conn final : public Connection {
     t_.clock_.schedule(Duration{0}, [this, alive] {
       if (alive.expired()) return;
       if (b_.mode == Mode::refuse) {
-        h_->on_connect(std::make_error_code(b_.error));
+        const std::error_code ec = std::make_error_code(b_.error);
+        h_->on_connect(Error(ec, ec.message()));
         return;
       }
       if (b_.mode == Mode::silent) return;  // the connect timeout is the transport's; not here
       connected_ = true;
       ++*open_;
       *max_open_ = std::max(*max_open_, *open_);
-      h_->on_connect({});
+      h_->on_connect(success());
       send(b_.script.greeting + "\r\n");
     });
   }
@@ -42,7 +43,8 @@ class FakeTransport::Conn final : public Connection {
     std::weak_ptr<bool> alive = alive_;
     t_.clock_.schedule(Duration{0}, [this, alive] {
       if (alive.expired()) return;
-      h_->on_tls(make_error_code(std::errc::not_supported), TlsInfo{});
+      const std::error_code ec = std::make_error_code(std::errc::not_supported);
+      h_->on_tls(Error(ec, ec.message()));
     });
   }
   bool write_idle() const override { return true; }
@@ -63,7 +65,7 @@ class FakeTransport::Conn final : public Connection {
       if (alive.expired() || closed_) return;
       closed_ = true;
       --*open_;
-      h_->on_close({});
+      h_->on_close(success());
     });
   }
 

@@ -114,6 +114,10 @@ TEST_CASE("dns cache does not keep transient failures unless failure_ttl is set"
         Duration{5'000});
   CHECK(brief.find("flaky.example", kDnsTypeMx, kT0 + 4999ms));
   CHECK_FALSE(brief.find("flaky.example", kDnsTypeMx, kT0 + 5s));
+  // A cancelled query got no answer at all: nothing to remember, whatever failure_ttl says.
+  CHECK(brief.store("gone.example", kDnsTypeMx, status_entry(DnsStatus::cancelled), 3600, kT0) ==
+        Duration{0});
+  CHECK_FALSE(brief.find("gone.example", kDnsTypeMx, kT0));
 }
 
 TEST_CASE("dns cache does not let a failure overwrite a cached answer", "[dns_cache]") {

@@ -118,6 +118,7 @@ TEST_CASE("names of enums", "[reply]") {
   CHECK(std::string(to_string(DnsStatus::refused)) == "refused");
   CHECK(std::string(to_string(DnsStatus::timeout)) == "timeout");
   CHECK(std::string(to_string(DnsStatus::error)) == "error");
+  CHECK(std::string(to_string(DnsStatus::cancelled)) == "cancelled");
   CHECK(std::string(to_string(DsnAction::failed)) == "failed");
   CHECK(std::string(to_string(DsnAction::delayed)) == "delayed");
   CHECK(std::string(to_string(DsnAction::delivered)) == "delivered");
@@ -129,4 +130,16 @@ TEST_CASE("names of enums", "[reply]") {
   CHECK(action_letter(EventKind::returned) == 'R');
   CHECK(action_letter(EventKind::destination_down) == ' ');
   CHECK(action_letter(EventKind::notice) == ' ');
+}
+
+TEST_CASE("DNS statuses: definite answers are not transient, failures and cancellations are",
+          "[reply]") {
+  CHECK_FALSE(is_transient(DnsStatus::ok));
+  CHECK_FALSE(is_transient(DnsStatus::nxdomain));
+  CHECK_FALSE(is_transient(DnsStatus::no_data));
+  CHECK(is_transient(DnsStatus::servfail));
+  CHECK(is_transient(DnsStatus::refused));
+  CHECK(is_transient(DnsStatus::timeout));
+  CHECK(is_transient(DnsStatus::error));
+  CHECK(is_transient(DnsStatus::cancelled));
 }

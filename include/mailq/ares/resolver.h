@@ -7,10 +7,11 @@
 // It talks only to the configured nameservers, never reads /etc/hosts, and keeps a TTL-aware
 // cache of positive and negative answers.
 //
-// Threading and ownership: everything runs on the loop thread. The loop must outlive the
-// resolver, and after destroying the resolver the host must let the loop run (`uv_run`)
-// once more so that the libuv handles' close callbacks free their memory — as with every
-// libuv handle. This header includes <uv.h> but never <ares.h>: c-ares types stay inside.
+// Threading and ownership: everything runs on the loop thread. The loop and the clock the
+// resolver posts its callbacks through must outlive the resolver, and after destroying the
+// resolver the host must let the loop run (`uv_run`) once more so that the libuv handles'
+// close callbacks free their memory — as with every libuv handle. This header includes <uv.h> but
+// never <ares.h>: c-ares types stay inside.
 //
 // c-ares 1.18.1 facts that shape the behaviour (documented here because they are visible):
 //  - A SERVFAIL or REFUSED answer makes c-ares try the next nameserver; when every server
@@ -38,6 +39,7 @@
 
 #include "mailq/clock.h"
 #include "mailq/error.h"
+#include "mailq/events.h"
 #include "mailq/resolver.h"
 
 namespace mailq {
@@ -83,6 +85,11 @@ struct AresResolverOptions {
   /// Time source for cache expiry only. Null: the loop's monotonic clock (`uv_now`). Tests
   /// pass a `ManualClock` to expire entries without waiting; must outlive the resolver.
   const Clock* cache_clock = nullptr;
+
+  /// Receives the exceptions thrown by callbacks ("mailq AresResolver: callback threw: ..."),
+  /// rate limited; it must outlive the resolver. Null: a reporter of the resolver's own, to
+  /// standard error.
+  ErrorReporter* error_reporter = nullptr;
 };
 
 struct AresResolverStats {
@@ -113,20 +120,24 @@ struct AresResolverStats {
 ///    spaces, backslashes, non-ASCII: IDNs must be given in A-label form) answers
 ///    `DnsStatus::error` without a query.
 ///
-/// Every callback is called exactly once, on the loop thread, never from inside `query_*`
-/// (answers from the cache are posted through a zero-delay timer). Identical queries in
-/// flight share one DNS query. A callback may issue new queries and may destroy the
-/// resolver. Exceptions thrown by callbacks are caught and counted, never propagated into
-/// libuv.
+/// Every callback is called exactly once, on the loop thread, never from inside `query_*`:
+/// every answer is posted through a zero-delay timer of the clock given to `open`, answers
+/// from the cache and for invalid names included. Identical queries in flight share one DNS
+/// query. A callback may issue new queries and may destroy the resolver. Exceptions thrown by
+/// callbacks are caught, counted and reported to `AresResolverOptions::error_reporter`, never
+/// propagated into libuv.
 ///
-/// Destruction cancels everything: every pending callback is called with `DnsStatus::error`
-/// and detail "cancelled" before the destructor returns.
+/// Destruction cancels everything: every pending callback is called with
+/// `DnsStatus::cancelled` and detail "cancelled" before the destructor returns.
 class AresResolver final : public Resolver {
  public:
-  /// Builds a resolver on `loop`. Errors: `errc::invalid_parameter` (a bad nameserver,
-  /// timeout or tries), `errc::resolver_failure` (c-ares could not be initialised).
-  static Result<std::unique_ptr<AresResolver>> create(uv_loop_t* loop,
-                                                      AresResolverOptions options = {});
+  /// Builds a resolver on `loop`. `clock` posts the callbacks to the next loop turn: the
+  /// host's `uv::LoopClock` on the same loop (any Clock whose callbacks run on the loop's
+  /// thread will do); it must outlive the resolver. Errors: `errc::invalid_parameter` (a null
+  /// loop, a bad nameserver, timeout or tries), `errc::resolver_failure` (c-ares could not be
+  /// initialised).
+  static Result<std::unique_ptr<AresResolver>> open(uv_loop_t* loop, Clock& clock,
+                                                    AresResolverOptions options = {});
   ~AresResolver() override;
   AresResolver(const AresResolver&) = delete;
   AresResolver& operator=(const AresResolver&) = delete;

@@ -11,22 +11,20 @@
 // callback. `uv_loop_close` then succeeds: no handle is left behind.
 //
 // Exceptions: an exception thrown by a timer callback is caught at the libuv boundary (it
-// must not unwind through C frames) and reported to the error handler; the loop goes on.
+// must not unwind through C frames) and reported to the clock's `ErrorReporter`; the loop
+// goes on.
 #pragma once
 
 #include <uv.h>
 
 #include <cstddef>
 #include <functional>
-#include <string_view>
 
 #include "mailq/clock.h"
+#include "mailq/events.h"
 
 namespace mailq {
 namespace uv {
-
-/// Receives failures that have no other way out: an exception thrown by a host callback.
-using ErrorHandler = std::function<void(std::string_view message)>;
 
 /// A `mailq::Clock` on a libuv loop.
 ///
@@ -44,7 +42,10 @@ using ErrorHandler = std::function<void(std::string_view message)>;
 class LoopClock final : public Clock {
  public:
   /// `loop` must outlive the clock (and the close callbacks the destructor starts).
-  explicit LoopClock(uv_loop_t* loop);
+  /// `reporter` receives the exceptions escaping a timer callback ("mailq LoopClock: timer
+  /// callback threw: ..."), rate limited; it must outlive the clock. Null: a reporter of the
+  /// clock's own, to standard error.
+  explicit LoopClock(uv_loop_t* loop, ErrorReporter* reporter = nullptr);
   /// Cancels every pending timer (their functions are destroyed, not run) and closes the
   /// handles. Allowed from inside one of the clock's own callbacks.
   ~LoopClock() override;
@@ -59,8 +60,6 @@ class LoopClock final : public Clock {
   /// Number of pending timers.
   std::size_t pending() const noexcept;
   uv_loop_t* loop() const noexcept;
-  /// Where exceptions escaping a timer callback are reported (default: stderr).
-  void set_error_handler(ErrorHandler handler);
 
  private:
   struct State;

@@ -37,6 +37,7 @@
 
 #include "mailq/clock.h"
 #include "mailq/error.h"
+#include "mailq/events.h"
 #include "mailq/smtp_server.h"
 
 namespace mailq::uv {
@@ -56,6 +57,11 @@ struct SmtpListenerOptions {
   /// sessions", "reject: shutting down", "close: <reason>" (QUIT, idle timeout, client
   /// closed, too many errors, shutdown, write failed: ..., read failed: ...). Optional.
   std::function<void(const std::string& client, const std::string& what)> on_session_event;
+  /// Receives what has no caller to go back to, rate limited: a failed accept ("mailq
+  /// SmtpListener: accept on 127.0.0.1:25: too many open files"), an exception thrown by
+  /// `on_session_event`. It must outlive the listener. Null: a reporter of the listener's
+  /// own, to standard error.
+  ErrorReporter* error_reporter = nullptr;
 };
 
 struct SmtpListenerStats {
@@ -68,15 +74,17 @@ struct SmtpListenerStats {
 
 class SmtpListener {
  public:
-  /// `on_message` as in `SmtpServerSession::Callbacks`, plus an optional recipient check.
-  SmtpListener(uv_loop_t* loop, SmtpListenerOptions options,
-               SmtpServerSession::Callbacks callbacks);
+  /// Binds `options.host`:`options.port`, listens and accepts on `loop` (which must outlive
+  /// the listener). `on_message` as in `SmtpServerSession::Callbacks`, plus an optional
+  /// recipient check. Errors name the address: "listen 127.0.0.1:25: address already in use"
+  /// (std::errc::address_in_use), "listen localhost:25: \"localhost\" is not a numeric IPv4
+  /// or IPv6 address" (`errc::invalid_parameter`).
+  static Result<std::unique_ptr<SmtpListener>> open(uv_loop_t* loop, SmtpListenerOptions options,
+                                                    SmtpServerSession::Callbacks callbacks);
   ~SmtpListener();  ///< closes the socket and every session at once
   SmtpListener(const SmtpListener&) = delete;
   SmtpListener& operator=(const SmtpListener&) = delete;
 
-  /// Binds and listens. Errors name the address ("listen 127.0.0.1:25: address in use").
-  std::error_code start();
   std::uint16_t port() const noexcept;  ///< the bound port
   /// Stops accepting; sessions finish their current transaction (421 after it), then
   /// `done` runs once every session is closed (from inside `close()` when nothing was
@@ -84,10 +92,10 @@ class SmtpListener {
   /// Destroying the listener before that cancels `done` (it never runs).
   void close(std::function<void()> done = nullptr);
   SmtpListenerStats stats() const;
-  const Error& last_error() const noexcept;
 
  private:
   struct Impl;
+  explicit SmtpListener(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;
 };
 

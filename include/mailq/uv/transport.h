@@ -3,15 +3,16 @@
 //
 // Threading: single-threaded. Every member function must be called on the thread that runs
 // the loop, and every ConnectionHandler method runs on that thread from inside `uv_run`,
-// never from inside the call that caused it.
+// never from inside the call that caused it: what would otherwise be reported from inside a
+// call is posted through the host's `Clock` (a zero-delay timer of its LoopClock).
 //
-// Ownership and shutdown: the host owns the loop. A UvTransport and every Connection it made
-// must be destroyed before the loop is closed, and the loop must run once more afterwards:
-// libuv frees a handle's memory only in its close callback, so the adapter's internal state
-// lives until those callbacks ran.
+// Ownership and shutdown: the host owns the loop and the clock. A UvTransport and every
+// Connection it made must be destroyed before the clock and before the loop is closed, and
+// the loop must run once more afterwards: libuv frees a handle's memory only in its close
+// callback, so the adapter's internal state lives until those callbacks ran.
 //
 // Exceptions: an exception thrown by a ConnectionHandler method is caught at the libuv
-// boundary and reported to the error handler; the loop goes on.
+// boundary and reported to the transport's `ErrorReporter`; the loop goes on.
 #pragma once
 
 #include <uv.h>
@@ -22,8 +23,9 @@
 #include <system_error>
 #include <vector>
 
+#include "mailq/clock.h"
+#include "mailq/events.h"
 #include "mailq/transport.h"
-#include "mailq/uv/loop_clock.h"
 
 namespace mailq {
 namespace uv {
@@ -44,8 +46,10 @@ struct UvTransportOptions {
   /// Size of the read buffer (one per transport, shared by its connections: each read is
   /// consumed before the next one runs).
   std::size_t read_buffer_size = 64 * 1024;
-  /// Where exceptions escaping a ConnectionHandler method are reported (default: stderr).
-  ErrorHandler error_handler;
+  /// Receives the exceptions escaping a ConnectionHandler method ("mailq UvTransport:
+  /// connection handler threw: ..."), rate limited; it must outlive the transport and its
+  /// connections. Null: a reporter of the transport's own, to standard error.
+  ErrorReporter* error_reporter = nullptr;
 };
 
 /// A `mailq::Transport` on a libuv loop: TCP over IPv4 and IPv6, STARTTLS through mbedTLS
@@ -53,24 +57,27 @@ struct UvTransportOptions {
 ///
 /// connect():
 ///   - `remote.address` must be a numeric IPv4 or IPv6 address (IPv6 without brackets, an
-///     optional "%scope"); anything else fails with `std::errc::invalid_argument`.
+///     optional "%scope"); anything else fails with `std::errc::invalid_argument`
+///     ("\"mx.example.org\" is not a numeric IPv4 or IPv6 address").
 ///   - `options.source_address`, when set, is bound before connecting (same family as the
 ///     remote; port chosen by the kernel).
 ///   - `options.connect_timeout` bounds the TCP handshake: when it expires the attempt is
-///     abandoned and `on_connect(std::errc::timed_out)` is reported. Zero or negative means no
-///     limit other than the kernel's.
+///     abandoned and `on_connect` reports `std::errc::timed_out` ("connection timed out").
+///     Zero or negative means no limit other than the kernel's.
 ///   - Failures carry `std::generic_category()` codes (see `error_from_uv`), so
 ///     `mailq::connect_failure_text` renders "TCP active open: Failed connect() Error:
-///     connection refused" and the like. Synchronous failures are reported from the loop too,
-///     never from inside `connect`.
+///     connection refused" and the like, and a lower-case description ("connection refused",
+///     "cannot bind to 127.0.0.2: address already in use"). Synchronous failures are reported
+///     from the loop too, never from inside `connect`.
 ///
 /// Connection:
 ///   - `write` copies the bytes and queues them; writes before `on_connect` are sent once
 ///     connected, writes during the TLS handshake once it has finished. A write error ends
-///     the connection with `on_close(ec)`.
-///   - The peer's EOF is `on_close({})`, after every byte received before it was delivered;
-///     a read error is `on_close(ec)`. After TLS, a peer's close_notify is a clean close too
-///     (SMTP has its own end-of-data framing, so a truncated stream cannot pass as complete).
+///     the connection with an `on_close` error ("write failed: connection reset by peer").
+///   - The peer's EOF is a successful `on_close`, after every byte received before it was
+///     delivered; a read error is an `on_close` error. After TLS, a peer's close_notify is a
+///     clean close too (SMTP has its own end-of-data framing, so a truncated stream cannot pass
+///     as complete); a TLS error is `errc::tls_failure` with the mbedTLS diagnostic.
 ///   - Destroying a Connection closes the socket at once (bytes not yet handed to the kernel
 ///     are dropped: wait for the server's reply, or `write_idle()`, when they matter) and no
 ///     handler method runs after the destructor started, even when it runs inside one.
@@ -85,10 +92,13 @@ struct UvTransportOptions {
 ///     `UvTransportOptions::system_ca_files` when it is empty.
 ///   - Without `verify` any certificate is accepted (TLS 1.0 and up: opportunistic
 ///     encryption beats plaintext, RFC 7435); with `verify` the minimum is TLS 1.2.
-///   - A failure is `on_tls(mailq::errc::tls_failure, {})` and the connection is then
-///     unusable: reading stops and nothing else is reported; destroy it. The mbedTLS
-///     diagnostic is available through `last_error(connection)`. Calling `start_tls` when not
-///     connected, or a second time, is `on_tls(mailq::errc::bad_state, {})`.
+///   - A failure is an `on_tls` error with the code `mailq::errc::tls_failure` and the
+///     mbedTLS diagnostic as its message ("certificate verification failed: The certificate
+///     Common Name (CN) does not match with the expected CN", "the server closed the
+///     connection during the TLS handshake"); the connection is then unusable: reading stops
+///     and nothing else is reported; destroy it. Calling `start_tls` when not connected, or a
+///     second time, is an `on_tls` error with `mailq::errc::bad_state` ("start_tls before the
+///     connection is up").
 ///   - `TlsInfo::cipher` uses the IANA suite name ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
 ///     `TlsInfo::version` mbedTLS's ("TLSv1.2"), `peer_subject` the certificate's subject DN
 ///     in certificate order ("O=Example, CN=mx.example.org").
@@ -101,10 +111,13 @@ struct UvTransportOptions {
 /// they share with it.
 class UvTransport final : public Transport {
  public:
-  /// `loop` must outlive the transport and its connections. On Unix the constructor sets
-  /// SIGPIPE to SIG_IGN when it is at its default (libuv writes with write(2), and a peer's
-  /// reset would otherwise kill the host); a handler the host installed is left alone.
-  explicit UvTransport(uv_loop_t* loop, UvTransportOptions options = {});
+  /// `loop` and `clock` must outlive the transport and its connections. `clock` posts the
+  /// reports that must not come from inside a call to the next loop turn: the host's
+  /// `LoopClock` on the same loop (any Clock whose callbacks run on the loop's thread will
+  /// do). On Unix the constructor sets SIGPIPE to SIG_IGN when it is at its default (libuv
+  /// writes with write(2), and a peer's reset would otherwise kill the host); a handler the
+  /// host installed is left alone.
+  UvTransport(uv_loop_t* loop, Clock& clock, UvTransportOptions options = {});
   ~UvTransport() override;
   UvTransport(const UvTransport&) = delete;
   UvTransport& operator=(const UvTransport&) = delete;
@@ -120,13 +133,6 @@ class UvTransport final : public Transport {
  private:
   std::shared_ptr<detail::TransportShared> shared_;
 };
-
-/// The last failure on a connection made by a UvTransport, as a human-readable line: the
-/// mbedTLS diagnostic of a failed handshake ("certificate verification failed: The
-/// certificate Common Name (CN) does not match with the expected CN") or of a TLS error after
-/// it, or the text of the I/O error that ended the connection. Empty when there was none, or
-/// when `connection` was not made by a UvTransport.
-std::string last_error(const Connection& connection);
 
 /// Maps a libuv status (a negative UV_E* value) to a portable error code: the common network
 /// failures become `std::errc` values in `std::generic_category()` (UV_ECONNREFUSED →

@@ -44,10 +44,10 @@ std::optional<Hop> Session::hop() const {
   return h;
 }
 
-void Session::on_connect(std::error_code ec) {
+void Session::on_connect(const Result<void>& result) {
   if (dead) return;
-  if (ec) {
-    owner_.on_connect_failed(*this, ec);
+  if (!result) {
+    owner_.on_connect_failed(*this, result.code());
     return;
   }
   hop_ = Hop{target_.host, conn_->local_endpoint(), conn_->remote_endpoint(), std::nullopt, {}};
@@ -61,21 +61,23 @@ void Session::on_read(std::string_view data) {
   pump();
 }
 
-void Session::on_tls(std::error_code ec, const TlsInfo& info) {
+void Session::on_tls(const Result<TlsInfo>& result) {
   if (dead) return;
-  if (ec) {
-    std::string why = conn_ ? conn_->last_error() : std::string();
-    client_.on_tls_failed(why.empty() ? ec.message() : why, clock_.now());
+  if (!result) {
+    // The transport's words when it has some ("certificate verification failed: ...").
+    const Error& e = result.error();
+    client_.on_tls_failed(e.message.empty() ? e.code.message() : e.message, clock_.now());
   } else {
-    client_.on_tls_established(info, clock_.now());
+    client_.on_tls_established(*result, clock_.now());
   }
   pump();
 }
 
-void Session::on_close(std::error_code ec) {
+void Session::on_close(const Result<void>& result) {
   if (dead) return;
-  client_.on_closed(ec ? ec.message() : std::string("connection closed by the server"),
-                    clock_.now());
+  client_.on_closed(
+      result ? std::string("connection closed by the server") : result.code().message(),
+      clock_.now());
   pump();
   if (!dead) owner_.on_session_closed(*this);
 }

@@ -57,10 +57,10 @@ class Session final : public ConnectionHandler, public std::enable_shared_from_t
   std::optional<Job> end();
 
   // ConnectionHandler
-  void on_connect(std::error_code ec) override;
+  void on_connect(const Result<void>& result) override;
   void on_read(std::string_view data) override;
-  void on_tls(std::error_code ec, const TlsInfo& info) override;
-  void on_close(std::error_code ec) override;
+  void on_tls(const Result<TlsInfo>& result) override;
+  void on_close(const Result<void>& result) override;
 
   /// The server, once connected (the TLS facts as the client knows them now).
   std::optional<Hop> hop() const;

@@ -75,7 +75,7 @@ int main() {
   {
     // A timer of the loop clock fires; the transport (mbedTLS inside) is built and torn down.
     mailq::uv::LoopClock clock(&loop);
-    mailq::uv::UvTransport transport(&loop);
+    mailq::uv::UvTransport transport(&loop, clock);
     bool fired = false;
     clock.schedule(mailq::Duration(1), [&] { fired = true; });
     uv_run(&loop, UV_RUN_ONCE);
@@ -86,11 +86,13 @@ int main() {
 #ifdef MAILQ_PART_ares
   parts += " ares";
   {
-    // Built only: nothing is asked, so nothing is sent.
+    // Built only: nothing is asked, so nothing is sent (and nothing is posted: a manual clock
+    // will do).
+    mailq::ManualClock clock;
     mailq::ares::AresResolverOptions options;
     options.nameservers = {"127.0.0.1:53"};
-    auto resolver = mailq::ares::AresResolver::create(&loop, options);
-    check(resolver.ok(), "AresResolver::create");
+    auto resolver = mailq::ares::AresResolver::open(&loop, clock, options);
+    check(resolver.ok(), "AresResolver::open");
     if (resolver.ok()) {
       auto servers = (*resolver)->nameservers();
       check(servers.size() == 1 && servers[0] == "127.0.0.1:53", "AresResolver::nameservers");
