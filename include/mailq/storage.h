@@ -5,6 +5,8 @@
 // durable default is the file spool (`mailq::spool::SpoolStorage`).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -22,6 +24,54 @@ struct RecoveryReport {
   std::vector<std::string> problems;  ///< one line per quarantined file
 };
 
+/// The whole mutable state of one recipient after a change: what an update carries for it.
+struct RecipientChange {
+  std::uint32_t index = 0;  ///< into MessageRecord::recipients
+  RecipientState state = RecipientState::queued;
+  std::uint32_t attempts = 0;
+  TimePoint next_attempt{};
+  Reply last_reply;
+  std::string remote_mta;
+  bool delay_notified = false;
+
+  /// Recipient `index` of a record as it stands.
+  static RecipientChange of(std::size_t index, const RecipientRecord& recipient);
+  /// Sets the mutable fields of `recipient` (address, ORCPT, NOTIFY and route never change).
+  void apply_to(RecipientRecord& recipient) const;
+};
+
+/// A change to a stored message: its attempt count and held flag after the change, and the
+/// whole mutable state of each recipient the change touched (ascending index, each once).
+/// Recipients not listed keep their state.
+struct RecordChange {
+  MessageId id;
+  std::uint32_t attempts = 0;  ///< the message's attempt count after the change
+  bool held = false;           ///< held after the change
+  std::vector<RecipientChange> recipients;
+
+  /// Whether a listed recipient is in a final state (delivered, bounced, expired): such a
+  /// change made it final (a final recipient never changes again).
+  bool makes_final() const noexcept;
+};
+
+/// Whether `change` fits a message of `recipients` recipients: every index below the count
+/// (else `errc::bad_state`: the recipient list is immutable), ascending, none twice (else
+/// `errc::invalid_parameter`). The error names the message and the index.
+Result<void> check_change(const RecordChange& change, std::size_t recipients);
+/// Applies `change` to `record` (the same message), for storages that keep whole records.
+/// Changes nothing when the change does not fit (the error of `check_change`, or
+/// `errc::invalid_parameter` for another message's change).
+Result<void> apply_change(const RecordChange& change, MessageRecord& record);
+/// The change that turns `before` into `after` (the same message): the message's attempts
+/// and held flag, and every recipient whose mutable state differs (for tests and simple
+/// hosts that keep the previous record).
+RecordChange change_between(const MessageRecord& before, const MessageRecord& after);
+/// The change that records the message's attempts and held flag and recipients `recipients`
+/// (indices; sorted and made unique here) as they are in `record`.
+RecordChange change_of(const MessageRecord& record, std::vector<std::size_t> recipients = {});
+/// Folds `later` into `earlier`: the change whose effect is applying `earlier`, then `later`.
+void merge_change(RecordChange& earlier, RecordChange later);
+
 /// Durable home of messages, single-threaded (loop thread).
 class Storage {
  public:
@@ -32,8 +82,9 @@ class Storage {
   /// (empty code) or could not be stored (nothing is left behind then). It may run before
   /// `insert` returns (in-memory storage) or later (a spool batching fsyncs).
   virtual void insert(const MessageRecord& record, std::string_view body, Done done) = 0;
-  /// Records the new state of a stored message (recipients, attempts, held).
-  virtual std::error_code update(const MessageRecord& record) = 0;
+  /// Records a change of a stored message: its attempts, held flag and the recipients the
+  /// change lists (`check_change` says what fits).
+  virtual std::error_code update(const RecordChange& change) = 0;
   /// Appends a row of the message's transient-attempt history.
   virtual std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) = 0;
   /// Removes a message whose recipients are all final (or that an operator deleted).
@@ -57,7 +108,7 @@ class Storage {
 class MemoryStorage final : public Storage {
  public:
   void insert(const MessageRecord& record, std::string_view body, Done done) override;
-  std::error_code update(const MessageRecord& record) override;
+  std::error_code update(const RecordChange& change) override;
   std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) override;
   std::error_code remove(MessageId id) override;
   Result<std::string> read_body(MessageId id) const override;

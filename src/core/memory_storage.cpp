@@ -20,11 +20,10 @@ void MemoryStorage::insert(const MessageRecord& record, std::string_view body, D
   done({});
 }
 
-std::error_code MemoryStorage::update(const MessageRecord& record) {
-  auto it = items_.find(record.id.value);
+std::error_code MemoryStorage::update(const RecordChange& change) {
+  auto it = items_.find(change.id.value);
   if (it == items_.end()) return make_error_code(errc::not_found);
-  it->second.record = record;
-  return {};
+  return apply_change(change, it->second.record).code();
 }
 
 std::error_code MemoryStorage::append_attempt(MessageId id, const AttemptRecord& attempt) {

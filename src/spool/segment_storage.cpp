@@ -24,7 +24,6 @@
 #include "spool/file_io.h"
 #include "spool/format.h"
 #include "spool/id_table.h"
-#include "spool/recipient_digests.h"
 
 namespace mailq {
 namespace spool {
@@ -39,7 +38,6 @@ using detail::fsync_retry;
 using detail::list_directory;
 using detail::pread_all;
 using detail::pwritev_all;
-using detail::RecipientDigest;
 using detail::RecordStatus;
 using detail::RecordType;
 using detail::RecordView;
@@ -121,19 +119,18 @@ void put_id_record(std::string& out, RecordType type, MessageId id, const std::s
 // ------------------------------------------------------------------------------------------
 
 struct SegmentStorage::Impl {
-  // What the spool keeps in memory per stored message (48 bytes, plus 16 per recipient when
-  // it has several): where its records are, and what it recorded last so that an update
-  // writes only what changed. The rare and growing parts live elsewhere: the digests of a
-  // message with several recipients in one array of their own, the locations of its 'u' and
+  // What the spool keeps in memory per stored message (40 bytes): where its records are,
+  // how many recipients it has (to check an update's indices), and the attempts and held flag
+  // it recorded last. The rare and growing part lives elsewhere: the locations of its 'u' and
   // 'a' records (none until it is deferred) in `changes`.
   struct Entry {
     std::uint64_t id = 0;
-    detail::RecipientDigests digests;
-    std::uint32_t seg = 0;        // segment of its insert (or full-state copy) and body
-    std::uint32_t meta_off = 0;   // offset of the 'i' record
-    std::uint32_t body_off = 0;   // offset of the 'b' record
-    std::uint32_t body_size = 0;  // body bytes (below 4 GiB: kMaxPayload)
-    std::uint32_t attempts = 0;   // as recorded
+    std::uint32_t seg = 0;         // segment of its insert (or full-state copy) and body
+    std::uint32_t meta_off = 0;    // offset of the 'i' record
+    std::uint32_t body_off = 0;    // offset of the 'b' record
+    std::uint32_t body_size = 0;   // body bytes (below 4 GiB: kMaxPayload)
+    std::uint32_t attempts = 0;    // as recorded
+    std::uint32_t recipients = 0;  // the recipient count (at least one)
     // Bytes of the 'i' record: at most kMaxMetaSize plus the overhead (kMetaSizeBits).
     std::uint32_t meta_size : 29 = 0;
     std::uint32_t held : 1 = 0;
@@ -141,7 +138,7 @@ struct SegmentStorage::Impl {
   };
 
   // The per-message memory figure of docs/spool-format.md ("The segment spool", Memory).
-  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 48, "update the documented entry size");
+  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 40, "update the documented entry size");
   static constexpr unsigned kMetaSizeBits = 29;
   static_assert(kMaxMetaSize + detail::kRecordOverhead < (std::uint64_t{1} << kMetaSizeBits),
                 "an 'i' record's size must fit Entry::meta_size");
@@ -612,7 +609,7 @@ struct SegmentStorage::Impl {
     e->id = record.id.value;
     e->attempts = record.attempts;
     e->held = record.held;
-    e->digests.assign(record);
+    e->recipients = static_cast<std::uint32_t>(record.recipients.size());
     account_add(*e);
     return {};
   }
@@ -690,40 +687,25 @@ struct SegmentStorage::Impl {
 
   // --- changes to stored messages ----------------------------------------------------------
 
-  std::error_code update(const MessageRecord& record) {
+  std::error_code update(const RecordChange& change) {
     if (!ready()) return not_ready();
-    Entry* found = index.find(record.id.value);
+    Entry* found = index.find(change.id.value);
     if (!found) {
-      return fail(make_error_code(errc::not_found), "update: no message " + record.id.to_string());
+      return fail(make_error_code(errc::not_found), "update: no message " + change.id.to_string());
     }
     Entry& e = *found;
-    if (record.recipients.size() != e.digests.count()) {
-      return fail(make_error_code(errc::bad_state), "update " + record.id.to_string() + ": " +
-                                                        std::to_string(record.recipients.size()) +
-                                                        " recipients, stored " +
-                                                        std::to_string(e.digests.count()));
+    if (auto fits = check_change(change, e.recipients); !fits) {
+      return fail(fits.error().code, fits.error().message);
     }
-    std::vector<std::uint32_t> changed;
-    std::vector<RecipientDigest> digests;  // of the changed recipients
     // The at-least-once rule (see spool_storage.cpp): final states, hold and release are on
     // disk before update returns.
-    const bool held = record.held;
-    bool sync = held != static_cast<bool>(e.held);
-    for (std::size_t i = 0; i < record.recipients.size(); ++i) {
-      const RecipientDigest now = detail::digest(record.recipients[i]);
-      const RecipientDigest before = e.digests.get(i);
-      if (now == before) continue;
-      changed.push_back(static_cast<std::uint32_t>(i));
-      digests.push_back(now);
-      if (is_final(now.state) && !is_final(before.state)) sync = true;
-    }
-    if (changed.empty() && record.attempts == e.attempts && held == static_cast<bool>(e.held)) {
-      return {};
-    }
+    const bool held_changes = change.held != static_cast<bool>(e.held);
+    const bool sync = held_changes || change.makes_final();
+    if (change.recipients.empty() && change.attempts == e.attempts && !held_changes) return {};
     std::string payload;
-    detail::put_update_payload(payload, record, changed);
+    detail::put_update_payload(payload, change);
     std::string bytes;
-    put_id_record(bytes, RecordType::seg_update, record.id, payload);
+    put_id_record(bytes, RecordType::seg_update, change.id, payload);
     std::uint32_t seg = 0, off = 0;
     if (auto ec = append(bytes, &seg, &off)) return ec;
     if (sync) {
@@ -737,9 +719,8 @@ struct SegmentStorage::Impl {
     }
     stats.updates++;
     add_change(e, pack(seg, off), bytes.size());
-    for (std::size_t k = 0; k < changed.size(); ++k) e.digests.set(changed[k], digests[k]);
-    e.attempts = record.attempts;
-    e.held = held;
+    e.attempts = change.attempts;
+    e.held = change.held;
     return {};
   }
 
@@ -983,7 +964,8 @@ struct SegmentStorage::Impl {
         Entry* e = index.find(copy.place.id);
         if (!e) continue;  // removed by a host error handler since
         account_remove(*e);
-        // The copy's records replace the old ones; digests, attempts and hold stay.
+        // The copy's records replace the old ones; the recipient count, attempts and hold
+        // stay.
         e->seg = copy.place.seg;
         e->meta_off = copy.place.meta_off;
         e->body_off = copy.place.body_off;
@@ -1460,7 +1442,7 @@ struct SegmentStorage::Impl {
       Entry& e = item.entry;
       e.attempts = item.record.attempts;
       e.held = item.record.held;
-      e.digests.assign(item.record);
+      e.recipients = static_cast<std::uint32_t>(item.record.recipients.size());
       if (!item.changes.empty()) {
         Changes c;
         c.id = e.id;
@@ -1531,8 +1513,8 @@ void SegmentStorage::insert(const MessageRecord& record, std::string_view body, 
   impl_->insert(record, body, std::move(done));
 }
 
-std::error_code SegmentStorage::update(const MessageRecord& record) {
-  return impl_->update(record);
+std::error_code SegmentStorage::update(const RecordChange& change) {
+  return impl_->update(change);
 }
 
 std::error_code SegmentStorage::append_attempt(MessageId id, const AttemptRecord& attempt) {

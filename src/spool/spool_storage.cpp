@@ -20,7 +20,6 @@
 #include "spool/file_io.h"
 #include "spool/format.h"
 #include "spool/id_table.h"
-#include "spool/recipient_digests.h"
 
 namespace mailq {
 namespace spool {
@@ -36,7 +35,6 @@ using detail::has_suffix;
 using detail::list_directory;
 using detail::pread_all;
 using detail::pwrite_all;
-using detail::RecipientDigest;
 using detail::RecordStatus;
 using detail::RecordType;
 using detail::RecordView;
@@ -87,15 +85,14 @@ struct SpoolStorage::Impl {
     int fd = -1;
   };
 
-  // What the spool remembers of a stored message: where its file is and what it recorded
-  // last, so that an update appends only what changed. Bodies and replies stay on disk.
-  // 48 bytes (docs/spool-format.md, "The file spool", Memory): one recipient's digest is
-  // inline, several are an array of their own; the body's place is two 32-bit fields (the
-  // metadata before it is at most kMaxMetaSize, the body below 4 GiB), while `end` stays 64
-  // bits (appended records have no bound).
+  // What the spool remembers of a stored message: where its file is, how many recipients it
+  // has (to check an update's indices) and the attempts and held flag it recorded last (the
+  // file name shows them). Bodies, replies and recipient states stay on disk. 40 bytes
+  // (docs/spool-format.md, "The file spool", Memory): the body's place is two 32-bit fields
+  // (the metadata before it is at most kMaxMetaSize, the body below 4 GiB), while `end`
+  // stays 64 bits (appended records have no bound).
   struct Entry {
     std::uint64_t id = 0;
-    detail::RecipientDigests digests;
     std::uint64_t end = 0;  // where the next record goes (end of the valid records)
     // Offset of the body record: after the preamble and a metadata record of at most
     // kMaxMetaSize bytes, so below 2^29 (static_assert below).
@@ -107,6 +104,7 @@ struct SpoolStorage::Impl {
     std::uint32_t channel : kChannelBits = 0;
     // The attempt letter the file name shows, as 'Z' minus the letter (name_step()).
     std::uint32_t name_step : 32 - kChannelBits = 0;
+    std::uint32_t recipients = 0;  // the recipient count (at least one)
 
     // First byte after the body record: where appended records start.
     std::uint64_t tail_off() const {
@@ -114,7 +112,7 @@ struct SpoolStorage::Impl {
     }
   };
 
-  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 48, "update the documented entry size");
+  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 40, "update the documented entry size");
   static_assert(detail::kPreambleSize + detail::kRecordOverhead + kMaxMetaSize <
                     (std::uint64_t{1} << 29),
                 "a body offset must fit Entry::body_off");
@@ -412,7 +410,7 @@ struct SpoolStorage::Impl {
     e.attempts = record.attempts;
     e.name_step = name_step(record.attempts);
     e.held = e.name_held = record.held;
-    e.digests.assign(record);
+    e.recipients = static_cast<std::uint32_t>(record.recipients.size());
 
     // Keep the descriptor for the sync unless a huge batch would exhaust descriptors.
     if (pending_open_files < kMaxBatchOpenFiles) {
@@ -648,45 +646,33 @@ struct SpoolStorage::Impl {
     return {};
   }
 
-  std::error_code update(const MessageRecord& record) {
+  std::error_code update(const RecordChange& change) {
     if (!ready()) return not_ready();
     // `e` is used until the end: nothing below inserts into or erases from the index (an
     // error handler's changes come after the early returns that follow each failure).
-    Entry* found = index.find(record.id.value);
+    Entry* found = index.find(change.id.value);
     if (!found) {
-      return fail(make_error_code(errc::not_found), "update: no message " + record.id.to_string());
+      return fail(make_error_code(errc::not_found), "update: no message " + change.id.to_string());
     }
     Entry& e = *found;
-    if (record.recipients.size() != e.digests.count()) {
-      return fail(make_error_code(errc::bad_state), "update " + record.id.to_string() + ": " +
-                                                        std::to_string(record.recipients.size()) +
-                                                        " recipients, stored " +
-                                                        std::to_string(e.digests.count()));
+    if (auto fits = check_change(change, e.recipients); !fits) {
+      return fail(fits.error().code, fits.error().message);
     }
-    std::vector<std::uint32_t> changed;
-    std::vector<RecipientDigest> digests(record.recipients.size());
     // The at-least-once rule: a recipient that reaches a final state (above all
     // "delivered") is on disk before the caller goes on, so that a crash never sends it
     // again. Holding / releasing is an operator decision: also synced.
-    bool sync = record.held != e.held;
-    for (std::size_t i = 0; i < digests.size(); ++i) {
-      digests[i] = detail::digest(record.recipients[i]);
-      const RecipientDigest stored = e.digests.get(i);
-      if (digests[i] == stored) continue;
-      changed.push_back(static_cast<std::uint32_t>(i));
-      if (is_final(digests[i].state) && !is_final(stored.state)) sync = true;
-    }
-    if (!changed.empty() || record.attempts != e.attempts || record.held != e.held) {
+    const bool sync = change.held != static_cast<bool>(e.held) || change.makes_final();
+    if (!change.recipients.empty() || change.attempts != e.attempts ||
+        change.held != static_cast<bool>(e.held)) {
       std::string bytes;
-      detail::put_update_record(bytes, record, changed);
-      if (auto ec = append(record.id, e, bytes, sync)) return ec;
+      detail::put_update_record(bytes, change);
+      if (auto ec = append(change.id, e, bytes, sync)) return ec;
       stats.updates++;
       if (sync) stats.synced_updates++;
-      for (std::uint32_t i : changed) e.digests.set(i, digests[i]);
-      e.attempts = record.attempts;
-      e.held = record.held;
+      e.attempts = change.attempts;
+      e.held = change.held;
     }
-    return rename_to_state(record.id, e);
+    return rename_to_state(change.id, e);
   }
 
   std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) {
@@ -1122,7 +1108,7 @@ struct SpoolStorage::Impl {
         ctx.changed_dirs.insert(ch);
       }
     }
-    e.digests.assign(record);
+    e.recipients = static_cast<std::uint32_t>(record.recipients.size());
     index.insert(std::move(e));
     stats.last_load_recovered++;
     if (ctx.report) ctx.report->recovered++;
@@ -1267,8 +1253,8 @@ void SpoolStorage::insert(const MessageRecord& record, std::string_view body, Do
   impl_->insert(record, body, std::move(done));
 }
 
-std::error_code SpoolStorage::update(const MessageRecord& record) {
-  return impl_->update(record);
+std::error_code SpoolStorage::update(const RecordChange& change) {
+  return impl_->update(change);
 }
 
 std::error_code SpoolStorage::append_attempt(MessageId id, const AttemptRecord& attempt) {

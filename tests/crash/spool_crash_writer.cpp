@@ -195,7 +195,7 @@ int main(int argc, char** argv) {
           r.attempts++;
           r.last_reply = mailq::Reply(451, "4.4.1", "try again " + std::to_string(r.attempts));
           r.next_attempt = clock.now() + mailq::Duration{60000};
-          if (spool.update(m)) {
+          if (spool.update(mailq::change_of(m, {1}))) {
             say("E update " + hex(id) + ": " + spool.last_error_text());
             std::_Exit(1);
           }
@@ -212,7 +212,7 @@ int main(int argc, char** argv) {
           // Recipient 0 delivered: on disk before update returns.
           m.recipients[0].state = mailq::RecipientState::delivered;
           m.recipients[0].last_reply = mailq::Reply(250, "2.0.0", "Ok");
-          if (spool.update(m)) {
+          if (spool.update(mailq::change_of(m, {0}))) {
             say("E update " + hex(id) + ": " + spool.last_error_text());
             std::_Exit(1);
           }

@@ -62,7 +62,7 @@ TEST_CASE("a segment spool creates its layout and only one process may own it", 
   });
   clock.run_pending();
   CHECK(called);
-  CHECK(second.update(sample_record(1)) == mailq::errc::storage_failure);
+  CHECK(second.update(mailq::change_of(sample_record(1))) == mailq::errc::storage_failure);
   auto opened = SegmentStorage::open(root, clock);
   REQUIRE_FALSE(opened.ok());
   CHECK(opened.error().code == mailq::errc::storage_failure);
@@ -233,7 +233,7 @@ TEST_CASE("updates, held, and the attempt history round-trip a reopen", "[segmen
     m.recipients[0].last_reply = deferral_reply();
     m.recipients[0].next_attempt = at_ns(1'800'000'000'000'000'000);
     const auto syncs = s.stats().syncs;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_of(m, {0})));
     CHECK(s.stats().syncs == syncs);
     CHECK(s.stats().synced_updates == 0);
     REQUIRE_FALSE(s.append_attempt(m.id, sample_attempt(1)));
@@ -241,16 +241,16 @@ TEST_CASE("updates, held, and the attempt history round-trip a reopen", "[segmen
     // A delivery: synced before update returns.
     m.recipients[1].state = RecipientState::delivered;
     m.recipients[1].last_reply = Reply(250, "2.0.0", "Ok: queued as 4B2F");
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_of(m, {1})));
     CHECK(s.stats().syncs == syncs + 1);
     CHECK(s.stats().synced_updates == 1);
     // Held: synced too.
     m.held = true;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_of(m)));
     CHECK(s.stats().synced_updates == 2);
     // Nothing changed: nothing written.
     const auto bytes = s.stats().bytes_written;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_between(m, m)));
     CHECK(s.stats().bytes_written == bytes);
     CHECK(s.stats().updates == 3);
     CHECK(s.stats().attempts == 2);
@@ -268,9 +268,9 @@ TEST_CASE("updates, held, and the attempt history round-trip a reopen", "[segmen
   REQUIRE(attempts->size() == 2);
   require_same((*attempts)[0], sample_attempt(1));
   require_same((*attempts)[1], sample_attempt(2));
-  // Released after the reopen: the update continues from the recovered digests.
+  // Released after the reopen: the update continues from the recovered held flag.
   m.held = false;
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE_FALSE(s.update(mailq::change_of(m)));
   CHECK(s.stats().synced_updates == 1);
   CHECK(s.read_body(m.id).value() == "body");
 }
@@ -307,7 +307,7 @@ TEST_CASE("segment spool operations report not_found, bad_state and invalid_para
   ManualClock clock;
   SegmentStorage s(dir.path(), clock);
   MessageRecord m = sample_record(1);
-  CHECK(s.update(m) == mailq::errc::not_found);
+  CHECK(s.update(mailq::change_of(m)) == mailq::errc::not_found);
   CHECK(s.last_error().message == "update: no message 0000000000001");
   CHECK(s.append_attempt(m.id, sample_attempt(1)) == mailq::errc::not_found);
   CHECK(s.last_error().message == "append_attempt: no message 0000000000001");
@@ -327,9 +327,10 @@ TEST_CASE("segment spool operations report not_found, bad_state and invalid_para
   insert_ok(s, clock, m, "x");
   CHECK(insert_result(s, clock, m, "y") == mailq::errc::bad_state);
   CHECK(s.last_error().message == "insert 0000000000001: already stored");
-  MessageRecord fewer = sample_record(1, 2);
-  CHECK(s.update(fewer) == mailq::errc::bad_state);
-  CHECK(s.last_error().message == "update 0000000000001: 2 recipients, stored 3");
+  mailq::RecordChange beyond = mailq::change_of(m, {2});
+  beyond.recipients[0].index = 3;  // the recipient list is immutable
+  CHECK(s.update(beyond) == mailq::errc::bad_state);
+  CHECK(s.last_error().message == "update 0000000000001: no recipient 3, stored 3");
   CHECK(s.stats().insert_failures == 3);
   CHECK(s.read_body(m.id).value() == "x");
 }
@@ -371,14 +372,14 @@ SegmentHistory make_segment_history(const std::string& root) {
   m.recipients[0].state = RecipientState::deferred;
   m.recipients[0].attempts = 1;
   m.attempts = 1;
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE_FALSE(s.update(mailq::change_of(m, {0})));
   h.ends.push_back(file_size(seg));
   REQUIRE_FALSE(s.append_attempt(m.id, sample_attempt(1)));
   h.ends.push_back(file_size(seg));
   insert_ok(s, clock, sample_record(2, 1), "the second body");
   h.ends.push_back(file_size(seg));
   m.recipients[1].state = RecipientState::delivered;
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE_FALSE(s.update(mailq::change_of(m, {1})));
   h.ends.push_back(file_size(seg));
   REQUIRE_FALSE(s.remove(m.id));
   h.ends.push_back(file_size(seg));
@@ -523,7 +524,7 @@ TEST_CASE("an insert without its body in mid-segment is reported, and nothing af
     meta2 = file_size(dir / kSeg1);
     insert_ok(s, clock, sample_record(2), "SECOND-BODY-MARKER");  // the last insert
     third.recipients[0].state = RecipientState::delivered;
-    REQUIRE_FALSE(s.update(third));
+    REQUIRE_FALSE(s.update(mailq::change_of(third, {0})));
     REQUIRE_FALSE(s.append_attempt(MessageId{1}, sample_attempt(1)));
   }
   std::string bytes = read_file(dir / kSeg1);
@@ -733,7 +734,7 @@ TEST_CASE("read-only file system: segment inserts fail clearly, stored messages 
           "create " + dir.path() + "/" + kSeg2 + ": Read-only file system");
     MessageRecord m = sample_record(1);
     m.recipients[0].state = RecipientState::delivered;
-    CHECK(s.update(m) == mailq::errc::storage_failure);
+    CHECK(s.update(mailq::change_of(m, {0})) == mailq::errc::storage_failure);
     CHECK(s.read_body(MessageId{1}).value() == "kept");
   }
   REQUIRE(::mount(nullptr, dir.path().c_str(), nullptr, MS_REMOUNT, nullptr) == 0);
@@ -810,7 +811,7 @@ TEST_CASE("a message larger than segment_size gets a segment of its own", "[segm
     // An update of message 1 goes to the active segment, not to message 1's.
     MessageRecord m = sample_record(1);
     m.recipients[0].state = RecipientState::delivered;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_of(m, {0})));
     CHECK(s.stats().segments == 3);
   }
   SegmentStorage s(dir.path(), clock, options);
@@ -837,7 +838,7 @@ TEST_CASE("compaction copies a long-deferred message forward and frees its old s
     old.recipients[0].last_reply = deferral_reply();
     old.recipients[1].state = RecipientState::delivered;
     old.recipients[1].last_reply = Reply(250, "2.0.0", "Ok");
-    REQUIRE_FALSE(s.update(old));
+    REQUIRE_FALSE(s.update(mailq::change_of(old, {0, 1})));
     REQUIRE_FALSE(s.append_attempt(old.id, sample_attempt(1)));
     REQUIRE_FALSE(s.append_attempt(old.id, sample_attempt(2)));
     CHECK(s.segment_of(old.id) == kSeg1);
@@ -860,7 +861,7 @@ TEST_CASE("compaction copies a long-deferred message forward and frees its old s
     require_same(attempts[1], sample_attempt(2));
     // Changes after the copy apply on top of it.
     old.recipients[0].next_attempt = at_ns(1'900'000'000'000'000'000);
-    REQUIRE_FALSE(s.update(old));
+    REQUIRE_FALSE(s.update(mailq::change_of(old, {0})));
   }
   SegmentStorage s(dir.path(), clock, options);
   Loaded l = load_all(s);

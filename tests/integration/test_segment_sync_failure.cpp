@@ -84,13 +84,14 @@ TEST_CASE("a final state whose sync fails is reported and not kept, in memory or
     delivered.recipients[0].last_reply = Reply(250, "2.0.0", "ok");
     {
       FailDataSyncs failing;
-      CHECK(s.update(delivered));  // a final state is synced before update returns
+      CHECK(s.update(
+          mailq::change_of(delivered, {0})));  // a final state is synced before update returns
       CHECK(failed_data_syncs == 1);
     }
     CHECK(s.last_error_text().find("sync") != std::string::npos);
     // Nothing was recorded: the same update is written again when it is made again.
     const auto updates = s.stats().updates;
-    REQUIRE_FALSE(s.update(delivered));
+    REQUIRE_FALSE(s.update(mailq::change_of(delivered, {0})));
     CHECK(s.stats().updates == updates + 1);
     CHECK(s.stats().segments_created == 2);  // not into the segment that failed
   }

@@ -181,7 +181,7 @@ TEST_CASE("updates rename ZZ to ZY to ZX and reload with the latest state", "[sp
       r.last_reply = deferral_reply();
       r.next_attempt = at_ns(1'800'000'000'000'000'000);
     }
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(change_of_all(m)));
     CHECK(list_dir(dir / "queue/tcp_local") == std::vector<std::string>{"ZY" + id + ".00"});
     // Appended, not rewritten: the 100 KB body is not written again.
     const auto size1 = fs::file_size(dir / ("queue/tcp_local/ZY" + id + ".00"));
@@ -196,7 +196,7 @@ TEST_CASE("updates rename ZZ to ZY to ZX and reload with the latest state", "[sp
     m.recipients[0].remote_mta = "host.some.org";
     m.recipients[1].attempts = 2;
     m.recipients[1].last_reply = Reply(421, "4.4.1", "connection refused");
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_of(m, {0, 1})));
     CHECK(list_dir(dir / "queue/tcp_local") == std::vector<std::string>{"ZX" + id + ".00"});
     CHECK(s.stats().synced_updates == 1);
     CHECK(s.stats().updates == 2);
@@ -205,7 +205,7 @@ TEST_CASE("updates rename ZZ to ZY to ZX and reload with the latest state", "[sp
 
     // No change: nothing written.
     const auto bytes = s.stats().bytes_written;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_between(m, m)));
     CHECK(s.stats().bytes_written == bytes);
     CHECK(s.stats().updates == 2);
   }
@@ -227,7 +227,7 @@ TEST_CASE("an update appends only the recipients that changed", "[spool]") {
   m.recipients[117].state = RecipientState::deferred;
   m.recipients[117].last_reply = Reply(450, "4.2.0", "mailbox busy");
   m.recipients[117].remote_mta = "mx";
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE_FALSE(s.update(mailq::change_of(m, {117})));
   // Record: header 8, attempts 4, held 1, count 4, index 4, state 1 + attempts 4 + next 8 +
   // code 4 + enhanced 4+5 + text 4+12 + remote MTA 4+2, checksum 4.
   const std::size_t expected = 8 + 4 + 1 + 4 + 4 + (1 + 4 + 8 + 4 + 9 + 16 + 6) + 4;
@@ -245,7 +245,7 @@ TEST_CASE(
     insert_ok(s, clock, m, "x");
     m.recipients[1].state = RecipientState::deferred;
     m.recipients[1].remote_mta = "dns;mx.some.org (TCP|127.0.0.1|40312|127.0.0.1|25)";
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_of(m, {1})));
   }
   SpoolStorage s(dir.path(), clock);
   Loaded l = load_all(s);
@@ -263,7 +263,7 @@ TEST_CASE("held messages are visibly held: .HELD suffix, and back on release", "
     SpoolStorage s(dir.path(), clock);
     insert_ok(s, clock, m, "body");
     m.held = true;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_of(m)));
     CHECK(list_dir(dir / "queue/tcp_local") == std::vector<std::string>{"ZZ" + id + ".00.HELD"});
     CHECK(s.stats().synced_updates == 1);  // hold is synced at once
     CHECK(s.file_of(m.id) == "queue/tcp_local/ZZ" + id + ".00.HELD");
@@ -274,7 +274,7 @@ TEST_CASE("held messages are visibly held: .HELD suffix, and back on release", "
     REQUIRE(l.records.size() == 1);
     CHECK(l.records[0].held);
     m.held = false;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_of(m)));
     CHECK(list_dir(dir / "queue/tcp_local") == std::vector<std::string>{"ZZ" + id + ".00"});
   }
   // Inserted held: held from the start.
@@ -301,7 +301,7 @@ TEST_CASE("the transient-attempt history round-trips in order across reopen", "[
       m.attempts = static_cast<std::uint32_t>(i + 1);
       m.recipients[0].attempts = m.attempts;
       m.recipients[0].state = RecipientState::deferred;
-      REQUIRE_FALSE(s.update(m));
+      REQUIRE_FALSE(s.update(mailq::change_of(m, {0})));
     }
     rows.back().diagnostic = std::string(5000, 'd');  // a long row
     REQUIRE_FALSE(s.append_attempt(m.id, rows.back()));
@@ -353,7 +353,7 @@ TEST_CASE("spool operations report not_found, bad_state and invalid_parameter", 
   ManualClock clock;
   SpoolStorage s(dir.path(), clock);
   MessageRecord m = sample_record(10);
-  CHECK(s.update(m) == mailq::errc::not_found);
+  CHECK(s.update(mailq::change_of(m)) == mailq::errc::not_found);
   CHECK(s.append_attempt(m.id, sample_attempt(1)) == mailq::errc::not_found);
   CHECK(s.read_attempts(m.id).error().code == mailq::errc::not_found);
   insert_ok(s, clock, m, "body");
@@ -371,9 +371,12 @@ TEST_CASE("spool operations report not_found, bad_state and invalid_parameter", 
   CHECK(insert_result(s, clock, z, "b") == mailq::errc::invalid_parameter);
   MessageRecord none = sample_record(12, 0);
   CHECK(insert_result(s, clock, none, "b") == mailq::errc::invalid_parameter);
-  MessageRecord fewer = m;
-  fewer.recipients.pop_back();
-  CHECK(s.update(fewer) == mailq::errc::bad_state);
+  mailq::RecordChange beyond = mailq::change_of(m, {2});
+  beyond.recipients[0].index = 3;  // the recipient list is immutable
+  CHECK(s.update(beyond) == mailq::errc::bad_state);
+  mailq::RecordChange twice = mailq::change_of(m, {1});
+  twice.recipients.push_back(twice.recipients[0]);
+  CHECK(s.update(twice) == mailq::errc::invalid_parameter);
   CHECK(s.size() == 2);
 }
 
@@ -415,7 +418,7 @@ TEST_CASE("a message file removed behind the spool's back gives a clear error", 
   const std::string file = s.file_of(m.id);
   fs::remove(dir / file);
   m.recipients[0].state = RecipientState::delivered;
-  CHECK(s.update(m) == mailq::errc::storage_failure);
+  CHECK(s.update(mailq::change_of(m, {0})) == mailq::errc::storage_failure);
   CHECK(s.last_error().message ==
         "open " + dir.path() + "/" + file + ": No such file or directory");
   auto b = s.read_body(m.id);
@@ -592,14 +595,14 @@ History make_history() {
   m.recipients[0].state = m.recipients[1].state = RecipientState::deferred;
   m.recipients[0].attempts = m.recipients[1].attempts = 1;
   m.recipients[0].last_reply = m.recipients[1].last_reply = deferral_reply();
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE_FALSE(s.update(mailq::change_of(m, {0, 1})));
   step(0);
   REQUIRE_FALSE(s.append_attempt(m.id, sample_attempt(1)));
   step(1);
   m.attempts = 2;
   m.recipients[0].state = RecipientState::delivered;
   m.recipients[0].last_reply = Reply(250, "2.0.0", "Ok");
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE_FALSE(s.update(mailq::change_of(m, {0})));
   step(1);
   h.bytes = read_file(path());
   h.final_name = s.file_of(m.id).substr(std::string("queue/tcp_local/").size());
@@ -658,7 +661,7 @@ TEST_CASE("recovery of a file truncated at every byte offset", "[spool]") {
     // And appends go on from there.
     MessageRecord next = h.states[k];
     next.recipients[1].state = RecipientState::bounced;
-    REQUIRE_FALSE(s.update(next));
+    REQUIRE_FALSE(s.update(mailq::change_of(next, {1})));
   }
 }
 
@@ -819,7 +822,7 @@ TEST_CASE("a killed process loses nothing acknowledged and leaves no partial mes
     m.attempts = 1;
     m.recipients[0].state = RecipientState::deferred;   // written, not synced
     m.recipients[1].state = RecipientState::delivered;  // synced
-    if (s->update(m)) ::_exit(3);
+    if (s->update(mailq::change_of(m, {0, 1}))) ::_exit(3);
     if (s->append_attempt(m.id, sample_attempt(1))) ::_exit(4);
     s->insert(sample_record(6), "never acknowledged", [](std::error_code) {});
     ::_exit(ok == 5 ? 0 : 2);
@@ -912,7 +915,7 @@ TEST_CASE("read-only file system: insert fails clearly, stored messages stay rea
         "create " + dir.path() + "/tmp/0000000000002.tmp: Read-only file system");
   MessageRecord m = sample_record(1);
   m.recipients[0].state = RecipientState::delivered;
-  CHECK(s.update(m) == mailq::errc::storage_failure);
+  CHECK(s.update(mailq::change_of(m, {0})) == mailq::errc::storage_failure);
   CHECK(s.read_body(MessageId{1}).value() == "kept");
   REQUIRE(::mount(nullptr, dir.path().c_str(), nullptr, MS_REMOUNT, nullptr) == 0);
   insert_ok(s, clock, sample_record(3), "after");
@@ -1047,7 +1050,7 @@ TEST_CASE("spool benchmark: group commit methods and recovery scan rate", "[.][s
         m.attempts = 1;
         for (auto& r : m.recipients) r.state = RecipientState::deferred;
         clock.run_pending();
-        REQUIRE_FALSE(s.update(m));
+        REQUIRE_FALSE(s.update(change_of_all(m)));
       }
     }
     clock.run_pending();
@@ -1076,7 +1079,7 @@ TEST_CASE("the delay-notice flag of a recipient survives an update and a reopen"
     insert_ok(s, clock, m, "Subject: x\r\n\r\nx\r\n");
     m.recipients[1].state = RecipientState::deferred;
     m.recipients[1].delay_notified = true;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE_FALSE(s.update(mailq::change_of(m, {1})));
     clock.run_pending();
   }
   SpoolStorage s(dir.path(), clock);

@@ -78,7 +78,7 @@ TEST_CASE("an error handler may remove messages while a background sync reports 
     m.recipients[0].state = RecipientState::deferred;
     m.recipients[0].attempts = 1;
     m.recipients[0].last_reply = deferral_reply();
-    REQUIRE_FALSE(s->update(m));
+    REQUIRE_FALSE(s->update(mailq::change_of(m, {0})));
   }
   {
     FailDataSyncs failing;

@@ -200,36 +200,43 @@ inline AttemptRecord sample_attempt(int n) {
   return a;
 }
 
+// The change that records every recipient of `m` as it is (and its attempts and held flag).
+inline mailq::RecordChange change_of_all(const MessageRecord& m) {
+  std::vector<std::size_t> all;
+  for (std::size_t i = 0; i < m.recipients.size(); ++i) all.push_back(i);
+  return mailq::change_of(m, std::move(all));
+}
+
 // Updates of a message with many recipients (sample_record(id, 40), stored) stay minimal:
 // recipient 23 deferred writes that recipient only, unsynced; recipient 39 delivered writes
-// that one only, synced; the same record again writes nothing; a different recipient count
-// is refused. `record_size(m, changed)` is the storage's update record size; `m` ends as
-// updated.
+// that one only, synced; the change between the record and itself writes nothing; an index
+// beyond the recipient list is refused. `record_size(change)` is the storage's update record
+// size; `m` ends as updated.
 template <class AnyStorage, class RecordSize>
 void check_minimal_updates(AnyStorage& s, MessageRecord& m, RecordSize record_size) {
   m.recipients[23].state = RecipientState::deferred;
   m.recipients[23].attempts = 1;
   m.recipients[23].last_reply = deferral_reply();
   auto before = s.stats();
-  REQUIRE_FALSE(s.update(m));
-  CHECK(s.stats().bytes_written - before.bytes_written == record_size(m, {23}));
+  REQUIRE_FALSE(s.update(mailq::change_of(m, {23})));
+  CHECK(s.stats().bytes_written - before.bytes_written == record_size(mailq::change_of(m, {23})));
   CHECK(s.stats().synced_updates == 0);
   // A final state of another recipient: that one only, synced.
   m.recipients[39].state = RecipientState::delivered;
   m.recipients[39].last_reply = Reply(250, "2.0.0", "Ok");
   before = s.stats();
-  REQUIRE_FALSE(s.update(m));
-  CHECK(s.stats().bytes_written - before.bytes_written == record_size(m, {39}));
+  REQUIRE_FALSE(s.update(mailq::change_of(m, {39})));
+  CHECK(s.stats().bytes_written - before.bytes_written == record_size(mailq::change_of(m, {39})));
   CHECK(s.stats().synced_updates == 1);
   // Nothing changed: nothing written.
   before = s.stats();
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE_FALSE(s.update(mailq::change_between(m, m)));
   CHECK(s.stats().bytes_written == before.bytes_written);
-  // A different recipient count is refused.
-  MessageRecord fewer = m;
-  fewer.recipients.pop_back();
-  CHECK(s.update(fewer) == mailq::errc::bad_state);
-  CHECK(s.last_error().message == "update 0000000000007: 39 recipients, stored 40");
+  // The recipient list is immutable: an index beyond it is refused.
+  mailq::RecordChange beyond = mailq::change_of(m, {39});
+  beyond.recipients[0].index = 40;
+  CHECK(s.update(beyond) == mailq::errc::bad_state);
+  CHECK(s.last_error().message == "update 0000000000007: no recipient 40, stored 40");
 }
 
 inline std::string binary_body(std::size_t n) {

@@ -132,9 +132,10 @@ class SpoolStorage final : public DurableStorage {
   /// `errc::bad_state` (the id is already stored), `errc::invalid_parameter` (id 0 or no
   /// recipient), `errc::message_too_large` (body of 4 GiB or more).
   void insert(const MessageRecord& record, std::string_view body, Done done) override;
-  /// Errors: `errc::not_found`, `errc::bad_state` (the recipient list changed: it is
-  /// immutable), `errc::storage_failure` (the previous state is kept).
-  std::error_code update(const MessageRecord& record) override;
+  /// Errors: `errc::not_found`, `errc::bad_state` (an index beyond the recipient list: it is
+  /// immutable), `errc::invalid_parameter` (indices out of order or twice),
+  /// `errc::storage_failure` (the previous state is kept).
+  std::error_code update(const RecordChange& change) override;
   /// Errors: `errc::not_found`, `errc::storage_failure`.
   std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) override;
   /// Errors: `errc::not_found`, `errc::storage_failure`.

@@ -131,7 +131,7 @@ class SegmentStorage final : public DurableStorage {
 
   // --- Storage (errors as documented for SpoolStorage) ---
   void insert(const MessageRecord& record, std::string_view body, Done done) override;
-  std::error_code update(const MessageRecord& record) override;
+  std::error_code update(const RecordChange& change) override;
   std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) override;
   std::error_code remove(MessageId id) override;
   Result<std::string> read_body(MessageId id) const override;

@@ -114,7 +114,12 @@ void QueueCore::finish_record(MessageRecord& m, const Applied& a) {
   if (!a.relayed.empty()) (void)send_dsn(m, a.relayed, DsnAction::relayed);
   if (!a.bounced.empty()) (void)send_dsn(m, a.bounced, DsnAction::failed);
   if (!a.delayed.empty()) (void)send_dsn(m, a.delayed, DsnAction::delayed);
-  if (auto ec = storage_.update(m)) storage_trouble("the new state", m.id, ec);
+  // The change: the recipients the outcomes touched, and the message's attempts.
+  std::vector<std::size_t> touched;
+  touched.reserve(a.touched.size());
+  for (const auto& t : a.touched) touched.push_back(t.index);
+  if (auto ec = storage_.update(change_of(m, std::move(touched))))
+    storage_trouble("the new state", m.id, ec);
   const SlotId s = store_.find(m.id);
   if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return;
   schedule_.add(s);

@@ -14,7 +14,7 @@ std::error_code QueueCore::hold(MessageId id) {
   // the operator is told it failed, so nothing changes.
   MessageRecord m = store_.unpack(s);
   m.held = true;
-  if (auto ec = storage_.update(m)) return ec;
+  if (auto ec = storage_.update(change_of(m))) return ec;
   schedule_.withdraw(s);
   store_.at(s).set(slot_flag::held);
   return {};
@@ -28,7 +28,7 @@ std::error_code QueueCore::release(MessageId id) {
   // stays held, and come back held (and be sent again) after a restart.
   MessageRecord m = store_.unpack(s);
   m.held = false;
-  if (auto ec = storage_.update(m)) return ec;
+  if (auto ec = storage_.update(change_of(m))) return ec;
   schedule_.withdraw(s);
   store_.at(s).clear(slot_flag::held);
   schedule_.add(s);
