@@ -165,8 +165,8 @@ int main(int argc, char** argv) {
     qc.reporting_mta = "mailq-demo.localhost";
     mailq::Queue queue(**spool, routes, clock, &sink, qc);
     mailq::RecoveryReport report;
-    if (auto ec = queue.recover(&report))
-      std::fprintf(stderr, "mailq-demo: recovery: %s\n", ec.message().c_str());
+    if (auto recovered = queue.recover(&report); !recovered)
+      std::fprintf(stderr, "mailq-demo: recovery: %s\n", recovered.error().message.c_str());
     if (report.recovered)
       std::fprintf(stderr, "mailq-demo: recovered %zu queued messages\n", report.recovered);
 

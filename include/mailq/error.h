@@ -30,6 +30,7 @@ enum class errc {
   tls_failure,          ///< TLS handshake or verification failed
   resolver_failure,     ///< DNS failure that is not a definite answer
   shutting_down,        ///< the object is being destroyed; pending work was cancelled
+  in_use,               ///< held by another process (a spool whose lock is taken)
 };
 
 const std::error_category& error_category() noexcept;

@@ -115,8 +115,10 @@ class Queue {
   void enqueue(const Envelope& envelope, std::string body, EnqueueDone done,
                const EnqueueOptions& options = {});
 
-  /// Loads what the storage holds (start-up). Recipients keep their next attempt times.
-  std::error_code recover(RecoveryReport* report = nullptr);
+  /// Loads what the storage holds (start-up). Recipients keep their next attempt times. The
+  /// storage's error, with its words, when it could not read everything (the messages it did
+  /// read are queued).
+  Result<void> recover(RecoveryReport* report = nullptr);
 
   // --- operator actions ---
   std::error_code hold(MessageId id);

@@ -72,49 +72,47 @@ RecordChange change_of(const MessageRecord& record, std::vector<std::size_t> rec
 /// Folds `later` into `earlier`: the change whose effect is applying `earlier`, then `later`.
 void merge_change(RecordChange& earlier, RecordChange later);
 
-/// Durable home of messages, single-threaded (loop thread).
+/// Durable home of messages, single-threaded (loop thread). Every failure is a value that
+/// carries its words ("write /var/spool/mailq/tmp/X.tmp: No space left on device").
 class Storage {
  public:
-  using Done = std::function<void(std::error_code)>;
+  using Done = std::function<void(Result<void>)>;
   virtual ~Storage() = default;
 
   /// Stores a new message and its body. `done` runs exactly once, when the data is durable
-  /// (empty code) or could not be stored (nothing is left behind then). It may run before
+  /// (success) or could not be stored (nothing is left behind then). It may run before
   /// `insert` returns (in-memory storage) or later (a spool batching fsyncs).
   virtual void insert(const MessageRecord& record, std::string_view body, Done done) = 0;
   /// Records a change of a stored message: its attempts, held flag and the recipients the
   /// change lists (`check_change` says what fits).
-  virtual std::error_code update(const RecordChange& change) = 0;
+  virtual Result<void> update(const RecordChange& change) = 0;
   /// Appends a row of the message's transient-attempt history.
-  virtual std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) = 0;
+  virtual Result<void> append_attempt(MessageId id, const AttemptRecord& attempt) = 0;
   /// Removes a message whose recipients are all final (or that an operator deleted).
-  virtual std::error_code remove(MessageId id) = 0;
+  virtual Result<void> remove(MessageId id) = 0;
 
   virtual Result<std::string> read_body(MessageId id) const = 0;
   virtual Result<std::vector<AttemptRecord>> read_attempts(MessageId id) const = 0;
   /// Calls `each` for every stored message (start-up recovery).
-  virtual std::error_code load(const std::function<void(MessageRecord&&)>& each,
-                               RecoveryReport* report) = 0;
+  virtual Result<void> load(const std::function<void(MessageRecord&&)>& each,
+                            RecoveryReport* report) = 0;
   /// What the storage calls a message, for the log's queue file line and operators:
   /// "queue/<channel>/ZZ<id>.00" by default (seed 002: the attempt letter counts the attempts
   /// made before, `attempts_before`), the route of the first recipient as the channel.
   virtual std::string locator(const MessageRecord& record, std::uint32_t attempts_before) const;
-  /// What the last failure was, in words ("write /var/spool/mailq/tmp/X.tmp: No space left on
-  /// device"), for the errors the queue reports; empty when the storage keeps no such text.
-  virtual std::string last_error_text() const { return {}; }
 };
 
 /// Everything in memory; `insert` completes synchronously.
 class MemoryStorage final : public Storage {
  public:
   void insert(const MessageRecord& record, std::string_view body, Done done) override;
-  std::error_code update(const RecordChange& change) override;
-  std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) override;
-  std::error_code remove(MessageId id) override;
+  Result<void> update(const RecordChange& change) override;
+  Result<void> append_attempt(MessageId id, const AttemptRecord& attempt) override;
+  Result<void> remove(MessageId id) override;
   Result<std::string> read_body(MessageId id) const override;
   Result<std::vector<AttemptRecord>> read_attempts(MessageId id) const override;
-  std::error_code load(const std::function<void(MessageRecord&&)>& each,
-                       RecoveryReport* report) override;
+  Result<void> load(const std::function<void(MessageRecord&&)>& each,
+                    RecoveryReport* report) override;
 
   std::size_t size() const noexcept { return items_.size(); }
   /// Test hook: make the next inserts fail with this code (empty = succeed again).

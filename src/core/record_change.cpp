@@ -1,29 +1,31 @@
 // RecordChange: what an update carries, applied to a whole record or computed from two.
 #include <algorithm>
+#include <tuple>
 
 #include "mailq/storage.h"
 
 namespace mailq {
+namespace {
+
+// The mutable state of a RecipientRecord or a RecipientChange (the same fields), to copy or
+// compare as a whole.
+template <class Recipient>
+auto mutable_state(Recipient& r) {
+  return std::tie(r.state, r.attempts, r.next_attempt, r.last_reply, r.remote_mta,
+                  r.delay_notified);
+}
+
+}  // namespace
 
 RecipientChange RecipientChange::of(std::size_t index, const RecipientRecord& r) {
   RecipientChange c;
   c.index = static_cast<std::uint32_t>(index);
-  c.state = r.state;
-  c.attempts = r.attempts;
-  c.next_attempt = r.next_attempt;
-  c.last_reply = r.last_reply;
-  c.remote_mta = r.remote_mta;
-  c.delay_notified = r.delay_notified;
+  mutable_state(c) = mutable_state(r);
   return c;
 }
 
 void RecipientChange::apply_to(RecipientRecord& r) const {
-  r.state = state;
-  r.attempts = attempts;
-  r.next_attempt = next_attempt;
-  r.last_reply = last_reply;
-  r.remote_mta = remote_mta;
-  r.delay_notified = delay_notified;
+  mutable_state(r) = mutable_state(*this);
 }
 
 bool RecordChange::makes_final() const noexcept {
@@ -60,23 +62,14 @@ Result<void> apply_change(const RecordChange& change, MessageRecord& record) {
   return success();
 }
 
-namespace {
-
-bool same_state(const RecipientRecord& a, const RecipientRecord& b) {
-  return a.state == b.state && a.attempts == b.attempts && a.next_attempt == b.next_attempt &&
-         a.last_reply == b.last_reply && a.remote_mta == b.remote_mta &&
-         a.delay_notified == b.delay_notified;
-}
-
-}  // namespace
-
 RecordChange change_between(const MessageRecord& before, const MessageRecord& after) {
   RecordChange c;
   c.id = after.id;
   c.attempts = after.attempts;
   c.held = after.held;
   for (std::size_t i = 0; i < after.recipients.size(); ++i) {
-    if (i < before.recipients.size() && same_state(before.recipients[i], after.recipients[i]))
+    if (i < before.recipients.size() &&
+        mutable_state(before.recipients[i]) == mutable_state(after.recipients[i]))
       continue;
     c.recipients.push_back(RecipientChange::of(i, after.recipients[i]));
   }

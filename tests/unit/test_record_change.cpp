@@ -35,6 +35,17 @@ bool same_recipient_state(const RecipientRecord& a, const RecipientRecord& b) {
          a.delay_notified == b.delay_notified && a.address == b.address && a.route == b.route;
 }
 
+// Applying `c` to `from` gives `to` (held, attempts and every recipient's state).
+void check_applies(const RecordChange& c, const MessageRecord& from, const MessageRecord& to) {
+  MessageRecord applied = from;
+  REQUIRE(apply_change(c, applied));
+  CHECK(applied.attempts == to.attempts);
+  CHECK(applied.held == to.held);
+  REQUIRE(applied.recipients.size() == to.recipients.size());
+  for (std::size_t i = 0; i < to.recipients.size(); ++i)
+    CHECK(same_recipient_state(applied.recipients[i], to.recipients[i]));
+}
+
 }  // namespace
 
 TEST_CASE("a change carries every mutable field of the recipients it lists", "[storage]") {
@@ -58,12 +69,7 @@ TEST_CASE("a change carries every mutable field of the recipients it lists", "[s
   CHECK(c.recipients[0].index == 1);
   CHECK_FALSE(c.makes_final());
 
-  MessageRecord applied = before;
-  REQUIRE(apply_change(c, applied));
-  CHECK(applied.attempts == 2);
-  CHECK(applied.held);
-  for (std::size_t i = 0; i < 3; ++i)
-    CHECK(same_recipient_state(applied.recipients[i], after.recipients[i]));
+  check_applies(c, before, after);
 
   // Each field alone makes a recipient changed.
   auto changed_by = [&](auto&& edit) {
@@ -134,10 +140,26 @@ TEST_CASE("merged changes have the effect of applying both in turn", "[storage]"
   mailq::merge_change(merged, change_between(one, two));
   REQUIRE(merged.recipients.size() == 3);
   for (std::size_t i = 0; i < 3; ++i) CHECK(merged.recipients[i].index == i);
-  MessageRecord applied = m;
-  REQUIRE(apply_change(merged, applied));
-  CHECK(applied.attempts == 2);
-  CHECK(applied.held);
-  for (std::size_t i = 0; i < 3; ++i)
-    CHECK(same_recipient_state(applied.recipients[i], two.recipients[i]));
+  check_applies(merged, m, two);
+}
+
+TEST_CASE("MemoryStorage refuses what it does not hold, with the words of a spool", "[storage]") {
+  mailq::MemoryStorage s;
+  MessageRecord m = three_recipients(13);
+  auto refused = s.update(change_of(m));
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == mailq::errc::not_found);
+  CHECK(refused.error().message == "update: no message 000000000000D");
+  CHECK(s.remove(m.id).error().message == "remove: no message 000000000000D");
+  CHECK(s.append_attempt(m.id, {}).error().message == "append_attempt: no message 000000000000D");
+  mailq::Result<void> stored = mailq::Error(mailq::errc::bad_state, "not called");
+  s.insert(m, "body", [&](mailq::Result<void> r) { stored = std::move(r); });
+  REQUIRE(stored);
+  s.insert(m, "body", [&](mailq::Result<void> r) { stored = std::move(r); });
+  REQUIRE_FALSE(stored);
+  CHECK(stored.error().code == mailq::errc::bad_state);
+  CHECK(stored.error().message == "insert 000000000000D: already stored");
+  RecordChange beyond = change_of(m, {2});
+  beyond.recipients[0].index = 3;
+  CHECK(s.update(beyond).error().message == "update 000000000000D: no recipient 3, stored 3");
 }

@@ -67,10 +67,9 @@ void QueueCore::notify_new_work(MessageId id) {
   });
 }
 
-void QueueCore::storage_trouble(const std::string& what, MessageId id, std::error_code ec) {
-  std::string why = storage_.last_error_text();
+void QueueCore::storage_trouble(const std::string& what, MessageId id, const Error& error) {
   std::string text = "storage: could not record " + what + " of " + id.to_string() + ": " +
-                     (why.empty() ? ec.message() : why);
+                     (error.message.empty() ? error.code.message() : error.message);
   reporter_.report("mailq: " + text, clock_.now());
   Event ev;
   ev.kind = EventKind::notice;
@@ -133,15 +132,15 @@ void QueueCore::enqueue(const Envelope& envelope, std::string body, Queue::Enque
   }
 
   std::weak_ptr<int> life = alive_;
-  storage_.insert(m, body, [this, life, entry, done = std::move(done)](std::error_code ec) {
+  storage_.insert(m, body, [this, life, entry, done = std::move(done)](Result<void> stored) {
     if (life.expired()) {
       done(Error(errc::shutting_down, "the queue is gone"));
       return;
     }
-    if (ec) {
-      std::string why = storage_.last_error_text();
-      done(Error(errc::storage_failure,
-                 "could not store the message: " + (why.empty() ? ec.message() : why)));
+    if (!stored) {
+      const Error& e = stored.error();
+      done(Error(errc::storage_failure, "could not store the message: " +
+                                            (e.message.empty() ? e.code.message() : e.message)));
       return;
     }
     const MessageRecord& m = *entry;
@@ -156,8 +155,8 @@ void QueueCore::enqueue(const Envelope& envelope, std::string body, Queue::Enque
   });
 }
 
-std::error_code QueueCore::recover(RecoveryReport* report) {
-  auto ec = storage_.load(
+Result<void> QueueCore::recover(RecoveryReport* report) {
+  Result<void> loaded = storage_.load(
       [this](MessageRecord&& rec) {
         if (store_.find(rec.id) != kNoSlot) return;
         last_id_ = std::max(last_id_, rec.id.value);
@@ -173,7 +172,7 @@ std::error_code QueueCore::recover(RecoveryReport* report) {
   malloc_trim(0);
 #endif
   arm_expiry_timer();
-  return ec;
+  return loaded;
 }
 
 // --- expiry ----------------------------------------------------------------------------
@@ -233,12 +232,12 @@ void QueueCore::expire_message(SlotId s, TimePoint now) {
 
 // --- notifications ------------------------------------------------------------------------
 
-std::error_code QueueCore::send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
-                                    DsnAction action, bool remove_original) {
+Result<void> QueueCore::send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
+                                 DsnAction action, bool remove_original) {
   // With `remove_original`, the message's storage is removed only once the notification is
   // durable: a full disk must not lose the sender's bounce together with the message.
-  auto no_dsn = [&]() -> std::error_code {
-    return remove_original ? storage_.remove(m.id) : std::error_code();
+  auto no_dsn = [&]() -> Result<void> {
+    return remove_original ? storage_.remove(m.id) : success();
   };
   std::optional<DsnInput> in = dsn_due(m, rcpts, action, config_, clock_.now());
   if (!in) return no_dsn();
@@ -255,7 +254,7 @@ std::error_code QueueCore::send_dsn(const MessageRecord& m, const std::vector<st
   pending->about = m.id;
   pending->remove_original = remove_original;
   queue_dsn(std::move(pending));
-  return {};
+  return success();
 }
 
 void QueueCore::queue_dsn(std::shared_ptr<PendingDsn> pending) {

@@ -30,7 +30,7 @@ class QueueCore final : public DeliveryPort {
   // --- the host's side (Queue) ---
   void enqueue(const Envelope& envelope, std::string body, Queue::EnqueueDone done,
                const EnqueueOptions& options);
-  std::error_code recover(RecoveryReport* report);
+  Result<void> recover(RecoveryReport* report);
   std::error_code hold(MessageId id);
   std::error_code release(MessageId id);
   std::size_t hold_destination(std::string_view destination);
@@ -88,15 +88,15 @@ class QueueCore final : public DeliveryPort {
   /// A job came back: lands it; true when the message is still there to be changed.
   bool land(const Job& job, SlotId s);
   /// Records a failed write during delivery: reported, never dropped silently.
-  void storage_trouble(const std::string& what, MessageId id, std::error_code ec);
+  void storage_trouble(const std::string& what, MessageId id, const Error& error);
   void finish_record(MessageRecord& m, const Applied& a);
   void arm_expiry_timer();
   void expire_due();
   void expire_message(SlotId s, TimePoint now);
   /// Queues a DSN about `rcpts`; with `remove_original` the message's storage goes once the
   /// DSN is durable (at once when no DSN is due: that removal's error is returned).
-  std::error_code send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
-                           DsnAction action, bool remove_original = false);
+  Result<void> send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
+                        DsnAction action, bool remove_original = false);
   void queue_dsn(std::shared_ptr<PendingDsn> pending);
 
   Storage& storage_;

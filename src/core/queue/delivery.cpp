@@ -79,8 +79,8 @@ void QueueCore::complete(const Job& job, const std::vector<RecipientOutcome>& ou
   for (const auto& t : a.touched) {
     const RecipientRecord& r = m.recipients[t.index];
     if (t.kind == EventKind::deferred) {
-      if (auto ec = storage_.append_attempt(m.id, a.attempt_rows[row++]))
-        storage_trouble("a transient attempt", m.id, ec);
+      if (auto appended = storage_.append_attempt(m.id, a.attempt_rows[row++]); !appended)
+        storage_trouble("a transient attempt", m.id, appended.error());
     }
     Event ev = make_event(t.kind, m, r, attempts_before);
     ev.diagnostic = t.diagnostic;
@@ -118,8 +118,8 @@ void QueueCore::finish_record(MessageRecord& m, const Applied& a) {
   std::vector<std::size_t> touched;
   touched.reserve(a.touched.size());
   for (const auto& t : a.touched) touched.push_back(t.index);
-  if (auto ec = storage_.update(change_of(m, std::move(touched))))
-    storage_trouble("the new state", m.id, ec);
+  if (auto written = storage_.update(change_of(m, std::move(touched))); !written)
+    storage_trouble("the new state", m.id, written.error());
   const SlotId s = store_.find(m.id);
   if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return;
   schedule_.add(s);
