@@ -92,6 +92,9 @@ struct QueueStats {
   std::size_t recipients_pending = 0;  ///< not final
   std::size_t held = 0;
   std::size_t destinations = 0;  ///< destinations with a pending recipient (held ones too)
+  /// Messages whose latest change (or removal) the storage could not record yet: kept and
+  /// written again with a backoff (1 s, doubling up to a minute), each failure reported.
+  std::size_t unwritten = 0;
   std::uint64_t enqueued = 0, delivered = 0, deferred = 0, bounced = 0, expired = 0;
 };
 

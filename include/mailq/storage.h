@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -117,6 +118,11 @@ class MemoryStorage final : public Storage {
   std::size_t size() const noexcept { return items_.size(); }
   /// Test hook: make the next inserts fail with this code (empty = succeed again).
   void fail_inserts(std::error_code ec) { fail_ = ec; }
+  /// Test hook: make the next `count` updates fail with `ec` and change nothing (`SIZE_MAX`:
+  /// every update until this is called again with 0).
+  void fail_updates(std::size_t count, std::error_code ec) { fail_updates_ = {count, ec}; }
+  /// Test hook: the same for removals.
+  void fail_removes(std::size_t count, std::error_code ec) { fail_removes_ = {count, ec}; }
 
  private:
   struct Item {
@@ -124,8 +130,16 @@ class MemoryStorage final : public Storage {
     std::string body;
     std::vector<AttemptRecord> attempts;
   };
+  struct Failures {
+    std::size_t count = 0;
+    std::error_code ec;
+  };
+  /// The injected failure of an operation on `id`, when one is due.
+  static Result<void> injected(Failures& f, const char* op, MessageId id);
+
   std::map<std::uint64_t, Item> items_;
   std::error_code fail_;
+  Failures fail_updates_, fail_removes_;
 };
 
 }  // namespace mailq

@@ -20,7 +20,14 @@ void MemoryStorage::insert(const MessageRecord& record, std::string_view body, D
   done(success());
 }
 
+Result<void> MemoryStorage::injected(Failures& f, const char* op, MessageId id) {
+  if (f.count == 0) return success();
+  if (f.count != SIZE_MAX) --f.count;
+  return Error(f.ec, std::string(op) + " " + id.to_string() + ": " + f.ec.message());
+}
+
 Result<void> MemoryStorage::update(const RecordChange& change) {
+  if (auto failed = injected(fail_updates_, "update", change.id); !failed) return failed;
   auto it = items_.find(change.id.value);
   if (it == items_.end())
     return Error(errc::not_found, "update: no message " + change.id.to_string());
@@ -36,6 +43,7 @@ Result<void> MemoryStorage::append_attempt(MessageId id, const AttemptRecord& at
 }
 
 Result<void> MemoryStorage::remove(MessageId id) {
+  if (auto failed = injected(fail_removes_, "remove", id); !failed) return failed;
   if (!items_.erase(id.value))
     return Error(errc::not_found, "remove: no message " + id.to_string());
   return success();

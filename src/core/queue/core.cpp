@@ -26,6 +26,13 @@ QueueCore::QueueCore(Storage& storage, const RouteTable& routes, Clock& clock, E
 QueueCore::~QueueCore() {
   if (expiry_timer_ != kNoTimer) clock_.cancel(expiry_timer_);
   for (TimerId t : dsn_timers_) clock_.cancel(t);
+  // What the storage could not record yet gets a last try (the storage outlives the queue);
+  // what still fails is lost with the queue's memory, and a restart delivers from what the
+  // storage holds (at least once).
+  for (auto& [id, u] : unwritten_) {
+    if (u.timer != kNoTimer) clock_.cancel(u.timer);
+    (void)(u.removal ? storage_.remove(MessageId{id}) : storage_.update(u.change));
+  }
 }
 
 MessageId QueueCore::new_id() {
@@ -65,18 +72,6 @@ void QueueCore::notify_new_work(MessageId id) {
   clock_.schedule(Duration{0}, [this, life, id] {
     if (!life.expired() && listener_) listener_->on_new_work(id);
   });
-}
-
-void QueueCore::storage_trouble(const std::string& what, MessageId id, const Error& error) {
-  std::string text = "storage: could not record " + what + " of " + id.to_string() + ": " +
-                     (error.message.empty() ? error.code.message() : error.message);
-  reporter_.report("mailq: " + text, clock_.now());
-  Event ev;
-  ev.kind = EventKind::notice;
-  ev.time = clock_.now();
-  ev.id = id;
-  ev.diagnostic.push_back(std::move(text));
-  emit(std::move(ev));
 }
 
 // --- enqueue and recovery -------------------------------------------------------------
@@ -236,9 +231,7 @@ Result<void> QueueCore::send_dsn(const MessageRecord& m, const std::vector<std::
                                  DsnAction action, bool remove_original) {
   // With `remove_original`, the message's storage is removed only once the notification is
   // durable: a full disk must not lose the sender's bounce together with the message.
-  auto no_dsn = [&]() -> Result<void> {
-    return remove_original ? storage_.remove(m.id) : success();
-  };
+  auto no_dsn = [&]() -> Result<void> { return remove_original ? remove_stored(m.id) : success(); };
   std::optional<DsnInput> in = dsn_due(m, rcpts, action, config_, clock_.now());
   if (!in) return no_dsn();
   auto body = storage_.read_body(m.id);
@@ -267,7 +260,7 @@ void QueueCore::queue_dsn(std::shared_ptr<PendingDsn> pending) {
       [this, life, pending](Result<MessageId> r) {
         if (life.expired()) return;
         if (r) {
-          if (pending->remove_original) (void)storage_.remove(pending->about);
+          if (pending->remove_original) (void)remove_stored(pending->about);
           return;
         }
         // Kept in memory and tried again; the original stays in the storage meanwhile, so a

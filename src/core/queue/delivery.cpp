@@ -118,8 +118,7 @@ void QueueCore::finish_record(MessageRecord& m, const Applied& a) {
   std::vector<std::size_t> touched;
   touched.reserve(a.touched.size());
   for (const auto& t : a.touched) touched.push_back(t.index);
-  if (auto written = storage_.update(change_of(m, std::move(touched))); !written)
-    storage_trouble("the new state", m.id, written.error());
+  write_change(change_of(m, std::move(touched)));
   const SlotId s = store_.find(m.id);
   if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return;
   schedule_.add(s);

@@ -14,7 +14,8 @@ std::error_code QueueCore::hold(MessageId id) {
   // the operator is told it failed, so nothing changes.
   MessageRecord m = store_.unpack(s);
   m.held = true;
-  if (auto written = storage_.update(change_of(m)); !written) return written.code();
+  if (auto r = storage_.update(with_unwritten(change_of(m))); !r) return r.code();
+  written(id);
   schedule_.withdraw(s);
   store_.at(s).set(slot_flag::held);
   return {};
@@ -28,7 +29,8 @@ std::error_code QueueCore::release(MessageId id) {
   // stays held, and come back held (and be sent again) after a restart.
   MessageRecord m = store_.unpack(s);
   m.held = false;
-  if (auto written = storage_.update(change_of(m)); !written) return written.code();
+  if (auto r = storage_.update(with_unwritten(change_of(m))); !r) return r.code();
+  written(id);
   schedule_.withdraw(s);
   store_.at(s).clear(slot_flag::held);
   schedule_.add(s);
@@ -79,7 +81,7 @@ void QueueCore::erase_message(SlotId s) {
 std::error_code QueueCore::remove(MessageId id) {
   const SlotId s = store_.find(id);
   if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return make_error_code(errc::not_found);
-  const Result<void> removed = storage_.remove(id);
+  const Result<void> removed = remove_stored(id);
   erase_message(s);
   return removed.code();
 }
@@ -208,6 +210,7 @@ QueueStats QueueCore::stats() const {
       }
     });
   });
+  s.unwritten = unwritten_.size();
   return s;
 }
 
