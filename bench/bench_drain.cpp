@@ -99,8 +99,8 @@ int main(int argc, char** argv) {
     mailq::QueueConfig qc;
     qc.reporting_mta = "bench.localhost";
     mailq::Queue queue(*spool, routes, clock, &counter, qc);
-    if (auto ec = queue.recover()) {
-      std::fprintf(stderr, "bench_drain: recover: %s\n", ec.message().c_str());
+    if (auto recovered = queue.recover(); !recovered) {
+      std::fprintf(stderr, "bench_drain: recover: %s\n", recovered.error().message.c_str());
       return 70;
     }
 

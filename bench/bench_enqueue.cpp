@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
     (void)routes.add(route);
     (void)routes.set_default("tcp_sink");
     mailq::Queue queue(*spool, routes, clock, nullptr, {});
-    if (auto ec = queue.recover()) return 70;
+    if (!queue.recover()) return 70;
     auto env = mailq::make_envelope("bench@bench.localhost", {"sink@bench.localhost"});
     if (!env) return 70;
 

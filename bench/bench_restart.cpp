@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
       const auto count = static_cast<std::size_t>(args.num("count"));
       auto spool = bench::open_spool("bench_restart", dir, clock, args.str("layout"));
       mailq::Queue queue(*spool, routes, clock, nullptr, {});
-      if (queue.recover()) return 70;
+      if (!queue.recover()) return 70;
       const auto size = static_cast<std::size_t>(args.num("size"));
       const auto rcpts = static_cast<std::size_t>(std::max(1LL, args.num("rcpts")));
       // Every message its own Message-ID and recipients, as a real queue has: nothing in
@@ -98,8 +98,8 @@ int main(int argc, char** argv) {
       auto spool = bench::open_spool("bench_restart", dir, clock, mailq::spool::to_string(*layout));
       mailq::Queue queue(*spool, routes, clock, nullptr, {});
       mailq::RecoveryReport report;
-      if (auto ec = queue.recover(&report)) {
-        std::fprintf(stderr, "bench_restart: recover: %s\n", ec.message().c_str());
+      if (auto recovered = queue.recover(&report); !recovered) {
+        std::fprintf(stderr, "bench_restart: recover: %s\n", recovered.error().message.c_str());
         rc = 1;
       }
       const double secs = bench::seconds_since(t0);

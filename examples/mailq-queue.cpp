@@ -165,7 +165,9 @@ int main(int argc, char** argv) {
     return fail(kExNoInput, "no spool at " + spool_dir);
 
   ManualClock clock(std::chrono::system_clock::now());
-  auto spool = relay::open_tool_spool(*target, clock);
+  std::string spool_error;  // the last failure the spool reported
+  auto spool =
+      relay::open_tool_spool(*target, clock, [&](const Error& e) { spool_error = e.message; });
   if (!spool) {
     if (!relay::spool_in_use(spool.error()))
       return fail(kExTempFail, "cannot open the spool: " + spool.error().message);
@@ -204,8 +206,8 @@ int main(int argc, char** argv) {
     // The clock is never advanced: no retry or expiry happens while the tool looks.
     Queue queue(**spool, routes, clock, nullptr, qc);
     RecoveryReport report;
-    if (queue.recover(&report))
-      return fail(kExTempFail, "cannot read the spool: " + (*spool)->last_error().message);
+    if (auto recovered = queue.recover(&report); !recovered)
+      return fail(kExTempFail, "cannot read the spool: " + recovered.error().message);
     for (const auto& p : report.problems)
       std::fprintf(stderr, "mailq-queue: spool: %s\n", p.c_str());
     if (!config) {
@@ -227,13 +229,12 @@ int main(int argc, char** argv) {
       }
     }
     relay::CommandContext ctx{queue, clock, nullptr, nullptr, {}, utc};
-    const std::string error_before = (*spool)->last_error().message;
+    spool_error.clear();  // what recovery reported is in report.problems
     auto r = execute_command(ctx, args);
     // Writes a bounce's DSN durably (the group commit) before the queue goes away.
     (*spool)->flush();
-    if (r.ok && (*spool)->last_error().message != error_before) {
-      r = relay::ControlResponse::failure(
-          args[0] + ": the spool reported: " + (*spool)->last_error().message);
+    if (r.ok && !spool_error.empty()) {
+      r = relay::ControlResponse::failure(args[0] + ": the spool reported: " + spool_error);
     }
     status = print(r);
   }

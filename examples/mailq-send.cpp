@@ -492,9 +492,9 @@ int main(int argc, char** argv) {
   {
     Queue queue(**spool, routes, clock, log.get(), qc);
     RecoveryReport report;
-    if (queue.recover(&report)) {
+    if (auto recovered = queue.recover(&report); !recovered) {
       if (logf) std::fclose(logf);
-      return fail(kExTempFail, "cannot read the spool: " + (*spool)->last_error().message);
+      return fail(kExTempFail, "cannot read the spool: " + recovered.error().message);
     }
     std::optional<Result<MessageId>> result;
     queue.enqueue(
@@ -504,11 +504,9 @@ int main(int argc, char** argv) {
     if (!result) {
       status = fail(kExTempFail, "the spool did not confirm the message");
     } else if (!result->ok()) {
+      // The queue's words include the spool's ("could not store the message: write ...").
       const Error& e = result->error();
-      std::string why = e.message;
-      if (e.code == errc::storage_failure && !(*spool)->last_error().message.empty())
-        why += " (" + (*spool)->last_error().message + ")";
-      status = fail(exit_for(e), why);
+      status = fail(exit_for(e), e.message);
     } else {
       std::printf("%s\n", result->value().to_string().c_str());
       status = std::fflush(stdout) == 0 ? kExOk : kExTempFail;

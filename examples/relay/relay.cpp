@@ -181,7 +181,7 @@ struct Relay::Impl {
     sego.on_error = so.on_error;
     auto opened = spool::open_spool(config.spool, *clock, config.spool_layout, so, sego);
     if (!opened) {
-      const bool locked = opened.error().message.find(spool::kSpoolInUse) != std::string::npos;
+      const bool locked = opened.error().code == errc::in_use;
       std::string hint = locked ? " (is another mailq-relay running on it?)" : "";
       if (auto found = spool::detect_layout(config.spool); found && *found != config.spool_layout)
         hint = fmt::format(" (set spool_layout = \"{}\" to run on it)", spool::to_string(*found));
@@ -241,11 +241,11 @@ struct Relay::Impl {
     }
 
     RecoveryReport report;
-    if (auto ec = queue->recover(&report)) {
-      return fail(kExitCantCreate, Error(ec, "recover spool " + config.spool + ": " +
-                                                 (spool->last_error().message.empty()
-                                                      ? ec.message()
-                                                      : spool->last_error().message)));
+    if (auto recovered = queue->recover(&report); !recovered) {
+      const Error& e = recovered.error();
+      return fail(kExitCantCreate,
+                  Error(e.code, "recover spool " + config.spool + ": " +
+                                    (e.message.empty() ? e.code.message() : e.message)));
     }
     for (const auto& p : report.problems) notice("spool recovery: " + p);
 

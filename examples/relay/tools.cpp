@@ -69,17 +69,21 @@ Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
   return t;
 }
 
-Result<std::unique_ptr<spool::DurableStorage>> open_tool_spool(const ToolTarget& target,
-                                                               Clock& clock) {
+Result<std::unique_ptr<spool::DurableStorage>> open_tool_spool(
+    const ToolTarget& target, Clock& clock, std::function<void(const Error&)> on_error) {
   // What the directory holds is the truth; the configuration decides for a new spool.
   const spool::Layout layout =
       spool::detect_layout(target.spool)
           .value_or(target.config ? target.config->spool_layout : spool::Layout::files);
-  return spool::open_spool(target.spool, clock, layout);
+  spool::SpoolOptions files;
+  files.on_error = on_error;
+  spool::SegmentOptions segments;
+  segments.on_error = std::move(on_error);
+  return spool::open_spool(target.spool, clock, layout, files, segments);
 }
 
 bool spool_in_use(const Error& open_error) {
-  return open_error.message.find(spool::kSpoolInUse) != std::string::npos;
+  return open_error.code == errc::in_use;
 }
 
 }  // namespace mailq::relay

@@ -2,6 +2,7 @@
 // hold it.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,9 +33,10 @@ Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
                                        const std::string& control_option);
 
 /// Opens the spool a tool works on, in the layout the directory holds (`spool::detect_layout`),
-/// else the configuration's `spool_layout`, else files.
-Result<std::unique_ptr<spool::DurableStorage>> open_tool_spool(const ToolTarget& target,
-                                                               Clock& clock);
+/// else the configuration's `spool_layout`, else files. `on_error` receives every failure the
+/// spool meets, those with no caller to return to (a background sync) included.
+Result<std::unique_ptr<spool::DurableStorage>> open_tool_spool(
+    const ToolTarget& target, Clock& clock, std::function<void(const Error&)> on_error = {});
 
 /// Checks a tool's command line before anything reads it: no argument may hold a CR, LF,
 /// NUL or other control character (a horizontal tab aside). An argument is one value (an

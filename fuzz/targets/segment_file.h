@@ -63,7 +63,7 @@ struct Loaded {
   std::vector<Recovered> messages;  ///< sorted by id
   RecoveryReport report;
   std::error_code ec;
-  std::string error;  ///< last_error() text when load failed
+  std::string error;  ///< the error's text when load failed
 };
 
 inline Loaded load(const std::string& dir, bool verify_bodies) {
@@ -75,15 +75,16 @@ inline Loaded load(const std::string& dir, bool verify_bodies) {
   auto s = spool::SegmentStorage::open(dir, clock, options);
   MAILQ_FUZZ_CHECK(s.ok(), s.ok() ? "" : s.error().message);
   spool::SegmentStorage& spool = **s;
-  out.ec = spool.load(
+  auto loaded = spool.load(
       [&](MessageRecord&& r) {
         Recovered m;
         m.record = std::move(r);
         out.messages.push_back(std::move(m));
       },
       &out.report);
-  if (out.ec) {
-    out.error = spool.last_error().message;
+  if (!loaded) {
+    out.ec = loaded.code();
+    out.error = loaded.error().message;
     return out;
   }
   for (Recovered& m : out.messages) {

@@ -62,7 +62,8 @@ inline Loaded load(const std::string& dir, bool verify_bodies) {
   auto s = spool::SpoolStorage::open(dir, clock, options);
   MAILQ_FUZZ_CHECK(s.ok(), s.ok() ? "" : s.error().message);
   spool::SpoolStorage& spool = **s;
-  out.ec = spool.load([&](MessageRecord&& r) { out.records.push_back(std::move(r)); }, &out.report);
+  out.ec = spool.load([&](MessageRecord&& r) { out.records.push_back(std::move(r)); }, &out.report)
+               .code();
   for (const MessageRecord& r : out.records) {
     MAILQ_FUZZ_CHECK(!r.recipients.empty(), "recovered a message without recipients");
     // Reading must be safe whatever the file held (a bad body is an error, not a crash).

@@ -67,10 +67,10 @@ inline void run_spool_records(std::string_view data) {
             "state out of range");
       }
       // An update of every recipient, applied to the original, gives the same record.
-      std::vector<std::uint32_t> all;
-      for (std::uint32_t i = 0; i < r.recipients.size(); ++i) all.push_back(i);
+      std::vector<std::size_t> all;
+      for (std::size_t i = 0; i < r.recipients.size(); ++i) all.push_back(i);
       std::string out;
-      sd::put_update_record(out, r, all);
+      sd::put_update_record(out, change_of(r, std::move(all)));
       sd::RecordView rv;
       MAILQ_FUZZ_CHECK(sd::parse_record(out, &rv) == sd::RecordStatus::ok, "re-encoded update");
       MessageRecord again = before;

@@ -30,7 +30,8 @@ enum class errc {
   tls_failure,          ///< TLS handshake or verification failed
   resolver_failure,     ///< DNS failure that is not a definite answer
   shutting_down,        ///< the object is being destroyed; pending work was cancelled
-  queue_full = 16,      ///< the queue holds as many messages as it is allowed to
+  in_use,               ///< held by another process (a spool whose lock is taken)
+  queue_full,           ///< the queue holds as many messages as it is allowed to
 };
 
 const std::error_category& error_category() noexcept;

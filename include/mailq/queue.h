@@ -98,6 +98,9 @@ struct QueueStats {
   std::size_t recipients_pending = 0;  ///< not final
   std::size_t held = 0;
   std::size_t destinations = 0;  ///< destinations with a pending recipient (held ones too)
+  /// Messages whose latest change (or removal) the storage could not record yet: kept and
+  /// written again with a backoff (1 s, doubling up to a minute), each failure reported.
+  std::size_t unwritten = 0;
   std::uint64_t enqueued = 0, delivered = 0, deferred = 0, bounced = 0, expired = 0;
 };
 
@@ -121,8 +124,10 @@ class Queue {
   void enqueue(const Envelope& envelope, std::string body, EnqueueDone done,
                const EnqueueOptions& options = {});
 
-  /// Loads what the storage holds (start-up). Recipients keep their next attempt times.
-  std::error_code recover(RecoveryReport* report = nullptr);
+  /// Loads what the storage holds (start-up). Recipients keep their next attempt times. The
+  /// storage's error, with its words, when it could not read everything (the messages it did
+  /// read are queued).
+  Result<void> recover(RecoveryReport* report = nullptr);
 
   // --- operator actions ---
   std::error_code hold(MessageId id);

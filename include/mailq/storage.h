@@ -5,9 +5,12 @@
 // durable default is the file spool (`mailq::spool::SpoolStorage`).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -22,52 +25,104 @@ struct RecoveryReport {
   std::vector<std::string> problems;  ///< one line per quarantined file
 };
 
-/// Durable home of messages, single-threaded (loop thread).
+/// The whole mutable state of one recipient after a change: what an update carries for it.
+struct RecipientChange {
+  std::uint32_t index = 0;  ///< into MessageRecord::recipients
+  RecipientState state = RecipientState::queued;
+  std::uint32_t attempts = 0;
+  TimePoint next_attempt{};
+  Reply last_reply;
+  std::string remote_mta;
+  bool delay_notified = false;
+
+  /// Recipient `index` of a record as it stands.
+  static RecipientChange of(std::size_t index, const RecipientRecord& recipient);
+  /// Sets the mutable fields of `recipient` (address, ORCPT, NOTIFY and route never change).
+  void apply_to(RecipientRecord& recipient) const;
+};
+
+/// A change to a stored message: its attempt count and held flag after the change, and the
+/// whole mutable state of each recipient the change touched (ascending index, each once).
+/// Recipients not listed keep their state.
+struct RecordChange {
+  MessageId id;
+  std::uint32_t attempts = 0;  ///< the message's attempt count after the change
+  bool held = false;           ///< held after the change
+  std::vector<RecipientChange> recipients;
+
+  /// Whether a listed recipient is in a final state (delivered, bounced, expired): such a
+  /// change made it final (a final recipient never changes again).
+  bool makes_final() const noexcept;
+};
+
+/// Whether `change` fits a message of `recipients` recipients: every index below the count
+/// (else `errc::bad_state`: the recipient list is immutable), ascending, none twice (else
+/// `errc::invalid_parameter`). The error names the message and the index.
+Result<void> check_change(const RecordChange& change, std::size_t recipients);
+/// Applies `change` to `record` (the same message), for storages that keep whole records.
+/// Changes nothing when the change does not fit (the error of `check_change`, or
+/// `errc::invalid_parameter` for another message's change).
+Result<void> apply_change(const RecordChange& change, MessageRecord& record);
+/// The change that turns `before` into `after` (the same message): the message's attempts
+/// and held flag, and every recipient whose mutable state differs (for tests and simple
+/// hosts that keep the previous record).
+RecordChange change_between(const MessageRecord& before, const MessageRecord& after);
+/// The change that records the message's attempts and held flag and recipients `recipients`
+/// (indices; sorted and made unique here) as they are in `record`.
+RecordChange change_of(const MessageRecord& record, std::vector<std::size_t> recipients = {});
+/// Folds `later` into `earlier`: the change whose effect is applying `earlier`, then `later`.
+void merge_change(RecordChange& earlier, RecordChange later);
+
+/// Durable home of messages, single-threaded (loop thread). Every failure is a value that
+/// carries its words ("write /var/spool/mailq/tmp/X.tmp: No space left on device").
 class Storage {
  public:
-  using Done = std::function<void(std::error_code)>;
+  using Done = std::function<void(Result<void>)>;
   virtual ~Storage() = default;
 
   /// Stores a new message and its body. `done` runs exactly once, when the data is durable
-  /// (empty code) or could not be stored (nothing is left behind then). It may run before
+  /// (success) or could not be stored (nothing is left behind then). It may run before
   /// `insert` returns (in-memory storage) or later (a spool batching fsyncs).
   virtual void insert(const MessageRecord& record, std::string_view body, Done done) = 0;
-  /// Records the new state of a stored message (recipients, attempts, held).
-  virtual std::error_code update(const MessageRecord& record) = 0;
+  /// Records a change of a stored message: its attempts, held flag and the recipients the
+  /// change lists (`check_change` says what fits).
+  virtual Result<void> update(const RecordChange& change) = 0;
   /// Appends a row of the message's transient-attempt history.
-  virtual std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) = 0;
+  virtual Result<void> append_attempt(MessageId id, const AttemptRecord& attempt) = 0;
   /// Removes a message whose recipients are all final (or that an operator deleted).
-  virtual std::error_code remove(MessageId id) = 0;
+  virtual Result<void> remove(MessageId id) = 0;
 
   virtual Result<std::string> read_body(MessageId id) const = 0;
   virtual Result<std::vector<AttemptRecord>> read_attempts(MessageId id) const = 0;
   /// Calls `each` for every stored message (start-up recovery).
-  virtual std::error_code load(const std::function<void(MessageRecord&&)>& each,
-                               RecoveryReport* report) = 0;
+  virtual Result<void> load(const std::function<void(MessageRecord&&)>& each,
+                            RecoveryReport* report) = 0;
   /// What the storage calls a message, for the log's queue file line and operators:
   /// "queue/<channel>/ZZ<id>.00" by default (seed 002: the attempt letter counts the attempts
   /// made before, `attempts_before`), the route of the first recipient as the channel.
   virtual std::string locator(const MessageRecord& record, std::uint32_t attempts_before) const;
-  /// What the last failure was, in words ("write /var/spool/mailq/tmp/X.tmp: No space left on
-  /// device"), for the errors the queue reports; empty when the storage keeps no such text.
-  virtual std::string last_error_text() const { return {}; }
 };
 
 /// Everything in memory; `insert` completes synchronously.
 class MemoryStorage final : public Storage {
  public:
   void insert(const MessageRecord& record, std::string_view body, Done done) override;
-  std::error_code update(const MessageRecord& record) override;
-  std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) override;
-  std::error_code remove(MessageId id) override;
+  Result<void> update(const RecordChange& change) override;
+  Result<void> append_attempt(MessageId id, const AttemptRecord& attempt) override;
+  Result<void> remove(MessageId id) override;
   Result<std::string> read_body(MessageId id) const override;
   Result<std::vector<AttemptRecord>> read_attempts(MessageId id) const override;
-  std::error_code load(const std::function<void(MessageRecord&&)>& each,
-                       RecoveryReport* report) override;
+  Result<void> load(const std::function<void(MessageRecord&&)>& each,
+                    RecoveryReport* report) override;
 
   std::size_t size() const noexcept { return items_.size(); }
   /// Test hook: make the next inserts fail with this code (empty = succeed again).
   void fail_inserts(std::error_code ec) { fail_ = ec; }
+  /// Test hook: make the next `count` updates fail with `ec` and change nothing (`SIZE_MAX`:
+  /// every update until this is called again with 0).
+  void fail_updates(std::size_t count, std::error_code ec) { fail_updates_ = {count, ec}; }
+  /// Test hook: the same for removals.
+  void fail_removes(std::size_t count, std::error_code ec) { fail_removes_ = {count, ec}; }
 
  private:
   struct Item {
@@ -75,8 +130,16 @@ class MemoryStorage final : public Storage {
     std::string body;
     std::vector<AttemptRecord> attempts;
   };
+  struct Failures {
+    std::size_t count = 0;
+    std::error_code ec;
+  };
+  /// The injected failure of an operation on `id`, when one is due.
+  static Result<void> injected(Failures& f, const char* op, MessageId id);
+
   std::map<std::uint64_t, Item> items_;
   std::error_code fail_;
+  Failures fail_updates_, fail_removes_;
 };
 
 }  // namespace mailq

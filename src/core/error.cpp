@@ -43,6 +43,8 @@ class MailqCategory final : public std::error_category {
         return "DNS resolver failure";
       case errc::shutting_down:
         return "shutting down";
+      case errc::in_use:
+        return "in use by another process";
       case errc::queue_full:
         return "the queue is full";
     }

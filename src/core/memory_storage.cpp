@@ -9,33 +9,44 @@ std::string Storage::locator(const MessageRecord& m, std::uint32_t attempts_befo
 
 void MemoryStorage::insert(const MessageRecord& record, std::string_view body, Done done) {
   if (fail_) {
-    done(fail_);
+    done(Error(fail_, "insert " + record.id.to_string() + ": " + fail_.message()));
     return;
   }
   if (items_.count(record.id.value)) {
-    done(make_error_code(errc::bad_state));
+    done(Error(errc::bad_state, "insert " + record.id.to_string() + ": already stored"));
     return;
   }
   items_.emplace(record.id.value, Item{record, std::string(body), {}});
-  done({});
+  done(success());
 }
 
-std::error_code MemoryStorage::update(const MessageRecord& record) {
-  auto it = items_.find(record.id.value);
-  if (it == items_.end()) return make_error_code(errc::not_found);
-  it->second.record = record;
-  return {};
+Result<void> MemoryStorage::injected(Failures& f, const char* op, MessageId id) {
+  if (f.count == 0) return success();
+  if (f.count != SIZE_MAX) --f.count;
+  return Error(f.ec, std::string(op) + " " + id.to_string() + ": " + f.ec.message());
 }
 
-std::error_code MemoryStorage::append_attempt(MessageId id, const AttemptRecord& attempt) {
+Result<void> MemoryStorage::update(const RecordChange& change) {
+  if (auto failed = injected(fail_updates_, "update", change.id); !failed) return failed;
+  auto it = items_.find(change.id.value);
+  if (it == items_.end())
+    return Error(errc::not_found, "update: no message " + change.id.to_string());
+  return apply_change(change, it->second.record);
+}
+
+Result<void> MemoryStorage::append_attempt(MessageId id, const AttemptRecord& attempt) {
   auto it = items_.find(id.value);
-  if (it == items_.end()) return make_error_code(errc::not_found);
+  if (it == items_.end())
+    return Error(errc::not_found, "append_attempt: no message " + id.to_string());
   it->second.attempts.push_back(attempt);
-  return {};
+  return success();
 }
 
-std::error_code MemoryStorage::remove(MessageId id) {
-  return items_.erase(id.value) ? std::error_code{} : make_error_code(errc::not_found);
+Result<void> MemoryStorage::remove(MessageId id) {
+  if (auto failed = injected(fail_removes_, "remove", id); !failed) return failed;
+  if (!items_.erase(id.value))
+    return Error(errc::not_found, "remove: no message " + id.to_string());
+  return success();
 }
 
 Result<std::string> MemoryStorage::read_body(MessageId id) const {
@@ -50,14 +61,14 @@ Result<std::vector<AttemptRecord>> MemoryStorage::read_attempts(MessageId id) co
   return it->second.attempts;
 }
 
-std::error_code MemoryStorage::load(const std::function<void(MessageRecord&&)>& each,
-                                    RecoveryReport* report) {
+Result<void> MemoryStorage::load(const std::function<void(MessageRecord&&)>& each,
+                                 RecoveryReport* report) {
   for (auto& [k, item] : items_) {
     MessageRecord copy = item.record;
     each(std::move(copy));
     if (report) ++report->recovered;
   }
-  return {};
+  return success();
 }
 
 }  // namespace mailq

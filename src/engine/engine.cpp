@@ -108,10 +108,8 @@ struct Engine::Impl final : EventSink {
       if (config.on_message_done) guard([&] { config.on_message_done(m); });
     };
     queue = std::make_unique<Queue>(*storage, config.routes, *clock, this, qc);
-    if (auto ec = queue->recover(&recovery)) {
-      std::string why = storage->last_error_text();
-      return Error(ec, "recover the storage: " + (why.empty() ? ec.message() : why));
-    }
+    if (auto recovered = queue->recover(&recovery); !recovered)
+      return Error(recovered.error().code, "recover the storage: " + recovered.error().message);
     deliverer = std::make_unique<Deliverer>(*queue, *resolver, *transport, config.delivery);
     async = new uv_async_t{};
     async->data = this;

@@ -159,6 +159,19 @@ inline int rename_noreplace(int from_dir, const char* from, int to_dir, const ch
   return errno;
 }
 
+// Renames `name` (in `from_dir`) to `base` in `to_dir`, or to base.1, base.2, ... when that
+// name is taken: a file set aside is never lost to a name clash. 0 or errno; `target`
+// receives the name used.
+inline int rename_aside(int from_dir, const std::string& name, int to_dir, const std::string& base,
+                        std::string* target) {
+  int err = EEXIST;
+  for (int n = 0; n < 1000 && err == EEXIST; ++n) {
+    *target = n == 0 ? base : base + "." + std::to_string(n);
+    err = rename_noreplace(from_dir, name.c_str(), to_dir, target->c_str());
+  }
+  return err;
+}
+
 struct DirEntry {
   std::string name;
   ino_t ino = 0;

@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <cstring>
-#include <functional>
 
 #include "spool/crc32c.h"
 
@@ -109,8 +108,10 @@ bool get_reply(Reader& in, Reply* r) {
 
 constexpr std::uint8_t kDelayNotifiedBit = 0x80;
 
-// The part of a recipient that changes over its life.
-void put_recipient_state(std::string& out, const RecipientRecord& r) {
+// The part of a recipient that changes over its life, of a RecipientRecord or a
+// RecipientChange (the same fields).
+template <class Recipient>
+void put_recipient_state(std::string& out, const Recipient& r) {
   // The high bit of the state byte: a "delayed" DSN was sent (files written before the flag
   // existed read as not sent).
   put_u8(out, static_cast<std::uint8_t>(static_cast<std::uint8_t>(r.state) |
@@ -272,21 +273,19 @@ void put_meta_payload(std::string& out, const MessageRecord& r) {
   }
 }
 
-void put_update_record(std::string& out, const MessageRecord& r,
-                       const std::vector<std::uint32_t>& changed) {
+void put_update_record(std::string& out, const RecordChange& change) {
   const std::size_t start = begin_record(out, RecordType::update);
-  put_update_payload(out, r, changed);
+  put_update_payload(out, change);
   end_record(out, start);
 }
 
-void put_update_payload(std::string& out, const MessageRecord& r,
-                        const std::vector<std::uint32_t>& changed) {
-  put_u32(out, r.attempts);
-  put_u8(out, r.held ? 1 : 0);
-  put_u32(out, static_cast<std::uint32_t>(changed.size()));
-  for (std::uint32_t i : changed) {
-    put_u32(out, i);
-    put_recipient_state(out, r.recipients[i]);
+void put_update_payload(std::string& out, const RecordChange& change) {
+  put_u32(out, change.attempts);
+  put_u8(out, change.held ? 1 : 0);
+  put_u32(out, static_cast<std::uint32_t>(change.recipients.size()));
+  for (const RecipientChange& r : change.recipients) {
+    put_u32(out, r.index);
+    put_recipient_state(out, r);
   }
 }
 
@@ -460,19 +459,6 @@ bool decode_attempt(std::string_view payload, AttemptRecord* out, std::string* w
   }
   *out = std::move(a);
   return true;
-}
-
-RecipientDigest digest(const RecipientRecord& r) {
-  // Hash the same bytes the update record would carry, so "unchanged" means "would encode
-  // identically".
-  thread_local std::string scratch;
-  scratch.clear();
-  put_recipient_state(scratch, r);
-  RecipientDigest d;
-  d.hash = std::hash<std::string_view>{}(scratch);
-  d.attempts = r.attempts;
-  d.state = r.state;
-  return d;
 }
 
 }  // namespace detail

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "mailq/message.h"
+#include "mailq/storage.h"
 
 namespace mailq {
 namespace spool {
@@ -65,14 +66,12 @@ void record_header(RecordType type, std::uint32_t length, unsigned char out[kRec
 
 /// The payloads alone (no framing), for records that wrap them (segment_spool.h).
 void put_meta_payload(std::string& out, const MessageRecord& record);
-void put_update_payload(std::string& out, const MessageRecord& record,
-                        const std::vector<std::uint32_t>& changed);
+void put_update_payload(std::string& out, const RecordChange& change);
 void put_attempt_payload(std::string& out, const AttemptRecord& attempt);
 
 void put_meta_record(std::string& out, const MessageRecord& record);
-/// An update record carrying the message-level fields and the recipients at `changed`.
-void put_update_record(std::string& out, const MessageRecord& record,
-                       const std::vector<std::uint32_t>& changed);
+/// An update record: the change's message-level fields and the recipients it lists.
+void put_update_record(std::string& out, const RecordChange& change);
 void put_attempt_record(std::string& out, const AttemptRecord& attempt);
 
 /// The body record is written around the caller's buffer (no copy of the body): its header,
@@ -105,20 +104,6 @@ bool decode_meta(std::string_view payload, MessageRecord* out, std::string* why)
 /// Applies an update record to `record` (whose recipient count it must match).
 bool apply_update(std::string_view payload, MessageRecord* record, std::string* why);
 bool decode_attempt(std::string_view payload, AttemptRecord* out, std::string* why);
-
-/// Identity of a recipient's mutable state, to write only the recipients that changed. The
-/// state and attempt count are exact; the rest (next attempt, reply, remote) is hashed.
-struct RecipientDigest {
-  std::uint64_t hash = 0;
-  std::uint32_t attempts = 0;
-  RecipientState state = RecipientState::queued;
-
-  friend bool operator==(const RecipientDigest& a, const RecipientDigest& b) {
-    return a.hash == b.hash && a.attempts == b.attempts && a.state == b.state;
-  }
-  friend bool operator!=(const RecipientDigest& a, const RecipientDigest& b) { return !(a == b); }
-};
-RecipientDigest digest(const RecipientRecord& r);
 
 }  // namespace detail
 }  // namespace spool

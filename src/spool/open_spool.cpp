@@ -50,7 +50,7 @@ Result<std::unique_ptr<DurableStorage>> open_spool(const std::string& directory,
     s = std::make_unique<SegmentStorage>(directory, clock, segments);
   else
     s = std::make_unique<SpoolStorage>(directory, clock, files);
-  if (s->open_error()) return s->last_error();
+  if (s->open_error().code) return s->open_error();
   return s;
 }
 

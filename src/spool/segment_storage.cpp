@@ -2,7 +2,6 @@
 // spool").
 #include <fcntl.h>
 #include <limits.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -24,7 +23,7 @@
 #include "spool/file_io.h"
 #include "spool/format.h"
 #include "spool/id_table.h"
-#include "spool/recipient_digests.h"
+#include "spool/spool_base.h"
 
 namespace mailq {
 namespace spool {
@@ -39,7 +38,6 @@ using detail::fsync_retry;
 using detail::list_directory;
 using detail::pread_all;
 using detail::pwritev_all;
-using detail::RecipientDigest;
 using detail::RecordStatus;
 using detail::RecordType;
 using detail::RecordView;
@@ -120,20 +118,19 @@ void put_id_record(std::string& out, RecordType type, MessageId id, const std::s
 
 // ------------------------------------------------------------------------------------------
 
-struct SegmentStorage::Impl {
-  // What the spool keeps in memory per stored message (48 bytes, plus 16 per recipient when
-  // it has several): where its records are, and what it recorded last so that an update
-  // writes only what changed. The rare and growing parts live elsewhere: the digests of a
-  // message with several recipients in one array of their own, the locations of its 'u' and
+struct SegmentStorage::Impl final : detail::SpoolBase {
+  // What the spool keeps in memory per stored message (40 bytes): where its records are,
+  // how many recipients it has (to check an update's indices), and the attempts and held flag
+  // it recorded last. The rare and growing part lives elsewhere: the locations of its 'u' and
   // 'a' records (none until it is deferred) in `changes`.
   struct Entry {
     std::uint64_t id = 0;
-    detail::RecipientDigests digests;
-    std::uint32_t seg = 0;        // segment of its insert (or full-state copy) and body
-    std::uint32_t meta_off = 0;   // offset of the 'i' record
-    std::uint32_t body_off = 0;   // offset of the 'b' record
-    std::uint32_t body_size = 0;  // body bytes (below 4 GiB: kMaxPayload)
-    std::uint32_t attempts = 0;   // as recorded
+    std::uint32_t seg = 0;         // segment of its insert (or full-state copy) and body
+    std::uint32_t meta_off = 0;    // offset of the 'i' record
+    std::uint32_t body_off = 0;    // offset of the 'b' record
+    std::uint32_t body_size = 0;   // body bytes (below 4 GiB: kMaxPayload)
+    std::uint32_t attempts = 0;    // as recorded
+    std::uint32_t recipients = 0;  // the recipient count (at least one)
     // Bytes of the 'i' record: at most kMaxMetaSize plus the overhead (kMetaSizeBits).
     std::uint32_t meta_size : 29 = 0;
     std::uint32_t held : 1 = 0;
@@ -141,7 +138,7 @@ struct SegmentStorage::Impl {
   };
 
   // The per-message memory figure of docs/spool-format.md ("The segment spool", Memory).
-  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 48, "update the documented entry size");
+  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 40, "update the documented entry size");
   static constexpr unsigned kMetaSizeBits = 29;
   static_assert(kMaxMetaSize + detail::kRecordOverhead < (std::uint64_t{1} << kMetaSizeBits),
                 "an 'i' record's size must fit Entry::meta_size");
@@ -164,26 +161,18 @@ struct SegmentStorage::Impl {
     int sync_error = 0;
   };
 
-  struct Pending {
-    MessageId id;
-    Entry entry;
-    Done done;
-    std::error_code ec;
-  };
+  using Pending = detail::PendingInsert<Entry>;
 
   Impl(std::string d, Clock& c, SegmentOptions o)
-      : dir(std::move(d)), clock(c), options(std::move(o)) {
+      : SpoolBase(std::move(d), c, detail::base_options_of(o)), options(std::move(o)) {
     options.segment_size =
         std::clamp<std::uint64_t>(options.segment_size, detail::kPreambleSize + 1, kMaxSegmentSize);
+    open();
   }
 
-  std::string dir;
-  Clock& clock;
   SegmentOptions options;
 
-  Fd spool_fd, seg_dir_fd, quarantine_fd, lock_fd;
-  Error open_error;
-  Error last_error;
+  Fd seg_dir_fd, quarantine_fd;
 
   detail::IdTable<Entry> index;
   detail::IdTable<Changes> changes;  // of the messages with 'u' or 'a' records
@@ -198,8 +187,8 @@ struct SegmentStorage::Impl {
 
   std::vector<Pending> pending;
   std::unordered_set<std::uint64_t> pending_ids;
-  TimerId batch_timer = kNoTimer;
-  TimerId lazy_timer = kNoTimer;
+  std::size_t size() const noexcept override { return index.size(); }
+  std::size_t pending_inserts() const noexcept override { return pending_ids.size(); }
   TimerId compact_timer = kNoTimer;
   std::uint32_t compact_seg = 0;  // segment whose messages compact_ids lists
   std::vector<std::uint64_t> compact_ids;
@@ -207,103 +196,24 @@ struct SegmentStorage::Impl {
 
   SegmentStats stats;
 
-  bool ready() const { return !open_error.code; }
-
-  std::error_code fail(std::error_code code, std::string message) {
-    last_error = Error(code, std::move(message));
-    if (options.on_error) {
-      try {
-        options.on_error(last_error);
-      } catch (...) {
-        // A throwing host handler must not unwind through the storage.
-      }
-    }
-    return code;
-  }
-
-  std::error_code sys_fail(std::string_view what, std::string_view where, int err) {
-    std::string msg(what);
-    msg += ' ';
-    msg += dir;
-    msg += '/';
-    msg += where;
-    msg += ": ";
-    msg += errno_text(err);
-    return fail(make_error_code(errc::storage_failure), std::move(msg));
-  }
-
-  std::error_code not_ready() {
-    last_error = open_error;
-    return make_error_code(errc::storage_failure);
-  }
-
   static std::string where_seg(std::uint32_t n) { return "segments/" + segment_name(n); }
 
   // --- set-up -----------------------------------------------------------------------------
 
   void open() {
-    auto fail_open = [&](std::string what, int err) {
-      open_error = Error(errc::storage_failure, what + ": " + errno_text(err));
-      last_error = open_error;
-    };
-    if (dir.empty()) {
-      open_error = Error(errc::storage_failure, "spool directory not given");
-      last_error = open_error;
+    std::vector<Fd> fds;
+    if (!open_directory({"segments", "quarantine"},
+                        {"file", "queue", "files", detail::has_queue_files}, &fds,
+                        &stats.dir_syncs)) {
       return;
     }
-    for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
-      if (pos != dir.size() && dir[pos] != '/') continue;
-      std::string part = dir.substr(0, pos);
-      if (::mkdir(part.c_str(), options.directory_mode) != 0 && errno != EEXIST) {
-        return fail_open("create spool directory " + part, errno);
-      }
-    }
-    spool_fd = Fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!spool_fd.ok()) return fail_open("open spool directory " + dir, errno);
-    lock_fd = Fd(::openat(spool_fd.get(), "lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
-    if (!lock_fd.ok()) return fail_open("open " + dir + "/lock", errno);
-    if (::flock(lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
-      if (errno == EWOULDBLOCK) {
-        open_error = Error(errc::storage_failure, "spool " + dir + " " + std::string(kSpoolInUse) +
-                                                      " (" + dir + "/lock is locked)");
-        last_error = open_error;
-        return;
-      }
-      return fail_open("lock " + dir + "/lock", errno);
-    }
-    // A file spool (file_spool.h) in the same directory: its messages would be ignored.
-    bool files = false;
-    if (int err = detail::has_queue_files(spool_fd.get(), &files)) {
-      return fail_open("list " + dir + "/queue", err);
-    }
-    if (files) {
-      open_error = Error(errc::storage_failure, "spool " + dir + " holds a file spool (" + dir +
-                                                    "/queue); open it with layout = files");
-      last_error = open_error;
-      return;
-    }
-    bool created = false;
-    for (const char* sub : {"segments", "quarantine"}) {
-      if (::mkdirat(spool_fd.get(), sub, options.directory_mode) == 0) {
-        created = true;
-      } else if (errno != EEXIST) {
-        return fail_open("create " + dir + "/" + sub, errno);
-      }
-      Fd fd(::openat(spool_fd.get(), sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      if (!fd.ok()) return fail_open("open " + dir + "/" + sub, errno);
-      if (std::string_view(sub) == "segments")
-        seg_dir_fd = std::move(fd);
-      else
-        quarantine_fd = std::move(fd);
-    }
-    if (created) {
-      stats.dir_syncs++;
-      if (int err = fsync_retry(spool_fd.get(), false)) return fail_open("sync " + dir, err);
-    }
+    seg_dir_fd = std::move(fds[0]);
+    quarantine_fd = std::move(fds[1]);
     // New segments continue the numbering (load() reads the existing ones).
     std::vector<DirEntry> entries;
     if (int err = list_directory(seg_dir_fd.get(), &entries)) {
-      return fail_open("list " + dir + "/segments", err);
+      open_error = Error(errc::storage_failure, "list " + dir + "/segments: " + errno_text(err));
+      return;
     }
     for (const auto& e : entries) {
       std::uint64_t n = 0;
@@ -311,36 +221,16 @@ struct SegmentStorage::Impl {
     }
   }
 
-  // --- timers -----------------------------------------------------------------------------
-
-  void schedule_batch() {
-    if (batch_timer != kNoTimer) return;
-    batch_timer = clock.schedule(Duration{0}, [this] {
-      batch_timer = kNoTimer;
-      flush_batch(true);
-    });
-  }
-
-  void schedule_lazy() {
-    if (lazy_timer != kNoTimer) return;
-    lazy_timer = clock.schedule(options.deferred_sync_delay, [this] {
-      lazy_timer = kNoTimer;
-      sync_lazy();
-    });
-  }
-
-  void cancel_timers() {
-    for (TimerId* t : {&batch_timer, &lazy_timer, &compact_timer}) {
-      if (*t != kNoTimer) clock.cancel(*t);
-      *t = kNoTimer;
-    }
+  void cancel_timers() override {
+    SpoolBase::cancel_timers();
+    stop_timer(compact_timer);
   }
 
   // --- segments ---------------------------------------------------------------------------
 
-  std::error_code create_segment() {
+  Result<void> create_segment() {
     if (next_number > 0xFFFFFFFFull) {
-      return fail(make_error_code(errc::storage_failure),
+      return fail(errc::storage_failure,
                   "create segment in " + dir + "/segments: segment numbers exhausted");
     }
     auto n = static_cast<std::uint32_t>(next_number);
@@ -386,15 +276,15 @@ struct SegmentStorage::Impl {
   // Appends `total` bytes (the iovecs) to the active segment, starting a new one when it is
   // full. On failure the segment is cut back to its previous end, so that no partial record
   // precedes later ones.
-  std::error_code append(iovec* iov, int count, std::uint64_t total, std::uint32_t* seg,
-                         std::uint32_t* off) {
+  Result<void> append(iovec* iov, int count, std::uint64_t total, std::uint32_t* seg,
+                      std::uint32_t* off) {
     if (active == 0 || roll_next) {
-      if (auto ec = create_segment()) return ec;
+      if (auto created = create_segment(); !created) return created;
       roll_next = false;
     } else {
       const Segment& a = segments.at(active);
       if (a.end > detail::kPreambleSize && a.end + total > options.segment_size) {
-        if (auto ec = create_segment()) return ec;
+        if (auto created = create_segment(); !created) return created;
       }
     }
     Segment& s = segments.at(active);
@@ -414,7 +304,7 @@ struct SegmentStorage::Impl {
     return {};
   }
 
-  std::error_code append(const std::string& bytes, std::uint32_t* seg, std::uint32_t* off) {
+  Result<void> append(const std::string& bytes, std::uint32_t* seg, std::uint32_t* off) {
     iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
     return append(&iov, 1, bytes.size(), seg, off);
   }
@@ -430,8 +320,8 @@ struct SegmentStorage::Impl {
   }
 
   // Makes every appended record (and every new segment's name) durable.
-  std::error_code sync_segments() {
-    std::error_code result;
+  Result<void> sync_segments() {
+    Result<void> result;
     for (std::uint32_t n : unsynced) {
       auto it = segments.find(n);
       if (it == segments.end()) continue;
@@ -540,26 +430,26 @@ struct SegmentStorage::Impl {
 
   // --- insert -------------------------------------------------------------------------------
 
-  void insert(const MessageRecord& record, std::string_view body, Done done) {
+  void insert(const MessageRecord& record, std::string_view body, Done done) override {
     Pending p;
     p.id = record.id;
     p.done = std::move(done);
-    p.ec = write_new(record, body, &p.entry);
-    if (p.ec) stats.insert_failures++;
-    if (!p.ec) pending_ids.insert(record.id.value);
+    p.result = write_new(record, body, &p.entry);
+    if (!p.result) stats.insert_failures++;
+    if (p.result) pending_ids.insert(record.id.value);
     pending.push_back(std::move(p));
     schedule_batch();
   }
 
   // Writes the 'i' and 'b' records of a message (one pwritev), and `trailer` after them; `e`
   // receives their places (seg, offsets and sizes; nothing else of it changes).
-  std::error_code write_message(const MessageRecord& record, std::string_view body,
-                                const std::string& trailer, Entry* e) {
+  Result<void> write_message(const MessageRecord& record, std::string_view body,
+                             const std::string& trailer, Entry* e) {
     std::string head;
     const std::size_t start = detail::begin_record(head, RecordType::seg_insert);
     detail::put_meta_payload(head, record);
     if (head.size() - detail::kRecordHeaderSize > kMaxMetaSize) {
-      return fail(make_error_code(errc::message_too_large),
+      return fail(errc::message_too_large,
                   "insert " + record.id.to_string() + ": metadata too large");
     }
     detail::end_record(head, start);
@@ -582,7 +472,8 @@ struct SegmentStorage::Impl {
     const std::uint64_t body_record = sizeof body_head + body.size() + sizeof crc;
     const std::uint64_t total = head.size() + body_record + trailer.size();
     std::uint32_t seg = 0, off = 0;
-    if (auto ec = append(iov, trailer.empty() ? 4 : 5, total, &seg, &off)) return ec;
+    if (auto written = append(iov, trailer.empty() ? 4 : 5, total, &seg, &off); !written)
+      return written;
     e->seg = seg;
     e->meta_off = off;
     e->body_off = static_cast<std::uint32_t>(off + head.size());
@@ -591,28 +482,19 @@ struct SegmentStorage::Impl {
     return {};
   }
 
-  std::error_code write_new(const MessageRecord& record, std::string_view body, Entry* e) {
-    if (!ready()) return not_ready();
-    if (!record.id) {
-      return fail(make_error_code(errc::invalid_parameter), "insert: message id 0");
-    }
+  Result<void> write_new(const MessageRecord& record, std::string_view body, Entry* e) {
+    const bool known = index.contains(record.id.value) || pending_ids.count(record.id.value);
+    if (auto fits = check_insert(record, known); !fits) return fits;
     const std::string id_text = record.id.to_string();
-    if (record.recipients.empty()) {
-      return fail(make_error_code(errc::invalid_parameter),
-                  "insert " + id_text + ": no recipients");
-    }
-    if (index.contains(record.id.value) || pending_ids.count(record.id.value)) {
-      return fail(make_error_code(errc::bad_state), "insert " + id_text + ": already stored");
-    }
     if (body.size() + kIdSize >= detail::kMaxPayload) {
-      return fail(make_error_code(errc::message_too_large),
+      return fail(errc::message_too_large,
                   "insert " + id_text + ": a body of 4 GiB or more does not fit the spool");
     }
-    if (auto ec = write_message(record, body, {}, e)) return ec;
+    if (auto written = write_message(record, body, {}, e); !written) return written;
     e->id = record.id.value;
     e->attempts = record.attempts;
     e->held = record.held;
-    e->digests.assign(record);
+    e->recipients = static_cast<std::uint32_t>(record.recipients.size());
     account_add(*e);
     return {};
   }
@@ -620,7 +502,7 @@ struct SegmentStorage::Impl {
   // Whether a batch insert sits in a segment whose sync failed (now or in an earlier sync).
   bool failed_syncs(const std::vector<Pending>& batch) const {
     for (const auto& p : batch) {
-      if (p.ec) continue;
+      if (!p.result) continue;
       auto it = segments.find(p.entry.seg);
       if (it != segments.end() && it->second.sync_error != 0) return true;
     }
@@ -629,107 +511,76 @@ struct SegmentStorage::Impl {
 
   // The group commit: one fdatasync per segment written since the last sync (normally one),
   // the directory when a segment was created, then the callbacks.
-  void flush_batch(bool run_callbacks) {
-    if (batch_timer != kNoTimer) {
-      clock.cancel(batch_timer);
-      batch_timer = kNoTimer;
-    }
+  void flush_batch(bool run_callbacks) override {
+    stop_timer(batch_timer);
     std::vector<Pending> batch = std::move(pending);
     pending.clear();
     pending_ids.clear();
     bool any = false;
-    for (auto& p : batch) any = any || !p.ec;
+    for (auto& p : batch) any = any || p.result;
     if (any) {
       stats.batches++;
-      if (std::error_code ec = sync_segments(); ec || failed_syncs(batch)) {
+      if (Result<void> synced = sync_segments(); !synced || failed_syncs(batch)) {
         // Whether the records reached the disk is unknown: report the inserts failed, and
         // append removals so that a replay does not bring them back (best effort).
-        if (!ec) ec = make_error_code(errc::storage_failure);
         for (auto& p : batch) {
-          if (p.ec) continue;
+          if (!p.result) continue;
           auto sit = segments.find(p.entry.seg);
           if (sit != segments.end() && sit->second.sync_error == 0) continue;  // durable
-          p.ec = ec;
+          if (!synced) {
+            p.result = synced;
+          } else {  // an earlier sync of its segment failed
+            const int err = sit != segments.end() ? sit->second.sync_error : EIO;
+            p.result = Error(errc::storage_failure,
+                             "sync " + dir + "/" + where_seg(p.entry.seg) + ": " + errno_text(err));
+          }
           stats.insert_failures++;
           account_remove(p.entry);
           std::string bytes;
           put_id_record(bytes, RecordType::seg_remove, p.id, {});
           std::uint32_t seg = 0, off = 0;
-          append(bytes, &seg, &off);
+          (void)append(bytes, &seg, &off);  // best effort: a failure is reported to on_error
         }
         delete_dead_segments();
       }
     }
     for (auto& p : batch) {
-      if (p.ec) continue;
+      if (!p.result) continue;
       stats.inserts++;
       index.insert(std::move(p.entry));
     }
     if (!run_callbacks) return;
-    for (auto& p : batch) {
-      if (!p.done) continue;
-      Done done = std::move(p.done);
-      try {
-        done(p.ec);
-      } catch (const std::exception& ex) {
-        fail(make_error_code(errc::bad_state),
-             std::string("insert callback threw an exception: ") + ex.what());
-      } catch (...) {
-        fail(make_error_code(errc::bad_state), "insert callback threw an exception");
-      }
-    }
+    for (auto& p : batch) complete_insert(p.done, std::move(p.result));
   }
 
-  void sync_lazy() {
-    if (lazy_timer != kNoTimer) {
-      clock.cancel(lazy_timer);
-      lazy_timer = kNoTimer;
-    }
-    sync_segments();
+  void sync_lazy() override {
+    stop_timer(lazy_timer);
+    (void)sync_segments();  // failures are reported through on_error
   }
 
   // --- changes to stored messages ----------------------------------------------------------
 
-  std::error_code update(const MessageRecord& record) {
-    if (!ready()) return not_ready();
-    Entry* found = index.find(record.id.value);
-    if (!found) {
-      return fail(make_error_code(errc::not_found), "update: no message " + record.id.to_string());
+  Result<void> update(const RecordChange& change) override {
+    Entry* found = index.find(change.id.value);
+    if (auto fits = check_update(change, found ? &found->recipients : nullptr); !fits) {
+      return fits;
     }
     Entry& e = *found;
-    if (record.recipients.size() != e.digests.count()) {
-      return fail(make_error_code(errc::bad_state), "update " + record.id.to_string() + ": " +
-                                                        std::to_string(record.recipients.size()) +
-                                                        " recipients, stored " +
-                                                        std::to_string(e.digests.count()));
-    }
-    std::vector<std::uint32_t> changed;
-    std::vector<RecipientDigest> digests;  // of the changed recipients
     // The at-least-once rule (see spool_storage.cpp): final states, hold and release are on
     // disk before update returns.
-    const bool held = record.held;
-    bool sync = held != static_cast<bool>(e.held);
-    for (std::size_t i = 0; i < record.recipients.size(); ++i) {
-      const RecipientDigest now = detail::digest(record.recipients[i]);
-      const RecipientDigest before = e.digests.get(i);
-      if (now == before) continue;
-      changed.push_back(static_cast<std::uint32_t>(i));
-      digests.push_back(now);
-      if (is_final(now.state) && !is_final(before.state)) sync = true;
-    }
-    if (changed.empty() && record.attempts == e.attempts && held == static_cast<bool>(e.held)) {
-      return {};
-    }
+    const bool held_changes = change.held != static_cast<bool>(e.held);
+    const bool sync = held_changes || change.makes_final();
+    if (change.recipients.empty() && change.attempts == e.attempts && !held_changes) return {};
     std::string payload;
-    detail::put_update_payload(payload, record, changed);
+    detail::put_update_payload(payload, change);
     std::string bytes;
-    put_id_record(bytes, RecordType::seg_update, record.id, payload);
+    put_id_record(bytes, RecordType::seg_update, change.id, payload);
     std::uint32_t seg = 0, off = 0;
-    if (auto ec = append(bytes, &seg, &off)) return ec;
+    if (auto written = append(bytes, &seg, &off); !written) return written;
     if (sync) {
-      if (auto ec = sync_segments()) {
+      if (auto synced = sync_segments(); !synced) {
         cut_back(seg, off);
-        return ec;
+        return synced;
       }
       stats.synced_updates++;
     } else {
@@ -737,40 +588,33 @@ struct SegmentStorage::Impl {
     }
     stats.updates++;
     add_change(e, pack(seg, off), bytes.size());
-    for (std::size_t k = 0; k < changed.size(); ++k) e.digests.set(changed[k], digests[k]);
-    e.attempts = record.attempts;
-    e.held = held;
+    e.attempts = change.attempts;
+    e.held = change.held;
     return {};
   }
 
-  std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) {
-    if (!ready()) return not_ready();
+  Result<void> append_attempt(MessageId id, const AttemptRecord& attempt) override {
     Entry* e = index.find(id.value);
-    if (!e) {
-      return fail(make_error_code(errc::not_found), "append_attempt: no message " + id.to_string());
-    }
+    if (!e) return no_message("append_attempt", id);
     std::string payload;
     detail::put_attempt_payload(payload, attempt);
     std::string bytes;
     put_id_record(bytes, RecordType::seg_attempt, id, payload);
     std::uint32_t seg = 0, off = 0;
-    if (auto ec = append(bytes, &seg, &off)) return ec;
+    if (auto written = append(bytes, &seg, &off); !written) return written;
     schedule_lazy();
     stats.attempts++;
     add_change(*e, pack(seg, off), bytes.size());
     return {};
   }
 
-  std::error_code remove(MessageId id) {
-    if (!ready()) return not_ready();
+  Result<void> remove(MessageId id) override {
     Entry* e = index.find(id.value);
-    if (!e) {
-      return fail(make_error_code(errc::not_found), "remove: no message " + id.to_string());
-    }
+    if (!e) return no_message("remove", id);
     std::string bytes;
     put_id_record(bytes, RecordType::seg_remove, id, {});
     std::uint32_t seg = 0, off = 0;
-    if (auto ec = append(bytes, &seg, &off)) return ec;
+    if (auto written = append(bytes, &seg, &off); !written) return written;
     schedule_lazy();
     stats.removes++;
     account_remove(*e);
@@ -783,14 +627,12 @@ struct SegmentStorage::Impl {
 
   // --- reading -------------------------------------------------------------------------------
 
-  // Reads the record at `loc` into `buf`. Empty code, or corrupt_record / storage_failure.
-  std::error_code read_record(std::uint32_t seg, std::uint32_t off, std::string* buf,
-                              RecordView* rv) {
+  // Reads the record at `loc` into `buf`. Success, or corrupt_record / storage_failure.
+  Result<void> read_record(std::uint32_t seg, std::uint32_t off, std::string* buf, RecordView* rv) {
     auto it = segments.find(seg);
     if (it == segments.end()) {
-      return fail(
-          make_error_code(errc::storage_failure),
-          where_seg(seg) + " is gone but still referenced (offset " + std::to_string(off) + ")");
+      return fail(errc::storage_failure, where_seg(seg) + " is gone but still referenced (offset " +
+                                             std::to_string(off) + ")");
     }
     const int fd = it->second.fd.get();
     buf->resize(detail::kRecordHeaderSize);
@@ -801,7 +643,7 @@ struct SegmentStorage::Impl {
     if (static_cast<std::size_t>(n) != buf->size() ||
         !detail::parse_record_header(*buf, &type, &length) ||
         std::uint64_t{off} + length + detail::kRecordOverhead > it->second.end) {
-      return fail(make_error_code(errc::corrupt_record),
+      return fail(errc::corrupt_record,
                   where_seg(seg) + ": damaged record header at offset " + std::to_string(off));
     }
     buf->resize(length + detail::kRecordOverhead);
@@ -809,42 +651,37 @@ struct SegmentStorage::Impl {
     if (n < 0) return sys_fail("read", where_seg(seg), errno);
     if (static_cast<std::size_t>(n) != buf->size() ||
         detail::parse_record(*buf, rv) != RecordStatus::ok) {
-      return fail(
-          make_error_code(errc::corrupt_record),
-          where_seg(seg) + ": the record at offset " + std::to_string(off) + " fails its checksum");
+      return fail(errc::corrupt_record, where_seg(seg) + ": the record at offset " +
+                                            std::to_string(off) + " fails its checksum");
     }
     return {};
   }
 
-  Result<std::string> read_body(MessageId id) {
-    if (!ready()) return Error(not_ready(), open_error.message);
+  Result<std::string> read_body(MessageId id) override {
     const Entry* found = index.find(id.value);
     if (!found) return Error(errc::not_found, "no message " + id.to_string());
     const Entry& e = *found;
     auto sit = segments.find(e.seg);
     if (sit == segments.end()) {
-      return Error(fail(make_error_code(errc::storage_failure), where_seg(e.seg) + " is gone"),
-                   last_error.message);
+      return fail(errc::storage_failure, where_seg(e.seg) + " is gone");
     }
     std::string buf(detail::kRecordOverhead + kIdSize + e.body_size, '\0');
     ssize_t n = pread_all(sit->second.fd.get(), buf.data(), buf.size(), e.body_off);
-    if (n < 0) return Error(sys_fail("read", where_seg(e.seg), errno), last_error.message);
+    if (n < 0) return sys_fail("read", where_seg(e.seg), errno);
     RecordView rv;
     if (static_cast<std::size_t>(n) != buf.size() ||
         detail::parse_record(buf, &rv) != RecordStatus::ok || rv.type != RecordType::seg_body ||
         detail::get_u64_le(rv.payload) != id.value) {
-      auto ec = fail(make_error_code(errc::corrupt_record),
-                     where_seg(e.seg) + ": the body of " + id.to_string() + " at offset " +
-                         std::to_string(e.body_off) + " fails its checksum");
-      return Error(ec, last_error.message);
+      return fail(errc::corrupt_record, where_seg(e.seg) + ": the body of " + id.to_string() +
+                                            " at offset " + std::to_string(e.body_off) +
+                                            " fails its checksum");
     }
     buf.erase(0, detail::kRecordHeaderSize + kIdSize);
     buf.resize(e.body_size);
     return buf;
   }
 
-  Result<std::vector<AttemptRecord>> read_attempts(MessageId id) {
-    if (!ready()) return Error(not_ready(), open_error.message);
+  Result<std::vector<AttemptRecord>> read_attempts(MessageId id) override {
     const Entry* e = index.find(id.value);
     if (!e) return Error(errc::not_found, "no message " + id.to_string());
     std::vector<AttemptRecord> out;
@@ -853,18 +690,14 @@ struct SegmentStorage::Impl {
     const std::vector<std::uint64_t> locations = change_locations(*e);
     for (std::uint64_t loc : locations) {
       RecordView rv;
-      if (auto ec = read_record(seg_of(loc), off_of(loc), &buf, &rv)) {
-        return Error(ec, last_error.message);
-      }
+      if (auto read = read_record(seg_of(loc), off_of(loc), &buf, &rv); !read) return read.error();
       if (rv.type != RecordType::seg_attempt) continue;
       AttemptRecord a;
       std::string why;
       if (rv.payload.size() < kIdSize ||
           !detail::decode_attempt(rv.payload.substr(kIdSize), &a, &why)) {
-        auto ec = fail(make_error_code(errc::corrupt_record),
-                       where_seg(seg_of(loc)) + ": attempt record at offset " +
-                           std::to_string(off_of(loc)) + " malformed");
-        return Error(ec, last_error.message);
+        return fail(errc::corrupt_record, where_seg(seg_of(loc)) + ": attempt record at offset " +
+                                              std::to_string(off_of(loc)) + " malformed");
       }
       out.push_back(std::move(a));
     }
@@ -886,7 +719,7 @@ struct SegmentStorage::Impl {
     compact_timer = clock.schedule(Duration{0}, [this] {
       compact_timer = kNoTimer;
       bool progress = false;
-      compact_step(options.compact_bytes_per_turn, &progress);
+      (void)compact_step(options.compact_bytes_per_turn, &progress);  // reported to on_error
       if (progress) schedule_compaction();
     });
   }
@@ -899,30 +732,30 @@ struct SegmentStorage::Impl {
 
   // Writes a full-state copy of a stored message (current metadata, body, attempt rows) to
   // the active segment, not yet synced; `out` receives where the copy is.
-  std::error_code relocate(MessageId id, const Entry& e, Copy* out) {
+  Result<void> relocate(MessageId id, const Entry& e, Copy* out) {
     std::string buf;
     RecordView rv;
-    if (auto ec = read_record(e.seg, e.meta_off, &buf, &rv)) return ec;
+    if (auto read = read_record(e.seg, e.meta_off, &buf, &rv); !read) return read;
     MessageRecord record;
     std::string why;
     if (rv.type != RecordType::seg_insert || !detail::decode_meta(rv.payload, &record, &why) ||
         record.id != id) {
-      return fail(make_error_code(errc::corrupt_record),
-                  where_seg(e.seg) + ": the metadata of " + id.to_string() + " at offset " +
-                      std::to_string(e.meta_off) + " is unreadable" +
-                      (why.empty() ? std::string() : ": " + why));
+      return fail(errc::corrupt_record, where_seg(e.seg) + ": the metadata of " + id.to_string() +
+                                            " at offset " + std::to_string(e.meta_off) +
+                                            " is unreadable" +
+                                            (why.empty() ? std::string() : ": " + why));
     }
     std::string attempts;
     std::vector<std::size_t> attempt_offsets;
     const std::vector<std::uint64_t> locations = change_locations(e);
     for (std::uint64_t loc : locations) {
-      if (auto ec = read_record(seg_of(loc), off_of(loc), &buf, &rv)) return ec;
+      if (auto read = read_record(seg_of(loc), off_of(loc), &buf, &rv); !read) return read;
       if (rv.payload.size() < kIdSize || detail::get_u64_le(rv.payload) != id.value ||
           (rv.type == RecordType::seg_update &&
            !detail::apply_update(rv.payload.substr(kIdSize), &record, &why))) {
-        return fail(make_error_code(errc::corrupt_record),
-                    where_seg(seg_of(loc)) + ": the record of " + id.to_string() + " at offset " +
-                        std::to_string(off_of(loc)) + " is unreadable");
+        return fail(errc::corrupt_record, where_seg(seg_of(loc)) + ": the record of " +
+                                              id.to_string() + " at offset " +
+                                              std::to_string(off_of(loc)) + " is unreadable");
       }
       if (rv.type == RecordType::seg_attempt) {
         attempt_offsets.push_back(attempts.size());
@@ -930,8 +763,9 @@ struct SegmentStorage::Impl {
       }
     }
     auto body = read_body(id);
-    if (!body.ok()) return body.error().code;
-    if (auto ec = write_message(record, *body, attempts, &out->place)) return ec;
+    if (!body.ok()) return body.error();
+    if (auto written = write_message(record, *body, attempts, &out->place); !written)
+      return written;
     out->place.id = id.value;
     out->trail.id = id.value;
     out->trail.bytes = attempts.size();
@@ -945,7 +779,7 @@ struct SegmentStorage::Impl {
 
   // Copies up to `budget` bytes of the oldest segment's messages forward, syncs, and then
   // switches the index to the copies (so the old segment can go).
-  std::error_code compact_step(std::uint64_t budget, bool* progress) {
+  Result<void> compact_step(std::uint64_t budget, bool* progress) {
     *progress = false;
     if (!compaction_due()) return {};
     const std::uint32_t oldest = segments.begin()->first;
@@ -958,7 +792,7 @@ struct SegmentStorage::Impl {
     }
     std::vector<Copy> copies;
     std::uint64_t copied = 0;
-    std::error_code result;
+    Result<void> result;
     while (!compact_ids.empty() && copied < budget) {
       const std::uint64_t id = compact_ids.back();
       const Entry* e = index.find(id);
@@ -967,8 +801,8 @@ struct SegmentStorage::Impl {
         continue;
       }
       Copy copy;
-      if (auto ec = relocate(MessageId{id}, *e, &copy)) {
-        result = ec;
+      if (auto copied_one = relocate(MessageId{id}, *e, &copy); !copied_one) {
+        result = copied_one;
         compact_blocked = oldest;
         break;
       }
@@ -978,12 +812,13 @@ struct SegmentStorage::Impl {
     }
     if (!copies.empty()) {
       // The copies are durable before the old segment can be unlinked.
-      if (auto ec = sync_segments()) return ec;
+      if (auto synced = sync_segments(); !synced) return synced;
       for (Copy& copy : copies) {
         Entry* e = index.find(copy.place.id);
         if (!e) continue;  // removed by a host error handler since
         account_remove(*e);
-        // The copy's records replace the old ones; digests, attempts and hold stay.
+        // The copy's records replace the old ones; the recipient count, attempts and hold
+        // stay.
         e->seg = copy.place.seg;
         e->meta_off = copy.place.meta_off;
         e->body_off = copy.place.body_off;
@@ -1010,12 +845,12 @@ struct SegmentStorage::Impl {
     return result;
   }
 
-  std::error_code compact_now() {
+  Result<void> compact_now() {
     if (!ready()) return not_ready();
     flush_batch(true);
     for (;;) {
       bool progress = false;
-      if (auto ec = compact_step(UINT64_MAX, &progress)) return ec;
+      if (auto step = compact_step(UINT64_MAX, &progress); !step) return step;
       if (!progress) return {};
     }
   }
@@ -1048,11 +883,6 @@ struct SegmentStorage::Impl {
     bool quarantine_dirty = false;
   };
 
-  void problem(LoadContext& ctx, std::string line) {
-    if (ctx.report) ctx.report->problems.push_back(line);
-    fail(make_error_code(errc::corrupt_record), std::move(line));
-  }
-
   // Creates a fresh file in quarantine/ named `base` (or base.N). -1 with errno on failure.
   int quarantine_file(const std::string& base, std::string* name) {
     for (int n = 0; n < 1000; ++n) {
@@ -1067,23 +897,20 @@ struct SegmentStorage::Impl {
 
   // Moves a whole file of segments/ to quarantine/.
   void quarantine_whole(LoadContext& ctx, const std::string& name, const std::string& reason) {
-    int err = 0;
     std::string target;
-    for (int n = 0; n < 1000; ++n) {
-      target = n == 0 ? name : name + "." + std::to_string(n);
-      err = rename_noreplace(seg_dir_fd.get(), name.c_str(), quarantine_fd.get(), target.c_str());
-      if (err != EEXIST) break;
-    }
+    const int err =
+        detail::rename_aside(seg_dir_fd.get(), name, quarantine_fd.get(), name, &target);
     if (err != 0) {
-      problem(ctx, "segments/" + name + ": " + reason + "; could not move it to quarantine/: " +
-                       errno_text(err) + "; left in place");
+      problem(ctx.report, "segments/" + name + ": " + reason +
+                              "; could not move it to quarantine/: " + errno_text(err) +
+                              "; left in place");
       return;
     }
     ctx.quarantine_dirty = true;
     dir_lazy = true;
     stats.last_load_quarantined++;
     if (ctx.report) ctx.report->quarantined++;
-    problem(ctx, "segments/" + name + ": " + reason + "; moved to quarantine/" + target);
+    problem(ctx.report, "segments/" + name + ": " + reason + "; moved to quarantine/" + target);
   }
 
   // Ends a segment's replay at `off`: a torn tail (nothing valid after it) is cut off; damage
@@ -1112,8 +939,9 @@ struct SegmentStorage::Impl {
     std::string rest(static_cast<std::size_t>(size - off), '\0');
     ssize_t got = pread_all(s.fd.get(), rest.data(), rest.size(), off);
     if (got < 0) {
-      problem(ctx, where + ": " + reason + " at offset " + std::to_string(off) +
-                       " and the rest cannot be read (" + errno_text(errno) + "); left in place");
+      problem(ctx.report, where + ": " + reason + " at offset " + std::to_string(off) +
+                              " and the rest cannot be read (" + errno_text(errno) +
+                              "); left in place");
       return off;
     }
     rest.resize(static_cast<std::size_t>(got));
@@ -1141,17 +969,18 @@ struct SegmentStorage::Impl {
     if (err == 0) err = fsync_retry(q.get(), true);
     if (err != 0) {
       if (q.ok()) ::unlinkat(quarantine_fd.get(), qname.c_str(), 0);
-      problem(ctx, where + ": " + reason + " at offset " + std::to_string(off) +
-                       "; could not copy the " + std::to_string(rest.size()) +
-                       " bytes from there to quarantine/: " + errno_text(err) + "; left in place");
+      problem(ctx.report, where + ": " + reason + " at offset " + std::to_string(off) +
+                              "; could not copy the " + std::to_string(rest.size()) +
+                              " bytes from there to quarantine/: " + errno_text(err) +
+                              "; left in place");
       return off;
     }
     ctx.quarantine_dirty = true;
     stats.last_load_quarantined++;
     if (ctx.report) ctx.report->quarantined++;
-    problem(ctx, where + ": " + reason + " at offset " + std::to_string(damage) + "; the " +
-                     std::to_string(rest.size()) + " bytes from offset " + std::to_string(off) +
-                     " moved to quarantine/" + qname);
+    problem(ctx.report, where + ": " + reason + " at offset " + std::to_string(damage) + "; the " +
+                            std::to_string(rest.size()) + " bytes from offset " +
+                            std::to_string(off) + " moved to quarantine/" + qname);
     if (::ftruncate(s.fd.get(), static_cast<off_t>(off)) != 0 ||
         fsync_retry(s.fd.get(), true) != 0) {
       sys_fail("truncate", where, errno);
@@ -1267,8 +1096,8 @@ struct SegmentStorage::Impl {
       bool read_error = false;
       if (!have(off, detail::kRecordHeaderSize, &read_error)) {
         if (read_error) {
-          problem(ctx, where_seg(n) + ": cannot be read at offset " + std::to_string(off) + " (" +
-                           errno_text(errno) + "); the rest is not replayed");
+          problem(ctx.report, where_seg(n) + ": cannot be read at offset " + std::to_string(off) +
+                                  " (" + errno_text(errno) + "); the rest is not replayed");
           return off;
         }
         return end_segment_at(ctx, n, s, off, size, "incomplete record");
@@ -1299,8 +1128,8 @@ struct SegmentStorage::Impl {
       }
       if (!have(off, total, &read_error)) {
         if (read_error) {
-          problem(ctx, where_seg(n) + ": cannot be read at offset " + std::to_string(off) + " (" +
-                           errno_text(errno) + "); the rest is not replayed");
+          problem(ctx.report, where_seg(n) + ": cannot be read at offset " + std::to_string(off) +
+                                  " (" + errno_text(errno) + "); the rest is not replayed");
           return off;
         }
         return end_segment_at(ctx, n, s, off, size, "incomplete record");
@@ -1319,11 +1148,11 @@ struct SegmentStorage::Impl {
     return off;
   }
 
-  std::error_code load(const std::function<void(MessageRecord&&)>& each, RecoveryReport* report) {
-    if (!ready()) return not_ready();
+  Result<void> load(const std::function<void(MessageRecord&&)>& each,
+                    RecoveryReport* report) override {
     const auto started = std::chrono::steady_clock::now();
     flush_batch(true);
-    sync_segments();
+    (void)sync_segments();  // failures are reported through on_error
     stats.last_load_recovered = stats.last_load_segments = 0;
     stats.last_load_repaired = stats.last_load_quarantined = 0;
     LoadContext ctx;
@@ -1338,14 +1167,13 @@ struct SegmentStorage::Impl {
       const unsigned char t = entry_type(seg_dir_fd.get(), e);
       std::uint64_t n = 0;
       if (t == DT_DIR) {
-        problem(ctx, "segments/" + e.name + ": unexpected directory; left in place");
+        problem(ctx.report, "segments/" + e.name + ": unexpected directory; left in place");
       } else if (!parse_segment_name(e.name, &n)) {
         quarantine_whole(ctx, e.name, "not a segment file");
       } else if (n > 0xFFFFFFFFull) {
-        return fail(make_error_code(errc::storage_failure),
-                    "segments/" + e.name +
-                        ": segment number beyond this build's range; "
-                        "refusing to start rather than ignore it");
+        return fail(errc::storage_failure, "segments/" + e.name +
+                                               ": segment number beyond this build's range; "
+                                               "refusing to start rather than ignore it");
       } else {
         found.emplace_back(static_cast<std::uint32_t>(n), e.name);
       }
@@ -1379,7 +1207,7 @@ struct SegmentStorage::Impl {
         case detail::PreambleStatus::ok:
           break;
         case detail::PreambleStatus::newer_version:
-          return fail(make_error_code(errc::storage_failure),
+          return fail(errc::storage_failure,
                       where_seg(n) + ": segment format version " + std::to_string(version) +
                           " is newer than this build reads (" +
                           std::to_string(detail::kSegmentFormatVersion) +
@@ -1451,16 +1279,16 @@ struct SegmentStorage::Impl {
     for (auto& item : ctx.items) {
       if (item.dead) continue;
       if (!item.has_body) {
-        problem(ctx, where_seg(item.entry.seg) + ": message " + item.record.id.to_string() +
-                         " (offset " + std::to_string(item.entry.meta_off) +
-                         ") has no body record; not recovered");
+        problem(ctx.report, where_seg(item.entry.seg) + ": message " + item.record.id.to_string() +
+                                " (offset " + std::to_string(item.entry.meta_off) +
+                                ") has no body record; not recovered");
         item.dead = true;
         continue;
       }
       Entry& e = item.entry;
       e.attempts = item.record.attempts;
       e.held = item.record.held;
-      e.digests.assign(item.record);
+      e.recipients = static_cast<std::uint32_t>(item.record.recipients.size());
       if (!item.changes.empty()) {
         Changes c;
         c.id = e.id;
@@ -1496,102 +1324,36 @@ struct SegmentStorage::Impl {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return {};
   }
-
-  void shutdown() {
-    if (!ready()) return;
-    flush_batch(false);
-    sync_lazy();
-  }
 };
 
 // ------------------------------------------------------------------------------------------
 
 SegmentStorage::SegmentStorage(std::string directory, Clock& clock, SegmentOptions options)
-    : impl_(std::make_unique<Impl>(std::move(directory), clock, std::move(options))) {
-  impl_->open();
-}
+    : DurableStorage(std::make_unique<Impl>(std::move(directory), clock, std::move(options))) {}
 
-SegmentStorage::~SegmentStorage() {
-  impl_->shutdown();
-  impl_->cancel_timers();
+SegmentStorage::Impl& SegmentStorage::impl() const {
+  return static_cast<Impl&>(*impl_);
 }
 
 Result<std::unique_ptr<SegmentStorage>> SegmentStorage::open(std::string directory, Clock& clock,
                                                              SegmentOptions options) {
-  auto s = std::make_unique<SegmentStorage>(std::move(directory), clock, std::move(options));
-  if (s->open_error()) return s->impl_->open_error;
-  return s;
+  return detail::open_spool_as<SegmentStorage>(std::move(directory), clock, std::move(options));
 }
 
-std::error_code SegmentStorage::open_error() const noexcept {
-  return impl_->open_error.code;
-}
-
-void SegmentStorage::insert(const MessageRecord& record, std::string_view body, Done done) {
-  impl_->insert(record, body, std::move(done));
-}
-
-std::error_code SegmentStorage::update(const MessageRecord& record) {
-  return impl_->update(record);
-}
-
-std::error_code SegmentStorage::append_attempt(MessageId id, const AttemptRecord& attempt) {
-  return impl_->append_attempt(id, attempt);
-}
-
-std::error_code SegmentStorage::remove(MessageId id) {
-  return impl_->remove(id);
-}
-
-Result<std::string> SegmentStorage::read_body(MessageId id) const {
-  return impl_->read_body(id);
-}
-
-Result<std::vector<AttemptRecord>> SegmentStorage::read_attempts(MessageId id) const {
-  return impl_->read_attempts(id);
-}
-
-std::error_code SegmentStorage::load(const std::function<void(MessageRecord&&)>& each,
-                                     RecoveryReport* report) {
-  return impl_->load(each, report);
-}
-
-void SegmentStorage::flush() {
-  if (!impl_->ready()) return;
-  impl_->flush_batch(true);
-  impl_->sync_lazy();
-}
-
-std::error_code SegmentStorage::compact_now() {
-  return impl_->compact_now();
+Result<void> SegmentStorage::compact_now() {
+  return impl().compact_now();
 }
 
 SegmentStats SegmentStorage::stats() const {
-  SegmentStats s = impl_->stats;
-  s.segments = impl_->segments.size();
+  SegmentStats s = impl().stats;
+  s.segments = impl().segments.size();
   return s;
 }
 
-const std::string& SegmentStorage::directory() const noexcept {
-  return impl_->dir;
-}
-
-std::size_t SegmentStorage::size() const noexcept {
-  return impl_->index.size();
-}
-
-std::size_t SegmentStorage::pending_inserts() const noexcept {
-  return impl_->pending_ids.size();
-}
-
 std::string SegmentStorage::segment_of(MessageId id) const {
-  const Impl::Entry* e = impl_->index.find(id.value);
+  const Impl::Entry* e = impl().index.find(id.value);
   if (!e) return {};
   return Impl::where_seg(e->seg);
-}
-
-const Error& SegmentStorage::last_error() const noexcept {
-  return impl_->last_error;
 }
 
 }  // namespace spool

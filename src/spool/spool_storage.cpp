@@ -1,7 +1,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>  // renameat2
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -20,7 +19,7 @@
 #include "spool/file_io.h"
 #include "spool/format.h"
 #include "spool/id_table.h"
-#include "spool/recipient_digests.h"
+#include "spool/spool_base.h"
 
 namespace mailq {
 namespace spool {
@@ -36,7 +35,6 @@ using detail::has_suffix;
 using detail::list_directory;
 using detail::pread_all;
 using detail::pwrite_all;
-using detail::RecipientDigest;
 using detail::RecordStatus;
 using detail::RecordType;
 using detail::RecordView;
@@ -81,21 +79,20 @@ bool parse_file_name(std::string_view name, MessageId* id) {
 
 // ------------------------------------------------------------------------------------------
 
-struct SpoolStorage::Impl {
+struct SpoolStorage::Impl final : detail::SpoolBase {
   struct Channel {
     std::string name;
     int fd = -1;
   };
 
-  // What the spool remembers of a stored message: where its file is and what it recorded
-  // last, so that an update appends only what changed. Bodies and replies stay on disk.
-  // 48 bytes (docs/spool-format.md, "The file spool", Memory): one recipient's digest is
-  // inline, several are an array of their own; the body's place is two 32-bit fields (the
-  // metadata before it is at most kMaxMetaSize, the body below 4 GiB), while `end` stays 64
-  // bits (appended records have no bound).
+  // What the spool remembers of a stored message: where its file is, how many recipients it
+  // has (to check an update's indices) and the attempts and held flag it recorded last (the
+  // file name shows them). Bodies, replies and recipient states stay on disk. 40 bytes
+  // (docs/spool-format.md, "The file spool", Memory): the body's place is two 32-bit fields
+  // (the metadata before it is at most kMaxMetaSize, the body below 4 GiB), while `end`
+  // stays 64 bits (appended records have no bound).
   struct Entry {
     std::uint64_t id = 0;
-    detail::RecipientDigests digests;
     std::uint64_t end = 0;  // where the next record goes (end of the valid records)
     // Offset of the body record: after the preamble and a metadata record of at most
     // kMaxMetaSize bytes, so below 2^29 (static_assert below).
@@ -107,6 +104,7 @@ struct SpoolStorage::Impl {
     std::uint32_t channel : kChannelBits = 0;
     // The attempt letter the file name shows, as 'Z' minus the letter (name_step()).
     std::uint32_t name_step : 32 - kChannelBits = 0;
+    std::uint32_t recipients = 0;  // the recipient count (at least one)
 
     // First byte after the body record: where appended records start.
     std::uint64_t tail_off() const {
@@ -114,31 +112,25 @@ struct SpoolStorage::Impl {
     }
   };
 
-  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 48, "update the documented entry size");
+  static_assert(sizeof(void*) != 8 || sizeof(Entry) == 40, "update the documented entry size");
   static_assert(detail::kPreambleSize + detail::kRecordOverhead + kMaxMetaSize <
                     (std::uint64_t{1} << 29),
                 "a body offset must fit Entry::body_off");
   static_assert(detail::kMaxPayload <= UINT32_MAX, "a body size must fit Entry::body_size");
 
-  struct Pending {
-    MessageId id;
+  struct Pending : detail::PendingInsert<Entry> {
     std::string tmp_name;
-    Fd fd;
-    Entry entry;
-    Done done;
-    std::error_code ec;
+    Fd fd;  // kept open for the group commit's sync
   };
 
   Impl(std::string d, Clock& c, SpoolOptions o)
-      : dir(std::move(d)), clock(c), options(std::move(o)) {}
+      : SpoolBase(std::move(d), c, detail::base_options_of(o)), options(std::move(o)) {
+    open();
+  }
 
-  std::string dir;
-  Clock& clock;
   SpoolOptions options;
 
-  Fd spool_fd, queue_fd, tmp_fd, quarantine_fd, lock_fd;
-  Error open_error;
-  Error last_error;
+  Fd queue_fd, tmp_fd, quarantine_fd;
 
   std::vector<Channel> channels;
   std::unordered_map<std::string, std::uint32_t> channel_index;
@@ -152,12 +144,12 @@ struct SpoolStorage::Impl {
 
   std::vector<Pending> pending;
   IdSet pending_ids;
+  std::size_t size() const noexcept override { return index.size(); }
+  std::size_t pending_inserts() const noexcept override { return pending_ids.size(); }
   std::size_t pending_open_files = 0;
   bool queue_dir_dirty = false;       // a channel directory was created
   IdSet lazy_files;                   // appended records not yet synced
   std::set<std::uint32_t> lazy_dirs;  // renames not yet synced
-  TimerId batch_timer = kNoTimer;
-  TimerId lazy_timer = kNoTimer;
 
   SpoolStats stats;
   bool noatime = true;
@@ -174,124 +166,41 @@ struct SpoolStorage::Impl {
     }
   }
 
-  bool ready() const { return !open_error.code; }
-
-  std::error_code fail(std::error_code code, std::string message) {
-    last_error = Error(code, std::move(message));
-    if (options.on_error) {
-      try {
-        options.on_error(last_error);
-      } catch (...) {
-        // A throwing host handler must not unwind through the storage.
-      }
-    }
-    return code;
-  }
-
-  std::error_code sys_fail(std::string_view what, std::string_view where, int err) {
-    std::string msg(what);
-    msg += ' ';
-    msg += dir;
-    msg += '/';
-    msg += where;
-    msg += ": ";
-    msg += errno_text(err);
-    return fail(make_error_code(errc::storage_failure), std::move(msg));
-  }
-
-  std::error_code not_ready() {
-    last_error = open_error;
-    return make_error_code(errc::storage_failure);
-  }
-
   // --- set-up -----------------------------------------------------------------------------
 
   void open() {
-    auto fail_open = [&](std::string what, int err) {
-      open_error = Error(errc::storage_failure, what + ": " + errno_text(err));
-      last_error = open_error;
-    };
-    if (dir.empty()) {
-      open_error = Error(errc::storage_failure, "spool directory not given");
-      last_error = open_error;
+    std::vector<Fd> fds;
+    if (!open_directory({"queue", "tmp", "quarantine"},
+                        {"segment", "segments", "segments", detail::has_segment_files}, &fds,
+                        &stats.dir_syncs)) {
       return;
     }
-    // mkdir -p
-    for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
-      if (pos != dir.size() && dir[pos] != '/') continue;
-      std::string part = dir.substr(0, pos);
-      if (::mkdir(part.c_str(), options.directory_mode) != 0 && errno != EEXIST) {
-        return fail_open("create spool directory " + part, errno);
-      }
-    }
-    spool_fd = Fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!spool_fd.ok()) return fail_open("open spool directory " + dir, errno);
-    lock_fd = Fd(::openat(spool_fd.get(), "lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
-    if (!lock_fd.ok()) return fail_open("open " + dir + "/lock", errno);
-    if (::flock(lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
-      if (errno == EWOULDBLOCK) {
-        open_error = Error(errc::storage_failure, "spool " + dir + " " + std::string(kSpoolInUse) +
-                                                      " (" + dir + "/lock is locked)");
-        last_error = open_error;
-        return;
-      }
-      return fail_open("lock " + dir + "/lock", errno);
-    }
-    // A segment spool (segment_spool.h) in the same directory: its messages would be ignored.
-    bool segments = false;
-    if (int err = detail::has_segment_files(spool_fd.get(), &segments)) {
-      return fail_open("list " + dir + "/segments", err);
-    }
-    if (segments) {
-      open_error = Error(errc::storage_failure, "spool " + dir + " holds a segment spool (" + dir +
-                                                    "/segments); open it with layout = segments");
-      last_error = open_error;
-      return;
-    }
-    bool created = false;
-    for (const char* sub : {"queue", "tmp", "quarantine"}) {
-      if (::mkdirat(spool_fd.get(), sub, options.directory_mode) == 0) {
-        created = true;
-      } else if (errno != EEXIST) {
-        return fail_open("create " + dir + "/" + sub, errno);
-      }
-      Fd fd(::openat(spool_fd.get(), sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      if (!fd.ok()) return fail_open("open " + dir + "/" + sub, errno);
-      const std::string_view which(sub);
-      if (which == "queue")
-        queue_fd = std::move(fd);
-      else if (which == "tmp")
-        tmp_fd = std::move(fd);
-      else
-        quarantine_fd = std::move(fd);
-    }
-    if (created) {
-      stats.dir_syncs++;
-      if (int err = fsync_retry(spool_fd.get(), false)) return fail_open("sync " + dir, err);
-    }
+    queue_fd = std::move(fds[0]);
+    tmp_fd = std::move(fds[1]);
+    quarantine_fd = std::move(fds[2]);
   }
 
   // The channel directory, opened (and created when `create`). UINT32_MAX on failure.
-  std::uint32_t channel(const std::string& name, bool create, std::error_code* ec) {
+  std::uint32_t channel(const std::string& name, bool create, Error* error) {
     auto it = channel_index.find(name);
     if (it != channel_index.end()) return it->second;
     if (channels.size() >= kMaxChannels) {
-      *ec = fail(
-          make_error_code(errc::storage_failure),
-          "queue/" + name + ": more than " + std::to_string(kMaxChannels) + " channel directories");
+      *error =
+          fail(errc::storage_failure, "queue/" + name + ": more than " +
+                                          std::to_string(kMaxChannels) + " channel directories");
       return UINT32_MAX;
     }
     if (create) {
       if (::mkdirat(queue_fd.get(), name.c_str(), options.directory_mode) == 0) {
         queue_dir_dirty = true;
       } else if (errno != EEXIST) {
-        *ec = sys_fail("create directory", "queue/" + name, errno);
+        *error = sys_fail("create directory", "queue/" + name, errno);
         return UINT32_MAX;
       }
     }
     int fd = ::openat(queue_fd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
-      *ec = sys_fail("open directory", "queue/" + name, errno);
+      *error = sys_fail("open directory", "queue/" + name, errno);
       return UINT32_MAX;
     }
     const auto index_of = static_cast<std::uint32_t>(channels.size());
@@ -304,23 +213,7 @@ struct SpoolStorage::Impl {
     return "queue/" + channels[e.channel].name + "/" + file_name_for(id, e.name_step, e.name_held);
   }
 
-  // --- timers -----------------------------------------------------------------------------
-
-  void schedule_batch() {
-    if (batch_timer != kNoTimer) return;
-    batch_timer = clock.schedule(Duration{0}, [this] {
-      batch_timer = kNoTimer;
-      flush_batch(true);
-    });
-  }
-
-  void schedule_lazy() {
-    if (lazy_timer != kNoTimer) return;
-    lazy_timer = clock.schedule(options.deferred_sync_delay, [this] {
-      lazy_timer = kNoTimer;
-      sync_lazy();
-    });
-  }
+  // --- sync method ---------------------------------------------------------------------
 
   bool use_syncfs(std::size_t files) const {
     switch (options.sync_method) {
@@ -336,46 +229,36 @@ struct SpoolStorage::Impl {
 
   // --- insert -------------------------------------------------------------------------------
 
-  void insert(const MessageRecord& record, std::string_view body, Done done) {
+  void insert(const MessageRecord& record, std::string_view body, Done done) override {
     Pending p;
     p.id = record.id;
     p.done = std::move(done);
-    p.ec = write_new(record, body, &p);
-    if (p.ec) stats.insert_failures++;
-    if (!p.ec) pending_ids.insert(IdOnly{record.id.value});
+    p.result = write_new(record, body, &p);
+    if (!p.result) stats.insert_failures++;
+    if (p.result) pending_ids.insert(IdOnly{record.id.value});
     pending.push_back(std::move(p));
     schedule_batch();
   }
 
-  std::error_code write_new(const MessageRecord& record, std::string_view body, Pending* p) {
-    if (!ready()) return not_ready();
-    if (!record.id) {
-      return fail(make_error_code(errc::invalid_parameter), "insert: message id 0");
-    }
+  Result<void> write_new(const MessageRecord& record, std::string_view body, Pending* p) {
+    const bool known = index.contains(record.id.value) || pending_ids.contains(record.id.value);
+    if (auto fits = check_insert(record, known); !fits) return fits;
     const std::string id_text = record.id.to_string();
-    if (record.recipients.empty()) {
-      return fail(make_error_code(errc::invalid_parameter),
-                  "insert " + id_text + ": no recipients");
-    }
-    if (index.contains(record.id.value) || pending_ids.contains(record.id.value)) {
-      return fail(make_error_code(errc::bad_state), "insert " + id_text + ": already stored");
-    }
     if (body.size() >= detail::kMaxPayload) {
-      return fail(make_error_code(errc::message_too_large),
+      return fail(errc::message_too_large,
                   "insert " + id_text + ": a body of 4 GiB or more does not fit the spool");
     }
-    std::error_code ec;
+    Error error;
     const std::uint32_t ch =
-        channel(SpoolStorage::channel_directory(record.recipients[0].route), true, &ec);
-    if (ch == UINT32_MAX) return ec;
+        channel(SpoolStorage::channel_directory(record.recipients[0].route), true, &error);
+    if (ch == UINT32_MAX) return error;
 
     std::string head_bytes;
     detail::put_preamble(head_bytes);
     detail::put_meta_record(head_bytes, record);
     // load() takes no more (and the index keeps the body's offset in 29 bits).
     if (head_bytes.size() - detail::kPreambleSize - detail::kRecordOverhead > kMaxMetaSize) {
-      return fail(make_error_code(errc::message_too_large),
-                  "insert " + id_text + ": metadata too large");
+      return fail(errc::message_too_large, "insert " + id_text + ": metadata too large");
     }
     const std::uint64_t body_off = head_bytes.size();
     unsigned char body_header[detail::kRecordHeaderSize];
@@ -412,7 +295,7 @@ struct SpoolStorage::Impl {
     e.attempts = record.attempts;
     e.name_step = name_step(record.attempts);
     e.held = e.name_held = record.held;
-    e.digests.assign(record);
+    e.recipients = static_cast<std::uint32_t>(record.recipients.size());
 
     // Keep the descriptor for the sync unless a huge batch would exhaust descriptors.
     if (pending_open_files < kMaxBatchOpenFiles) {
@@ -429,11 +312,8 @@ struct SpoolStorage::Impl {
 
   // The group commit: makes every pending insert durable with as few flushes as the sync
   // method allows, then (when `run_callbacks`) completes them.
-  void flush_batch(bool run_callbacks) {
-    if (batch_timer != kNoTimer) {
-      clock.cancel(batch_timer);
-      batch_timer = kNoTimer;
-    }
+  void flush_batch(bool run_callbacks) override {
+    stop_timer(batch_timer);
     std::vector<Pending> batch = std::move(pending);
     pending.clear();
     pending_ids = IdSet();
@@ -441,7 +321,7 @@ struct SpoolStorage::Impl {
 
     std::vector<Pending*> live;
     for (auto& p : batch) {
-      if (!p.ec) live.push_back(&p);
+      if (p.result) live.push_back(&p);
     }
     if (!live.empty()) stats.batches++;
 
@@ -462,14 +342,14 @@ struct SpoolStorage::Impl {
         if (!p->fd.ok()) {
           p->fd = Fd(::openat(tmp_fd.get(), p->tmp_name.c_str(), O_RDONLY | O_CLOEXEC));
           if (!p->fd.ok()) {
-            p->ec = sys_fail("reopen", where, errno);
+            p->result = sys_fail("reopen", where, errno);
             drop_tmp(*p);
             continue;
           }
         }
         stats.file_syncs++;
         if (int err = fsync_retry(p->fd.get(), true)) {
-          p->ec = sys_fail("sync", where, err);
+          p->result = sys_fail("sync", where, err);
           drop_tmp(*p);
         }
       }
@@ -480,10 +360,10 @@ struct SpoolStorage::Impl {
     if (queue_dir_dirty) {
       stats.dir_syncs++;
       if (int err = fsync_retry(queue_fd.get(), false)) {
-        std::error_code ec = sys_fail("sync directory", "queue", err);
+        const Error error = sys_fail("sync directory", "queue", err);
         for (Pending* p : live) {
-          if (!p->ec) {
-            p->ec = ec;
+          if (p->result) {
+            p->result = error;
             drop_tmp(*p);
           }
         }
@@ -496,11 +376,12 @@ struct SpoolStorage::Impl {
     std::set<std::uint32_t> dirs;
     std::set<std::uint32_t> renamed_into;
     for (Pending* p : live) {
-      if (p->ec) continue;
+      if (!p->result) continue;
       const std::string name = file_name_for(p->id, p->entry.attempts, p->entry.held);
       const Channel& ch = channels[p->entry.channel];
       if (int err = rename_noreplace(tmp_fd.get(), p->tmp_name.c_str(), ch.fd, name.c_str())) {
-        p->ec = sys_fail("rename tmp/" + p->tmp_name + " to", "queue/" + ch.name + "/" + name, err);
+        p->result =
+            sys_fail("rename tmp/" + p->tmp_name + " to", "queue/" + ch.name + "/" + name, err);
         drop_tmp(*p);
         continue;
       }
@@ -513,13 +394,13 @@ struct SpoolStorage::Impl {
       stats.dir_syncs++;
       int err = fsync_retry(channels[c].fd, false);
       if (err == 0) continue;
-      std::error_code ec = sys_fail("sync directory", "queue/" + channels[c].name, err);
+      const Error error = sys_fail("sync directory", "queue/" + channels[c].name, err);
       if (!renamed_into.count(c)) continue;
       // Whether the new names reached the disk is unknown: take them back and report the
       // failure, so that no insert is acknowledged without being durable.
       for (Pending* p : live) {
-        if (p->ec || p->entry.channel != c) continue;
-        p->ec = ec;
+        if (!p->result || p->entry.channel != c) continue;
+        p->result = error;
         const std::string name = file_name_for(p->id, p->entry.attempts, p->entry.held);
         ::unlinkat(channels[c].fd, name.c_str(), 0);
       }
@@ -527,7 +408,7 @@ struct SpoolStorage::Impl {
 
     // 5. Index, then callbacks (which may insert, update or remove again).
     for (Pending* p : live) {
-      if (p->ec) {
+      if (!p->result) {
         stats.insert_failures++;
         continue;
       }
@@ -535,26 +416,12 @@ struct SpoolStorage::Impl {
       index.insert(std::move(p->entry));
     }
     if (!run_callbacks) return;
-    for (auto& p : batch) {
-      if (!p.done) continue;
-      Done done = std::move(p.done);
-      try {
-        done(p.ec);
-      } catch (const std::exception& ex) {
-        fail(make_error_code(errc::bad_state),
-             std::string("insert callback threw an exception: ") + ex.what());
-      } catch (...) {
-        fail(make_error_code(errc::bad_state), "insert callback threw an exception");
-      }
-    }
+    for (auto& p : batch) complete_insert(p.done, std::move(p.result));
   }
 
   // Syncs appended records and renames that were left for later.
-  void sync_lazy() {
-    if (lazy_timer != kNoTimer) {
-      clock.cancel(lazy_timer);
-      lazy_timer = kNoTimer;
-    }
+  void sync_lazy() override {
+    stop_timer(lazy_timer);
     IdSet files = std::move(lazy_files);
     lazy_files = IdSet();
     // Copies, not pointers into the index: an error handler may change the storage.
@@ -603,7 +470,7 @@ struct SpoolStorage::Impl {
 
   // Appends `bytes` at the entry's end; with `sync`, also makes them durable. On failure the
   // file is cut back to its previous end: the previous state stays the valid one.
-  std::error_code append(MessageId id, Entry& e, const std::string& bytes, bool sync) {
+  Result<void> append(MessageId id, Entry& e, const std::string& bytes, bool sync) {
     const std::string name = file_name_for(id, e.name_step, e.name_held);
     const std::string where = path_of(id, e);
     Fd fd(::openat(channels[e.channel].fd, name.c_str(), O_WRONLY | O_CLOEXEC));
@@ -632,7 +499,7 @@ struct SpoolStorage::Impl {
   }
 
   // Renames the file when its name lags the recorded attempts / held flag.
-  std::error_code rename_to_state(MessageId id, Entry& e) {
+  Result<void> rename_to_state(MessageId id, Entry& e) {
     if (e.name_step == name_step(e.attempts) && e.name_held == e.held) return {};
     const std::string from = file_name_for(id, e.name_step, e.name_held);
     const std::string to = file_name_for(id, e.attempts, e.held);
@@ -648,66 +515,44 @@ struct SpoolStorage::Impl {
     return {};
   }
 
-  std::error_code update(const MessageRecord& record) {
-    if (!ready()) return not_ready();
+  Result<void> update(const RecordChange& change) override {
     // `e` is used until the end: nothing below inserts into or erases from the index (an
     // error handler's changes come after the early returns that follow each failure).
-    Entry* found = index.find(record.id.value);
-    if (!found) {
-      return fail(make_error_code(errc::not_found), "update: no message " + record.id.to_string());
+    Entry* found = index.find(change.id.value);
+    if (auto fits = check_update(change, found ? &found->recipients : nullptr); !fits) {
+      return fits;
     }
     Entry& e = *found;
-    if (record.recipients.size() != e.digests.count()) {
-      return fail(make_error_code(errc::bad_state), "update " + record.id.to_string() + ": " +
-                                                        std::to_string(record.recipients.size()) +
-                                                        " recipients, stored " +
-                                                        std::to_string(e.digests.count()));
-    }
-    std::vector<std::uint32_t> changed;
-    std::vector<RecipientDigest> digests(record.recipients.size());
     // The at-least-once rule: a recipient that reaches a final state (above all
     // "delivered") is on disk before the caller goes on, so that a crash never sends it
     // again. Holding / releasing is an operator decision: also synced.
-    bool sync = record.held != e.held;
-    for (std::size_t i = 0; i < digests.size(); ++i) {
-      digests[i] = detail::digest(record.recipients[i]);
-      const RecipientDigest stored = e.digests.get(i);
-      if (digests[i] == stored) continue;
-      changed.push_back(static_cast<std::uint32_t>(i));
-      if (is_final(digests[i].state) && !is_final(stored.state)) sync = true;
-    }
-    if (!changed.empty() || record.attempts != e.attempts || record.held != e.held) {
+    const bool sync = change.held != static_cast<bool>(e.held) || change.makes_final();
+    if (!change.recipients.empty() || change.attempts != e.attempts ||
+        change.held != static_cast<bool>(e.held)) {
       std::string bytes;
-      detail::put_update_record(bytes, record, changed);
-      if (auto ec = append(record.id, e, bytes, sync)) return ec;
+      detail::put_update_record(bytes, change);
+      if (auto written = append(change.id, e, bytes, sync); !written) return written;
       stats.updates++;
       if (sync) stats.synced_updates++;
-      for (std::uint32_t i : changed) e.digests.set(i, digests[i]);
-      e.attempts = record.attempts;
-      e.held = record.held;
+      e.attempts = change.attempts;
+      e.held = change.held;
     }
-    return rename_to_state(record.id, e);
+    return rename_to_state(change.id, e);
   }
 
-  std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) {
-    if (!ready()) return not_ready();
+  Result<void> append_attempt(MessageId id, const AttemptRecord& attempt) override {
     Entry* e = index.find(id.value);
-    if (!e) {
-      return fail(make_error_code(errc::not_found), "append_attempt: no message " + id.to_string());
-    }
+    if (!e) return no_message("append_attempt", id);
     std::string bytes;
     detail::put_attempt_record(bytes, attempt);
-    if (auto ec = append(id, *e, bytes, false)) return ec;
+    if (auto written = append(id, *e, bytes, false); !written) return written;
     stats.attempts++;
     return {};
   }
 
-  std::error_code remove(MessageId id) {
-    if (!ready()) return not_ready();
+  Result<void> remove(MessageId id) override {
     Entry* found = index.find(id.value);
-    if (!found) {
-      return fail(make_error_code(errc::not_found), "remove: no message " + id.to_string());
-    }
+    if (!found) return no_message("remove", id);
     const Entry& e = *found;
     const std::string name = file_name_for(id, e.name_step, e.name_held);
     if (::unlinkat(channels[e.channel].fd, name.c_str(), 0) != 0 && errno != ENOENT) {
@@ -727,32 +572,28 @@ struct SpoolStorage::Impl {
 
   // --- reading -------------------------------------------------------------------------------
 
-  Result<std::string> read_body(MessageId id) {
-    if (!ready()) return Error(not_ready(), open_error.message);
+  Result<std::string> read_body(MessageId id) override {
     const Entry* found = index.find(id.value);
     if (!found) return Error(errc::not_found, "no message " + id.to_string());
     const Entry& e = *found;
     const std::string where = path_of(id, e);
     Fd fd(::openat(channels[e.channel].fd, file_name_for(id, e.name_step, e.name_held).c_str(),
                    O_RDONLY | O_CLOEXEC));
-    if (!fd.ok()) return Error(sys_fail("open", where, errno), last_error.message);
+    if (!fd.ok()) return sys_fail("open", where, errno);
     std::string buf(e.tail_off() - e.body_off, '\0');
     ssize_t n = pread_all(fd.get(), buf.data(), buf.size(), e.body_off);
-    if (n < 0) return Error(sys_fail("read", where, errno), last_error.message);
+    if (n < 0) return sys_fail("read", where, errno);
     RecordView rv;
     if (static_cast<std::size_t>(n) != buf.size() ||
         detail::parse_record(buf, &rv) != RecordStatus::ok || rv.type != RecordType::body) {
-      auto ec =
-          fail(make_error_code(errc::corrupt_record), where + ": the body fails its checksum");
-      return Error(ec, last_error.message);
+      return fail(errc::corrupt_record, where + ": the body fails its checksum");
     }
     buf.erase(0, detail::kRecordHeaderSize);
     buf.resize(rv.payload.size());
     return buf;
   }
 
-  Result<std::vector<AttemptRecord>> read_attempts(MessageId id) {
-    if (!ready()) return Error(not_ready(), open_error.message);
+  Result<std::vector<AttemptRecord>> read_attempts(MessageId id) override {
     const Entry* found = index.find(id.value);
     if (!found) return Error(errc::not_found, "no message " + id.to_string());
     const Entry& e = *found;
@@ -762,10 +603,10 @@ struct SpoolStorage::Impl {
     if (e.end == tail_off) return out;
     Fd fd(::openat(channels[e.channel].fd, file_name_for(id, e.name_step, e.name_held).c_str(),
                    O_RDONLY | O_CLOEXEC));
-    if (!fd.ok()) return Error(sys_fail("open", where, errno), last_error.message);
+    if (!fd.ok()) return sys_fail("open", where, errno);
     std::string buf(e.end - tail_off, '\0');
     ssize_t n = pread_all(fd.get(), buf.data(), buf.size(), tail_off);
-    if (n < 0) return Error(sys_fail("read", where, errno), last_error.message);
+    if (n < 0) return sys_fail("read", where, errno);
     std::string_view rest(buf.data(), static_cast<std::size_t>(n));
     std::uint64_t offset = tail_off;
     while (!rest.empty()) {
@@ -777,10 +618,7 @@ struct SpoolStorage::Impl {
         AttemptRecord a;
         if (detail::decode_attempt(rv.payload, &a, &why)) out.push_back(std::move(a));
       }
-      if (!why.empty()) {
-        auto ec = fail(make_error_code(errc::corrupt_record), where + ": " + why);
-        return Error(ec, last_error.message);
-      }
+      if (!why.empty()) return fail(errc::corrupt_record, where + ": " + why);
       rest.remove_prefix(rv.size);
       offset += rv.size;
     }
@@ -796,29 +634,17 @@ struct SpoolStorage::Impl {
     bool quarantine_dirty = false;
   };
 
-  void problem(LoadContext& ctx, std::string line) {
-    if (ctx.report) ctx.report->problems.push_back(line);
-    fail(make_error_code(errc::corrupt_record), std::move(line));
-  }
-
   // Moves a file out of the queue, keeping it for a human. Never loses it: a name clash in
   // quarantine/ gets a numeric suffix.
   void quarantine(LoadContext& ctx, std::uint32_t ch, const std::string& name,
                   const std::string& reason) {
     const std::string from = "queue/" + channels[ch].name + "/" + name;
-    std::string target = channels[ch].name + "." + name;
-    int err = 0;
-    for (int n = 0; n < 1000; ++n) {
-      std::string candidate = n == 0 ? target : target + "." + std::to_string(n);
-      err = rename_noreplace(channels[ch].fd, name.c_str(), quarantine_fd.get(), candidate.c_str());
-      if (err != EEXIST) {
-        target = candidate;
-        break;
-      }
-    }
+    std::string target;
+    const int err = detail::rename_aside(channels[ch].fd, name, quarantine_fd.get(),
+                                         channels[ch].name + "." + name, &target);
     if (err != 0) {
-      problem(ctx, from + ": " + reason + "; could not move it to quarantine/: " + errno_text(err) +
-                       "; left in place");
+      problem(ctx.report, from + ": " + reason + "; could not move it to quarantine/: " +
+                              errno_text(err) + "; left in place");
       stats.last_load_skipped++;
       return;
     }
@@ -826,7 +652,7 @@ struct SpoolStorage::Impl {
     ctx.changed_dirs.insert(ch);
     stats.last_load_quarantined++;
     if (ctx.report) ctx.report->quarantined++;
-    problem(ctx, from + ": " + reason + "; moved to quarantine/" + target);
+    problem(ctx.report, from + ": " + reason + "; moved to quarantine/" + target);
   }
 
   // Reads more of the file into `head` so that it holds at least `upto` bytes (or the whole
@@ -865,20 +691,20 @@ struct SpoolStorage::Impl {
 
   // Recovers one message file. Returns an error only for conditions that must stop the scan
   // (no more file descriptors, no memory); damaged files are quarantined.
-  std::error_code recover_file(LoadContext& ctx, std::uint32_t ch, const std::string& name) {
+  Result<void> recover_file(LoadContext& ctx, std::uint32_t ch, const std::string& name) {
     careful = false;
     retry_careful = false;
-    std::error_code ec = scan_file(ctx, ch, name);
-    if (!ec && retry_careful) {
+    Result<void> scanned = scan_file(ctx, ch, name);
+    if (scanned && retry_careful) {
       careful = true;
       retry_careful = false;
-      ec = scan_file(ctx, ch, name);
+      scanned = scan_file(ctx, ch, name);
       careful = false;
     }
-    return ec;
+    return scanned;
   }
 
-  std::error_code scan_file(LoadContext& ctx, std::uint32_t ch, const std::string& name) {
+  Result<void> scan_file(LoadContext& ctx, std::uint32_t ch, const std::string& name) {
     auto where = [&] { return "queue/" + channels[ch].name + "/" + name; };
     // A verdict that rests on where the file ends: first make sure of the end.
     auto truncated = [&](const std::string& reason) {
@@ -931,9 +757,9 @@ struct SpoolStorage::Impl {
         return {};
       case detail::PreambleStatus::newer_version:
         stats.last_load_skipped++;
-        problem(ctx, where() + ": spool format version " + std::to_string(version) +
-                         " is newer than this build reads (" +
-                         std::to_string(detail::kFormatVersion) + "); left in place");
+        problem(ctx.report, where() + ": spool format version " + std::to_string(version) +
+                                " is newer than this build reads (" +
+                                std::to_string(detail::kFormatVersion) + "); left in place");
         return {};
     }
 
@@ -1122,7 +948,7 @@ struct SpoolStorage::Impl {
         ctx.changed_dirs.insert(ch);
       }
     }
-    e.digests.assign(record);
+    e.recipients = static_cast<std::uint32_t>(record.recipients.size());
     index.insert(std::move(e));
     stats.last_load_recovered++;
     if (ctx.report) ctx.report->recovered++;
@@ -1147,8 +973,8 @@ struct SpoolStorage::Impl {
     }
   }
 
-  std::error_code load(const std::function<void(MessageRecord&&)>& each, RecoveryReport* report) {
-    if (!ready()) return not_ready();
+  Result<void> load(const std::function<void(MessageRecord&&)>& each,
+                    RecoveryReport* report) override {
     const auto started = std::chrono::steady_clock::now();
     flush_batch(true);
     sync_lazy();
@@ -1156,7 +982,7 @@ struct SpoolStorage::Impl {
     stats.last_load_recovered = stats.last_load_quarantined = stats.last_load_tmp_removed = 0;
     stats.last_load_repaired = stats.last_load_renamed = stats.last_load_skipped = 0;
     LoadContext ctx{&each, report, {}, false};
-    std::error_code result;
+    Result<void> result;
 
     // Unfinished writes: never acknowledged, so never anyone's message yet.
     std::vector<DirEntry> entries;
@@ -1186,14 +1012,14 @@ struct SpoolStorage::Impl {
               [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
     for (const auto& de : entries) {
       if (entry_type(queue_fd.get(), de) != DT_DIR) {
-        problem(ctx, "queue/" + de.name + ": not a channel directory; left in place");
+        problem(ctx.report, "queue/" + de.name + ": not a channel directory; left in place");
         stats.last_load_skipped++;
         continue;
       }
-      std::error_code ec;
-      const std::uint32_t ch = channel(de.name, false, &ec);
+      Error error;
+      const std::uint32_t ch = channel(de.name, false, &error);
       if (ch == UINT32_MAX) {
-        result = ec;
+        result = error;
         continue;
       }
       std::vector<DirEntry> files;
@@ -1207,11 +1033,12 @@ struct SpoolStorage::Impl {
       for (const auto& f : files) {
         const unsigned char t = entry_type(channels[ch].fd, f);
         if (t == DT_DIR) {
-          problem(ctx, "queue/" + de.name + "/" + f.name + ": unexpected directory; left in place");
+          problem(ctx.report,
+                  "queue/" + de.name + "/" + f.name + ": unexpected directory; left in place");
           stats.last_load_skipped++;
           continue;
         }
-        if (auto ec2 = recover_file(ctx, ch, f.name)) return ec2;
+        if (auto recovered = recover_file(ctx, ch, f.name); !recovered) return recovered;
       }
     }
 
@@ -1231,97 +1058,30 @@ struct SpoolStorage::Impl {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return result;
   }
-
-  void shutdown() {
-    if (!ready()) return;
-    flush_batch(false);
-    sync_lazy();
-  }
 };
 
 // ------------------------------------------------------------------------------------------
 
 SpoolStorage::SpoolStorage(std::string directory, Clock& clock, SpoolOptions options)
-    : impl_(std::make_unique<Impl>(std::move(directory), clock, std::move(options))) {
-  impl_->open();
-}
+    : DurableStorage(std::make_unique<Impl>(std::move(directory), clock, std::move(options))) {}
 
-SpoolStorage::~SpoolStorage() {
-  impl_->shutdown();
-  if (impl_->batch_timer != kNoTimer) impl_->clock.cancel(impl_->batch_timer);
-  if (impl_->lazy_timer != kNoTimer) impl_->clock.cancel(impl_->lazy_timer);
+SpoolStorage::Impl& SpoolStorage::impl() const {
+  return static_cast<Impl&>(*impl_);
 }
 
 Result<std::unique_ptr<SpoolStorage>> SpoolStorage::open(std::string directory, Clock& clock,
                                                          SpoolOptions options) {
-  auto s = std::make_unique<SpoolStorage>(std::move(directory), clock, std::move(options));
-  if (s->open_error()) return s->impl_->open_error;
-  return s;
-}
-
-std::error_code SpoolStorage::open_error() const noexcept {
-  return impl_->open_error.code;
-}
-
-void SpoolStorage::insert(const MessageRecord& record, std::string_view body, Done done) {
-  impl_->insert(record, body, std::move(done));
-}
-
-std::error_code SpoolStorage::update(const MessageRecord& record) {
-  return impl_->update(record);
-}
-
-std::error_code SpoolStorage::append_attempt(MessageId id, const AttemptRecord& attempt) {
-  return impl_->append_attempt(id, attempt);
-}
-
-std::error_code SpoolStorage::remove(MessageId id) {
-  return impl_->remove(id);
-}
-
-Result<std::string> SpoolStorage::read_body(MessageId id) const {
-  return impl_->read_body(id);
-}
-
-Result<std::vector<AttemptRecord>> SpoolStorage::read_attempts(MessageId id) const {
-  return impl_->read_attempts(id);
-}
-
-std::error_code SpoolStorage::load(const std::function<void(MessageRecord&&)>& each,
-                                   RecoveryReport* report) {
-  return impl_->load(each, report);
-}
-
-void SpoolStorage::flush() {
-  if (!impl_->ready()) return;
-  impl_->flush_batch(true);
-  impl_->sync_lazy();
+  return detail::open_spool_as<SpoolStorage>(std::move(directory), clock, std::move(options));
 }
 
 SpoolStats SpoolStorage::stats() const {
-  return impl_->stats;
-}
-
-const std::string& SpoolStorage::directory() const noexcept {
-  return impl_->dir;
-}
-
-std::size_t SpoolStorage::size() const noexcept {
-  return impl_->index.size();
-}
-
-std::size_t SpoolStorage::pending_inserts() const noexcept {
-  return impl_->pending_ids.size();
+  return impl().stats;
 }
 
 std::string SpoolStorage::file_of(MessageId id) const {
-  const auto* e = impl_->index.find(id.value);
+  const auto* e = impl().index.find(id.value);
   if (!e) return {};
-  return impl_->path_of(id, *e);
-}
-
-const Error& SpoolStorage::last_error() const noexcept {
-  return impl_->last_error;
+  return impl().path_of(id, *e);
 }
 
 std::string SpoolStorage::channel_directory(std::string_view route) {

@@ -89,7 +89,9 @@ class CrashStorage {
   }
 
   /// Compacts the segment spool until no segment qualifies; nothing to do for the file spool.
-  std::error_code compact_now() { return segments_ ? segments_->compact_now() : std::error_code(); }
+  mailq::Result<void> compact_now() {
+    return segments_ ? segments_->compact_now() : mailq::success();
+  }
 
   SegmentCounts segment_counts() const {
     SegmentCounts c;

@@ -153,8 +153,8 @@ int main(int argc, char** argv) {
     qc.retry.jitter = 0;
     mailq::Queue queue(spool->storage(), routes, clock, nullptr, qc);
     mailq::RecoveryReport report;
-    if (auto ec = queue.recover(&report)) {
-      say("E recover: " + ec.message());
+    if (auto recovered = queue.recover(&report); !recovered) {
+      say("E recover: " + recovered.error().message);
       return 1;
     }
     say("L " + std::to_string(report.recovered) + " " + std::to_string(report.quarantined));

@@ -145,14 +145,14 @@ int main(int argc, char** argv) {
     std::unordered_map<std::uint64_t, mailq::MessageRecord> live;
     std::vector<std::uint64_t> ids;
     mailq::RecoveryReport report;
-    auto ec = spool.load(
+    auto loaded = spool.load(
         [&](mailq::MessageRecord&& m) {
           ids.push_back(m.id.value);
           live.emplace(m.id.value, std::move(m));
         },
         &report);
-    if (ec) {
-      say("E load: " + spool.last_error_text());
+    if (!loaded) {
+      say("E load: " + loaded.error().message);
       return 1;
     }
     say("L " + std::to_string(report.recovered) + " " + std::to_string(report.quarantined));
@@ -167,9 +167,9 @@ int main(int argc, char** argv) {
         const std::uint64_t id = next_id++;
         mailq::MessageRecord m = make_record(id, rng, clock.now());
         const std::string body = mailq_crash::body_for(id);
-        spool.insert(m, body, [&, m](std::error_code e) {
-          if (e) {
-            say("E insert " + hex(m.id.value) + ": " + spool.last_error_text());
+        spool.insert(m, body, [&, m](mailq::Result<void> stored) {
+          if (!stored) {
+            say("E insert " + hex(m.id.value) + ": " + stored.error().message);
             std::_Exit(1);
           }
           say("I " + hex(m.id.value));
@@ -195,8 +195,8 @@ int main(int argc, char** argv) {
           r.attempts++;
           r.last_reply = mailq::Reply(451, "4.4.1", "try again " + std::to_string(r.attempts));
           r.next_attempt = clock.now() + mailq::Duration{60000};
-          if (spool.update(m)) {
-            say("E update " + hex(id) + ": " + spool.last_error_text());
+          if (auto written = spool.update(mailq::change_of(m, {1})); !written) {
+            say("E update " + hex(id) + ": " + written.error().message);
             std::_Exit(1);
           }
           mailq::AttemptRecord a;
@@ -204,23 +204,23 @@ int main(int argc, char** argv) {
           a.time = clock.now();
           a.reply = r.last_reply;
           a.recipient = r.address;
-          if (spool.append_attempt(m.id, a)) {
-            say("E append " + hex(id) + ": " + spool.last_error_text());
+          if (auto appended = spool.append_attempt(m.id, a); !appended) {
+            say("E append " + hex(id) + ": " + appended.error().message);
             std::_Exit(1);
           }
         } else if (what < 7) {
           // Recipient 0 delivered: on disk before update returns.
           m.recipients[0].state = mailq::RecipientState::delivered;
           m.recipients[0].last_reply = mailq::Reply(250, "2.0.0", "Ok");
-          if (spool.update(m)) {
-            say("E update " + hex(id) + ": " + spool.last_error_text());
+          if (auto written = spool.update(mailq::change_of(m, {0})); !written) {
+            say("E update " + hex(id) + ": " + written.error().message);
             std::_Exit(1);
           }
           say("D " + hex(id));
         } else {
           say("X " + hex(id));
-          if (spool.remove(m.id)) {
-            say("E remove " + hex(id) + ": " + spool.last_error_text());
+          if (auto removed = spool.remove(m.id); !removed) {
+            say("E remove " + hex(id) + ": " + removed.error().message);
             std::_Exit(1);
           }
           say("R " + hex(id));
@@ -232,8 +232,8 @@ int main(int argc, char** argv) {
       // Now and then a full compaction, so that kills also land in the middle of one
       // (background compaction runs besides, a bounded amount per loop turn).
       if (crash_storage.layout() == mailq::spool::Layout::segments && rng() % 4 == 0) {
-        if (auto e = crash_storage.compact_now()) {
-          say("E compact: " + e.message() + ": " + spool.last_error_text());
+        if (auto compacted = crash_storage.compact_now(); !compacted) {
+          say("E compact: " + compacted.error().message);
           std::_Exit(1);
         }
         const auto c = crash_storage.segment_counts();

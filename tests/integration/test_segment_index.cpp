@@ -1,6 +1,6 @@
 // The segment spool's in-memory index (docs/spool-format.md, "The segment spool", Memory):
-// one recipient's digest inline, several out of line, the 'u'/'a' locations kept apart; all
-// of it must keep updates minimal and lookups and accounting right across many changes.
+// the recipient count, attempts and held flag, the 'u'/'a' locations kept apart; all of it
+// must keep updates minimal and lookups and accounting right across many changes.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -18,11 +18,10 @@ using namespace mailq::spool_test;  // NOLINT: the shared spool test helpers
 
 namespace {
 
-// Bytes of the 'u' record that updates `changed` of `m`.
-std::uint64_t update_record_size(const MessageRecord& m,
-                                 const std::vector<std::uint32_t>& changed) {
+// Bytes of the 'u' record of `change`.
+std::uint64_t update_record_size(const mailq::RecordChange& change) {
   std::string payload;
-  mailq::spool::detail::put_update_payload(payload, m, changed);
+  mailq::spool::detail::put_update_payload(payload, change);
   return mailq::spool::detail::kRecordOverhead + 8 + payload.size();
 }
 
@@ -42,18 +41,18 @@ TEST_CASE("an update of one recipient among many writes only that recipient, acr
   Loaded l = load_all(s);
   REQUIRE(l.records.size() == 1);
   require_same(l.records[0], m);
-  // The digests were rebuilt from disk: the same record writes nothing, one change one
-  // recipient.
+  // The attempts and held flag were rebuilt from disk: a change of neither writes nothing, a
+  // change of one recipient that recipient.
   auto before = s.stats();
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE(s.update(mailq::change_of(m)));
   CHECK(s.stats().bytes_written == before.bytes_written);
   m.recipients[0].state = RecipientState::bounced;
   m.recipients[0].last_reply = Reply(550, "5.1.1", "No such user");
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE(s.update(mailq::change_of(m, {0})));
   // (Appends after a load go to a new segment, which starts with its preamble.)
   CHECK(s.stats().segments_created - before.segments_created == 1);
   CHECK(s.stats().bytes_written - before.bytes_written ==
-        mailq::spool::detail::kPreambleSize + update_record_size(m, {0}));
+        mailq::spool::detail::kPreambleSize + update_record_size(mailq::change_of(m, {0})));
   CHECK(s.stats().synced_updates == 1);
 }
 
@@ -76,8 +75,8 @@ TEST_CASE("thousands of inserts, changes and removals keep lookups and live byte
       int done = 0;
       for (int i = 0; i < 700; ++i, ++next_id) {
         MessageRecord m = sample_record(next_id, 1 + next_id % 3);
-        s.insert(m, body_of(next_id), [&](std::error_code ec) {
-          CHECK_FALSE(ec);
+        s.insert(m, body_of(next_id), [&](mailq::Result<void> stored) {
+          CHECK_FALSE(stored.code());
           ++done;
         });
         stored[next_id] = m;
@@ -90,7 +89,7 @@ TEST_CASE("thousands of inserts, changes and removals keep lookups and live byte
       for (std::uint64_t id : ids) {
         const auto pick = rng() % 5;
         if (pick < 2) {
-          REQUIRE_FALSE(s.remove(MessageId{id}));
+          REQUIRE(s.remove(MessageId{id}));
           stored.erase(id);
           attempts.erase(id);
         } else if (pick == 2) {
@@ -99,8 +98,8 @@ TEST_CASE("thousands of inserts, changes and removals keep lookups and live byte
           m.recipients.back().state = RecipientState::deferred;
           m.recipients.back().attempts++;
           m.recipients.back().last_reply = deferral_reply();
-          REQUIRE_FALSE(s.update(m));
-          REQUIRE_FALSE(s.append_attempt(m.id, sample_attempt(attempts[id]++)));
+          REQUIRE(s.update(mailq::change_of(m, {m.recipients.size() - 1})));
+          REQUIRE(s.append_attempt(m.id, sample_attempt(attempts[id]++)));
         }
       }
       REQUIRE(s.size() == stored.size());
@@ -133,7 +132,7 @@ TEST_CASE("thousands of inserts, changes and removals keep lookups and live byte
   // The live-bytes accounting of the load matches the one kept while running: removing
   // every message leaves none.
   CHECK(s.stats().live_bytes > 0);
-  for (const auto& kv : stored) REQUIRE_FALSE(s.remove(MessageId{kv.first}));
+  for (const auto& kv : stored) REQUIRE(s.remove(MessageId{kv.first}));
   CHECK(s.size() == 0);
   CHECK(s.stats().live_bytes == 0);
 }

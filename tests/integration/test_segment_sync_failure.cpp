@@ -32,21 +32,26 @@ TEST_CASE("a failed fdatasync fails the inserts waiting on it and keeps them out
   ManualClock clock;
   {
     SegmentStorage s(dir.path(), clock);
-    REQUIRE_FALSE(s.open_error());
+    REQUIRE_FALSE(s.open_error().code);
     insert_ok(s, clock, sample_record(1), "body one");
-    std::vector<std::error_code> results;
+    std::vector<mailq::Result<void>> results;
     {
       FailDataSyncs failing;
-      s.insert(sample_record(2), "body two", [&](std::error_code ec) { results.push_back(ec); });
-      s.insert(sample_record(3), "body three", [&](std::error_code ec) { results.push_back(ec); });
+      s.insert(sample_record(2), "body two",
+               [&](mailq::Result<void> stored) { results.push_back(std::move(stored)); });
+      s.insert(sample_record(3), "body three",
+               [&](mailq::Result<void> stored) { results.push_back(std::move(stored)); });
       clock.run_pending();
       CHECK(failed_data_syncs == 1);  // one group commit, one sync
     }
     REQUIRE(results.size() == 2);
-    CHECK(results[0]);
-    CHECK(results[1]);
-    CHECK(s.last_error_text().find("sync") != std::string::npos);
-    CHECK(s.last_error_text().find(std::strerror(EIO)) != std::string::npos);
+    CHECK_FALSE(results[0]);
+    CHECK_FALSE(results[1]);
+    // Each refusal says what failed.
+    for (const auto& r : results) {
+      CHECK(text_of(r).find("sync") != std::string::npos);
+      CHECK(text_of(r).find(std::strerror(EIO)) != std::string::npos);
+    }
     CHECK(s.stats().insert_failures == 2);
     CHECK(s.size() == 1);
     CHECK_FALSE(s.read_body(mailq::MessageId{2}));
@@ -59,7 +64,7 @@ TEST_CASE("a failed fdatasync fails the inserts waiting on it and keeps them out
   }
   // A replay finds the records of 2 and 3 in the first segment and their removals after them.
   SegmentStorage again(dir.path(), clock);
-  REQUIRE_FALSE(again.open_error());
+  REQUIRE_FALSE(again.open_error().code);
   Loaded l = load_all(again);
   REQUIRE_FALSE(l.ec);
   CHECK(ids_of(l) == std::set<std::uint64_t>{1, 4});
@@ -77,20 +82,23 @@ TEST_CASE("a final state whose sync fails is reported and not kept, in memory or
   m.recipients[1].state = RecipientState::queued;
   {
     SegmentStorage s(dir.path(), clock);
-    REQUIRE_FALSE(s.open_error());
+    REQUIRE_FALSE(s.open_error().code);
     insert_ok(s, clock, m, "body");
     MessageRecord delivered = m;
     delivered.recipients[0].state = RecipientState::delivered;
     delivered.recipients[0].last_reply = Reply(250, "2.0.0", "ok");
+    mailq::Result<void> refused;
     {
       FailDataSyncs failing;
-      CHECK(s.update(delivered));  // a final state is synced before update returns
+      // A final state is synced before update returns.
+      refused = s.update(mailq::change_of(delivered, {0}));
+      CHECK_FALSE(refused);
       CHECK(failed_data_syncs == 1);
     }
-    CHECK(s.last_error_text().find("sync") != std::string::npos);
+    CHECK(text_of(refused).find("sync") != std::string::npos);
     // Nothing was recorded: the same update is written again when it is made again.
     const auto updates = s.stats().updates;
-    REQUIRE_FALSE(s.update(delivered));
+    REQUIRE(s.update(mailq::change_of(delivered, {0})));
     CHECK(s.stats().updates == updates + 1);
     CHECK(s.stats().segments_created == 2);  // not into the segment that failed
   }

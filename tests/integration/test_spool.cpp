@@ -70,23 +70,23 @@ TEST_CASE("a spool creates its layout and only one process may own it", "[spool]
   ManualClock clock;
   const std::string root = dir / "a/b/spool";
   SpoolStorage s(root, clock);
-  REQUIRE_FALSE(s.open_error());
+  REQUIRE_FALSE(s.open_error().code);
   CHECK(list_dir(root) == std::vector<std::string>{"lock", "quarantine", "queue", "tmp"});
 
   SpoolStorage second(root, clock);
-  CHECK(second.open_error() == mailq::errc::storage_failure);
-  CHECK(second.last_error().message ==
+  CHECK(second.open_error().code == mailq::errc::in_use);
+  CHECK(second.open_error().message ==
         "spool " + root + " is in use by another process (" + root + "/lock is locked)");
   bool called = false;
-  second.insert(sample_record(1), "body", [&](std::error_code ec) {
+  second.insert(sample_record(1), "body", [&](mailq::Result<void> stored) {
     called = true;
-    CHECK(ec == mailq::errc::storage_failure);
+    CHECK(stored.code() == mailq::errc::storage_failure);
   });
   clock.run_pending();
   CHECK(called);
   auto opened = SpoolStorage::open(root, clock);
   REQUIRE_FALSE(opened.ok());
-  CHECK(opened.error().code == mailq::errc::storage_failure);
+  CHECK(opened.error().code == mailq::errc::in_use);
 }
 
 TEST_CASE("insert completes from the clock, durable, at queue/<channel>/ZZ<id>.00", "[spool]") {
@@ -95,9 +95,9 @@ TEST_CASE("insert completes from the clock, durable, at queue/<channel>/ZZ<id>.0
   SpoolStorage s(dir.path(), clock);
   MessageRecord m = sample_record(0x1234567);
   bool called = false;
-  s.insert(m, "Subject: x\r\n\r\nhello\r\n", [&](std::error_code ec) {
+  s.insert(m, "Subject: x\r\n\r\nhello\r\n", [&](mailq::Result<void> stored) {
     called = true;
-    CHECK_FALSE(ec);
+    CHECK_FALSE(stored.code());
   });
   CHECK_FALSE(called);  // never from inside insert
   CHECK(s.pending_inserts() == 1);
@@ -181,7 +181,7 @@ TEST_CASE("updates rename ZZ to ZY to ZX and reload with the latest state", "[sp
       r.last_reply = deferral_reply();
       r.next_attempt = at_ns(1'800'000'000'000'000'000);
     }
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE(s.update(change_of_all(m)));
     CHECK(list_dir(dir / "queue/tcp_local") == std::vector<std::string>{"ZY" + id + ".00"});
     // Appended, not rewritten: the 100 KB body is not written again.
     const auto size1 = fs::file_size(dir / ("queue/tcp_local/ZY" + id + ".00"));
@@ -196,7 +196,7 @@ TEST_CASE("updates rename ZZ to ZY to ZX and reload with the latest state", "[sp
     m.recipients[0].remote_mta = "host.some.org";
     m.recipients[1].attempts = 2;
     m.recipients[1].last_reply = Reply(421, "4.4.1", "connection refused");
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE(s.update(mailq::change_of(m, {0, 1})));
     CHECK(list_dir(dir / "queue/tcp_local") == std::vector<std::string>{"ZX" + id + ".00"});
     CHECK(s.stats().synced_updates == 1);
     CHECK(s.stats().updates == 2);
@@ -205,7 +205,7 @@ TEST_CASE("updates rename ZZ to ZY to ZX and reload with the latest state", "[sp
 
     // No change: nothing written.
     const auto bytes = s.stats().bytes_written;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE(s.update(mailq::change_between(m, m)));
     CHECK(s.stats().bytes_written == bytes);
     CHECK(s.stats().updates == 2);
   }
@@ -227,7 +227,7 @@ TEST_CASE("an update appends only the recipients that changed", "[spool]") {
   m.recipients[117].state = RecipientState::deferred;
   m.recipients[117].last_reply = Reply(450, "4.2.0", "mailbox busy");
   m.recipients[117].remote_mta = "mx";
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE(s.update(mailq::change_of(m, {117})));
   // Record: header 8, attempts 4, held 1, count 4, index 4, state 1 + attempts 4 + next 8 +
   // code 4 + enhanced 4+5 + text 4+12 + remote MTA 4+2, checksum 4.
   const std::size_t expected = 8 + 4 + 1 + 4 + 4 + (1 + 4 + 8 + 4 + 9 + 16 + 6) + 4;
@@ -245,7 +245,7 @@ TEST_CASE(
     insert_ok(s, clock, m, "x");
     m.recipients[1].state = RecipientState::deferred;
     m.recipients[1].remote_mta = "dns;mx.some.org (TCP|127.0.0.1|40312|127.0.0.1|25)";
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE(s.update(mailq::change_of(m, {1})));
   }
   SpoolStorage s(dir.path(), clock);
   Loaded l = load_all(s);
@@ -263,7 +263,7 @@ TEST_CASE("held messages are visibly held: .HELD suffix, and back on release", "
     SpoolStorage s(dir.path(), clock);
     insert_ok(s, clock, m, "body");
     m.held = true;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE(s.update(mailq::change_of(m)));
     CHECK(list_dir(dir / "queue/tcp_local") == std::vector<std::string>{"ZZ" + id + ".00.HELD"});
     CHECK(s.stats().synced_updates == 1);  // hold is synced at once
     CHECK(s.file_of(m.id) == "queue/tcp_local/ZZ" + id + ".00.HELD");
@@ -274,7 +274,7 @@ TEST_CASE("held messages are visibly held: .HELD suffix, and back on release", "
     REQUIRE(l.records.size() == 1);
     CHECK(l.records[0].held);
     m.held = false;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE(s.update(mailq::change_of(m)));
     CHECK(list_dir(dir / "queue/tcp_local") == std::vector<std::string>{"ZZ" + id + ".00"});
   }
   // Inserted held: held from the start.
@@ -296,15 +296,15 @@ TEST_CASE("the transient-attempt history round-trips in order across reopen", "[
     insert_ok(s, clock, m, "body");
     for (int i = 0; i < 3; ++i) {
       rows.push_back(sample_attempt(i));
-      REQUIRE_FALSE(s.append_attempt(m.id, rows.back()));
+      REQUIRE(s.append_attempt(m.id, rows.back()));
       // Interleaved state updates must not disturb the history.
       m.attempts = static_cast<std::uint32_t>(i + 1);
       m.recipients[0].attempts = m.attempts;
       m.recipients[0].state = RecipientState::deferred;
-      REQUIRE_FALSE(s.update(m));
+      REQUIRE(s.update(mailq::change_of(m, {0})));
     }
     rows.back().diagnostic = std::string(5000, 'd');  // a long row
-    REQUIRE_FALSE(s.append_attempt(m.id, rows.back()));
+    REQUIRE(s.append_attempt(m.id, rows.back()));
     rows.push_back(rows.back());
     rows[2] = sample_attempt(2);
     auto got = s.read_attempts(m.id);
@@ -331,8 +331,8 @@ TEST_CASE("remove unlinks the file and the message does not come back", "[spool]
     SpoolStorage s(dir.path(), clock);
     insert_ok(s, clock, a, "a");
     insert_ok(s, clock, b, "b");
-    REQUIRE_FALSE(s.remove(a.id));
-    CHECK(s.remove(a.id) == mailq::errc::not_found);
+    REQUIRE(s.remove(a.id));
+    CHECK(s.remove(a.id).code() == mailq::errc::not_found);
     CHECK(s.read_body(a.id).error().code == mailq::errc::not_found);
     CHECK(list_dir(dir / "queue/tcp_local") ==
           std::vector<std::string>{"ZZ" + b.id.to_string() + ".00"});
@@ -353,8 +353,8 @@ TEST_CASE("spool operations report not_found, bad_state and invalid_parameter", 
   ManualClock clock;
   SpoolStorage s(dir.path(), clock);
   MessageRecord m = sample_record(10);
-  CHECK(s.update(m) == mailq::errc::not_found);
-  CHECK(s.append_attempt(m.id, sample_attempt(1)) == mailq::errc::not_found);
+  CHECK(s.update(mailq::change_of(m)).code() == mailq::errc::not_found);
+  CHECK(s.append_attempt(m.id, sample_attempt(1)).code() == mailq::errc::not_found);
   CHECK(s.read_attempts(m.id).error().code == mailq::errc::not_found);
   insert_ok(s, clock, m, "body");
   CHECK(insert_result(s, clock, m, "again") == mailq::errc::bad_state);
@@ -362,7 +362,9 @@ TEST_CASE("spool operations report not_found, bad_state and invalid_parameter", 
   MessageRecord n = sample_record(11);
   int ok = 0, bad = 0;
   for (int i = 0; i < 2; ++i) {
-    s.insert(n, "b", [&](std::error_code ec) { (ec == mailq::errc::bad_state ? bad : ok)++; });
+    s.insert(n, "b", [&](mailq::Result<void> stored) {
+      (stored.code() == mailq::errc::bad_state ? bad : ok)++;
+    });
   }
   clock.run_pending();
   CHECK(ok == 1);
@@ -371,9 +373,12 @@ TEST_CASE("spool operations report not_found, bad_state and invalid_parameter", 
   CHECK(insert_result(s, clock, z, "b") == mailq::errc::invalid_parameter);
   MessageRecord none = sample_record(12, 0);
   CHECK(insert_result(s, clock, none, "b") == mailq::errc::invalid_parameter);
-  MessageRecord fewer = m;
-  fewer.recipients.pop_back();
-  CHECK(s.update(fewer) == mailq::errc::bad_state);
+  mailq::RecordChange beyond = mailq::change_of(m, {2});
+  beyond.recipients[0].index = 3;  // the recipient list is immutable
+  CHECK(s.update(beyond).code() == mailq::errc::bad_state);
+  mailq::RecordChange twice = mailq::change_of(m, {1});
+  twice.recipients.push_back(twice.recipients[0]);
+  CHECK(s.update(twice).code() == mailq::errc::invalid_parameter);
   CHECK(s.size() == 2);
 }
 
@@ -415,13 +420,13 @@ TEST_CASE("a message file removed behind the spool's back gives a clear error", 
   const std::string file = s.file_of(m.id);
   fs::remove(dir / file);
   m.recipients[0].state = RecipientState::delivered;
-  CHECK(s.update(m) == mailq::errc::storage_failure);
-  CHECK(s.last_error().message ==
-        "open " + dir.path() + "/" + file + ": No such file or directory");
+  const auto refused = s.update(mailq::change_of(m, {0}));
+  CHECK(refused.code() == mailq::errc::storage_failure);
+  CHECK(text_of(refused) == "open " + dir.path() + "/" + file + ": No such file or directory");
   auto b = s.read_body(m.id);
   REQUIRE_FALSE(b.ok());
   CHECK(b.error().code == mailq::errc::storage_failure);
-  CHECK(s.remove(m.id) == std::error_code());  // already gone: removing it is done
+  CHECK(s.remove(m.id).code() == std::error_code());  // already gone: removing it is done
   CHECK(s.size() == 0);
 }
 
@@ -433,8 +438,8 @@ TEST_CASE("many inserts in one loop turn share one group commit", "[spool]") {
     int done = 0;
     for (std::uint64_t i = 1; i <= 1000; ++i) {
       s.insert(sample_record(i, 1), "Subject: x\r\n\r\nbody " + std::to_string(i) + "\r\n",
-               [&](std::error_code ec) {
-                 CHECK_FALSE(ec);
+               [&](mailq::Result<void> stored) {
+                 CHECK_FALSE(stored.code());
                  ++done;
                });
     }
@@ -479,10 +484,10 @@ TEST_CASE("a callback may insert again, flush completes a batch at once", "[spoo
   ManualClock clock;
   SpoolStorage s(dir.path(), clock);
   bool second = false;
-  s.insert(sample_record(1), "a", [&](std::error_code ec) {
-    REQUIRE_FALSE(ec);
-    s.insert(sample_record(2), "b", [&](std::error_code ec2) {
-      CHECK_FALSE(ec2);
+  s.insert(sample_record(1), "a", [&](mailq::Result<void> stored) {
+    REQUIRE_FALSE(stored.code());
+    s.insert(sample_record(2), "b", [&](mailq::Result<void> stored2) {
+      CHECK_FALSE(stored2.code());
       second = true;
     });
   });
@@ -500,7 +505,7 @@ TEST_CASE("destroying the spool makes pending inserts durable without callbacks"
   bool called = false;
   {
     SpoolStorage s(dir.path(), clock);
-    s.insert(sample_record(31), "kept", [&](std::error_code) { called = true; });
+    s.insert(sample_record(31), "kept", [&](mailq::Result<void>) { called = true; });
   }
   CHECK_FALSE(called);
   CHECK(clock.pending() == 0);  // its timer was cancelled
@@ -592,14 +597,14 @@ History make_history() {
   m.recipients[0].state = m.recipients[1].state = RecipientState::deferred;
   m.recipients[0].attempts = m.recipients[1].attempts = 1;
   m.recipients[0].last_reply = m.recipients[1].last_reply = deferral_reply();
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE(s.update(mailq::change_of(m, {0, 1})));
   step(0);
-  REQUIRE_FALSE(s.append_attempt(m.id, sample_attempt(1)));
+  REQUIRE(s.append_attempt(m.id, sample_attempt(1)));
   step(1);
   m.attempts = 2;
   m.recipients[0].state = RecipientState::delivered;
   m.recipients[0].last_reply = Reply(250, "2.0.0", "Ok");
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE(s.update(mailq::change_of(m, {0})));
   step(1);
   h.bytes = read_file(path());
   h.final_name = s.file_of(m.id).substr(std::string("queue/tcp_local/").size());
@@ -658,7 +663,7 @@ TEST_CASE("recovery of a file truncated at every byte offset", "[spool]") {
     // And appends go on from there.
     MessageRecord next = h.states[k];
     next.recipients[1].state = RecipientState::bounced;
-    REQUIRE_FALSE(s.update(next));
+    REQUIRE(s.update(mailq::change_of(next, {1})));
   }
 }
 
@@ -813,15 +818,15 @@ TEST_CASE("a killed process loses nothing acknowledged and leaves no partial mes
     int ok = 0;
     for (std::uint64_t i = 1; i <= 5; ++i)
       s->insert(sample_record(i), "body " + std::to_string(i),
-                [&](std::error_code ec) { ok += !ec; });
+                [&](mailq::Result<void> stored) { ok += !stored.code(); });
     c.run_pending();
     MessageRecord m = sample_record(2);
     m.attempts = 1;
     m.recipients[0].state = RecipientState::deferred;   // written, not synced
     m.recipients[1].state = RecipientState::delivered;  // synced
-    if (s->update(m)) ::_exit(3);
-    if (s->append_attempt(m.id, sample_attempt(1))) ::_exit(4);
-    s->insert(sample_record(6), "never acknowledged", [](std::error_code) {});
+    if (!s->update(mailq::change_of(m, {0, 1}))) ::_exit(3);
+    if (!s->append_attempt(m.id, sample_attempt(1))) ::_exit(4);
+    s->insert(sample_record(6), "never acknowledged", [](mailq::Result<void>) {});
     ::_exit(ok == 5 ? 0 : 2);
   }
   int status = 0;
@@ -855,18 +860,18 @@ TEST_CASE("disk full: insert fails clearly, leaves nothing, harms nothing", "[sp
   ManualClock clock;
   auto spool = std::make_unique<SpoolStorage>(dir.path(), clock);
   SpoolStorage& s = *spool;
-  REQUIRE_FALSE(s.open_error());
+  REQUIRE_FALSE(s.open_error().code);
   const std::string body = binary_body(6000);
   std::vector<MessageId> stored;
-  std::error_code failure;
-  for (std::uint64_t i = 1; i <= 64 && !failure; ++i) {
-    failure = insert_result(s, clock, sample_record(i), body);
-    if (!failure) stored.push_back(MessageId{i});
+  mailq::Result<void> failure;
+  for (std::uint64_t i = 1; i <= 64 && failure; ++i) {
+    failure = insert_outcome(s, clock, sample_record(i), body);
+    if (failure) stored.push_back(MessageId{i});
   }
-  REQUIRE(failure == mailq::errc::storage_failure);
+  REQUIRE(failure.code() == mailq::errc::storage_failure);
   CHECK_FALSE(stored.empty());
   const MessageId failed{stored.size() + 1};
-  CHECK(s.last_error().message ==
+  CHECK(text_of(failure) ==
         "write " + dir.path() + "/tmp/" + failed.to_string() + ".tmp: No space left on device");
   CHECK(list_dir(dir / "tmp").empty());  // nothing partial left behind
   CHECK(s.size() == stored.size());
@@ -883,7 +888,7 @@ TEST_CASE("disk full: insert fails clearly, leaves nothing, harms nothing", "[sp
   const auto size_before = fs::file_size(path);
   AttemptRecord big = sample_attempt(1);
   big.diagnostic = std::string(20000, 'x');
-  CHECK(s.append_attempt(m.id, big) == mailq::errc::storage_failure);
+  CHECK(s.append_attempt(m.id, big).code() == mailq::errc::storage_failure);
   CHECK(fs::file_size(path) == size_before);
   CHECK(s.read_attempts(m.id).value().empty());
 
@@ -907,12 +912,13 @@ TEST_CASE("read-only file system: insert fails clearly, stored messages stay rea
   SpoolStorage s(dir.path(), clock);
   insert_ok(s, clock, sample_record(1), "kept");
   REQUIRE(::mount(nullptr, dir.path().c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr) == 0);
-  CHECK(insert_result(s, clock, sample_record(2), "lost") == mailq::errc::storage_failure);
-  CHECK(s.last_error().message ==
+  const auto refused = insert_outcome(s, clock, sample_record(2), "lost");
+  CHECK(refused.code() == mailq::errc::storage_failure);
+  CHECK(text_of(refused) ==
         "create " + dir.path() + "/tmp/0000000000002.tmp: Read-only file system");
   MessageRecord m = sample_record(1);
   m.recipients[0].state = RecipientState::delivered;
-  CHECK(s.update(m) == mailq::errc::storage_failure);
+  CHECK(s.update(mailq::change_of(m, {0})).code() == mailq::errc::storage_failure);
   CHECK(s.read_body(MessageId{1}).value() == "kept");
   REQUIRE(::mount(nullptr, dir.path().c_str(), nullptr, MS_REMOUNT, nullptr) == 0);
   insert_ok(s, clock, sample_record(3), "after");
@@ -932,8 +938,9 @@ TEST_CASE("permission denied: insert fails clearly, nothing already queued is ha
     fs::permissions(root + "/tmp", fs::perms::owner_read | fs::perms::owner_exec);
     SpoolStorage s(root, clock);
     REQUIRE(load_all(s).records.size() == 1);
-    CHECK(insert_result(s, clock, sample_record(2), "x") == mailq::errc::storage_failure);
-    CHECK(s.last_error().message == "create " + root + "/tmp/0000000000002.tmp: Permission denied");
+    const auto refused = insert_outcome(s, clock, sample_record(2), "x");
+    CHECK(refused.code() == mailq::errc::storage_failure);
+    CHECK(text_of(refused) == "create " + root + "/tmp/0000000000002.tmp: Permission denied");
     fs::permissions(root + "/tmp", fs::perms::owner_all);
     return;
   }
@@ -949,12 +956,13 @@ TEST_CASE("permission denied: insert fails clearly, nothing already queued is ha
     if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
     ManualClock c;
     SpoolStorage s(root, c);
-    if (s.open_error()) ::_exit(11);
-    std::error_code result;
-    s.insert(sample_record(2), "x", [&](std::error_code ec) { result = ec; });
+    if (s.open_error().code) ::_exit(11);
+    mailq::Result<void> result;
+    s.insert(sample_record(2), "x",
+             [&](mailq::Result<void> stored) { result = std::move(stored); });
     c.run_pending();
-    if (result != mailq::errc::storage_failure) ::_exit(12);
-    if (s.last_error().message != "create " + root + "/tmp/0000000000002.tmp: Permission denied")
+    if (result.code() != mailq::errc::storage_failure) ::_exit(12);
+    if (text_of(result) != "create " + root + "/tmp/0000000000002.tmp: Permission denied")
       ::_exit(13);
     ::_exit(0);
   }
@@ -978,7 +986,7 @@ TEST_CASE("a Queue on a SpoolStorage recovers its messages after a restart", "[s
   {
     SpoolStorage storage(dir.path(), clock);
     mailq::Queue queue(storage, routes, clock);
-    REQUIRE_FALSE(queue.recover());
+    REQUIRE(queue.recover());
     auto env = mailq::make_envelope("adam@hosta.sesta.com", {"user@some.org", "other@some.org"});
     REQUIRE(env.ok());
     bool done = false;
@@ -995,7 +1003,7 @@ TEST_CASE("a Queue on a SpoolStorage recovers its messages after a restart", "[s
   SpoolStorage storage(dir.path(), clock);
   mailq::Queue queue(storage, routes, clock);
   RecoveryReport report;
-  REQUIRE_FALSE(queue.recover(&report));
+  REQUIRE(queue.recover(&report));
   CHECK(report.recovered == 1);
   const auto m = queue.find(id);
   REQUIRE(m);
@@ -1021,7 +1029,8 @@ TEST_CASE("spool benchmark: group commit methods and recovery scan rate", "[.][s
     insert_ok(s, clock, sample_record(999999, 1), "warm-up");  // creates the channel
     auto t0 = Clock::now();
     for (std::uint64_t i = 1; i <= 1000; ++i) {
-      s.insert(sample_record(i, 1), binary_body(2000), [](std::error_code ec) { REQUIRE(!ec); });
+      s.insert(sample_record(i, 1), binary_body(2000),
+               [](mailq::Result<void> stored) { REQUIRE(!stored.code()); });
     }
     auto t1 = Clock::now();
     clock.run_pending();
@@ -1041,13 +1050,13 @@ TEST_CASE("spool benchmark: group commit methods and recovery scan rate", "[.][s
     auto t0 = Clock::now();
     for (std::uint64_t i = 1; i <= n; ++i) {
       MessageRecord m = sample_record(i, 1 + i % 3);
-      s.insert(m, body, [](std::error_code ec) { REQUIRE(!ec); });
+      s.insert(m, body, [](mailq::Result<void> stored) { REQUIRE(!stored.code()); });
       if (i % 2000 == 0) clock.run_pending();
       if (i % 4 == 0) {
         m.attempts = 1;
         for (auto& r : m.recipients) r.state = RecipientState::deferred;
         clock.run_pending();
-        REQUIRE_FALSE(s.update(m));
+        REQUIRE(s.update(change_of_all(m)));
       }
     }
     clock.run_pending();
@@ -1060,7 +1069,7 @@ TEST_CASE("spool benchmark: group commit methods and recovery scan rate", "[.][s
   std::size_t count = 0;
   auto t0 = Clock::now();
   RecoveryReport report;
-  REQUIRE_FALSE(s.load([&](MessageRecord&&) { ++count; }, &report));
+  REQUIRE(s.load([&](MessageRecord&&) { ++count; }, &report));
   const double warm = seconds(t0, Clock::now());
   REQUIRE(count == n);
   std::printf("recovery scan of %zu messages (page cache warm): %.2f s, %.0f messages/s\n", count,
@@ -1076,7 +1085,7 @@ TEST_CASE("the delay-notice flag of a recipient survives an update and a reopen"
     insert_ok(s, clock, m, "Subject: x\r\n\r\nx\r\n");
     m.recipients[1].state = RecipientState::deferred;
     m.recipients[1].delay_notified = true;
-    REQUIRE_FALSE(s.update(m));
+    REQUIRE(s.update(mailq::change_of(m, {1})));
     clock.run_pending();
   }
   SpoolStorage s(dir.path(), clock);

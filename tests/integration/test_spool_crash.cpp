@@ -316,10 +316,10 @@ void run_crash_rounds(mailq::spool::Layout layout, const std::vector<std::string
     mailq::Storage& storage = opened->storage();
     std::unordered_map<std::uint64_t, mailq::MessageRecord> found;
     mailq::RecoveryReport report;
-    const auto load_error = storage.load(
+    const auto loaded = storage.load(
         [&](mailq::MessageRecord&& m) { found.emplace(m.id.value, std::move(m)); }, &report);
-    INFO("load: " << storage.last_error_text());
-    REQUIRE_FALSE(load_error);
+    INFO("load: " << (loaded ? std::string() : loaded.error().message));
+    REQUIRE(loaded.ok());
     const auto counts = opened->last_load();
     quarantined += report.quarantined;
     torn_repairs += counts.repaired;

@@ -26,16 +26,16 @@ TEST_CASE("a file spool insert whose fdatasync fails is reported and leaves noth
   opts.sync_method = SyncMethod::per_file;
   {
     SpoolStorage s(dir.path(), clock, opts);
-    REQUIRE_FALSE(s.open_error());
+    REQUIRE_FALSE(s.open_error().code);
     insert_ok(s, clock, sample_record(1), "body one");
-    std::error_code ec;
+    mailq::Result<void> refused;
     {
       FailDataSyncs failing;
-      ec = insert_result(s, clock, sample_record(2), "body two");
+      refused = insert_outcome(s, clock, sample_record(2), "body two");
       CHECK(failed_data_syncs == 1);
     }
-    CHECK(ec);
-    CHECK(s.last_error_text() ==
+    CHECK_FALSE(refused);
+    CHECK(text_of(refused) ==
           "sync " + dir.path() + "/tmp/0000000000002.tmp: " + std::strerror(EIO));
     CHECK(s.size() == 1);
     CHECK_FALSE(s.read_body(mailq::MessageId{2}));
@@ -65,10 +65,10 @@ TEST_CASE("an error handler may remove messages while a background sync reports 
     // The handler drops every message the first time it is told about a failure.
     if (errors.size() == 1)
       for (std::uint64_t id = 1; id <= 20; ++id)
-        removals.push_back(s->remove(mailq::MessageId{id}));
+        removals.push_back(s->remove(mailq::MessageId{id}).code());
   };
   s = std::make_unique<SpoolStorage>(dir.path(), clock, opts);
-  REQUIRE_FALSE(s->open_error());
+  REQUIRE_FALSE(s->open_error().code);
   for (std::uint64_t id = 1; id <= 20; ++id)
     insert_ok(*s, clock, sample_record(id, 1), "body " + std::to_string(id));
   // A deferral: written at once, synced later (deferred_sync_delay).
@@ -78,7 +78,7 @@ TEST_CASE("an error handler may remove messages while a background sync reports 
     m.recipients[0].state = RecipientState::deferred;
     m.recipients[0].attempts = 1;
     m.recipients[0].last_reply = deferral_reply();
-    REQUIRE_FALSE(s->update(m));
+    REQUIRE(s->update(mailq::change_of(m, {0})));
   }
   {
     FailDataSyncs failing;

@@ -153,34 +153,51 @@ inline void require_same(const AttemptRecord& a, const AttemptRecord& b) {
 }
 
 // Inserts and completes the batch; returns the result.
-inline std::error_code insert_result(mailq::Storage& s, ManualClock& clock, const MessageRecord& m,
-                                     std::string_view body) {
-  std::error_code result = mailq::make_error_code(mailq::errc::bad_state);
+inline mailq::Result<void> insert_outcome(mailq::Storage& s, ManualClock& clock,
+                                          const MessageRecord& m, std::string_view body) {
+  mailq::Result<void> result = mailq::Error(mailq::errc::bad_state, "no callback");
   bool called = false;
-  s.insert(m, body, [&](std::error_code ec) {
+  s.insert(m, body, [&](mailq::Result<void> stored) {
     called = true;
-    result = ec;
+    result = std::move(stored);
   });
   clock.run_pending();
   REQUIRE(called);
   return result;
 }
 
+// Inserts and completes the batch; returns the error code (empty on success).
+inline std::error_code insert_result(mailq::Storage& s, ManualClock& clock, const MessageRecord& m,
+                                     std::string_view body) {
+  return insert_outcome(s, clock, m, body).code();
+}
+
 // Inserts and completes the batch; requires success.
 inline void insert_ok(mailq::Storage& s, ManualClock& clock, const MessageRecord& m,
                       std::string_view body) {
-  REQUIRE_FALSE(insert_result(s, clock, m, body));
+  const auto r = insert_outcome(s, clock, m, body);
+  INFO((r ? std::string() : r.error().message));
+  REQUIRE(r.ok());
+}
+
+// The text of an error (what a failing call says); "" for a success.
+inline std::string text_of(const mailq::Result<void>& r) {
+  return r ? std::string() : r.error().message;
 }
 
 struct Loaded {
   std::vector<MessageRecord> records;
   RecoveryReport report;
   std::error_code ec;
+  std::string error;  ///< the error's text when load failed
 };
 
 inline Loaded load_all(mailq::Storage& s) {
   Loaded out;
-  out.ec = s.load([&](MessageRecord&& r) { out.records.push_back(std::move(r)); }, &out.report);
+  auto loaded =
+      s.load([&](MessageRecord&& r) { out.records.push_back(std::move(r)); }, &out.report);
+  out.ec = loaded.code();
+  out.error = text_of(loaded);
   return out;
 }
 
@@ -200,36 +217,44 @@ inline AttemptRecord sample_attempt(int n) {
   return a;
 }
 
+// The change that records every recipient of `m` as it is (and its attempts and held flag).
+inline mailq::RecordChange change_of_all(const MessageRecord& m) {
+  std::vector<std::size_t> all;
+  for (std::size_t i = 0; i < m.recipients.size(); ++i) all.push_back(i);
+  return mailq::change_of(m, std::move(all));
+}
+
 // Updates of a message with many recipients (sample_record(id, 40), stored) stay minimal:
 // recipient 23 deferred writes that recipient only, unsynced; recipient 39 delivered writes
-// that one only, synced; the same record again writes nothing; a different recipient count
-// is refused. `record_size(m, changed)` is the storage's update record size; `m` ends as
-// updated.
+// that one only, synced; the change between the record and itself writes nothing; an index
+// beyond the recipient list is refused. `record_size(change)` is the storage's update record
+// size; `m` ends as updated.
 template <class AnyStorage, class RecordSize>
 void check_minimal_updates(AnyStorage& s, MessageRecord& m, RecordSize record_size) {
   m.recipients[23].state = RecipientState::deferred;
   m.recipients[23].attempts = 1;
   m.recipients[23].last_reply = deferral_reply();
   auto before = s.stats();
-  REQUIRE_FALSE(s.update(m));
-  CHECK(s.stats().bytes_written - before.bytes_written == record_size(m, {23}));
+  REQUIRE(s.update(mailq::change_of(m, {23})));
+  CHECK(s.stats().bytes_written - before.bytes_written == record_size(mailq::change_of(m, {23})));
   CHECK(s.stats().synced_updates == 0);
   // A final state of another recipient: that one only, synced.
   m.recipients[39].state = RecipientState::delivered;
   m.recipients[39].last_reply = Reply(250, "2.0.0", "Ok");
   before = s.stats();
-  REQUIRE_FALSE(s.update(m));
-  CHECK(s.stats().bytes_written - before.bytes_written == record_size(m, {39}));
+  REQUIRE(s.update(mailq::change_of(m, {39})));
+  CHECK(s.stats().bytes_written - before.bytes_written == record_size(mailq::change_of(m, {39})));
   CHECK(s.stats().synced_updates == 1);
   // Nothing changed: nothing written.
   before = s.stats();
-  REQUIRE_FALSE(s.update(m));
+  REQUIRE(s.update(mailq::change_between(m, m)));
   CHECK(s.stats().bytes_written == before.bytes_written);
-  // A different recipient count is refused.
-  MessageRecord fewer = m;
-  fewer.recipients.pop_back();
-  CHECK(s.update(fewer) == mailq::errc::bad_state);
-  CHECK(s.last_error().message == "update 0000000000007: 39 recipients, stored 40");
+  // The recipient list is immutable: an index beyond it is refused.
+  mailq::RecordChange beyond = mailq::change_of(m, {39});
+  beyond.recipients[0].index = 40;
+  const auto refused = s.update(beyond);
+  CHECK(refused.code() == mailq::errc::bad_state);
+  CHECK(text_of(refused) == "update 0000000000007: no recipient 40, stored 40");
 }
 
 inline std::string binary_body(std::size_t n) {

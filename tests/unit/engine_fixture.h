@@ -98,4 +98,10 @@ struct Engine {
   }
 };
 
+/// example.com's MX, mx.example.com, at 127.0.0.10 (the transport's scripted server there).
+inline void example_com(Engine& e) {
+  e.resolver.set_mx("example.com", {{10, "mx.example.com"}});
+  e.resolver.set_addresses("mx.example.com", {"127.0.0.10"});
+}
+
 }  // namespace mailq::test

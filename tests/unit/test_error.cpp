@@ -81,3 +81,11 @@ TEST_CASE("asking a Result for what it does not hold aborts instead of throwing"
           (void)good.value();
         }) == 0);
 }
+
+TEST_CASE("a resource held by another process has its own error code", "[error]") {
+  const std::error_code ec = make_error_code(errc::in_use);
+  CHECK(ec == errc::in_use);
+  CHECK(ec != errc::storage_failure);
+  CHECK(ec.message() == "in use by another process");
+  CHECK(std::string(ec.category().name()) == "mailq");
+}

@@ -5,13 +5,6 @@
 using namespace mailq;
 using namespace mailq::test;
 
-namespace {
-void example_com(Engine& e) {
-  e.resolver.set_mx("example.com", {{10, "mx.example.com"}});
-  e.resolver.set_addresses("mx.example.com", {"127.0.0.10"});
-}
-}  // namespace
-
 TEST_CASE(
     "One transaction per message and destination, per-recipient 250/550/450 results, only "
     "the 4xx recipient is retried, the 5xx one bounces with a DSN",

@@ -3,39 +3,80 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
-#include <system_error>
+#include <vector>
 
 #include "mailq/error.h"
 #include "mailq/storage.h"
 
 namespace mailq {
 namespace spool {
+namespace detail {
+class SpoolBase;  // the implementation both spools share (internal)
+}  // namespace detail
 
-/// What both durable spools (the file spool of file_spool.h, the segment spool of segment_spool.h)
-/// offer beyond `Storage`: what a host or a tool needs to run either one.
+/// A durable spool: the file spool of file_spool.h or the segment spool of segment_spool.h.
+/// Both keep the Storage contract of storage.h; what they add is below. Errors carry what
+/// failed and where ("write /var/spool/mailq/tmp/01J9ZK3D2ZP7F.tmp: No space left on device").
 class DurableStorage : public Storage {
  public:
-  /// Empty code when the spool is usable; else what went wrong (`last_error()` has the text).
-  virtual std::error_code open_error() const noexcept = 0;
-  /// The last failure with its text; empty when none happened.
-  virtual const Error& last_error() const noexcept = 0;
-  std::string last_error_text() const override { return last_error().message; }
+  /// Makes pending inserts durable without running their callbacks (the Queue that gave them
+  /// is gone by now: it must be destroyed first), syncs what is still unsynced, and releases
+  /// the lock. Call `flush()` before destroying the Queue to have the callbacks run.
+  ~DurableStorage() override;
+  DurableStorage(const DurableStorage&) = delete;
+  DurableStorage& operator=(const DurableStorage&) = delete;
+
+  /// Why the spool could not be opened (permissions, a read-only file system, a directory
+  /// holding the other layout; `errc::in_use` when another process holds its lock); an empty
+  /// code when it is usable. Every operation of a spool that did not open fails with
+  /// `errc::storage_failure` and this text.
+  const Error& open_error() const noexcept;
+
+  // --- Storage ---
+  /// Errors through `done`, never before `insert` returns: `errc::storage_failure` (disk
+  /// full, permission denied, read-only file system, I/O error: nothing is left behind and
+  /// nothing already stored is touched), `errc::bad_state` (the id is already stored),
+  /// `errc::invalid_parameter` (id 0 or no recipient), `errc::message_too_large` (body of
+  /// 4 GiB or more).
+  void insert(const MessageRecord& record, std::string_view body, Done done) final;
+  /// Errors: `errc::not_found`, `errc::bad_state` (an index beyond the recipient list: it is
+  /// immutable), `errc::invalid_parameter` (indices out of order or twice),
+  /// `errc::storage_failure` (the previous state is kept).
+  Result<void> update(const RecordChange& change) final;
+  /// Errors: `errc::not_found`, `errc::storage_failure`.
+  Result<void> append_attempt(MessageId id, const AttemptRecord& attempt) final;
+  /// Errors: `errc::not_found`, `errc::storage_failure`.
+  Result<void> remove(MessageId id) final;
+  /// Errors: `errc::not_found`, `errc::corrupt_record` (the body fails its checksum),
+  /// `errc::storage_failure`.
+  Result<std::string> read_body(MessageId id) const final;
+  Result<std::vector<AttemptRecord>> read_attempts(MessageId id) const final;
+  /// Rebuilds every stored message with its latest valid state and calls `each` once per
+  /// message, after the message is indexed (so `each` may update or remove it). Damage is
+  /// set aside with one `problems` line each (see each spool). Completes any pending batch
+  /// first. Errors: `errc::storage_failure` (a directory cannot be read: the messages already
+  /// found were given to `each`; a segment of a newer format: nothing was).
+  Result<void> load(const std::function<void(MessageRecord&&)>& each, RecoveryReport* report) final;
+
   /// Completes the pending batch now (its callbacks run before this returns) and syncs every
   /// change not yet synced.
-  virtual void flush() = 0;
+  void flush();
   /// Messages stored (complete inserts, not removed).
-  virtual std::size_t size() const noexcept = 0;
+  std::size_t size() const noexcept;
   /// Inserts written but not yet durable (their callbacks have not run).
-  virtual std::size_t pending_inserts() const noexcept = 0;
+  std::size_t pending_inserts() const noexcept;
   /// The spool directory as given.
-  virtual const std::string& directory() const noexcept = 0;
-};
+  const std::string& directory() const noexcept;
 
-/// The words of the open error when another process holds the spool's lock ("spool DIR is in
-/// use by another process (DIR/lock is locked)"): how tools tell a running relay apart.
-inline constexpr std::string_view kSpoolInUse = "is in use by another process";
+ protected:
+  explicit DurableStorage(std::unique_ptr<detail::SpoolBase> impl);
+
+  std::unique_ptr<detail::SpoolBase> impl_;
+};
 
 }  // namespace spool
 }  // namespace mailq

@@ -103,74 +103,29 @@ struct SpoolStats {
 };
 
 /// The file spool. Construct it, check `open_error()`, then `load()` (through
-/// `Queue::recover`) before the first insert.
+/// `Queue::recover`) before the first insert. The Storage operations, their errors and the
+/// destructor are DurableStorage's (durable_storage.h).
 class SpoolStorage final : public DurableStorage {
  public:
   /// Creates `directory` (and its parents) and the layout above when missing, and takes the
   /// spool's lock. Never throws: a failure (permissions, a read-only file system, the lock
-  /// held by another process) is kept in `open_error()`, and every operation then fails with
-  /// `errc::storage_failure`.
+  /// held by another process) is kept in `open_error()`.
   SpoolStorage(std::string directory, Clock& clock, SpoolOptions options = {});
-  /// Makes pending inserts durable without running their callbacks (the Queue that gave them
-  /// is gone by now: it must be destroyed first), syncs what is still unsynced, and releases
-  /// the lock. Call `flush()` before destroying the Queue to have the callbacks run.
-  ~SpoolStorage() override;
-  SpoolStorage(const SpoolStorage&) = delete;
-  SpoolStorage& operator=(const SpoolStorage&) = delete;
 
   /// Constructs and returns the spool, or the open error.
   static Result<std::unique_ptr<SpoolStorage>> open(std::string directory, Clock& clock,
                                                     SpoolOptions options = {});
 
-  /// Empty code when the spool is usable; else what went wrong (`last_error()` has the text).
-  std::error_code open_error() const noexcept override;
+  // `load` (DurableStorage) scans the spool: removes tmp/ leftovers, rebuilds every message
+  // with its latest valid state, cuts off a torn last record, renames files whose name lags
+  // their recorded state, and moves corrupt, truncated or unknown files to quarantine/ with
+  // one `problems` line each. It reads only the small parts of a file (metadata and appended
+  // records), never a large body.
 
-  // --- Storage ---
-  /// Errors through `done`, never before `insert` returns: `errc::storage_failure` (disk
-  /// full, permission denied, read-only file system, I/O error: nothing is left behind and
-  /// nothing already stored is touched; `last_error()` says what and where),
-  /// `errc::bad_state` (the id is already stored), `errc::invalid_parameter` (id 0 or no
-  /// recipient), `errc::message_too_large` (body of 4 GiB or more).
-  void insert(const MessageRecord& record, std::string_view body, Done done) override;
-  /// Errors: `errc::not_found`, `errc::bad_state` (the recipient list changed: it is
-  /// immutable), `errc::storage_failure` (the previous state is kept).
-  std::error_code update(const MessageRecord& record) override;
-  /// Errors: `errc::not_found`, `errc::storage_failure`.
-  std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) override;
-  /// Errors: `errc::not_found`, `errc::storage_failure`.
-  std::error_code remove(MessageId id) override;
-  /// Errors: `errc::not_found`, `errc::corrupt_record` (the body fails its checksum),
-  /// `errc::storage_failure`.
-  Result<std::string> read_body(MessageId id) const override;
-  Result<std::vector<AttemptRecord>> read_attempts(MessageId id) const override;
-  /// Scans the spool: removes tmp/ leftovers, rebuilds every message with its latest valid
-  /// state, cuts off a torn last record, renames files whose name lags their recorded state,
-  /// and moves corrupt, truncated or unknown files to quarantine/ with one `problems` line
-  /// each. Reads only the small parts of a file (metadata and appended records), never a
-  /// large body. Completes any pending batch first. Calls `each` once per message, after
-  /// the message is indexed (so `each` may update or remove it). Errors:
-  /// `errc::storage_failure` when a directory cannot be read (the messages already found
-  /// were delivered to `each`).
-  std::error_code load(const std::function<void(MessageRecord&&)>& each,
-                       RecoveryReport* report) override;
-
-  // --- spool specifics ---
-  /// Completes the pending batch now (its callbacks run before this returns) and syncs every
-  /// change not yet synced.
-  void flush() override;
   SpoolStats stats() const;
-  /// The spool directory as given.
-  const std::string& directory() const noexcept override;
-  /// Messages stored (complete inserts, not removed).
-  std::size_t size() const noexcept override;
-  /// Inserts written but not yet durable (their callbacks have not run).
-  std::size_t pending_inserts() const noexcept override;
   /// The file of a message relative to the spool directory, "queue/tcp_local/ZY01J9ZK3D2ZP7F.00"
   /// (with ".HELD" when held); "" when not stored.
   std::string file_of(MessageId id) const;
-  /// The last failure with its text ("rename tmp/… to queue/tcp_local/…: Read-only file
-  /// system"); empty when none happened.
-  const Error& last_error() const noexcept override;
 
   /// The channel directory of a route name: characters outside [A-Za-z0-9_.-] become '_',
   /// "", "." and ".." become "_", at most 200 characters. The channel of a message is the
@@ -179,7 +134,7 @@ class SpoolStorage final : public DurableStorage {
 
  private:
   struct Impl;
-  std::unique_ptr<Impl> impl_;
+  Impl& impl() const;
 };
 
 }  // namespace spool

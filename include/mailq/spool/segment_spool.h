@@ -107,66 +107,38 @@ struct SegmentStats {
 };
 
 /// The segment spool. Construct it, check `open_error()`, then `load()` (through
-/// `Queue::recover`) before the first insert.
+/// `Queue::recover`) before the first insert. The Storage operations, their errors and the
+/// destructor are DurableStorage's (durable_storage.h).
 class SegmentStorage final : public DurableStorage {
  public:
   /// Creates `directory` (and its parents) and the layout above when missing, and takes the
   /// spool's lock. Never throws: a failure (permissions, a read-only file system, the lock
   /// held by another process, a directory holding a file spool's `queue/`) is kept in
-  /// `open_error()`, and every operation then fails with `errc::storage_failure`.
+  /// `open_error()`.
   SegmentStorage(std::string directory, Clock& clock, SegmentOptions options = {});
-  /// Makes pending inserts durable without running their callbacks, syncs what is still
-  /// unsynced, and releases the lock. Call `flush()` before destroying the Queue to have the
-  /// callbacks run.
-  ~SegmentStorage() override;
-  SegmentStorage(const SegmentStorage&) = delete;
-  SegmentStorage& operator=(const SegmentStorage&) = delete;
 
   /// Constructs and returns the spool, or the open error.
   static Result<std::unique_ptr<SegmentStorage>> open(std::string directory, Clock& clock,
                                                       SegmentOptions options = {});
 
-  /// Empty code when the spool is usable; else what went wrong (`last_error()` has the text).
-  std::error_code open_error() const noexcept override;
+  // `load` (DurableStorage) replays the segments oldest first: rebuilds every stored message
+  // with its latest valid state, cuts a torn tail (a damaged or incomplete record with no
+  // valid record after it) off a segment, quarantines the rest of a segment after a damaged
+  // record (one `problems` line each). A segment of a newer format version fails the load
+  // (storage_failure) rather than be ignored. It calls `each` once per message, after every
+  // message is indexed.
 
-  // --- Storage (errors as documented for SpoolStorage) ---
-  void insert(const MessageRecord& record, std::string_view body, Done done) override;
-  std::error_code update(const MessageRecord& record) override;
-  std::error_code append_attempt(MessageId id, const AttemptRecord& attempt) override;
-  std::error_code remove(MessageId id) override;
-  Result<std::string> read_body(MessageId id) const override;
-  Result<std::vector<AttemptRecord>> read_attempts(MessageId id) const override;
-  /// Replays the segments oldest first: rebuilds every stored message with its latest valid
-  /// state, cuts a torn tail (a damaged or incomplete record with no valid record after it)
-  /// off a segment, quarantines the rest of a segment after a damaged record (one `problems`
-  /// line each). A segment of a newer format version fails the load (storage_failure) rather
-  /// than be ignored. Completes any pending batch first. Calls `each` once per message, after
-  /// every message is indexed.
-  std::error_code load(const std::function<void(MessageRecord&&)>& each,
-                       RecoveryReport* report) override;
-
-  // --- segment spool specifics ---
-  /// Completes the pending batch now (its callbacks run before this returns) and syncs every
-  /// change not yet synced.
-  void flush() override;
   /// Runs compaction until no segment qualifies (tests and tools; normally it runs a bounded
   /// amount per loop turn).
-  std::error_code compact_now();
+  Result<void> compact_now();
   SegmentStats stats() const;
-  const std::string& directory() const noexcept override;
-  /// Messages stored (complete inserts, not removed).
-  std::size_t size() const noexcept override;
-  /// Inserts written but not yet durable (their callbacks have not run).
-  std::size_t pending_inserts() const noexcept override;
   /// The segment holding a message's body, relative to the spool directory
   /// ("segments/0000000000000003.seg"); "" when not stored.
   std::string segment_of(MessageId id) const;
-  /// The last failure with its text; empty when none happened.
-  const Error& last_error() const noexcept override;
 
  private:
   struct Impl;
-  std::unique_ptr<Impl> impl_;
+  Impl& impl() const;
 };
 
 }  // namespace spool

@@ -26,6 +26,13 @@ QueueCore::QueueCore(Storage& storage, const RouteTable& routes, Clock& clock, E
 QueueCore::~QueueCore() {
   if (expiry_timer_ != kNoTimer) clock_.cancel(expiry_timer_);
   for (TimerId t : dsn_timers_) clock_.cancel(t);
+  // What the storage could not record yet gets a last try (the storage outlives the queue);
+  // what still fails is lost with the queue's memory, and a restart delivers from what the
+  // storage holds (at least once).
+  for (auto& [id, u] : unwritten_) {
+    if (u.timer != kNoTimer) clock_.cancel(u.timer);
+    (void)(u.removal ? storage_.remove(MessageId{id}) : storage_.update(u.change));
+  }
 }
 
 MessageId QueueCore::new_id() {
@@ -65,19 +72,6 @@ void QueueCore::notify_new_work(MessageId id) {
   clock_.schedule(Duration{0}, [this, life, id] {
     if (!life.expired() && listener_) listener_->on_new_work(id);
   });
-}
-
-void QueueCore::storage_trouble(const std::string& what, MessageId id, std::error_code ec) {
-  std::string why = storage_.last_error_text();
-  std::string text = "storage: could not record " + what + " of " + id.to_string() + ": " +
-                     (why.empty() ? ec.message() : why);
-  reporter_.report("mailq: " + text, clock_.now());
-  Event ev;
-  ev.kind = EventKind::notice;
-  ev.time = clock_.now();
-  ev.id = id;
-  ev.diagnostic.push_back(std::move(text));
-  emit(std::move(ev));
 }
 
 // --- enqueue and recovery -------------------------------------------------------------
@@ -133,15 +127,15 @@ void QueueCore::enqueue(const Envelope& envelope, std::string body, Queue::Enque
   }
 
   std::weak_ptr<int> life = alive_;
-  storage_.insert(m, body, [this, life, entry, done = std::move(done)](std::error_code ec) {
+  storage_.insert(m, body, [this, life, entry, done = std::move(done)](Result<void> stored) {
     if (life.expired()) {
       done(Error(errc::shutting_down, "the queue is gone"));
       return;
     }
-    if (ec) {
-      std::string why = storage_.last_error_text();
-      done(Error(errc::storage_failure,
-                 "could not store the message: " + (why.empty() ? ec.message() : why)));
+    if (!stored) {
+      const Error& e = stored.error();
+      done(Error(errc::storage_failure, "could not store the message: " +
+                                            (e.message.empty() ? e.code.message() : e.message)));
       return;
     }
     const MessageRecord& m = *entry;
@@ -156,8 +150,8 @@ void QueueCore::enqueue(const Envelope& envelope, std::string body, Queue::Enque
   });
 }
 
-std::error_code QueueCore::recover(RecoveryReport* report) {
-  auto ec = storage_.load(
+Result<void> QueueCore::recover(RecoveryReport* report) {
+  Result<void> loaded = storage_.load(
       [this](MessageRecord&& rec) {
         if (store_.find(rec.id) != kNoSlot) return;
         last_id_ = std::max(last_id_, rec.id.value);
@@ -173,7 +167,7 @@ std::error_code QueueCore::recover(RecoveryReport* report) {
   malloc_trim(0);
 #endif
   arm_expiry_timer();
-  return ec;
+  return loaded;
 }
 
 // --- expiry ----------------------------------------------------------------------------
@@ -238,13 +232,11 @@ void QueueCore::message_done(const MessageRecord& m) {
 
 // --- notifications ------------------------------------------------------------------------
 
-std::error_code QueueCore::send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
-                                    DsnAction action, bool remove_original) {
+Result<void> QueueCore::send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
+                                 DsnAction action, bool remove_original) {
   // With `remove_original`, the message's storage is removed only once the notification is
   // durable: a full disk must not lose the sender's bounce together with the message.
-  auto no_dsn = [&]() -> std::error_code {
-    return remove_original ? storage_.remove(m.id) : std::error_code();
-  };
+  auto no_dsn = [&]() -> Result<void> { return remove_original ? remove_stored(m.id) : success(); };
   std::optional<DsnInput> in = dsn_due(m, rcpts, action, config_, clock_.now());
   if (!in) return no_dsn();
   auto body = storage_.read_body(m.id);
@@ -260,7 +252,7 @@ std::error_code QueueCore::send_dsn(const MessageRecord& m, const std::vector<st
   pending->about = m.id;
   pending->remove_original = remove_original;
   queue_dsn(std::move(pending));
-  return {};
+  return success();
 }
 
 void QueueCore::queue_dsn(std::shared_ptr<PendingDsn> pending) {
@@ -273,7 +265,7 @@ void QueueCore::queue_dsn(std::shared_ptr<PendingDsn> pending) {
       [this, life, pending](Result<MessageId> r) {
         if (life.expired()) return;
         if (r) {
-          if (pending->remove_original) (void)storage_.remove(pending->about);
+          if (pending->remove_original) (void)remove_stored(pending->about);
           return;
         }
         // Kept in memory and tried again; the original stays in the storage meanwhile, so a

@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/queue/notices.h"
@@ -30,7 +31,7 @@ class QueueCore final : public DeliveryPort {
   // --- the host's side (Queue) ---
   void enqueue(const Envelope& envelope, std::string body, Queue::EnqueueDone done,
                const EnqueueOptions& options);
-  std::error_code recover(RecoveryReport* report);
+  Result<void> recover(RecoveryReport* report);
   std::error_code hold(MessageId id);
   std::error_code release(MessageId id);
   std::size_t hold_destination(std::string_view destination);
@@ -88,8 +89,22 @@ class QueueCore final : public DeliveryPort {
   void erase_message(SlotId s);
   /// A job came back: lands it; true when the message is still there to be changed.
   bool land(const Job& job, SlotId s);
-  /// Records a failed write during delivery: reported, never dropped silently.
-  void storage_trouble(const std::string& what, MessageId id, std::error_code ec);
+  /// Reports a failed write (the reporter and a notice event), with when it is tried again.
+  void storage_trouble(const std::string& what, MessageId id, const Error& error,
+                       Duration retry = Duration{0});
+  /// Writes a change of a message, merged into what is still unwritten of it; a failure is
+  /// kept, reported and retried (never dropped: the storage must not stay behind the queue).
+  void write_change(RecordChange change);
+  /// Removes a message from the storage; a failure is kept, reported and retried. The first
+  /// attempt's result.
+  Result<void> remove_stored(MessageId id);
+  /// The unwritten change of a message merged with `change` (`change` alone when none).
+  RecordChange with_unwritten(RecordChange change) const;
+  /// A write of message `id` failed: keeps `change` (or the removal) and arms the retry.
+  void keep_unwritten(MessageId id, const Error& error, RecordChange change, bool removal);
+  void retry_unwritten(MessageId id);
+  /// The storage holds what the queue holds of `id` (written, or removed): nothing to retry.
+  void written(MessageId id);
   void finish_record(MessageRecord& m, const Applied& a);
   void arm_expiry_timer();
   void expire_due();
@@ -98,8 +113,8 @@ class QueueCore final : public DeliveryPort {
   void message_done(const MessageRecord& m);
   /// Queues a DSN about `rcpts`; with `remove_original` the message's storage goes once the
   /// DSN is durable (at once when no DSN is due: that removal's error is returned).
-  std::error_code send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
-                           DsnAction action, bool remove_original = false);
+  Result<void> send_dsn(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
+                        DsnAction action, bool remove_original = false);
   void queue_dsn(std::shared_ptr<PendingDsn> pending);
 
   Storage& storage_;
@@ -115,6 +130,15 @@ class QueueCore final : public DeliveryPort {
   TimerId expiry_timer_ = kNoTimer;
   TimePoint expiry_timer_at_ = TimePoint::max();
   std::set<TimerId> dsn_timers_;  // DSNs the storage refused, tried again
+  // What the storage could not record yet, per message: the merged change, or its removal.
+  struct Unwritten {
+    RecordChange change;
+    bool removal = false;
+    Duration backoff{0};    // the wait before the pending retry
+    bool reported = false;  // a failure was reported in this backoff step
+    TimerId timer = kNoTimer;
+  };
+  std::unordered_map<std::uint64_t, Unwritten> unwritten_;
   DeliveryListener* listener_ = nullptr;
   QueueStats counters_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);

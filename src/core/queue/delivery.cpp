@@ -90,8 +90,8 @@ void QueueCore::complete(const Job& job, const std::vector<RecipientOutcome>& ou
   for (const auto& t : a.touched) {
     const RecipientRecord& r = m.recipients[t.index];
     if (t.kind == EventKind::deferred) {
-      if (auto ec = storage_.append_attempt(m.id, a.attempt_rows[row++]))
-        storage_trouble("a transient attempt", m.id, ec);
+      if (auto appended = storage_.append_attempt(m.id, a.attempt_rows[row++]); !appended)
+        storage_trouble("a transient attempt", m.id, appended.error());
     }
     Event ev = make_event(t.kind, m, r, attempts_before);
     ev.diagnostic = t.diagnostic;
@@ -126,7 +126,11 @@ void QueueCore::finish_record(MessageRecord& m, const Applied& a) {
   if (!a.relayed.empty()) (void)send_dsn(m, a.relayed, DsnAction::relayed);
   if (!a.bounced.empty()) (void)send_dsn(m, a.bounced, DsnAction::failed);
   if (!a.delayed.empty()) (void)send_dsn(m, a.delayed, DsnAction::delayed);
-  if (auto ec = storage_.update(m)) storage_trouble("the new state", m.id, ec);
+  // The change: the recipients the outcomes touched, and the message's attempts.
+  std::vector<std::size_t> touched;
+  touched.reserve(a.touched.size());
+  for (const auto& t : a.touched) touched.push_back(t.index);
+  write_change(change_of(m, std::move(touched)));
   const SlotId s = store_.find(m.id);
   if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return;
   schedule_.add(s);

@@ -14,7 +14,8 @@ std::error_code QueueCore::hold(MessageId id) {
   // the operator is told it failed, so nothing changes.
   MessageRecord m = store_.unpack(s);
   m.held = true;
-  if (auto ec = storage_.update(m)) return ec;
+  if (auto r = storage_.update(with_unwritten(change_of(m))); !r) return r.code();
+  written(id);
   schedule_.withdraw(s);
   store_.at(s).set(slot_flag::held);
   return {};
@@ -28,7 +29,8 @@ std::error_code QueueCore::release(MessageId id) {
   // stays held, and come back held (and be sent again) after a restart.
   MessageRecord m = store_.unpack(s);
   m.held = false;
-  if (auto ec = storage_.update(m)) return ec;
+  if (auto r = storage_.update(with_unwritten(change_of(m))); !r) return r.code();
+  written(id);
   schedule_.withdraw(s);
   store_.at(s).clear(slot_flag::held);
   schedule_.add(s);
@@ -79,9 +81,9 @@ void QueueCore::erase_message(SlotId s) {
 std::error_code QueueCore::remove(MessageId id) {
   const SlotId s = store_.find(id);
   if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return make_error_code(errc::not_found);
-  auto ec = storage_.remove(id);
+  const Result<void> removed = remove_stored(id);
   erase_message(s);
-  return ec;
+  return removed.code();
 }
 
 std::error_code QueueCore::bounce(MessageId id, std::string_view reason) {
@@ -101,7 +103,8 @@ std::error_code QueueCore::bounce(MessageId id, std::string_view reason) {
     ev.diagnostic.push_back(reply.to_string());
     emit(std::move(ev));
   }
-  auto ec = send_dsn(m, bounced, DsnAction::failed, /*remove_original=*/true);
+  const std::error_code ec =
+      send_dsn(m, bounced, DsnAction::failed, /*remove_original=*/true).code();
   s = store_.find(id);  // the sink or the DSN's enqueue may have changed the store
   if (s != kNoSlot && !store_.at(s).has(slot_flag::removed)) erase_message(s);
   message_done(m);
@@ -208,6 +211,7 @@ QueueStats QueueCore::stats() const {
       }
     });
   });
+  s.unwritten = unwritten_.size();
   return s;
 }
 

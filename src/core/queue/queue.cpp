@@ -40,7 +40,7 @@ void Queue::enqueue(const Envelope& envelope, std::string body, EnqueueDone done
   core_->enqueue(envelope, std::move(body), std::move(done), options);
 }
 
-std::error_code Queue::recover(RecoveryReport* report) {
+Result<void> Queue::recover(RecoveryReport* report) {
   return core_->recover(report);
 }
 std::error_code Queue::hold(MessageId id) {
