@@ -9,7 +9,8 @@
 #   scripts/fuzz.sh --list                  the targets
 #
 # Targets are the fuzz/<name>.cpp files (smtp_reply, smtp_client, smtp_server, address,
-# spool_file, spool_records, segment_file, dns_answer, relay_config, relay_control); default: all.
+# spool_file, spool_records, record_codec, segment_file, dns_answer, relay_config,
+# relay_control); default: all.
 # Each run starts from the seed corpus fuzz/corpus/<name>/ (read only) and keeps what it
 # finds in <build>/fuzz-work/<name>/. A crash, a broken invariant, a leak or a timeout is
 # saved as fuzz/crashes/<name>-crash-<sha1> (or -leak-, -timeout-, -oom-) and the script
@@ -33,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     --long) mode=long ;;
     --merge) mode=merge ;;
     --list) mode=list ;;
-    -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fuzz.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     *) targets+=("${1#fuzz_}") ;;
   esac

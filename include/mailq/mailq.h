@@ -20,6 +20,7 @@
 #include "mailq/message.h"
 #include "mailq/net.h"
 #include "mailq/queue.h"
+#include "mailq/record_codec.h"
 #include "mailq/reply.h"
 #include "mailq/resolver.h"
 #include "mailq/route.h"

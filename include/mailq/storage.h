@@ -73,16 +73,68 @@ RecordChange change_of(const MessageRecord& record, std::vector<std::size_t> rec
 /// Folds `later` into `earlier`: the change whose effect is applying `earlier`, then `later`.
 void merge_change(RecordChange& earlier, RecordChange later);
 
-/// Durable home of messages, single-threaded (loop thread). Every failure is a value that
-/// carries its words ("write /var/spool/mailq/tmp/X.tmp: No space left on device").
+/// Durable home of messages. The Queue keeps its index in memory and relies on this contract;
+/// `mailq/testing/storage_conformance.h` checks a storage against it (run it in your tests).
+///
+/// Threading and re-entrancy
+/// - Single-threaded: every call is made on the loop thread (the Clock's), and every callback
+///   runs there.
+/// - `insert`'s `done` runs exactly once per insert: from inside `insert` (an in-memory
+///   storage) or later (a spool that batches its syncs). It never runs after the storage's
+///   destruction has begun: a storage destroyed with inserts pending drops their callbacks
+///   (what it made durable by then may come back at the next load: unacknowledged, never
+///   lost). The Queue must be destroyed before its Storage; a `done` that runs after its
+///   Queue is gone is harmless (the Queue tells its own caller `errc::shutting_down`).
+/// - `load`'s `each` runs once per stored message, in no particular order, after the message
+///   is fully there: it may call `update`, `append_attempt`, `remove`, `read_body` and
+///   `read_attempts` for the message it was given, not `insert` or `load`.
+///
+/// Durability (of a durable storage; MemoryStorage keeps nothing past the process)
+/// - `insert`: `done(success)` only once the message and its body are durable. On failure
+///   nothing is left behind: the id may be inserted again.
+/// - `update`: recorded when it returns success. A change that makes a recipient final
+///   (lists a recipient in a final state: a final recipient never changes again) or changes
+///   `held` is durable by then (at least once: a recipient recorded delivered is never sent
+///   again after a crash); any other change is durable within a bounded delay, and a power
+///   loss inside it rolls the message back to its previous recorded state (retried earlier,
+///   never lost).
+/// - `append_attempt`: recorded when it returns; durable like a non-final update.
+/// - `remove`: gone when it returns (not read, loaded or updated again); a power loss inside
+///   the bounded delay may bring it back (delivered again, never lost).
+/// - A failure changes nothing: a failed update leaves the previous state (in memory and on
+///   disk), a failed removal the message, a failed insert nothing.
+///
+/// What is stored, and in what order
+/// - Every field of a MessageRecord and of an AttemptRecord is given back exactly (times to
+///   the nanosecond, strings byte for byte, NUL included); the body exactly as inserted. The
+///   record codec (record_codec.h) does this for a storage that keeps bytes.
+/// - A message has at least one recipient, and its recipient list (addresses, ORCPT,
+///   NOTIFY, routes, their order) never changes after insert: an update carries the mutable
+///   state of recipients by index (RecordChange, check_change).
+/// - Operations take effect in the order they are made: a message can be updated once its
+///   insert succeeded, the latest update of a field wins, attempt rows are read back in the
+///   order they were appended.
+///
+/// Errors: every failure is a Result carrying words a human can act on ("write
+/// /var/spool/mailq/tmp/X.tmp: No space left on device"), with one of these codes:
+/// - `errc::not_found`: no such message (update, append_attempt, remove, read_body,
+///   read_attempts);
+/// - `errc::bad_state`: insert of an id already stored; update naming a recipient the message
+///   does not have;
+/// - `errc::invalid_parameter`: insert of id 0 or without recipients; update listing indices
+///   out of order or twice;
+/// - `errc::message_too_large`: a body or record larger than the storage can hold;
+/// - `errc::corrupt_record`: stored data that fails validation (a body's checksum; load sets
+///   damaged data aside with a RecoveryReport problem line instead of failing);
+/// - `errc::storage_failure`: the medium failed (disk full, I/O error, permissions, read-only);
+/// - `errc::in_use`: another process holds the storage (when it is opened).
 class Storage {
  public:
   using Done = std::function<void(Result<void>)>;
   virtual ~Storage() = default;
 
-  /// Stores a new message and its body. `done` runs exactly once, when the data is durable
-  /// (success) or could not be stored (nothing is left behind then). It may run before
-  /// `insert` returns (in-memory storage) or later (a spool batching fsyncs).
+  /// Stores a new message and its body; `done` runs exactly once, when the data is durable
+  /// (success) or could not be stored.
   virtual void insert(const MessageRecord& record, std::string_view body, Done done) = 0;
   /// Records a change of a stored message: its attempts, held flag and the recipients the
   /// change lists (`check_change` says what fits).
@@ -94,7 +146,8 @@ class Storage {
 
   virtual Result<std::string> read_body(MessageId id) const = 0;
   virtual Result<std::vector<AttemptRecord>> read_attempts(MessageId id) const = 0;
-  /// Calls `each` for every stored message (start-up recovery).
+  /// Calls `each` for every stored message (start-up recovery). An error says the storage
+  /// could not read everything (the messages given to `each` before it are queued).
   virtual Result<void> load(const std::function<void(MessageRecord&&)>& each,
                             RecoveryReport* report) = 0;
   /// What the storage calls a message, for the log's queue file line and operators:
@@ -103,7 +156,8 @@ class Storage {
   virtual std::string locator(const MessageRecord& record, std::uint32_t attempts_before) const;
 };
 
-/// Everything in memory; `insert` completes synchronously.
+/// Everything in memory, nothing durable; `insert` completes synchronously (from inside
+/// `insert`). Otherwise it keeps the contract above, durability aside.
 class MemoryStorage final : public Storage {
  public:
   void insert(const MessageRecord& record, std::string_view body, Done done) override;

@@ -12,6 +12,14 @@ void MemoryStorage::insert(const MessageRecord& record, std::string_view body, D
     done(Error(fail_, "insert " + record.id.to_string() + ": " + fail_.message()));
     return;
   }
+  if (!record.id) {
+    done(Error(errc::invalid_parameter, "insert: message id 0"));
+    return;
+  }
+  if (record.recipients.empty()) {
+    done(Error(errc::invalid_parameter, "insert " + record.id.to_string() + ": no recipients"));
+    return;
+  }
   if (items_.count(record.id.value)) {
     done(Error(errc::bad_state, "insert " + record.id.to_string() + ": already stored"));
     return;
@@ -63,10 +71,16 @@ Result<std::vector<AttemptRecord>> MemoryStorage::read_attempts(MessageId id) co
 
 Result<void> MemoryStorage::load(const std::function<void(MessageRecord&&)>& each,
                                  RecoveryReport* report) {
-  for (auto& [k, item] : items_) {
-    MessageRecord copy = item.record;
-    each(std::move(copy));
+  // `each` may remove or update the message it is given: walk a list of the ids, not the map.
+  std::vector<std::uint64_t> ids;
+  ids.reserve(items_.size());
+  for (const auto& kv : items_) ids.push_back(kv.first);
+  for (std::uint64_t id : ids) {
+    auto it = items_.find(id);
+    if (it == items_.end()) continue;
+    MessageRecord copy = it->second.record;
     if (report) ++report->recovered;
+    each(std::move(copy));
   }
   return success();
 }

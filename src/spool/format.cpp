@@ -3,154 +3,17 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/record_wire.h"
 #include "spool/crc32c.h"
 
 namespace mailq {
 namespace spool {
 namespace detail {
-namespace {
-
-// Little-endian throughout, whatever the host.
-void put_u8(std::string& out, std::uint8_t v) {
-  out.push_back(static_cast<char>(v));
-}
-
-void put_u32(std::string& out, std::uint32_t v) {
-  char b[4];
-  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xFFu);
-  out.append(b, 4);
-}
-
-void put_u64(std::string& out, std::uint64_t v) {
-  char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xFFu);
-  out.append(b, 8);
-}
-
-void put_str(std::string& out, std::string_view s) {
-  put_u32(out, static_cast<std::uint32_t>(s.size()));
-  out.append(s.data(), s.size());
-}
-
-// Nanoseconds since the epoch: exact for std::chrono::system_clock on Linux.
-std::int64_t to_ns(TimePoint t) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-}
-
-TimePoint from_ns(std::int64_t ns) {
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::nanoseconds(ns)));
-}
-
-std::uint32_t get_u32_at(const unsigned char* p) {
-  return static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 |
-         static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24;
-}
-
-// Bounds-checked reader: every getter fails (and keeps failing) past the end.
-class Reader {
- public:
-  explicit Reader(std::string_view s)
-      : p_(reinterpret_cast<const unsigned char*>(s.data())), end_(p_ + s.size()) {}
-
-  bool ok() const { return ok_; }
-  bool at_end() const { return p_ == end_; }
-  std::size_t remaining() const { return static_cast<std::size_t>(end_ - p_); }
-
-  std::uint8_t u8() {
-    if (!need(1)) return 0;
-    return *p_++;
-  }
-  std::uint32_t u32() {
-    if (!need(4)) return 0;
-    std::uint32_t v = get_u32_at(p_);
-    p_ += 4;
-    return v;
-  }
-  std::uint64_t u64() {
-    if (!need(8)) return 0;
-    std::uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(p_[i]) << (8 * i);
-    p_ += 8;
-    return v;
-  }
-  std::int64_t i64() { return static_cast<std::int64_t>(u64()); }
-  bool str(std::string* out) {
-    std::uint32_t n = u32();
-    if (!need(n)) return false;
-    out->assign(reinterpret_cast<const char*>(p_), n);
-    p_ += n;
-    return true;
-  }
-
- private:
-  bool need(std::size_t n) {
-    if (!ok_ || remaining() < n) {
-      ok_ = false;
-      return false;
-    }
-    return true;
-  }
-  const unsigned char* p_;
-  const unsigned char* end_;
-  bool ok_ = true;
-};
-
-void put_reply(std::string& out, const Reply& r) {
-  put_u32(out, static_cast<std::uint32_t>(r.code));
-  put_str(out, r.enhanced);
-  put_str(out, r.text);
-}
-
-bool get_reply(Reader& in, Reply* r) {
-  r->code = static_cast<int>(in.u32());
-  return in.str(&r->enhanced) && in.str(&r->text);
-}
-
-constexpr std::uint8_t kDelayNotifiedBit = 0x80;
-
-// The part of a recipient that changes over its life, of a RecipientRecord or a
-// RecipientChange (the same fields).
-template <class Recipient>
-void put_recipient_state(std::string& out, const Recipient& r) {
-  // The high bit of the state byte: a "delayed" DSN was sent (files written before the flag
-  // existed read as not sent).
-  put_u8(out, static_cast<std::uint8_t>(static_cast<std::uint8_t>(r.state) |
-                                        (r.delay_notified ? kDelayNotifiedBit : 0)));
-  put_u32(out, r.attempts);
-  put_u64(out, static_cast<std::uint64_t>(to_ns(r.next_attempt)));
-  put_reply(out, r.last_reply);
-  put_str(out, r.remote_mta);
-}
-
-// Spools written before the remote MTA was kept as a host name hold seed 002's whole line,
-// "dns;mx.example.org (TCP|...)": the host is what is read back.
-void upgrade_remote_mta(std::string* remote) {
-  if (remote->rfind("dns;", 0) != 0) return;
-  std::string_view v(*remote);
-  v.remove_prefix(4);
-  *remote = std::string(v.substr(0, v.find(' ')));
-}
-
-bool get_recipient_state(Reader& in, RecipientRecord* r, std::string* why) {
-  std::uint8_t state = in.u8();
-  r->delay_notified = (state & kDelayNotifiedBit) != 0;
-  state = static_cast<std::uint8_t>(state & ~kDelayNotifiedBit);
-  if (in.ok() && state > static_cast<std::uint8_t>(RecipientState::expired)) {
-    *why = "unknown recipient state " + std::to_string(state);
-    return false;
-  }
-  r->state = static_cast<RecipientState>(state);
-  r->attempts = in.u32();
-  r->next_attempt = from_ns(in.i64());
-  if (!get_reply(in, &r->last_reply) || !in.str(&r->remote_mta)) {
-    *why = "recipient state cut short";
-    return false;
-  }
-  upgrade_remote_mta(&r->remote_mta);
-  return true;
-}
-
-}  // namespace
+// Little-endian integers and the record payloads: core's record encoding (record_wire.h).
+using mailq::detail::get_u32_at;
+using mailq::detail::put_u32;
+using mailq::detail::put_u64;
+using mailq::detail::put_u8;
 
 namespace {
 
@@ -252,55 +115,16 @@ void put_meta_record(std::string& out, const MessageRecord& r) {
   end_record(out, start);
 }
 
-void put_meta_payload(std::string& out, const MessageRecord& r) {
-  put_u64(out, r.id.value);
-  put_str(out, r.reverse_path);
-  put_str(out, r.source_channel);
-  put_str(out, r.message_id);
-  put_str(out, r.envid);
-  put_u8(out, static_cast<std::uint8_t>(r.ret));
-  put_u64(out, static_cast<std::uint64_t>(to_ns(r.arrival)));
-  put_u64(out, r.size);
-  put_u32(out, r.attempts);
-  put_u8(out, r.held ? 1 : 0);
-  put_u32(out, static_cast<std::uint32_t>(r.recipients.size()));
-  for (const auto& rc : r.recipients) {
-    put_str(out, rc.address);
-    put_str(out, rc.orcpt);
-    put_u8(out, rc.notify);
-    put_str(out, rc.route);
-    put_recipient_state(out, rc);
-  }
-}
-
 void put_update_record(std::string& out, const RecordChange& change) {
   const std::size_t start = begin_record(out, RecordType::update);
   put_update_payload(out, change);
   end_record(out, start);
 }
 
-void put_update_payload(std::string& out, const RecordChange& change) {
-  put_u32(out, change.attempts);
-  put_u8(out, change.held ? 1 : 0);
-  put_u32(out, static_cast<std::uint32_t>(change.recipients.size()));
-  for (const RecipientChange& r : change.recipients) {
-    put_u32(out, r.index);
-    put_recipient_state(out, r);
-  }
-}
-
 void put_attempt_record(std::string& out, const AttemptRecord& a) {
   const std::size_t start = begin_record(out, RecordType::attempt);
   put_attempt_payload(out, a);
   end_record(out, start);
-}
-
-void put_attempt_payload(std::string& out, const AttemptRecord& a) {
-  put_str(out, a.route);
-  put_u64(out, static_cast<std::uint64_t>(to_ns(a.time)));
-  put_reply(out, a.reply);
-  put_str(out, a.recipient);
-  put_str(out, a.diagnostic);
 }
 
 void body_record_header(std::uint32_t body_size, unsigned char out[kRecordHeaderSize]) {
@@ -349,116 +173,6 @@ RecordStatus parse_record(std::string_view data, RecordView* out) {
   out->payload = data.substr(kRecordHeaderSize, length);
   out->size = static_cast<std::size_t>(total);
   return RecordStatus::ok;
-}
-
-bool decode_meta(std::string_view payload, MessageRecord* out, std::string* why) {
-  Reader in(payload);
-  MessageRecord r;
-  r.id.value = in.u64();
-  in.str(&r.reverse_path);
-  in.str(&r.source_channel);
-  in.str(&r.message_id);
-  in.str(&r.envid);
-  const std::uint8_t ret = in.u8();
-  r.arrival = from_ns(in.i64());
-  r.size = in.u64();
-  r.attempts = in.u32();
-  const std::uint8_t held = in.u8();
-  const std::uint32_t n = in.u32();
-  if (!in.ok()) {
-    *why = "metadata cut short";
-    return false;
-  }
-  if (r.id.value == 0) {
-    *why = "metadata has message id 0";
-    return false;
-  }
-  if (ret > static_cast<std::uint8_t>(DsnRet::headers) || held > 1) {
-    *why = "metadata has an out-of-range field";
-    return false;
-  }
-  r.ret = static_cast<DsnRet>(ret);
-  r.held = held != 0;
-  // Each recipient takes at least 39 bytes: refuse a count the payload cannot hold before
-  // reserving memory for it.
-  if (n == 0 || n > in.remaining() / 39) {
-    *why = "metadata has an impossible recipient count " + std::to_string(n);
-    return false;
-  }
-  r.recipients.resize(n);
-  for (auto& rc : r.recipients) {
-    in.str(&rc.address);
-    in.str(&rc.orcpt);
-    rc.notify = in.u8();
-    in.str(&rc.route);
-    if (!in.ok()) {
-      *why = "recipient cut short";
-      return false;
-    }
-    if (!get_recipient_state(in, &rc, why)) return false;
-  }
-  if (!in.at_end()) {
-    *why = "metadata has trailing bytes";
-    return false;
-  }
-  *out = std::move(r);
-  return true;
-}
-
-bool apply_update(std::string_view payload, MessageRecord* record, std::string* why) {
-  Reader in(payload);
-  const std::uint32_t attempts = in.u32();
-  const std::uint8_t held = in.u8();
-  const std::uint32_t n = in.u32();
-  if (!in.ok() || held > 1) {
-    *why = "update record malformed";
-    return false;
-  }
-  // Decode into copies first so that a malformed record changes nothing.
-  std::vector<std::pair<std::uint32_t, RecipientRecord>> changes;
-  for (std::uint32_t k = 0; k < n; ++k) {
-    const std::uint32_t i = in.u32();
-    if (!in.ok() || i >= record->recipients.size()) {
-      *why = "update record names recipient " + std::to_string(i) + " of " +
-             std::to_string(record->recipients.size());
-      return false;
-    }
-    RecipientRecord rc;
-    if (!get_recipient_state(in, &rc, why)) return false;
-    changes.emplace_back(i, std::move(rc));
-  }
-  if (!in.at_end()) {
-    *why = "update record has trailing bytes";
-    return false;
-  }
-  record->attempts = attempts;
-  record->held = held != 0;
-  for (auto& [i, rc] : changes) {
-    RecipientRecord& dst = record->recipients[i];
-    dst.state = rc.state;
-    dst.attempts = rc.attempts;
-    dst.next_attempt = rc.next_attempt;
-    dst.last_reply = std::move(rc.last_reply);
-    dst.remote_mta = std::move(rc.remote_mta);
-    dst.delay_notified = rc.delay_notified;
-  }
-  return true;
-}
-
-bool decode_attempt(std::string_view payload, AttemptRecord* out, std::string* why) {
-  Reader in(payload);
-  AttemptRecord a;
-  in.str(&a.route);
-  a.time = from_ns(in.i64());
-  get_reply(in, &a.reply);
-  in.str(&a.recipient);
-  in.str(&a.diagnostic);
-  if (!in.ok() || !in.at_end()) {
-    *why = "attempt record malformed";
-    return false;
-  }
-  *out = std::move(a);
-  return true;
 }
 
 }  // namespace detail

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/record_wire.h"
 #include "mailq/message.h"
 #include "mailq/storage.h"
 
@@ -64,10 +65,12 @@ std::uint64_t get_u64_le(std::string_view data);
 /// caller's buffer; the checksum is the CRC-32C of the header and the payload).
 void record_header(RecordType type, std::uint32_t length, unsigned char out[kRecordHeaderSize]);
 
-/// The payloads alone (no framing), for records that wrap them (segment_spool.h).
-void put_meta_payload(std::string& out, const MessageRecord& record);
-void put_update_payload(std::string& out, const RecordChange& change);
-void put_attempt_payload(std::string& out, const AttemptRecord& attempt);
+/// The payloads alone (no framing), for records that wrap them (segment_spool.h): core's
+/// record encoding (src/core/record_wire.h), which the record codec (record_codec.h) writes
+/// too.
+using mailq::detail::put_attempt_payload;
+using mailq::detail::put_meta_payload;
+using mailq::detail::put_update_payload;
 
 void put_meta_record(std::string& out, const MessageRecord& record);
 /// An update record: the change's message-level fields and the recipients it lists.
@@ -100,10 +103,9 @@ RecordStatus parse_record(std::string_view data, RecordView* out);
 bool parse_record_header(std::string_view data, RecordType* type, std::uint32_t* length);
 
 /// Decoders return false (with a reason) on malformed payloads.
-bool decode_meta(std::string_view payload, MessageRecord* out, std::string* why);
-/// Applies an update record to `record` (whose recipient count it must match).
-bool apply_update(std::string_view payload, MessageRecord* record, std::string* why);
-bool decode_attempt(std::string_view payload, AttemptRecord* out, std::string* why);
+using mailq::detail::apply_update;
+using mailq::detail::decode_attempt;
+using mailq::detail::decode_meta;
 
 }  // namespace detail
 }  // namespace spool

@@ -16,6 +16,7 @@
 
 #include "../../fuzz/targets/address.h"
 #include "../../fuzz/targets/corpus.h"
+#include "../../fuzz/targets/record_codec.h"
 #include "../../fuzz/targets/smtp_client.h"
 #include "../../fuzz/targets/smtp_reply.h"
 #include "../../fuzz/targets/smtp_server.h"
@@ -38,6 +39,10 @@ TEST_CASE("Fuzz corpus replay: SmtpServerSession sessions", "[fuzz][smtp][server
 
 TEST_CASE("Fuzz corpus replay: addresses and envelopes", "[fuzz][address]") {
   CHECK(mailq::fuzz::replay_corpus(__FILE__, "address", fuzz::run_address) >= 10);
+}
+
+TEST_CASE("Fuzz corpus replay: the record codec", "[fuzz][codec]") {
+  CHECK(mailq::fuzz::replay_corpus(__FILE__, "record_codec", fuzz::run_record_codec) >= 5);
 }
 
 TEST_CASE("Fuzz harness: the client target checks the bytes a real session writes",
