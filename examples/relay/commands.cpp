@@ -402,8 +402,8 @@ ControlResponse cmd_hold_release(CommandContext& ctx, const std::vector<std::str
     if (m->held == hold)
       return ControlResponse::success(
           fmt::format("{} is already {}\n", target, hold ? "held" : "not held"));
-    auto ec = hold ? q.hold(*id) : q.release(*id);
-    if (ec) return ControlResponse::failure(fmt::format("{} {}: {}", verb, target, ec.message()));
+    auto changed = hold ? q.hold(*id) : q.release(*id);
+    if (!changed) return ControlResponse::failure(changed.error().message);
     return ControlResponse::success(fmt::format("{} {}\n", hold ? "held" : "released", target));
   }
   if (has_control(target) || target.find(' ') != std::string::npos)
@@ -442,14 +442,14 @@ ControlResponse cmd_delete_bounce(CommandContext& ctx, const std::vector<std::st
   if (bounce) {
     bool dsn = !m->reverse_path.empty();
     std::string to = sender_of(*m);
-    if (auto ec = q.bounce(*id))
-      return ControlResponse::failure(fmt::format("bounce {}: {}", argv[1], ec.message()));
+    if (auto bounced = q.bounce(*id); !bounced)
+      return ControlResponse::failure(bounced.error().message);
     return ControlResponse::success(fmt::format(
         "bounced {} ({}){}\n", argv[1], plural(pending, "recipient", "recipients"),
         dsn ? ", delivery status notification to " + to : ", no notification (null sender)"));
   }
-  if (auto ec = q.remove(*id))
-    return ControlResponse::failure(fmt::format("delete {}: {}", argv[1], ec.message()));
+  if (auto removed = q.remove(*id); !removed)
+    return ControlResponse::failure(removed.error().message);
   return ControlResponse::success(fmt::format("deleted {} ({} not notified)\n", argv[1],
                                               plural(pending, "recipient", "recipients")));
 }

@@ -205,7 +205,7 @@ struct Relay::Impl {
     transport = std::make_unique<uv::UvTransport>(loop, *clock, to);
 
     QueueConfig qc = config.queue;
-    qc.error_handler = [this](const std::string& m) { notice(m); };
+    qc.error_reporter = &reporter;  // one rate limit for the adapters and the queue
     queue = std::make_unique<Queue>(*spool, *routes, *clock, &fanout, qc);
     metrics = std::make_unique<Metrics>(queue.get());
     fanout.add(*metrics);

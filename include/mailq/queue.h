@@ -76,6 +76,10 @@ struct QueueConfig {
   /// state write that failed during delivery), rate limited; default stderr. The Deliverer
   /// attached to the queue reports through the same handler.
   ErrorHandler error_handler;
+  /// When set, the queue and its Deliverer report through this reporter instead (and
+  /// `error_handler` is not used): the one the host's adapters report through, so that every
+  /// part is rate limited together. It must outlive the queue. The Engine sets it.
+  ErrorReporter* error_reporter = nullptr;
 };
 
 struct EnqueueOptions {
@@ -130,16 +134,22 @@ class Queue {
   Result<void> recover(RecoveryReport* report = nullptr);
 
   // --- operator actions ---
-  std::error_code hold(MessageId id);
-  std::error_code release(MessageId id);
+  // Each says what stopped it, in words: `errc::not_found` ("hold <id>: no such message in
+  // the queue"), or the storage's error when it could not record the change (nothing changes
+  // then: a hold the spool did not record would be gone after a restart).
+  [[nodiscard]] Result<void> hold(MessageId id);
+  [[nodiscard]] Result<void> release(MessageId id);
   /// Holds / releases every message with a pending recipient for `destination`. Returns how
   /// many changed (a message whose storage update failed is left as it was).
   std::size_t hold_destination(std::string_view destination);
   std::size_t release_destination(std::string_view destination);
-  /// Deletes a message without notification.
-  std::error_code remove(MessageId id);
-  /// Bounces every pending recipient (550 5.0.0 deleted by the operator) with a DSN.
-  std::error_code bounce(MessageId id, std::string_view reason = "deleted by the operator");
+  /// Deletes a message without notification. A removal the storage refused is still done in
+  /// the queue, retried in the storage, and reported in the error.
+  [[nodiscard]] Result<void> remove(MessageId id);
+  /// Bounces every pending recipient (550 5.0.0 deleted by the operator) with a DSN; the
+  /// error says when the DSN could not be queued (the recipients are bounced all the same).
+  [[nodiscard]] Result<void> bounce(MessageId id,
+                                    std::string_view reason = "deleted by the operator");
   /// Makes every deferred job due now (a flush) and wakes the Deliverer attached to this
   /// queue, which tries them on the next loop turn (down destinations still wait for their
   /// mark to expire). Returns how many messages were made due.

@@ -104,6 +104,7 @@ struct Engine::Impl final : EventSink {
   Result<void> start() {
     if (auto r = build_parts(); !r) return r;
     QueueConfig qc = config.queue;
+    if (!qc.error_reporter) qc.error_reporter = &reporter;  // one rate limit with the adapters
     qc.on_message_done = [this](const MessageRecord& m) {
       if (config.on_message_done) guard([&] { config.on_message_done(m); });
     };
@@ -320,10 +321,6 @@ bool Engine::stopping() const noexcept {
 }
 
 namespace {
-Result<void> with_words(std::error_code ec, const std::string& what, MessageId id) {
-  if (!ec) return success();
-  return Error(ec, what + " " + id.to_string() + ": " + ec.message());
-}
 Error stopped_error(const std::string& what) {
   return Error(errc::shutting_down, what + ": the mail engine is stopped");
 }
@@ -348,19 +345,19 @@ std::vector<std::string> Engine::reset_down() {
 
 Result<void> Engine::hold(MessageId id) {
   if (!impl_->queue) return stopped_error("hold");
-  return with_words(impl_->queue->hold(id), "hold", id);
+  return impl_->queue->hold(id);
 }
 Result<void> Engine::release(MessageId id) {
   if (!impl_->queue) return stopped_error("release");
-  return with_words(impl_->queue->release(id), "release", id);
+  return impl_->queue->release(id);
 }
 Result<void> Engine::remove(MessageId id) {
   if (!impl_->queue) return stopped_error("remove");
-  return with_words(impl_->queue->remove(id), "remove", id);
+  return impl_->queue->remove(id);
 }
 Result<void> Engine::bounce(MessageId id, std::string_view reason) {
   if (!impl_->queue) return stopped_error("bounce");
-  return with_words(impl_->queue->bounce(id, reason), "bounce", id);
+  return impl_->queue->bounce(id, reason);
 }
 std::size_t Engine::hold_destination(std::string_view destination) {
   return impl_->queue ? impl_->queue->hold_destination(destination) : 0;

@@ -361,7 +361,7 @@ TEST_CASE(
   auto missing = e.hold(MessageId{12345});
   REQUIRE_FALSE(missing);
   CHECK(missing.error().code == errc::not_found);
-  CHECK(missing.error().message == "hold 0000000000C1S: not found");
+  CHECK(missing.error().message == "hold 0000000000C1S: no such message in the queue");
   REQUIRE(e.remove(ids[1]));
   CHECK_FALSE(e.find(ids[1]));
   REQUIRE(e.bounce(ids[2], "no longer wanted"));

@@ -140,7 +140,7 @@ TEST_CASE(
   CHECK(storage_notices(e).size() == 1);
 
   // An operator's hold is written with everything still unwritten: the storage has it all.
-  REQUIRE_FALSE(e.queue->hold(id));
+  REQUIRE(e.queue->hold(id));
   CHECK(e.queue->stats().unwritten == 0);
   auto m = stored(e.storage, id);
   REQUIRE(m);
@@ -214,4 +214,19 @@ TEST_CASE(
   CHECK(e.transport.received[0].rcpt_to == std::vector<std::string>{"later@example.com"});
   CHECK(e.queue->size() == 0);
   CHECK_FALSE(stored(e.storage, id));
+}
+
+TEST_CASE("a queue given an ErrorReporter reports through it, not through its own error handler",
+          "[queue][storage]") {
+  std::vector<std::string> direct, shared;
+  ErrorReporter reporter([&](const std::string& m) { shared.push_back(m); });
+  QueueConfig qc = deterministic_queue_config();
+  qc.error_handler = [&](const std::string& m) { direct.push_back(m); };
+  qc.error_reporter = &reporter;
+  Engine e({3, Duration(15min)}, qc);
+  const MessageId id = send_deferred(e, {"good@example.com", "later@example.com"}, 1);
+  REQUIRE(shared.size() == 1);
+  CHECK(shared[0].rfind("mailq: storage: could not record the new state of " + id.to_string(), 0) ==
+        0);
+  CHECK(direct.empty());
 }

@@ -18,7 +18,8 @@ QueueCore::QueueCore(Storage& storage, const RouteTable& routes, Clock& clock, E
       clock_(clock),
       sink_(sink),
       config_(std::move(config)),
-      reporter_(config_.error_handler),
+      own_reporter_(config_.error_handler),
+      reporter_(config_.error_reporter ? config_.error_reporter : &own_reporter_),
       rng_(config_.random_seed ? config_.random_seed : std::random_device{}()),
       store_(routes),
       schedule_(store_) {}
@@ -57,7 +58,7 @@ std::string QueueCore::destination_of(const RecipientRecord& r) const {
 }
 
 void QueueCore::emit(Event&& ev) {
-  reporter_.deliver(sink_, ev, clock_.now());
+  reporter_->deliver(sink_, ev, clock_.now());
 }
 
 Event QueueCore::make_event(EventKind k, const MessageRecord& m, const RecipientRecord& r,

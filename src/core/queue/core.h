@@ -32,12 +32,12 @@ class QueueCore final : public DeliveryPort {
   void enqueue(const Envelope& envelope, std::string body, Queue::EnqueueDone done,
                const EnqueueOptions& options);
   Result<void> recover(RecoveryReport* report);
-  std::error_code hold(MessageId id);
-  std::error_code release(MessageId id);
+  Result<void> hold(MessageId id);
+  Result<void> release(MessageId id);
   std::size_t hold_destination(std::string_view destination);
   std::size_t release_destination(std::string_view destination);
-  std::error_code remove(MessageId id);
-  std::error_code bounce(MessageId id, std::string_view reason);
+  Result<void> remove(MessageId id);
+  Result<void> bounce(MessageId id, std::string_view reason);
   std::size_t make_all_due() override;
   std::optional<MessageRecord> find(MessageId id) const;
   bool contains(MessageId id) const;
@@ -53,7 +53,7 @@ class QueueCore final : public DeliveryPort {
   // --- the Deliverer's side (DeliveryPort) ---
   Clock& clock() override { return clock_; }
   void emit(Event&& event) override;
-  ErrorReporter& reporter() override { return reporter_; }
+  ErrorReporter& reporter() override { return *reporter_; }
   void set_listener(DeliveryListener* listener) override { listener_ = listener; }
   std::vector<std::string> due_destinations(TimePoint now, std::size_t max) const override;
   TimePoint next_due() const override { return schedule_.next_due(); }
@@ -122,7 +122,8 @@ class QueueCore final : public DeliveryPort {
   Clock& clock_;
   EventSink* sink_;
   QueueConfig config_;
-  ErrorReporter reporter_;
+  ErrorReporter own_reporter_;
+  ErrorReporter* reporter_;  // own_reporter_ or QueueConfig::error_reporter
   std::mt19937_64 rng_;
   std::uint64_t last_id_ = 0;
   MessageStore store_;

@@ -6,36 +6,52 @@
 
 namespace mailq::detail {
 
-std::error_code QueueCore::hold(MessageId id) {
+namespace {
+
+Error not_queued(const char* what, MessageId id) {
+  return Error(errc::not_found,
+               std::string(what) + " " + id.to_string() + ": no such message in the queue");
+}
+
+// The storage's error, saying which operator action it stopped.
+Error refused(const char* what, MessageId id, const Error& e) {
+  return Error(e.code, std::string(what) + " " + id.to_string() + ": " + e.message);
+}
+
+}  // namespace
+
+Result<void> QueueCore::hold(MessageId id) {
   const SlotId s = store_.find(id);
-  if (s == kNoSlot) return make_error_code(errc::not_found);
-  if (store_.at(s).has(slot_flag::held)) return {};
+  if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return not_queued("hold", id);
+  if (store_.at(s).has(slot_flag::held)) return success();
   // The storage first: a hold the spool did not record would be gone after a restart, and
   // the operator is told it failed, so nothing changes.
   MessageRecord m = store_.unpack(s);
   m.held = true;
-  if (auto r = storage_.update(with_unwritten(change_of(m))); !r) return r.code();
+  if (auto r = storage_.update(with_unwritten(change_of(m))); !r)
+    return refused("hold", id, r.error());
   written(id);
   schedule_.withdraw(s);
   store_.at(s).set(slot_flag::held);
-  return {};
+  return success();
 }
 
-std::error_code QueueCore::release(MessageId id) {
+Result<void> QueueCore::release(MessageId id) {
   const SlotId s = store_.find(id);
-  if (s == kNoSlot) return make_error_code(errc::not_found);
-  if (!store_.at(s).has(slot_flag::held)) return {};
+  if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return not_queued("release", id);
+  if (!store_.at(s).has(slot_flag::held)) return success();
   // The storage first: a message released in memory only would be delivered while its file
   // stays held, and come back held (and be sent again) after a restart.
   MessageRecord m = store_.unpack(s);
   m.held = false;
-  if (auto r = storage_.update(with_unwritten(change_of(m))); !r) return r.code();
+  if (auto r = storage_.update(with_unwritten(change_of(m))); !r)
+    return refused("release", id, r.error());
   written(id);
   schedule_.withdraw(s);
   store_.at(s).clear(slot_flag::held);
   schedule_.add(s);
   notify_new_work(id);
-  return {};
+  return success();
 }
 
 std::vector<MessageId> QueueCore::pending_for(std::string_view destination, bool held) const {
@@ -56,14 +72,14 @@ std::vector<MessageId> QueueCore::pending_for(std::string_view destination, bool
 std::size_t QueueCore::hold_destination(std::string_view destination) {
   std::size_t n = 0;
   for (auto id : pending_for(destination, false))
-    if (!hold(id)) ++n;
+    if (hold(id)) ++n;
   return n;
 }
 
 std::size_t QueueCore::release_destination(std::string_view destination) {
   std::size_t n = 0;
   for (auto id : pending_for(destination, true))
-    if (!release(id)) ++n;
+    if (release(id)) ++n;
   return n;
 }
 
@@ -78,17 +94,19 @@ void QueueCore::erase_message(SlotId s) {
   store_.free(s);
 }
 
-std::error_code QueueCore::remove(MessageId id) {
+Result<void> QueueCore::remove(MessageId id) {
   const SlotId s = store_.find(id);
-  if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return make_error_code(errc::not_found);
+  if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return not_queued("remove", id);
   const Result<void> removed = remove_stored(id);
   erase_message(s);
-  return removed.code();
+  // Gone from the storage already is what was asked; any other failure is retried and said.
+  if (!removed && removed.code() != errc::not_found) return refused("remove", id, removed.error());
+  return success();
 }
 
-std::error_code QueueCore::bounce(MessageId id, std::string_view reason) {
+Result<void> QueueCore::bounce(MessageId id, std::string_view reason) {
   SlotId s = store_.find(id);
-  if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return make_error_code(errc::not_found);
+  if (s == kNoSlot || store_.at(s).has(slot_flag::removed)) return not_queued("bounce", id);
   MessageRecord m = store_.unpack(s);
   std::vector<std::size_t> bounced;
   Reply reply(550, "5.0.0", "[internal] " + std::string(reason));
@@ -103,12 +121,12 @@ std::error_code QueueCore::bounce(MessageId id, std::string_view reason) {
     ev.diagnostic.push_back(reply.to_string());
     emit(std::move(ev));
   }
-  const std::error_code ec =
-      send_dsn(m, bounced, DsnAction::failed, /*remove_original=*/true).code();
+  const auto sent = send_dsn(m, bounced, DsnAction::failed, /*remove_original=*/true);
   s = store_.find(id);  // the sink or the DSN's enqueue may have changed the store
   if (s != kNoSlot && !store_.at(s).has(slot_flag::removed)) erase_message(s);
   message_done(m);
-  return ec;
+  if (!sent) return refused("bounce", id, sent.error());
+  return success();
 }
 
 std::size_t QueueCore::make_all_due() {

@@ -43,10 +43,10 @@ void Queue::enqueue(const Envelope& envelope, std::string body, EnqueueDone done
 Result<void> Queue::recover(RecoveryReport* report) {
   return core_->recover(report);
 }
-std::error_code Queue::hold(MessageId id) {
+Result<void> Queue::hold(MessageId id) {
   return core_->hold(id);
 }
-std::error_code Queue::release(MessageId id) {
+Result<void> Queue::release(MessageId id) {
   return core_->release(id);
 }
 std::size_t Queue::hold_destination(std::string_view destination) {
@@ -55,10 +55,10 @@ std::size_t Queue::hold_destination(std::string_view destination) {
 std::size_t Queue::release_destination(std::string_view destination) {
   return core_->release_destination(destination);
 }
-std::error_code Queue::remove(MessageId id) {
+Result<void> Queue::remove(MessageId id) {
   return core_->remove(id);
 }
-std::error_code Queue::bounce(MessageId id, std::string_view reason) {
+Result<void> Queue::bounce(MessageId id, std::string_view reason) {
   return core_->bounce(id, reason);
 }
 std::size_t Queue::make_all_due() {

@@ -22,7 +22,7 @@ void QueueCore::storage_trouble(const std::string& what, MessageId id, const Err
   std::string text = "storage: could not record " + what + " of " + id.to_string() + ": " +
                      (error.message.empty() ? error.code.message() : error.message);
   if (retry > Duration{0}) text += "; trying again in " + seconds(retry) + " s";
-  reporter_.report("mailq: " + text, clock_.now());
+  reporter_->report("mailq: " + text, clock_.now());
   Event ev;
   ev.kind = EventKind::notice;
   ev.time = clock_.now();
