@@ -120,7 +120,8 @@ void merge_change(RecordChange& earlier, RecordChange later);
 /// - `errc::not_found`: no such message (update, append_attempt, remove, read_body,
 ///   read_attempts);
 /// - `errc::bad_state`: insert of an id already stored; update naming a recipient the message
-///   does not have;
+///   does not have; insert into a durable storage that holds messages before its `load`
+///   ran (they would be invisible to the queue: the spools refuse it);
 /// - `errc::invalid_parameter`: insert of id 0 or without recipients; update listing indices
 ///   out of order or twice;
 /// - `errc::message_too_large`: a body or record larger than the storage can hold;

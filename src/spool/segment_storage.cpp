@@ -203,8 +203,8 @@ struct SegmentStorage::Impl final : detail::SpoolBase {
   void open() {
     std::vector<Fd> fds;
     if (!open_directory({"segments", "quarantine"},
-                        {"file", "queue", "files", detail::has_queue_files}, &fds,
-                        &stats.dir_syncs)) {
+                        {"file", "queue", "files", detail::has_queue_files},
+                        detail::has_segment_files, &fds, &stats.dir_syncs)) {
       return;
     }
     seg_dir_fd = std::move(fds[0]);

@@ -73,6 +73,10 @@ void SpoolBase::problem(RecoveryReport* report, std::string line) {
 
 Result<void> SpoolBase::check_insert(const MessageRecord& record, bool known) {
   if (!ready()) return not_ready();
+  if (!loaded && held_at_open)
+    return fail(errc::bad_state, "insert " + record.id.to_string() + ": the spool " + dir +
+                                     " holds messages and was not loaded yet (Queue::recover "
+                                     "first): they would never be delivered");
   if (!record.id) return fail(errc::invalid_parameter, "insert: message id 0");
   const std::string id_text = record.id.to_string();
   if (record.recipients.empty()) {
@@ -95,7 +99,8 @@ Result<void> SpoolBase::check_update(const RecordChange& change, const std::uint
 }
 
 bool SpoolBase::open_directory(std::initializer_list<const char*> subdirs, const OtherLayout& other,
-                               std::vector<Fd>* fds, std::uint64_t* dir_syncs) {
+                               int (*own)(int spool_fd, bool* found), std::vector<Fd>* fds,
+                               std::uint64_t* dir_syncs) {
   auto refuse = [&](errc code, std::string what) {
     open_error = Error(code, std::move(what));
     return false;
@@ -133,6 +138,7 @@ bool SpoolBase::open_directory(std::initializer_list<const char*> subdirs, const
                                              dir + "/" + other.sub +
                                              "); open it with layout = " + other.layout);
   }
+  if (int err = own(spool_fd.get(), &held_at_open)) return fail_open("list " + dir, err);
   bool created = false;
   for (const char* sub : subdirs) {
     if (::mkdirat(spool_fd.get(), sub, base_options.directory_mode) == 0) {
@@ -226,6 +232,7 @@ Result<std::vector<AttemptRecord>> DurableStorage::read_attempts(MessageId id) c
 Result<void> DurableStorage::load(const std::function<void(MessageRecord&&)>& each,
                                   RecoveryReport* report) {
   if (!impl_->ready()) return impl_->not_ready();
+  impl_->loaded = true;
   return impl_->load(each, report);
 }
 

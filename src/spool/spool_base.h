@@ -83,6 +83,11 @@ class SpoolBase {
 
   // --- shared ---
   bool ready() const noexcept { return !open_error.code; }
+  /// Whether `load` ran, and whether the spool held anything when it was opened: an insert
+  /// into a spool that holds messages before `load` is refused (they would be invisible to
+  /// the queue, never delivered and never expired).
+  bool loaded = false;
+  bool held_at_open = false;
   /// Completes the pending batch and syncs everything (DurableStorage::flush).
   void flush();
   /// Makes pending inserts durable without their callbacks and syncs (destruction).
@@ -113,8 +118,11 @@ class SpoolBase {
   /// directory holding `other`; the subdirectories' descriptors go to `fds` (in order), and
   /// `dir_syncs` counts the sync of a directory that gained one. On failure `open_error` says
   /// why (`errc::in_use` when another process holds the lock) and false is returned.
+  /// Creates and locks the spool directory and its `subdirs`, refuses one holding the `other`
+  /// layout, and sets `held_at_open` from `own` (what the spool's own layout finds).
   bool open_directory(std::initializer_list<const char*> subdirs, const OtherLayout& other,
-                      std::vector<Fd>* fds, std::uint64_t* dir_syncs);
+                      int (*own)(int spool_fd, bool* found), std::vector<Fd>* fds,
+                      std::uint64_t* dir_syncs);
 
   void schedule_batch();
   void schedule_lazy();

@@ -171,8 +171,8 @@ struct SpoolStorage::Impl final : detail::SpoolBase {
   void open() {
     std::vector<Fd> fds;
     if (!open_directory({"queue", "tmp", "quarantine"},
-                        {"segment", "segments", "segments", detail::has_segment_files}, &fds,
-                        &stats.dir_syncs)) {
+                        {"segment", "segments", "segments", detail::has_segment_files},
+                        detail::has_queue_files, &fds, &stats.dir_syncs)) {
       return;
     }
     queue_fd = std::move(fds[0]);

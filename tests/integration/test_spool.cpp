@@ -957,6 +957,7 @@ TEST_CASE("permission denied: insert fails clearly, nothing already queued is ha
     ManualClock c;
     SpoolStorage s(root, c);
     if (s.open_error().code) ::_exit(11);
+    if (!s.load([](mailq::MessageRecord&&) {}, nullptr)) ::_exit(14);  // it holds one
     mailq::Result<void> result;
     s.insert(sample_record(2), "x",
              [&](mailq::Result<void> stored) { result = std::move(stored); });

@@ -89,3 +89,37 @@ TEST_CASE("open_spool opens the layout asked for and refuses a directory of the 
   CHECK(refused.error().message == "spool " + dir / "files" + " holds a file spool (" +
                                        dir / "files" + "/queue); open it with layout = files");
 }
+
+TEST_CASE(
+    "a spool that holds messages refuses an insert before its load, saying why, and takes it "
+    "after",
+    "[spool][layout]") {
+  for (Layout layout : {Layout::files, Layout::segments}) {
+    INFO(mailq::spool::to_string(layout));
+    TempDir dir;
+    ManualClock clock;
+    {
+      auto s = open_spool(dir / "spool", clock, layout);
+      REQUIRE(s);
+      insert_ok(**s, clock, sample_record(1), "one\r\n");  // empty at open: no load needed
+      (*s)->flush();
+    }
+    auto s = open_spool(dir / "spool", clock, layout);
+    REQUIRE(s);
+    bool called = false;
+    (*s)->insert(sample_record(2), "two\r\n", [&](mailq::Result<void> r) {
+      called = true;
+      REQUIRE_FALSE(r);
+      CHECK(r.code() == mailq::errc::bad_state);
+      CHECK(r.error().message.find("holds messages and was not loaded yet (Queue::recover "
+                                   "first)") != std::string::npos);
+    });
+    clock.run_pending();
+    CHECK(called);
+    std::size_t loaded = 0;
+    REQUIRE((*s)->load([&](mailq::MessageRecord&&) { ++loaded; }, nullptr));
+    CHECK(loaded == 1);  // the refused insert left nothing
+    insert_ok(**s, clock, sample_record(2), "two\r\n");
+    CHECK((*s)->size() == 2);
+  }
+}
