@@ -30,6 +30,16 @@ struct Disk {
   bool drop_delay_notified = false;  // forgets a recipient's "delayed" notice at load
   bool drop_enhanced_code = false;   // forgets an attempt row's enhanced code when read
   bool done_twice = false;           // runs an insert's callback twice
+  bool keep_failed_insert = false;   // stores an insert it reports failed
+  bool fail_load_on_damage = false;  // fails its whole load on one damaged record
+  bool failing = false;              // the medium fails: every write is refused
+  std::uint64_t last_inserted = 0;
+
+  // A power cut in the middle of the last insert: its record loses its last bytes.
+  void tear_last_write() {
+    auto it = messages.find(last_inserted);
+    if (it != messages.end()) it->second.record.resize(it->second.record.size() / 2);
+  }
 };
 
 class BytesStorage final : public Storage {
@@ -44,8 +54,13 @@ class BytesStorage final : public Storage {
       r = Error(errc::invalid_parameter, "insert " + record.id.to_string() + ": no recipients");
     } else if (disk_->messages.count(record.id.value)) {
       r = Error(errc::bad_state, "insert " + record.id.to_string() + ": already stored");
+    } else if (disk_->failing) {
+      r = Error(errc::storage_failure, "insert " + record.id.to_string() + ": the disk fails");
+      if (disk_->keep_failed_insert)
+        disk_->messages[record.id.value] = {encode_record(record), std::string(body), {}, {}};
     } else {
       disk_->messages[record.id.value] = {encode_record(record), std::string(body), {}, {}};
+      disk_->last_inserted = record.id.value;
     }
     if (disk_->done_twice) done(r);
     done(std::move(r));
@@ -55,6 +70,8 @@ class BytesStorage final : public Storage {
     auto current = record_of(change.id, "update");
     if (!current) return current.error();
     if (auto applied = apply_change(change, *current); !applied) return applied;
+    if (disk_->failing)
+      return Error(errc::storage_failure, "update " + change.id.to_string() + ": the disk fails");
     disk_->messages[change.id.value].changes.push_back(encode_change(change));
     return success();
   }
@@ -63,11 +80,15 @@ class BytesStorage final : public Storage {
     auto it = disk_->messages.find(id.value);
     if (it == disk_->messages.end())
       return Error(errc::not_found, "append_attempt: no message " + id.to_string());
+    if (disk_->failing)
+      return Error(errc::storage_failure, "append_attempt " + id.to_string() + ": the disk fails");
     it->second.attempts.push_back(encode_attempt(attempt));
     return success();
   }
 
   Result<void> remove(MessageId id) override {
+    if (disk_->failing && disk_->messages.count(id.value))
+      return Error(errc::storage_failure, "remove " + id.to_string() + ": the disk fails");
     if (!disk_->messages.erase(id.value))
       return Error(errc::not_found, "remove: no message " + id.to_string());
     return success();
@@ -99,7 +120,13 @@ class BytesStorage final : public Storage {
     for (std::uint64_t id : ids) {
       if (!disk_->messages.count(id)) continue;
       auto m = record_of(MessageId{id}, "load");
-      if (!m) return m.error();
+      if (!m) {
+        if (disk_->fail_load_on_damage) return m.error();
+        // Damage is set aside, said, and the rest is loaded.
+        if (report) report->problems.push_back(m.error().message);
+        disk_->messages.erase(id);
+        continue;
+      }
       if (disk_->drop_delay_notified)
         for (auto& r : m->recipients) r.delay_notified = false;
       if (report) ++report->recovered;

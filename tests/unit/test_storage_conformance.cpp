@@ -3,6 +3,7 @@
 // it whole; storages broken on purpose are caught, each by the check that names the fault.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -20,10 +21,20 @@ using mailq::testing::StorageConformanceOptions;
 
 namespace {
 
-// The suite's failures for a BytesStorage on `disk`.
+// The suite's failures for a BytesStorage on `disk`, with its fault injection and tearing.
 std::vector<std::string> run_on(const std::shared_ptr<Disk>& disk) {
+  StorageConformanceOptions options;
+  options.fail_writes = [disk](bool failing) { disk->failing = failing; };
+  options.tear_last_write = [disk] { disk->tear_last_write(); };
   return check_storage_conformance(
-      [disk](Clock&) -> std::unique_ptr<Storage> { return std::make_unique<BytesStorage>(disk); });
+      [disk](Clock&) -> std::unique_ptr<Storage> { return std::make_unique<BytesStorage>(disk); },
+      options);
+}
+
+bool reported_prefix(const std::vector<std::string>& failures, const std::string& prefix) {
+  for (const auto& f : failures)
+    if (f.rfind(prefix, 0) == 0) return true;
+  return false;
 }
 
 bool reported(const std::vector<std::string>& failures, const std::string& line) {
@@ -43,8 +54,19 @@ std::string all(const std::vector<std::string>& failures) {
 TEST_CASE("MemoryStorage keeps the Storage contract, durability aside", "[storage][conformance]") {
   StorageConformanceOptions options;
   options.durable = false;  // a new MemoryStorage is empty: nothing to reopen
+  MemoryStorage* current = nullptr;
+  options.fail_writes = [&current](bool failing) {  // through its test hooks
+    const std::error_code ec = failing ? make_error_code(errc::storage_failure) : std::error_code();
+    current->fail_inserts(ec);
+    current->fail_updates(failing ? SIZE_MAX : 0, ec);
+    current->fail_removes(failing ? SIZE_MAX : 0, ec);
+  };
   const auto failures = check_storage_conformance(
-      [](Clock&) -> std::unique_ptr<Storage> { return std::make_unique<MemoryStorage>(); },
+      [&current](Clock&) -> std::unique_ptr<Storage> {
+        auto storage = std::make_unique<MemoryStorage>();
+        current = storage.get();
+        return storage;
+      },
       options);
   INFO(all(failures));
   CHECK(failures.empty());
@@ -89,4 +111,24 @@ TEST_CASE("the conformance suite catches a storage that runs an insert's callbac
   INFO(all(failures));
   REQUIRE_FALSE(failures.empty());
   CHECK(failures[0].rfind("insert: done ran 2 times for ", 0) == 0);
+}
+
+TEST_CASE("the conformance suite catches a storage that keeps an insert it reported failed",
+          "[storage][conformance]") {
+  auto disk = std::make_shared<Disk>();
+  disk->keep_failed_insert = true;
+  const auto failures = run_on(disk);
+  INFO(all(failures));
+  CHECK(reported(failures, "failures: the failed insert left the message behind"));
+  CHECK(reported(failures, "failures: the failed insert came back after a reopen"));
+}
+
+TEST_CASE("the conformance suite catches a storage whose load fails on one torn record",
+          "[storage][conformance]") {
+  auto disk = std::make_shared<Disk>();
+  disk->fail_load_on_damage = true;
+  const auto failures = run_on(disk);
+  INFO(all(failures));
+  CHECK(reported_prefix(failures, "torn write: load failed: "));
+  CHECK(reported_prefix(failures, "torn write: a message stored after the damage: "));
 }

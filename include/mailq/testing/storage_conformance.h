@@ -25,6 +25,11 @@
 //   unknown id      update, append_attempt, remove, read_body, read_attempts: not_found
 //   load            `each` once per message; it may update and remove the message it is given
 //   destroyed       a storage destroyed with an insert pending never runs its `done` after
+//   failures        (with `fail_writes`) a failed insert leaves nothing, a failed final
+//                   update and a failed removal leave the previous state, in memory and after
+//                   a reopen; each failure says storage_failure, with words
+//   torn write      (with `tear_last_write`) a write cut short by a power cut: load succeeds,
+//                   the messages before it come back whole, the torn one whole or not at all
 // Every error must carry words (a non-empty message).
 //
 // Durability across a crash (kill -9, power loss) is beyond one process: the spools have their
@@ -64,6 +69,15 @@ struct StorageConformanceOptions {
   std::uint64_t first_id = 0x0D00000000000001ull;
   /// How far the clock is moved before a reopen, so that deferred work (syncs) runs.
   Duration settle = std::chrono::seconds(5);
+  /// Optional, the host's fault injection: while called with true, the storage's medium fails
+  /// (a full disk, an I/O error: what the storage sees from its writes and syncs). Enables the
+  /// "failures" check.
+  std::function<void(bool failing)> fail_writes;
+  /// Optional, for a durable storage: called while the storage is closed, damages its newest
+  /// write the way a power cut in the middle of it would (cuts the newest file short). The
+  /// message written last was never acknowledged: the storage may drop it, never garble it.
+  /// Enables the "torn write" check.
+  std::function<void()> tear_last_write;
 };
 
 /// Opens the storage under test with the suite's clock: again after the previous instance was
@@ -240,6 +254,8 @@ class Suite {
     check_unknown_id();
     check_load();
     check_destroyed();
+    if (options_.fail_writes) check_failures();
+    if (options_.tear_last_write && options_.durable) check_torn_write();
     check_ = "insert";
     for (const auto& [id, calls] : inserts_) {
       if (calls->calls > 1) fail("done ran " + std::to_string(calls->calls) + " times for " + id);
@@ -589,6 +605,68 @@ class Suite {
       expect_recovered(found, m, "the insert pending at destruction");
       expect_body(m.id, "pending", "the insert pending at destruction");
     }
+  }
+
+  void check_failures() {
+    check_ = "failures";
+    MessageRecord m = sample_message(new_id().value, 2);
+    if (!stored(m, "kept")) return;
+    const MessageRecord before = m;
+    settle();
+    options_.fail_writes(true);
+    const MessageRecord lost = sample_message(new_id().value, 1);
+    expect_error(insert(lost, "lost"), errc::storage_failure, "an insert on a failing medium");
+    MessageRecord edited = m;
+    edited.recipients[0].state = RecipientState::delivered;  // final: durable on return
+    edited.recipients[0].last_reply = Reply(250, "2.0.0", "Ok");
+    expect_error(storage_->update(change_of(edited, {0})), errc::storage_failure,
+                 "a final update on a failing medium");
+    // A removal that is durable later may succeed here; if it fails, the message stays.
+    const auto removed = storage_->remove(m.id);
+    options_.fail_writes(false);
+    if (removed.ok()) {
+      if (recover().count(m.id.value)) fail("a removal that succeeded did not hold");
+      return;
+    }
+    expect_error(removed, errc::storage_failure, "a removal on a failing medium");
+    const auto found = load_all();
+    if (found.count(lost.id.value)) fail("the failed insert left the message behind");
+    expect_recovered(found, before, "after the failed update, in memory");
+    const auto reopened = recover();
+    if (reopened.count(lost.id.value)) fail("the failed insert came back after a reopen");
+    expect_recovered(reopened, before, "after the failed update, reopened");
+    expect_body(m.id, "kept", "after the failures");
+    // The medium works again: the same insert and update go through.
+    if (stored(lost, "lost")) expect_body(lost.id, "lost", "the insert made again");
+    if (expect_ok(storage_->update(change_of(edited, {0})), "the update made again"))
+      expect_recovered(recover(), edited, "the update made again");
+  }
+
+  void check_torn_write() {
+    check_ = "torn write";
+    const MessageRecord a = sample_message(new_id().value, 2);
+    const MessageRecord b = sample_message(new_id().value, 3);
+    if (!stored(a, sample_body(a.id.value))) return;
+    // b's insert is left pending (not acknowledged) when the storage goes.
+    storage_->insert(b, sample_body(b.id.value), [](Result<void>) {});
+    storage_.reset();
+    clock_.run_pending();
+    options_.tear_last_write();
+    storage_ = open_(clock_);
+    if (!storage_) {
+      fail("the factory gave no storage after the torn write");
+      return;
+    }
+    const auto found = load_all();
+    expect_recovered(found, a, "the message before the torn write");
+    expect_body(a.id, sample_body(a.id.value), "the message before the torn write");
+    if (found.count(b.id.value)) {
+      expect_recovered(found, b, "the torn message, recovered");
+      expect_body(b.id, sample_body(b.id.value), "the torn message, recovered");
+    }
+    // The storage goes on working after the damage.
+    const MessageRecord c = sample_message(new_id().value, 1);
+    if (stored(c, "after")) expect_recovered(recover(), c, "a message stored after the damage");
   }
 
   const StorageFactory& open_;
