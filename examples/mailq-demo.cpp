@@ -132,6 +132,8 @@ int main(int argc, char** argv) {
   mailq::Route local;
   local.name = "tcp_local";
   local.mx_port = opt.mx_port;
+  // The demo's DNS puts every MX host on loopback, which an MX route refuses by default.
+  local.allow_internal_mx = {mailq::Network::parse("127.0.0.0/8").value()};
   local.tls = mailq::TlsPolicy::opportunistic;
   local.timeouts.connect = mailq::Duration(2000);
   if (!config.routes.add(local).ok() || !config.routes.set_default("tcp_local").ok()) return 70;

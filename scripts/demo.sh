@@ -132,6 +132,7 @@ listen = "127.0.0.1:$listen_port"
 servers = ["127.0.0.1:$dns_port"]
 timeout = "1s"
 mx_port = $smtp_port
+allow_internal_mx = ["127.0.0.0/8"]   # the demo's MX hosts are on loopback
 
 [queue]
 cycle = "15m"

@@ -368,10 +368,25 @@ void read_listen(const Section& root, RelayConfig& cfg) {
   }
 }
 
+// A list of networks in CIDR notation ("10.0.0.0/8", "::1").
+std::optional<std::vector<Network>> read_networks(const Section& s, const char* key) {
+  auto texts = s.strings(key);
+  if (!texts) return std::nullopt;
+  std::vector<Network> out;
+  std::size_t i = 0;
+  for (auto& [text, node] : *texts) {
+    auto net = Network::parse(text);
+    if (!net) fail(line_of(*node), fmt::format("{}[{}]", s.path_of(key), i), net.error().message);
+    out.push_back(*net);
+    ++i;
+  }
+  return out;
+}
+
 void read_resolver(const Section& s, RelayConfig& cfg) {
-  s.allow_only({"servers", "timeout", "tries", "query_deadline", "mx_port", "rotate", "edns",
-                "families", "ipv6_first", "cache", "cache_max_entries", "min_ttl", "max_ttl",
-                "negative_ttl", "max_negative_ttl", "failure_ttl", "unknown_ttl"});
+  s.allow_only({"servers", "timeout", "tries", "query_deadline", "mx_port", "allow_internal_mx",
+                "rotate", "edns", "families", "ipv6_first", "cache", "cache_max_entries", "min_ttl",
+                "max_ttl", "negative_ttl", "max_negative_ttl", "failure_ttl", "unknown_ttl"});
   auto& r = cfg.resolver;
   if (auto servers = s.strings("servers")) {
     std::size_t i = 0;
@@ -388,6 +403,7 @@ void read_resolver(const Section& s, RelayConfig& cfg) {
   if (auto v = s.integer<int>("tries", 1, 100)) r.tries = *v;
   if (auto d = s.duration("query_deadline", true)) r.query_deadline = *d;
   if (auto v = s.integer<std::uint16_t>("mx_port", 1, 65535)) cfg.mx_port = *v;
+  if (auto nets = read_networks(s, "allow_internal_mx")) cfg.allow_internal_mx = std::move(*nets);
   if (auto v = s.boolean("rotate")) r.rotate = *v;
   if (auto v = s.boolean("edns")) r.edns = *v;
   if (auto f = s.string("families")) {
@@ -498,12 +514,13 @@ void read_domain_state(const Section& s, RelayConfig& cfg) {
 struct RouteExtras {
   std::uint16_t port = 0;
   bool is_default = false;
+  bool own_internal_mx = false;  ///< the route lists its own allow_internal_mx
 };
 
 Route read_route(const Section& s, RouteExtras* extras) {
   s.allow_only({"name", "domains", "hosts", "mx", "port", "tls", "ca_file", "helo", "auth",
                 "auth_over_plaintext", "source_address", "nxdomain", "max_connections",
-                "max_messages_per_connection", "timeouts", "default"});
+                "max_messages_per_connection", "timeouts", "default", "allow_internal_mx"});
   Route r;
   const std::string& p = s.path();
   auto name = s.string("name");
@@ -608,6 +625,10 @@ Route read_route(const Section& s, RouteExtras* extras) {
     r.max_messages_per_connection = *v;
   if (auto t = s.table("timeouts")) r.timeouts = read_timeouts(*t);
   if (auto d = s.boolean("default")) extras->is_default = *d;
+  if (auto nets = read_networks(s, "allow_internal_mx")) {
+    r.allow_internal_mx = std::move(*nets);
+    extras->own_internal_mx = true;
+  }
   return r;
 }
 
@@ -656,6 +677,7 @@ void read_routes(const Section& root, RelayConfig& cfg) {
       }
     }
     if (!r.is_static()) r.mx_port = extras.port ? extras.port : cfg.mx_port;
+    if (!r.is_static() && !extras.own_internal_mx) r.allow_internal_mx = cfg.allow_internal_mx;
     cfg.routes.push_back(std::move(r));
     cfg.route_domains.push_back(std::move(patterns));
     cfg.route_ports.push_back(extras.port);
@@ -848,6 +870,7 @@ Result<RouteTable> RelayConfig::route_table() const {
   Route builtin;
   builtin.name = kDefaultRoute;
   builtin.mx_port = mx_port;
+  builtin.allow_internal_mx = allow_internal_mx;
   (void)table.add(builtin);
   for (std::size_t i = 0; i < routes.size(); ++i) {
     Route r = routes[i];

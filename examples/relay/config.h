@@ -55,6 +55,9 @@ struct RelayConfig {
 
   ares::AresResolverOptions resolver;  ///< [resolver] servers/timeout/tries/deadline
   std::uint16_t mx_port = 25;          ///< [resolver] mx_port, applied to every MX route
+  /// [resolver] allow_internal_mx: the internal networks MX hosts may be dialled in, for every
+  /// MX route without a list of its own (Route::allow_internal_mx); none by default.
+  std::vector<Network> allow_internal_mx;
 
   QueueConfig queue;               ///< [queue] cycle lives in `deliverer.cycle`
   DelivererConfig deliverer;       ///< [queue] cycle, [delivery] limits

@@ -62,4 +62,13 @@ struct Network {
   bool contains(std::string_view numeric_address) const noexcept;
 };
 
+/// Is the numeric address one a public MX host should never have: the networks of this host
+/// and of its site (unspecified 0.0.0.0/8 and ::, loopback 127.0.0.0/8 and ::1, private
+/// 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and fc00::/7, shared 100.64.0.0/10, link-local
+/// 169.254.0.0/16 and fe80::/10, multicast 224.0.0.0/4 and ff00::/8, reserved 240.0.0.0/4),
+/// and IPv4 ones mapped into IPv6 ("::ffff:10.0.0.1")? An address reached through MX lookup in one
+/// of them is not dialled unless the route allows it (`Route::allow_internal_mx`): a hostile
+/// domain's MX must not reach the relay's own services. Not an IP literal: false.
+bool is_internal_address(std::string_view numeric_address) noexcept;
+
 }  // namespace mailq

@@ -57,6 +57,10 @@ struct AddressAnswer {
   DnsStatus status = DnsStatus::error;
   std::vector<std::string> addresses;  ///< when ok; IPv6 and IPv4 as the resolver returned
   std::string detail;
+  /// When ok and the name is an alias (a CNAME chain led to the addresses): the name the
+  /// chain ended at. An MX host should not be one (RFC 2181 section 10.3); it is used, with
+  /// a notice.
+  std::string canonical;
 };
 
 /// How long a caching resolver keeps answers (`ares::AresResolverOptions::cache`): one entry

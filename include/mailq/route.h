@@ -11,6 +11,7 @@
 
 #include "mailq/clock.h"
 #include "mailq/error.h"
+#include "mailq/net.h"
 #include "mailq/transport.h"
 
 namespace mailq {
@@ -64,6 +65,11 @@ struct Route {
   std::string helo;                    ///< HELO/EHLO name; empty = the Deliverer's default
   std::string source_address;          ///< bind address for outgoing connections
   bool nxdomain_is_permanent = false;  ///< bounce on NXDOMAIN (550 5.1.2) instead of deferring
+  /// An MX route's hosts are looked up in DNS, which the recipient's domain controls: an
+  /// address `is_internal_address` calls internal (loopback, private, link-local, ...) is not
+  /// dialled, with a notice, unless it falls in one of these networks. Empty: none is. (A
+  /// static route's hosts are the operator's own and are never filtered.)
+  std::vector<Network> allow_internal_mx;
   std::uint32_t max_connections = 10;  ///< per destination
   std::uint32_t max_messages_per_connection = 100;
   SmtpTimeouts timeouts;

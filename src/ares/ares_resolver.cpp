@@ -41,6 +41,8 @@ namespace {
 constexpr int kDnsClassIn = 1;
 constexpr int kEdnsPayloadSize = 1232;  // DNS flag day 2020: no IP fragmentation
 constexpr int kMaxAddrTtls = 256;
+// CNAMEs followed for a server that does not follow them (a loop ends here too).
+constexpr int kMaxCnameLinks = 8;
 
 // Lowercase, no trailing dot: the form of cache keys and of the names queried.
 std::string normalize_name(std::string_view name) {
@@ -136,6 +138,7 @@ struct AresResolver::Impl {
     std::string key;
     std::string name;
     std::uint16_t type = 0;
+    int links = 0;  ///< CNAMEs followed to get here (a server that does not follow them)
     std::vector<RrCallback> waiters;
     bool has_deadline = false;
     std::multimap<std::uint64_t, Lookup*>::iterator deadline;
@@ -335,7 +338,7 @@ struct AresResolver::Impl {
 
   // Answers (name, type) through `cb`, possibly synchronously: `cb` is internal and must
   // only record or post.
-  void lookup(const std::string& name, std::uint16_t type, RrCallback cb) {
+  void lookup(const std::string& name, std::uint16_t type, RrCallback cb, int links = 0) {
     if (destroying) {
       cb(cancelled_result());
       return;
@@ -361,6 +364,7 @@ struct AresResolver::Impl {
     lk->key = key;
     lk->name = name;
     lk->type = type;
+    lk->links = links;
     lk->waiters.push_back(std::move(cb));
     in_flight.emplace(std::move(key), lk);
     if (options.query_deadline > Duration{0}) {
@@ -391,7 +395,12 @@ struct AresResolver::Impl {
     auto* lk = static_cast<Lookup*>(arg);
     Impl* self = lk->impl;
     std::optional<std::uint32_t> ttl;
-    RrResult r = self->interpret(status, abuf, alen, *lk, ttl);
+    std::string alias_of;
+    RrResult r = self->interpret(status, abuf, alen, *lk, ttl, alias_of);
+    if (!alias_of.empty() && !self->destroying && lk->links < kMaxCnameLinks) {
+      self->chase(lk, std::move(alias_of), ttl);
+      return;
+    }
     if (!self->destroying && self->options.cache.enabled) {
       (void)self->cache.store(lk->name, lk->type, r.entry, ttl, self->now());
     }
@@ -401,9 +410,37 @@ struct AresResolver::Impl {
     for (auto& w : waiters) w(r);
   }
 
-  // Turns a c-ares completion into an answer, with the TTL the cache should use.
+  // The server answered `lk` with a CNAME chain ending at `target` and nothing of the type
+  // (it does not follow chains, or the target is out of its zone): ask for the target, as a
+  // resolver that follows CNAMEs does. The answer is cached under the target; the waiters get
+  // it with the alias noted.
+  void chase(Lookup* lk, std::string target, std::optional<std::uint32_t> chain_ttl) {
+    forget(lk);
+    auto waiters = std::move(lk->waiters);
+    const std::string from = lk->name;
+    const std::uint16_t type = lk->type;
+    const int links = lk->links + 1;
+    delete lk;
+    ++counters.cname_chased;
+    lookup(
+        target, type,
+        [this, waiters = std::move(waiters), from, type, target, chain_ttl](const RrResult& got) {
+          RrResult out = got;
+          if (out.entry.canonical.empty()) out.entry.canonical = target;
+          if (out.entry.status != DnsStatus::ok)
+            out.entry.detail = from + " is an alias of " + target + ": " + out.entry.detail;
+          // The alias keeps the answer no longer than its own chain may be kept.
+          if (!destroying && options.cache.enabled && out.entry.status != DnsStatus::cancelled)
+            (void)cache.store(from, type, out.entry, chain_ttl, now());
+          for (auto& w : waiters) w(out);
+        },
+        links);
+  }
+
+  // Turns a c-ares completion into an answer, with the TTL the cache should use, and the end
+  // of a CNAME chain the server did not follow (`alias_of`, else left empty).
   RrResult interpret(int status, const unsigned char* abuf, int alen, const Lookup& lk,
-                     std::optional<std::uint32_t>& ttl) {
+                     std::optional<std::uint32_t>& ttl, std::string& alias_of) {
     const std::string what = fmt::format("{} {}", lk.name, dns_type_name(lk.type));
     std::optional<mailq::detail::DnsTtls> ttls;
     if (abuf != nullptr && alen > 0) {
@@ -412,9 +449,14 @@ struct AresResolver::Impl {
     RrResult r;
     if (status == ARES_SUCCESS) {
       status = parse_records(abuf, alen, lk.type, r.entry, ttl);
+      if (status == ARES_SUCCESS && r.entry.canonical == lk.name) r.entry.canonical.clear();
       if (status == ARES_SUCCESS && ttls && ttls->answer_ttl) {
         ttl = ttl ? std::min(*ttl, *ttls->answer_ttl) : *ttls->answer_ttl;
       }
+    }
+    if ((status == ARES_ENODATA || status == ARES_SUCCESS) && r.entry.status != DnsStatus::ok &&
+        ttls && !ttls->cname_target.empty()) {
+      alias_of = ttls->cname_target;
     }
     if (status != ARES_SUCCESS) {
       auto m = detail::map_ares_status(status, what, servers_text);
@@ -471,6 +513,12 @@ struct AresResolver::Impl {
       for (int i = 0; rc == ARES_SUCCESS && i < count; ++i) {
         record_ttls.push_back(static_cast<std::uint32_t>(std::max(addrttls[i].ttl, 0)));
       }
+    }
+    if (rc == ARES_SUCCESS && host != nullptr && host->h_name != nullptr) {
+      // c-ares follows a chain inside the answer: h_name is where it ended.
+      std::string canonical = strip_trailing_dots(host->h_name);
+      for (auto& c : canonical) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      out.canonical = std::move(canonical);
     }
     if (rc == ARES_SUCCESS && host != nullptr && host->h_addrtype == family) {
       // The hostent has every address; the TTL array may have been capped.
@@ -729,6 +777,7 @@ AddressAnswer merge_addresses(const std::string& host, const std::optional<RrRes
     // A transient failure of the other family is worth a line in the log.
     for (const auto* r : {&a, &aaaa}) {
       if (*r && is_transient(status(*r))) out.detail = (*r)->entry.detail;
+      if (ok(*r) && out.canonical.empty()) out.canonical = (*r)->entry.canonical;
     }
     return out;
   }

@@ -26,6 +26,7 @@ struct DnsCacheEntry {
   std::vector<MxRecord> mx;            ///< MX answers
   std::vector<std::string> addresses;  ///< A / AAAA answers, text form
   std::string detail;
+  std::string canonical;  ///< when the name is an alias: where its CNAME chain led (lowercase)
 };
 
 struct DnsCacheStats {

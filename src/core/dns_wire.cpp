@@ -45,6 +45,48 @@ bool skip_name(const unsigned char* msg, std::size_t len, std::size_t& pos) {
   return false;
 }
 
+// Reads the name at `pos` (following compression pointers, at most 64 of them) into `out`,
+// lowercased, labels joined with '.', no final dot. Does not move `pos`.
+bool read_name(const unsigned char* msg, std::size_t len, std::size_t pos, std::string& out) {
+  out.clear();
+  for (int hops = 0, labels = 0; hops < 64 && labels < 128;) {
+    if (pos >= len) return false;
+    const unsigned char l = msg[pos];
+    if (l == 0) return true;
+    if ((l & 0xC0) == 0xC0) {
+      if (pos + 2 > len) return false;
+      pos = static_cast<std::size_t>(((l & 0x3F) << 8) | msg[pos + 1]);
+      ++hops;
+      continue;
+    }
+    if ((l & 0xC0) != 0 || pos + 1 + l > len) return false;
+    if (!out.empty()) out += '.';
+    for (std::size_t i = 0; i < l; ++i) {
+      const unsigned char c = msg[pos + 1 + i];
+      out += static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    pos += 1 + l;
+    ++labels;
+  }
+  return false;
+}
+
+// The end of the CNAME chain from `qname` when nothing of the asked type answers it.
+std::string chain_end(const std::string& qname, const std::vector<std::string>& owners_of_type,
+                      const std::vector<std::pair<std::string, std::string>>& cnames) {
+  std::string at = qname;
+  for (int links = 0; links <= 16; ++links) {
+    for (const auto& o : owners_of_type)
+      if (o == at) return std::string();  // answered: the parser follows the chain itself
+    const std::string* next = nullptr;
+    for (const auto& c : cnames)
+      if (c.first == at) next = &c.second;
+    if (!next) return at == qname ? std::string() : at;
+    at = *next;
+  }
+  return std::string();  // a loop, or longer than any resolver follows
+}
+
 void take_min(std::optional<std::uint32_t>& slot, std::uint32_t v) {
   slot = slot ? std::min(*slot, v) : v;
 }
@@ -80,7 +122,11 @@ std::optional<DnsTtls> scan_dns_ttls(const unsigned char* msg, std::size_t len,
   const std::uint16_t nscount = read16(msg + 8);
 
   std::size_t pos = kHeaderSize;
+  std::string qname, owner, target;
+  std::vector<std::string> owners_of_type;
+  std::vector<std::pair<std::string, std::string>> cnames;
   for (std::uint16_t i = 0; i < qdcount; ++i) {
+    if (i == 0 && !read_name(msg, len, pos, qname)) return std::nullopt;
     if (!skip_name(msg, len, pos)) return std::nullopt;
     if (pos + 4 > len) return std::nullopt;  // QTYPE, QCLASS
     pos += 4;
@@ -88,6 +134,7 @@ std::optional<DnsTtls> scan_dns_ttls(const unsigned char* msg, std::size_t len,
   const std::size_t records = std::size_t{out.answers} + nscount;
   for (std::size_t i = 0; i < records; ++i) {
     const bool in_answer = i < out.answers;
+    const std::size_t owner_at = pos;
     if (!skip_name(msg, len, pos)) return std::nullopt;
     if (pos + kRrFixedSize > len) return std::nullopt;
     const std::uint16_t type = read16(msg + pos);
@@ -97,6 +144,15 @@ std::optional<DnsTtls> scan_dns_ttls(const unsigned char* msg, std::size_t len,
     if (pos + rdlength > len) return std::nullopt;
     if (in_answer) {
       if (type == qtype || type == kDnsTypeCname) take_min(out.answer_ttl, ttl);
+      if (type == qtype || type == kDnsTypeCname) {
+        if (!read_name(msg, len, owner_at, owner)) return std::nullopt;
+        if (type == qtype) {
+          owners_of_type.push_back(owner);
+        } else {
+          if (!read_name(msg, len, pos, target)) return std::nullopt;
+          cnames.emplace_back(owner, target);
+        }
+      }
     } else if (type == kDnsTypeSoa) {
       // MNAME and RNAME (possibly compressed) come first; the five 32-bit fields end RDATA.
       if (rdlength < kSoaTailSize) return std::nullopt;
@@ -105,6 +161,7 @@ std::optional<DnsTtls> scan_dns_ttls(const unsigned char* msg, std::size_t len,
     }
     pos += rdlength;
   }
+  if (!cnames.empty()) out.cname_target = chain_end(qname, owners_of_type, cnames);
   return out;
 }
 

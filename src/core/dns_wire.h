@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace mailq::detail {
 
@@ -32,6 +33,11 @@ struct DnsTtls {
   /// RFC 2308 §5: the TTL of a negative answer is the smaller of the SOA record's own TTL
   /// and its MINIMUM field. Empty when the authority section carries no SOA.
   std::optional<std::uint32_t> negative_ttl;
+  /// Where the answer's CNAME chain from the question's name ends when the answer holds no
+  /// record of `qtype` for that name (a server that did not follow the chain itself);
+  /// lowercased, without the final dot. Empty when there is no such chain, or when it loops
+  /// or runs past 16 links.
+  std::string cname_target;
 };
 
 /// Scans `msg` (a complete DNS response of `len` octets). Returns nullopt when the message is

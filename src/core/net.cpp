@@ -1,5 +1,7 @@
 #include "mailq/net.h"
 
+#include <vector>
+
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -198,6 +200,21 @@ bool Network::contains(std::string_view numeric_address) const noexcept {
     left -= bits;
   }
   return true;
+}
+
+bool is_internal_address(std::string_view numeric_address) noexcept {
+  static const char* const kInternal[] = {
+      "0.0.0.0/8",     "10.0.0.0/8",     "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+      "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4",   "240.0.0.0/4", "::/128",
+      "::1/128",       "fc00::/7",       "fe80::/10",     "ff00::/8"};
+  static const std::vector<Network> networks = [] {
+    std::vector<Network> out;
+    for (const char* text : kInternal) out.push_back(Network::parse(text).value());
+    return out;
+  }();
+  for (const Network& n : networks)
+    if (n.contains(numeric_address)) return true;
+  return false;
 }
 
 }  // namespace mailq

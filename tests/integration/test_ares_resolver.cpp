@@ -245,6 +245,27 @@ TEST_CASE("ares resolver follows a CNAME to the MX records of its target", "[are
         Mx{{10, "mx1.multi.test"}, {20, "mx2.multi.test"}, {30, "mx3.multi.test"}});
 }
 
+TEST_CASE("ares resolver follows a CNAME the server did not follow: MX and addresses of the target",
+          "[ares][unbound]") {
+  REQUIRE_UNBOUND(ub);
+  Loop l;
+  auto proxy = FakeDnsServer::start(l.get(), FakeDnsServer::Mode::forward, ub->port());
+  REQUIRE(proxy);
+  proxy->stop_at_first_cname();  // answers hold the CNAME and nothing of its target
+  auto r = make_resolver(l, options_for({proxy->address()}));
+  auto a = query_mx(l, *r, "cnamemx.test");
+  CHECK(a.status == DnsStatus::ok);
+  CHECK(sorted(a.records) ==
+        Mx{{10, "mx1.multi.test"}, {20, "mx2.multi.test"}, {30, "mx3.multi.test"}});
+  CHECK(proxy->questions() == Strings{"cnamemx.test MX", "multi.test MX"});
+  CHECK(r->stats().cname_chased == 1);
+
+  auto h = query_addresses(l, *r, "alias.test");
+  CHECK(h.status == DnsStatus::ok);
+  CHECK(h.addresses == Strings{"127.0.0.30"});
+  CHECK(h.canonical == "target.test");  // an alias: the MX warning names where it leads
+}
+
 TEST_CASE("ares resolver retries a truncated answer over TCP", "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;
@@ -586,24 +607,28 @@ TEST_CASE("ares resolver caches A and AAAA answers separately, each with its own
   o.cache.negative_ttl = 30s;
   auto r = make_resolver(l, o);
   // alias.test: CNAME (300 s) to target.test A (120 s). For AAAA unbound answers the CNAME
-  // alone, without an SOA: the negative answer lives negative_ttl (30 s), bounded by the
-  // CNAME's TTL.
+  // alone, without an SOA, which is also what a server that does not follow chains sends:
+  // the resolver asks for target.test AAAA itself (once: it is cached under both names). The
+  // negative answer lives negative_ttl (30 s) under the alias, bounded by the CNAME's TTL.
   CHECK(query_addresses(l, *r, "alias.test").addresses == Strings{"127.0.0.30"});
   auto qs = proxy->questions();
   std::sort(qs.begin(), qs.end());
-  CHECK(qs == Strings{"alias.test A", "alias.test AAAA"});
+  CHECK(qs == Strings{"alias.test A", "alias.test AAAA", "target.test AAAA"});
 
   clock.advance(29s);
   (void)query_addresses(l, *r, "alias.test");
-  CHECK(proxy->queries() == 2);
+  CHECK(proxy->queries() == 3);
   clock.advance(1s);
   CHECK(query_addresses(l, *r, "alias.test").addresses == Strings{"127.0.0.30"});
-  REQUIRE(proxy->queries() == 3);
-  CHECK(proxy->questions()[2] == "alias.test AAAA");
+  REQUIRE(proxy->queries() == 4);  // target.test AAAA is still cached
+  CHECK(proxy->questions()[3] == "alias.test AAAA");
 
   clock.advance(90s);  // 120 s: the A record has expired too
   CHECK(query_addresses(l, *r, "alias.test").addresses == Strings{"127.0.0.30"});
-  CHECK(proxy->queries() == 5);
+  // Both of the alias's records again, and the target's AAAA (its negative answer is gone).
+  CHECK(proxy->questions() == Strings{"alias.test A", "alias.test AAAA", "target.test AAAA",
+                                      "alias.test AAAA", "alias.test A", "alias.test AAAA",
+                                      "target.test AAAA"});
 }
 
 TEST_CASE("ares resolver caches NXDOMAIN for the SOA negative TTL", "[ares][unbound][cache]") {

@@ -98,6 +98,8 @@ TEST_CASE("Engine: a host with its own Resolver: a fixed table instead of DNS", 
   Route mx;
   mx.name = "tcp_local";
   mx.mx_port = sink.port();
+  mx.allow_internal_mx = {Network::parse("127.0.0.0/8").value(),
+                          Network::parse("::1").value()};  // the sink is on loopback
   mx.tls = TlsPolicy::none;
   REQUIRE(c.routes.add(mx));
   REQUIRE(c.routes.set_default("tcp_local"));

@@ -343,6 +343,7 @@ std::size_t vm_size_bytes() {
       Route r;
       r.name = "tcp_local";
       r.mx_port = port;
+      r.allow_internal_mx = {Network::parse("127.0.0.0/8").value(), Network::parse("::1").value()};
       r.tls = TlsPolicy::none;
       r.timeouts = short_timeouts();
       (void)routes.add(r);

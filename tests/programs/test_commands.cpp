@@ -82,6 +82,9 @@ struct Fixture {
   Fixture() {
     resolver.set_mx("down.example", {{10, "mx.down.example"}});
     resolver.set_addresses("mx.down.example", {"127.0.0.10"});
+    Route mx = routes.default_route();  // the scripted server is on loopback
+    mx.allow_internal_mx = {Network::parse("127.0.0.0/8").value()};
+    REQUIRE(routes.add(mx));
     queue = std::make_unique<Queue>(storage, routes, clock, nullptr, queue_config());
     DelivererConfig dc;
     dc.domain_state = DomainStateConfig{3, Duration(15min)};

@@ -132,7 +132,10 @@ struct RelayHarness {
     std::string p = std::to_string(sink_port);
     return "spool = \"" + spool + "\"\nlog = \"" + log +
            "\"\nhelo = \"relay.mailq.test\"\ncontrol = \"" + control + "\"\n" + extra_top +
-           "\n[resolver]\nservers = [\"" + dns + "\"]\ntimeout = \"2s\"\nmx_port = " + p +
+           "\n[resolver]\nservers = [\"" + dns +
+           "\"]\ntimeout = \"2s\"\n"
+           "allow_internal_mx = [\"127.0.0.0/8\"]\nmx_port = " +
+           p +
            "\n\n[queue]\ncycle = \"15m\"\nretry = { min = \"10m\", max = \"1h\" }\n"
            "\n[delivery]\nidle_timeout = \"200ms\"\n"
            "\n[domain_state]\nfailure_threshold = 1\ndown_interval = \"15m\"\n"

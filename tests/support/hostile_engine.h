@@ -69,6 +69,8 @@ class HostileEngine {
     Route r;
     r.name = "tcp_local";
     r.mx_port = options.port;
+    r.allow_internal_mx = {Network::parse("127.0.0.0/8").value(),
+                           Network::parse("::1").value()};  // the peers are on loopback
     r.tls = options.tls;
     r.ca_file = options.ca_file;
     r.timeouts = options.timeouts;

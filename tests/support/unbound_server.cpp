@@ -427,6 +427,42 @@ void FakeDnsServer::on_front(uv_udp_t* h, ssize_t n, const uv_buf_t* buf, const 
   }
 }
 
+namespace {
+
+// Moves `pos` past a (possibly compressed) name; false when it runs off the end.
+bool skip_dns_name(const unsigned char* p, std::size_t n, std::size_t& pos) {
+  while (pos < n) {
+    const unsigned char l = p[pos];
+    if (l == 0) {
+      pos += 1;
+      return true;
+    }
+    if ((l & 0xC0) == 0xC0) {
+      pos += 2;
+      return pos <= n;
+    }
+    pos += 1 + l;
+  }
+  return false;
+}
+
+// Cuts a response after its first answer record when that is a CNAME; the new length.
+std::size_t first_cname_only(unsigned char* p, std::size_t n) {
+  if (n < 12 || read16(p + 6) == 0) return n;
+  std::size_t pos = 12;
+  if (!skip_dns_name(p, n, pos) || pos + 4 > n) return n;
+  pos += 4;  // QTYPE, QCLASS
+  if (!skip_dns_name(p, n, pos) || pos + 10 > n) return n;
+  if (read16(p + pos) != 5) return n;  // not a CNAME
+  const std::size_t end = pos + 10 + read16(p + pos + 8);
+  if (end > n) return n;
+  p[6] = 0, p[7] = 1;               // ANCOUNT 1
+  p[8] = p[9] = p[10] = p[11] = 0;  // no authority, no additional
+  return end;
+}
+
+}  // namespace
+
 void FakeDnsServer::on_back(uv_udp_t* h, ssize_t n, const uv_buf_t* buf, const sockaddr* from,
                             unsigned) {
   auto* self = static_cast<FakeDnsServer*>(h->data);
@@ -434,7 +470,10 @@ void FakeDnsServer::on_back(uv_udp_t* h, ssize_t n, const uv_buf_t* buf, const s
   const auto* p = reinterpret_cast<const unsigned char*>(buf->base);
   auto it = self->askers_.find(read16(p));
   if (it == self->askers_.end()) return;
-  uv_buf_t out = uv_buf_init(buf->base, static_cast<unsigned>(n));
+  std::size_t length = static_cast<std::size_t>(n);
+  if (self->cname_only_)
+    length = first_cname_only(reinterpret_cast<unsigned char*>(buf->base), length);
+  uv_buf_t out = uv_buf_init(buf->base, static_cast<unsigned>(length));
   uv_udp_try_send(self->front_, &out, 1, reinterpret_cast<const sockaddr*>(&it->second));
   self->askers_.erase(it);
 }

@@ -93,6 +93,10 @@ class FakeDnsServer {
   std::size_t queries() const { return questions_.size(); }
   /// The questions received, in order, as "name TYPE" ("multi.test MX", "alias.test AAAA").
   const std::vector<std::string>& questions() const { return questions_; }
+  /// Forward mode: an upstream answer that starts with a CNAME is cut after it (nothing of the
+  /// chain's target, no authority or additional records), as a server that does not follow
+  /// CNAME chains (an authoritative server for the alias's zone only) answers.
+  void stop_at_first_cname() { cname_only_ = true; }
 
  private:
   FakeDnsServer() = default;
@@ -105,6 +109,7 @@ class FakeDnsServer {
   std::uint16_t port_ = 0;
   std::uint16_t upstream_port_ = 0;
   std::uint16_t drop_qtype_ = 0;
+  bool cname_only_ = false;
   uv_udp_t* front_ = nullptr;  // faces the resolver
   uv_udp_t* back_ = nullptr;   // faces the upstream (forward mode)
   std::vector<std::string> questions_;

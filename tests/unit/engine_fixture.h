@@ -43,6 +43,11 @@ inline QueueConfig deterministic_queue_config() {
   return q;
 }
 
+/// The networks of the scripted servers, which MX routes must be allowed to dial.
+inline std::vector<Network> loopback_networks() {
+  return {Network::parse("127.0.0.0/8").value(), Network::parse("::1").value()};
+}
+
 struct Engine {
   ManualClock clock;
   MemoryStorage storage;
@@ -55,6 +60,10 @@ struct Engine {
 
   explicit Engine(DomainStateConfig dc = {3, Duration(15min)},
                   QueueConfig qc = deterministic_queue_config(), DelivererConfig del = {}) {
+    // The scripted servers are on loopback: let MX hosts resolve there.
+    Route mx = routes.default_route();
+    mx.allow_internal_mx = loopback_networks();
+    REQUIRE(routes.add(mx));
     queue = std::make_unique<Queue>(storage, routes, clock, &events, qc);
     del.domain_state = dc;
     deliverer = std::make_unique<Deliverer>(*queue, resolver, transport, del);

@@ -85,6 +85,7 @@ TEST_CASE(
   Engine e;
   Route slow;
   slow.name = "tcp_slow";
+  slow.allow_internal_mx = loopback_networks();
   slow.timeouts.greeting = Duration(65s);  // longer than the minute a resolution is fresh
   REQUIRE(e.routes.add(slow));
   REQUIRE(e.routes.set_default("tcp_slow"));
@@ -184,4 +185,28 @@ TEST_CASE("A recipient the server refuses with 452 for its own reasons is deferr
   CHECK(e.rcpt(id, 1).state == RecipientState::deferred);
   CHECK(e.rcpt(id, 1).last_reply.to_string() == "452 4.2.2 mailbox full");
   CHECK(e.count(EventKind::deferred) == 1);
+}
+
+TEST_CASE(
+    "An MX pointing at an address or at an internal network is not followed there: a notice "
+    "in the log, and a bounce when no MX host is left",
+    "[deliverer][attempt]") {
+  Engine e;
+  Route plain = e.routes.default_route();
+  plain.allow_internal_mx.clear();  // the default: no internal network allowed
+  REQUIRE(e.routes.add(plain));
+  e.resolver.set_mx("t.test", {{10, "127.0.1.18"}, {20, "mx.t.test"}});
+  e.resolver.set_addresses("mx.t.test", {"127.0.0.10"});
+  e.deliverer->start();
+  MessageId id = e.send("s@example.org", {"u@t.test"});
+  e.settle();
+  CHECK(e.transport.connects.empty());  // nothing dialled
+  CHECK(notices(e) ==
+        std::vector<std::string>{
+            "t.test: MX host 127.0.1.18 of t.test is an address, not a host name (RFC 5321 "
+            "section 5.1): not used",
+            "t.test: MX host mx.t.test of t.test has the internal address 127.0.0.10: not "
+            "dialled (not in the route's allow_internal_mx)"});
+  CHECK(e.queue->find(id) == std::nullopt);
+  CHECK(e.count(EventKind::returned) == 1);
 }

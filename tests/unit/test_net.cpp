@@ -219,3 +219,32 @@ TEST_CASE("Network::parse refuses bad addresses, prefixes and host bits, naming 
   REQUIRE(leading);
   CHECK(leading->prefix == 8);
 }
+
+TEST_CASE("internal addresses: loopback, private, shared, link-local, multicast, reserved",
+          "[net]") {
+  for (const char* a : {"0.0.0.0",
+                        "10.0.0.1",
+                        "100.64.0.1",
+                        "127.0.0.1",
+                        "127.255.255.254",
+                        "169.254.1.1",
+                        "172.16.0.1",
+                        "172.31.255.255",
+                        "192.168.1.1",
+                        "224.0.0.1",
+                        "240.0.0.1",
+                        "255.255.255.255",
+                        "::",
+                        "::1",
+                        "fc00::1",
+                        "fd12:3456::1",
+                        "fe80::1",
+                        "ff02::1",
+                        "::ffff:10.0.0.1",
+                        "::ffff:127.0.0.1"})
+    CHECK(is_internal_address(a));
+  for (const char* a :
+       {"192.0.2.25", "8.8.8.8", "172.15.255.255", "172.32.0.1", "100.63.0.1", "11.0.0.1",
+        "2001:db8::1", "2a00:1450::1", "::ffff:192.0.2.1", "mx.example.com", "", "10.0.0.1 "})
+    CHECK_FALSE(is_internal_address(a));
+}

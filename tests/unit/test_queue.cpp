@@ -292,6 +292,7 @@ TEST_CASE(
   Engine e;
   Route r;
   r.name = "secure";
+  r.allow_internal_mx = loopback_networks();
   r.tls = TlsPolicy::required;
   REQUIRE(e.routes.add(r));
   REQUIRE(e.routes.set_default("secure"));
@@ -359,6 +360,7 @@ TEST_CASE("TLS policy required: a failed handshake is never retried in plaintext
   Engine e;
   Route r;
   r.name = "secure";
+  r.allow_internal_mx = loopback_networks();
   r.tls = TlsPolicy::required;
   REQUIRE(e.routes.add(r));
   REQUIRE(e.routes.set_default("secure"));
@@ -393,6 +395,9 @@ TEST_CASE(
   FakeTransport transport(clock);
   resolver.set_mx("example.com", {{10, "mx.example.com"}});
   resolver.set_addresses("mx.example.com", {"127.0.0.10"});
+  Route mx = routes.default_route();
+  mx.allow_internal_mx = loopback_networks();
+  REQUIRE(routes.add(mx));
   Queue queue(storage, routes, clock, &sink, qc);
   Deliverer deliverer(queue, resolver, transport);
   deliverer.start();

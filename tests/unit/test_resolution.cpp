@@ -23,6 +23,8 @@ struct Fixture {
     auto route = std::make_shared<Route>();
     route->name = "tcp_local";
     route->mx_port = 2525;
+    route->allow_internal_mx = {Network::parse("127.0.0.0/8").value(),
+                                Network::parse("::1").value()};  // the tests' hosts
     route->nxdomain_is_permanent = nxdomain_bounces;
     return Destination{domain, domain, route};
   }
@@ -161,4 +163,93 @@ TEST_CASE("resolution: when the owner is gone the answer goes nowhere and no fur
   f.clock.run_pending();
   CHECK_FALSE(called);
   CHECK(f.resolver.queries() == before);  // the MX answer started no address query
+}
+
+TEST_CASE(
+    "resolution: an MX host written as an address is not used, and said, and none left is 5.4.4",
+    "[delivery][resolution]") {
+  Fixture f;
+  f.resolver.set_mx("t.test", {{10, "127.0.1.18"}, {20, "mx.t.test"}, {30, "[127.0.0.9]"}});
+  f.resolver.set_addresses("mx.t.test", {"127.0.0.21"});
+  auto r = f.run(f.mx("t.test"));
+  REQUIRE(r);
+  REQUIRE_FALSE(r->failed);
+  CHECK(addresses(*r) == std::vector<std::string>{"mx.t.test=127.0.0.21:2525"});
+  CHECK(r->warnings ==
+        std::vector<std::string>{
+            "MX host 127.0.1.18 of t.test is an address, not a host name (RFC 5321 section "
+            "5.1): not used",
+            "MX host [127.0.0.9] of t.test is an address, not a host name (RFC 5321 section "
+            "5.1): not used"});
+  CHECK(f.resolver.queries() == 2);  // the MX and mx.t.test: the addresses were not looked up
+
+  f.resolver.set_mx("only.test", {{10, "127.0.1.18"}});
+  r = f.run(f.mx("only.test"));
+  REQUIRE(r);
+  REQUIRE(r->failed);
+  CHECK(r->reply.to_string() == "550 5.4.4 [internal] no MX host has a valid address");
+  CHECK(r->warnings.size() == 1);
+}
+
+TEST_CASE(
+    "resolution: an MX host's internal address is not dialled unless the route allows its "
+    "network",
+    "[delivery][resolution]") {
+  Fixture f;
+  f.resolver.set_mx("t.test", {{10, "inside.t.test"}, {20, "outside.t.test"}});
+  f.resolver.set_addresses("inside.t.test", {"10.1.2.3", "192.168.0.7", "::ffff:172.16.0.1"});
+  f.resolver.set_addresses("outside.t.test", {"192.0.2.25", "fe80::1"});
+  Destination d = f.mx("t.test");
+  auto r = f.run(d);
+  REQUIRE(r);
+  REQUIRE_FALSE(r->failed);
+  CHECK(addresses(*r) == std::vector<std::string>{"outside.t.test=192.0.2.25:2525"});
+  CHECK(r->warnings ==
+        std::vector<std::string>{
+            "MX host inside.t.test of t.test has the internal address 10.1.2.3: not dialled "
+            "(not in the route's allow_internal_mx)",
+            "MX host inside.t.test of t.test has the internal address 192.168.0.7: not dialled "
+            "(not in the route's allow_internal_mx)",
+            "MX host inside.t.test of t.test has the internal address ::ffff:172.16.0.1: not "
+            "dialled (not in the route's allow_internal_mx)",
+            "MX host outside.t.test of t.test has the internal address fe80::1: not dialled "
+            "(not in the route's allow_internal_mx)"});
+
+  // A route that allows 10.0.0.0/8 dials that one, and only it.
+  auto route = std::make_shared<Route>(*d.route);
+  route->allow_internal_mx = {Network::parse("10.0.0.0/8").value()};
+  d.route = route;
+  r = f.run(d);
+  REQUIRE(r);
+  CHECK(addresses(*r) ==
+        std::vector<std::string>{"inside.t.test=10.1.2.3:2525", "outside.t.test=192.0.2.25:2525"});
+  CHECK(r->warnings.size() == 3);
+
+  // Every address internal: no MX host has a valid address.
+  f.resolver.set_mx("all.test", {{10, "inside.t.test"}});
+  r = f.run(f.mx("all.test"));
+  REQUIRE(r);
+  REQUIRE(r->failed);
+  CHECK(r->reply.to_string() == "550 5.4.4 [internal] no MX host has a valid address");
+
+  // The implicit MX is held to the same rule (and, being the domain itself, deferred).
+  f.resolver.set_mx_status("implicit.test", DnsStatus::no_data);
+  f.resolver.set_addresses("implicit.test", {"10.9.9.9"});
+  r = f.run(f.mx("implicit.test"));
+  REQUIRE(r);
+  REQUIRE(r->failed);
+  CHECK(r->reply.code == 421);
+  CHECK(r->warnings.size() == 1);
+}
+
+TEST_CASE("resolution: a static route's hosts are the operator's: internal addresses are dialled",
+          "[delivery][resolution]") {
+  Fixture f;
+  f.resolver.set_addresses("relay.internal", {"10.0.0.25"});
+  auto r = f.run(f.smart({{"relay.internal", 25}, {"192.168.1.1", 2525}}));
+  REQUIRE(r);
+  REQUIRE_FALSE(r->failed);
+  CHECK(addresses(*r) ==
+        std::vector<std::string>{"relay.internal=10.0.0.25:25", "192.168.1.1=192.168.1.1:2525"});
+  CHECK(r->warnings.empty());
 }

@@ -37,6 +37,7 @@ TEST_CASE(
     Engine e;
     Route r;
     r.name = "strict";
+    r.allow_internal_mx = loopback_networks();
     r.nxdomain_is_permanent = true;
     REQUIRE(e.routes.add(r));
     REQUIRE(e.routes.set_default("strict"));
@@ -60,6 +61,7 @@ TEST_CASE(
   Engine e;
   Route r;
   r.name = "strict";
+  r.allow_internal_mx = loopback_networks();
   r.nxdomain_is_permanent = true;
   REQUIRE(e.routes.add(r));
   REQUIRE(e.routes.set_default("strict"));

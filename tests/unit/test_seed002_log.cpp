@@ -32,6 +32,7 @@ TEST_CASE(
   Engine e({100, Duration(15min)}, qc);
   Route local;
   local.name = "tcp_local";
+  local.allow_internal_mx = loopback_networks();
   REQUIRE(e.routes.add(local));
   REQUIRE(e.routes.set_default("tcp_local"));
   e.resolver.set_mx("some.org", {{10, "host.some.org"}});

@@ -97,7 +97,9 @@ struct AresResolverStats {
   std::uint64_t coalesced = 0;     ///< requests that joined an identical query in flight
   std::uint64_t cache_hits = 0;
   std::uint64_t cache_misses = 0;
-  std::uint64_t deadline_expired = 0;     ///< queries ended by `query_deadline`
+  std::uint64_t deadline_expired = 0;  ///< queries ended by `query_deadline`
+  /// CNAME chains a server answered without following them, followed here (at most 8 links)
+  std::uint64_t cname_chased = 0;
   std::uint64_t callback_exceptions = 0;  ///< exceptions thrown by callbacks, caught
   std::size_t cache_entries = 0;
   std::size_t in_flight = 0;  ///< DNS queries waiting for c-ares
@@ -113,6 +115,9 @@ struct AresResolverStats {
 ///    when either family has addresses (the other family's failure is noted in `detail`);
 ///    `nxdomain` when the name does not exist; `no_data` when neither family has records;
 ///    otherwise the transient failure. An IP literal answers itself without DNS.
+///  - CNAMEs are followed: inside an answer (the server followed them), and by asking again
+///    for the chain's end when an answer holds only the CNAME (a server that does not follow
+///    them), at most 8 links; `AddressAnswer::canonical` names where the chain ended.
 ///  - Failures carry a `detail` for the log, e.g. "nope.test MX: no such domain (NXDOMAIN)"
 ///    or "x.test MX: SERVFAIL or REFUSED from every nameserver, or connection refused
 ///    (127.0.0.1:5353)"; answers served from the cache say "(cached)".

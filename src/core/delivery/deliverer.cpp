@@ -180,6 +180,7 @@ void Deliverer::Impl::resolve(const std::shared_ptr<Run>& run) {
 
 void Deliverer::Impl::resolved(const std::shared_ptr<Run>& run, detail::Resolution r) {
   if (r.dns_failure) stats.dns_failures++;
+  for (auto& warning : r.warnings) notice(EventKind::notice, run->key(), std::move(warning));
   if (r.failed) {
     run->phase = Run::Phase::fresh;
     auto jobs = std::move(run->jobs);

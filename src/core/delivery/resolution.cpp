@@ -11,6 +11,7 @@ namespace {
 // The addresses of a list of hosts, looked up in parallel and joined in the hosts' order.
 struct HostLookup {
   std::vector<std::vector<Target>> per_host;
+  std::vector<std::string> aliases;  ///< "host is an alias of canonical" lines
   std::vector<DnsStatus> statuses;
   std::vector<std::string> problems;
   std::size_t left = 0;
@@ -35,6 +36,10 @@ void look_up(const std::vector<Target>& hosts, Resolver& resolver, Clock& clock,
   lookup->statuses.assign(hosts.size(), DnsStatus::ok);
   lookup->left = hosts.size();
   lookup->finish = std::move(finish);
+  if (hosts.empty()) {  // nothing to look up: the answer still comes on a later turn
+    clock.schedule(Duration{0}, [lookup] { lookup->finish(*lookup); });
+    return;
+  }
   for (std::size_t i = 0; i < hosts.size(); ++i) {
     const Target h = hosts[i];
     if (is_ip_literal(h.host)) {
@@ -47,6 +52,8 @@ void look_up(const std::vector<Target>& hosts, Resolver& resolver, Clock& clock,
       if (a.status == DnsStatus::ok) {
         for (auto& addr : a.addresses)
           lookup->per_host[i].push_back({h.host, h.preference, addr, h.port});
+        if (!a.canonical.empty())
+          lookup->aliases.push_back(h.host + " is an alias (CNAME) of " + a.canonical);
       } else {
         lookup->problems.push_back(
             h.host + ": " + to_string(a.status) +
@@ -86,22 +93,57 @@ void resolve_static(const Destination& dest, Resolver& resolver, Clock& clock,
   });
 }
 
+// Drops the targets whose address is internal and outside the route's allowed networks,
+// each with a warning.
+void drop_internal(std::vector<Target>& targets, const Destination& dest,
+                   std::vector<std::string>& warnings) {
+  const auto& allowed = dest.route->allow_internal_mx;
+  auto refused = [&](const Target& t) {
+    if (!is_internal_address(t.address)) return false;
+    for (const Network& n : allowed)
+      if (n.contains(t.address)) return false;
+    warnings.push_back("MX host " + t.host + " of " + dest.domain + " has the internal address " +
+                       t.address + ": not dialled (not in the route's allow_internal_mx)");
+    return true;
+  };
+  targets.erase(std::remove_if(targets.begin(), targets.end(), refused), targets.end());
+}
+
 // `implicit`: the host list is the domain itself (no MX record).
 void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRecord> mx,
                       bool implicit, Resolver& resolver, Clock& clock, const LocalIdentity& self,
                       std::function<void(Resolution)> done) {
   std::vector<Target> hosts;
-  for (const auto& m : mx) hosts.push_back({m.exchange, m.preference, "", dest->route->mx_port});
+  std::vector<std::string> warnings;
+  for (const auto& m : mx) {
+    const std::string& name = m.exchange;
+    const bool bracketed = name.size() > 2 && name.front() == '[' && name.back() == ']';
+    if (is_ip_literal(name) || (bracketed && is_ip_literal(name.substr(1, name.size() - 2)))) {
+      warnings.push_back("MX host " + name + " of " + dest->domain +
+                         " is an address, not a host name (RFC 5321 section 5.1): not used");
+      continue;
+    }
+    hosts.push_back({name, m.preference, "", dest->route->mx_port});
+  }
   look_up(hosts, resolver, clock, false,
-          [dest, implicit, addresses = self.addresses, done = std::move(done)](HostLookup& l) {
+          [dest, implicit, addresses = self.addresses, warnings = std::move(warnings),
+           done = std::move(done)](HostLookup& l) mutable {
             Resolution r;
+            r.warnings = std::move(warnings);
+            for (const auto& alias : l.aliases)
+              r.warnings.push_back("MX host " + alias + " (" + dest->domain +
+                                   "): an MX names a host, not an alias (RFC 2181 section "
+                                   "10.3); used");
             r.targets = l.targets();
             if (!cut_local_addresses(r.targets, addresses)) {
-              done(failure(
+              Resolution f = failure(
                   replies::mx_loops_to_self(),
-                  Note::about_dns("the best MX for " + dest->domain + " has this host's address")));
+                  Note::about_dns("the best MX for " + dest->domain + " has this host's address"));
+              f.warnings = std::move(r.warnings);
+              done(std::move(f));
               return;
             }
+            drop_internal(r.targets, *dest, r.warnings);
             if (r.targets.empty()) {
               std::string detail = "no address for any MX host of " + dest->domain;
               for (auto& p : l.problems) detail += "; " + p;
@@ -112,7 +154,9 @@ void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRec
               // domain itself without an address (seed 001), is a deferral.
               const Reply reply = transient || implicit ? replies::domain_does_not_resolve()
                                                         : replies::no_mx_host_address();
-              done(failure(reply, Note::about_dns(detail), transient));
+              Resolution f = failure(reply, Note::about_dns(detail), transient);
+              f.warnings = std::move(r.warnings);
+              done(std::move(f));
               return;
             }
             done(std::move(r));

@@ -4,7 +4,10 @@
 // Postfix's smtp_addr.c, as mailq does it: a static route's hosts in order (names looked up,
 // address literals as they are); an MX route's MX records by preference with a random order
 // among equals (RFC 5321 §5.1), the implicit MX when there is none, the null MX (RFC 7505),
-// and the MX list cut where it reaches this host (by name or by address: a mail loop).
+// and the MX list cut where it reaches this host (by name or by address: a mail loop). What
+// DNS gives for an MX route is the recipient domain's word: an MX host written as an address
+// is not used (RFC 5321 §5.1: it names a host), and an internal address (loopback, private,
+// link-local) is not dialled unless the route allows its network.
 #pragma once
 
 #include <functional>
@@ -35,6 +38,9 @@ struct Resolution {
   Reply reply;               ///< when failed: what the jobs get
   Note note;                 ///< when failed: what the log shows
   bool dns_failure = false;  ///< a transient DNS failure (counted in the statistics)
+  /// What the operator should hear about, failed or not: an MX host that is an address, an
+  /// internal address not dialled, an MX host that is an alias.
+  std::vector<std::string> warnings;
 };
 
 /// Starts resolving `destination`; `done` runs exactly once, on a later loop turn (never from
