@@ -42,7 +42,10 @@ struct SmtpTimeouts {
   Duration mail{std::chrono::minutes(5)};
   Duration rcpt{std::chrono::minutes(5)};
   Duration data_init{std::chrono::minutes(2)};
+  /// While the body goes out: how long a write may make no progress (the server takes
+  /// nothing), restarted by every write that completes (RFC 5321 4.5.3.2.5).
   Duration data_block{std::chrono::minutes(3)};
+  /// The reply to the final dot, from when the dot was written (RFC 5321 4.5.3.2.6).
   Duration data_term{std::chrono::minutes(10)};
   Duration rset{std::chrono::minutes(2)};
   Duration quit{std::chrono::seconds(30)};

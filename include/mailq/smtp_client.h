@@ -113,6 +113,12 @@ struct SmtpClientOptions {
   SmtpTimeouts timeouts;
   std::size_t max_reply_line = 4096;  ///< a longer reply line is a protocol error
   std::size_t max_reply_lines = 256;  ///< a longer multi-line reply is a protocol error
+  /// The host reports write progress (`on_output_progress`, `on_output_drained`), as the
+  /// Deliverer does: the message body then has `timeouts.data_block` per write (no progress
+  /// for that long fails it: RFC 5321 section 4.5.3.2.5), and the reply to the final dot
+  /// `timeouts.data_term` from when the dot was written. Without it the client allows one
+  /// data-block timeout per started MiB of body, plus the data-termination timeout.
+  bool reports_output_progress = false;
 };
 
 /// One transaction: an envelope and a body. The body is RFC 5322 text with any line endings;
@@ -197,6 +203,9 @@ class SmtpClient {
   /// `now`. A host that cannot tell may never call it: the client then allows one data-block
   /// timeout per started MiB of encoded body for writing, plus the data-termination timeout.
   void on_output_drained(TimePoint now);
+  /// Optional: some of the output was written. While the body is going out this restarts
+  /// the data-block timeout from `now` (see `SmtpClientOptions::reports_output_progress`).
+  void on_output_progress(TimePoint now);
 
   // --- what to do (commands) ---
   /// Starts a transaction. Only when `ready()`; otherwise ignored and returns false.

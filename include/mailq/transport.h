@@ -73,6 +73,12 @@ class ConnectionHandler {
   virtual void on_tls(const Result<TlsInfo>& result) = 0;
   /// The peer closed (success) or an I/O error ended the connection. Nothing else follows.
   virtual void on_close(const Result<void>& result) = 0;
+  /// Bytes given to `Connection::write` earlier were taken by the network (`idle`: all of
+  /// them, `write_idle()` is true now). A connection whose writes complete after `write`
+  /// returns reports each completion here; the SMTP client runs its data-block timeout per
+  /// write from it, and the data-termination timeout from when the final dot went out (RFC
+  /// 5321 section 4.5.3.2). Optional for a handler.
+  virtual void on_write_progress(bool idle) { (void)idle; }
 };
 
 /// One established (or establishing) byte stream.

@@ -135,6 +135,9 @@ std::string describe(std::error_code ec) {
 
 class UvConnection;
 
+// The largest single write request (see ConnState::write_raw).
+constexpr std::size_t kWriteChunk = 256 * 1024;
+
 struct ConnState;
 
 struct WriteReq {
@@ -416,9 +419,16 @@ struct ConnState {
 
   // --- writing -----------------------------------------------------------------------------
 
-  // Hands bytes to libuv as they are (plaintext or ciphertext).
+  // Hands bytes to libuv as they are (plaintext or ciphertext), in requests of at most
+  // kWriteChunk octets: each completion is progress the handler hears of (a large body to a
+  // slow peer makes progress chunk by chunk, or stops).
   void write_raw(std::string data) {
-    if (data.empty()) return;
+    if (data.empty() || phase == Phase::finished) return;
+    if (data.size() > kWriteChunk) {
+      for (std::size_t at = 0; at < data.size() && phase != Phase::finished; at += kWriteChunk)
+        write_raw(data.substr(at, kWriteChunk));
+      return;
+    }
     auto* w = new WriteReq{};
     w->data = std::move(data);
     w->state = this;
@@ -457,6 +467,11 @@ struct ConnState {
     --s->writes_in_flight;
     if (status < 0 && status != UV_ECANCELED && s->handler) {
       s->fail(error_from_uv(status), "write failed: " + describe(error_from_uv(status)));
+      return;
+    }
+    if (status == 0 && s->phase != Phase::finished) {
+      const bool idle = s->write_idle();
+      s->notify([&](ConnectionHandler& h) { h.on_write_progress(idle); });
     }
   }
 

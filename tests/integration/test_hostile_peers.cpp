@@ -110,6 +110,36 @@ TEST_CASE(
   CHECK_FALSE(h.server.received_command("EHLO"));
 }
 
+// --- a receiver that stops -----------------------------------------------------------------
+
+TEST_CASE(
+    "hostile peer: a receiver that stops reading after 354 is left data_block after the "
+    "body stopped moving, not after an allowance per MiB",
+    "[hostile][timeout]") {
+  SmtpTimeouts t = short_timeouts();
+  t.data_block = Duration(2s);
+  t.data_term = Duration(3s);
+  // The server reads up to its 354 and then nothing: the socket buffers fill and stay full.
+  Hostile h({HostileScript().greet().ehlo().mail().rcpt().data().wait(30s)}, TlsPolicy::none,
+            t);
+  std::string body = "Subject: big\r\n\r\n";
+  while (body.size() < (16u << 20)) body += std::string(76, 'a') + "\r\n";
+  const auto start = std::chrono::steady_clock::now();
+  MessageId id = h.engine->send("user@example.com", body);
+  REQUIRE(h.engine->settle(id));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto r = h.engine->rcpt(id);
+  REQUIRE(r);
+  CHECK(r->state == RecipientState::deferred);
+  CHECK_THAT(r->last_reply.to_string(),
+             EndsWith("421 4.4.2 [internal] timeout sending the message body"));
+  // The figure for the record: the old allowance was 16 x data_block + data_term = 35 s.
+  WARN("a receiver that stopped reading after 354: a 16 MiB body abandoned "
+       << seconds << " s after it was handed over (data_block 2 s)");
+  CHECK(seconds < 20);
+}
+
 // --- malformed replies --------------------------------------------------------------------
 
 TEST_CASE("hostile peer: a 1 MB greeting line is a protocol error, not a 1 MB buffer",

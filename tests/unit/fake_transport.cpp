@@ -36,8 +36,17 @@ class FakeTransport::Conn final : public Connection {
 
   void write(std::string_view bytes) override {
     if (closed_) return;
+    if (in_data_ && b_.script.stall_body) {
+      stalled_ = true;  // queued forever: no progress, never idle
+      return;
+    }
     in_ += bytes;
     process();
+    // The write completes on a later turn, as a socket's would.
+    std::weak_ptr<bool> alive = alive_;
+    t_.clock_.schedule(Duration{0}, [this, alive] {
+      if (!alive.expired() && !closed_) h_->on_write_progress(!stalled_);
+    });
   }
   void start_tls(const TlsClientOptions&) override {
     std::weak_ptr<bool> alive = alive_;
@@ -47,7 +56,7 @@ class FakeTransport::Conn final : public Connection {
       h_->on_tls(Error(ec, ec.message()));
     });
   }
-  bool write_idle() const override { return true; }
+  bool write_idle() const override { return !stalled_; }
   Endpoint local_endpoint() const override { return {"127.0.0.1", 40000}; }
   Endpoint remote_endpoint() const override { return remote_; }
 
@@ -77,6 +86,7 @@ class FakeTransport::Conn final : public Connection {
         current_.data = in_.substr(0, end + 2);
         in_.erase(0, end + 5);
         in_data_ = false;
+        if (b_.script.no_final_reply) return;
         const std::string& fr = b_.script.final_reply;
         if (!fr.empty() && fr[0] == '2') {
           current_.server = remote_.address + ":" + std::to_string(remote_.port);
@@ -170,6 +180,7 @@ class FakeTransport::Conn final : public Connection {
   bool connected_ = false;
   bool closed_ = false;
   bool in_data_ = false;
+  bool stalled_ = false;
   bool mail_ok_ = false;
   int accepted_ = 0;
   std::string in_;

@@ -37,6 +37,10 @@ struct FakeServerScript {
   /// Recipients accepted per transaction (0 = no limit); the ones beyond get `over_limit`.
   std::size_t max_recipients = 0;
   std::string over_limit = "452 4.5.3 Error: too many recipients";
+  /// After its 354 the server takes nothing more: the body's writes never complete.
+  bool stall_body = false;
+  /// The server takes the whole message and never answers the final dot.
+  bool no_final_reply = false;
 };
 
 class FakeTransport final : public Transport {

@@ -210,3 +210,36 @@ TEST_CASE(
   CHECK(e.queue->find(id) == std::nullopt);
   CHECK(e.count(EventKind::returned) == 1);
 }
+
+TEST_CASE(
+    "Timeouts as configured: a server that stops taking the body is left data_block after the "
+    "last write, one that never answers the dot data_term after it was written",
+    "[deliverer][attempt][timeout]") {
+  Engine e;
+  Route r = e.routes.default_route();
+  r.timeouts.data_block = Duration(2s);
+  r.timeouts.data_term = Duration(3s);
+  REQUIRE(e.routes.add(r));
+  e.resolver.set_mx("example.com", {{10, "mx.example.com"}});
+  e.resolver.set_addresses("mx.example.com", {"127.0.0.10"});
+  const bool stall = GENERATE(true, false);
+  if (stall)
+    e.transport.at("127.0.0.10").script.stall_body = true;
+  else
+    e.transport.at("127.0.0.10").script.no_final_reply = true;
+  e.deliverer->start();
+  // Five MiB: the old allowance would have been 5 x data_block + data_term = 13 s.
+  std::string body = "Subject: big\r\n\r\n";
+  while (body.size() < (5u << 20)) body += std::string(76, 'a') + "\r\n";
+  MessageId id = e.send("s@example.org", {"u@example.com"}, body);
+  e.settle();  // connected, MAIL, RCPT, DATA, 354: the body went out (or stalled) now
+  REQUIRE(e.rcpt(id).state == RecipientState::queued);
+  const Duration limit = stall ? Duration(2s) : Duration(3s);
+  e.clock.advance(limit - Duration(1));
+  CHECK(e.rcpt(id).state == RecipientState::queued);  // still in its transaction
+  e.clock.advance(Duration(1));
+  CHECK(e.rcpt(id).state == RecipientState::deferred);
+  CHECK(e.rcpt(id).last_reply.to_string() ==
+        (stall ? "421 4.4.2 [internal] timeout sending the message body"
+               : "421 4.4.2 [internal] timeout waiting for reply to end of data"));
+}

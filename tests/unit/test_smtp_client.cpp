@@ -1250,6 +1250,49 @@ TEST_CASE("SmtpClient: the body allowance grows with the body size", "[smtp][cli
         s.now + s.options.timeouts.data_block * 4 + s.options.timeouts.data_term);
 }
 
+TEST_CASE(
+    "SmtpClient: a host that reports write progress gets a data-block timeout per write and "
+    "the data-termination timeout from the dot",
+    "[smtp][client][timeout]") {
+  SmtpClientOptions o = Session::make_options();
+  o.reports_output_progress = true;
+  o.timeouts.data_block = Duration(2000);
+  o.timeouts.data_term = Duration(3000);
+  Session s(o);
+  s.open_ready(kEhloPlain);
+  std::string big(5 * 1024 * 1024, 'a');  // five MiB: no longer five data blocks
+  REQUIRE(s.send(txn({"a@example.org"}, big)));
+  s.wrote();
+  s.server("250 ok\r\n");
+  s.wrote();
+  s.server("250 ok\r\n");
+  s.wrote();
+  s.server("354 go\r\n");
+  CHECK(s.wrote().size() == big.size() + 5);
+  CHECK(s.client->deadline() == s.now + Duration(2000));
+  // Each write that completes restarts the data block.
+  s.advance(Duration(1500));
+  s.client->on_output_progress(s.now);
+  CHECK(s.client->deadline() == s.now + Duration(2000));
+  SECTION("the server stops taking the body") {
+    s.advance(Duration(2000));
+    s.timeout();
+    const auto& done = s.get<smtp_event::TransactionDone>(0);
+    CHECK(str(done.replies[0]) == "421 4.4.2 [internal] timeout sending the message body");
+  }
+  SECTION("the body is out: the reply to the dot has data_term from then") {
+    s.advance(Duration(700));
+    s.client->on_output_drained(s.now);
+    CHECK(s.client->deadline() == s.now + Duration(3000));
+    s.client->on_output_progress(s.now + Duration(100));  // late news changes nothing
+    CHECK(s.client->deadline() == s.now + Duration(3000));
+    s.advance(Duration(3000));
+    s.timeout();
+    const auto& done = s.get<smtp_event::TransactionDone>(0);
+    CHECK(str(done.replies[0]) == "421 4.4.2 [internal] timeout waiting for reply to end of data");
+  }
+}
+
 // --- connection lost and quit ---------------------------------------------------------------
 
 TEST_CASE("SmtpClient: connection lost mid-body", "[smtp][client]") {

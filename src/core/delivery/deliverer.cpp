@@ -136,6 +136,7 @@ SmtpClientOptions Deliverer::Impl::client_options(const Run& run, const detail::
                                                   bool plaintext) {
   const Route& route = run.route();
   SmtpClientOptions o;
+  o.reports_output_progress = true;  // the Session passes the transport's write progress on
   o.helo_name = route.helo.empty() ? config.helo_name : route.helo;
   o.tls = route.tls;
   const std::string tls_key = target.address + ":" + std::to_string(target.port);

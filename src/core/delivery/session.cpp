@@ -82,12 +82,24 @@ void Session::on_close(const Result<void>& result) {
   if (!dead) owner_.on_session_closed(*this);
 }
 
+void Session::on_write_progress(bool idle) {
+  if (dead) return;
+  const TimePoint now = clock_.now();
+  client_.on_output_progress(now);
+  if (idle) client_.on_output_drained(now);
+  pump();
+}
+
 void Session::pump() {
   if (in_pump_) return;            // the outer pump writes what this call would have written
   auto self = shared_from_this();  // events may end the session
   in_pump_ = true;
   while (!dead) {
-    if (client_.has_output() && conn_) conn_->write(client_.take_output());
+    if (client_.has_output() && conn_) {
+      conn_->write(client_.take_output());
+      // Taken at once (the usual case): the final dot, if it was in there, is out now.
+      if (conn_->write_idle()) client_.on_output_drained(clock_.now());
+    }
     auto ev = client_.next_event();
     if (!ev) break;
     if (auto* st = std::get_if<smtp_event::StartTls>(&*ev)) {

@@ -61,6 +61,7 @@ class Session final : public ConnectionHandler, public std::enable_shared_from_t
   void on_read(std::string_view data) override;
   void on_tls(const Result<TlsInfo>& result) override;
   void on_close(const Result<void>& result) override;
+  void on_write_progress(bool idle) override;
 
   /// The server, once connected (the TLS facts as the client knows them now).
   std::optional<Hop> hop() const;

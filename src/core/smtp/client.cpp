@@ -171,8 +171,19 @@ void SmtpClient::on_timeout(TimePoint now) {
     s.close_session();
     return;
   }
-  Reply r = replies::connection_lost("timeout waiting for " + s.awaited());
+  // The body not yet taken by the server is not a wait for a reply.
+  const bool body_stalled = s.phase == SmtpPhase::body && s.opt.reports_output_progress;
+  Reply r = replies::connection_lost(body_stalled ? std::string("timeout sending the message body")
+                                                  : "timeout waiting for " + s.awaited());
   s.fail(s.phase, r, !s.ready_emitted, s.phase == SmtpPhase::tls_handshake, &r);
+}
+
+void SmtpClient::on_output_progress(TimePoint now) {
+  Impl& s = *impl_;
+  if (s.finished || s.pending.empty() || !s.opt.reports_output_progress) return;
+  const Impl::Pending& p = s.pending.front();
+  if (p.cmd == Impl::Cmd::data_term && p.body && p.sent)
+    s.deadline = now + s.opt.timeouts.data_block;
 }
 
 void SmtpClient::on_output_drained(TimePoint now) {

@@ -103,6 +103,7 @@ Duration SmtpClient::Impl::timeout_of(const Pending& p) const {
     case Cmd::data:
       return t.data_init;
     case Cmd::data_term:
+      if (p.body && opt.reports_output_progress) return t.data_block;  // per write
       if (p.body && txn) {
         // The host did not (yet) tell us the body is written: allow one data-block timeout
         // per started MiB for writing it, then the data-termination timeout.
