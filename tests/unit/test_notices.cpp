@@ -143,3 +143,20 @@ TEST_CASE("notices: which recipients a DSN reports, by action and NOTIFY", "[que
   m.reverse_path.clear();
   CHECK_FALSE(dsn_due(m, all, DsnAction::failed, c, kT0));
 }
+
+TEST_CASE("a returned recipient without a DSN says why: the null sender, or its NOTIFY",
+          "[queue][notices]") {
+  MessageRecord m = record(4);
+  m.recipients[1].notify = kNotifyNever;
+  m.recipients[2].notify = kNotifyDelay;
+  m.recipients[3].notify = kNotifyFailure | kNotifyDelay;
+  CHECK(no_dsn_reason(m, m.recipients[0]).empty());  // no NOTIFY: failures are reported
+  CHECK(no_dsn_reason(m, m.recipients[1]) == "no delivery status notification: NOTIFY=NEVER");
+  CHECK(no_dsn_reason(m, m.recipients[2]) ==
+        "no delivery status notification: NOTIFY without FAILURE");
+  CHECK(no_dsn_reason(m, m.recipients[3]).empty());
+  m.reverse_path.clear();
+  for (const auto& r : m.recipients)
+    CHECK(no_dsn_reason(m, r) ==
+          "no delivery status notification: the sender is <> (RFC 5321 section 4.5.5)");
+}

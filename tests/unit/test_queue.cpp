@@ -59,6 +59,14 @@ TEST_CASE("No DSN is ever produced for a message with the null reverse path", "[
   CHECK(e.queue->find(id) == std::nullopt);
   CHECK(e.queue->size() == 0);
   CHECK(e.count(EventKind::returned) == 1);
+  // The R record says why no notification went out.
+  bool said = false;
+  for (const auto& ev : e.events.events)
+    if (ev.kind == EventKind::returned)
+      for (const auto& d : ev.diagnostic)
+        said = said || d == "no delivery status notification: the sender is <> (RFC 5321 "
+                            "section 4.5.5)";
+  CHECK(said);
 }
 
 TEST_CASE("RetryPolicy: exponential with floor and ceiling, jitter bounded, explicit schedule",

@@ -219,6 +219,7 @@ void QueueCore::expire_message(SlotId s, TimePoint now) {
     Event ev = make_event(EventKind::returned, m, r, m.attempts);
     ev.time = now;
     ev.diagnostic.push_back(r.last_reply.to_string());
+    if (auto why = no_dsn_reason(m, r); !why.empty()) ev.diagnostic.push_back(std::move(why));
     emit(std::move(ev));
   }
   (void)send_dsn(m, expired, DsnAction::failed, /*remove_original=*/true);

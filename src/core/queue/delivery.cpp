@@ -96,6 +96,8 @@ void QueueCore::complete(const Job& job, const std::vector<RecipientOutcome>& ou
     Event ev = make_event(t.kind, m, r, attempts_before);
     ev.diagnostic = t.diagnostic;
     ev.hop = t.hop;
+    if (t.kind == EventKind::returned)
+      if (auto why = no_dsn_reason(m, r); !why.empty()) ev.diagnostic.push_back(std::move(why));
     emit(std::move(ev));
   }
   // An event sink may have removed the message meanwhile; the DSNs below enqueue (the slot

@@ -64,6 +64,15 @@ Applied apply_outcomes(MessageRecord& m, const std::vector<RecipientOutcome>& ou
   return a;
 }
 
+std::string no_dsn_reason(const MessageRecord& m, const RecipientRecord& r) {
+  if (m.reverse_path.empty())
+    return "no delivery status notification: the sender is <> (RFC 5321 section 4.5.5)";
+  if (r.notify & kNotifyNever) return "no delivery status notification: NOTIFY=NEVER";
+  if (r.notify != kNotifyDefault && !(r.notify & kNotifyFailure))
+    return "no delivery status notification: NOTIFY without FAILURE";
+  return std::string();
+}
+
 std::optional<DsnInput> dsn_due(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
                                 DsnAction action, const QueueConfig& config, TimePoint now) {
   if (m.reverse_path.empty() || rcpts.empty()) return std::nullopt;

@@ -42,6 +42,11 @@ Applied apply_outcomes(MessageRecord& m, const std::vector<RecipientOutcome>& ou
 
 /// The notification about `rcpts` of `m` that the NOTIFY rules call for (without the original
 /// message text, which the caller reads from its storage); nullopt when none is due.
+/// Why a returned recipient gets no "failed" DSN, as a log line, or "" when it gets one: the
+/// sender is <> (RFC 5321 section 4.5.5: no notification about a notification), or its
+/// NOTIFY parameter excludes failures.
+std::string no_dsn_reason(const MessageRecord& m, const RecipientRecord& r);
+
 std::optional<DsnInput> dsn_due(const MessageRecord& m, const std::vector<std::size_t>& rcpts,
                                 DsnAction action, const QueueConfig& config, TimePoint now);
 

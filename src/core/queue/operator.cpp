@@ -119,6 +119,7 @@ Result<void> QueueCore::bounce(MessageId id, std::string_view reason) {
     counters_.bounced++;
     Event ev = make_event(EventKind::returned, m, r, m.attempts);
     ev.diagnostic.push_back(reply.to_string());
+    if (auto why = no_dsn_reason(m, r); !why.empty()) ev.diagnostic.push_back(std::move(why));
     emit(std::move(ev));
   }
   const auto sent = send_dsn(m, bounced, DsnAction::failed, /*remove_original=*/true);
