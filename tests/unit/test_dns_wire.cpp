@@ -53,6 +53,16 @@ struct Msg {
     u16(type);
     u16(1);
   }
+  // RR with its owner name written out.
+  void rr_named(const std::string& owner, unsigned type, std::uint32_t ttl,
+                const std::vector<unsigned char>& rdata) {
+    name(owner);
+    u16(type);
+    u16(1);
+    u32(ttl);
+    u16(static_cast<unsigned>(rdata.size()));
+    b.insert(b.end(), rdata.begin(), rdata.end());
+  }
   // RR whose owner is a compression pointer to the question name (offset 12).
   void rr_ptr_owner(unsigned type, std::uint32_t ttl, const std::vector<unsigned char>& rdata) {
     u16(0xC00C);
@@ -214,4 +224,58 @@ TEST_CASE("dns wire names query types for logs", "[dns_wire]") {
   CHECK(mailq::detail::dns_type_name(kDnsTypeMx) == "MX");
   CHECK(mailq::detail::dns_type_name(28) == "AAAA");
   CHECK(mailq::detail::dns_type_name(99) == "TYPE99");
+}
+
+TEST_CASE("dns wire finds where a CNAME chain the server did not follow ends", "[dns_wire]") {
+  auto name_of = [](const std::string& n) {
+    Msg m;
+    m.name(n);
+    return m.b;
+  };
+  SECTION("one link, nothing of the type: its target") {
+    Msg m;
+    m.header(0, 1, 0);
+    m.question("Alias.Example.ORG", kDnsTypeMx);
+    m.rr_ptr_owner(kDnsTypeCname, 300, name_of("MX-Host.other.test"));
+    auto t = scan_dns_ttls(m.b.data(), m.b.size(), kDnsTypeMx);
+    REQUIRE(t);
+    CHECK(t->cname_target == "mx-host.other.test");
+  }
+  SECTION("two links: the last target") {
+    Msg m;
+    m.header(0, 2, 0);
+    m.question("a.test", kDnsTypeA);
+    m.rr_ptr_owner(kDnsTypeCname, 300, name_of("b.test"));
+    m.rr_named("b.test", kDnsTypeCname, 300, name_of("c.test"));
+    auto t = scan_dns_ttls(m.b.data(), m.b.size(), kDnsTypeA);
+    REQUIRE(t);
+    CHECK(t->cname_target == "c.test");
+  }
+  SECTION("followed by the server: nothing to chase") {
+    Msg m;
+    m.header(0, 2, 0);
+    m.question("a.test", kDnsTypeA);
+    m.rr_ptr_owner(kDnsTypeCname, 300, name_of("b.test"));
+    m.rr_named("b.test", kDnsTypeA, 300, {192, 0, 2, 1});
+    auto t = scan_dns_ttls(m.b.data(), m.b.size(), kDnsTypeA);
+    REQUIRE(t);
+    CHECK(t->cname_target.empty());
+  }
+  SECTION("a loop: nothing to chase") {
+    Msg m;
+    m.header(0, 2, 0);
+    m.question("a.test", kDnsTypeA);
+    m.rr_ptr_owner(kDnsTypeCname, 300, name_of("b.test"));
+    m.rr_named("b.test", kDnsTypeCname, 300, name_of("a.test"));
+    auto t = scan_dns_ttls(m.b.data(), m.b.size(), kDnsTypeA);
+    REQUIRE(t);
+    CHECK(t->cname_target.empty());
+  }
+  SECTION("a CNAME whose target runs off the message is malformed") {
+    Msg m;
+    m.header(0, 1, 0);
+    m.question("a.test", kDnsTypeA);
+    m.rr_ptr_owner(kDnsTypeCname, 300, {5, 'b', 'c'});
+    CHECK_FALSE(scan_dns_ttls(m.b.data(), m.b.size(), kDnsTypeA));
+  }
 }
