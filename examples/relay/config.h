@@ -28,6 +28,10 @@
 
 namespace mailq::relay {
 
+/// In the spool directory of a running relay whose `control` is not `<spool>/control.sock`:
+/// the socket's path, one line, so that the tools given only `--spool` find it.
+inline constexpr const char* kControlPathFile = "control.path";
+
 /// The receiving side (`listen`): who may submit and how much.
 struct ListenConfig {
   std::string address;  ///< "127.0.0.1:2525" / "[::1]:2525"; empty = no listener

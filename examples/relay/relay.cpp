@@ -3,8 +3,10 @@
 
 #include <fmt/format.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 
@@ -222,6 +224,7 @@ struct Relay::Impl {
         const int status = ec == std::errc::address_in_use ? kExitUnavailable : kExitCantCreate;
         return fail(status, control->last_error());
       }
+      note_control_path();
       if (!config.listen.address.empty()) {
         if (auto ec = start_listener()) return ec;
       }
@@ -466,6 +469,26 @@ struct Relay::Impl {
     });
   }
 
+  // Where the tools find the control socket from the spool alone: `<spool>/control.path`
+  // holds its path when the configuration moved it from `<spool>/control.sock`.
+  std::string control_path_note() const { return config.spool + "/" + kControlPathFile; }
+  void note_control_path() {
+    const std::string note = control_path_note();
+    if (config.control == config.spool + "/control.sock") {
+      ::unlink(note.c_str());
+      return;
+    }
+    const std::string tmp = note + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    bool ok = f && std::fprintf(f, "%s\n", config.control.c_str()) > 0;
+    if (f) ok = std::fclose(f) == 0 && ok;
+    if (!ok || std::rename(tmp.c_str(), note.c_str()) != 0) {
+      notice("cannot write " + note + " (" + std::strerror(errno) +
+             "): the tools find the control socket with --config or --control only");
+      ::unlink(tmp.c_str());
+    }
+  }
+
   void teardown() {
     close_handle(once_timer);
     close_handle(sig_term);
@@ -475,6 +498,7 @@ struct Relay::Impl {
     // connections waiting for them still exist: their clients get the answer.
     if (spool && queue) spool->flush();
     metrics_server.reset();
+    if (control) ::unlink(control_path_note().c_str());
     control.reset();
     listener.reset();
     deliverer.reset();

@@ -1,5 +1,8 @@
 #include "examples/relay/tools.h"
 
+#include <algorithm>
+#include <cstdio>
+
 #include "mailq/spool/file_spool.h"
 #include "mailq/spool/layout.h"
 
@@ -62,10 +65,24 @@ Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
   t.spool = !spool_option.empty() ? spool_option : (t.config ? t.config->spool : "");
   if (t.spool.empty()) return Error(errc::bad_state, "--spool is required");
   t.control = control_option;
-  if (t.control.empty())
-    t.control = t.config && t.config->spool == t.spool && !t.config->control.empty()
-                    ? t.config->control
-                    : t.spool + "/control.sock";
+  if (t.control.empty() && t.config && t.config->spool == t.spool && !t.config->control.empty())
+    t.control = t.config->control;
+  if (t.control.empty()) {
+    // A relay whose configuration moved the socket says where, in the spool.
+    t.control = t.spool + "/control.sock";
+    if (FILE* f = std::fopen((t.spool + "/" + kControlPathFile).c_str(), "r")) {
+      char line[4096];
+      if (std::fgets(line, sizeof line, f)) {
+        std::string path(line);
+        while (!path.empty() && (path.back() == '\n' || path.back() == '\r')) path.pop_back();
+        const bool sane = !path.empty() && path[0] == '/' &&
+                          std::none_of(path.begin(), path.end(),
+                                       [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+        if (sane) t.control = path;
+      }
+      std::fclose(f);
+    }
+  }
   return t;
 }
 

@@ -25,7 +25,8 @@ struct ToolTarget {
 
 /// Resolves `--spool`, `--config` and `--control`: the spool from the option or else the
 /// configuration; the socket from the option, else the configuration's `control` (when it is
-/// about the same spool), else `<spool>/control.sock`. Errors: the configuration's own
+/// about the same spool), else the path a running relay left in `<spool>/control.path`, else
+/// `<spool>/control.sock`. Errors: the configuration's own
 /// (`errc::invalid_parameter` / `errc::storage_failure`, "FILE:LINE: key: what"), or
 /// `errc::bad_state` "--spool is required" when neither names a spool.
 Result<ToolTarget> resolve_tool_target(const std::string& spool_option,

@@ -744,3 +744,41 @@ TEST_CASE("the tools against a running mailq-relay: submit, reports and every co
 }
 
 #endif  // MAILQ_SEND_BIN && MAILQ_QUEUE_BIN && MAILQ_RELAY_BIN
+
+TEST_CASE(
+    "a relay whose configuration moved its control socket tells the tools where, in the "
+    "spool: --spool alone finds it",
+    "[tools][queue][relay][control]") {
+  TempDir dir;
+  const std::string spool = dir.file("spool");
+  const std::string config = dir.file("relay.toml");
+  const std::string socket = dir.file("elsewhere.sock");
+  const std::uint16_t closed = free_tcp_port();
+  REQUIRE(closed != 0);
+  write_file(config, "spool = \"" + spool + "\"\nlog = \"" + dir.file("mail.log") +
+                         "\"\ncontrol = \"" + socket + "\"\n[resolver]\nservers = [\"127.0.0.1:" +
+                         std::to_string(closed) + "\"]\ntimeout = \"200ms\"\n");
+  Daemon relay;
+  std::string error;
+  REQUIRE(relay.start({MAILQ_RELAY_BIN, "--config", config}, dir.file("relay.out"), &error));
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline && ::access(socket.c_str(), F_OK) != 0) {
+    REQUIRE(relay.running());
+    std::this_thread::sleep_for(20ms);
+  }
+  INFO(read_file(dir.file("relay.out")));
+  CHECK(read_file(spool + "/control.path") == socket + "\n");
+  // Only the spool: the relay answers (an offline status would say so), and a submission
+  // goes through it (the spool itself is locked by the relay).
+  ToolRun st = run_tool({MAILQ_QUEUE_BIN, "--spool", spool, "status"});
+  INFO(st.err);
+  REQUIRE(st.status == 0);
+  CHECK(st.out.find("control: " + socket + "\n") != std::string::npos);
+  ToolRun sent = run_tool(
+      {MAILQ_SEND_BIN, "--spool", spool, "-f", "alice@example.org", "bob@example.com"}, kMessage);
+  INFO(sent.err);
+  CHECK(sent.status == 0);
+  REQUIRE(relay.signal(SIGTERM));
+  CHECK(relay.wait(30s) == 0);
+  CHECK(::access((spool + "/control.path").c_str(), F_OK) != 0);  // gone with the relay
+}
