@@ -89,6 +89,11 @@ Result<RelayConfig> load_config(const std::string& path);
 /// The same from text (tests, fuzzing); `name` stands for the file name in messages.
 Result<RelayConfig> parse_config(std::string_view text, std::string_view name = "config");
 
+/// The effective configuration as TOML, every key with the value in force (defaults
+/// included), loadable again to the same settings; a route's password is left out (a comment
+/// says so). `mailq-relay --check --print`.
+std::string print_config(const RelayConfig& config);
+
 /// "250ms", "30s", "15m", "4h", "5d" (also "1h30m"); errors name the text.
 Result<Duration> parse_duration(std::string_view text);
 

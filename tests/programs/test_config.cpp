@@ -627,3 +627,40 @@ TEST_CASE("route_table applies mx_port to MX routes and keeps static hosts", "[c
   CHECK(moved->lookup("special.test").mx_port == 2600);
   CHECK(moved->lookup("a.example.com").hosts[0].port == 587);
 }
+
+TEST_CASE(
+    "the printed effective configuration loads again to the same settings: printing it twice "
+    "gives the same text",
+    "[config][print]") {
+  auto loaded = mailq::relay::load_config(example_path());
+  REQUIRE(loaded);
+  const std::string first = mailq::relay::print_config(*loaded);
+  auto again = parse_config(first, "printed.toml");
+  INFO(first);
+  INFO((again ? std::string() : again.error().message));
+  REQUIRE(again);
+  std::string second = mailq::relay::print_config(*again);
+  // Only the file name in the first line differs.
+  CHECK(second.substr(second.find('\n')) == first.substr(first.find('\n')));
+  // Defaults are there, with the values in force.
+  CHECK(first.find("\n[domain_state]\nfailure_threshold = ") != std::string::npos);
+  CHECK(first.find("timeouts = { connect = ") != std::string::npos);
+  CHECK(first.find("data_term = \"10m\"") != std::string::npos);
+  CHECK(again->routes.size() == loaded->routes.size());
+  CHECK(again->deliverer.cycle == loaded->deliverer.cycle);
+  CHECK(again->queue.retry.floor == loaded->queue.retry.floor);
+  CHECK(again->resolver.cache.max_ttl == loaded->resolver.cache.max_ttl);
+}
+
+TEST_CASE("a printed configuration never shows a route's password", "[config][print]") {
+  auto c = parse_config(
+      "spool = \"/s\"\n[[route]]\nname = \"smart\"\nhosts = [\"relay.example.net:587\"]\n"
+      "tls = \"required\"\nauth = { username = \"u\\\"ser\", password = \"s3cret\" }\n",
+      "relay.toml");
+  REQUIRE(c);
+  const std::string printed = mailq::relay::print_config(*c);
+  CHECK(printed.find("s3cret") == std::string::npos);
+  CHECK(printed.find("# auth: username \"u\\\"ser\", the password is not printed") !=
+        std::string::npos);
+  CHECK(printed.find("hosts = [\"relay.example.net:587\"]") != std::string::npos);
+}
