@@ -3,7 +3,13 @@
 //   mailq-relay --config FILE            run: deliver, accept (listen), serve the control socket
 //   mailq-relay --config FILE --once     deliver what is due, then exit: 0 when the queue is
 //                                        empty, 75 when messages remain (deferred or held)
+//   mailq-relay --config FILE --once --single-pass
+//                                        the same, trying each message due at the start once
+//                                        (a retry that comes due during the run waits)
 //   mailq-relay --config FILE --check    validate the configuration: 0, or 78 and the error
+//   mailq-relay --config FILE --check --print
+//                                        the same, printing the effective configuration
+//                                        (defaults included) as TOML
 //
 // Exit statuses (sysexits): 64 usage, 78 configuration error, 69 the spool, a port or the
 // control socket is held by someone else, 73 the log or the spool cannot be opened, 75 (--once)
@@ -27,7 +33,7 @@ constexpr int kExitUsage = 64;
 int usage(const std::string& why) {
   std::fprintf(stderr,
                "mailq-relay: %s\n"
-               "usage: mailq-relay --config FILE [--once | --check]\n",
+               "usage: mailq-relay --config FILE [--once [--single-pass] | --check [--print]]\n",
                why.c_str());
   return kExitUsage;
 }
@@ -52,7 +58,9 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
   std::string config_path;
   bool once = false;
+  bool single_pass = false;
   bool check = false;
+  bool print = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--config" || a == "-c") {
@@ -62,10 +70,15 @@ int main(int argc, char** argv) {
       config_path = a.substr(9);
     } else if (a == "--once") {
       once = true;
+    } else if (a == "--single-pass") {
+      single_pass = true;
     } else if (a == "--check") {
       check = true;
+    } else if (a == "--print") {
+      print = true;
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: mailq-relay --config FILE [--once | --check]\n");
+      std::printf(
+          "usage: mailq-relay --config FILE [--once [--single-pass] | --check [--print]]\n");
       return 0;
     } else {
       return usage("unknown option " + a);
@@ -73,6 +86,8 @@ int main(int argc, char** argv) {
   }
   if (config_path.empty()) return usage("--config FILE is required");
   if (once && check) return usage("--once and --check exclude each other");
+  if (single_pass && !once) return usage("--single-pass goes with --once");
+  if (print && !check) return usage("--print goes with --check");
 
   auto config = load_config(config_path);
   if (!config) {
@@ -86,7 +101,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "mailq-relay: %s\n", routes.error().message.c_str());
       return kExitConfig;
     }
-    std::printf("%s: configuration OK\n", config_path.c_str());
+    if (print)
+      std::fputs(print_config(*config).c_str(), stdout);
+    else
+      std::printf("%s: configuration OK\n", config_path.c_str());
     return 0;
   }
 
@@ -97,6 +115,7 @@ int main(int argc, char** argv) {
   {
     RelayOptions options;
     options.once = once;
+    options.single_pass = single_pass;
     Relay relay(&loop, std::move(config.value()), options);
     if (relay.start()) {
       std::fprintf(stderr, "mailq-relay: %s\n", relay.last_error().message.c_str());

@@ -89,6 +89,7 @@ struct Relay::Impl {
   uv_signal_t* sig_int = nullptr;
   uv_signal_t* sig_hup = nullptr;
   uv_timer_t* once_timer = nullptr;
+  TimePoint pass_start{};  // --single-pass: what was due then is tried, once
   int once_quiet_checks = 0;
 
   bool started = false;
@@ -269,6 +270,10 @@ struct Relay::Impl {
     notice(what);
 
     deliverer->start();
+    if (options.once && options.single_pass) {
+      pass_start = clock->now();
+      deliverer->limit_to_due_by(pass_start);
+    }
     if (options.once) start_once_watch();
     return {};
   }
@@ -415,8 +420,9 @@ struct Relay::Impl {
     if (stopping || !queue || !deliverer) return;
     // `idle()` also waits for reusable connections to reach [delivery] idle_timeout: a job
     // between DNS and a session is not visible otherwise.
+    const TimePoint limit = options.single_pass ? pass_start : clock->now();
     const bool quiet =
-        deliverer->idle() && spool->pending_inserts() == 0 && deliverer->next_due() > clock->now();
+        deliverer->idle() && spool->pending_inserts() == 0 && deliverer->next_due() > limit;
     // Twice in a row: work handed over through zero-delay timers is visible by then.
     once_quiet_checks = quiet ? once_quiet_checks + 1 : 0;
     if (once_quiet_checks < 2) return;

@@ -31,6 +31,9 @@ struct RelayOptions {
   /// Deliver what is due, then finish: exit status 0 when the queue is empty, 75 (EX_TEMPFAIL)
   /// when messages remain (deferred or held). No listener, control socket or metrics endpoint.
   bool once = false;
+  /// With `once`: each message due at the start is tried once; what is deferred during the
+  /// run waits for a later run, even when its retry comes due before the pass ends.
+  bool single_pass = false;
   /// Handle SIGTERM / SIGINT (graceful shutdown) and SIGHUP (reopen the log) on the loop.
   bool handle_signals = true;
 };

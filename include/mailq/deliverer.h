@@ -81,6 +81,10 @@ class Deliverer {
   /// Makes every deferred recipient due and runs a cycle. Down destinations are still not
   /// tried before their mark expires.
   void flush();
+  /// From now on, take only jobs due by `due_by` (a cycle's "now" never passes it): one pass
+  /// over what was due then. Recipients deferred during the pass wait for a later run; new
+  /// messages (a DSN the pass produced) are still tried. `mailq-relay --once --single-pass`.
+  void limit_to_due_by(TimePoint due_by);
   /// Clears all down marks (what a restart does): messages held back only by a mark are
   /// tried at once; messages with a real failed attempt keep their retry time.
   void reset_domains();

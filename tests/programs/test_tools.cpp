@@ -782,3 +782,56 @@ TEST_CASE(
   CHECK(relay.wait(30s) == 0);
   CHECK(::access((spool + "/control.path").c_str(), F_OK) != 0);  // gone with the relay
 }
+
+TEST_CASE(
+    "mailq-relay --once --single-pass tries each message due at the start once, even when its "
+    "retry comes due before the run ends",
+    "[tools][relay][once]") {
+  TempDir dir;
+  const std::string spool = dir.file("spool");
+  const std::string config = dir.file("relay.toml");
+  const std::string log = dir.file("mail.log");
+  const std::uint16_t closed = free_tcp_port();
+  REQUIRE(closed != 0);
+  BlackholeListener blackhole;  // connections that never complete: 3 s of connect timeout
+  std::string error;
+  REQUIRE(blackhole.start(&error));
+  // internal.example: refused at once, due again a second later (and a queue cycle every
+  // second to take it), no down mark to stop the retries; slow.example keeps the run going
+  // for three seconds.
+  write_file(config, "spool = \"" + spool + "\"\nlog = \"" + log +
+                         "\"\n[resolver]\nservers = [\"127.0.0.1:" + std::to_string(closed) +
+                         "\"]\n[queue]\ncycle = \"1s\"\nretry = { min = \"1s\", max = \"1s\" }\n"
+                         "[domain_state]\nfailure_threshold = 1000\n"
+                         "[[route]]\nname = \"tcp_internal\"\ndomains = [\"internal.example\"]\n"
+                         "hosts = [\"127.0.0.1:" +
+                         std::to_string(closed) +
+                         "\"]\n[[route]]\nname = \"tcp_slow\"\ndomains = [\"slow.example\"]\n"
+                         "hosts = [\"127.0.0.1:" +
+                         std::to_string(blackhole.endpoint().port) +
+                         "\"]\ntimeouts = { connect = \"3s\" }\n");
+  for (const char* to : {"u@internal.example", "v@slow.example"}) {
+    ToolRun sent =
+        run_tool({MAILQ_SEND_BIN, "--config", config, "-f", "alice@example.org", to}, kMessage);
+    INFO(sent.err);
+    REQUIRE(sent.status == 0);
+  }
+  auto attempts = [&](const std::string& channel) {
+    std::size_t n = 0;
+    const std::string text = read_file(log);
+    for (std::size_t at = 0; (at = text.find(channel, at)) != std::string::npos; ++at)
+      if (text.compare(text.find_first_not_of(' ', at + channel.size()), 2, "Q ") == 0) ++n;
+    return n;
+  };
+  const auto start = std::chrono::steady_clock::now();
+  ToolRun once = run_tool({MAILQ_RELAY_BIN, "--config", config, "--once", "--single-pass"});
+  const auto took = std::chrono::steady_clock::now() - start;
+  INFO(once.err);
+  INFO(read_file(log));
+  CHECK(once.status == 75);  // both remain
+  CHECK(took >= 3s);         // the slow destination's connect timeout
+  // Three retry times of internal.example passed during the run; it was tried once.
+  CHECK(attempts("tcp_internal") == 1);
+  CHECK(attempts("tcp_slow") == 1);
+  CHECK(run_tool({MAILQ_RELAY_BIN, "--config", config, "--single-pass"}).status == 64);
+}

@@ -44,7 +44,7 @@ void Deliverer::Impl::arm_cycle() {
 void Deliverer::Impl::run_cycle() {
   if (stopping) return;
   stats.cycles++;
-  const TimePoint now = clock.now();
+  const TimePoint now = due_limit();
   for (const auto& key : port.due_destinations(now)) {
     auto jobs = port.take_due(key, now, config.max_jobs_per_destination_per_cycle);
     bool full = jobs.size() >= config.max_jobs_per_destination_per_cycle;
@@ -255,7 +255,7 @@ bool Deliverer::Impl::refill(Run& run) {
   // Only a cycle's backlog continues: a new message must not pull a waiting backlog along
   // (seed 000: after a down period the backlog waits for the next cycle).
   if (stopping || !started || !run.more_due || !run.jobs.empty()) return false;
-  auto more = port.take_due(run.key(), clock.now(), config.max_jobs_per_destination_per_cycle);
+  auto more = port.take_due(run.key(), due_limit(), config.max_jobs_per_destination_per_cycle);
   run.more_due = more.size() >= config.max_jobs_per_destination_per_cycle;
   for (auto& j : more) {
     if (j.recipients.empty())
@@ -389,6 +389,10 @@ std::size_t Deliverer::jobs() const noexcept {
   std::size_t n = impl_->stats.jobs_in_flight;
   for (const auto& [key, run] : impl_->runs) n += run->jobs.size();
   return n;
+}
+
+void Deliverer::limit_to_due_by(TimePoint due_by) {
+  impl_->horizon = due_by;
 }
 
 TimePoint Deliverer::next_due() const {

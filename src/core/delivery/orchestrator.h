@@ -48,6 +48,9 @@ struct Deliverer::Impl final : detail::SessionOwner, detail::DeliveryListener {
   TimerId cycle_timer = kNoTimer;
   bool started = false;
   bool stopping = false;
+  TimePoint horizon = TimePoint::max();  // limit_to_due_by
+  /// The time jobs must be due by to be taken now.
+  TimePoint due_limit() const { return std::min(clock.now(), horizon); }
   std::function<void()> stop_done;
   std::size_t sessions_open = 0;
   std::deque<std::weak_ptr<Run>> waiting_for_slot;
