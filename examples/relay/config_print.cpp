@@ -66,20 +66,6 @@ std::string number(double v) {
   return s;
 }
 
-const char* tls_name(TlsPolicy p) {
-  switch (p) {
-    case TlsPolicy::none:
-      return "none";
-    case TlsPolicy::opportunistic:
-      return "opportunistic";
-    case TlsPolicy::required:
-      return "required";
-    case TlsPolicy::verify:
-      return "verify";
-  }
-  return "opportunistic";
-}
-
 std::string timeouts(const SmtpTimeouts& t) {
   return fmt::format(
       "{{ connect = {}, greeting = {}, ehlo = {}, starttls = {}, mail = {}, rcpt = {}, "
@@ -162,7 +148,7 @@ void print_route(const RelayConfig& c, std::size_t i, std::string& out) {
       out += fmt::format("# port: {}, [resolver] mx_port\n", r.mx_port);
     out += "allow_internal_mx = " + networks(r.allow_internal_mx) + "\n";
   }
-  out += fmt::format("tls = {}\n", q(tls_name(r.tls)));
+  out += fmt::format("tls = {}\n", q(to_string(r.tls)));
   if (!r.ca_file.empty()) out += "ca_file = " + q(r.ca_file) + "\n";
   if (!r.helo.empty()) out += "helo = " + q(r.helo) + "\n";
   if (r.auth) out += "# auth: username " + q(r.auth->username) + ", the password is not printed\n";

@@ -49,6 +49,29 @@ Envelope envelope(int i) {
   return env.value();
 }
 
+// A first run of a host: three messages submitted to a destination that refuses them, all
+// deferred, the engine stopped. Their ids.
+std::vector<MessageId> leave_three_deferred(EngineConfig c) {
+  std::vector<MessageId> queued;
+  TestLoop loop;
+  std::size_t deferred = 0;
+  c.on_idle = [&](const EngineIdle& idle) { deferred = idle.queued; };
+  auto engine = Engine::open(loop.get(), std::move(c));
+  REQUIRE(engine);
+  for (int i = 0; i < 3; ++i)
+    engine.value()->submit(envelope(i), kBody, [&](Result<MessageId> r) {
+      REQUIRE(r);
+      queued.push_back(r.value());
+    });
+  REQUIRE(loop.run_until([&] { return deferred == 3; }));
+  bool stopped = false;
+  engine.value()->stop([&] { stopped = true; });
+  REQUIRE(loop.run_until([&] { return stopped; }));
+  engine.value().reset();
+  CHECK(loop.close() == 0);
+  return queued;
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -147,28 +170,10 @@ TEST_CASE(
   auto disk = std::make_shared<Disk>();
   TempDir dir;
   const std::uint16_t closed_port = free_tcp_port();  // nothing listens: connections refused
-  std::vector<MessageId> queued;
-  {
-    TestLoop loop;
-    EngineConfig c = config_for(dir, closed_port);
-    c.spool.directory.clear();  // the host's storage instead of a spool
-    c.parts.storage = std::make_unique<BytesStorage>(disk);
-    std::size_t deferred = 0;
-    c.on_idle = [&](const EngineIdle& idle) { deferred = idle.queued; };
-    auto engine = Engine::open(loop.get(), std::move(c));
-    REQUIRE(engine);
-    for (int i = 0; i < 3; ++i)
-      engine.value()->submit(envelope(i), kBody, [&](Result<MessageId> r) {
-        REQUIRE(r);
-        queued.push_back(r.value());
-      });
-    REQUIRE(loop.run_until([&] { return deferred == 3; }));
-    bool stopped = false;
-    engine.value()->stop([&] { stopped = true; });
-    REQUIRE(loop.run_until([&] { return stopped; }));
-    engine.value().reset();
-    CHECK(loop.close() == 0);
-  }
+  EngineConfig first = config_for(dir, closed_port);
+  first.spool.directory.clear();  // the host's storage instead of a spool
+  first.parts.storage = std::make_unique<BytesStorage>(disk);
+  const std::vector<MessageId> queued = leave_three_deferred(std::move(first));
   // What the host's database holds: the three messages, each with its refused attempts.
   REQUIRE(disk->messages.size() == 3);
   for (const auto& [id, m] : disk->messages) CHECK_FALSE(m.attempts.empty());
@@ -271,26 +276,8 @@ TEST_CASE("Engine: what a restart finds in the spool is recovered before new wor
           "[engine]") {
   TempDir dir;
   const std::uint16_t closed_port = free_tcp_port();  // nothing listens: connections refused
-  std::vector<MessageId> queued;
-  {
-    TestLoop loop;
-    EngineConfig c = config_for(dir, closed_port, spool::Layout::files);
-    std::size_t deferred = 0;
-    c.on_idle = [&](const EngineIdle& idle) { deferred = idle.queued; };
-    auto engine = Engine::open(loop.get(), std::move(c));
-    REQUIRE(engine);
-    for (int i = 0; i < 3; ++i)
-      engine.value()->submit(envelope(i), kBody, [&](Result<MessageId> r) {
-        REQUIRE(r);
-        queued.push_back(r.value());
-      });
-    REQUIRE(loop.run_until([&] { return deferred == 3; }));
-    bool stopped = false;
-    engine.value()->stop([&] { stopped = true; });
-    REQUIRE(loop.run_until([&] { return stopped; }));
-    engine.value().reset();
-    CHECK(loop.close() == 0);
-  }
+  const std::vector<MessageId> queued =
+      leave_three_deferred(config_for(dir, closed_port, spool::Layout::files));
   SmtpSink sink;
   std::string err;
   REQUIRE(sink.start(&err));
