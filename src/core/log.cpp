@@ -179,15 +179,21 @@ std::string format_log_record(const Event& event, const LogFormat& format) {
   if (format.log_message_id && !event.message_id.empty()) {
     append_continuation(out, event.message_id);
   }
-  bool any_diagnostic = false;
+  // A record explained by a DNS outcome ("dns; nx.test: NXDOMAIN") also says the reply the
+  // recipient got, after it; the seed's records (a connection's, a transaction's) carry it in
+  // their own lines, or show the reply alone when there is nothing to explain it.
+  const std::string reply = event.reply.empty() ? std::string() : event.reply.to_string();
+  bool any_diagnostic = false, dns_outcome = false, reply_said = false;
   for (const auto& line : event.diagnostic) {
     if (line.empty()) continue;
     append_continuation(out, line);
     any_diagnostic = true;
+    dns_outcome = dns_outcome || line.rfind("dns; ", 0) == 0;
+    reply_said = reply_said || (!reply.empty() && line.find(reply) != std::string::npos);
   }
-  if (!any_diagnostic && !event.reply.empty() && event.kind != EventKind::enqueued) {
-    append_continuation(out, event.reply.to_string());
-  }
+  const bool say_reply = !any_diagnostic || (dns_outcome && !reply_said);
+  if (say_reply && !reply.empty() && event.kind != EventKind::enqueued)
+    append_continuation(out, reply);
   return out;
 }
 

@@ -117,6 +117,33 @@ TEST_CASE("log: an R record without diagnostic lines shows the reply", "[log]") 
         " 550 5.4.7 [internal] message expired in the queue\n");
 }
 
+TEST_CASE("log: Q and R records of DNS outcomes carry the reply after what explains it", "[log]") {
+  Event q = seed_event(EventKind::deferred, utc(1998, 1, 20, 10, 31, 5, 0));
+  q.source_channel = "tcp_local";
+  q.reply = Reply(421, "4.4.4", "[internal] domain does not resolve");
+  q.diagnostic = {"dns; nx.test: NXDOMAIN"};
+  CHECK(format_log_record(q, kUtc) ==
+        "20-Jan-1998 10:31:05.00 tcp_local                  Q 3\n"
+        " adam@hosta.sesta.com rfc822;user@some.org user@some.org\n"
+        " imta/queue/tcp_local/ZZ01IS3D2ZP7FQ9UN54R.00\n"
+        " <01IRUD7SVA3Q9UN2D4@sesta.com>\n"
+        " dns; nx.test: NXDOMAIN\n"
+        " 421 4.4.4 [internal] domain does not resolve\n");
+  Event r = q;
+  r.kind = EventKind::returned;
+  r.reply = Reply(556, "5.1.10", "[internal] recipient domain has a null MX");
+  r.diagnostic = {"dns; null.test has a null MX"};
+  const std::string text = format_log_record(r, kUtc);
+  CHECK(text.find(" dns; null.test has a null MX\n 556 5.1.10 [internal] recipient domain has "
+                  "a null MX\n") != std::string::npos);
+  // A line that carries the reply already (a session's) is not followed by it again.
+  Event s = q;
+  s.reply = Reply(421, "4.4.1", "[internal] TCP active open: Failed connect() Error: refused");
+  s.diagnostic = {"dns;mx.test (TCP|127.0.0.1|40000|127.0.0.2|25) " + s.reply.to_string()};
+  const std::string once = format_log_record(s, kUtc);
+  CHECK(once.find(s.reply.to_string()) == once.rfind(s.reply.to_string()));
+}
+
 TEST_CASE("log: columns, blocks, hundredths and the null sender", "[log]") {
   Event e;
   e.kind = EventKind::enqueued;

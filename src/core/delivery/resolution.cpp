@@ -193,7 +193,7 @@ void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a, Resolver& 
     return;
   }
   if (a.status == DnsStatus::nxdomain) {
-    Note note = Note::about_dns(domain + ": NXDOMAIN (4.4.4)");
+    Note note = Note::about_dns(domain + ": NXDOMAIN");
     done(failure(dest->route->nxdomain_is_permanent ? replies::domain_does_not_exist()
                                                     : replies::domain_does_not_resolve(),
                  std::move(note)));
@@ -202,7 +202,8 @@ void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a, Resolver& 
   // SERVFAIL, REFUSED, timeouts: always transient (4.4.3 in the log).
   done(failure(replies::domain_does_not_resolve(),
                Note::about_dns(domain + " MX lookup failed: " + to_string(a.status) +
-                               (a.detail.empty() ? "" : " (" + a.detail + ")") + " (4.4.3)"),
+                               (a.detail.empty() ? "" : " (" + a.detail + ")") +
+                               "; 4.4.3 directory server failure"),
                true));
 }
 
