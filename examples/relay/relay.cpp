@@ -255,6 +255,9 @@ struct Relay::Impl {
 
     DelivererConfig dc = config.deliverer;
     dc.domain_state = config.domain_state;
+    // --once ends with its last job: a connection with nothing to do says QUIT at once rather
+    // than wait [delivery] idle_timeout for work that will not come.
+    if (options.once) dc.idle_timeout = Duration{0};
     deliverer = std::make_unique<Deliverer>(*queue, *resolver, *transport, dc);
     deliverer_stopped = false;
 

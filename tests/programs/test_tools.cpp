@@ -835,3 +835,33 @@ TEST_CASE(
   CHECK(attempts("tcp_slow") == 1);
   CHECK(run_tool({MAILQ_RELAY_BIN, "--config", config, "--single-pass"}).status == 64);
 }
+
+TEST_CASE("mailq-relay --once exits when its last job is done, not an idle_timeout later",
+          "[tools][relay][once]") {
+  TempDir dir;
+  SmtpSink sink;
+  std::string error;
+  REQUIRE(sink.start(&error));
+  const std::string config = dir.file("relay.toml");
+  write_file(config,
+             "spool = \"" + dir.file("spool") + "\"\nlog = \"" + dir.file("mail.log") +
+                 "\"\n[resolver]\nservers = [\"127.0.0.1:" + std::to_string(free_tcp_port()) +
+                 "\"]\n[delivery]\nidle_timeout = \"30s\"\n"
+                 "[[route]]\nname = \"tcp_sink\"\ndefault = true\ntls = \"none\"\n"
+                 "hosts = [\"127.0.0.1:" +
+                 std::to_string(sink.port()) + "\"]\n");
+  for (int i = 0; i < 3; ++i) {
+    ToolRun sent = run_tool({MAILQ_SEND_BIN, "--config", config, "-f", "alice@example.org",
+                             "u" + std::to_string(i) + "@example.com"},
+                            kMessage);
+    INFO(sent.err);
+    REQUIRE(sent.status == 0);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  ToolRun once = run_tool({MAILQ_RELAY_BIN, "--config", config, "--once"});
+  const auto took = std::chrono::steady_clock::now() - start;
+  INFO(once.err);
+  CHECK(once.status == 0);
+  CHECK(sink.wait_for_dumps(3).size() == 3);
+  CHECK(took < 15s);  // the idle connection would have kept it 30 s
+}
