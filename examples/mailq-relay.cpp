@@ -101,6 +101,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "mailq-relay: %s\n", routes.error().message.c_str());
       return kExitConfig;
     }
+    for (const auto& w : config_warnings(*config))
+      std::fprintf(stderr, "mailq-relay: %s: warning: %s\n", config_path.c_str(), w.c_str());
     if (print)
       std::fputs(print_config(*config).c_str(), stdout);
     else

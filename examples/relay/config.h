@@ -89,6 +89,10 @@ Result<RelayConfig> load_config(const std::string& path);
 /// The same from text (tests, fuzzing); `name` stands for the file name in messages.
 Result<RelayConfig> parse_config(std::string_view text, std::string_view name = "config");
 
+/// What is valid but probably not meant, one line each: a route that no domain reaches (no
+/// `domains`, not the default). `mailq-relay --check` prints them; the relay logs them.
+std::vector<std::string> config_warnings(const RelayConfig& config);
+
 /// The effective configuration as TOML, every key with the value in force (defaults
 /// included), loadable again to the same settings; a route's password is left out (a comment
 /// says so). `mailq-relay --check --print`.

@@ -163,6 +163,18 @@ void print_route(const RelayConfig& c, std::size_t i, std::string& out) {
 
 }  // namespace
 
+std::vector<std::string> config_warnings(const RelayConfig& c) {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < c.routes.size(); ++i) {
+    const Route& r = c.routes[i];
+    const bool mapped = i < c.route_domains.size() && !c.route_domains[i].empty();
+    if (!mapped && r.name != c.default_route)
+      out.push_back(fmt::format("route {} has no domains and is not the default: no mail takes it",
+                                q(r.name)));
+  }
+  return out;
+}
+
 std::string print_config(const RelayConfig& c) {
   std::string out = "# mailq-relay: the effective configuration";
   if (!c.file.empty()) out += " of " + c.file;

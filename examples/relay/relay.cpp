@@ -271,6 +271,7 @@ struct Relay::Impl {
     if (metrics_server) what += ", metrics " + config.metrics;
     if (options.once) what += ", --once";
     notice(what);
+    for (const auto& w : config_warnings(config)) notice("configuration: " + w);
 
     deliverer->start();
     if (options.once && options.single_pass) {

@@ -664,3 +664,18 @@ TEST_CASE("a printed configuration never shows a route's password", "[config][pr
         std::string::npos);
   CHECK(printed.find("hosts = [\"relay.example.net:587\"]") != std::string::npos);
 }
+
+TEST_CASE("a route no domain reaches is valid, and warned about", "[config]") {
+  auto c = parse_config(
+      "spool = \"/s\"\n[[route]]\nname = \"forgotten\"\nhosts = [\"relay.example.net\"]\n"
+      "[[route]]\nname = \"used\"\ndomains = [\"example.com\"]\nhosts = [\"10.0.0.5\"]\n"
+      "[[route]]\nname = \"fallback\"\nmx = true\ndefault = true\n",
+      "relay.toml");
+  REQUIRE(c);
+  CHECK(mailq::relay::config_warnings(*c) ==
+        std::vector<std::string>{
+            "route \"forgotten\" has no domains and is not the default: no mail takes it"});
+  auto example = mailq::relay::load_config(example_path());
+  REQUIRE(example);
+  CHECK(mailq::relay::config_warnings(*example).empty());
+}
