@@ -120,8 +120,7 @@ TEST_CASE(
   t.data_block = Duration(2s);
   t.data_term = Duration(3s);
   // The server reads up to its 354 and then nothing: the socket buffers fill and stay full.
-  Hostile h({HostileScript().greet().ehlo().mail().rcpt().data().wait(30s)}, TlsPolicy::none,
-            t);
+  Hostile h({HostileScript().greet().ehlo().mail().rcpt().data().wait(30s)}, TlsPolicy::none, t);
   std::string body = "Subject: big\r\n\r\n";
   while (body.size() < (16u << 20)) body += std::string(76, 'a') + "\r\n";
   const auto start = std::chrono::steady_clock::now();
