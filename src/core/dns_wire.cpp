@@ -87,6 +87,20 @@ std::string chain_end(const std::string& qname, const std::vector<std::string>& 
   return std::string();  // a loop, or longer than any resolver follows
 }
 
+// A name worth asking for: letters, digits, '-', '_' in non-empty labels (what a mail host's
+// name may hold); anything else in a CNAME target is not followed.
+bool host_like(const std::string& name) {
+  if (name.empty() || name.front() == '.' || name.back() == '.') return false;
+  char previous = 0;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+                    (c == '.' && previous != '.');
+    if (!ok) return false;
+    previous = c;
+  }
+  return true;
+}
+
 void take_min(std::optional<std::uint32_t>& slot, std::uint32_t v) {
   slot = slot ? std::min(*slot, v) : v;
 }
@@ -161,7 +175,10 @@ std::optional<DnsTtls> scan_dns_ttls(const unsigned char* msg, std::size_t len,
     }
     pos += rdlength;
   }
-  if (!cnames.empty()) out.cname_target = chain_end(qname, owners_of_type, cnames);
+  if (!cnames.empty()) {
+    out.cname_target = chain_end(qname, owners_of_type, cnames);
+    if (!host_like(out.cname_target)) out.cname_target.clear();
+  }
   return out;
 }
 

@@ -33,9 +33,10 @@ void put_recipient_state(std::string& out, const Recipient& r) {
 }
 
 // Spools written before the remote MTA was kept as a host name hold seed 002's whole line,
-// "dns;mx.example.org (TCP|...)": the host is what is read back.
+// "dns;mx.example.org (TCP|...)": the host is what is read back. Only that whole form is
+// upgraded, so that reading is idempotent (a host name read back is never cut again).
 void upgrade_remote_mta(std::string* remote) {
-  if (remote->rfind("dns;", 0) != 0) return;
+  if (remote->rfind("dns;", 0) != 0 || remote->find(" (TCP|") == std::string::npos) return;
   std::string_view v(*remote);
   v.remove_prefix(4);
   *remote = std::string(v.substr(0, v.find(' ')));

@@ -271,6 +271,15 @@ TEST_CASE("dns wire finds where a CNAME chain the server did not follow ends", "
     REQUIRE(t);
     CHECK(t->cname_target.empty());
   }
+  SECTION("a target that is no host name (a control octet) is not followed") {
+    Msg m;
+    m.header(0, 1, 0);
+    m.question("a.test", kDnsTypeA);
+    m.rr_ptr_owner(kDnsTypeCname, 300, name_of(std::string("ali\x01s.test")));
+    auto t = scan_dns_ttls(m.b.data(), m.b.size(), kDnsTypeA);
+    REQUIRE(t);
+    CHECK(t->cname_target.empty());
+  }
   SECTION("a CNAME whose target runs off the message is malformed") {
     Msg m;
     m.header(0, 1, 0);
