@@ -425,8 +425,7 @@ struct ConnState {
   void write_raw(std::string data) {
     if (data.empty() || phase == Phase::finished) return;
     if (data.size() > kWriteChunk) {
-      for (std::size_t at = 0; at < data.size() && phase != Phase::finished; at += kWriteChunk)
-        write_raw(data.substr(at, kWriteChunk));
+      write_chunks(data);
       return;
     }
     auto* w = new WriteReq{};
@@ -458,6 +457,12 @@ struct ConnState {
       return;
     }
     ++writes_in_flight;
+  }
+
+  // A large write as requests of kWriteChunk octets, each copied once from `data`.
+  void write_chunks(std::string_view data) {
+    for (std::size_t at = 0; at < data.size() && phase != Phase::finished; at += kWriteChunk)
+      write_raw(std::string(data.substr(at, kWriteChunk)));
   }
 
   static void on_written(uv_write_t* req, int status) {
@@ -496,7 +501,10 @@ struct ConnState {
           if (n > 0) bytes.remove_prefix(static_cast<std::size_t>(n));
           // Errors other than EAGAIN are reported by uv_write below, as before.
         }
-        write_raw(std::string(bytes));
+        if (bytes.size() > kWriteChunk)
+          write_chunks(bytes);  // not copied whole first
+        else
+          write_raw(std::string(bytes));
         break;
       case Phase::tls:
         if (!tls->write(bytes)) {
