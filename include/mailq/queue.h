@@ -85,6 +85,13 @@ struct QueueConfig {
 struct EnqueueOptions {
   std::string source_channel = "api";  ///< the E record's source channel
   bool hold = false;                   ///< enqueue held (released later by an operator)
+  /// A queue id the submitter reserved and already told its client (mailq-send's maildrop):
+  /// used when no message of the queue has it and none being stored does, else the message
+  /// gets a new id (`done` receives the id it got). Zero: a new id.
+  MessageId id{};
+  /// When the message was submitted, if earlier than now (a file that waited in a maildrop):
+  /// its queue lifetime counts from then. Unset or later than now: now.
+  std::optional<TimePoint> arrival;
 };
 
 /// A selection for `Queue::list`.
@@ -127,6 +134,11 @@ class Queue {
   /// `enqueue` returns.
   void enqueue(const Envelope& envelope, std::string body, EnqueueDone done,
                const EnqueueOptions& options = {});
+
+  /// A fresh id for a message about to be enqueued, to name it before `enqueue` (in the
+  /// Received header a listener adds): give it as `EnqueueOptions::id`. No message made after
+  /// gets it.
+  MessageId reserve_id();
 
   /// Loads what the storage holds (start-up). Recipients keep their next attempt times. The
   /// storage's error, with its words, when it could not read everything (the messages it did

@@ -692,3 +692,81 @@ TEST_CASE(
   CHECK(std::count(ids.begin(), ids.end(), held.value) == 1);
   CHECK(std::count(ids.begin(), ids.end(), removed.value) == 0);
 }
+
+namespace {
+
+// A MemoryStorage whose inserts complete when the test says (a spool's group commit).
+class DeferredInserts final : public Storage {
+ public:
+  void insert(const MessageRecord& record, std::string_view body, Done done) override {
+    waiting_.push_back([this, record, b = std::string(body), done = std::move(done)]() mutable {
+      inner_.insert(record, b, std::move(done));
+    });
+  }
+  void complete() {
+    auto w = std::move(waiting_);
+    waiting_.clear();
+    for (auto& f : w) f();
+  }
+  Result<void> update(const RecordChange& c) override { return inner_.update(c); }
+  Result<void> append_attempt(MessageId id, const AttemptRecord& a) override {
+    return inner_.append_attempt(id, a);
+  }
+  Result<void> remove(MessageId id) override { return inner_.remove(id); }
+  Result<std::string> read_body(MessageId id) const override { return inner_.read_body(id); }
+  Result<std::vector<AttemptRecord>> read_attempts(MessageId id) const override {
+    return inner_.read_attempts(id);
+  }
+  Result<void> load(const std::function<void(MessageRecord&&)>& each,
+                    RecoveryReport* report) override {
+    return inner_.load(each, report);
+  }
+
+ private:
+  MemoryStorage inner_;
+  std::vector<std::function<void()>> waiting_;
+};
+
+}  // namespace
+
+TEST_CASE("enqueue takes a reserved id when free and the submitter's time when earlier",
+          "[queue][enqueue]") {
+  ManualClock clock(TimePoint(std::chrono::hours(24 * 365 * 50)));
+  DeferredInserts storage;
+  RouteTable routes;
+  Queue q(storage, routes, clock);
+  auto env = make_envelope("a@example.org", {"b@example.com"});
+  REQUIRE(env);
+  std::vector<Result<MessageId>> got;
+  auto done = [&](Result<MessageId> r) { got.push_back(std::move(r)); };
+
+  EnqueueOptions eo;
+  // Reserved a second ahead of this queue's clock (another machine's time, say).
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(clock.now().time_since_epoch()).count();
+  eo.id = MessageId{(static_cast<std::uint64_t>(ms + 1000) << 16) | 5};
+  eo.arrival = clock.now() - std::chrono::hours(2);
+  q.enqueue(env.value(), "Subject: x\r\n\r\nx\r\n", done, eo);
+  // The same id again while the first is being stored, and then once it is: a new id each.
+  q.enqueue(env.value(), "Subject: y\r\n\r\ny\r\n", done, eo);
+  storage.complete();
+  q.enqueue(env.value(), "Subject: z\r\n\r\nz\r\n", done, eo);
+  // An arrival in the future is now.
+  EnqueueOptions later;
+  later.arrival = clock.now() + std::chrono::hours(1);
+  q.enqueue(env.value(), "Subject: w\r\n\r\nw\r\n", done, later);
+  storage.complete();
+  REQUIRE(got.size() == 4);
+  for (const auto& r : got) REQUIRE(r);
+  CHECK(got[0].value() == eo.id);
+  CHECK(got[1].value() != eo.id);
+  CHECK(got[2].value() != eo.id);
+  CHECK(got[1].value() != got[2].value());
+  // Ids made after a reserved one are above it: none is handed out twice.
+  CHECK(eo.id < got[1].value());
+  CHECK(got[1].value() < got[2].value());
+  CHECK(q.find(got[0].value())->arrival == clock.now() - std::chrono::hours(2));
+  CHECK(q.find(got[1].value())->arrival == clock.now() - std::chrono::hours(2));
+  CHECK(q.find(got[3].value())->arrival == clock.now());
+  CHECK(q.size() == 4);
+}

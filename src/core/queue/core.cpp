@@ -46,6 +46,14 @@ MessageId QueueCore::new_id() {
   return MessageId{candidate};
 }
 
+MessageId QueueCore::take_id(MessageId requested) {
+  if (!requested || store_.find(requested) != kNoSlot || inserting_.contains(requested.value))
+    return new_id();
+  // Ids made later are above it: new_id never hands it out again.
+  last_id_ = std::max(last_id_, requested.value);
+  return requested;
+}
+
 std::string QueueCore::destination_of(std::string_view address, std::string_view route_name) const {
   std::string_view domain = domain_of(address);
   const Route* route = routes_.find(route_name);
@@ -105,7 +113,7 @@ void QueueCore::enqueue(const Envelope& envelope, std::string body, Queue::Enque
 
   auto entry = std::make_shared<MessageRecord>();
   MessageRecord& m = *entry;
-  m.id = new_id();
+  m.id = take_id(options.id);
   m.reverse_path = envelope.reverse_path ? envelope.reverse_path->to_string() : std::string();
   m.source_channel = options.source_channel;
   m.message_id = header_value(body, "Message-ID");
@@ -113,6 +121,7 @@ void QueueCore::enqueue(const Envelope& envelope, std::string body, Queue::Enque
   m.envid = envelope.envid;
   m.ret = envelope.ret;
   m.arrival = clock_.now();
+  if (options.arrival && *options.arrival < m.arrival) m.arrival = *options.arrival;
   m.size = body.size();
   m.held = options.hold;
   m.recipients.reserve(envelope.recipients.size());
@@ -128,11 +137,13 @@ void QueueCore::enqueue(const Envelope& envelope, std::string body, Queue::Enque
   }
 
   std::weak_ptr<int> life = alive_;
+  inserting_.insert(m.id.value);
   storage_.insert(m, body, [this, life, entry, done = std::move(done)](Result<void> stored) {
     if (life.expired()) {
       done(Error(errc::shutting_down, "the queue is gone"));
       return;
     }
+    inserting_.erase(entry->id.value);
     if (!stored) {
       const Error& e = stored.error();
       done(Error(errc::storage_failure, "could not store the message: " +

@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/queue/notices.h"
@@ -29,6 +30,7 @@ class QueueCore final : public DeliveryPort {
   ~QueueCore() override;
 
   // --- the host's side (Queue) ---
+  MessageId reserve_id() { return new_id(); }
   void enqueue(const Envelope& envelope, std::string body, Queue::EnqueueDone done,
                const EnqueueOptions& options);
   Result<void> recover(RecoveryReport* report);
@@ -78,6 +80,8 @@ class QueueCore final : public DeliveryPort {
   };
 
   MessageId new_id();
+  /// `requested` when no message holds it and none being stored does, else a new id.
+  MessageId take_id(MessageId requested);
   std::string destination_of(std::string_view address, std::string_view route) const;
   Event make_event(EventKind k, const MessageRecord& m, const RecipientRecord& r,
                    std::uint32_t attempts_before) const;
@@ -126,6 +130,7 @@ class QueueCore final : public DeliveryPort {
   ErrorReporter* reporter_;  // own_reporter_ or QueueConfig::error_reporter
   std::mt19937_64 rng_;
   std::uint64_t last_id_ = 0;
+  std::unordered_set<std::uint64_t> inserting_;  // ids of messages being stored
   MessageStore store_;
   Schedule schedule_;
   TimerId expiry_timer_ = kNoTimer;

@@ -40,6 +40,10 @@ void Queue::enqueue(const Envelope& envelope, std::string body, EnqueueDone done
   core_->enqueue(envelope, std::move(body), std::move(done), options);
 }
 
+MessageId Queue::reserve_id() {
+  return core_->reserve_id();
+}
+
 Result<void> Queue::recover(RecoveryReport* report) {
   return core_->recover(report);
 }
