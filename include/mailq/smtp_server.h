@@ -36,6 +36,7 @@
 #include <string_view>
 
 #include "mailq/address.h"
+#include "mailq/clock.h"
 #include "mailq/reply.h"
 
 namespace mailq {
@@ -46,6 +47,9 @@ struct SmtpServerLimits {
   std::size_t max_command_line = 2048;           ///< octets including CRLF
   std::uint32_t max_errors = 20;                 ///< then 421 4.7.0 and close
   std::uint32_t max_transactions = 10000;        ///< per session, then 421 4.7.0
+  /// A message with more Received header fields than this is refused at the final dot with
+  /// 554 5.4.6 (a mail loop: RFC 5321 §6.3); 0 = no limit. Postfix's hopcount_limit.
+  std::uint32_t max_received_headers = 50;
 };
 
 struct SmtpServerConfig {
@@ -61,7 +65,22 @@ struct ReceivedMessage {
   std::string helo;            ///< the client's EHLO/HELO argument
   std::string client_address;  ///< as given to the session ("127.0.0.1")
   bool eight_bit = false;      ///< BODY=8BITMIME was given
+  bool esmtp = false;          ///< the client said EHLO (not HELO)
 };
+
+/// The Received header field (RFC 5321 §4.4) a server that accepted `message` prepends:
+///   Received: from HELO ([CLIENT])\r\n\tby BY_HOST (mailq) with ESMTP id ID\r\n\tfor <RCPT>;
+///   DATE\r\n
+/// "with SMTP" after HELO, ESMTP after EHLO (RFC 3848; `protocol` overrides: "ESMTPS",
+/// "ESMTPSA", ...); "id" only when `id` is set, "for" only with a single recipient (a list
+/// would disclose Bcc recipients). `tls` ("TLS1.2 ECDHE-RSA-AES256-GCM-SHA384") is added as a
+/// comment when not empty. Lines end in CRLF; the date is in UTC (+0000).
+std::string received_header(const ReceivedMessage& message, std::string_view by_host,
+                            std::string_view id, TimePoint when, std::string_view protocol = {},
+                            std::string_view tls = {});
+
+/// The number of Received header fields in the header section of `body` (hop count).
+std::size_t count_received_headers(std::string_view body);
 
 class SmtpServerSession {
  public:

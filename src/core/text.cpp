@@ -93,33 +93,29 @@ bool has_8bit(std::string_view s) noexcept {
 }
 
 std::string header_value(std::string_view message, std::string_view name) {
-  std::size_t pos = 0;
-  while (pos < message.size()) {
-    std::size_t eol = message.find('\n', pos);
-    if (eol == std::string_view::npos) eol = message.size();
-    std::string_view line = message.substr(pos, eol - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty()) break;  // end of the header section
-    if (line.size() > name.size() && line[name.size()] == ':' &&
-        to_lower(line.substr(0, name.size())) == to_lower(name)) {
-      std::string value(line.substr(name.size() + 1));
-      // Unfold continuation lines.
-      std::size_t next = eol + 1;
-      while (next < message.size() && (message[next] == ' ' || message[next] == '\t')) {
-        std::size_t e2 = message.find('\n', next);
-        if (e2 == std::string_view::npos) e2 = message.size();
-        std::string_view cont = message.substr(next, e2 - next);
-        if (!cont.empty() && cont.back() == '\r') cont.remove_suffix(1);
-        value += std::string(cont);
-        next = e2 + 1;
-      }
-      auto b = value.find_first_not_of(" \t");
-      auto e = value.find_last_not_of(" \t");
-      return b == std::string::npos ? std::string() : value.substr(b, e - b + 1);
+  std::string value;
+  bool found = false;
+  for_each_header_line(message, [&](std::string_view line, std::size_t next) {
+    if (line.size() <= name.size() || line[name.size()] != ':' ||
+        to_lower(line.substr(0, name.size())) != to_lower(name))
+      return true;
+    value = std::string(line.substr(name.size() + 1));
+    // Unfold continuation lines.
+    while (next < message.size() && (message[next] == ' ' || message[next] == '\t')) {
+      std::size_t e2 = message.find('\n', next);
+      if (e2 == std::string_view::npos) e2 = message.size();
+      std::string_view cont = message.substr(next, e2 - next);
+      if (!cont.empty() && cont.back() == '\r') cont.remove_suffix(1);
+      value += std::string(cont);
+      next = e2 + 1;
     }
-    pos = eol + 1;
-  }
-  return {};
+    found = true;
+    return false;
+  });
+  if (!found) return {};
+  auto b = value.find_first_not_of(" \t");
+  auto e = value.find_last_not_of(" \t");
+  return b == std::string::npos ? std::string() : value.substr(b, e - b + 1);
 }
 
 }  // namespace mailq::detail

@@ -21,4 +21,19 @@ std::optional<Error> check_body(std::string_view body);
 bool has_8bit(std::string_view s) noexcept;
 /// The unfolded value of the first header field `name` in the header section, "" if none.
 std::string header_value(std::string_view message, std::string_view name);
+/// Walks the header section of `message` line by line (line ends removed), calling
+/// `each(line, next)` with `next` the offset of the line after it; stops at the empty line
+/// that ends the section, or when `each` returns false.
+template <class F>
+void for_each_header_line(std::string_view message, F&& each) {
+  std::size_t pos = 0;
+  while (pos < message.size()) {
+    std::size_t eol = message.find('\n', pos);
+    if (eol == std::string_view::npos) eol = message.size();
+    std::string_view line = message.substr(pos, eol - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty() || !each(line, eol + 1)) return;
+    pos = eol + 1;
+  }
+}
 }  // namespace mailq::detail

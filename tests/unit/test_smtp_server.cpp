@@ -674,3 +674,56 @@ TEST_CASE("enqueue_refusal maps every enqueue error to its SMTP reply", "[smtp_s
   CHECK(enqueue_refusal(Error(errc::storage_failure, "/spool/q/1: No space left on device"))
             .text.find("/spool") == std::string::npos);
 }
+
+TEST_CASE("SmtpServerSession refuses a message over the hop limit: 554 5.4.6, nothing handed on",
+          "[smtp_server][loop]") {
+  SmtpServerConfig config = small_config();
+  config.limits.max_message_size = 100000;
+  config.limits.max_received_headers = 3;
+  auto h = ehlo_host(config);
+  auto send = [&](const std::string& headers) {
+    return h->feed("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n" + headers +
+                   "Subject: s\r\n\r\nReceived: in the body does not count\r\n.\r\n");
+  };
+  const std::string hop =
+      "Received: from x.test by y.test;\r\n\tMon, 07 Dec 2026 00:00:00 +0000\r\n";
+  // Three hops (spelled any case, a space before the colon) pass; four do not.
+  CHECK(send(hop + "RECEIVED : from z.test;\r\n Mon, 07 Dec 2026 00:00:00 +0000\r\n" + hop)
+            .find("250 2.0.0 Ok: queued as 1\r\n") != std::string::npos);
+  CHECK(h->messages.size() == 1);
+  CHECK(send(hop + hop + hop + "received:x\r\n") ==
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+        "554 5.4.6 Too many hops: 4 Received header fields, more than 3 (a mail loop?)\r\n");
+  CHECK(h->messages.size() == 1);
+  // "Received-SPF" and the like are other fields.
+  CHECK(send(hop + hop + hop + "Received-SPF: pass\r\nX-Received: x\r\n").find("250 2.0.0") !=
+        std::string::npos);
+  CHECK(count_received_headers("Received: a\r\n\r\nReceived: b\r\n") == 1);
+  CHECK(count_received_headers("Received: a\nReceived:b\n") == 2);
+  CHECK(count_received_headers("") == 0);
+}
+
+TEST_CASE("received_header names the client, the server, the protocol, the id and one recipient",
+          "[smtp_server]") {
+  ReceivedMessage m;
+  m.helo = "client.test";
+  m.client_address = "127.0.0.9";
+  m.esmtp = true;
+  auto env = make_envelope("a@example.org", {"b@example.net"});
+  REQUIRE(env);
+  m.envelope = env.value();
+  const TimePoint when = TimePoint(std::chrono::seconds(1796601600));  // 2026-12-07 00:00 UTC
+  CHECK(received_header(m, "mx.test", "0123456789ABC", when) ==
+        "Received: from client.test ([127.0.0.9])\r\n\tby mx.test (mailq) with ESMTP id "
+        "0123456789ABC\r\n\tfor <b@example.net>;\r\n\tMon, 07 Dec 2026 00:00:00 +0000\r\n");
+  // Two recipients: none named (a Bcc would show); HELO: SMTP; TLS facts as a comment.
+  auto two = make_envelope("a@example.org", {"b@example.net", "c@example.net"});
+  m.envelope = two.value();
+  m.esmtp = false;
+  CHECK(received_header(m, "mx.test", "", when) ==
+        "Received: from client.test ([127.0.0.9])\r\n\tby mx.test (mailq) with SMTP;\r\n\t"
+        "Mon, 07 Dec 2026 00:00:00 +0000\r\n");
+  CHECK(received_header(m, "mx.test", "X", when, "ESMTPS", "TLS1.2 ECDHE-RSA-AES256-GCM-SHA384") ==
+        "Received: from client.test ([127.0.0.9])\r\n\tby mx.test (mailq) with ESMTPS "
+        "(TLS1.2 ECDHE-RSA-AES256-GCM-SHA384) id X;\r\n\tMon, 07 Dec 2026 00:00:00 +0000\r\n");
+}

@@ -12,6 +12,8 @@
 #include <utility>
 
 #include "core/smtp/server_impl.h"
+#include "core/text.h"
+#include "mailq/dsn.h"
 
 namespace mailq {
 namespace {
@@ -263,6 +265,34 @@ const std::string& SmtpServerSession::close_reason() const noexcept {
 
 std::size_t SmtpServerSession::buffered_input() const noexcept {
   return impl_->in.size() - impl_->in_pos;
+}
+
+std::size_t count_received_headers(std::string_view body) {
+  std::size_t n = 0;
+  detail::for_each_header_line(body, [&n](std::string_view line, std::size_t) {
+    // "Received" and its colon, white space allowed between them (RFC 5322 obs-optional).
+    constexpr std::string_view kName = "received";
+    if (line.size() > kName.size() && detail::to_lower(line.substr(0, kName.size())) == kName) {
+      const std::size_t colon = line.find_first_not_of(" \t", kName.size());
+      if (colon != std::string_view::npos && line[colon] == ':') ++n;
+    }
+    return true;
+  });
+  return n;
+}
+
+std::string received_header(const ReceivedMessage& m, std::string_view by_host, std::string_view id,
+                            TimePoint when, std::string_view protocol, std::string_view tls) {
+  std::string out =
+      fmt::format("Received: from {} ([{}])\r\n\tby {} (mailq)", m.helo, m.client_address, by_host);
+  const std::string_view with = !protocol.empty() ? protocol : m.esmtp ? "ESMTP" : "SMTP";
+  out += fmt::format(" with {}", with);
+  if (!tls.empty()) out += fmt::format(" ({})", tls);
+  if (!id.empty()) out += fmt::format(" id {}", id);
+  if (m.envelope.recipients.size() == 1)
+    out += fmt::format("\r\n\tfor <{}>", m.envelope.recipients[0].address.to_string());
+  out += ";\r\n\t" + rfc5322_date(when) + "\r\n";
+  return out;
 }
 
 Reply enqueue_refusal(const Error& e) {

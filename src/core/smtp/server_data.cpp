@@ -211,6 +211,15 @@ void SmtpServerSession::Impl::end_of_data() {
     reply(554, "5.5.0", "Transaction failed: " + why);
     return;
   }
+  if (const auto limit = config.limits.max_received_headers; limit != 0) {
+    if (const std::size_t hops = count_received_headers(body); hops > limit) {
+      reset_transaction();
+      reply(554, "5.4.6",
+            fmt::format("Too many hops: {} Received header fields, more than {} (a mail loop?)",
+                        hops, limit));
+      return;
+    }
+  }
 
   ReceivedMessage message;
   message.envelope = std::move(envelope);
@@ -218,6 +227,7 @@ void SmtpServerSession::Impl::end_of_data() {
   message.helo = helo;
   message.client_address = client_address;
   message.eight_bit = eight_bit;
+  message.esmtp = esmtp;
   reset_transaction();
   if (!callbacks.on_message) {
     reply(451, "4.3.0", "Error: no queue to accept the message, try again later");
