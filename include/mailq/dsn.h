@@ -43,7 +43,10 @@ struct DsnInput {
 /// `message/delivery-status` part (Reporting-MTA, Original-Envelope-Id, Arrival-Date; per
 /// recipient Original-Recipient, Final-Recipient, Action, Status, Remote-MTA,
 /// Diagnostic-Code, Last-Attempt-Date, Will-Retry-Until), and the original message
-/// (`message/rfc822`, RET=FULL) or its header (`text/rfc822-headers`, otherwise).
+/// (`message/rfc822`, RET=FULL) or its header (`text/rfc822-headers`, otherwise);
+/// `message/global` and `message/global-headers` (RFC 6533) when the header section holds
+/// UTF-8. The Diagnostic-Code is of type `smtp` for a server's reply and `X-mailq` for
+/// mailq's own ("[internal] ..." replies: a connection that failed, a message that expired).
 std::string build_dsn(const DsnInput& input);
 
 /// The Status field for a reply: its enhanced code, else "4.0.0" / "5.0.0" from the class.

@@ -354,7 +354,12 @@ std::string per_recipient_fields(const DsnRecipient& r) {
   status += header("Action", to_string(r.action));
   status += header("Status", status_for(r));
   if (!r.remote_mta.empty()) status += header("Remote-MTA", "dns; " + r.remote_mta);
-  if (!r.reply.empty()) status += header("Diagnostic-Code", "smtp; " + r.reply.to_string());
+  // "smtp" is for what a server said (RFC 3464 §2.3.6); mailq's own replies ("[internal]
+  // ...": a connection that failed, a message that expired) are of its own type.
+  if (!r.reply.empty()) {
+    const bool own = r.reply.text.rfind("[internal]", 0) == 0;
+    status += header("Diagnostic-Code", (own ? "X-mailq; " : "smtp; ") + r.reply.to_string());
+  }
   if (r.last_attempt != TimePoint{}) {
     status += header("Last-Attempt-Date", rfc5322_date(r.last_attempt));
   }
@@ -446,11 +451,15 @@ std::string message_headers(const DsnInput& in, const std::string& mta, const ch
 // --- part 3: the original, whole (RET=FULL) or its header section -------------------------
 
 std::string returned_content_part(const std::string& original, bool full) {
+  // UTF-8 in the header section (RFC 6532): message/global and message/global-headers
+  // (RFC 6533 §3, §6) rather than the types whose headers are ASCII only.
+  const bool utf8_headers = has_8bit(header_section(original));
   std::string out;
   out += full ? "Content-Description: Undelivered Message\r\n"
-                "Content-Type: message/rfc822\r\n"
-              : "Content-Description: Undelivered Message Headers\r\n"
-                "Content-Type: text/rfc822-headers\r\n";
+              : "Content-Description: Undelivered Message Headers\r\n";
+  out += fmt::format("Content-Type: {}\r\n",
+                     full ? (utf8_headers ? "message/global" : "message/rfc822")
+                          : (utf8_headers ? "message/global-headers" : "text/rfc822-headers"));
   if (has_8bit(original)) out += "Content-Transfer-Encoding: 8bit\r\n";
   out += "\r\n";
   out += original;

@@ -292,8 +292,9 @@ TEST_CASE("build_dsn: a failure report, headers only, RFC 3464 structure", "[dsn
       {"final-recipient", "rfc822; other@example.net"},
       {"action", "failed"},
       {"status", "5.4.7"},
+      // mailq's own reply, not a server's: not of type smtp.
       {"diagnostic-code",
-       "smtp; 550 5.4.7 [internal] message expired in the queue; last error: 421 4.4.4 "
+       "X-mailq; 550 5.4.7 [internal] message expired in the queue; last error: 421 4.4.4 "
        "[internal] domain does not resolve"},
       {"last-attempt-date", "Tue, 03 Jan 2023 15:48:55 +0000"},
   };
@@ -327,6 +328,30 @@ TEST_CASE("build_dsn: RET=FULL returns the whole original as message/rfc822", "[
   // The returned message is itself a parsable entity.
   const Entity inner = parse_entity(parts[2].body);
   CHECK(inner.get("Subject") == "hi");
+}
+
+TEST_CASE("build_dsn: UTF-8 headers come back as message/global or message/global-headers",
+          "[dsn][utf8]") {
+  DsnInput in = failed_input();
+  in.original = "From: Jörg <joerg@example.org>\r\nSubject: Grüße\r\n\r\nbody\r\n";
+  for (DsnRet ret : {DsnRet::unspecified, DsnRet::full}) {
+    in.ret = ret;
+    const std::string m = build_dsn(in);
+    check_lines(m);
+    const Entity top = parse_entity(m);
+    const auto parts = split_parts(top.body, boundary_of(top.get("Content-Type")));
+    REQUIRE(parts.size() == 3);
+    CHECK(parts[2].get("Content-Type") ==
+          (ret == DsnRet::full ? "message/global" : "message/global-headers"));
+    CHECK(parts[2].get("Content-Transfer-Encoding") == "8bit");
+  }
+  // 8-bit in the body alone: the header section is ASCII, message/rfc822 holds it.
+  in.original = "From: j@example.org\r\nSubject: x\r\n\r\nGrüße\r\n";
+  in.ret = DsnRet::full;
+  const Entity top = parse_entity(build_dsn(in));
+  const auto parts = split_parts(top.body, boundary_of(top.get("Content-Type")));
+  REQUIRE(parts.size() == 3);
+  CHECK(parts[2].get("Content-Type") == "message/rfc822");
 }
 
 TEST_CASE("build_dsn: a delay notice", "[dsn]") {
