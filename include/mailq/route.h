@@ -64,7 +64,10 @@ struct Route {
   TlsPolicy tls = TlsPolicy::opportunistic;
   std::string ca_file;  ///< for TlsPolicy::verify; empty = system CAs
   std::optional<AuthCredentials> auth;
-  bool auth_over_plaintext = false;    ///< allow AUTH without TLS (explicit opt-in)
+  bool auth_over_plaintext = false;  ///< allow AUTH without TLS (explicit opt-in)
+  /// 8-bit messages for a server without 8BITMIME: converted to 7 bit (true) or returned
+  /// with 554 5.6.3 (false). SmtpClientOptions::convert_8bit.
+  bool convert_8bit = true;
   std::string helo;                    ///< HELO/EHLO name; empty = the Deliverer's default
   std::string source_address;          ///< bind address for outgoing connections
   bool nxdomain_is_permanent = false;  ///< bounce on NXDOMAIN (550 5.1.2) instead of deferring

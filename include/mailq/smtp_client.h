@@ -110,6 +110,10 @@ struct SmtpClientOptions {
   std::string ca_file;
   std::optional<AuthCredentials> auth;
   bool auth_over_plaintext = false;
+  /// A message with 8-bit octets for a server without 8BITMIME (RFC 6152 §3): converted to
+  /// 7 bit (true: each 8-bit MIME part re-encoded, quoted-printable for text, base64 else)
+  /// or returned (false: `554 5.6.3`). What cannot be converted is returned either way.
+  bool convert_8bit = true;
   SmtpTimeouts timeouts;
   std::size_t max_reply_line = 4096;  ///< a longer reply line is a protocol error
   std::size_t max_reply_lines = 256;  ///< a longer multi-line reply is a protocol error
@@ -158,6 +162,8 @@ struct TransactionDone {
   std::vector<Reply> replies;
   Reply data_reply;
   std::string data_intermediate;  ///< text of the 354 reply, for the log
+  /// The body went out converted to 7 bit (8-bit data, no 8BITMIME at the server).
+  bool converted_to_7bit = false;
 };
 /// The session cannot go on. `connection_level` is true for failures before the session was
 /// usable that should count against the destination and move on to the next host: no or
@@ -219,8 +225,13 @@ class SmtpClient {
   ///   gets `553 5.6.7 [internal] ...` (RFC 6531 §3.2);
   /// - a body over the server's announced SIZE: `552 5.3.4 [internal] ...` (RFC 1870).
   ///
+  /// - 8-bit data (`eight_bit`, or octets above 127 in the body) for a server without
+  ///   8BITMIME: converted to 7 bit (`SmtpClientOptions::convert_8bit`, see
+  ///   src/core/smtp/downgrade.h) and sent; else, or when it cannot be converted (8-bit header
+  ///   fields, message/global), every recipient gets `554 5.6.3 [internal] ...`.
+  ///
   /// BODY=8BITMIME is declared when `eight_bit` is set or the body has 8-bit octets and the
-  /// server offers 8BITMIME; without 8BITMIME such a body is sent as it is (no conversion).
+  /// server offers 8BITMIME.
   /// SIZE= is sent when SIZE is offered; RET=, ENVID=, NOTIFY= and ORCPT= (xtext, RFC 3461)
   /// only when DSN is offered, otherwise they are left out (a "relayed" notice for
   /// NOTIFY=SUCCESS is then the caller's business).

@@ -623,6 +623,55 @@ TEST_CASE("SmtpClient: a body over the announced SIZE fails permanently without 
         "MAIL FROM:<sender@example.net> SIZE=10\r\nRCPT TO:<a@example.org>\r\nDATA\r\n");
 }
 
+TEST_CASE("SmtpClient: 8-bit data for a server without 8BITMIME is converted, or returned",
+          "[smtp][client][8bit]") {
+  SECTION("converted: quoted-printable, the transaction says so") {
+    Session s;
+    s.open_ready(kEhloPipelining);
+    REQUIRE(s.send(txn({"a@example.org"}, "Subject: t\n\ncaf\xc3\xa9\n")));
+    CHECK(s.wrote() == "MAIL FROM:<sender@example.net>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n");
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    CHECK(s.wrote() ==
+          "Subject: t\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=unknown-8bit\r\n"
+          "Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n.\r\n");
+    s.server("250 2.0.0 ok\r\n");
+    const auto& done = s.get<smtp_event::TransactionDone>(0);
+    CHECK(done.converted_to_7bit);
+    CHECK(done.replies.at(0).code == 250);
+  }
+  SECTION("the route returns them: 554 5.6.3, nothing sent, the session still usable") {
+    SmtpClientOptions o = Session::make_options();
+    o.convert_8bit = false;
+    Session s(o);
+    s.open_ready(kEhloPipelining);
+    REQUIRE(s.send(txn({"a@example.org"}, "Subject: t\n\ncaf\xc3\xa9\n")));
+    CHECK(s.wrote().empty());
+    const auto& done = s.get<smtp_event::TransactionDone>(0);
+    CHECK(done.replies.at(0) ==
+          Reply(554, "5.6.3",
+                "[internal] the message has 8-bit data and the server does not support 8BITMIME "
+                "(RFC 6152); the route returns such messages"));
+    CHECK(s.client->ready());
+  }
+  SECTION("what cannot be converted is returned") {
+    Session s;
+    s.open_ready(kEhloPipelining);
+    REQUIRE(s.send(txn({"a@example.org"}, "Subject: caf\xc3\xa9\n\nx\n")));
+    CHECK(s.wrote().empty());
+    CHECK(s.get<smtp_event::TransactionDone>(0).replies.at(0).text ==
+          "[internal] the message has 8-bit data and the server does not support 8BITMIME (RFC "
+          "6152); it cannot be converted to 7 bit: a header field holds 8-bit octets");
+  }
+  SECTION("offered: sent as it is, BODY=8BITMIME") {
+    Session s;
+    s.open_ready(kEhloFull);
+    REQUIRE(s.send(txn({"a@example.org"}, "Subject: t\n\ncaf\xc3\xa9\n")));
+    CHECK(s.wrote().find(" BODY=8BITMIME") != std::string::npos);
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    CHECK(s.wrote() == "Subject: t\r\n\r\ncaf\xc3\xa9\r\n.\r\n");
+  }
+}
+
 TEST_CASE("SmtpClient: SMTPUTF8 when needed", "[smtp][client][utf8]") {
   SECTION("offered: the parameter is sent") {
     Session s;

@@ -151,6 +151,7 @@ SmtpClientOptions Deliverer::Impl::client_options(const Run& run, const detail::
   o.ca_file = route.ca_file;
   o.auth = route.auth;
   o.auth_over_plaintext = route.auth_over_plaintext;
+  o.convert_8bit = route.convert_8bit;
   o.timeouts = route.timeouts;
   return o;
 }

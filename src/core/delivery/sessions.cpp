@@ -182,6 +182,9 @@ void Deliverer::Impl::transaction_done(Session& s, const smtp_event::Transaction
                                       : replies::connection_lost("no reply for this recipient");
     o.hop = hop;
     o.relayed_without_dsn = o.reply.positive() && !s.client().capabilities().dsn;
+    if (done.converted_to_7bit)
+      o.notes.push_back(
+          Note::words("converted to 7 bit (the server does not offer 8BITMIME, RFC 6152)"));
     o.notes.push_back(Note::of_transaction(hop, o.reply));
     outcomes.push_back(std::move(o));
   }

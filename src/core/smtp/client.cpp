@@ -10,6 +10,7 @@
 #include "core/smtp/ascii.h"
 #include "core/smtp/client_impl.h"
 #include "core/smtp/data.h"
+#include "core/smtp/downgrade.h"
 #include "core/smtp/params.h"
 #include "core/text.h"
 
@@ -219,6 +220,30 @@ bool SmtpClient::send(SmtpTransaction t, TimePoint now) {
   s.txn = std::move(x);
 
   // Refusals decided here, before anything is sent: the session stays usable.
+  if (s.txn->eight_bit && !s.caps.eightbitmime && !(s.txn->utf8 && !s.caps.smtputf8)) {
+    // RFC 6152 §3: converted to 7 bit, or returned.
+    std::string why = "the route returns such messages";
+    if (s.opt.convert_8bit) {
+      auto converted = detail::downgrade_to_7bit(*s.txn->t.body);
+      if (converted) {
+        s.txn->data = detail::encode_data(*converted, &info);
+        s.txn->data_size = s.txn->data.size();
+        s.txn->size = info.size;
+        s.txn->eight_bit = false;
+        s.txn->downgraded = true;
+      } else {
+        why = "it cannot be converted to 7 bit: " + converted.error().message;
+      }
+    }
+    if (s.txn->eight_bit) {
+      s.finish_txn({554, "5.6.3",
+                    "[internal] the message has 8-bit data and the server does not support "
+                    "8BITMIME (RFC 6152); " +
+                        why},
+                   Reply{});
+      return true;
+    }
+  }
   if (s.txn->utf8 && !s.caps.smtputf8) {
     s.finish_txn({553, "5.6.7",
                   "[internal] the server does not support SMTPUTF8, needed for a non-ASCII "

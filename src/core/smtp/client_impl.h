@@ -51,6 +51,7 @@ struct SmtpClient::Impl {
     std::size_t data_size = 0;  // of `data`, kept once the data is handed to the output
     std::uint64_t size = 0;
     bool eight_bit = false;
+    bool downgraded = false;  // converted to 7 bit for a server without 8BITMIME
     bool utf8 = false;
     std::vector<std::optional<Reply>> refused;  // RCPT refusals, per recipient
     std::size_t accepted = 0;

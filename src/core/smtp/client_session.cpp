@@ -151,6 +151,7 @@ void SmtpClient::Impl::finish_txn(const Reply& others, const Reply& data_reply) 
   }
   done.data_reply = data_reply;
   done.data_intermediate = std::move(txn->data_intermediate);
+  done.converted_to_7bit = txn->downgraded;
   txn.reset();
   ++transactions;
   emit(std::move(done));
