@@ -671,6 +671,21 @@ Result<std::unique_ptr<AresResolver>> AresResolver::open(uv_loop_t* loop, Clock&
                  fmt::format("c-ares channel init failed: {}", ares_strerror(rc)));
   }
 
+  if (const std::string& src = impl->options.source_address; !src.empty()) {
+    in_addr v4{};
+    in6_addr v6{};
+    if (uv_inet_pton(AF_INET, src.c_str(), &v4) == 0) {
+      ares_set_local_ip4(impl->channel, ntohl(v4.s_addr));
+    } else if (uv_inet_pton(AF_INET6, src.c_str(), &v6) == 0) {
+      ares_set_local_ip6(impl->channel, reinterpret_cast<const unsigned char*>(&v6));
+    } else {
+      ares_destroy(impl->channel);
+      impl->channel = nullptr;
+      return Error(errc::invalid_parameter,
+                   fmt::format("source address \"{}\" is not a numeric IP address", src));
+    }
+  }
+
   if (!servers.empty()) {
     std::vector<ares_addr_port_node> nodes(servers.size());
     for (std::size_t i = 0; i < servers.size(); ++i) {

@@ -266,6 +266,26 @@ TEST_CASE("ares resolver follows a CNAME the server did not follow: MX and addre
   CHECK(h.canonical == "target.test");  // an alias: the MX warning names where it leads
 }
 
+TEST_CASE("ares resolver sends its queries from the configured source address", "[ares][unbound]") {
+  REQUIRE_UNBOUND(ub);
+  Loop l;
+  auto proxy = FakeDnsServer::start(l.get(), FakeDnsServer::Mode::forward, ub->port());
+  REQUIRE(proxy);
+  auto o = options_for({proxy->address()});
+  o.source_address = "127.0.0.3";  // all of 127/8 is local on Linux
+  auto r = make_resolver(l, o);
+  CHECK(query_mx(l, *r, "multi.test").status == DnsStatus::ok);
+  CHECK(query_addresses(l, *r, "alias.test").status == DnsStatus::ok);
+  REQUIRE_FALSE(proxy->clients().empty());
+  for (const auto& c : proxy->clients()) CHECK(c == "127.0.0.3");
+
+  // Not an address: refused when the resolver is made.
+  o.source_address = "eth0";
+  auto bad = AresResolver::open(l.get(), *l.clock, o);
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message == "source address \"eth0\" is not a numeric IP address");
+}
+
 TEST_CASE("ares resolver retries a truncated answer over TCP", "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;

@@ -396,6 +396,12 @@ void FakeDnsServer::on_front(uv_udp_t* h, ssize_t n, const uv_buf_t* buf, const 
   std::size_t question_end = 0;
   if (!parse_question(p, len, &question, &qtype, &question_end)) return;
   self->questions_.push_back(question);
+  char client[64] = {};
+  if (from->sa_family == AF_INET)
+    uv_ip4_name(reinterpret_cast<const sockaddr_in*>(from), client, sizeof(client));
+  else
+    uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(from), client, sizeof(client));
+  self->clients_.push_back(client);
   switch (self->mode_) {
     case Mode::silent:
       return;

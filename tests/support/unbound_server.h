@@ -93,6 +93,8 @@ class FakeDnsServer {
   std::size_t queries() const { return questions_.size(); }
   /// The questions received, in order, as "name TYPE" ("multi.test MX", "alias.test AAAA").
   const std::vector<std::string>& questions() const { return questions_; }
+  /// The source address of each query received, in order ("127.0.0.3").
+  const std::vector<std::string>& clients() const { return clients_; }
   /// Forward mode: an upstream answer that starts with a CNAME is cut after it (nothing of the
   /// chain's target, no authority or additional records), as a server that does not follow
   /// CNAME chains (an authoritative server for the alias's zone only) answers.
@@ -113,6 +115,7 @@ class FakeDnsServer {
   uv_udp_t* front_ = nullptr;  // faces the resolver
   uv_udp_t* back_ = nullptr;   // faces the upstream (forward mode)
   std::vector<std::string> questions_;
+  std::vector<std::string> clients_;
   std::unordered_map<std::uint16_t, sockaddr_storage> askers_;  // forward mode: id -> client
 };
 

@@ -79,6 +79,9 @@ struct AresResolverOptions {
   AddressFamilies families = AddressFamilies::both;
   /// In a merged address answer, put the IPv6 addresses before the IPv4 ones.
   bool ipv6_first = false;
+  /// The local address queries are sent from ("192.0.2.7", "2001:db8::7"): the nameservers
+  /// of the other family are reached from any address. Empty: the kernel chooses.
+  std::string source_address;
 
   /// The answer cache.
   DnsCachePolicy cache;
