@@ -7,6 +7,7 @@
 // runs the verb there (examples/relay/commands.h). See kUsage for the verbs and exit statuses.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -15,9 +16,12 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "examples/relay/commands.h"
 #include "examples/relay/config.h"
 #include "examples/relay/control.h"
+#include "examples/relay/maildrop.h"
 #include "examples/relay/tools.h"
 #include "mailq/queue.h"
 #include "mailq/route.h"
@@ -91,6 +95,66 @@ int print(const relay::ControlResponse& r) {
   if (!r.ok) return fail(kExFailed, r.error);
   std::fwrite(r.payload.data(), 1, r.payload.size(), stdout);
   return std::fflush(stdout) == 0 ? kExOk : kExFailed;
+}
+
+// What waits in the maildrop (mailq-send's files no relay has picked up yet): a count for
+// summary and status, the messages for an unfiltered list, one message for show. Empty when
+// the maildrop is empty or the verb does not report it.
+std::string maildrop_report(const std::string& spool, const std::vector<std::string>& args,
+                            bool* shown) {
+  *shown = false;
+  auto ids = relay::list_maildrop(spool);
+  if (!ids || ids->empty()) return {};
+  const std::string& verb = args[0];
+  const std::size_t n = ids->size();
+  const std::string count = fmt::format("{} {} in the maildrop, waiting for a relay to pick {} up",
+                                        n, n == 1 ? "message" : "messages", n == 1 ? "it" : "them");
+  const auto now = std::chrono::system_clock::now();
+  auto line = [&](const relay::MaildropEntry& e) {
+    std::string rcpts;
+    for (const auto& r : e.envelope.recipients)
+      rcpts += (rcpts.empty() ? "" : ",") + r.address.to_string();
+    const auto age = std::chrono::duration_cast<std::chrono::minutes>(now - e.submitted).count();
+    return fmt::format(
+        "{}  {:>3}m  {:>4}  {}  {}\n", e.id.to_string(), std::max<long>(0, age), e.body.size(),
+        e.envelope.reverse_path ? e.envelope.reverse_path->to_string() : "<>", rcpts);
+  };
+  if (verb == "summary" || verb == "status") return "maildrop: " + count + "\n";
+  if (verb == "list" && args.size() == 1) {
+    std::string out = "maildrop: " + count + ":\n";
+    constexpr std::size_t kShown = 1000;
+    for (std::size_t i = 0; i < n && i < kShown; ++i) {
+      auto e = relay::read_maildrop(spool, (*ids)[i]);
+      out += e ? line(e.value()) : (*ids)[i].to_string() + "  (" + e.error().message + ")\n";
+    }
+    if (n > kShown) out += fmt::format("... and {} more\n", n - kShown);
+    return out;
+  }
+  if (verb == "show" && args.size() == 2) {
+    MessageId id;
+    if (!MessageId::parse(args[1], &id)) return {};
+    auto e = relay::read_maildrop(spool, id);
+    if (!e) return {};
+    *shown = true;
+    std::string out =
+        "id: " + id.to_string() + "\nin the maildrop: waiting for a relay to pick it up\n";
+    out += "sender: " + (e->envelope.reverse_path ? e->envelope.reverse_path->to_string() : "<>") +
+           "\n";
+    out += fmt::format("size: {} octets\nrecipients:\n", e->body.size());
+    for (const auto& r : e->envelope.recipients) out += "  " + r.address.to_string() + "\n";
+    return out;
+  }
+  return {};
+}
+
+// Prints the verb's answer, with what waits in the maildrop after it.
+int print_with_maildrop(const relay::ControlResponse& r, const std::string& spool,
+                        const std::vector<std::string>& args) {
+  bool shown = false;
+  const std::string extra = maildrop_report(spool, args, &shown);
+  if (shown) return print(relay::ControlResponse::success(extra));
+  if (!r.ok || extra.empty()) return print(r);
+  return print(relay::ControlResponse::success(r.payload + extra));
 }
 
 }  // namespace
@@ -190,7 +254,7 @@ int main(int argc, char** argv) {
                   "the spool is held by a running relay, but its control "
                   "socket cannot be reached: " +
                       res.error().message);
-    return print(*res);
+    return print_with_maildrop(*res, spool_dir, args);
   }
 
   // No relay: the verb runs on the spool itself.
@@ -210,23 +274,15 @@ int main(int argc, char** argv) {
       return fail(kExTempFail, "cannot read the spool: " + recovered.error().message);
     for (const auto& p : report.problems)
       std::fprintf(stderr, "mailq-queue: spool: %s\n", p.c_str());
-    if (!config) {
+    if (!config && report.rerouted) {
       // Without the configuration a static route is unknown, and its messages show under
       // their domains rather than under the route (their destination in the relay).
-      std::set<std::string> unknown;
-      for (MessageId id : queue.list()) {
-        const auto m = queue.find(id);
-        for (const auto& r : m->recipients)
-          if (!routes.find(r.route)) unknown.insert(r.route);
-      }
-      if (!unknown.empty()) {
-        std::string names;
-        for (const auto& n : unknown) names += (names.empty() ? "" : ", ") + n;
-        std::fprintf(stderr,
-                     "mailq-queue: note: route%s %s not known without --config: destinations "
-                     "show as domains\n",
-                     unknown.size() == 1 ? "" : "s", names.c_str());
-      }
+      std::string names;
+      for (const auto& n : report.gone_routes) names += (names.empty() ? "" : ", ") + n;
+      std::fprintf(stderr,
+                   "mailq-queue: note: route%s %s not known without --config: destinations "
+                   "show as domains\n",
+                   report.gone_routes.size() == 1 ? "" : "s", names.c_str());
     }
     relay::CommandContext ctx{queue, clock, nullptr, nullptr, {}, utc};
     spool_error.clear();  // what recovery reported is in report.problems
@@ -236,7 +292,7 @@ int main(int argc, char** argv) {
     if (r.ok && !spool_error.empty()) {
       r = relay::ControlResponse::failure(args[0] + ": the spool reported: " + spool_error);
     }
-    status = print(r);
+    status = print_with_maildrop(r, spool_dir, args);
   }
   return status;
 }

@@ -183,7 +183,7 @@ with smtplib.SMTP("127.0.0.1", port, local_hostname="client.demo.localhost") as 
                    f"Message-ID: <smtp.{i}.{d}@demo.localhost>\r\n\r\nHello {to}, over SMTP.\r\n")
             s.sendmail("demo@demo.localhost", [to], msg)
 PY
-# With mailq-send: the relay holds the spool, so it submits through the control socket.
+# With mailq-send: into the maildrop, which the running relay picks up as files arrive.
 for d in "${domains[@]}"; do
   for i in $(seq $((per_domain / 2 + 1)) "$per_domain"); do
     printf 'From: demo@demo.localhost\nTo: user%s@%s\nSubject: demo %s for %s\n\nHello, from mailq-send.\n' \

@@ -10,7 +10,7 @@
 #
 # Targets are the fuzz/<name>.cpp files (smtp_reply, smtp_client, smtp_server, address,
 # spool_file, spool_records, record_codec, segment_file, dns_answer, relay_config,
-# relay_control); default: all.
+# relay_control, maildrop); default: all.
 # Each run starts from the seed corpus fuzz/corpus/<name>/ (read only) and keeps what it
 # finds in <build>/fuzz-work/<name>/. A crash, a broken invariant, a leak or a timeout is
 # saved as fuzz/crashes/<name>-crash-<sha1> (or -leak-, -timeout-, -oom-) and the script

@@ -325,7 +325,7 @@ void read_listen(const Section& root, RelayConfig& cfg) {
   } else if (n->is_table()) {
     table.emplace(*n->as_table(), "listen");
     table->allow_only({"address", "networks", "max_message_size", "max_recipients", "max_sessions",
-                       "idle_timeout"});
+                       "max_received_headers", "idle_timeout"});
     address_node = table->get("address");
     address_path = "listen.address";
     if (!address_node) fail(table->line(), address_path, "missing (the address to listen on)");
@@ -360,6 +360,8 @@ void read_listen(const Section& root, RelayConfig& cfg) {
       l.max_message_size = *v;
     if (auto v = table->integer<std::uint32_t>("max_recipients", 1, 1000000)) l.max_recipients = *v;
     if (auto v = table->integer<std::uint32_t>("max_sessions", 1, 1000000)) l.max_sessions = *v;
+    if (auto v = table->integer<std::uint32_t>("max_received_headers", 0, 10000))
+      l.max_received_headers = *v;
     if (auto v = table->duration("idle_timeout")) l.idle_timeout = *v;
   }
   if (l.networks.empty()) {
@@ -386,8 +388,15 @@ std::optional<std::vector<Network>> read_networks(const Section& s, const char* 
 void read_resolver(const Section& s, RelayConfig& cfg) {
   s.allow_only({"servers", "timeout", "tries", "query_deadline", "mx_port", "allow_internal_mx",
                 "rotate", "edns", "families", "ipv6_first", "cache", "cache_max_entries", "min_ttl",
-                "max_ttl", "negative_ttl", "max_negative_ttl", "failure_ttl", "unknown_ttl"});
+                "max_ttl", "negative_ttl", "max_negative_ttl", "failure_ttl", "unknown_ttl",
+                "source_address"});
   auto& r = cfg.resolver;
+  if (auto src = s.string("source_address")) {
+    if (!is_ip_literal(*src))
+      fail(line_of(*s.get("source_address")), "resolver.source_address",
+           quoted(*src) + " is not a numeric IP address");
+    r.source_address = *src;
+  }
   if (auto servers = s.strings("servers")) {
     std::size_t i = 0;
     for (auto& [text, node] : *servers) {
@@ -473,7 +482,14 @@ void read_queue(const Section& s, RelayConfig& cfg) {
 
 void read_delivery(const Section& s, RelayConfig& cfg) {
   s.allow_only({"max_connections", "idle_timeout", "max_connection_age", "broken_tls_memory",
-                "max_jobs_per_destination_per_cycle", "local_names", "local_addresses"});
+                "max_jobs_per_destination_per_cycle", "local_names", "local_addresses",
+                "source_address"});
+  if (auto src = s.string("source_address")) {
+    if (!is_ip_literal(*src))
+      fail(line_of(*s.get("source_address")), "delivery.source_address",
+           quoted(*src) + " is not a numeric IP address");
+    cfg.source_address = *src;
+  }
   auto& d = cfg.deliverer;
   if (auto v = s.integer<std::uint32_t>("max_connections", 1, 1000000)) d.max_connections = *v;
   if (auto v = s.duration("idle_timeout", true)) d.idle_timeout = *v;
@@ -520,7 +536,8 @@ struct RouteExtras {
 Route read_route(const Section& s, RouteExtras* extras) {
   s.allow_only({"name", "domains", "hosts", "mx", "port", "tls", "ca_file", "helo", "auth",
                 "auth_over_plaintext", "source_address", "nxdomain", "max_connections",
-                "max_messages_per_connection", "timeouts", "default", "allow_internal_mx"});
+                "max_messages_per_connection", "timeouts", "default", "allow_internal_mx",
+                "eight_bit"});
   Route r;
   const std::string& p = s.path();
   auto name = s.string("name");
@@ -611,6 +628,15 @@ Route read_route(const Section& s, RouteExtras* extras) {
            quoted(*src) + " is not a numeric IP address");
     r.source_address = *src;
   }
+  if (auto eb = s.string("eight_bit")) {
+    if (*eb == "convert")
+      r.convert_8bit = true;
+    else if (*eb == "return")
+      r.convert_8bit = false;
+    else
+      fail(line_of(*s.get("eight_bit")), p + ".eight_bit",
+           quoted(*eb) + " is not \"convert\" or \"return\"");
+  }
   if (auto nx = s.string("nxdomain")) {
     if (*nx == "bounce")
       r.nxdomain_is_permanent = true;
@@ -678,6 +704,7 @@ void read_routes(const Section& root, RelayConfig& cfg) {
     }
     if (!r.is_static()) r.mx_port = extras.port ? extras.port : cfg.mx_port;
     if (!r.is_static() && !extras.own_internal_mx) r.allow_internal_mx = cfg.allow_internal_mx;
+    if (r.source_address.empty()) r.source_address = cfg.source_address;
     cfg.routes.push_back(std::move(r));
     cfg.route_domains.push_back(std::move(patterns));
     cfg.route_ports.push_back(extras.port);
@@ -871,6 +898,7 @@ Result<RouteTable> RelayConfig::route_table() const {
   builtin.name = kDefaultRoute;
   builtin.mx_port = mx_port;
   builtin.allow_internal_mx = allow_internal_mx;
+  builtin.source_address = source_address;
   (void)table.add(builtin);
   for (std::size_t i = 0; i < routes.size(); ++i) {
     Route r = routes[i];

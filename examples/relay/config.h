@@ -42,6 +42,8 @@ struct ListenConfig {
   std::uint64_t max_message_size = 50ull << 20;
   std::uint32_t max_recipients = 1000;
   std::uint32_t max_sessions = 1000;
+  /// More Received header fields than this: 554 5.4.6 (a loop); 0 = no limit.
+  std::uint32_t max_received_headers = 50;
   Duration idle_timeout{std::chrono::minutes(5)};  ///< per command / data block
 };
 
@@ -59,6 +61,9 @@ struct RelayConfig {
 
   ares::AresResolverOptions resolver;  ///< [resolver] servers/timeout/tries/deadline
   std::uint16_t mx_port = 25;          ///< [resolver] mx_port, applied to every MX route
+  /// [delivery] source_address: the address outgoing connections are made from, for every
+  /// route without a source_address of its own (the built-in MX route too). Empty: any.
+  std::string source_address;
   /// [resolver] allow_internal_mx: the internal networks MX hosts may be dialled in, for every
   /// MX route without a list of its own (Route::allow_internal_mx); none by default.
   std::vector<Network> allow_internal_mx;

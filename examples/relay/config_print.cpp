@@ -87,6 +87,7 @@ void print_resolver(const RelayConfig& c, std::string& out) {
   out += "allow_internal_mx = " + networks(c.allow_internal_mx) + "\n";
   out += fmt::format("rotate = {}\nedns = {}\nfamilies = {}\nipv6_first = {}\n", b(r.rotate),
                      b(r.edns), q(families), b(r.ipv6_first));
+  if (!r.source_address.empty()) out += "source_address = " + q(r.source_address) + "\n";
   const auto& k = r.cache;
   out += fmt::format(
       "cache = {}\ncache_max_entries = {}\nmin_ttl = {}\nmax_ttl = {}\nnegative_ttl = {}\n"
@@ -125,6 +126,7 @@ void print_delivery(const RelayConfig& c, std::string& out) {
       d.max_jobs_per_destination_per_cycle);
   out += "local_names = " + strings(d.local_names) + "\n";
   out += "local_addresses = " + strings(d.local_addresses) + "\n";
+  if (!c.source_address.empty()) out += "source_address = " + q(c.source_address) + "\n";
   out += "\n[domain_state]\n";
   out += fmt::format("failure_threshold = {}\ndown_interval = {}\n",
                      c.domain_state.failure_threshold, dur(c.domain_state.down_interval));
@@ -155,6 +157,7 @@ void print_route(const RelayConfig& c, std::size_t i, std::string& out) {
   out += fmt::format("auth_over_plaintext = {}\n", b(r.auth_over_plaintext));
   if (!r.source_address.empty()) out += "source_address = " + q(r.source_address) + "\n";
   out += fmt::format("nxdomain = {}\n", q(r.nxdomain_is_permanent ? "bounce" : "defer"));
+  out += fmt::format("eight_bit = {}\n", q(r.convert_8bit ? "convert" : "return"));
   out += fmt::format("max_connections = {}\nmax_messages_per_connection = {}\n", r.max_connections,
                      r.max_messages_per_connection);
   out += "timeouts = " + timeouts(r.timeouts) + "\n";
@@ -189,9 +192,9 @@ std::string print_config(const RelayConfig& c) {
     const auto& l = c.listen;
     out += fmt::format(
         "listen = {{ address = {}, networks = {}, max_message_size = {}, max_recipients = {}, "
-        "max_sessions = {}, idle_timeout = {} }}\n",
+        "max_sessions = {}, max_received_headers = {}, idle_timeout = {} }}\n",
         q(l.address), networks(l.networks), l.max_message_size, l.max_recipients, l.max_sessions,
-        dur(l.idle_timeout));
+        l.max_received_headers, dur(l.idle_timeout));
   } else {
     out += "# no listen: the relay takes mail through mailq-send and the control socket only\n";
   }

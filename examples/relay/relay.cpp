@@ -12,6 +12,7 @@
 
 #include "examples/relay/commands.h"
 #include "examples/relay/control.h"
+#include "examples/relay/maildrop.h"
 #include "examples/relay/metrics.h"
 #include "mailq/ares/resolver.h"
 #include "mailq/deliverer.h"
@@ -50,6 +51,17 @@ void close_handle(H*& h) {
   h = nullptr;
 }
 
+// Recipients whose route the configuration no longer has: said once per start.
+std::string rerouted_notice(const RecoveryReport& report) {
+  std::string names;
+  for (const auto& n : report.gone_routes) names += (names.empty() ? "" : ", ") + n;
+  return fmt::format(
+      "spool recovery: {} {} routed again by the route table: route{} {} not configured any "
+      "more",
+      report.rerouted, report.rerouted == 1 ? "recipient" : "recipients",
+      report.gone_routes.size() == 1 ? "" : "s", names);
+}
+
 std::string messages(std::size_t n) {
   return fmt::format("{} {}", n, n == 1 ? "message" : "messages");
 }
@@ -83,6 +95,7 @@ struct Relay::Impl {
   std::unique_ptr<Deliverer> deliverer;
   std::unique_ptr<uv::SmtpListener> listener;
   std::unique_ptr<ControlServer> control;
+  std::unique_ptr<MaildropPickup> maildrop;
   std::unique_ptr<MetricsServer> metrics_server;
 
   uv_signal_t* sig_term = nullptr;
@@ -252,6 +265,7 @@ struct Relay::Impl {
                                     (e.message.empty() ? e.code.message() : e.message)));
     }
     for (const auto& p : report.problems) notice("spool recovery: " + p);
+    if (report.rerouted) notice(rerouted_notice(report));
 
     DelivererConfig dc = config.deliverer;
     dc.domain_state = config.domain_state;
@@ -278,6 +292,15 @@ struct Relay::Impl {
       pass_start = clock->now();
       deliverer->limit_to_due_by(pass_start);
     }
+
+    // What mailq-send left in the maildrop, now and as it comes.
+    MaildropPickup::Options mo;
+    mo.spool = config.spool;
+    mo.source_channel = kSubmitChannel;
+    mo.notice = [this](const std::string& m) { notice(m); };
+    maildrop = std::make_unique<MaildropPickup>(loop, *queue, mo);
+    if (auto started_pickup = maildrop->start(); !started_pickup)
+      notice("maildrop: " + started_pickup.error().message);
     if (options.once) start_once_watch();
     return {};
   }
@@ -289,6 +312,7 @@ struct Relay::Impl {
     lo.server.hostname = config.helo;
     lo.server.limits.max_message_size = config.listen.max_message_size;
     lo.server.limits.max_recipients = config.listen.max_recipients;
+    lo.server.limits.max_received_headers = config.listen.max_received_headers;
     lo.max_sessions = config.listen.max_sessions;
     lo.idle_timeout = config.listen.idle_timeout;
     auto networks = config.listen.networks;
@@ -338,8 +362,13 @@ struct Relay::Impl {
     if (!queue) return done(Reply(421, "4.3.2", "Service shutting down"));
     EnqueueOptions eo;
     eo.source_channel = kListenerChannel;
+    // The trace field RFC 5321 §4.4 asks of every server that accepts a message, naming
+    // the queue id the message gets.
+    eo.id = queue->reserve_id();
+    std::string body = received_header(m, config.helo, eo.id.to_string(), clock->now());
+    body += m.body;
     queue->enqueue(
-        m.envelope, std::move(m.body),
+        m.envelope, std::move(body),
         [done = std::move(done)](Result<MessageId> r) {
           if (r)
             done(Reply(250, "2.0.0", "Ok: queued as " + r.value().to_string()));
@@ -390,6 +419,9 @@ struct Relay::Impl {
       out += "listener: none\n";
     }
     out += "control: " + config.control + "\n";
+    if (maildrop)
+      out += fmt::format("maildrop: {} picked up, {} waiting, {} set aside in maildrop/corrupt\n",
+                         maildrop->picked_up(), maildrop->pending(), maildrop->quarantined());
     if (metrics_server) out += fmt::format("metrics: http://{}/metrics\n", config.metrics);
     return out;
   }
@@ -425,8 +457,8 @@ struct Relay::Impl {
     // `idle()` also waits for reusable connections to reach [delivery] idle_timeout: a job
     // between DNS and a session is not visible otherwise.
     const TimePoint limit = options.single_pass ? pass_start : clock->now();
-    const bool quiet =
-        deliverer->idle() && spool->pending_inserts() == 0 && deliverer->next_due() > limit;
+    const bool quiet = deliverer->idle() && spool->pending_inserts() == 0 &&
+                       (!maildrop || maildrop->pending() == 0) && deliverer->next_due() > limit;
     // Twice in a row: work handed over through zero-delay timers is visible by then.
     once_quiet_checks = quiet ? once_quiet_checks + 1 : 0;
     if (once_quiet_checks < 2) return;
@@ -443,6 +475,7 @@ struct Relay::Impl {
     stopping = true;
     notice("stopping: " + reason);
     close_handle(once_timer);
+    if (maildrop) maildrop->close();  // what arrives now waits for the next start
     // The control socket stays open until the end: a `submit` in progress gets its queue id
     // (new requests are refused while stopping).
     if (metrics_server) metrics_server->close();
@@ -510,6 +543,7 @@ struct Relay::Impl {
     metrics_server.reset();
     if (control) ::unlink(control_path_note().c_str());
     control.reset();
+    maildrop.reset();
     listener.reset();
     deliverer.reset();
     queue.reset();

@@ -1,7 +1,10 @@
 #include "examples/relay/tools.h"
 
+#include <unistd.h>
 #include <algorithm>
+
 #include <cstdio>
+#include <cstdlib>
 
 #include "mailq/spool/file_spool.h"
 #include "mailq/spool/layout.h"
@@ -57,13 +60,25 @@ Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
                                        const std::string& config_path,
                                        const std::string& control_option) {
   ToolTarget t;
-  if (!config_path.empty()) {
-    auto c = load_config(config_path);
+  std::string config_file = config_path;
+  if (config_file.empty() && spool_option.empty()) {
+    // A host's `sendmail` link is called with no option naming the spool: the configuration
+    // the environment names, else the system's.
+    if (const char* env = std::getenv("MAILQ_CONFIG"); env && *env)
+      config_file = env;
+    else if (::access(kSystemConfig, F_OK) == 0)
+      config_file = kSystemConfig;
+  }
+  if (!config_file.empty()) {
+    auto c = load_config(config_file);
     if (!c) return c.error();
     t.config = std::move(c.value());
   }
   t.spool = !spool_option.empty() ? spool_option : (t.config ? t.config->spool : "");
-  if (t.spool.empty()) return Error(errc::bad_state, "--spool is required");
+  if (t.spool.empty())
+    return Error(
+        errc::bad_state,
+        std::string("--spool or --config is required (or MAILQ_CONFIG, or ") + kSystemConfig + ")");
   t.control = control_option;
   if (t.control.empty() && t.config && t.config->spool == t.spool && !t.config->control.empty())
     t.control = t.config->control;

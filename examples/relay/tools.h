@@ -23,12 +23,17 @@ struct ToolTarget {
   std::string control;
 };
 
+/// The configuration the tools read when neither `--spool` nor `--config` is given and the
+/// environment names none in MAILQ_CONFIG (a `sendmail` link is called without options).
+inline constexpr const char* kSystemConfig = "/etc/mailq/mailq-relay.toml";
+
 /// Resolves `--spool`, `--config` and `--control`: the spool from the option or else the
-/// configuration; the socket from the option, else the configuration's `control` (when it is
-/// about the same spool), else the path a running relay left in `<spool>/control.path`, else
+/// configuration (with neither: MAILQ_CONFIG's file, else `kSystemConfig` when it exists); the
+/// socket from the option, else the configuration's `control` (when it is about the same spool),
+/// else the path a running relay left in `<spool>/control.path`, else
 /// `<spool>/control.sock`. Errors: the configuration's own
 /// (`errc::invalid_parameter` / `errc::storage_failure`, "FILE:LINE: key: what"), or
-/// `errc::bad_state` "--spool is required" when neither names a spool.
+/// `errc::bad_state` "--spool or --config is required ..." when nothing names a spool.
 Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
                                        const std::string& config_path,
                                        const std::string& control_option);

@@ -23,6 +23,11 @@ struct RecoveryReport {
   std::size_t recovered = 0;          ///< messages loaded
   std::size_t quarantined = 0;        ///< files moved aside as corrupt or partial
   std::vector<std::string> problems;  ///< one line per quarantined file
+  /// Filled by `Queue::recover`: recipients still to deliver whose stored route is not in the
+  /// route table any more (a configuration changed), routed again by the table, and the names
+  /// of those routes.
+  std::size_t rerouted = 0;
+  std::vector<std::string> gone_routes;
 };
 
 /// The whole mutable state of one recipient after a change: what an update carries for it.

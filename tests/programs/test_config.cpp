@@ -479,6 +479,10 @@ TEST_CASE("every invalid configuration gets one exact FILE:LINE: key: what", "[c
        "the listener would take messages the queue refuses"},
       {"spool = \"/s\"\n[delivery]\nmax_connections = 0\n",
        "relay.toml:3: delivery.max_connections: 0 is not allowed (must be at least 1)"},
+      {"spool = \"/s\"\n[delivery]\nsource_address = \"eth0\"\n",
+       "relay.toml:3: delivery.source_address: \"eth0\" is not a numeric IP address"},
+      {"spool = \"/s\"\n[resolver]\nsource_address = \"127.0.0.1:53\"\n",
+       "relay.toml:3: resolver.source_address: \"127.0.0.1:53\" is not a numeric IP address"},
       {"spool = \"/s\"\n[delivery]\nlocal_addresses = [\"mx.example.org\"]\n",
        "relay.toml:3: delivery.local_addresses[0]: \"mx.example.org\" is not a numeric IP "
        "address"},
@@ -626,6 +630,35 @@ TEST_CASE("route_table applies mx_port to MX routes and keeps static hosts", "[c
   CHECK(moved->find("default-non-local-route")->mx_port == 40025);
   CHECK(moved->lookup("special.test").mx_port == 2600);
   CHECK(moved->lookup("a.example.com").hosts[0].port == 587);
+}
+
+TEST_CASE("[delivery] source_address binds every route without its own, the built-in one too",
+          "[config]") {
+  const std::string text =
+      "spool = \"/s\"\n"
+      "[resolver]\nsource_address = \"::1\"\n"
+      "[delivery]\nsource_address = \"127.0.0.2\"\n"
+      "[[route]]\nname = \"own\"\ndomains = [\"own.test\"]\nhosts = [\"127.0.0.9\"]\n"
+      "source_address = \"127.0.0.7\"\n"
+      "[[route]]\nname = \"plain\"\ndomains = [\"plain.test\"]\nmx = true\n";
+  auto cfg = parse_config(text);
+  INFO((cfg ? std::string() : cfg.error().message));
+  REQUIRE(cfg);
+  CHECK(cfg->resolver.source_address == "::1");
+  auto table = cfg->route_table();
+  REQUIRE(table);
+  CHECK(table->lookup("own.test").source_address == "127.0.0.7");
+  CHECK(table->lookup("plain.test").source_address == "127.0.0.2");
+  CHECK(table->lookup("elsewhere.test").source_address == "127.0.0.2");  // the built-in route
+  // Printed and loaded again: the same.
+  const std::string printed = mailq::relay::print_config(*cfg);
+  CHECK(printed.find("\n[delivery]\n") != std::string::npos);
+  CHECK(printed.find("source_address = \"127.0.0.2\"\n") != std::string::npos);
+  auto again = parse_config(printed, "printed.toml");
+  REQUIRE(again);
+  CHECK(again->source_address == "127.0.0.2");
+  CHECK(again->resolver.source_address == "::1");
+  CHECK(again->route_table()->lookup("own.test").source_address == "127.0.0.7");
 }
 
 TEST_CASE(

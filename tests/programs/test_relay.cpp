@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -34,6 +35,7 @@
 #include "support/raw_client.h"
 #include "support/servers.h"
 #include "support/test_loop.h"
+#include "support/tool_runner.h"
 #include "support/unbound_server.h"
 
 #ifdef MAILQ_RELAY_BIN
@@ -193,7 +195,9 @@ struct RelayHarness {
 };
 
 // Enqueues messages into a spool with the library itself (no relay running), for --once.
-void enqueue_offline(const std::string& config_text, const std::vector<std::string>& rcpts) {
+void enqueue_offline(
+    const std::string& config_text, const std::vector<std::string>& rcpts,
+    const std::string& body = "Subject: offline\r\n\r\nqueued before the relay ran\r\n") {
   auto cfg = parse_config(config_text, "relay.toml");
   REQUIRE(cfg);
   auto routes = cfg->route_table();
@@ -211,11 +215,10 @@ void enqueue_offline(const std::string& config_text, const std::vector<std::stri
     for (const auto& to : rcpts) {
       auto env = make_envelope("someone@sender.test", {to});
       REQUIRE(env);
-      queue.enqueue(env.value(), "Subject: offline\r\n\r\nqueued before the relay ran\r\n",
-                    [&](Result<MessageId> r) {
-                      REQUIRE(r);
-                      ++done;
-                    });
+      queue.enqueue(env.value(), body, [&](Result<MessageId> r) {
+        REQUIRE(r);
+        ++done;
+      });
     }
     REQUIRE(loop.run_until([&] { return done == rcpts.size(); }, 20s));
     spool.flush();
@@ -335,6 +338,83 @@ TEST_CASE(
   const std::string log2 = h.log_text();
   CHECK(contains(log2, "TCP active open: Failed connect() Error: connection refused"));
   CHECK(contains(log2, "--once: nothing due, 1 message in the queue"));
+}
+
+TEST_CASE(
+    "mailq-relay: a queued message whose route the configuration no longer has is routed by "
+    "the table it runs with, and said",
+    "[relay][once][routes]") {
+  REQUIRE_UNBOUND(dns);
+  SmtpSink sink;
+  std::string err;
+  REQUIRE(sink.start(&err));
+  RelayHarness h;
+  // Queued under a route "tcp_old" for static.test (to a port nobody listens on).
+  std::string before = h.config_text(sink.port(), dns->address());
+  const std::string from = "name = \"tcp_static\"";
+  before.replace(before.find(from), from.size(), "name = \"tcp_old\"");
+  const std::string port = "127.0.0.1:" + std::to_string(sink.port());
+  before.replace(before.find(port), port.size(), "127.0.0.1:" + std::to_string(free_tcp_port()));
+  enqueue_offline(before, {"a@static.test"});
+  // Run with the configuration of today: static.test goes by tcp_static, to the sink.
+  h.write_config(h.config_text(sink.port(), dns->address()));
+  std::string out;
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--once"}, &out, 60s) == 0);
+  INFO(out);
+  CHECK(sink.wait_for_dumps(1).size() == 1);
+  const std::string log = h.log_text();
+  CHECK(contains(log,
+                 "spool recovery: 1 recipient routed again by the route table: route "
+                 "tcp_old not configured any more"));
+  CHECK(contains(log, "tcp_static"));
+  CHECK(count_of(log, " D 1") == 1);
+}
+
+TEST_CASE(
+    "mailq-relay: an 8-bit message to Postfix's smtp-sink without 8BITMIME arrives converted "
+    "to 7 bit, and Python's email package reads back the original text",
+    "[relay][once][8bit]") {
+  REQUIRE_UNBOUND(dns);
+  SmtpSink sink({"-8"});  // does not announce 8BITMIME
+  std::string err;
+  REQUIRE(sink.start(&err));
+  RelayHarness h;
+  const std::string config = h.config_text(sink.port(), dns->address());
+  h.write_config(config);
+  const std::string text =
+      "Gr\xc3\xbc\xc3\x9f"
+      "e aus K\xc3\xb6ln, = und Leerzeichen am Ende \r\n";
+  enqueue_offline(config, {"a@static.test"},
+                  "From: a@sender.test\r\nSubject: 8bit\r\nMIME-Version: 1.0\r\n"
+                  "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+                  "\r\n" +
+                      text);
+  std::string out;
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--once"}, &out, 60s) == 0);
+  INFO(out);
+  auto dumps = sink.wait_for_dumps(1);
+  REQUIRE(dumps.size() == 1);
+  INFO(dumps[0]);
+  CHECK(contains(dumps[0], "Content-Transfer-Encoding: quoted-printable\n"));
+  CHECK_FALSE(contains(dumps[0], "Content-Transfer-Encoding: 8bit"));
+  CHECK(std::none_of(dumps[0].begin(), dumps[0].end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; }));
+  CHECK(contains(h.log_text(), "converted to 7 bit (the server does not offer 8BITMIME"));
+  // The received copy (after smtp-sink's own X- headers) decodes to the text sent.
+  std::string message = dumps[0].substr(dumps[0].find("From: a@sender.test"));
+  REQUIRE(message.size() > 2);
+  REQUIRE(message.substr(message.size() - 2) == "\n\n");
+  message.pop_back();  // the empty line smtp-sink writes after a dump
+  const std::string script =
+      "import sys, email, email.policy\n"
+      "m = email.message_from_bytes(sys.stdin.buffer.read(), policy=email.policy.strict)\n"
+      "sys.stdout.buffer.write(m.get_payload(decode=True))\n";
+  ToolRun py = run_tool({"/usr/bin/python3", "-c", script}, message);
+  CHECK(py.status == 0);
+  CHECK(py.err.empty());
+  std::string want = text;
+  want.replace(want.find("\r\n"), 2, "\n");  // smtp-sink stores LF line ends
+  CHECK(py.out == want);
 }
 
 TEST_CASE(
@@ -564,6 +644,10 @@ TEST_CASE(
   auto dumps = sink.wait_for_dumps(1);
   REQUIRE(dumps.size() == 1);
   CHECK(contains(dumps[0], ".dot-stuffed\n"));
+  // The trace field of the relay, with the queue id the client was given (two recipients:
+  // no "for").
+  CHECK(contains(dumps[0], "Received: from client.mailq.test ([127.0.0.1])\n\tby "));
+  CHECK(contains(dumps[0], " (mailq) with ESMTP id " + id + ";\n\t"));
   CHECK(h.log_has("tcp_smtp"));
   REQUIRE(h.log_has("TCP active open: Failed connect() Error: connection refused"));
 
@@ -633,6 +717,14 @@ TEST_CASE(
   CHECK(nul.substr(0, 9) == "550 5.6.0");
   std::string long_line = transaction("Subject: c\r\n\r\n" + std::string(1200, 'x') + "\r\n.\r\n");
   CHECK(long_line.substr(0, 1) == "5");
+  // A loop: more Received fields than the limit (50 by default).
+  std::string hops;
+  for (int i = 0; i < 51; ++i)
+    hops += "Received: from a.test by b.test;\r\n\tMon, 07 Dec 2026 00:00:00 +0000\r\n";
+  std::string looped = transaction(hops + "Subject: loop\r\n\r\nround\r\n.\r\n");
+  CHECK(looped ==
+        "554 5.4.6 Too many hops: 51 Received header fields, more than 50 (a mail "
+        "loop?)\r\n");
   // An over-long command line.
   c.send("NOOP " + std::string(3000, 'n') + "\r\n");
   CHECK(c.read_replies(1).substr(0, 9) == "500 5.5.2");

@@ -16,10 +16,12 @@
 #include <vector>
 
 #include "examples/relay/control.h"
+#include "examples/relay/maildrop.h"
 #include "mailq/queue.h"
 #include "mailq/spool/file_spool.h"
 #include "mailq/spool/layout.h"
 #include "support/daemon.h"
+#include "support/opened_spool.h"
 #include "support/servers.h"
 #include "support/test_loop.h"
 #include "support/tool_runner.h"
@@ -76,26 +78,21 @@ struct Spool {
     return r.out;
   }
 
-  // What the spool holds, read the way the relay would at start-up.
-  struct Stored {
-    MessageRecord record;
-    std::string body;
-  };
+  // What a relay does first at start-up: the maildrop's files into the queue.
+  void pick_up() {
+    OpenedSpool opened(path());
+    std::vector<std::string> problems;
+    const std::size_t before = relay::list_maildrop(path())->size();
+    CHECK(opened.import_maildrop([&](const std::string& m) { problems.push_back(m); }) == before);
+    CHECK(problems.empty());
+    CHECK(relay::list_maildrop(path())->empty());
+  }
+
+  // What the spool holds, read the way the relay would at start-up (the maildrop picked up).
+  using Stored = OpenedSpool::Stored;
   std::vector<Stored> stored() {
-    ManualClock clock;
-    auto s = spool::open_spool(path(), clock,
-                               spool::detect_layout(path()).value_or(spool::Layout::files));
-    REQUIRE(s);
-    RouteTable routes;
-    Queue q(**s, routes, clock);
-    REQUIRE(q.recover());
-    std::vector<Stored> out;
-    for (MessageId id : q.list()) {
-      auto body = q.read_body(id);
-      REQUIRE(body);
-      out.push_back({*q.find(id), body.value()});
-    }
-    return out;
+    pick_up();
+    return OpenedSpool(path()).stored();
   }
 };
 
@@ -111,6 +108,11 @@ TEST_CASE("mailq-send queues a message for the argument recipients and prints it
           "[tools][send]") {
   Spool s;
   std::string id = s.sent_id({"-f", "sender@example.org", "bob@example.com", "carol@example.net"});
+  // In the maildrop, under the id it printed, until a relay picks it up.
+  MessageId parsed;
+  REQUIRE(MessageId::parse(id, &parsed));
+  CHECK(relay::list_maildrop(s.path()).value() == std::vector<MessageId>{parsed});
+  CHECK(fs::is_empty(s.path() + "/maildrop/tmp"));
   auto stored = s.stored();
   REQUIRE(stored.size() == 1);
   CHECK(stored[0].record.id.to_string() == id);
@@ -323,6 +325,7 @@ TEST_CASE("mailq-send refuses a CR, LF or control in any argument: no recipient 
 TEST_CASE("mailq-queue refuses a CR, LF or control in any argument", "[tools][queue][security]") {
   Spool s;
   std::string id = s.sent_id({"bob@example.com"});
+  s.pick_up();
   ToolRun r = s.queue({"hold", id + "\nflush"});
   CHECK(r.status == 64);
   CHECK(r.err == "mailq-queue: argument 5 (\"" + id +
@@ -342,8 +345,8 @@ TEST_CASE("mailq-send exits 75 (try again later) when the spool cannot take the 
   ToolRun r = run_tool({MAILQ_SEND_BIN, "--spool", not_a_dir, "bob@example.com"}, kMessage);
   CHECK(r.status == 75);
   CHECK(r.out.empty());
-  CHECK(r.err == "mailq-send: cannot open the spool: open spool directory " + not_a_dir +
-                     ": Not a directory\n");
+  CHECK(r.err == "mailq-send: cannot write into the maildrop: the spool " + not_a_dir +
+                     " is not a directory\n");
   CHECK(read_file(not_a_dir) == "x");
 }
 
@@ -351,6 +354,7 @@ TEST_CASE("mailq-queue list, summary and show read a spool no relay holds", "[to
   Spool s;
   std::string a = s.sent_id({"bob@example.com", "carol@example.net"});
   std::string b = s.sent_id({"-f", "<>", "dave@example.com"});
+  s.pick_up();
 
   CHECK(s.ok({"list"}) ==
         "ID             AGE  SIZE  STATE   SENDER             RECIPIENTS                         "
@@ -401,6 +405,7 @@ TEST_CASE("mailq-queue hold, release, delete and bounce act on the spool directl
   std::string a = s.sent_id({"bob@example.com"});
   std::string b = s.sent_id({"carol@example.net"});
   std::string c = s.sent_id({"dave@example.com"});
+  s.pick_up();
 
   CHECK(s.ok({"hold", a}) == "held " + a + "\n");
   CHECK(s.ok({"hold", "example.com"}) == "held 1 message for example.com\n");
@@ -439,6 +444,7 @@ TEST_CASE(
   }
   std::string a = s.sent_id({"bob@example.com"});
   std::string b = s.sent_id({"carol@example.net"});
+  s.pick_up();
   CHECK_FALSE(fs::exists(s.path() + "/queue"));
   CHECK(spool::detect_layout(s.path()) == spool::Layout::segments);
 
@@ -459,6 +465,7 @@ TEST_CASE("mailq-queue refuses what it cannot do offline, with documented exit s
           "[tools][queue]") {
   Spool s;
   s.sent_id({"bob@example.com"});
+  s.pick_up();
   ToolRun r = s.queue({"flush"});
   CHECK(r.status == 1);
   CHECK(r.err ==
@@ -486,27 +493,52 @@ TEST_CASE("mailq-queue refuses what it cannot do offline, with documented exit s
   CHECK(r.out.find("exit status: 0 done; 1 the verb failed") != std::string::npos);
 }
 
-TEST_CASE("with --config the tools take the spool, the routes and the log from the file",
+TEST_CASE("with --config the tools take the spool from the file, the relay routes what it picks up",
           "[tools][send][queue][config]") {
   Spool s;
   const std::string config = s.dir.file("relay.toml");
+  const std::uint16_t closed = free_tcp_port();
+  REQUIRE(closed != 0);
   write_file(config, "spool = \"" + s.path() + "\"\nlog = \"" + s.dir.file("mail.log") +
                          "\"\nhelo = \"mx.test.example\"\n"
+                         "[resolver]\nservers = [\"127.0.0.1:" +
+                         std::to_string(closed) +
+                         "\"]\ntimeout = \"200ms\"\n"
                          "[[route]]\nname = \"tcp_internal\"\ndomains = [\"internal.example\"]\n"
-                         "hosts = [\"127.0.0.1:2525\"]\n");
+                         "hosts = [\"127.0.0.1:" +
+                         std::to_string(closed) + "\"]\n");
   ToolRun r = run_tool({MAILQ_SEND_BIN, "--config", config, "-f", "a@example.org",
                         "x@internal.example", "y@other.example"},
                        kMessage, {"TZ=UTC"});
   INFO(r.err);
   REQUIRE(r.status == 0);
   const std::string id = r.out.substr(0, 13);
-  // The E records are appended to the relay's log, with the static route as the channel.
+  CHECK(fs::exists(s.path() + "/maildrop/" + id));
+  // Offline, mailq-queue says what waits in the maildrop.
+  r = run_tool({MAILQ_QUEUE_BIN, "--config", config, "--utc", "summary"});
+  CHECK(r.status == 0);
+  CHECK(r.out.find("maildrop: 1 message in the maildrop, waiting for a relay to pick it up\n") !=
+        std::string::npos);
+  r = run_tool({MAILQ_QUEUE_BIN, "--config", config, "show", id});
+  CHECK(r.status == 0);
+  CHECK(r.out == "id: " + id +
+                     "\nin the maildrop: waiting for a relay to pick it up\nsender: "
+                     "a@example.org\nsize: 166 octets\nrecipients:\n  x@internal.example\n"
+                     "  y@other.example\n");
+
+#if defined(MAILQ_RELAY_BIN)
+  // A relay (here one pass, every connection refused) queues it under that id with its own
+  // routes, the E records in its log.
+  r = run_tool({MAILQ_RELAY_BIN, "--config", config, "--once"});
+  INFO(r.out + r.err);
+  CHECK(r.status == 75);  // deferred: still in the queue
   const std::string log = read_file(s.dir.file("mail.log"));
   CHECK(log.find("local          tcp_internal E 1\n a@example.org rfc822;x@internal.example "
                  "x@internal.example\n queue/tcp_internal/ZZ" +
                  id + ".00\n <fixed.1@example.org>\n") != std::string::npos);
   CHECK(log.find(" default-non-local-route E 1\n a@example.org rfc822;y@other.example "
                  "y@other.example\n") != std::string::npos);
+  CHECK_FALSE(fs::exists(s.path() + "/maildrop/" + id));
 
   r = run_tool({MAILQ_QUEUE_BIN, "--config", config, "--utc", "summary"});
   CHECK(r.status == 0);
@@ -523,6 +555,7 @@ TEST_CASE("with --config the tools take the spool, the routes and the log from t
   CHECK(r.err ==
         "mailq-queue: note: route tcp_internal not known without --config: destinations show "
         "as domains\n");
+#endif
 
   write_file(config, "spool = 3\n");
   r = run_tool({MAILQ_SEND_BIN, "--config", config, "bob@example.com"}, kMessage);
@@ -566,11 +599,15 @@ struct FakeRelay {
 
 }  // namespace
 
-TEST_CASE("with a relay holding the spool, the tools go through its control socket",
-          "[tools][send][queue][control]") {
+TEST_CASE(
+    "with a relay holding the spool, mailq-queue and mailq-send --control go through its "
+    "control socket, and mailq-send alone through the maildrop",
+    "[tools][send][queue][control]") {
   Spool s;
-  s.sent_id({"bob@example.com"});  // creates the spool
+  s.sent_id({"bob@example.com"});
+  s.pick_up();  // creates the spool
   FakeRelay relay(s);
+  const std::string socket = s.path() + "/control.sock";
   const MessageId answered{0x123456789abcull};
   TestLoop loop;
   relay::ControlServer server(
@@ -588,7 +625,7 @@ TEST_CASE("with a relay holding the spool, the tools go through its control sock
   REQUIRE_FALSE(server.start());
 
   ToolRun r = relay.serve(loop, [&] {
-    return s.send({"-f", "<>", "carol@example.net", "dave@example.com"});
+    return s.send({"--control", socket, "-f", "<>", "carol@example.net", "dave@example.com"});
   });
   INFO(r.err);
   CHECK(r.status == 0);
@@ -621,15 +658,24 @@ TEST_CASE("with a relay holding the spool, the tools go through its control sock
           std::vector<std::string>{"list", "--error", "connection%20refused", "--min-age", "1h"});
   }
 
-  // The relay's socket gone: the spool is still locked, so nothing is written behind its
-  // back; the submitter says "try later".
+  // DSN options cannot cross the socket: said, nothing sent.
+  r = s.send({"--control", socket, "-N", "never", "bob@example.com"});
+  CHECK(r.status == 64);
+  CHECK(r.err ==
+        "mailq-send: -N, -R and -V cannot cross the relay's control socket: submit without "
+        "--control (through the maildrop)\n");
+
+  // The relay's socket gone: with --control the submitter says "try later"...
   server.close();
   loop.run_for(10ms);
-  r = s.send({"bob@example.com"});
+  r = s.send({"--control", socket, "bob@example.com"});
   CHECK(r.status == 75);
-  CHECK(r.err.rfind("mailq-send: the spool is held by a running relay, but its control socket "
-                    "cannot be reached: connect ",
-                    0) == 0);
+  CHECK(r.err.rfind("mailq-send: no relay answers on its control socket: connect ", 0) == 0);
+  // ... and without it the message goes into the maildrop, although the spool is locked.
+  std::string dropped = s.sent_id({"erin@example.com"});
+  MessageId dropped_id;
+  REQUIRE(MessageId::parse(dropped, &dropped_id));
+  CHECK(relay::list_maildrop(s.path()).value() == std::vector<MessageId>{dropped_id});
   r = s.queue({"list"});
   CHECK(r.status == 69);
   CHECK(loop.close() == 0);

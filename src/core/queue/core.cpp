@@ -163,15 +163,34 @@ void QueueCore::enqueue(const Envelope& envelope, std::string body, Queue::Enque
 }
 
 Result<void> QueueCore::recover(RecoveryReport* report) {
+  // A recipient's route names a route of the table it was queued with; one the table no
+  // longer has is replaced by the route the table gives its domain now.
+  std::size_t rerouted = 0;
+  std::set<std::string> gone;
+  std::string known;  // the last route name found (most recipients share a few)
   Result<void> loaded = storage_.load(
-      [this](MessageRecord&& rec) {
+      [&](MessageRecord&& rec) {
         if (store_.find(rec.id) != kNoSlot) return;
         last_id_ = std::max(last_id_, rec.id.value);
+        for (auto& r : rec.recipients) {
+          if (r.route == known || is_final(r.state)) continue;
+          if (routes_.find(r.route)) {
+            known = r.route;
+            continue;
+          }
+          gone.insert(r.route);
+          r.route = routes_.lookup(domain_of(r.address)).name;
+          ++rerouted;
+        }
         const SlotId s = store_.add(rec);
         schedule_.push_expiry(rec.arrival + config_.max_lifetime, rec.id);
         schedule_.add(s);
       },
       report);
+  if (report) {
+    report->rerouted = rerouted;
+    report->gone_routes.assign(gone.begin(), gone.end());
+  }
 #if defined(__GLIBC__)
   // A storage builds what it loads in memory before handing it over (the segment spool
   // replays every segment first); freed, those pages stay resident in glibc's heap unless
