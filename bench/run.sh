@@ -3,7 +3,7 @@
 # every benchmark, prints a table and writes bench/results.json.
 #
 #   bench/run.sh [--count N] [--large-count N] [--restart-count N] [--enqueue-count N]
-#                [--connections C] [--per-connection M] [--skip-postfix]
+#                [--submit-count N] [--connections C] [--per-connection M] [--skip-postfix]
 #
 # Everything talks to 127.0.0.1 only. Peers (smtp-sink, the private Postfix) are stopped on
 # exit, and each one is bounded by coreutils' timeout.
@@ -11,7 +11,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-count=20000 large_count=5000 restart_count=1000000 enqueue_count=50000
+count=20000 large_count=5000 restart_count=1000000 enqueue_count=50000 submit_count=1000
 connections=20 per_connection=1000 skip_postfix=0
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -19,6 +19,7 @@ while [[ $# -gt 0 ]]; do
     --large-count) large_count=$2; shift 2 ;;
     --restart-count) restart_count=$2; shift 2 ;;
     --enqueue-count) enqueue_count=$2; shift 2 ;;
+    --submit-count) submit_count=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
     --per-connection) per_connection=$2; shift 2 ;;
     --skip-postfix) skip_postfix=1; shift ;;
@@ -31,10 +32,11 @@ build=$root/build-bench
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILQ_BUILD_BENCH=ON \
   -DMAILQ_BUILD_TESTS=OFF -DMAILQ_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$build" -j2 --target bench_drain bench_enqueue bench_restart bench_down mailq-relay \
-  mailq-queue >/dev/null
+  mailq-queue mailq-send >/dev/null
 bin=$build/bench
 relay=$build/examples/mailq-relay
 queue_tool=$build/examples/mailq-queue
+send_tool=$build/examples/mailq-send
 
 work=$(mktemp -d /tmp/mailq-bench.XXXXXX)
 chmod 755 "$work"  # the Postfix daemons and smtp-sink (as nobody) must traverse it
@@ -43,7 +45,7 @@ shm=/dev/shm
 shmwork=$(mktemp -d "$shm/mailq-bench.XXXXXX")
 jsonl=$work/results.jsonl
 : >"$jsonl"
-sink_pid="" pf_dir=""
+sink_pid="" pf_dir="" pf_port=""
 cleanup() {
   [[ -n $pf_dir ]] && postfix -c "$pf_dir/etc" stop >/dev/null 2>&1 || true
   [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null || true
@@ -90,8 +92,8 @@ ceiling() {  # size n reuse(0/1)
 
 # --- Postfix side by side: a private instance, loaded through its own smtpd on a free
 # loopback port while its smtp transport is deferred, then released and timed until empty ---
-postfix_drain() {  # size n
-  local size=$1 n=$2 port t0 t1 left
+postfix_start() {  # sets pf_dir and pf_port
+  local port
   pf_dir=$(mktemp -d "$work/postfix.XXXXXX")
   chmod 755 "$pf_dir"
   mkdir -p "$pf_dir/etc" "$pf_dir/queue" "$pf_dir/data"
@@ -123,6 +125,13 @@ postfix_drain() {  # size n
     tail -20 "$pf_dir/maillog" >&2
     return 1
   fi
+  pf_port=$port
+}
+
+postfix_drain() {  # size n
+  local size=$1 n=$2 port t0 t1 left
+  postfix_start || return 1
+  port=$pf_port
   # Load: the queue fills while the smtp transport is deferred. This is also the ingest
   # benchmark of Postfix: smtpd answers 250 once cleanup has fsync'ed the queue file.
   t0=$(now)
@@ -168,6 +177,25 @@ drain() {  # size n spool-parent label layout
   tail -1 "$jsonl"
 }
 
+# A relay configuration whose only route points at a closed port on 127.0.0.1: the
+# destination is marked down after its first failure and costs nothing afterwards.
+nowhere_config() {  # file spool layout log dead-port extra-lines
+  cat >"$1" <<TOML
+spool = "$2"
+spool_layout = "$3"
+log = "$4"
+helo = "bench.localhost"
+$6
+[domain_state]
+failure_threshold = 1
+down_interval = "1h"
+[[route]]
+name = "nowhere"
+hosts = ["127.0.0.1:$5"]
+default = true
+TOML
+}
+
 # --- ingest: smtp-source into mailq-relay's listener; 250 comes once the message is durable.
 # Its only route points at a closed port on 127.0.0.1, so that (like Postfix's deferred
 # transport) nothing is delivered while the queue fills: the destination is marked down after
@@ -177,22 +205,8 @@ mailq_ingest() {  # size n spool-parent label layout
   dir=$(mktemp -d "$3/ingest.XXXXXX")
   port=$(free_port)
   dead=$(free_port)
-  cat >"$dir/relay.toml" <<TOML
-spool = "$dir/spool"
-spool_layout = "$layout"
-log = "$dir/mail.log"
-helo = "bench.localhost"
-[listen]
-address = "127.0.0.1:$port"
-max_sessions = 4096
-[domain_state]
-failure_threshold = 1
-down_interval = "1h"
-[[route]]
-name = "nowhere"
-hosts = ["127.0.0.1:$dead"]
-default = true
-TOML
+  nowhere_config "$dir/relay.toml" "$dir/spool" "$layout" "$dir/mail.log" "$dead" \
+    "$(printf '[listen]\naddress = "127.0.0.1:%s"\nmax_sessions = 4096' "$port")"
   timeout -k 5 1800 "$relay" --config "$dir/relay.toml" >"$dir/relay.out" 2>&1 &
   pid=$!
   if ! wait_listen "$port"; then
@@ -211,6 +225,55 @@ TOML
   queued=$("$queue_tool" --spool "$dir/spool" list | grep -c '^[0-9A-Z]\{13\} ' || true)
   json "$(python3 -c "import json,sys; n,s,t,q=int(sys.argv[1]),int(sys.argv[2]),float(sys.argv[3]),int(sys.argv[4]); print(json.dumps({'bench':'ingest','engine':'mailq','label':sys.argv[5],'layout':sys.argv[6],'size':s,'messages':n,'queued':q,'sessions':$connections,'seconds':round(t,4),'msgs_per_s':round(n/t,1)}))" "$n" "$size" "$(echo "$t1 - $t0" | bc)" "$queued" "$4" "$layout")"
   rm -rf "$dir"
+}
+
+# --- submission: mailq-send (sendmail) called once per message, 8 callers at once, into a
+# spool that holds what the restart benchmark filled; without a relay, and with one running on
+# the spool (it picks the maildrop up as files arrive). ---
+submit_mailq() {  # spool label
+  python3 "$here/submit.py" --count "$submit_count" --parallel 8 --engine mailq \
+    --label "$2, no relay" --json "$jsonl" -- "$send_tool" --spool "$1" >/dev/null
+  tail -1 "$jsonl"
+  rm -rf "$1/maildrop"
+}
+submit_mailq_live() {  # spool layout label
+  local dir port dead pid t0 t1 left
+  dir=$(mktemp -d "$work/submit.XXXXXX")
+  dead=$(free_port)
+  nowhere_config "$dir/relay.toml" "$1" "$2" "$dir/mail.log" "$dead" \
+    "control = \"$dir/control.sock\""
+  timeout -k 5 1800 "$relay" --config "$dir/relay.toml" >"$dir/relay.out" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 1200); do [[ -S $dir/control.sock ]] && break; sleep 0.1; done
+  "$queue_tool" --config "$dir/relay.toml" status >/dev/null || {
+    echo "run.sh: mailq-relay did not start on $1:" >&2; cat "$dir/relay.out" >&2
+    kill "$pid" 2>/dev/null || true; return 1; }
+  python3 "$here/submit.py" --count "$submit_count" --parallel 8 --engine mailq \
+    --label "$3, relay running" --json "$jsonl" -- "$send_tool" --spool "$1" >/dev/null
+  tail -1 "$jsonl"
+  # How long after the last submission the maildrop is empty (everything queued).
+  t0=$(now)
+  for _ in $(seq 1 6000); do
+    left=$(find "$1/maildrop" -maxdepth 1 -type f | wc -l)
+    [[ $left -eq 0 ]] && break
+    sleep 0.01
+  done
+  t1=$(now)
+  echo "mailq-relay: maildrop empty $(echo "$t1 - $t0" | bc) s after the last submission ($left left)" >&2
+  kill -TERM "$pid"
+  wait "$pid" || true
+  rm -rf "$dir" "$1/maildrop"
+}
+submit_postfix() {
+  postfix_start || return 1
+  python3 "$here/submit.py" --count "$submit_count" --parallel 8 --engine postfix \
+    --label "Postfix 3.7 sendmail into its maildrop (its queue empty), pickup running" \
+    --json "$jsonl" -- /usr/sbin/sendmail -C "$pf_dir/etc" -f bench@bench.localhost >/dev/null
+  tail -1 "$jsonl"
+  postfix -c "$pf_dir/etc" stop >/dev/null 2>&1 || true
+  sleep 1
+  rm -rf "$pf_dir"
+  pf_dir=""
 }
 
 echo "== 1. drain, 2 KB ==" >&2
@@ -246,6 +309,8 @@ echo "== 4. restart ==" >&2
 "$bin/bench_restart" --mode fill --spool "$shmwork/restart" --count "$restart_count" --layout files
 "$bin/bench_restart" --mode recover --spool "$shmwork/restart" --label tmpfs --json "$jsonl" >/dev/null
 tail -1 "$jsonl"
+echo "== 6. submission (into the restart benchmark's spools) ==" >&2
+submit_mailq "$shmwork/restart" "files spool on tmpfs holding $restart_count"
 rm -rf "$shmwork/restart"
 "$bin/bench_restart" --mode fill --spool "$work/restart" --count "$restart_count" --layout segments
 "$bin/bench_restart" --mode recover --spool "$work/restart" --label disk --json "$jsonl" >/dev/null
@@ -255,6 +320,11 @@ tail -1 "$jsonl"
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "$bin/bench_restart" --mode recover --spool "$work/restart" \
   --label "disk, GLIBC_TUNABLES=glibc.malloc.hugetlb=1" --json "$jsonl" >/dev/null
 tail -1 "$jsonl"
+echo "== 6. submission (into the restart benchmark's spools) ==" >&2
+submit_mailq "$work/restart" "segment spool on disk holding $restart_count"
+submit_mailq_live "$work/restart" segments "segment spool on disk holding $restart_count" ||
+  echo "run.sh: mailq submission with a relay failed" >&2
+[[ $skip_postfix -eq 1 ]] || submit_postfix || echo "run.sh: Postfix submission failed" >&2
 rm -rf "$work/restart"
 
 echo "== 5. down destination ==" >&2
@@ -297,6 +367,9 @@ for r in find(bench="enqueue"):
     print(f"| enqueue API 2 KB, {r.get('layout', 'files')} spool ({r['messages']}, {r['per_turn']}/turn) | {r['msgs_per_s']:.0f} msg/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms |")
 for r in find(bench="restart"):
     print(f"| restart, {r.get('layout', 'files')} spool ({r['messages']} msgs, {r['label']}) | {r['msgs_per_s']:.0f} msg/s ({r['seconds']:.2f} s), {r['bytes_per_recipient']:.0f} B RSS per recipient |")
+for r in find(bench="submit"):
+    s = f"{r['msgs_per_s']:.0f} msg/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['failures']} failed"
+    print(f"| submission, {r['parallel']} at once, {r['engine']}: {r['label']} ({r['messages']}) | {s} |")
 for r in find(bench="down"):
     print(f"| down destination {r['label']} | run_cycle {r['cycle_us']:.3f} us; flush {r['flush_us']/1000:.1f} ms; first mark-down {r['mark_down_ms']:.0f} ms |")
 PY
