@@ -396,10 +396,10 @@ Result<void> MaildropPickup::start() {
         auto* self = static_cast<MaildropPickup*>(h->data);
         if (!self || self->scan_wanted_) return;
         self->scan_wanted_ = true;
-        uv_idle_start(self->scan_soon_, [](uv_idle_t* i) {
-          uv_idle_stop(i);
-          if (auto* s = static_cast<MaildropPickup*>(i->data)) s->scan();
-        });
+        // Files still to take: the directory is read again once they are taken (one read
+        // per batch, not one per arriving file).
+        if (!self->todo_.empty()) return;
+        self->scan_soon();
       },
       dir.c_str(), 0);
   scan_soon_ = new uv_idle_t{};
@@ -482,6 +482,16 @@ void MaildropPickup::pump() {
     queued_.erase(id);
     take(id);
   }
+  // Files arrived while a batch was being taken: read the directory again.
+  if (!closed_ && todo_.empty() && scan_wanted_) scan_soon();
+}
+
+void MaildropPickup::scan_soon() {
+  if (!scan_soon_ || uv_is_active(reinterpret_cast<uv_handle_t*>(scan_soon_))) return;
+  uv_idle_start(scan_soon_, [](uv_idle_t* i) {
+    uv_idle_stop(i);
+    if (auto* s = static_cast<MaildropPickup*>(i->data)) s->scan();
+  });
 }
 
 void MaildropPickup::take(MessageId id) {

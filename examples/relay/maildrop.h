@@ -112,6 +112,8 @@ class MaildropPickup {
 
  private:
   void scan();
+  /// A scan on the next loop turn (once, however often asked).
+  void scan_soon();
   void pump();
   void take(MessageId id);
   void finished(MessageId id, MessageId queued_as, const Error* error);

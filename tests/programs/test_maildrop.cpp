@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "mailq/queue.h"
 #include "mailq/spool/file_spool.h"
 #include "mailq/spool/layout.h"
+#include "support/daemon.h"
 #include "support/opened_spool.h"
 #include "support/servers.h"
 #include "support/tool_runner.h"
@@ -403,7 +405,59 @@ TEST_CASE("sendmail, mailq and newaliases: the names a host links mailq-send by"
 
 #endif  // MAILQ_SEND_BIN && MAILQ_QUEUE_BIN
 
-#if defined(MAILQ_RELAY_BIN)
+#if defined(MAILQ_RELAY_BIN) && defined(MAILQ_SEND_BIN) && defined(MAILQ_QUEUE_BIN)
+
+TEST_CASE("a running relay queues what eight mailq-send write at once, under their ids",
+          "[maildrop][relay][tools]") {
+  TempDir dir;
+  const std::string spool = dir.file("spool");
+  const std::string config = dir.file("relay.toml");
+  const std::uint16_t closed = free_tcp_port();
+  REQUIRE(closed != 0);
+  // Every destination a closed port: the messages stay queued, marked down after one try.
+  write_file(config, "spool = \"" + spool + "\"\nlog = \"" + dir.file("mail.log") +
+                         "\"\n[domain_state]\nfailure_threshold = 1\ndown_interval = \"1h\"\n"
+                         "[[route]]\nname = \"nowhere\"\ndefault = true\nhosts = [\"127.0.0.1:" +
+                         std::to_string(closed) + "\"]\n");
+  Daemon relay;
+  std::string error;
+  REQUIRE(relay.start({MAILQ_RELAY_BIN, "--config", config}, dir.file("relay.out"), &error));
+  const auto up = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < up &&
+         ::access((spool + "/control.sock").c_str(), F_OK) != 0)
+    std::this_thread::sleep_for(20ms);
+  REQUIRE(relay.running());
+
+  constexpr int kThreads = 8, kEach = 10;
+  std::vector<std::vector<ToolRun>> runs(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i)
+        runs[t].push_back(send(spool, {"r" + std::to_string(t * kEach + i) + "@example.com"}));
+    });
+  for (auto& t : threads) t.join();
+  std::set<std::string> ids;
+  for (const auto& per_thread : runs)
+    for (const auto& r : per_thread) {
+      CHECK(r.status == 0);
+      if (r.out.size() == 14) ids.insert(r.out.substr(0, 13));
+    }
+  REQUIRE(ids.size() == kThreads * kEach);
+  // All picked up (the maildrop empty) and each in the queue under the id its submitter got.
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < until && !relay::list_maildrop(spool)->empty())
+    std::this_thread::sleep_for(20ms);
+  CHECK(relay::list_maildrop(spool)->empty());
+  ToolRun list = run_tool({MAILQ_QUEUE_BIN, "--spool", spool, "list"});
+  CHECK(list.status == 0);
+  for (const auto& id : ids) CHECK(list.out.find(id + " ") != std::string::npos);
+  CHECK(list.out.find(std::to_string(kThreads * kEach) + " messages") != std::string::npos);
+  REQUIRE(relay.signal(SIGTERM));
+  CHECK(relay.wait(30s) == 0);
+  const std::string log = read_file(dir.file("mail.log"));
+  CHECK(log.find("maildrop: ") == std::string::npos);  // nothing set aside, nothing odd
+}
 
 TEST_CASE("a relay sets aside a maildrop file it cannot read, and says so", "[maildrop][relay]") {
   TempDir dir;
@@ -425,4 +479,4 @@ TEST_CASE("a relay sets aside a maildrop file it cannot read, and says so", "[ma
                  id + ": line 4: the envelope does not end (truncated file)") != std::string::npos);
 }
 
-#endif  // MAILQ_RELAY_BIN
+#endif  // MAILQ_RELAY_BIN && MAILQ_SEND_BIN && MAILQ_QUEUE_BIN
