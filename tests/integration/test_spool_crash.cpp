@@ -126,6 +126,22 @@ Tear tear_newest_segment(const std::string& spool, std::mt19937& rng) {
   }
   std::sort(segments.begin(), segments.end());
   if (segments.empty() || fs::file_size(segments.back()) < d::kPreambleSize) return Tear::none;
+  {
+    // The kill itself may have cut the last write short (a fatal signal ends a large write
+    // between pages): a power cut leaves one torn tail, not a torn record and then another.
+    const int fd = ::open(segments.back().c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    const std::uint64_t size = fs::file_size(segments.back());
+    std::uint64_t off = d::kPreambleSize;
+    d::RecordType type{};
+    while (off < size) {
+      const std::uint64_t n = record_at(fd, off, &type);
+      if (n == 0 || off + n > size) break;
+      off += n;
+    }
+    ::close(fd);
+    if (off != size) return Tear::none;
+  }
   for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
     const int fd = ::open(it->c_str(), O_RDONLY | O_CLOEXEC);
     REQUIRE(fd >= 0);
