@@ -4,6 +4,7 @@
 #
 #   bench/run.sh [--count N] [--large-count N] [--restart-count N] [--enqueue-count N]
 #                [--submit-count N] [--connections C] [--per-connection M] [--skip-postfix]
+#                [--only drain,ingest,enqueue,restart,submit,down]
 #
 # Everything talks to 127.0.0.1 only. Peers (smtp-sink, the private Postfix) are stopped on
 # exit, and each one is bounded by coreutils' timeout.
@@ -12,7 +13,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 count=20000 large_count=5000 restart_count=1000000 enqueue_count=50000 submit_count=1000
-connections=20 per_connection=1000 skip_postfix=0
+connections=20 per_connection=1000 skip_postfix=0 only=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --count) count=$2; shift 2 ;;
@@ -23,9 +24,12 @@ while [[ $# -gt 0 ]]; do
     --connections) connections=$2; shift 2 ;;
     --per-connection) per_connection=$2; shift 2 ;;
     --skip-postfix) skip_postfix=1; shift ;;
+    --only) only=$2; shift 2 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 64 ;;
   esac
 done
+
+want() { [[ -z $only || ",$only," == *",$1,"* ]]; }
 
 "$root/scripts/deps.sh"
 build=$root/build-bench
@@ -276,6 +280,7 @@ submit_postfix() {
   pf_dir=""
 }
 
+if want drain; then
 echo "== 1. drain, 2 KB ==" >&2
 ceiling 2048 "$count" 1
 ceiling 2048 "$count" 0
@@ -289,54 +294,77 @@ drain 102400 "$large_count" "$work" disk files
 drain 102400 "$large_count" "$work" disk segments
 drain 102400 "$large_count" "$shmwork" tmpfs files
 [[ $skip_postfix -eq 1 ]] || postfix_drain 102400 "$large_count" || echo "run.sh: Postfix drain failed" >&2
+fi
 
+if want ingest; then
 echo "== 2. ingest over SMTP (Postfix's figure comes from its load phase above) ==" >&2
 for layout in files segments; do
   mailq_ingest 2048 "$count" "$work" disk $layout || echo "run.sh: mailq ingest failed" >&2
   mailq_ingest 102400 "$large_count" "$work" disk $layout || echo "run.sh: mailq ingest failed" >&2
 done
+fi
 
+if want enqueue; then
 echo "== 3. enqueue API ==" >&2
 for layout in files segments; do
   "$bin/bench_enqueue" --count "$enqueue_count" --spool "$(mktemp -d "$work/enq.XXXXXX")" \
     --layout $layout --label disk --json "$jsonl" >/dev/null
   tail -1 "$jsonl"
 done
+fi
 
+# The restart benchmark's spools, a million messages each, are also where the submission
+# benchmark submits.
+if want restart || want submit; then
 echo "== 4. restart ==" >&2
 # The file spool on tmpfs (creating a million files through group commit on the disk would
 # dominate the run); the segment spool on the disk.
 "$bin/bench_restart" --mode fill --spool "$shmwork/restart" --count "$restart_count" --layout files
-"$bin/bench_restart" --mode recover --spool "$shmwork/restart" --label tmpfs --json "$jsonl" >/dev/null
-tail -1 "$jsonl"
-echo "== 6. submission (into the restart benchmark's spools) ==" >&2
-submit_mailq "$shmwork/restart" "files spool on tmpfs holding $restart_count"
+if want restart; then
+  "$bin/bench_restart" --mode recover --spool "$shmwork/restart" --label tmpfs --json "$jsonl" >/dev/null
+  tail -1 "$jsonl"
+fi
+if want submit; then
+  echo "== 6. submission (into the restart benchmark's spools) ==" >&2
+  submit_mailq "$shmwork/restart" "files spool on tmpfs holding $restart_count"
+fi
 rm -rf "$shmwork/restart"
 "$bin/bench_restart" --mode fill --spool "$work/restart" --count "$restart_count" --layout segments
-"$bin/bench_restart" --mode recover --spool "$work/restart" --label disk --json "$jsonl" >/dev/null
-tail -1 "$jsonl"
-# The same recovery with glibc's malloc backed by transparent huge pages (a deployment
-# setting, docs/mailq-relay.md): most of a large recovery is first-touch page faults.
-GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "$bin/bench_restart" --mode recover --spool "$work/restart" \
-  --label "disk, GLIBC_TUNABLES=glibc.malloc.hugetlb=1" --json "$jsonl" >/dev/null
-tail -1 "$jsonl"
-echo "== 6. submission (into the restart benchmark's spools) ==" >&2
-submit_mailq "$work/restart" "segment spool on disk holding $restart_count"
-submit_mailq_live "$work/restart" segments "segment spool on disk holding $restart_count" ||
-  echo "run.sh: mailq submission with a relay failed" >&2
-[[ $skip_postfix -eq 1 ]] || submit_postfix || echo "run.sh: Postfix submission failed" >&2
+if want restart; then
+  "$bin/bench_restart" --mode recover --spool "$work/restart" --label disk --json "$jsonl" >/dev/null
+  tail -1 "$jsonl"
+  # The same recovery with glibc's malloc backed by transparent huge pages (a deployment
+  # setting, docs/mailq-relay.md): most of a large recovery is first-touch page faults.
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "$bin/bench_restart" --mode recover --spool "$work/restart" \
+    --label "disk, GLIBC_TUNABLES=glibc.malloc.hugetlb=1" --json "$jsonl" >/dev/null
+  tail -1 "$jsonl"
+fi
+if want submit; then
+  submit_mailq "$work/restart" "segment spool on disk holding $restart_count"
+  submit_mailq_live "$work/restart" segments "segment spool on disk holding $restart_count" ||
+    echo "run.sh: mailq submission with a relay failed" >&2
+  [[ $skip_postfix -eq 1 ]] || submit_postfix || echo "run.sh: Postfix submission failed" >&2
+fi
 rm -rf "$work/restart"
+fi
 
+if want down; then
 echo "== 5. down destination ==" >&2
 "$bin/bench_down" --destinations 1 --per-destination 100000 --label "1x100000" --json "$jsonl" >/dev/null
 tail -1 "$jsonl"
 "$bin/bench_down" --destinations 10000 --per-destination 10 --label "10000x10" --json "$jsonl" >/dev/null
 tail -1 "$jsonl"
+fi
 
 # --- results.json and the table ---
-python3 - "$jsonl" "$here/results.json" "$(nproc)" <<'PY'
-import json, sys, platform
+# With --only, the rows of the other benchmarks are kept from the previous results.json.
+python3 - "$jsonl" "$here/results.json" "$(nproc)" "$only" <<'PY'
+import json, os, sys, platform
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+if sys.argv[4] and os.path.exists(sys.argv[2]):
+    fresh = {r["bench"] for r in rows}
+    kept = [r for r in json.load(open(sys.argv[2])).get("results", []) if r["bench"] not in fresh]
+    rows = kept + rows
 out = {"machine": {"nproc": int(sys.argv[3]), "kernel": platform.release()}, "results": rows}
 json.dump(out, open(sys.argv[2], "w"), indent=1)
 def find(**kw):
