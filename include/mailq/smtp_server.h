@@ -1,7 +1,7 @@
 // mailq — the receiving side of SMTP, without I/O (sans-IO, like SmtpClient).
 //
 // A small, strict submission server for hosts that accept mail into a mailq Queue: EHLO/HELO,
-// PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, DSN parameters (NOTIFY, ORCPT, RET,
+// PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN parameters (NOTIFY, ORCPT, RET,
 // ENVID), MAIL/RCPT/DATA/RSET/NOOP/QUIT (VRFY/EXPN answered 252/502, never revealing
 // anything). The host feeds it the bytes the client sent and writes out what it produces;
 // the session never blocks and never touches a socket, so every byte sequence can be tested
@@ -23,8 +23,8 @@
 //    451 4.3.0.
 //  - Paths are taken as RFC 5321 writes them: `MAIL FROM:<path>` without a space before the
 //    '<' (501 5.5.4 otherwise); source routes are accepted and dropped; `<Postmaster>` is
-//    postmaster@<hostname>; non-ASCII addresses get 553 5.6.7 (no SMTPUTF8). Reply lines
-//    never exceed 512 octets (longer host texts are cut).
+//    postmaster@<hostname>; non-ASCII addresses need SMTPUTF8 on MAIL (553 5.6.7 without;
+//    RFC 6531). Reply lines never exceed 512 octets (longer host texts are cut).
 //  - Threading: none. One session is used from one thread; `done` runs on that thread too.
 #pragma once
 
@@ -56,6 +56,10 @@ struct SmtpServerConfig {
   std::string hostname = "localhost";  ///< in the greeting and the EHLO reply
   std::string greeting_text = "ESMTP mailq";
   SmtpServerLimits limits;
+  /// Offer SMTPUTF8 (RFC 6531): with the parameter on MAIL, the transaction's addresses may
+  /// be UTF-8 (and the message's header fields too). Without it, a non-ASCII address gets
+  /// 553 5.6.7.
+  bool smtputf8 = true;
 };
 
 /// A message received in full (after the final dot), handed to the host.
@@ -66,15 +70,17 @@ struct ReceivedMessage {
   std::string client_address;  ///< as given to the session ("127.0.0.1")
   bool eight_bit = false;      ///< BODY=8BITMIME was given
   bool esmtp = false;          ///< the client said EHLO (not HELO)
+  bool smtputf8 = false;       ///< MAIL carried SMTPUTF8 (RFC 6531)
 };
 
 /// The Received header field (RFC 5321 §4.4) a server that accepted `message` prepends:
 ///   Received: from HELO ([CLIENT])\r\n\tby BY_HOST (mailq) with ESMTP id ID\r\n\tfor <RCPT>;
 ///   DATE\r\n
-/// "with SMTP" after HELO, ESMTP after EHLO (RFC 3848; `protocol` overrides: "ESMTPS",
-/// "ESMTPSA", ...); "id" only when `id` is set, "for" only with a single recipient (a list
-/// would disclose Bcc recipients). `tls` ("TLS1.2 ECDHE-RSA-AES256-GCM-SHA384") is added as a
-/// comment when not empty. Lines end in CRLF; the date is in UTC (+0000).
+/// "with SMTP" after HELO, ESMTP after EHLO, UTF8SMTP with SMTPUTF8 (RFC 3848, RFC 6531
+/// §3.7.3; `protocol` overrides: "ESMTPS", "ESMTPSA", ...); "id" only when `id` is set, "for" only
+/// with a single recipient (a list would disclose Bcc recipients). `tls` ("TLS1.2
+/// ECDHE-RSA-AES256-GCM-SHA384") is added as a comment when not empty. Lines end in CRLF; the date
+/// is in UTC (+0000).
 std::string received_header(const ReceivedMessage& message, std::string_view by_host,
                             std::string_view id, TimePoint when, std::string_view protocol = {},
                             std::string_view tls = {});

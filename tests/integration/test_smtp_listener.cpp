@@ -29,7 +29,7 @@ namespace {
 const std::string kGreeting = "220 mx.test ESMTP mailq\r\n";
 const std::string kEhlo =
     "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 100000\r\n250-8BITMIME\r\n"
-    "250-ENHANCEDSTATUSCODES\r\n250 DSN\r\n";
+    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 DSN\r\n";
 const std::string kEnvelope =
     "EHLO client.test\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n";
 const std::string kEnvelopeReplies =

@@ -744,6 +744,45 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "mailq-relay: Python's smtplib submits UTF-8 addresses with SMTPUTF8 through the "
+    "listener, and the message is queued with them and a UTF8SMTP Received header",
+    "[relay][listener][utf8]") {
+  REQUIRE_UNBOUND(dns);
+  RelayHarness h;
+  const std::uint16_t listen_port = free_tcp_port();
+  h.write_config(h.config_text(free_tcp_port(), dns->address(),
+                               "listen = \"127.0.0.1:" + std::to_string(listen_port) + "\"\n"));
+  h.start();
+  const std::string script =
+      "import smtplib, sys\n"
+      "s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=30)\n"
+      "s.ehlo('client.mailq.test')\n"
+      "assert s.has_extn('smtputf8')\n"
+      "msg = 'From: J\\u00f6rg <j\\u00f6rg@sender.test>\\r\\nSubject: Gr\\u00fc\\u00dfe\\r\\n"
+      "\\r\\nHallo\\r\\n'\n"
+      "s.sendmail('j\\u00f6rg@sender.test', ['m\\u00fcller@down.test'], msg.encode('utf-8'),\n"
+      "           mail_options=['SMTPUTF8', 'BODY=8BITMIME'])\n"
+      "s.quit()\n";
+  ToolRun py = run_tool({"/usr/bin/python3", "-c", script, std::to_string(listen_port)});
+  INFO(py.out + py.err);
+  REQUIRE(py.status == 0);
+  const std::string list = h.ok({"list"});
+  INFO(list);
+  CHECK(contains(list, "j\xc3\xb6rg@sender.test"));
+  CHECK(contains(list, "m\xc3\xbcller@down.test"));
+  CHECK(contains(h.log_text(), "m\xc3\xbcller@down.test"));
+  REQUIRE(h.daemon.signal(SIGTERM));
+  CHECK(h.daemon.wait(30s) == 0);
+  // Stored with the trace field the relay added.
+  bool found = false;
+  for (const auto& e : fs::recursive_directory_iterator(h.spool + "/queue"))
+    if (e.is_regular_file() &&
+        read_file(e.path().string()).find(" (mailq) with UTF8SMTP id ") != std::string::npos)
+      found = true;
+  CHECK(found);
+}
+
+TEST_CASE(
     "mailq-relay: when the spool cannot store a message the SMTP client gets 451 4.3.0 "
     "with the reason and nothing is queued",
     "[relay][listener][storage]") {

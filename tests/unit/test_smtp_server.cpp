@@ -19,6 +19,7 @@ const char* kEhloReply =
     "250-SIZE 1000\r\n"
     "250-8BITMIME\r\n"
     "250-ENHANCEDSTATUSCODES\r\n"
+    "250-SMTPUTF8\r\n"
     "250 DSN\r\n";
 
 SmtpServerConfig small_config() {
@@ -268,13 +269,14 @@ TEST_CASE("SmtpServerSession answers each error with its exact reply", "[smtp_se
       {"MAIL with a bad address", "", "MAIL FROM:<a..b@c.example>\r\n",
        "501 5.1.7 Bad sender address syntax: local part contains consecutive dots at offset 1\r\n"},
       {"MAIL with a non-ASCII address", "", "MAIL FROM:<j\xc3\xb6rg@b.example>\r\n",
-       "553 5.6.7 Non-ASCII sender address requires SMTPUTF8 (not supported)\r\n"},
+       "553 5.6.7 Non-ASCII sender address requires SMTPUTF8 (give the SMTPUTF8 parameter on "
+       "MAIL)\r\n"},
       {"MAIL with junk after the path", "", "MAIL FROM:<a@b.example>junk\r\n",
        "501 5.5.4 Syntax error after the address\r\n"},
       {"MAIL with an unknown parameter", "", "MAIL FROM:<a@b.example> FOO=1\r\n",
        "555 5.5.4 Unsupported parameter FOO\r\n"},
-      {"MAIL with SMTPUTF8", "", "MAIL FROM:<a@b.example> SMTPUTF8\r\n",
-       "555 5.5.4 Unsupported parameter SMTPUTF8\r\n"},
+      {"MAIL with SMTPUTF8=x", "", "MAIL FROM:<a@b.example> SMTPUTF8=x\r\n",
+       "501 5.5.4 SMTPUTF8 takes no value\r\n"},
       {"MAIL with a duplicate parameter", "", "MAIL FROM:<a@b.example> SIZE=1 SIZE=2\r\n",
        "501 5.5.4 Duplicate SIZE parameter\r\n"},
       {"MAIL with a bad SIZE", "", "MAIL FROM:<a@b.example> SIZE=12x\r\n",
@@ -726,4 +728,40 @@ TEST_CASE("received_header names the client, the server, the protocol, the id an
   CHECK(received_header(m, "mx.test", "X", when, "ESMTPS", "TLS1.2 ECDHE-RSA-AES256-GCM-SHA384") ==
         "Received: from client.test ([127.0.0.9])\r\n\tby mx.test (mailq) with ESMTPS "
         "(TLS1.2 ECDHE-RSA-AES256-GCM-SHA384) id X;\r\n\tMon, 07 Dec 2026 00:00:00 +0000\r\n");
+}
+
+TEST_CASE("SmtpServerSession takes UTF-8 addresses after SMTPUTF8 on MAIL, and only then",
+          "[smtp_server][utf8]") {
+  SmtpServerConfig config = small_config();
+  auto h = ehlo_host(config);
+  // Without the parameter a UTF-8 recipient is refused; the transaction goes on.
+  CHECK(h->feed("MAIL FROM:<a@example.org>\r\nRCPT TO:<j\xc3\xb6rg@m\xc3\xbcnchen.example>\r\n") ==
+        "250 2.1.0 Ok\r\n553 5.6.7 Non-ASCII recipient address requires SMTPUTF8 (give the "
+        "SMTPUTF8 parameter on MAIL)\r\n");
+  CHECK(h->feed("RSET\r\n") == "250 2.0.0 Ok\r\n");
+  CHECK(h->feed("MAIL FROM:<s\xc3\xa9nder@example.org> SMTPUTF8\r\n"
+                "RCPT TO:<j\xc3\xb6rg@m\xc3\xbcnchen.example>\r\nDATA\r\n"
+                "Subject: Gr\xc3\xbc\xc3\x9f"
+                "e\r\n\r\nx\r\n.\r\n") ==
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+        "250 2.0.0 Ok: queued as 1\r\n");
+  REQUIRE(h->messages.size() == 1);
+  const ReceivedMessage& m = h->messages[0];
+  CHECK(m.smtputf8);
+  CHECK(m.envelope.reverse_path->to_string() == "s\xc3\xa9nder@example.org");
+  CHECK(m.envelope.recipients.at(0).address.to_string() == "j\xc3\xb6rg@m\xc3\xbcnchen.example");
+  CHECK(received_header(m, "mx.test", "", TimePoint{}).find(" (mailq) with UTF8SMTP\r\n") !=
+        std::string::npos);
+  // The next transaction starts without it.
+  CHECK(h->feed("MAIL FROM:<a@example.org>\r\nRCPT TO:<\xc3\xa9@example.org>\r\n")
+            .find("553 5.6.7") != std::string::npos);
+
+  // Not offered: not in EHLO, and the parameter is unknown.
+  config.smtputf8 = false;
+  Host off(config);
+  CHECK(off.feed("EHLO client.test\r\n").find("SMTPUTF8") == std::string::npos);
+  CHECK(off.feed("MAIL FROM:<a@example.org> SMTPUTF8\r\n") ==
+        "555 5.5.4 Unsupported parameter SMTPUTF8\r\n");
+  CHECK(off.feed("MAIL FROM:<\xc3\xa9@example.org>\r\n") ==
+        "553 5.6.7 Non-ASCII sender address requires SMTPUTF8 (not supported)\r\n");
 }

@@ -113,6 +113,7 @@ void SmtpServerSession::Impl::reset_transaction() {
   in_transaction = false;
   envelope = Envelope{};
   eight_bit = false;
+  smtputf8 = false;
   body = std::string{};
 }
 
@@ -285,7 +286,10 @@ std::string received_header(const ReceivedMessage& m, std::string_view by_host, 
                             TimePoint when, std::string_view protocol, std::string_view tls) {
   std::string out =
       fmt::format("Received: from {} ([{}])\r\n\tby {} (mailq)", m.helo, m.client_address, by_host);
-  const std::string_view with = !protocol.empty() ? protocol : m.esmtp ? "ESMTP" : "SMTP";
+  const std::string_view with = !protocol.empty() ? protocol
+                                : m.smtputf8      ? "UTF8SMTP"
+                                : m.esmtp         ? "ESMTP"
+                                                  : "SMTP";
   out += fmt::format(" with {}", with);
   if (!tls.empty()) out += fmt::format(" ({})", tls);
   if (!id.empty()) out += fmt::format(" id {}", id);

@@ -101,8 +101,9 @@ void SmtpServerSession::Impl::cmd_hello(bool extended, std::string_view arg, boo
       "250-SIZE {}\r\n"
       "250-8BITMIME\r\n"
       "250-ENHANCEDSTATUSCODES\r\n"
+      "{}"
       "250 DSN\r\n",
-      config.hostname, config.limits.max_message_size);
+      config.hostname, config.limits.max_message_size, config.smtputf8 ? "250-SMTPUTF8\r\n" : "");
 }
 
 // Parses "<path>" at the start of `s` (after "FROM:" / "TO:"). Returns the text between the
@@ -208,28 +209,28 @@ std::optional<SmtpServerSession::Impl::PathArgs> SmtpServerSession::Impl::path_a
 
 // --- MAIL ---
 
+std::string SmtpServerSession::Impl::utf8_needed(std::string_view what) const {
+  return fmt::format("Non-ASCII {} address requires SMTPUTF8 ({})", what,
+                     config.smtputf8 ? "give the SMTPUTF8 parameter on MAIL" : "not supported");
+}
+
 void SmtpServerSession::Impl::cmd_mail(std::string_view args) {
   if (!greeted) return error(503, "5.5.1", "Error: send EHLO or HELO first");
   if (in_transaction) return error(503, "5.5.1", "Error: nested MAIL command");
   const auto a = path_args(args, "MAIL", "FROM:");
   if (!a) return;
   const std::string_view path = a->path;
-  if (non_ascii(path)) {
-    return error(553, "5.6.7", "Non-ASCII sender address requires SMTPUTF8 (not supported)");
+  MailParams m;
+  for (const Param& p : a->params) {
+    if (!mail_param(p, &m)) return;
   }
-  std::optional<Address> sender;
+  if (non_ascii(path) && !m.smtputf8) return error(553, "5.6.7", utf8_needed("sender"));
   if (!path.empty()) {
     auto parsed = Address::parse(strip_source_route(path));
     if (!parsed) {
       return error(501, "5.1.7", "Bad sender address syntax: " + parsed.error().message);
     }
-    sender = std::move(parsed.value());
-  }
-
-  MailParams m;
-  m.envelope.reverse_path = std::move(sender);
-  for (const Param& p : a->params) {
-    if (!mail_param(p, &m)) return;
+    m.envelope.reverse_path = std::move(parsed.value());
   }
   start_transaction(std::move(m));
 }
@@ -289,6 +290,12 @@ bool SmtpServerSession::Impl::mail_param(const Param& p, MailParams* m) {
     }
   } else if (p.key == "ENVID") {
     return envid_param(p, &m->envelope);
+  } else if (p.key == "SMTPUTF8" && config.smtputf8) {
+    if (p.has_value) {
+      error(501, "5.5.4", "SMTPUTF8 takes no value");
+      return false;
+    }
+    m->smtputf8 = true;
   } else {
     error(555, "5.5.4", fmt::format("Unsupported parameter {}", p.key));
     return false;
@@ -328,6 +335,7 @@ void SmtpServerSession::Impl::start_transaction(MailParams m) {
   in_transaction = true;
   envelope = std::move(m.envelope);
   eight_bit = m.body_8bit;
+  smtputf8 = m.smtputf8;
   declared_size = m.size;
   reply(250, "2.1.0", "Ok");
 }
@@ -340,9 +348,7 @@ void SmtpServerSession::Impl::cmd_rcpt(std::string_view args) {
   if (!a) return;
   const std::string_view path = a->path;
   if (path.empty()) return error(501, "5.1.3", "Bad recipient address syntax: empty path");
-  if (non_ascii(path)) {
-    return error(553, "5.6.7", "Non-ASCII recipient address requires SMTPUTF8 (not supported)");
-  }
+  if (non_ascii(path) && !smtputf8) return error(553, "5.6.7", utf8_needed("recipient"));
   std::string mailbox(strip_source_route(path));
   // RFC 5321 §4.5.1: <Postmaster> without a domain must be accepted.
   if (iequals(mailbox, "postmaster")) mailbox = "postmaster@" + config.hostname;

@@ -228,6 +228,7 @@ void SmtpServerSession::Impl::end_of_data() {
   message.client_address = client_address;
   message.eight_bit = eight_bit;
   message.esmtp = esmtp;
+  message.smtputf8 = smtputf8;
   reset_transaction();
   if (!callbacks.on_message) {
     reply(451, "4.3.0", "Error: no queue to accept the message, try again later");

@@ -44,6 +44,7 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
   struct MailParams {
     Envelope envelope;
     bool body_8bit = false;
+    bool smtputf8 = false;
     std::uint64_t size = 0;  // SIZE=, 0 when not given
   };
 
@@ -67,6 +68,7 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
   bool in_transaction = false;
   Envelope envelope;
   bool eight_bit = false;
+  bool smtputf8 = false;  // the transaction's MAIL carried SMTPUTF8
 
   // The message being received.
   DataState data_state = DataState::bol;
@@ -115,6 +117,8 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
 
   void handle_command(const std::string& line);
   void cmd_hello(bool extended, std::string_view arg, bool has_args);
+  /// The 553 5.6.7 text for a non-ASCII `what` ("sender") address without SMTPUTF8.
+  std::string utf8_needed(std::string_view what) const;
   static std::optional<std::string_view> take_path(std::string_view s, std::string_view* rest);
   static std::optional<std::string> parse_params(std::string_view s, std::vector<Param>* out);
   static std::string_view strip_source_route(std::string_view path);
