@@ -579,7 +579,9 @@ int submit_to_maildrop(const std::string& spool, const Envelope& envelope, std::
 int serve_smtp_on_stdio(const std::string& spool, const std::string& host, std::uint64_t max_size) {
   SmtpServerConfig sc;
   sc.hostname = host;
-  sc.limits.max_message_size = max_size;
+  // Room for the Received header added to each message: what SIZE promises is queued.
+  constexpr std::uint64_t kTraceRoom = 1024;
+  sc.limits.max_message_size = max_size > 2 * kTraceRoom ? max_size - kTraceRoom : max_size;
   SmtpServerSession::Callbacks cb;
   int status = kExOk;
   cb.on_message = [&](ReceivedMessage m, std::function<void(Reply)> done) {
@@ -711,6 +713,16 @@ int submit(const Options& opt, const relay::ToolTarget& target, std::uint64_t ma
     msg.headers.push_back({"Message-ID", "Message-ID: " + new_message_id(host) + "\r\n"});
   msg.has_separator = true;
   std::string body = msg.render();
+  // What mailq-send added must hold to the limits the queue checks (a long -F name).
+  for (std::size_t pos = 0, n = 1; pos < body.size(); ++n) {
+    const std::size_t eol = body.find("\r\n", pos);
+    if (eol == std::string::npos) break;
+    if (eol - pos > kMaxLine)
+      return fail(kExDataErr, "line " + std::to_string(n) +
+                                  " of the message to queue is longer than 998 octets (a header "
+                                  "mailq-send adds: is the -F name that long?)");
+    pos = eol + 2;
+  }
   if (body.size() > max_size)
     return fail(kExDataErr,
                 "the message exceeds the limit of " + std::to_string(max_size) + " octets");

@@ -202,7 +202,8 @@ Result<MessageId> write_maildrop(const std::string& spool, const Envelope& envel
 
   // tmp/PID.RANDOM: created exclusively, written, made durable.
   const std::string tmp = fmt::format("{}/{}.{:x}", tmpdir, ::getpid(), rng());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  // Readable by the file's group (the relay's, through a setgid maildrop), not by everyone.
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
   if (fd < 0) return sys_error("create " + tmp, errno);
   int err = write_all(fd, bytes);
   while (!err && ::fsync(fd) != 0)
@@ -255,12 +256,31 @@ Result<std::vector<MessageId>> list_maildrop(const std::string& spool) {
   return ids;
 }
 
-Result<MaildropEntry> read_maildrop(const std::string& spool, MessageId id) {
-  const std::string path = path_of(spool, id);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+Result<MaildropEntry> read_maildrop_file(const std::string& path, MessageId id,
+                                         std::uint64_t max_octets) {
+  // Whoever may submit may put anything here: a FIFO must not block the reader, a link must
+  // not make it read another file, and a file larger than any message is not read.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0 && errno == ENOENT) return Error(errc::not_found, "no file " + path);
+  if (fd < 0 && errno == ELOOP) return corrupt(path + ": a symbolic link, not a message file");
   if (fd < 0) return sys_error("open " + path, errno);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return sys_error("stat " + path, err);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return corrupt(path + ": not a regular file");
+  }
+  if (max_octets != 0 && static_cast<std::uint64_t>(st.st_size) > max_octets) {
+    ::close(fd);
+    return corrupt(fmt::format("{}: {} octets, more than a message may have ({})", path,
+                               static_cast<std::uint64_t>(st.st_size), max_octets));
+  }
   std::string bytes;
+  bytes.reserve(static_cast<std::size_t>(st.st_size));
   char buf[65536];
   while (true) {
     ssize_t n = ::read(fd, buf, sizeof(buf));
@@ -272,6 +292,10 @@ Result<MaildropEntry> read_maildrop(const std::string& spool, MessageId id) {
     }
     if (n == 0) break;
     bytes.append(buf, static_cast<std::size_t>(n));
+    if (max_octets != 0 && bytes.size() > max_octets) {  // it grew while being read
+      ::close(fd);
+      return corrupt(fmt::format("{}: more than {} octets", path, max_octets));
+    }
   }
   ::close(fd);
   auto entry = decode_maildrop(bytes, id);
@@ -279,13 +303,29 @@ Result<MaildropEntry> read_maildrop(const std::string& spool, MessageId id) {
   return entry;
 }
 
-Result<void> quarantine_maildrop(const std::string& spool, MessageId id) {
+Result<MaildropEntry> read_maildrop(const std::string& spool, MessageId id) {
+  return read_maildrop_file(path_of(spool, id), id, 0);
+}
+
+namespace {
+
+Result<void> move_to_corrupt(const std::string& spool, const std::string& from, MessageId id) {
   const std::string dir = maildrop_dir(spool) + "/corrupt";
   if (int err = make_dir(dir)) return sys_error("create directory " + dir, err);
   const std::string to = dir + "/" + id.to_string();
-  if (::rename(path_of(spool, id).c_str(), to.c_str()) != 0)
-    return sys_error("move " + path_of(spool, id) + " to " + to, errno);
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    return sys_error("move " + from + " to " + to, errno);
   return {};
+}
+
+std::string active_path(const std::string& spool, MessageId id) {
+  return maildrop_dir(spool) + "/active/" + id.to_string();
+}
+
+}  // namespace
+
+Result<void> quarantine_maildrop(const std::string& spool, MessageId id) {
+  return move_to_corrupt(spool, path_of(spool, id), id);
 }
 
 Result<void> remove_maildrop(const std::string& spool, MessageId id) {
@@ -369,8 +409,21 @@ void MaildropPickup::say(const std::string& text) const {
 
 Result<void> MaildropPickup::start() {
   const std::string dir = maildrop_dir(options_.spool);
-  for (const std::string& d : {dir, dir + "/tmp"})
+  for (const std::string& d : {dir, dir + "/tmp", dir + "/active"})
     if (int err = make_dir(d)) return sys_error("create directory " + d, err);
+
+  // Files a previous relay was taking when it stopped: back into the maildrop, taken again
+  // (one already queued is recognised and not queued twice).
+  if (DIR* d = ::opendir((dir + "/active").c_str())) {
+    while (dirent* ent = ::readdir(d)) {
+      MessageId id;
+      const std::string_view name = ent->d_name;
+      if (name.size() != 13 || !MessageId::parse(name, &id) || id.to_string() != name) continue;
+      if (::rename(active_path(options_.spool, id).c_str(), path_of(options_.spool, id).c_str()))
+        say("cannot move " + active_path(options_.spool, id) + " back: " + std::strerror(errno));
+    }
+    ::closedir(d);
+  }
 
   // Files a submitter began and never linked (it died): gone after a day.
   if (DIR* d = ::opendir((dir + "/tmp").c_str())) {
@@ -476,12 +529,23 @@ void MaildropPickup::scan() {
 }
 
 void MaildropPickup::pump() {
-  while (!closed_ && !todo_.empty() && in_flight_.size() < options_.max_in_flight) {
-    const MessageId id = todo_.front();
-    todo_.pop_front();
-    queued_.erase(id);
-    take(id);
+  // An enqueue the queue refuses at once calls back into here: that call only asks for one
+  // more round of this loop (no recursion however many files are refused in a row).
+  if (pumping_) {
+    pump_again_ = true;
+    return;
   }
+  pumping_ = true;
+  do {
+    pump_again_ = false;
+    while (!closed_ && !todo_.empty() && in_flight_.size() < options_.max_in_flight) {
+      const MessageId id = todo_.front();
+      todo_.pop_front();
+      queued_.erase(id);
+      take(id);
+    }
+  } while (pump_again_);
+  pumping_ = false;
   // Files arrived while a batch was being taken: read the directory again.
   if (!closed_ && todo_.empty() && scan_wanted_) scan_soon();
 }
@@ -495,19 +559,30 @@ void MaildropPickup::scan_soon() {
 }
 
 void MaildropPickup::take(MessageId id) {
-  auto e = read_maildrop(options_.spool, id);
+  // Claimed first: moved into active/, which only the relay writes. A file the relay cannot
+  // move (a maildrop it may not write) is never queued, so it cannot be queued again and
+  // again because it could not be removed.
+  const std::string from = path_of(options_.spool, id);
+  const std::string claimed = active_path(options_.spool, id);
+  if (::rename(from.c_str(), claimed.c_str()) != 0) {
+    if (errno == ENOENT) return;  // gone meanwhile (an operator, another pickup)
+    say(id.to_string() + ": cannot take it: move " + from + ": " + std::strerror(errno) +
+        " (the relay needs write access to maildrop/); tried again in a minute");
+    retry_later_.insert(id);
+    return;
+  }
+  auto e = read_maildrop_file(claimed, id, options_.max_file_size);
   if (!e) {
-    // Gone meanwhile (another relay's pickup, an operator): nothing to do.
     if (e.error().code == errc::not_found) return;
     if (e.error().code == errc::storage_failure) {
       say(e.error().message + " (tried again in a minute)");
-      retry_later_.insert(id);
+      give_back(id);
       return;
     }
     return set_aside(id, e.error().message);
   }
   if (queued_before(queue_, e.value())) {
-    if (auto r = remove_maildrop(options_.spool, id); !r) say(r.error().message);
+    if (::unlink(claimed.c_str()) != 0) say("remove " + claimed + ": " + std::strerror(errno));
     return;
   }
   EnqueueOptions eo;
@@ -528,6 +603,14 @@ void MaildropPickup::take(MessageId id) {
       eo);
 }
 
+void MaildropPickup::give_back(MessageId id) {
+  retry_later_.insert(id);
+  const std::string claimed = active_path(options_.spool, id);
+  if (::rename(claimed.c_str(), path_of(options_.spool, id).c_str()) != 0)
+    say("cannot move " + claimed + " back into the maildrop: " + std::strerror(errno) +
+        " (taken again at the next start)");
+}
+
 void MaildropPickup::finished(MessageId id, MessageId queued_as, const Error* error) {
   in_flight_.erase(id);
   if (error) {
@@ -535,11 +618,12 @@ void MaildropPickup::finished(MessageId id, MessageId queued_as, const Error* er
       set_aside(id, error->message);
     } else {
       say(id.to_string() + ": not queued now: " + error->message + " (tried again in a minute)");
-      retry_later_.insert(id);
+      give_back(id);
     }
   } else {
     ++picked_up_;
-    if (auto r = remove_maildrop(options_.spool, id); !r) say(r.error().message);
+    const std::string claimed = active_path(options_.spool, id);
+    if (::unlink(claimed.c_str()) != 0) say("remove " + claimed + ": " + std::strerror(errno));
     if (queued_as != id)
       say(id.to_string() + ": queued as " + queued_as.to_string() +
           " (a message of the queue has its id)");
@@ -549,7 +633,7 @@ void MaildropPickup::finished(MessageId id, MessageId queued_as, const Error* er
 
 void MaildropPickup::set_aside(MessageId id, const std::string& why) {
   ++quarantined_;
-  if (auto r = quarantine_maildrop(options_.spool, id); !r) {
+  if (auto r = move_to_corrupt(options_.spool, active_path(options_.spool, id), id); !r) {
     say(id.to_string() + ": " + why + "; and it cannot be set aside: " + r.error().message);
     retry_later_.insert(id);
     return;

@@ -3,6 +3,7 @@
 //
 //   <spool>/maildrop/ID          one message: its envelope in a few text lines, then the body
 //   <spool>/maildrop/tmp/        files being written (tmp + fsync + link, then removed)
+//   <spool>/maildrop/active/     files the relay is taking (moved there first: claimed)
 //   <spool>/maildrop/corrupt/    files the relay could not take, kept for the operator
 //
 // Writing takes no lock and reads nothing of the queue: its cost does not depend on what the
@@ -62,8 +63,13 @@ Result<MessageId> write_maildrop(const std::string& spool, const Envelope& envel
 /// no maildrop). Names that are no queue id are not listed.
 Result<std::vector<MessageId>> list_maildrop(const std::string& spool);
 
-/// Reads and decodes one file of the maildrop.
+/// Reads and decodes one file of the maildrop (`errc::not_found` when it is not there).
 Result<MaildropEntry> read_maildrop(const std::string& spool, MessageId id);
+/// Reads and decodes the maildrop file at `path` (named `id`): a symbolic link, a FIFO or
+/// anything else that is not a regular file, and a file over `max_octets` (0: no limit), are
+/// `errc::corrupt_record` without being read.
+Result<MaildropEntry> read_maildrop_file(const std::string& path, MessageId id,
+                                         std::uint64_t max_octets);
 
 /// Moves a file the relay cannot take to `maildrop/corrupt/` (never deletes it).
 Result<void> quarantine_maildrop(const std::string& spool, MessageId id);
@@ -81,16 +87,22 @@ std::size_t import_maildrop(const std::string& spool, Queue& queue,
 
 /// The relay's side: picks files up as they arrive (an inotify watch through uv_fs_event),
 /// finds those left while no relay ran at start, and looks again every minute (a watch can
-/// miss events when the kernel's queue overflows). Every file is queued with the submitter's
-/// id and time, then removed; a file that cannot be read or whose message the queue refuses
-/// for good is moved to `maildrop/corrupt/`; one the queue cannot take now (its storage
-/// failing) stays and is tried again.
+/// miss events when the kernel's queue overflows). Every file is first moved into
+/// `maildrop/active/` (one the relay cannot move is left alone and never queued), then queued
+/// with the submitter's id and time and removed; a file that cannot be read or whose message
+/// the queue refuses for good is moved to `maildrop/corrupt/`; one the queue cannot take now
+/// (its storage failing) goes back and is tried again. The removal is not synced: a power cut
+/// right after a pickup can bring a file back, which is not queued twice while its message is
+/// still queued (at least once otherwise, like every acknowledgement of the spool).
 class MaildropPickup {
  public:
   struct Options {
     std::string spool;
     std::string source_channel = "local";
     std::size_t max_in_flight = 64;  ///< enqueues waiting for the storage at once
+    /// A file larger than this is set aside unread (the queue's size limit and room for the
+    /// envelope).
+    std::uint64_t max_file_size = 64ull << 20;
     Duration rescan = std::chrono::seconds(60);
     std::function<void(const std::string&)> notice;
   };
@@ -116,6 +128,8 @@ class MaildropPickup {
   void scan_soon();
   void pump();
   void take(MessageId id);
+  /// A claimed file the queue could not take now: back into the maildrop, tried again later.
+  void give_back(MessageId id);
   void finished(MessageId id, MessageId queued_as, const Error* error);
   void set_aside(MessageId id, const std::string& why);
   void say(const std::string& text) const;
@@ -128,6 +142,8 @@ class MaildropPickup {
   uv_idle_t* scan_soon_ = nullptr;  // a scan asked for by the watch, run once per loop turn
   bool scan_wanted_ = false;
   bool closed_ = false;
+  bool pumping_ = false;
+  bool pump_again_ = false;
   std::deque<MessageId> todo_;
   std::set<MessageId> queued_;       // in todo_
   std::set<MessageId> in_flight_;    // enqueued, waiting for the storage

@@ -297,6 +297,8 @@ struct Relay::Impl {
     MaildropPickup::Options mo;
     mo.spool = config.spool;
     mo.source_channel = kSubmitChannel;
+    if (config.queue.max_message_size != 0)
+      mo.max_file_size = config.queue.max_message_size + (1u << 20);  // the envelope's room
     mo.notice = [this](const std::string& m) { notice(m); };
     maildrop = std::make_unique<MaildropPickup>(loop, *queue, mo);
     if (auto started_pickup = maildrop->start(); !started_pickup)

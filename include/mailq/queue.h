@@ -86,8 +86,9 @@ struct EnqueueOptions {
   std::string source_channel = "api";  ///< the E record's source channel
   bool hold = false;                   ///< enqueue held (released later by an operator)
   /// A queue id the submitter reserved and already told its client (mailq-send's maildrop):
-  /// used when no message of the queue has it and none being stored does, else the message
-  /// gets a new id (`done` receives the id it got). Zero: a new id.
+  /// used when no message of the queue has it, none being stored does, and its time part is
+  /// at most 10 minutes ahead of the queue's clock; else the message gets a new id (`done`
+  /// receives the id it got). Zero: a new id.
   MessageId id{};
   /// When the message was submitted, if earlier than now (a file that waited in a maildrop):
   /// its queue lifetime counts from then. Unset or later than now: now.

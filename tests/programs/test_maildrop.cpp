@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -282,10 +283,13 @@ TEST_CASE("mailq-send takes sendmail's -N, -R, -V and -F (and -r, -C, ignored op
        "mailq-send: -qR: mailq retries by destination with mailq-queue release and flush, not "
        "by a site pattern; use -q to retry everything\n"},
       {{"x@example.com", "-N"}, ""},
+      {{"-F", std::string(1200, 'n'), "x@example.com"},
+       "mailq-send: line 2 of the message to queue is longer than 998 octets (a header "
+       "mailq-send adds: is the -F name that long?)\n"},
   };
   for (const auto& [args, err] : bad) {
     INFO(args[0]);
-    r = send(spool, args);
+    r = send(spool, args, args[0] == "-F" ? "Subject: x\n\nbody\n" : kMessage);
     CHECK(r.status >= 64);
     CHECK(r.status <= 65);
     CHECK(r.out.empty());
@@ -468,15 +472,44 @@ TEST_CASE("a relay sets aside a maildrop file it cannot read, and says so", "[ma
   const std::string id = MessageId{0x0123456789abcull}.to_string();
   write_file(spool + "/maildrop/" + id, "mailq-maildrop 1\nsubmitted 1\nfrom <>\n");
   write_file(spool + "/maildrop/README", "not a message: left alone");
-  ToolRun r = run_tool({MAILQ_RELAY_BIN, "--config", config, "--once"});
+  // What a hostile submitter can leave: a FIFO (opening it must not block the relay), a link
+  // to a device (it must not be read), and many files the queue refuses at once (an empty
+  // body: no recursion per file).
+  const std::string fifo = MessageId{0x0123456789abdull}.to_string();
+  REQUIRE(::mkfifo((spool + "/maildrop/" + fifo).c_str(), 0600) == 0);
+  const std::string link = MessageId{0x0123456789abeull}.to_string();
+  fs::create_symlink("/dev/zero", spool + "/maildrop/" + link);
+  constexpr int kEmpty = 3000;
+  for (int i = 0; i < kEmpty; ++i)
+    write_file(spool + "/maildrop/" + MessageId{0x0123456700000ull + i}.to_string(),
+               "mailq-maildrop 1\nsubmitted 1\nfrom <>\nrcpt a@b.test\nsize 0\n\n");
+  ToolRun r = run_tool({MAILQ_RELAY_BIN, "--config", config, "--once"}, {}, {}, 120s);
   INFO(r.out + r.err);
   CHECK(r.status == 0);
   CHECK(fs::exists(spool + "/maildrop/corrupt/" + id));
   CHECK_FALSE(fs::exists(spool + "/maildrop/" + id));
   CHECK(fs::exists(spool + "/maildrop/README"));
+  CHECK(fs::is_fifo(fs::symlink_status(spool + "/maildrop/corrupt/" + fifo)));
+  CHECK(fs::is_symlink(fs::symlink_status(spool + "/maildrop/corrupt/" + link)));
+  CHECK(relay::list_maildrop(spool)->empty());
+  CHECK(fs::is_empty(spool + "/maildrop/active"));
+  std::size_t set_aside = 0;
+  for (const auto& e : fs::directory_iterator(spool + "/maildrop/corrupt")) {
+    (void)e;
+    ++set_aside;
+  }
+  CHECK(set_aside == kEmpty + 3);
   const std::string log = read_file(dir.file("mail.log"));
-  CHECK(log.find("maildrop: " + id + " set aside in maildrop/corrupt: " + spool + "/maildrop/" +
-                 id + ": line 4: the envelope does not end (truncated file)") != std::string::npos);
+  auto set_aside_line = [&](const std::string& name, const std::string& why) {
+    return "maildrop: " + name + " set aside in maildrop/corrupt: " + spool +
+           "/maildrop/active/" + name + ": " + why;
+  };
+  CHECK(log.find(set_aside_line(id, "line 4: the envelope does not end (truncated file)")) !=
+        std::string::npos);
+  CHECK(log.find(set_aside_line(fifo, "not a regular file")) != std::string::npos);
+  CHECK(log.find(set_aside_line(link, "a symbolic link, not a message file")) !=
+        std::string::npos);
+  CHECK(log.find("empty message body") != std::string::npos);
 }
 
 #endif  // MAILQ_RELAY_BIN && MAILQ_SEND_BIN && MAILQ_QUEUE_BIN

@@ -134,6 +134,15 @@ TEST_CASE("a message without its empty line: the first line that is no field sta
         "Content-Transfer-Encoding: quoted-printable\r\n\r\nno field =C3=A9\r\n");
 }
 
+TEST_CASE("the boundary is found after a parameter without a value", "[downgrade]") {
+  auto r = downgrade_to_7bit(
+      "Content-Type: multipart/mixed; odd; boundary=zz\r\n\r\n--zz\r\n\r\n\xe9\r\n--zz--\r\n");
+  REQUIRE(r);
+  CHECK(*r ==
+        "Content-Type: multipart/mixed; odd; boundary=zz\r\n\r\n--zz\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n=E9\r\n--zz--\r\n");
+}
+
 TEST_CASE("what cannot be converted is said", "[downgrade]") {
   auto header = downgrade_to_7bit(
       "Subject: Gr\xc3\xbc\xc3\x9f"

@@ -1,4 +1,7 @@
 // Queue: per-recipient results, retry schedule, lifetime, operator actions.
+#include <limits>
+#include <optional>
+
 #include "engine_fixture.h"
 #include "mailq/log.h"
 
@@ -769,4 +772,19 @@ TEST_CASE("enqueue takes a reserved id when free and the submitter's time when e
   CHECK(q.find(got[1].value())->arrival == clock.now() - std::chrono::hours(2));
   CHECK(q.find(got[3].value())->arrival == clock.now());
   CHECK(q.size() == 4);
+
+  // An id from far in the future (or the largest there is) is not taken: it would end the
+  // time order of the ids made after it.
+  for (std::uint64_t wild : {(static_cast<std::uint64_t>(ms + 3600 * 1000) << 16),
+                             std::numeric_limits<std::uint64_t>::max()}) {
+    EnqueueOptions far;
+    far.id = MessageId{wild};
+    std::optional<MessageId> id;
+    q.enqueue(
+        env.value(), "Subject: f\r\n\r\nf\r\n", [&](Result<MessageId> r) { id = *r; }, far);
+    storage.complete();
+    REQUIRE(id);
+    CHECK(id->value != wild);
+    CHECK((id->value >> 16) <= static_cast<std::uint64_t>(ms) + 1000);
+  }
 }

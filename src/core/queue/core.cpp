@@ -47,7 +47,17 @@ MessageId QueueCore::new_id() {
 }
 
 MessageId QueueCore::take_id(MessageId requested) {
-  if (!requested || store_.find(requested) != kNoSlot || inserting_.contains(requested.value))
+  // A requested id must be of the queue's kind: its time part not ahead of this clock by more
+  // than a clock's skew (ids made later come after it, so one far in the future would end
+  // their time order, and the largest would leave no id after it).
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now().time_since_epoch())
+          .count();
+  constexpr std::int64_t kSkewMs = 10 * 60 * 1000;
+  const bool plausible =
+      ms >= 0 && (requested.value >> 16) <= static_cast<std::uint64_t>(ms) + kSkewMs;
+  if (!requested || !plausible || store_.find(requested) != kNoSlot ||
+      inserting_.contains(requested.value))
     return new_id();
   // Ids made later are above it: new_id never hands it out again.
   last_id_ = std::max(last_id_, requested.value);

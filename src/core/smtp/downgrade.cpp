@@ -140,6 +140,10 @@ ContentType parse_content_type(std::string_view value, std::string_view fallback
     while (k < value.size() && is_wsp(value[k])) ++k;
     const std::size_t eq = value.find('=', k);
     if (eq == std::string_view::npos) break;
+    if (const std::size_t next = value.find(';', k); next < eq) {
+      j = next;  // a parameter without a value: the next one
+      continue;
+    }
     std::string_view pname = value.substr(k, eq - k);
     while (!pname.empty() && is_wsp(pname.back())) pname.remove_suffix(1);
     std::size_t v = eq + 1;
