@@ -98,6 +98,9 @@ TEST_CASE("a maildrop file reads back what was written, and no truncation of it 
       {"mailq-maildrop 2\n", "not a maildrop file (its first line is not \"mailq-maildrop 1\")"},
       {"mailq-maildrop 1\nsubmitted 1\nfrom <>\nbcc x@y.test\nsize 0\n\n",
        "line 4: unknown key \"bcc\""},
+      // A time no clock of nanoseconds holds (found by the fuzzer: an overflow).
+      {"mailq-maildrop 1\nsubmitted 12700000000123\nfrom <>\n",
+       "line 2: bad value of \"submitted\""},
       {"mailq-maildrop 1\nsubmitted 1\nfrom <>\nnotify 2\nsize 0\n\n",
        "line 4: no recipient before \"notify\""},
       {"mailq-maildrop 1\nsubmitted 1\nfrom <>\nrcpt a@b.test\nnotify 3\nsize 1\n\nx",
@@ -501,14 +504,13 @@ TEST_CASE("a relay sets aside a maildrop file it cannot read, and says so", "[ma
   CHECK(set_aside == kEmpty + 3);
   const std::string log = read_file(dir.file("mail.log"));
   auto set_aside_line = [&](const std::string& name, const std::string& why) {
-    return "maildrop: " + name + " set aside in maildrop/corrupt: " + spool +
-           "/maildrop/active/" + name + ": " + why;
+    return "maildrop: " + name + " set aside in maildrop/corrupt: " + spool + "/maildrop/active/" +
+           name + ": " + why;
   };
   CHECK(log.find(set_aside_line(id, "line 4: the envelope does not end (truncated file)")) !=
         std::string::npos);
   CHECK(log.find(set_aside_line(fifo, "not a regular file")) != std::string::npos);
-  CHECK(log.find(set_aside_line(link, "a symbolic link, not a message file")) !=
-        std::string::npos);
+  CHECK(log.find(set_aside_line(link, "a symbolic link, not a message file")) != std::string::npos);
   CHECK(log.find("empty message body") != std::string::npos);
 }
 
