@@ -103,9 +103,12 @@ int print(const relay::ControlResponse& r) {
 std::string maildrop_report(const std::string& spool, const std::vector<std::string>& args,
                             bool* shown) {
   *shown = false;
+  const std::string& verb = args[0];
+  const bool reports = verb == "summary" || verb == "status" ||
+                       (verb == "list" && args.size() == 1) || (verb == "show" && args.size() == 2);
+  if (!reports) return {};  // the directory is not read for the other verbs
   auto ids = relay::list_maildrop(spool);
   if (!ids || ids->empty()) return {};
-  const std::string& verb = args[0];
   const std::size_t n = ids->size();
   const std::string count = fmt::format("{} {} in the maildrop, waiting for a relay to pick {} up",
                                         n, n == 1 ? "message" : "messages", n == 1 ? "it" : "them");

@@ -355,6 +355,15 @@ bool queued_before(const Queue& queue, const MaildropEntry& e) {
          m->recipients.size() == e.envelope.recipients.size();
 }
 
+// How a maildrop file is queued: under its id, from its submission time.
+EnqueueOptions enqueue_options(const MaildropEntry& e, const std::string& channel) {
+  EnqueueOptions eo;
+  eo.source_channel = channel;
+  eo.id = e.id;
+  eo.arrival = e.submitted;
+  return eo;
+}
+
 }  // namespace
 
 std::size_t import_maildrop(const std::string& spool, Queue& queue,
@@ -376,17 +385,16 @@ std::size_t import_maildrop(const std::string& spool, Queue& queue,
       (void)remove_maildrop(spool, id);
       continue;
     }
-    EnqueueOptions eo;
-    eo.source_channel = "local";
-    eo.id = id;
-    eo.arrival = e->submitted;
-    std::optional<Result<MessageId>> r;
+    const EnqueueOptions eo = enqueue_options(e.value(), "local");
+    // The callback may outlive this turn when `flush` does not complete the insert.
+    auto r = std::make_shared<std::optional<Result<MessageId>>>();
     queue.enqueue(
-        e->envelope, std::move(e->body), [&](Result<MessageId> x) { r.emplace(x); }, eo);
+        e->envelope, std::move(e->body), [r](Result<MessageId> x) { r->emplace(std::move(x)); },
+        eo);
     flush();
-    if (!r || !*r) {
+    if (!*r || !**r) {
       notice("maildrop " + id.to_string() + ": " +
-             (r ? r->error().message : std::string("the storage did not confirm it")));
+             (*r ? (*r)->error().message : std::string("the storage did not confirm it")));
       continue;
     }
     (void)remove_maildrop(spool, id);
@@ -586,10 +594,7 @@ void MaildropPickup::take(MessageId id) {
     if (::unlink(claimed.c_str()) != 0) say("remove " + claimed + ": " + std::strerror(errno));
     return;
   }
-  EnqueueOptions eo;
-  eo.source_channel = options_.source_channel;
-  eo.id = id;
-  eo.arrival = e->submitted;
+  const EnqueueOptions eo = enqueue_options(e.value(), options_.source_channel);
   in_flight_.insert(id);
   std::weak_ptr<int> life = alive_;
   queue_.enqueue(

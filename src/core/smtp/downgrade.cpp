@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <optional>
 #include <vector>
 
 #include "core/text.h"
@@ -78,22 +79,16 @@ Entity split_entity(std::string_view text) {
   return e;
 }
 
-// The unfolded value of the first field `name` ("" when none), and whether there is one.
-std::string field(std::string_view headers, std::string_view name, bool* present = nullptr) {
-  const std::string v = header_value(std::string(headers) + "\r\n", name);
-  if (present) {
-    bool found = false;
-    for_each_header_line(std::string(headers) + "\r\n", [&](std::string_view line, std::size_t) {
-      if (line.size() > name.size() && line[name.size()] == ':' &&
-          to_lower(line.substr(0, name.size())) == to_lower(name)) {
-        found = true;
-        return false;
-      }
-      return true;
-    });
-    *present = found;
-  }
-  return v;
+// The unfolded value of the first field `name`, nothing when there is none.
+std::optional<std::string> field(std::string_view headers, std::string_view name) {
+  bool found = false;
+  for_each_header_line(headers, [&](std::string_view line, std::size_t) {
+    found = line.size() > name.size() && line[name.size()] == ':' &&
+            to_lower(line.substr(0, name.size())) == to_lower(name);
+    return !found;
+  });
+  if (!found) return std::nullopt;
+  return header_value(headers, name);
 }
 
 // The header section without the fields named `name`.
@@ -252,10 +247,10 @@ Result<std::string> convert(std::string_view text, std::string_view default_type
   Entity e = split_entity(text);
   if (has_8bit(e.headers))
     return Error(errc::invalid_parameter, "a header field holds 8-bit octets");
-  bool has_type = false;
-  const ContentType ct =
-      parse_content_type(field(e.headers, "Content-Type", &has_type), default_type);
-  const std::string cte = to_lower(field(e.headers, "Content-Transfer-Encoding"));
+  const std::optional<std::string> type = field(e.headers, "Content-Type");
+  const bool has_type = type.has_value();
+  const ContentType ct = parse_content_type(type.value_or(""), default_type);
+  const std::string cte = to_lower(field(e.headers, "Content-Transfer-Encoding").value_or(""));
   const bool eight_bit_label = cte == "8bit" || cte == "binary";
   auto assemble = [&](const std::string& headers, std::string_view body) {
     std::string out = headers;
