@@ -6,7 +6,9 @@
 //           3 errors, 2 transactions); bit 1 the host answers each message later (on the next
 //           chunk) rather than at once; bit 2 the host refuses messages (451); bit 3 a
 //           recipient policy refusing "*@refused.example"; bit 4 shutdown() before the client
-//           closes;
+//           closes; bit 5 STARTTLS and AUTH offered (AUTH also in the clear), the "handshake"
+//           done as soon as the session asks for it, user "u" with password "p" accepted;
+//           bit 6 TLS and AUTH required before MAIL;
 //   bytes 1-3: seed of the split points.
 // The seed corpus holds real client sessions (swaks, Postfix, pipelined, smuggling
 // attempts): fuzz/corpus/smtp_server/*.
@@ -19,7 +21,9 @@
 //    line over 998 octets) no larger than the limit, and follows its own 354 reply: there are
 //    never more messages than 354 replies (no SMTP smuggling of a second message);
 //  - the host's `done` is awaited: no reply is written while a message waits for it;
-//  - once closed, the session writes nothing more and hands over nothing more.
+//  - once closed, the session writes nothing more and hands over nothing more;
+//  - with TLS and AUTH required, every message came over "TLS" from the user "u"; AUTH is
+//    only ever asked of the host with the credentials the client sent in full.
 #pragma once
 
 #include <functional>
@@ -113,6 +117,8 @@ inline void run_smtp_server(std::string_view data) {
       in.byte() | std::uint32_t{in.byte()} << 8 | std::uint32_t{in.byte()} << 16;
   const bool later = (o & 2) != 0;
   const bool polite_end = (o & 16) != 0;
+  const bool secure = (o & 32) != 0;
+  const bool required = secure && (o & 64) != 0;
 
   SmtpServerConfig cfg;
   cfg.hostname = "mx.example.net";
@@ -122,6 +128,13 @@ inline void run_smtp_server(std::string_view data) {
     cfg.limits.max_message_size = 300;
     cfg.limits.max_errors = 3;
     cfg.limits.max_transactions = 2;
+  }
+  if (secure) {
+    cfg.starttls = true;
+    cfg.auth.enabled = true;
+    cfg.auth.allow_plaintext = true;
+    cfg.require_tls = required;
+    cfg.auth.required = required;
   }
   auto st = std::make_shared<State>();
   st->refuse = (o & 4) != 0;
@@ -137,18 +150,39 @@ inline void run_smtp_server(std::string_view data) {
     };
   }
   SmtpServerSession* session = nullptr;
-  cb.on_message = [st, later, &session](ReceivedMessage m, std::function<void(Reply)> done) {
+  cb.on_message = [st, later, required, &session](ReceivedMessage m,
+                                                  std::function<void(Reply)> done) {
     ++st->messages;
     // The replies up to the 354 are out before the message is handed over; from here until
     // `done` runs nothing more may be written.
     if (session) check_output(*st, session->take_output(), false);
     check_message(*st, m);
+    if (required) {
+      MAILQ_FUZZ_CHECK(m.auth_user == "u", "a message without the required AUTH");
+      MAILQ_FUZZ_CHECK(m.tls == "TLSv1.2 FUZZ", "a message without the required TLS");
+    }
     if (later) {
       st->waiting.push_back(std::move(done));
     } else {
       done(st->refuse ? Reply{451, "4.3.0", "try later"} : Reply{250, "2.0.0", "queued"});
     }
   };
+  if (secure) {
+    cb.authenticate = [st, later, &session](AuthRequest r, std::function<void(AuthVerdict)> done) {
+      // As for a message: what came before is out; nothing more until `done`.
+      if (session) check_output(*st, session->take_output(), false);
+      MAILQ_FUZZ_CHECK(r.mechanism == "PLAIN" || r.mechanism == "LOGIN", "unknown mechanism");
+      MAILQ_FUZZ_CHECK(!r.user.empty() && !has_control(r.user), "bad user name handed over");
+      const AuthVerdict v = st->refuse                           ? AuthVerdict::unavailable
+                            : r.user == "u" && r.password == "p" ? AuthVerdict::accepted
+                                                                 : AuthVerdict::rejected;
+      if (later) {
+        st->waiting.push_back([done, v](Reply) { done(v); });
+      } else {
+        done(v);
+      }
+    };
+  }
   SmtpServerSession s(cfg, cb, "127.0.0.1");
   session = &s;
   s.start();
@@ -181,6 +215,10 @@ inline void run_smtp_server(std::string_view data) {
       MAILQ_FUZZ_CHECK(st->messages == before, "a message after the session closed");
     }
     check_output(*st, out, s.waiting_for_host());
+    if (s.starting_tls()) {
+      s.tls_started("TLSv1.2 FUZZ");
+      check_output(*st, s.take_output(), s.waiting_for_host());
+    }
     if (!st->waiting.empty() && rng.below(2) == 0) answer_waiting();
   }
   answer_waiting();

@@ -2,10 +2,11 @@
 //
 // A small, strict submission server for hosts that accept mail into a mailq Queue: EHLO/HELO,
 // PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN parameters (NOTIFY, ORCPT, RET,
-// ENVID), MAIL/RCPT/DATA/RSET/NOOP/QUIT (VRFY/EXPN answered 252/502, never revealing
-// anything). The host feeds it the bytes the client sent and writes out what it produces;
-// the session never blocks and never touches a socket, so every byte sequence can be tested
-// (and fuzzed) directly.
+// ENVID), STARTTLS (RFC 3207; the host runs the handshake), AUTH PLAIN and LOGIN (RFC 4954,
+// RFC 4616; the host checks the credentials), MAIL/RCPT/DATA/RSET/NOOP/QUIT (VRFY/EXPN answered
+// 252/502, never revealing anything). The host feeds it the bytes the client sent and writes out
+// what it produces; the session never blocks and never touches a socket, so every byte sequence can
+// be tested (and fuzzed) directly.
 //
 // Strictness (what an MTA that holds mail nobody else has a copy of must refuse):
 //  - Commands end with CRLF; a bare LF or CR in a command line is a 500 5.5.2 error.
@@ -25,6 +26,20 @@
 //    '<' (501 5.5.4 otherwise); source routes are accepted and dropped; `<Postmaster>` is
 //    postmaster@<hostname>; non-ASCII addresses need SMTPUTF8 on MAIL (553 5.6.7 without;
 //    RFC 6531). Reply lines never exceed 512 octets (longer host texts are cut).
+//  - STARTTLS: after its 220 the session takes no input until the host says the handshake is
+//    done (`tls_started`); whatever the client pipelined behind STARTTLS is discarded (RFC 3207
+//    §4.2: plaintext injected before the handshake never becomes a command), and the session
+//    forgets the client's EHLO and any AUTH. A second STARTTLS: 554 5.5.1.
+//  - AUTH: offered (and accepted) only when `auth.enabled`, the host gave `authenticate`, and
+//    TLS is up unless `auth.allow_plaintext`; otherwise 538 5.7.11 (TLS needed) or 502 5.5.1.
+//    235 2.7.0 on success, 535 5.7.8 on bad credentials (counted as errors; after
+//    `auth.max_failures` the session ends with 421 4.7.0), 454 4.7.0 when the host cannot
+//    check now, 501 5.0.0 when the client cancels ("*"), 501 5.5.2 for a response that is not
+//    base64, 504 5.5.4 for another mechanism. PLAIN with an authorization identity other
+//    than the user is refused (535 5.7.8): no proxy authentication.
+//  - Who may send: `require_tls` (530 5.7.0 Must issue a STARTTLS command first) and
+//    `auth.required` (530 5.7.0 Authentication required) are checked at MAIL, then the host's
+//    `check_sender` (e.g. 553 5.7.1 for a sender the user does not own).
 //  - Threading: none. One session is used from one thread; `done` runs on that thread too.
 #pragma once
 
@@ -32,6 +47,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -52,10 +68,29 @@ struct SmtpServerLimits {
   std::uint32_t max_received_headers = 50;
 };
 
+/// SMTP AUTH on the receiving side (RFC 4954): PLAIN (RFC 4616) and LOGIN.
+struct SmtpServerAuth {
+  /// Offer AUTH PLAIN LOGIN; needs `Callbacks::authenticate`.
+  bool enabled = false;
+  /// Offer and accept AUTH without TLS (passwords in the clear): off unless asked for.
+  bool allow_plaintext = false;
+  /// MAIL needs a successful AUTH first (a submission service, RFC 6409):
+  /// 530 5.7.0 Authentication required.
+  bool required = false;
+  /// Failed AUTH attempts per session; the next failure ends it with 421 4.7.0.
+  std::uint32_t max_failures = 3;
+};
+
 struct SmtpServerConfig {
   std::string hostname = "localhost";  ///< in the greeting and the EHLO reply
   std::string greeting_text = "ESMTP mailq";
   SmtpServerLimits limits;
+  /// Offer STARTTLS (RFC 3207). The host runs the handshake when `starting_tls()` says so and
+  /// calls `tls_started`; `uv::SmtpListener` does both when it has a certificate.
+  bool starttls = false;
+  /// MAIL before STARTTLS: 530 5.7.0 Must issue a STARTTLS command first.
+  bool require_tls = false;
+  SmtpServerAuth auth;
   /// Offer SMTPUTF8 (RFC 6531): with the parameter on MAIL, the transaction's addresses may
   /// be UTF-8 (and the message's header fields too). Without it, a non-ASCII address gets
   /// 553 5.6.7.
@@ -71,16 +106,45 @@ struct ReceivedMessage {
   bool eight_bit = false;      ///< BODY=8BITMIME was given
   bool esmtp = false;          ///< the client said EHLO (not HELO)
   bool smtputf8 = false;       ///< MAIL carried SMTPUTF8 (RFC 6531)
+  /// The TLS the message came over, as `tls_started` was told ("TLSv1.2
+  /// TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"); empty = in the clear.
+  std::string tls;
+  std::string auth_user;  ///< the user who authenticated (AUTH); empty = none
+};
+
+/// Credentials a client gave with AUTH, for the host to check.
+struct AuthRequest {
+  std::string mechanism;  ///< "PLAIN" or "LOGIN"
+  std::string user;       ///< the authentication identity
+  std::string password;
+  std::string client_address;
+  bool tls = false;  ///< the session is encrypted
+};
+
+/// The host's verdict on an `AuthRequest`.
+enum class AuthVerdict {
+  accepted,     ///< 235 2.7.0 Authentication successful
+  rejected,     ///< 535 5.7.8 Authentication credentials invalid
+  unavailable,  ///< 454 4.7.0 Temporary authentication failure (e.g. no credentials store)
+};
+
+/// What the host's sender policy sees at MAIL.
+struct SenderCheck {
+  const std::optional<Address>& reverse_path;  ///< nullopt = the null reverse path <>
+  const std::string& auth_user;                ///< empty = not authenticated
+  const std::string& client_address;
+  bool tls = false;
 };
 
 /// The Received header field (RFC 5321 §4.4) a server that accepted `message` prepends:
-///   Received: from HELO ([CLIENT])\r\n\tby BY_HOST (mailq) with ESMTP id ID\r\n\tfor <RCPT>;
-///   DATE\r\n
-/// "with SMTP" after HELO, ESMTP after EHLO, UTF8SMTP with SMTPUTF8 (RFC 3848, RFC 6531
-/// §3.7.3; `protocol` overrides: "ESMTPS", "ESMTPSA", ...); "id" only when `id` is set, "for" only
-/// with a single recipient (a list would disclose Bcc recipients). `tls` ("TLS1.2
-/// ECDHE-RSA-AES256-GCM-SHA384") is added as a comment when not empty. Lines end in CRLF; the date
-/// is in UTC (+0000).
+///   Received: from HELO ([CLIENT])\r\n\tby BY_HOST (mailq) with ESMTPS (TLS) id ID\r\n
+///   \tfor <RCPT>; DATE\r\n
+/// "with SMTP" after HELO, ESMTP after EHLO, UTF8SMTP with SMTPUTF8, each with "S" when the
+/// message came over TLS and "A" when the client authenticated (RFC 3848, RFC 6531 §3.7.3:
+/// ESMTPSA, UTF8SMTPS, ...); `protocol` overrides. "id" only when `id` is set, "for" only with a
+/// single recipient (a list would disclose Bcc recipients). The TLS facts (`tls`, default the
+/// message's: "TLSv1.2 TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384") are added as a comment. Lines end
+/// in CRLF; the date is in UTC (+0000).
 std::string received_header(const ReceivedMessage& message, std::string_view by_host,
                             std::string_view id, TimePoint when, std::string_view protocol = {},
                             std::string_view tls = {});
@@ -98,6 +162,13 @@ class SmtpServerSession {
     /// now or later (while the session lives): 250 only once the message is durable. The
     /// session reads no further command until then (pipelined commands wait).
     std::function<void(ReceivedMessage message, std::function<void(Reply)> done)> on_message;
+    /// Checks AUTH credentials; the host calls `done` exactly once, now or later (it may run a
+    /// slow password hash elsewhere: the session reads nothing meanwhile). Without it AUTH is
+    /// never offered.
+    std::function<void(AuthRequest request, std::function<void(AuthVerdict)> done)> authenticate;
+    /// Optional policy at MAIL (after the syntax checks and the TLS / AUTH requirements):
+    /// a 2xx reply accepts, anything else is sent as the refusal. Default: accept.
+    std::function<Reply(const SenderCheck&)> check_sender;
   };
 
   SmtpServerSession(SmtpServerConfig config, Callbacks callbacks, std::string client_address);
@@ -118,6 +189,17 @@ class SmtpServerSession {
   /// under way (after MAIL, in DATA) may finish first, pipelined commands after it get no
   /// answer but the 421.
   void shutdown(std::string_view text = {});
+  /// True from the 220 reply to STARTTLS until `tls_started`: once the output is written (in
+  /// the clear), the host runs the TLS handshake as the server and feeds the session nothing
+  /// until it is done. When the handshake fails the host closes the connection.
+  bool starting_tls() const noexcept;
+  /// The handshake is done; `description` ("TLSv1.2 TLS_ECDHE_...") goes into the messages'
+  /// `tls`. The client starts over with EHLO (RFC 3207 §4.2).
+  void tls_started(std::string description);
+  /// Whether the session is encrypted (`tls_started` was called).
+  bool tls() const noexcept;
+  /// The user who authenticated in this session; empty = none.
+  const std::string& auth_user() const noexcept;
   /// Bytes to send to the client; empties the buffer.
   std::string take_output();
   bool has_output() const noexcept;

@@ -17,6 +17,9 @@ std::string xtext(std::string_view s);
 std::optional<std::string> xtext_decode(std::string_view s);
 
 std::string base64(std::string_view s);
+/// Strict base64 (RFC 4648 §4, as RFC 4954 uses it): the alphabet, padding only at the end,
+/// a length that is a multiple of 4, no white space. Nullopt otherwise.
+std::optional<std::string> base64_decode(std::string_view s);
 
 /// "rfc822;user@example.org" -> "rfc822;user@example.org" with the address part
 /// xtext-encoded. A value without an address type is taken as an RFC 822 address. Empty on a

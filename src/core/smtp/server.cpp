@@ -120,7 +120,8 @@ void SmtpServerSession::Impl::reset_transaction() {
 // --- input ---
 
 void SmtpServerSession::Impl::feed(std::string_view bytes) {
-  if (mode == Mode::closed || eof) return;
+  // Between the 220 to STARTTLS and the end of the handshake nothing is a command.
+  if (mode == Mode::closed || mode == Mode::tls || eof) return;
   in.append(bytes);
   process();
 }
@@ -129,7 +130,7 @@ void SmtpServerSession::Impl::process() {
   if (processing) return;  // `done` called from inside on_message: the loop below goes on
   processing = true;
   for (;;) {
-    if (waiting || mode == Mode::closed || mode == Mode::idle) break;
+    if (waiting || mode == Mode::closed || mode == Mode::idle || mode == Mode::tls) break;
     if (mode == Mode::data) {
       if (!scan_data()) break;  // needs more bytes
       continue;
@@ -194,7 +195,11 @@ bool SmtpServerSession::Impl::next_command() {
       return true;
     }
     // Copy: handling may append to `in` (never today, but `out` callbacks could feed).
-    handle_command(std::string(command));
+    if (mode == Mode::auth) {
+      auth_response(std::string(command));
+    } else {
+      handle_command(std::string(command));
+    }
     return true;
   }
 }
@@ -244,6 +249,33 @@ void SmtpServerSession::shutdown(std::string_view text) {
   impl_->process();
 }
 
+bool SmtpServerSession::starting_tls() const noexcept {
+  return impl_->mode == Impl::Mode::tls;
+}
+
+void SmtpServerSession::tls_started(std::string description) {
+  Impl& s = *impl_;
+  if (s.mode != Impl::Mode::tls) return;
+  // RFC 3207 §4.2: everything learnt before the handshake is forgotten.
+  s.tls = true;
+  s.tls_description = std::move(description);
+  s.greeted = false;
+  s.esmtp = false;
+  s.helo.clear();
+  s.auth_user.clear();
+  s.reset_transaction();
+  s.mode = Impl::Mode::command;
+  s.process();
+}
+
+bool SmtpServerSession::tls() const noexcept {
+  return impl_->tls;
+}
+
+const std::string& SmtpServerSession::auth_user() const noexcept {
+  return impl_->auth_user;
+}
+
 std::string SmtpServerSession::take_output() {
   return std::exchange(impl_->out, {});
 }
@@ -286,12 +318,16 @@ std::string received_header(const ReceivedMessage& m, std::string_view by_host, 
                             TimePoint when, std::string_view protocol, std::string_view tls) {
   std::string out =
       fmt::format("Received: from {} ([{}])\r\n\tby {} (mailq)", m.helo, m.client_address, by_host);
-  const std::string_view with = !protocol.empty() ? protocol
-                                : m.smtputf8      ? "UTF8SMTP"
-                                : m.esmtp         ? "ESMTP"
-                                                  : "SMTP";
+  std::string with(protocol);
+  if (with.empty()) {
+    with = m.smtputf8 ? "UTF8SMTP" : m.esmtp ? "ESMTP" : "SMTP";
+    // RFC 3848: S for TLS, A for AUTH (ESMTPSA); HELO has neither extension.
+    if (m.esmtp && !m.tls.empty()) with += 'S';
+    if (m.esmtp && !m.auth_user.empty()) with += 'A';
+  }
   out += fmt::format(" with {}", with);
-  if (!tls.empty()) out += fmt::format(" ({})", tls);
+  if (const std::string_view facts = tls.empty() ? std::string_view(m.tls) : tls; !facts.empty())
+    out += fmt::format(" ({})", facts);
   if (!id.empty()) out += fmt::format(" id {}", id);
   if (m.envelope.recipients.size() == 1)
     out += fmt::format("\r\n\tfor <{}>", m.envelope.recipients[0].address.to_string());

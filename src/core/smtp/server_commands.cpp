@@ -68,6 +68,10 @@ void SmtpServerSession::Impl::handle_command(const std::string& line) {
     reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery");
   } else if (verb == "EXPN") {
     error(502, "5.5.1", "EXPN not available");
+  } else if (verb == "STARTTLS" && config.starttls) {
+    cmd_starttls(has_args);
+  } else if (verb == "AUTH" && config.auth.enabled && callbacks.authenticate) {
+    cmd_auth(args);
   } else if (verb == "HELP" || verb == "STARTTLS" || verb == "AUTH" || verb == "BDAT" ||
              verb == "ETRN" || verb == "TURN" || verb == "ATRN" || verb == "SEND" ||
              verb == "SOML" || verb == "SAML") {
@@ -101,9 +105,24 @@ void SmtpServerSession::Impl::cmd_hello(bool extended, std::string_view arg, boo
       "250-SIZE {}\r\n"
       "250-8BITMIME\r\n"
       "250-ENHANCEDSTATUSCODES\r\n"
-      "{}"
+      "{}{}{}"
       "250 DSN\r\n",
-      config.hostname, config.limits.max_message_size, config.smtputf8 ? "250-SMTPUTF8\r\n" : "");
+      config.hostname, config.limits.max_message_size,
+      config.starttls && !tls ? "250-STARTTLS\r\n" : "",
+      auth_offered() ? "250-AUTH PLAIN LOGIN\r\n" : "", config.smtputf8 ? "250-SMTPUTF8\r\n" : "");
+}
+
+void SmtpServerSession::Impl::cmd_starttls(bool has_args) {
+  if (tls) return error(554, "5.5.1", "Error: TLS already active");
+  if (has_args) return error(501, "5.5.4", "Syntax: STARTTLS");
+  if (!greeted) return error(503, "5.5.1", "Error: send EHLO first");
+  if (in_transaction) return error(503, "5.5.1", "Error: MAIL transaction in progress");
+  reply(220, "2.0.0", "Ready to start TLS");
+  mode = Mode::tls;
+  // RFC 3207 §4.2: commands pipelined behind STARTTLS arrived in the clear, possibly injected
+  // by someone in the middle: they are dropped, never read as commands after the handshake.
+  in.clear();
+  in_pos = 0;
 }
 
 // Parses "<path>" at the start of `s` (after "FROM:" / "TO:"). Returns the text between the
@@ -217,6 +236,12 @@ std::string SmtpServerSession::Impl::utf8_needed(std::string_view what) const {
 void SmtpServerSession::Impl::cmd_mail(std::string_view args) {
   if (!greeted) return error(503, "5.5.1", "Error: send EHLO or HELO first");
   if (in_transaction) return error(503, "5.5.1", "Error: nested MAIL command");
+  if (config.require_tls && !tls) {
+    return error(530, "5.7.0", "Must issue a STARTTLS command first");
+  }
+  if (config.auth.required && auth_user.empty()) {
+    return error(530, "5.7.0", "Authentication required");
+  }
   const auto a = path_args(args, "MAIL", "FROM:");
   if (!a) return;
   const std::string_view path = a->path;
@@ -231,6 +256,13 @@ void SmtpServerSession::Impl::cmd_mail(std::string_view args) {
       return error(501, "5.1.7", "Bad sender address syntax: " + parsed.error().message);
     }
     m.envelope.reverse_path = std::move(parsed.value());
+  }
+  if (callbacks.check_sender) {
+    const Reply verdict = ask_policy([&] {
+      return callbacks.check_sender(
+          SenderCheck{m.envelope.reverse_path, auth_user, client_address, tls});
+    });
+    if (!verdict.positive()) return refuse(verdict);
   }
   start_transaction(std::move(m));
 }
@@ -290,6 +322,13 @@ bool SmtpServerSession::Impl::mail_param(const Param& p, MailParams* m) {
     }
   } else if (p.key == "ENVID") {
     return envid_param(p, &m->envelope);
+  } else if (p.key == "AUTH" && auth_offered()) {
+    // RFC 4954 §5: the original submitter, "<>" when unknown. Checked, not trusted: a relay
+    // that has not authenticated the client must not take its word for it.
+    if (!p.has_value || (p.value != "<>" && !detail::xtext_decode(p.value))) {
+      error(501, "5.5.4", "Bad AUTH parameter");
+      return false;
+    }
   } else if (p.key == "SMTPUTF8" && config.smtputf8) {
     if (p.has_value) {
       error(501, "5.5.4", "SMTPUTF8 takes no value");
@@ -406,20 +445,24 @@ bool SmtpServerSession::Impl::valid_rcpt_params(const Recipient& rcpt) {
   return true;
 }
 
+Reply SmtpServerSession::Impl::ask_policy(const std::function<Reply()>& ask) {
+  try {
+    return sanitize(ask());
+  } catch (...) {
+    return Reply(451, "4.3.0", "Internal error, try again later");
+  }
+}
+
+void SmtpServerSession::Impl::refuse(const Reply& verdict) {
+  send(verdict);
+  if (verdict.permanent()) count_error();
+}
+
 // The recipient policy's verdict (when there is one), then the recipient is taken.
 void SmtpServerSession::Impl::add_recipient(Recipient rcpt) {
   if (callbacks.check_recipient) {
-    Reply verdict;
-    try {
-      verdict = sanitize(callbacks.check_recipient(rcpt));
-    } catch (...) {
-      verdict = Reply(451, "4.3.0", "Internal error, try again later");
-    }
-    if (!verdict.positive()) {
-      send(verdict);
-      if (verdict.permanent()) count_error();
-      return;
-    }
+    const Reply verdict = ask_policy([&] { return callbacks.check_recipient(rcpt); });
+    if (!verdict.positive()) return refuse(verdict);
     envelope.recipients.push_back(std::move(rcpt));
     send(verdict);
     return;

@@ -229,6 +229,8 @@ void SmtpServerSession::Impl::end_of_data() {
   message.eight_bit = eight_bit;
   message.esmtp = esmtp;
   message.smtputf8 = smtputf8;
+  message.tls = tls_description;
+  message.auth_user = auth_user;
   reset_transaction();
   if (!callbacks.on_message) {
     reply(451, "4.3.0", "Error: no queue to accept the message, try again later");

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,7 +22,11 @@
 namespace mailq {
 
 struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
-  enum class Mode : std::uint8_t { idle, command, data, closed };
+  // `tls`: after the 220 to STARTTLS, until the host's `tls_started`; `auth`: the next line
+  // is a SASL response, not a command.
+  enum class Mode : std::uint8_t { idle, command, data, tls, auth, closed };
+  // Which response an AUTH exchange waits for.
+  enum class AuthStep : std::uint8_t { plain, login_user, login_password };
   // Where the data scanner stands in the current line.
   enum class DataState : std::uint8_t {
     bol,      // at the beginning of a line
@@ -80,8 +85,16 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
   bool too_big = false;
   std::uint64_t bare_lf_line = 0, bare_cr_line = 0, nul_line = 0, long_line = 0;
 
+  // TLS and AUTH.
+  bool tls = false;
+  std::string tls_description;
+  std::string auth_user;
+  std::uint32_t auth_failures = 0;
+  AuthStep auth_step = AuthStep::plain;
+  std::string auth_login_user;  // LOGIN: the user name, while the password is asked for
+
   bool waiting = false;
-  std::uint64_t message_serial = 0;
+  std::uint64_t message_serial = 0;  // of the last request to the host (a message or an AUTH)
   bool processing = false;
   bool eof = false;
   bool shutdown_requested = false;
@@ -136,7 +149,25 @@ struct SmtpServerSession::Impl : std::enable_shared_from_this<Impl> {
   bool rcpt_param(const Param& p, Recipient* rcpt);
   bool valid_rcpt_params(const Recipient& rcpt);
   void add_recipient(Recipient rcpt);
+  // A host policy's verdict, made fit for the protocol; 451 4.3.0 when the policy threw.
+  static Reply ask_policy(const std::function<Reply()>& ask);
+  // Sends a policy's refusal; a permanent one counts as a client error.
+  void refuse(const Reply& verdict);
   void cmd_data(bool has_args);
+  void cmd_starttls(bool has_args);
+
+  // --- AUTH (server_auth.cpp) ---
+
+  // Whether AUTH is offered now (in EHLO) and accepted.
+  bool auth_offered() const noexcept;
+  void cmd_auth(std::string_view args);
+  // A line answering a 334 challenge.
+  void auth_response(std::string_view line);
+  // Hands the credentials to the host; the reply waits for its verdict.
+  void authenticate(std::string mechanism, std::string user, std::string password);
+  void on_auth_done(std::uint64_t serial, std::string user, AuthVerdict verdict);
+  // 535 5.7.8 `text`, counted; the last allowed failure ends the session (421 4.7.0).
+  void auth_rejected(std::string_view text);
 
   // --- message data (server_data.cpp) ---
 
