@@ -61,10 +61,11 @@ foreach(_t mailq_engine mailq_uv mailq_ares mailq_spool mailq_core)
 endforeach()
 list(APPEND MAILQ_PC_LIBS ${_mailq_pc_public_libs})
 
-# mbedTLS (no .pc file in 2.x) for mailq-uv, with the pthreads its threading layer uses.
+# mbedTLS (no .pc file in 2.x) for mailq-uv, with the pthreads its threading layer uses, and
+# libcrypt for the listener's password hashes.
 set(MAILQ_PC_LIBS_PRIVATE "")
 if(MAILQ_WITH_UV)
-  list(APPEND MAILQ_PC_LIBS_PRIVATE -lmbedtls -lmbedx509 -lmbedcrypto -lpthread)
+  list(APPEND MAILQ_PC_LIBS_PRIVATE -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lcrypt)
 endif()
 list(APPEND MAILQ_PC_LIBS_PRIVATE ${_mailq_pc_private_libs})
 string(REPLACE ";" " " MAILQ_PC_LIBS "${MAILQ_PC_LIBS}")

@@ -22,6 +22,7 @@
 #include "mailq/net.h"
 #include "mailq/uv/smtp_listener.h"
 #include "mailq/uv/transport.h"
+#include "uv/tls.h"
 
 namespace mailq {
 namespace uv {
@@ -68,6 +69,7 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
   std::unordered_set<Conn*> conns;
   std::shared_ptr<std::vector<char>> read_buffer =
       std::make_shared<std::vector<char>>(kReadBufferSize);
+  std::shared_ptr<const detail::TlsConfig> tls_config;  // null: no STARTTLS
 
   Impl(uv_loop_t* l, SmtpListenerOptions o, SmtpServerSession::Callbacks cb)
       : loop(l), options(std::move(o)), callbacks(std::move(cb)) {}
@@ -123,6 +125,8 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
     bool finishing = false;  // our side is done: shut down, lingering, or closing
     bool closing = false;    // uv_close called
     bool timer_running = false;
+    std::unique_ptr<detail::TlsSession> tls;  // after STARTTLS
+    bool tls_ready = false;                   // the handshake is done
 
     explicit Conn(Impl* o) : owner(o), buffer(o->read_buffer) {
       tcp.data = this;
@@ -182,6 +186,11 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
     // closes too (bounded by a timer).
     void finish(std::string why) {
       if (finishing) return;
+      if (tls && tls_ready && !closing) {
+        tls->close_notify();
+        write(tls->take_output());
+        if (closing) return;
+      }
       finishing = true;
       if (reason.empty()) reason = std::move(why);
       const int r = uv_shutdown(&shutdown_req, stream(), &Conn::on_shutdown);
@@ -228,11 +237,23 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
       c->update_reading();
     }
 
+    // Sends protocol text: encrypted once TLS is up.
+    void send(std::string text) {
+      if (!tls_ready) return write(std::move(text));
+      if (finishing || text.empty()) return;
+      if (!tls->write(text)) return close_now("TLS write failed: " + tls->error());
+      write(tls->take_output());
+    }
+
     // Sends what the session produced; starts closing once the session is over.
     void flush() {
       if (!session || finishing) return;
-      if (session->has_output()) write(session->take_output());
+      if (session->has_output()) send(session->take_output());
       if (closing) return;
+      if (session->starting_tls() && !tls) {
+        start_tls();
+        if (closing) return;
+      }
       if (session->closed()) {
         finish(session->close_reason());
         return;
@@ -261,6 +282,68 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
         stop_timer();
       } else if (!timer_running && owner) {
         start_timer(static_cast<std::uint64_t>(owner->options.idle_timeout.count()));
+      }
+    }
+
+    // --- TLS ---------------------------------------------------------------------------
+
+    // The 220 to STARTTLS is queued (in the clear): what the client sends next is the
+    // handshake.
+    void start_tls() {
+      auto config = owner ? owner->tls_config : nullptr;
+      tls = std::make_unique<detail::TlsSession>();
+      if (!config || !tls->setup_server(std::move(config))) {
+        const std::string why = config ? tls->error() : std::string("no TLS configuration");
+        if (owner) owner->event(client, "tls failed: " + why);
+        close_now("TLS failed: " + why);
+      }
+    }
+
+    // Ciphertext from the client: the handshake, then records for the session.
+    void tls_input(std::string_view ciphertext) {
+      tls->feed(ciphertext);
+      if (!tls_ready) {
+        const auto step = tls->handshake();
+        write(tls->take_output());
+        if (closing) return;
+        if (step == detail::TlsSession::Step::again) return;
+        if (step == detail::TlsSession::Step::failed) {
+          if (owner) {
+            ++owner->stats.tls_failures;
+            owner->event(client, "tls failed: " + tls->error());
+          }
+          close_now("TLS handshake failed: " + tls->error());
+          return;
+        }
+        tls_ready = true;
+        const TlsInfo info = tls->info();
+        const std::string description = info.version + " " + info.cipher;
+        if (owner) {
+          ++owner->stats.tls_handshakes;
+          owner->event(client, "tls: " + description);
+        }
+        session->tls_started(description);
+      }
+      char plain[16 * 1024];
+      for (;;) {
+        const long n = tls->read(plain, sizeof plain);
+        if (n > 0) {
+          session->feed(std::string_view(plain, static_cast<std::size_t>(n)));
+          if (closing || !session) return;
+          continue;
+        }
+        write(tls->take_output());  // alerts
+        if (n == detail::TlsSession::kWant) return;
+        if (n == detail::TlsSession::kClosed) {
+          // close_notify: the client is done sending, as with EOF.
+          if (reading) uv_read_stop(stream());
+          reading = false;
+          eof = true;
+          session->on_eof();
+          return;
+        }
+        close_now("TLS read failed: " + tls->error());
+        return;
       }
     }
 
@@ -295,7 +378,13 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
       if (c->finishing || !c->session) return;  // lingering: dropped
       c->restart_idle_timer();
       auto keep = c->self;  // a synchronous `done` may flush and even close us
-      c->session->feed(std::string_view(buf->base, static_cast<std::size_t>(nread)));
+      const std::string_view bytes(buf->base, static_cast<std::size_t>(nread));
+      if (c->tls) {
+        c->tls_input(bytes);
+        if (c->closing) return;
+      } else {
+        c->session->feed(bytes);
+      }
       c->flush();
     }
 
@@ -325,7 +414,8 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
       }
       if (c->session && c->session->waiting_for_host()) return;
       const std::string host = c->owner ? c->owner->options.server.hostname : "localhost";
-      c->write("421 4.4.2 " + host + " Error: timeout exceeded\r\n");
+      c->send("421 4.4.2 " + host + " Error: timeout exceeded\r\n");
+      if (c->closing) return;
       c->finish("idle timeout");
     }
 
@@ -427,7 +517,48 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
       }
       impl->callbacks.on_message(std::move(m), std::move(wrapped));
     };
-    c->session = std::make_unique<SmtpServerSession>(options.server, std::move(cb), c->client);
+    cb.check_sender = callbacks.check_sender;
+    if (callbacks.authenticate) {
+      const std::string client = c->client;
+      cb.authenticate = [weak_conn, weak_impl, client](AuthRequest request,
+                                                       std::function<void(AuthVerdict)> done) {
+        auto impl = weak_impl.lock();
+        if (!impl) return;  // no host any more: the session is being torn down
+        auto called = std::make_shared<bool>(false);
+        auto wrapped = [weak_conn, weak_impl, called, client, user = request.user,
+                        done = std::move(done)](AuthVerdict verdict) {
+          if (*called) return;
+          *called = true;
+          if (auto i = weak_impl.lock()) {
+            if (verdict == AuthVerdict::accepted) ++i->stats.auth_successes;
+            if (verdict == AuthVerdict::rejected) ++i->stats.auth_failures;
+            i->event(client, (verdict == AuthVerdict::accepted   ? "auth: "
+                              : verdict == AuthVerdict::rejected ? "auth failed: "
+                                                                 : "auth unavailable: ") +
+                                 user);
+          }
+          done(verdict);
+          if (auto c = weak_conn.lock()) c->after_host();
+        };
+        try {
+          impl->callbacks.authenticate(std::move(request), wrapped);
+        } catch (...) {
+          wrapped(AuthVerdict::unavailable);
+        }
+      };
+    }
+    SmtpServerConfig config = options.server;
+    config.starttls = tls_config != nullptr;
+    if (options.trusted_client) {
+      bool trusted = false;
+      try {
+        trusted = options.trusted_client(c->client);
+      } catch (...) {
+        trusted = false;  // a failing policy asks for AUTH
+      }
+      if (!trusted) config.auth.required = true;
+    }
+    c->session = std::make_unique<SmtpServerSession>(std::move(config), std::move(cb), c->client);
     c->session->start();
     c->flush();
   }
@@ -460,6 +591,16 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
       close_listener();
       return Result<void>(Error(ec, "listen " + where + ": " + what));
     };
+    if (!options.tls_certificate_file.empty() || !options.tls_key_file.empty()) {
+      if (options.tls_certificate_file.empty() || options.tls_key_file.empty()) {
+        return fail(make_error_code(errc::invalid_parameter),
+                    "STARTTLS needs both a certificate file and a key file");
+      }
+      std::string why;
+      tls_config =
+          detail::load_server_tls(options.tls_certificate_file, options.tls_key_file, &why);
+      if (!tls_config) return fail(make_error_code(errc::invalid_parameter), why);
+    }
     sockaddr_storage addr;
     std::memset(&addr, 0, sizeof addr);
     int r = host.find(':') != std::string::npos
@@ -564,6 +705,28 @@ void SmtpListener::close(std::function<void()> done) {
 
 SmtpListenerStats SmtpListener::stats() const {
   return impl_->stats;
+}
+
+Result<std::string> check_tls_files(const std::string& certificate_file,
+                                    const std::string& key_file) {
+  std::string why;
+  auto config = detail::load_server_tls(certificate_file, key_file, &why);
+  if (!config) return Error(make_error_code(errc::invalid_parameter), why);
+  return detail::server_tls_summary(*config);
+}
+
+Result<void> SmtpListener::reload_tls() {
+  const SmtpListenerOptions& o = impl_->options;
+  if (!impl_->tls_config) return success();
+  std::string why;
+  auto fresh = detail::load_server_tls(o.tls_certificate_file, o.tls_key_file, &why);
+  if (!fresh) return Error(make_error_code(errc::invalid_parameter), why);
+  impl_->tls_config = std::move(fresh);
+  return success();
+}
+
+std::string SmtpListener::tls_certificate() const {
+  return impl_->tls_config ? detail::server_tls_summary(*impl_->tls_config) : std::string();
 }
 
 }  // namespace uv

@@ -3,6 +3,7 @@
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
+#include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 #include <uv.h>
@@ -76,10 +77,14 @@ class TlsConfig {
  public:
   explicit TlsConfig(std::shared_ptr<TlsRandom> random) : random_(std::move(random)) {
     mbedtls_x509_crt_init(&ca_);
+    mbedtls_x509_crt_init(&own_cert_);
+    mbedtls_pk_init(&own_key_);
     mbedtls_ssl_config_init(&conf_);
   }
   ~TlsConfig() {
     mbedtls_ssl_config_free(&conf_);
+    mbedtls_pk_free(&own_key_);
+    mbedtls_x509_crt_free(&own_cert_);
     mbedtls_x509_crt_free(&ca_);
   }
   TlsConfig(const TlsConfig&) = delete;
@@ -128,12 +133,63 @@ class TlsConfig {
     return true;
   }
 
+  // The server side: our certificate chain and its key (PEM), TLS 1.2 at least, no client
+  // certificates asked for.
+  bool init_server(const std::string& cert_file, const std::string& key_file, std::string* error) {
+    int ret = mbedtls_x509_crt_parse_file(&own_cert_, cert_file.c_str());
+    if (ret != 0 || own_cert_.version == 0) {
+      *error = "cannot load the certificate " + cert_file + ": " +
+               (ret != 0 ? mbedtls_error_text(ret) : std::string("no certificate in it"));
+      return false;
+    }
+    ret = mbedtls_pk_parse_keyfile(&own_key_, key_file.c_str(), nullptr);
+    if (ret != 0) {
+      *error = "cannot load the key " + key_file + ": " + mbedtls_error_text(ret);
+      return false;
+    }
+    if (mbedtls_pk_check_pair(&own_cert_.pk, &own_key_) != 0) {
+      *error = "the key " + key_file + " does not belong to the certificate " + cert_file;
+      return false;
+    }
+    ret = mbedtls_ssl_config_defaults(&conf_, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                      MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret != 0) {
+      *error = "cannot set up the TLS configuration: " + mbedtls_error_text(ret);
+      return false;
+    }
+    mbedtls_ssl_conf_rng(&conf_, mbedtls_ctr_drbg_random, random_->drbg());
+    mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_NONE);
+    mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_renegotiation(&conf_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    ret = mbedtls_ssl_conf_own_cert(&conf_, &own_cert_, &own_key_);
+    if (ret != 0) {
+      *error = "cannot use the certificate " + cert_file + ": " + mbedtls_error_text(ret);
+      return false;
+    }
+    server_ = true;
+    return true;
+  }
+
   const mbedtls_ssl_config* conf() const noexcept { return &conf_; }
   bool verify() const noexcept { return verify_; }
+  bool server() const noexcept { return server_; }
+  // The subject and the end of validity of our certificate, for the log.
+  std::string own_certificate_summary() const {
+    char dn[512] = {};
+    if (mbedtls_x509_dn_gets(dn, sizeof dn, &own_cert_.subject) < 0) dn[0] = 0;
+    const mbedtls_x509_time& t = own_cert_.valid_to;
+    char until[40];
+    std::snprintf(until, sizeof until, "%04d-%02d-%02d %02d:%02d:%02d UTC", t.year, t.mon, t.day,
+                  t.hour, t.min, t.sec);
+    return std::string(dn) + ", valid until " + until;
+  }
 
  private:
   std::shared_ptr<TlsRandom> random_;  // conf_ points into it
   mbedtls_x509_crt ca_;
+  mbedtls_x509_crt own_cert_;
+  mbedtls_pk_context own_key_;
+  bool server_ = false;
   mbedtls_ssl_config conf_;
   std::string ca_path_;
   bool verify_ = false;
@@ -188,6 +244,22 @@ void TlsContextCache::clear() {
   configs_.clear();
 }
 
+std::shared_ptr<const TlsConfig> load_server_tls(const std::string& cert_file,
+                                                 const std::string& key_file, std::string* error) {
+  auto random = std::make_shared<TlsRandom>();
+  if (!random->error().empty()) {
+    *error = random->error();
+    return nullptr;
+  }
+  auto config = std::make_shared<TlsConfig>(std::move(random));
+  if (!config->init_server(cert_file, key_file, error)) return nullptr;
+  return config;
+}
+
+std::string server_tls_summary(const TlsConfig& config) {
+  return config.own_certificate_summary();
+}
+
 // --- session -------------------------------------------------------------------------------
 
 struct TlsSession::Ssl {
@@ -233,6 +305,22 @@ bool TlsSession::setup(std::shared_ptr<const TlsConfig> config, const TlsClientO
   }
   mbedtls_ssl_set_bio(&ssl_->ctx, this, &TlsSession::bio_send, &TlsSession::bio_recv, nullptr);
   return true;
+}
+
+bool TlsSession::setup_server(std::shared_ptr<const TlsConfig> config) {
+  config_ = std::move(config);
+  verify_ = false;
+  const int ret = mbedtls_ssl_setup(&ssl_->ctx, config_->conf());
+  if (ret != 0) {
+    set_error("cannot set up the TLS session", ret);
+    return false;
+  }
+  mbedtls_ssl_set_bio(&ssl_->ctx, this, &TlsSession::bio_send, &TlsSession::bio_recv, nullptr);
+  return true;
+}
+
+void TlsSession::close_notify() {
+  (void)mbedtls_ssl_close_notify(&ssl_->ctx);
 }
 
 int TlsSession::bio_send(void* ctx, const unsigned char* buf, std::size_t len) {

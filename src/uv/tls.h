@@ -1,4 +1,4 @@
-// mbedTLS 2.28 client sessions over memory buffers, and the contexts they share.
+// mbedTLS 2.28 client and server sessions over memory buffers, and the contexts they share.
 //
 // A TlsSession never touches a socket: the connection feeds it the ciphertext it received and
 // takes the ciphertext to send, so the same code runs over any byte stream.
@@ -42,7 +42,15 @@ class TlsContextCache {
   std::map<std::pair<bool, std::string>, std::shared_ptr<const TlsConfig>> configs_;
 };
 
-/// One client session. Not copyable; owns its mbedtls_ssl_context.
+/// The server side's config: `cert_file` (PEM chain, ours first) and `key_file` (PEM or DER,
+/// unencrypted), checked to belong together, with a random generator of its own. Null and
+/// `error` ("cannot load the key /etc/mailq/key.pem: PK - ...") on failure.
+std::shared_ptr<const TlsConfig> load_server_tls(const std::string& cert_file,
+                                                 const std::string& key_file, std::string* error);
+/// "CN=mail.example.org, valid until 2027-03-01 12:00:00 UTC": our certificate, for the log.
+std::string server_tls_summary(const TlsConfig& config);
+
+/// One client or server session. Not copyable; owns its mbedtls_ssl_context.
 class TlsSession {
  public:
   enum class Step { again, done, failed };
@@ -58,6 +66,10 @@ class TlsSession {
 
   /// Prepares the session; false (and error()) when it cannot be set up.
   bool setup(std::shared_ptr<const TlsConfig> config, const TlsClientOptions& options);
+  /// Prepares a server session with a config of `load_server_tls`.
+  bool setup_server(std::shared_ptr<const TlsConfig> config);
+  /// Queues a close_notify alert (the output holds it).
+  void close_notify();
 
   /// Ciphertext received from the peer.
   void feed(std::string_view ciphertext);

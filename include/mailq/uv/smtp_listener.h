@@ -11,6 +11,13 @@
 //   421 4.3.2 <host> too many sessions                   `max_sessions` are open
 //   421 4.3.2 <host> Service shutting down               after `close()`
 //   421 4.4.2 <host> Error: timeout exceeded             no byte for `idle_timeout`
+//
+// STARTTLS: with `tls_certificate_file` and `tls_key_file` the listener offers STARTTLS and runs
+// the server side of the handshake with mbedTLS (TLS 1.2; the certificate and key are checked
+// to belong together at `open` and at `reload_tls`, which new sessions then use; sessions under
+// way keep theirs). A failed handshake closes the connection. AUTH: the host's
+// `Callbacks::authenticate` (e.g. `password_authenticator`, mailq/uv/credentials.h) with
+// `server.auth.enabled`; `trusted_client` says which clients may send without it.
 // After its last reply a connection is half-closed (FIN after the reply) and what the client
 // still sends is read and dropped for up to 2 s, so that closing never turns into a reset
 // that destroys the reply before the client has read it.
@@ -50,12 +57,22 @@ struct SmtpListenerOptions {
   /// `554 5.7.1 <addr> not allowed to submit mail` and are closed. Default: loopback only
   /// (`is_loopback_address`); `Network::contains` (mailq/net.h) decides for a list of networks.
   std::function<bool(const std::string& client_address)> allow_client;
+  /// Clients that may send mail without AUTH (relay by network). When set and false for a
+  /// client, its session requires AUTH before MAIL (530 5.7.0 Authentication required), as
+  /// `server.auth.required` does for everyone. Null: only `server.auth.required` decides.
+  std::function<bool(const std::string& client_address)> trusted_client;
+  /// STARTTLS: the certificate chain (PEM, ours first) and its unencrypted key (PEM or DER).
+  /// Both set: STARTTLS is offered; both empty: it is not.
+  std::string tls_certificate_file;
+  std::string tls_key_file;
   std::uint32_t max_sessions = 1000;
   Duration idle_timeout{std::chrono::minutes(5)};  ///< no byte from the client for this long
   int backlog = 511;
   /// Per-session events for logging: "connect", "reject: not allowed", "reject: too many
-  /// sessions", "reject: shutting down", "close: <reason>" (QUIT, idle timeout, client
-  /// closed, too many errors, shutdown, write failed: ..., read failed: ...). Optional.
+  /// sessions", "reject: shutting down", "tls: TLSv1.2 TLS_ECDHE_...", "tls failed: <why>",
+  /// "auth: <user>", "auth failed: <user>", "auth unavailable: <user>", "close: <reason>" (QUIT,
+  /// idle timeout, client closed, too many errors, shutdown, write failed: ..., read failed:
+  /// ..., TLS handshake failed). Passwords never appear. Optional.
   std::function<void(const std::string& client, const std::string& what)> on_session_event;
   /// Receives what has no caller to go back to, rate limited: a failed accept ("mailq
   /// SmtpListener: accept on 127.0.0.1:25: too many open files"), an exception thrown by
@@ -70,15 +87,25 @@ struct SmtpListenerStats {
   std::uint64_t messages_received = 0;
   std::uint64_t messages_accepted = 0;  ///< `done` with 2xx
   std::size_t sessions_open = 0;
+  std::uint64_t tls_handshakes = 0;  ///< STARTTLS handshakes completed
+  std::uint64_t tls_failures = 0;    ///< handshakes that failed
+  std::uint64_t auth_successes = 0;
+  std::uint64_t auth_failures = 0;  ///< `AuthVerdict::rejected`
 };
+
+/// Loads a certificate chain and its key as the listener would (for a configuration check):
+/// "CN=mx.example.org, valid until 2027-03-01 12:00:00 UTC", or why they cannot be used.
+Result<std::string> check_tls_files(const std::string& certificate_file,
+                                    const std::string& key_file);
 
 class SmtpListener {
  public:
   /// Binds `options.host`:`options.port`, listens and accepts on `loop` (which must outlive
-  /// the listener). `on_message` as in `SmtpServerSession::Callbacks`, plus an optional
-  /// recipient check. Errors name the address: "listen 127.0.0.1:25: address already in use"
-  /// (std::errc::address_in_use), "listen localhost:25: \"localhost\" is not a numeric IPv4
-  /// or IPv6 address" (`errc::invalid_parameter`).
+  /// the listener). The callbacks as in `SmtpServerSession::Callbacks`. Errors name the
+  /// address: "listen 127.0.0.1:25: address already in use" (std::errc::address_in_use),
+  /// "listen localhost:25: \"localhost\" is not a numeric IPv4 or IPv6 address"
+  /// (`errc::invalid_parameter`), or the TLS files: "listen 127.0.0.1:25: cannot load the key
+  /// /etc/mailq/key.pem: ..." (`errc::invalid_parameter`).
   static Result<std::unique_ptr<SmtpListener>> open(uv_loop_t* loop, SmtpListenerOptions options,
                                                     SmtpServerSession::Callbacks callbacks);
   ~SmtpListener();  ///< closes the socket and every session at once
@@ -92,6 +119,12 @@ class SmtpListener {
   /// Destroying the listener before that cancels `done` (it never runs).
   void close(std::function<void()> done = nullptr);
   SmtpListenerStats stats() const;
+  /// Loads the certificate and key files again (after a renewal): new sessions use them,
+  /// sessions under way keep the old ones. On failure nothing changes and the error says why.
+  /// Without TLS files: does nothing.
+  Result<void> reload_tls();
+  /// "CN=mx.example.org, valid until 2027-03-01 12:00:00 UTC"; empty without TLS.
+  std::string tls_certificate() const;
 
  private:
   struct Impl;
