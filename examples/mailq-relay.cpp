@@ -17,6 +17,8 @@
 // SIGHUP reopens the log.
 #include <malloc.h>
 #include <sys/resource.h>
+#include <termios.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <cstdio>
@@ -25,6 +27,8 @@
 
 #include "examples/relay/config.h"
 #include "examples/relay/relay.h"
+#include "mailq/uv/credentials.h"
+#include "mailq/uv/smtp_listener.h"
 
 namespace {
 
@@ -33,9 +37,66 @@ constexpr int kExitUsage = 64;
 int usage(const std::string& why) {
   std::fprintf(stderr,
                "mailq-relay: %s\n"
-               "usage: mailq-relay --config FILE [--once [--single-pass] | --check [--print]]\n",
+               "usage: mailq-relay --config FILE [--once [--single-pass] | --check [--print]]\n"
+               "       mailq-relay --hash-password\n",
                why.c_str());
   return kExitUsage;
+}
+
+// --hash-password: one line from standard input (asked for without echo on a terminal) ->
+// a yescrypt hash for a [listen.auth] credentials file.
+int hash_password() {
+  const bool tty = ::isatty(STDIN_FILENO) == 1;
+  termios saved{};
+  if (tty && ::tcgetattr(STDIN_FILENO, &saved) == 0) {
+    termios quiet = saved;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    (void)::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    std::fputs("Password: ", stderr);
+  }
+  std::string password;
+  int c;
+  while ((c = std::getchar()) != EOF && c != '\n') password += static_cast<char>(c);
+  if (!password.empty() && password.back() == '\r') password.pop_back();
+  if (tty) {
+    (void)::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    std::fputs("\n", stderr);
+  }
+  if (password.empty()) {
+    std::fprintf(stderr, "mailq-relay: no password on standard input\n");
+    return kExitUsage;
+  }
+  auto hash = mailq::uv::hash_password(password);
+  if (!hash) {
+    std::fprintf(stderr, "mailq-relay: %s\n", hash.error().message.c_str());
+    return 70;
+  }
+  std::printf("%s\n", hash.value().c_str());
+  return 0;
+}
+
+// --check: the files the listener would load, loaded.
+bool check_listener_files(const mailq::relay::RelayConfig& config) {
+  const auto& l = config.listen;
+  bool ok = true;
+  if (!l.tls_certificate.empty()) {
+    if (auto r = mailq::uv::check_tls_files(l.tls_certificate, l.tls_key); !r) {
+      std::fprintf(stderr, "mailq-relay: %s: listen.tls: %s\n", config.file.c_str(),
+                   r.error().message.c_str());
+      ok = false;
+    }
+  }
+  if (!l.auth_credentials.empty()) {
+    if (auto r = mailq::uv::PasswordFile::load(l.auth_credentials); !r) {
+      std::fprintf(stderr, "mailq-relay: %s: listen.auth: %s\n", config.file.c_str(),
+                   r.error().message.c_str());
+      ok = false;
+    } else if (r.value()->world_readable()) {
+      std::fprintf(stderr, "mailq-relay: %s: warning: %s is readable by every user\n",
+                   config.file.c_str(), l.auth_credentials.c_str());
+    }
+  }
+  return ok;
 }
 
 }  // namespace
@@ -76,9 +137,13 @@ int main(int argc, char** argv) {
       check = true;
     } else if (a == "--print") {
       print = true;
+    } else if (a == "--hash-password") {
+      if (argc != 2) return usage("--hash-password takes no other option");
+      return hash_password();
     } else if (a == "--help" || a == "-h") {
       std::printf(
-          "usage: mailq-relay --config FILE [--once [--single-pass] | --check [--print]]\n");
+          "usage: mailq-relay --config FILE [--once [--single-pass] | --check [--print]]\n"
+          "       mailq-relay --hash-password   (reads a password, prints its hash)\n");
       return 0;
     } else {
       return usage("unknown option " + a);
@@ -101,6 +166,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "mailq-relay: %s\n", routes.error().message.c_str());
       return kExitConfig;
     }
+    if (!check_listener_files(*config)) return kExitConfig;
     for (const auto& w : config_warnings(*config))
       std::fprintf(stderr, "mailq-relay: %s: warning: %s\n", config_path.c_str(), w.c_str());
     if (print)

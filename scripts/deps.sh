@@ -17,6 +17,7 @@ packages=(
   clang valgrind  # libFuzzer targets (fuzz/), memcheck runs of the adapters
   catch2  # unit tests (2.13)
   postfix unbound swaks python3-aiosmtpd openssl  # servers and tools of the integration tests
+  libnet-ssleay-perl libsasl2-modules  # swaks over TLS; Postfix's SASL client (PLAIN, LOGIN)
   clang-format  # the repository's formatter
 )
 

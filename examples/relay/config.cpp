@@ -313,6 +313,52 @@ SmtpTimeouts read_timeouts(const Section& s) {
   return t;
 }
 
+// [listen.tls]: the listener's certificate for STARTTLS.
+void read_listen_tls(const Section& listen, ListenConfig& l) {
+  auto tls = listen.table("tls");
+  if (!tls) return;
+  tls->allow_only({"certificate", "key", "required"});
+  auto cert = tls->string("certificate");
+  auto key = tls->string("key");
+  if (!cert || cert->empty())
+    fail(tls->line(), "listen.tls.certificate", "missing (the PEM certificate chain)");
+  if (!key || key->empty()) fail(tls->line(), "listen.tls.key", "missing (the PEM private key)");
+  l.tls_certificate = *cert;
+  l.tls_key = *key;
+  if (auto v = tls->boolean("required")) l.tls_required = *v;
+}
+
+// [listen.auth]: AUTH against a credentials file.
+void read_listen_auth(const Section& listen, ListenConfig& l) {
+  auto auth = listen.table("auth");
+  if (!auth) return;
+  auth->allow_only({"credentials", "clients", "required", "allow_plaintext", "max_failures"});
+  auto file = auth->string("credentials");
+  if (!file || file->empty())
+    fail(auth->line(), "listen.auth.credentials", "missing (the file of user:hash lines)");
+  l.auth_credentials = *file;
+  if (auto v = auth->boolean("required")) l.auth_required = *v;
+  if (auto v = auth->boolean("allow_plaintext")) l.auth_plaintext = *v;
+  if (auto v = auth->integer<std::uint32_t>("max_failures", 1, 100)) l.auth_max_failures = *v;
+  if (auto texts = auth->strings("clients")) {
+    std::size_t i = 0;
+    for (auto& [text, node] : *texts) {
+      auto net = Network::parse(text);
+      if (!net)
+        fail(line_of(*node), fmt::format("listen.auth.clients[{}]", i), net.error().message);
+      l.auth_clients.push_back(*net);
+      ++i;
+    }
+  } else {
+    l.auth_clients.push_back(*Network::parse("0.0.0.0/0"));
+    l.auth_clients.push_back(*Network::parse("::/0"));
+  }
+  if (l.tls_certificate.empty() && !l.auth_plaintext) {
+    fail(auth->line(), "listen.auth",
+         "needs [listen.tls] (passwords are only taken over TLS), or allow_plaintext = true");
+  }
+}
+
 void read_listen(const Section& root, RelayConfig& cfg) {
   const toml::node* n = root.get("listen");
   if (!n) return;
@@ -325,7 +371,7 @@ void read_listen(const Section& root, RelayConfig& cfg) {
   } else if (n->is_table()) {
     table.emplace(*n->as_table(), "listen");
     table->allow_only({"address", "networks", "max_message_size", "max_recipients", "max_sessions",
-                       "max_received_headers", "idle_timeout"});
+                       "max_received_headers", "idle_timeout", "tls", "auth"});
     address_node = table->get("address");
     address_path = "listen.address";
     if (!address_node) fail(table->line(), address_path, "missing (the address to listen on)");
@@ -363,6 +409,8 @@ void read_listen(const Section& root, RelayConfig& cfg) {
     if (auto v = table->integer<std::uint32_t>("max_received_headers", 0, 10000))
       l.max_received_headers = *v;
     if (auto v = table->duration("idle_timeout")) l.idle_timeout = *v;
+    read_listen_tls(*table, l);
+    read_listen_auth(*table, l);
   }
   if (l.networks.empty()) {
     l.networks.push_back(*Network::parse("127.0.0.0/8"));

@@ -45,6 +45,17 @@ struct ListenConfig {
   /// More Received header fields than this: 554 5.4.6 (a loop); 0 = no limit.
   std::uint32_t max_received_headers = 50;
   Duration idle_timeout{std::chrono::minutes(5)};  ///< per command / data block
+  /// [listen.tls]: STARTTLS with this certificate chain and key (both or neither).
+  std::string tls_certificate;
+  std::string tls_key;
+  bool tls_required = false;  ///< MAIL before STARTTLS: 530 5.7.0
+  /// [listen.auth]: AUTH PLAIN/LOGIN against a file of hashed passwords (uv/credentials.h).
+  std::string auth_credentials;  ///< empty = no AUTH
+  /// Who may connect to authenticate (besides `networks`); default anyone.
+  std::vector<Network> auth_clients;
+  bool auth_required = false;   ///< AUTH before MAIL for everyone, `networks` too (submission)
+  bool auth_plaintext = false;  ///< AUTH offered without TLS
+  std::uint32_t auth_max_failures = 3;
 };
 
 /// Everything the relay needs. `load_config` fills it; defaults are those of the library

@@ -190,11 +190,23 @@ std::string print_config(const RelayConfig& c) {
   if (!c.metrics.empty()) out += "metrics = " + q(c.metrics) + "\n";
   if (!c.listen.address.empty()) {
     const auto& l = c.listen;
+    std::string secure;
+    if (!l.tls_certificate.empty()) {
+      secure += fmt::format(", tls = {{ certificate = {}, key = {}, required = {} }}",
+                            q(l.tls_certificate), q(l.tls_key), l.tls_required);
+    }
+    if (!l.auth_credentials.empty()) {
+      secure += fmt::format(
+          ", auth = {{ credentials = {}, clients = {}, required = {}, allow_plaintext = {}, "
+          "max_failures = {} }}",
+          q(l.auth_credentials), networks(l.auth_clients), l.auth_required, l.auth_plaintext,
+          l.auth_max_failures);
+    }
     out += fmt::format(
         "listen = {{ address = {}, networks = {}, max_message_size = {}, max_recipients = {}, "
-        "max_sessions = {}, max_received_headers = {}, idle_timeout = {} }}\n",
+        "max_sessions = {}, max_received_headers = {}, idle_timeout = {}{} }}\n",
         q(l.address), networks(l.networks), l.max_message_size, l.max_recipients, l.max_sessions,
-        l.max_received_headers, dur(l.idle_timeout));
+        l.max_received_headers, dur(l.idle_timeout), secure);
   } else {
     out += "# no listen: the relay takes mail through mailq-send and the control socket only\n";
   }

@@ -230,6 +230,15 @@ std::string Metrics::render(const Sources& sources) const {
     x.scalar("mailq_listener_messages_accepted_total",
              "Messages the listener accepted (durable in the spool, 250 sent).", "counter",
              listener->messages_accepted);
+    x.scalar("mailq_listener_tls_handshakes_total", "STARTTLS handshakes completed.", "counter",
+             listener->tls_handshakes);
+    x.scalar("mailq_listener_tls_failures_total", "STARTTLS handshakes that failed.", "counter",
+             listener->tls_failures);
+    x.scalar("mailq_listener_auth_successes_total", "Successful AUTH logins.", "counter",
+             listener->auth_successes);
+    x.scalar("mailq_listener_auth_failures_total",
+             "AUTH attempts refused for bad credentials (535).", "counter",
+             listener->auth_failures);
   }
   return x.text();
 }

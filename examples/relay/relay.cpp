@@ -21,6 +21,7 @@
 #include "mailq/queue.h"
 #include "mailq/spool/file_spool.h"
 #include "mailq/spool/layout.h"
+#include "mailq/uv/credentials.h"
 #include "mailq/uv/loop_clock.h"
 #include "mailq/uv/smtp_listener.h"
 #include "mailq/uv/transport.h"
@@ -94,6 +95,7 @@ struct Relay::Impl {
   std::unique_ptr<Queue> queue;
   std::unique_ptr<Deliverer> deliverer;
   std::unique_ptr<uv::SmtpListener> listener;
+  std::shared_ptr<const uv::PasswordFile> credentials;  // [listen.auth]; swapped on SIGHUP
   std::unique_ptr<ControlServer> control;
   std::unique_ptr<MaildropPickup> maildrop;
   std::unique_ptr<MetricsServer> metrics_server;
@@ -307,6 +309,81 @@ struct Relay::Impl {
     return {};
   }
 
+  // SIGHUP: the log file, the listener's certificate and the credentials are opened again
+  // (for logrotate, a renewed certificate, a changed password). What cannot be read keeps its
+  // previous version, with a notice.
+  void reload() {
+    (void)reopen_log();
+    if (listener && !config.listen.tls_certificate.empty()) {
+      if (auto r = listener->reload_tls(); !r) {
+        notice("listener: TLS certificate not reloaded (the previous one stays): " +
+               r.error().message);
+      } else {
+        notice("listener: TLS certificate reloaded: " + listener->tls_certificate());
+      }
+    }
+    if (!config.listen.auth_credentials.empty()) {
+      if (auto loaded = load_credentials(); !loaded) {
+        notice("listener: credentials not reloaded (the previous ones stay): " +
+               loaded.error().message);
+      } else {
+        credentials = std::move(loaded.value());
+      }
+    }
+  }
+
+  Result<std::shared_ptr<const uv::PasswordFile>> load_credentials() {
+    auto loaded = uv::PasswordFile::load(config.listen.auth_credentials);
+    if (!loaded) return loaded;
+    notice(fmt::format("listener: credentials {}: {} user{}{}", config.listen.auth_credentials,
+                       loaded.value()->size(), loaded.value()->size() == 1 ? "" : "s",
+                       loaded.value()->world_readable()
+                           ? " (warning: the file is readable by every user: chmod o-r)"
+                           : ""));
+    return loaded;
+  }
+
+  // [listen.tls] and [listen.auth] on the listener's options and callbacks.
+  std::error_code secure_listener(uv::SmtpListenerOptions& lo, SmtpServerSession::Callbacks& cb) {
+    const ListenConfig& l = config.listen;
+    lo.tls_certificate_file = l.tls_certificate;
+    lo.tls_key_file = l.tls_key;
+    lo.server.require_tls = l.tls_required;
+    if (l.auth_credentials.empty()) return {};
+    auto loaded = load_credentials();
+    if (!loaded) return fail(kExitConfig, loaded.error());
+    credentials = std::move(loaded.value());
+    lo.server.auth.enabled = true;
+    lo.server.auth.required = l.auth_required;
+    lo.server.auth.allow_plaintext = l.auth_plaintext;
+    lo.server.auth.max_failures = l.auth_max_failures;
+    // Who may connect: the relay networks and those who may authenticate. Who may send
+    // without AUTH: the relay networks (nobody with auth.required).
+    auto networks = l.networks;
+    auto auth_clients = l.auth_clients;
+    auto in = [](const std::vector<Network>& nets, const std::string& addr) {
+      for (const auto& n : nets)
+        if (n.contains(addr)) return true;
+      return false;
+    };
+    lo.allow_client = [networks, auth_clients, in](const std::string& addr) {
+      return in(networks, addr) || in(auth_clients, addr);
+    };
+    lo.trusted_client = [networks, in](const std::string& addr) { return in(networks, addr); };
+    cb.authenticate = uv::password_authenticator(loop, [this] { return credentials; });
+    cb.check_sender = [this](const SenderCheck& c) {
+      if (c.auth_user.empty() || !credentials ||
+          credentials->may_send_as(c.auth_user, c.reverse_path))
+        return Reply(250, "2.1.0", "Ok");
+      // Postfix's reject_sender_login_mismatch, in its words.
+      return Reply(
+          553, "5.7.1",
+          fmt::format("<{}>: Sender address rejected: not owned by user {}",
+                      c.reverse_path ? c.reverse_path->to_string() : std::string(), c.auth_user));
+    };
+    return {};
+  }
+
   std::error_code start_listener() {
     uv::SmtpListenerOptions lo;
     lo.host = config.listen.host;
@@ -324,18 +401,28 @@ struct Relay::Impl {
       return false;
     };
     lo.on_session_event = [this](const std::string& client, const std::string& what) {
-      // Connects and clean closes are routine; refusals are worth a line.
-      if (what.rfind("reject", 0) == 0 || what.rfind("refuse", 0) == 0)
+      // Connects, TLS, logins and clean closes are routine; refusals and failures are worth a
+      // line (failed logins are what fail2ban and operators look for).
+      if (what.rfind("reject", 0) == 0 || what.rfind("refuse", 0) == 0 ||
+          what.rfind("tls failed", 0) == 0 || what.rfind("auth failed", 0) == 0 ||
+          what.rfind("auth unavailable", 0) == 0)
         notice("listener: " + client + " " + what);
     };
     SmtpServerSession::Callbacks cb;
     cb.on_message = [this](ReceivedMessage m, std::function<void(Reply)> done) {
       on_received(std::move(m), std::move(done));
     };
+    if (auto ec = secure_listener(lo, cb)) return ec;
     lo.error_reporter = &reporter;
+    const bool bad_tls_files = !lo.tls_certificate_file.empty();
     auto opened = uv::SmtpListener::open(loop, lo, cb);
-    if (!opened) return fail(kExitUnavailable, opened.error());
+    if (!opened) {
+      const bool config_error = bad_tls_files && opened.error().code == errc::invalid_parameter;
+      return fail(config_error ? kExitConfig : kExitUnavailable, opened.error());
+    }
     listener = std::move(opened.value());
+    if (!config.listen.tls_certificate.empty())
+      notice("listener: STARTTLS with " + listener->tls_certificate());
     listener_closed = false;
     return {};
   }
@@ -354,7 +441,7 @@ struct Relay::Impl {
       if (auto* self = static_cast<Impl*>(h->data)) self->shutdown("SIGINT");
     });
     start(sig_hup, SIGHUP, [](uv_signal_t* h, int) {
-      if (auto* self = static_cast<Impl*>(h->data)) (void)self->reopen_log();
+      if (auto* self = static_cast<Impl*>(h->data)) self->reload();
     });
   }
 

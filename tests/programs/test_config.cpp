@@ -712,3 +712,63 @@ TEST_CASE("a route no domain reaches is valid, and warned about", "[config]") {
   REQUIRE(example);
   CHECK(mailq::relay::config_warnings(*example).empty());
 }
+
+TEST_CASE("[listen.tls] and [listen.auth] are read, checked and printed so that they load again",
+          "[config][listener][tls][auth]") {
+  auto cfg = parse_config(
+      "spool = \"/s\"\n[listen]\naddress = \"0.0.0.0:587\"\nnetworks = [\"10.0.0.0/8\"]\n"
+      "[listen.tls]\ncertificate = \"/etc/mailq/c.pem\"\nkey = \"/etc/mailq/k.pem\"\n"
+      "required = true\n"
+      "[listen.auth]\ncredentials = \"/etc/mailq/creds\"\nclients = [\"192.0.2.0/24\"]\n"
+      "required = true\nmax_failures = 5\n",
+      "relay.toml");
+  INFO((cfg ? std::string() : cfg.error().message));
+  REQUIRE(cfg);
+  const auto& l = cfg->listen;
+  CHECK(l.tls_certificate == "/etc/mailq/c.pem");
+  CHECK(l.tls_key == "/etc/mailq/k.pem");
+  CHECK(l.tls_required);
+  CHECK(l.auth_credentials == "/etc/mailq/creds");
+  REQUIRE(l.auth_clients.size() == 1);
+  CHECK(l.auth_clients[0].contains("192.0.2.9"));
+  CHECK(l.auth_required);
+  CHECK_FALSE(l.auth_plaintext);
+  CHECK(l.auth_max_failures == 5);
+  auto again = parse_config(mailq::relay::print_config(*cfg), "printed.toml");
+  INFO((again ? std::string() : again.error().message));
+  REQUIRE(again);
+  CHECK(again->listen.tls_key == "/etc/mailq/k.pem");
+  CHECK(again->listen.auth_required);
+  CHECK(again->listen.auth_clients.size() == 1);
+  CHECK(again->listen.auth_max_failures == 5);
+
+  // The default clients: anyone may connect to log in.
+  auto open = parse_config(
+      "spool = \"/s\"\n[listen]\naddress = \"127.0.0.1:587\"\n[listen.tls]\ncertificate = "
+      "\"c\"\nkey = \"k\"\n[listen.auth]\ncredentials = \"f\"\n",
+      "relay.toml");
+  REQUIRE(open);
+  CHECK(open->listen.auth_clients.size() == 2);
+  CHECK(open->listen.auth_clients[0].contains("203.0.113.5"));
+  CHECK(open->listen.auth_clients[1].contains("2001:db8::1"));
+
+  auto error_of = [](const std::string& text) {
+    auto r = parse_config(text, "relay.toml");
+    return r ? std::string("loaded") : r.error().message;
+  };
+  const std::string head = "spool = \"/s\"\n[listen]\naddress = \"127.0.0.1:587\"\n";
+  CHECK(error_of(head + "[listen.tls]\ncertificate = \"c\"\n") ==
+        "relay.toml:4: listen.tls.key: missing (the PEM private key)");
+  CHECK(error_of(head + "[listen.tls]\ncertificate = \"c\"\nkey = \"k\"\nverify = true\n")
+            .find("listen.tls.verify: unknown key") != std::string::npos);
+  CHECK(error_of(head + "[listen.auth]\ncredentials = \"f\"\n") ==
+        "relay.toml:4: listen.auth: needs [listen.tls] (passwords are only taken over TLS), or "
+        "allow_plaintext = true");
+  CHECK(error_of(head + "[listen.auth]\ncredentials = \"f\"\nallow_plaintext = true\n") ==
+        "loaded");
+  CHECK(error_of(head + "[listen.auth]\nallow_plaintext = true\n") ==
+        "relay.toml:4: listen.auth.credentials: missing (the file of user:hash lines)");
+  CHECK(error_of(head + "[listen.auth]\ncredentials = \"f\"\nallow_plaintext = true\n"
+                        "clients = [\"nonsense\"]\n")
+            .find("listen.auth.clients[0]") != std::string::npos);
+}

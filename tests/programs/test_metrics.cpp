@@ -298,7 +298,7 @@ TEST_CASE("after a scripted queue life every gauge and counter has its exact val
   sources.queue = &queue;
   sources.domains = &domains;
   sources.deliverer = &deliverer;
-  sources.listener_stats = mailq::uv::SmtpListenerStats{7, 2, 5, 4, 1};
+  sources.listener_stats = mailq::uv::SmtpListenerStats{7, 2, 5, 4, 1, 3, 1, 6, 2};
   sources.now = clock.now();
   const std::string text = metrics.render(sources);
   require_well_formed(text);
@@ -346,6 +346,13 @@ TEST_CASE("after a scripted queue life every gauge and counter has its exact val
         "# HELP mailq_domains_down Destinations marked down now.\n"
         "# TYPE mailq_domains_down gauge\n"
         "mailq_domains_down 1\n"
+        "# HELP mailq_listener_auth_failures_total AUTH attempts refused for bad credentials "
+        "(535).\n"
+        "# TYPE mailq_listener_auth_failures_total counter\n"
+        "mailq_listener_auth_failures_total 2\n"
+        "# HELP mailq_listener_auth_successes_total Successful AUTH logins.\n"
+        "# TYPE mailq_listener_auth_successes_total counter\n"
+        "mailq_listener_auth_successes_total 6\n"
         "# HELP mailq_listener_messages_accepted_total Messages the listener accepted (durable "
         "in the spool, 250 sent).\n"
         "# TYPE mailq_listener_messages_accepted_total counter\n"
@@ -364,6 +371,12 @@ TEST_CASE("after a scripted queue life every gauge and counter has its exact val
         "# HELP mailq_listener_sessions_total SMTP sessions accepted by the listener.\n"
         "# TYPE mailq_listener_sessions_total counter\n"
         "mailq_listener_sessions_total 7\n"
+        "# HELP mailq_listener_tls_failures_total STARTTLS handshakes that failed.\n"
+        "# TYPE mailq_listener_tls_failures_total counter\n"
+        "mailq_listener_tls_failures_total 1\n"
+        "# HELP mailq_listener_tls_handshakes_total STARTTLS handshakes completed.\n"
+        "# TYPE mailq_listener_tls_handshakes_total counter\n"
+        "mailq_listener_tls_handshakes_total 3\n"
         "# HELP mailq_queue_cycles_total Queue cycles run.\n"
         "# TYPE mailq_queue_cycles_total counter\n"
         "mailq_queue_cycles_total 0\n"
