@@ -94,9 +94,19 @@ TEST_CASE("trouble: jobs none of whose hosts worked get the last host's failure"
   HostFailure no_greeting{
       true, Note::of_session(hop(), Reply(421, "4.4.2", "[internal] no greeting")), Reply{}};
   r = exhausted_reply(no_greeting);
-  CHECK(r.text ==
-        "[internal] dns;mx.example.com (TCP|127.0.0.1|40312|127.0.0.10|25) 421 4.4.2 [internal] "
-        "no greeting");
+  // One code: the session's own, with the host where it happened.
+  CHECK(r.to_string() ==
+        "421 4.4.2 [internal] dns;mx.example.com (TCP|127.0.0.1|40312|127.0.0.10|25) no greeting");
+  CHECK(diagnostic_lines({exhausted_note(no_greeting, r)}) ==
+        std::vector<std::string>{"dns;mx.example.com (TCP|127.0.0.1|40312|127.0.0.10|25) 421 "
+                                 "4.4.2 [internal] no greeting"});
+
+  // A server that refused to talk (554 greeting): its words, softened, no code nested in
+  // another.
+  HostFailure no_service{true, Note::of_session(hop(), Reply(554, "5.3.2", "no service")), Reply{}};
+  CHECK(exhausted_reply(no_service).to_string() == "451 4.3.2 no service");
+  HostFailure busy{true, Note::of_session(hop(), Reply(421, "4.7.0", "too busy")), Reply{}};
+  CHECK(exhausted_reply(busy).to_string() == "421 4.7.0 too busy");
 
   const Reply soft(451, "4.7.8", "authentication failed");
   HostFailure refused_auth{true, Note::of_session(hop(), soft), soft};

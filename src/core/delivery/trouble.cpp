@@ -42,7 +42,22 @@ bool counts_against_destination(std::error_code ec) {
 Reply exhausted_reply(const HostFailure& last) {
   if (!last.reply.empty()) return last.reply;
   if (!last.set) return replies::connection_failed("no usable host");
-  return replies::connection_failed(diagnostic_lines({last.note}).front());
+  const Note& n = last.note;
+  if (n.kind == Note::Kind::session && !n.reply.empty()) {
+    constexpr std::string_view kInternal = "[internal] ";
+    if (n.reply.text.compare(0, kInternal.size(), kInternal) == 0) {
+      // mailq's own reply about the session (a timeout, a lost connection, a protocol
+      // error): its code, with the host it happened with. One code in the text, not two.
+      std::string text(kInternal);
+      if (!n.hop.host.empty()) text += hop_line(n.hop) + " ";
+      text += n.reply.text.substr(kInternal.size());
+      return Reply(n.reply.code, n.reply.enhanced, std::move(text));
+    }
+    // The server's own words (a 421 or 554 greeting): as it said them, never permanent from
+    // here; the host is in the log record.
+    return soften(n.reply);
+  }
+  return replies::connection_failed(diagnostic_lines({n}).front());
 }
 
 Note exhausted_note(const HostFailure& last, const Reply& reply) {
