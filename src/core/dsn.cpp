@@ -12,6 +12,7 @@ namespace mailq {
 namespace {
 
 using detail::has_8bit;
+using detail::header_section;
 
 constexpr std::size_t kFoldAt = 78;    // RFC 5322 §2.1.1 "SHOULD"
 constexpr std::size_t kMaxLine = 998;  // RFC 5322 §2.1.1 "MUST", without the CRLF
@@ -146,22 +147,6 @@ std::string normalise(std::string_view text) {
     out += "\r\n";
   }
   return out;
-}
-
-// The header section of a message: everything before the first empty line (or all of it
-// when there is no body).
-std::string_view header_section(std::string_view message) {
-  std::size_t pos = 0;
-  while (pos < message.size()) {
-    std::size_t eol = message.find('\n', pos);
-    std::string_view line =
-        message.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty()) return message.substr(0, pos);
-    if (eol == std::string_view::npos) break;
-    pos = eol + 1;
-  }
-  return message;
 }
 
 bool valid_enhanced(std::string_view e) {

@@ -118,4 +118,53 @@ std::string header_value(std::string_view message, std::string_view name) {
   return b == std::string::npos ? std::string() : value.substr(b, e - b + 1);
 }
 
+std::string_view header_section(std::string_view message) noexcept {
+  std::size_t pos = 0;
+  while (pos < message.size()) {
+    std::size_t eol = message.find('\n', pos);
+    std::string_view line =
+        message.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) return message.substr(0, pos);
+    if (eol == std::string_view::npos) break;
+    pos = eol + 1;
+  }
+  return message;
+}
+
+bool valid_utf8(std::string_view s) noexcept {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t n;
+    unsigned lo = 0x80, hi = 0xbf;  // the range of the second octet
+    if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      if (c == 0xe0) lo = 0xa0;  // no overlong forms
+      if (c == 0xed) hi = 0x9f;  // no surrogates
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;  // at most U+10FFFF
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;  // cut short
+    const auto second = static_cast<unsigned char>(s[i + 1]);
+    if (second < lo || second > hi) return false;
+    for (std::size_t k = 2; k <= n; ++k) {
+      const auto next = static_cast<unsigned char>(s[i + k]);
+      if (next < 0x80 || next > 0xbf) return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
 }  // namespace mailq::detail

@@ -19,6 +19,12 @@ std::optional<Error> check_body(std::string_view body);
 /// Whether any octet is 0x80 or above. Scans a word at a time (a message body is scanned
 /// whole on every delivery).
 bool has_8bit(std::string_view s) noexcept;
+/// The header section of a message: everything before the first empty line (or all of it
+/// when there is no body).
+std::string_view header_section(std::string_view message) noexcept;
+/// Whether `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, at most
+/// U+10FFFF).
+bool valid_utf8(std::string_view s) noexcept;
 /// The unfolded value of the first header field `name` in the header section, "" if none.
 std::string header_value(std::string_view message, std::string_view name);
 /// Walks the header section of `message` line by line (line ends removed), calling

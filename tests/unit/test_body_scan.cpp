@@ -101,3 +101,27 @@ TEST_CASE("has_8bit finds an 8-bit octet anywhere, also across its 4096-octet bl
   }
   CHECK_FALSE(detail::has_8bit("\x7F\x01\x00 plain"s));
 }
+
+TEST_CASE("valid_utf8 takes RFC 3629 UTF-8 only: no overlong forms, surrogates or beyond U+10FFFF",
+          "[text][utf8]") {
+  CHECK(detail::valid_utf8(""));
+  CHECK(detail::valid_utf8("plain ASCII"));
+  CHECK(
+      detail::valid_utf8("Gr\xc3\xbc\xc3\x9f"
+                         "e"));                         // U+00FC U+00DF
+  CHECK(detail::valid_utf8("\xe2\x82\xac"));            // U+20AC
+  CHECK(detail::valid_utf8("\xf0\x9f\x93\xa7"));        // U+1F4E7
+  CHECK(detail::valid_utf8("\xf4\x8f\xbf\xbf"));        // U+10FFFF
+  CHECK_FALSE(detail::valid_utf8("caf\xe9"));           // Latin-1
+  CHECK_FALSE(detail::valid_utf8("\xc0\xaf"));          // overlong '/'
+  CHECK_FALSE(detail::valid_utf8("\xe0\x80\xaf"));      // overlong
+  CHECK_FALSE(detail::valid_utf8("\xed\xa0\x80"));      // U+D800
+  CHECK_FALSE(detail::valid_utf8("\xf4\x90\x80\x80"));  // U+110000
+  CHECK_FALSE(detail::valid_utf8("\xf5\x80\x80\x80"));
+  CHECK_FALSE(detail::valid_utf8("\xe2\x82"));  // cut short
+  CHECK_FALSE(detail::valid_utf8("\xc3"));
+  CHECK_FALSE(detail::valid_utf8("\x80"));  // a lone continuation
+  CHECK_FALSE(detail::valid_utf8("\xe2\x28\xa1"));
+  CHECK(detail::header_section("A: b\r\nC: d\r\n\r\nbody\r\n") == "A: b\r\nC: d\r\n");
+  CHECK(detail::header_section("A: b\nC: d\n") == "A: b\nC: d\n");
+}

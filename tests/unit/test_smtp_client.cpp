@@ -697,6 +697,32 @@ TEST_CASE("SmtpClient: SMTPUTF8 when needed", "[smtp][client][utf8]") {
     CHECK(done.replies[1] == done.replies[0]);
     CHECK(s.client->ready());
   }
+  SECTION("UTF-8 header fields with ASCII addresses: said where offered, sent as they are else") {
+    const std::string body =
+        "Subject: Gr\xc3\xbc\xc3\x9f"
+        "e\n\nhallo\n";
+    Session s;
+    s.open_ready("250-mx\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n");
+    REQUIRE(s.send(txn({"a@example.org"}, body, "sender@example.net")));
+    CHECK(s.wrote() ==
+          "MAIL FROM:<sender@example.net> BODY=8BITMIME SMTPUTF8\r\n"
+          "RCPT TO:<a@example.org>\r\nDATA\r\n");
+    Session plain;
+    plain.open_ready("250-mx\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+    REQUIRE(plain.send(txn({"a@example.org"}, body, "sender@example.net")));
+    CHECK(plain.wrote() ==
+          "MAIL FROM:<sender@example.net> BODY=8BITMIME\r\nRCPT TO:<a@example.org>\r\nDATA\r\n");
+    // Latin-1 octets are not UTF-8; UTF-8 in the body only is not a header field, nor is a
+    // first line that is no field at all.
+    for (const std::string other :
+         {std::string("Subject: caf\xe9\n\nx\n"), std::string("Subject: t\n\ncaf\xc3\xa9\n"),
+          std::string("caf\xc3\xa9 is no field\n.x\n")}) {
+      Session o;
+      o.open_ready("250-mx\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n");
+      REQUIRE(o.send(txn({"a@example.org"}, other, "sender@example.net")));
+      CHECK(o.wrote().find("SMTPUTF8") == std::string::npos);
+    }
+  }
 }
 
 // --- multi-line and malformed replies -------------------------------------------------------

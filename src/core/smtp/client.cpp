@@ -197,6 +197,32 @@ void SmtpClient::on_output_drained(TimePoint now) {
   }
 }
 
+namespace {
+
+// Whether the message's header section is made of header fields (RFC 5322 §2.2: a name of
+// printable ASCII, a colon; or a folded continuation) and holds UTF-8 (RFC 6532).
+bool utf8_header_fields(std::string_view message) {
+  const std::string_view header = detail::header_section(message);
+  if (!detail::has_8bit(header) || !detail::valid_utf8(header)) return false;
+  bool fields = true;
+  bool first = true;
+  detail::for_each_header_line(header, [&](std::string_view line, std::size_t) {
+    const bool folded = line.front() == ' ' || line.front() == '\t';
+    const std::size_t colon = line.find(':');
+    bool named = colon != std::string_view::npos && colon > 0;
+    for (std::size_t i = 0; named && i < colon; ++i) {
+      const auto c = static_cast<unsigned char>(line[i]);
+      named = c >= 33 && c <= 126;
+    }
+    fields = (folded && !first) || named;
+    first = false;
+    return fields;
+  });
+  return fields;
+}
+
+}  // namespace
+
 bool SmtpClient::send(SmtpTransaction t, TimePoint now) {
   Impl& s = *impl_;
   if (!ready() || !t.body || t.recipients.empty()) return false;
@@ -215,6 +241,9 @@ bool SmtpClient::send(SmtpTransaction t, TimePoint now) {
   x.utf8 = t.smtputf8 || non_ascii(t.reverse_path) ||
            std::any_of(t.recipients.begin(), t.recipients.end(),
                        [](const SmtpTransaction::Rcpt& r) { return non_ascii(r.address); });
+  // UTF-8 header fields (RFC 6532) go with SMTPUTF8 where the server offers it, so that it
+  // knows what it receives; where it does not, they go as before (only an address needs it).
+  if (!x.utf8 && s.caps.smtputf8) x.utf8_header = utf8_header_fields(*t.body);
   x.refused.resize(t.recipients.size());
   x.t = std::move(t);
   s.txn = std::move(x);

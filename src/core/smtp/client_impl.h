@@ -51,8 +51,9 @@ struct SmtpClient::Impl {
     std::size_t data_size = 0;  // of `data`, kept once the data is handed to the output
     std::uint64_t size = 0;
     bool eight_bit = false;
-    bool downgraded = false;  // converted to 7 bit for a server without 8BITMIME
-    bool utf8 = false;
+    bool downgraded = false;   // converted to 7 bit for a server without 8BITMIME
+    bool utf8 = false;         // a non-ASCII address: SMTPUTF8 or nothing
+    bool utf8_header = false;  // UTF-8 header fields and a server with SMTPUTF8: it is said
     std::vector<std::optional<Reply>> refused;  // RCPT refusals, per recipient
     std::size_t accepted = 0;
     std::optional<Reply> mail_failure;

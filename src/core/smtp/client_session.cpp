@@ -320,7 +320,7 @@ std::string SmtpClient::Impl::mail_command() const {
   std::string s = "MAIL FROM:<" + x.t.reverse_path + ">";
   if (size_offered) s += " SIZE=" + std::to_string(x.size);
   if (x.eight_bit && caps.eightbitmime) s += " BODY=8BITMIME";
-  if (x.utf8) s += " SMTPUTF8";
+  if (x.utf8 || x.utf8_header) s += " SMTPUTF8";
   if (caps.dsn) {
     if (x.t.ret == DsnRet::full) s += " RET=FULL";
     if (x.t.ret == DsnRet::headers) s += " RET=HDRS";
