@@ -8,6 +8,7 @@
 #include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -133,6 +134,29 @@ inline ssize_t pread_all(int fd, char* p, std::size_t n, std::uint64_t off) {
 // Fault injection for the spool tests: when set, fsync_retry calls it first, and a non-zero
 // result is returned as that sync's errno (the sync is not made). Never set outside tests.
 inline int (*sync_fault_hook)(int fd, bool data_only) = nullptr;
+
+// Whether syncfs(2) on the file system holding `fd` writes its files' data and commits them:
+// true for the local file systems known to (ext2/3/4, XFS, Btrfs, F2FS, ZFS, bcachefs; overlayfs
+// over one of them; tmpfs, where there is nothing to write). False for anything else, FUSE first of
+// all: the kernel answers syncfs for a FUSE mount without asking the file system, so nothing would
+// be made durable (found with tests/crash/powercut_fs.cpp). Callers then fdatasync per file.
+inline bool syncfs_writes_data(int fd) {
+  struct statfs st;
+  if (::fstatfs(fd, &st) != 0) return false;
+  switch (static_cast<unsigned long>(st.f_type)) {
+    case 0xEF53UL:      // ext2, ext3, ext4
+    case 0x58465342UL:  // XFS
+    case 0x9123683EUL:  // Btrfs
+    case 0xF2F52010UL:  // F2FS
+    case 0x2FC12FC1UL:  // ZFS
+    case 0xCA451A4EUL:  // bcachefs
+    case 0x794C7630UL:  // overlayfs: syncs its upper file system
+    case 0x01021994UL:  // tmpfs
+      return true;
+    default:
+      return false;
+  }
+}
 
 inline int fsync_retry(int fd, bool data_only) {
   if (sync_fault_hook) {

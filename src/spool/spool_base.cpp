@@ -110,12 +110,27 @@ bool SpoolBase::open_directory(std::initializer_list<const char*> subdirs, const
   };
   if (dir.empty()) return refuse(errc::storage_failure, "spool directory not given");
   // mkdir -p
+  std::vector<std::string> made;  // the directories this open created
   for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
     if (pos != dir.size() && dir[pos] != '/') continue;
     std::string part = dir.substr(0, pos);
-    if (::mkdir(part.c_str(), base_options.directory_mode) != 0 && errno != EEXIST) {
+    if (::mkdir(part.c_str(), base_options.directory_mode) == 0) {
+      made.push_back(std::move(part));
+    } else if (errno != EEXIST) {
       return fail_open("create spool directory " + part, errno);
     }
+  }
+  // A directory created here survives a power cut only once the entry in its parent does:
+  // without this, a spool made at first start could vanish, with what it acknowledged.
+  for (const std::string& part : made) {
+    const std::size_t slash = part.rfind('/');
+    const std::string parent = slash == std::string::npos ? "."
+                               : slash == 0               ? "/"
+                                                          : part.substr(0, slash);
+    Fd parent_fd(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!parent_fd.ok()) return fail_open("open " + parent, errno);
+    ++*dir_syncs;
+    if (int err = fsync_retry(parent_fd.get(), false)) return fail_open("sync " + parent, err);
   }
   spool_fd = Fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!spool_fd.ok()) return fail_open("open spool directory " + dir, errno);

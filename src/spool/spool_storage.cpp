@@ -147,7 +147,10 @@ struct SpoolStorage::Impl final : detail::SpoolBase {
   std::size_t size() const noexcept override { return index.size(); }
   std::size_t pending_inserts() const noexcept override { return pending_ids.size(); }
   std::size_t pending_open_files = 0;
-  bool queue_dir_dirty = false;       // a channel directory was created
+  bool queue_dir_dirty = false;  // a channel directory was created
+  // Whether syncfs(2) makes this file system's data durable (see file_io.h): else automatic
+  // sync is fdatasync per file.
+  bool syncfs_flushes = false;
   IdSet lazy_files;                   // appended records not yet synced
   std::set<std::uint32_t> lazy_dirs;  // renames not yet synced
 
@@ -178,6 +181,7 @@ struct SpoolStorage::Impl final : detail::SpoolBase {
     queue_fd = std::move(fds[0]);
     tmp_fd = std::move(fds[1]);
     quarantine_fd = std::move(fds[2]);
+    syncfs_flushes = detail::syncfs_writes_data(queue_fd.get());
   }
 
   // The channel directory, opened (and created when `create`). UINT32_MAX on failure.
@@ -224,7 +228,7 @@ struct SpoolStorage::Impl final : detail::SpoolBase {
       case SyncMethod::automatic:
         break;
     }
-    return files >= std::max<std::size_t>(options.syncfs_threshold, 1);
+    return syncfs_flushes && files >= std::max<std::size_t>(options.syncfs_threshold, 1);
   }
 
   // --- insert -------------------------------------------------------------------------------
