@@ -18,6 +18,8 @@ packages=(
   catch2  # unit tests (2.13)
   postfix unbound swaks python3-aiosmtpd openssl  # servers and tools of the integration tests
   libnet-ssleay-perl libsasl2-modules  # swaks over TLS; Postfix's SASL client (PLAIN, LOGIN)
+  libfuse3-dev fuse3  # the power-cut file system of the crash tests (tests/crash/powercut_fs.cpp)
+  nftables iproute2  # network faults made in the tests' own network namespaces
   clang-format  # the repository's formatter
 )
 
