@@ -530,8 +530,8 @@ void read_queue(const Section& s, RelayConfig& cfg) {
 
 void read_delivery(const Section& s, RelayConfig& cfg) {
   s.allow_only({"max_connections", "idle_timeout", "max_connection_age", "broken_tls_memory",
-                "max_jobs_per_destination_per_cycle", "local_names", "local_addresses",
-                "source_address"});
+                "host_backoff", "max_jobs_per_destination_per_cycle", "local_names",
+                "local_addresses", "source_address"});
   if (auto src = s.string("source_address")) {
     if (!is_ip_literal(*src))
       fail(line_of(*s.get("source_address")), "delivery.source_address",
@@ -543,6 +543,7 @@ void read_delivery(const Section& s, RelayConfig& cfg) {
   if (auto v = s.duration("idle_timeout", true)) d.idle_timeout = *v;
   if (auto v = s.duration("max_connection_age")) d.max_connection_age = *v;
   if (auto v = s.duration("broken_tls_memory", true)) d.broken_tls_memory = *v;
+  if (auto v = s.duration("host_backoff", true)) d.host_backoff = *v;
   if (auto v = s.integer<std::uint32_t>("max_jobs_per_destination_per_cycle", 1, 100000000))
     d.max_jobs_per_destination_per_cycle = *v;
   if (auto names = s.strings("local_names")) {

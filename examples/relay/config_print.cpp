@@ -121,9 +121,9 @@ void print_delivery(const RelayConfig& c, std::string& out) {
   out += "\n[delivery]\n";
   out += fmt::format(
       "max_connections = {}\nidle_timeout = {}\nmax_connection_age = {}\nbroken_tls_memory = "
-      "{}\nmax_jobs_per_destination_per_cycle = {}\n",
+      "{}\nhost_backoff = {}\nmax_jobs_per_destination_per_cycle = {}\n",
       d.max_connections, dur(d.idle_timeout), dur(d.max_connection_age), dur(d.broken_tls_memory),
-      d.max_jobs_per_destination_per_cycle);
+      dur(d.host_backoff), d.max_jobs_per_destination_per_cycle);
   out += "local_names = " + strings(d.local_names) + "\n";
   out += "local_addresses = " + strings(d.local_addresses) + "\n";
   if (!c.source_address.empty()) out += "source_address = " + q(c.source_address) + "\n";

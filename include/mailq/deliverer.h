@@ -45,6 +45,14 @@ struct DelivererConfig {
   /// Remember a host whose STARTTLS handshake failed (opportunistic policy) this long and
   /// talk plaintext to it meanwhile.
   Duration broken_tls_memory{std::chrono::hours(1)};
+  /// A host (address and port) that failed at the connection level (refused, unreachable,
+  /// timed out, no greeting) is passed over for this long by every attempt that has another
+  /// host not in its backoff (a later MX, another address): a black-holed MX costs one
+  /// connect timeout, not one per message or per destination. An attempt whose remaining
+  /// hosts are all in their backoff connects as before (the destination is judged on real
+  /// connections: seed 000's down mark). `flush()` and `reset_domains()` end every backoff.
+  /// Zero: no memory.
+  Duration host_backoff{std::chrono::minutes(5)};
   /// Jobs taken from one destination per cycle, so that a returning backlog is spread out.
   std::uint32_t max_jobs_per_destination_per_cycle = 10000;
   /// When a destination is marked down (seed 000) and for how long.

@@ -243,3 +243,76 @@ TEST_CASE(
         (stall ? "421 4.4.2 [internal] timeout sending the message body"
                : "421 4.4.2 [internal] timeout waiting for reply to end of data"));
 }
+
+TEST_CASE(
+    "A host that failed to connect is passed over during its backoff while its destination has "
+    "another host, then tried again, and flush ends the backoff",
+    "[deliverer][attempt][backoff]") {
+  DelivererConfig dc;
+  dc.host_backoff = Duration(5min);
+  Engine e({3, Duration(15min)}, deterministic_queue_config(), dc);
+  e.resolver.set_mx("example.com", {{10, "mx10.example.com"}, {20, "mx20.example.com"}});
+  e.resolver.set_mx("example.net", {{10, "mx10.example.com"}, {20, "mx20.example.com"}});
+  e.resolver.set_addresses("mx10.example.com", {"127.0.0.10"});
+  e.resolver.set_addresses("mx20.example.com", {"127.0.0.20"});
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
+  e.deliverer->start();
+
+  MessageId first = e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  CHECK(e.queue->find(first) == std::nullopt);
+  CHECK(e.transport.connects == std::vector<std::string>{"127.0.0.10:25", "127.0.0.20:25"});
+
+  // Another message, and another destination on the same hosts: straight to MX 20.
+  e.clock.advance(Duration(10s));
+  MessageId second = e.send("s@example.org", {"v@example.com"});
+  MessageId third = e.send("s@example.org", {"w@example.net"});
+  e.settle();
+  CHECK(e.queue->find(second) == std::nullopt);
+  CHECK(e.queue->find(third) == std::nullopt);
+  CHECK(std::count(e.transport.connects.begin(), e.transport.connects.end(), "127.0.0.10:25") == 1);
+  const auto n = notices(e);
+  CHECK(std::count_if(n.begin(), n.end(), [](const std::string& s) {
+          return s.find(
+                     "host mx10.example.com (127.0.0.10:25) not tried: in its connection "
+                     "backoff for 290 s more after TCP active open: Failed connect() Error: "
+                     "connection refused; trying the next host") != std::string::npos;
+        }) >= 1);
+
+  // After the backoff the host is tried again (it still refuses: a new backoff).
+  e.clock.advance(Duration(5min));
+  MessageId fourth = e.send("s@example.org", {"x@example.com"});
+  e.settle();
+  CHECK(e.queue->find(fourth) == std::nullopt);
+  CHECK(std::count(e.transport.connects.begin(), e.transport.connects.end(), "127.0.0.10:25") == 2);
+
+  // The host is back; flush: tried at once, no backoff left (once the idle connection to
+  // MX 20 has closed, so that a new one is opened).
+  e.clock.advance(Duration(10s));
+  e.settle();
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::smtp;
+  e.deliverer->flush();
+  MessageId fifth = e.send("s@example.org", {"y@example.com"});
+  e.settle();
+  CHECK(e.queue->find(fifth) == std::nullopt);
+  CHECK(e.transport.connects.back() == "127.0.0.10:25");
+}
+
+TEST_CASE(
+    "When every host of a destination is in its backoff the attempt connects as before: the "
+    "destination is judged on real connections (seed 000)",
+    "[deliverer][attempt][backoff]") {
+  DelivererConfig dc;
+  dc.host_backoff = Duration(5min);
+  Engine e({2, Duration(15min)}, deterministic_queue_config(), dc);
+  e.resolver.set_mx("example.com", {{10, "mx10.example.com"}});
+  e.resolver.set_addresses("mx10.example.com", {"127.0.0.10"});
+  e.transport.at("127.0.0.10").mode = FakeTransport::Mode::refuse;
+  e.deliverer->start();
+  e.send("s@example.org", {"u@example.com"});
+  e.settle();
+  e.send("s@example.org", {"v@example.com"});
+  e.settle();
+  CHECK(e.transport.connects == std::vector<std::string>{"127.0.0.10:25", "127.0.0.10:25"});
+  CHECK(e.domains().is_down("example.com", e.clock.now()));
+}

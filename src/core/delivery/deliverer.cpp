@@ -124,6 +124,7 @@ void Deliverer::Impl::open_sessions(const std::shared_ptr<Run>& run) {
       waiting_for_slot.push_back(run);
       break;
     }
+    if (skip_backed_off(*run)) continue;
     if (run->out_of_targets()) {
       if (run->live_sessions() == 0) fail_run(run);
       break;
@@ -337,6 +338,7 @@ void Deliverer::Impl::stop(std::function<void()> done) {
 }
 
 void Deliverer::Impl::reset_domains() {
+  host_backoff.clear();
   for (const auto& d : domains.reset())
     notice(EventKind::destination_up, d, "destination " + d + " reset: no longer down");
   for (auto& [d, t] : up_timers) clock.cancel(t);
@@ -370,6 +372,7 @@ void Deliverer::run_cycle() {
 }
 
 void Deliverer::flush() {
+  impl_->host_backoff.clear();  // "try now" means every host too
   impl_->port.make_all_due();
   impl_->run_cycle();
 }

@@ -44,7 +44,18 @@ struct Deliverer::Impl final : detail::SessionOwner, detail::DeliveryListener {
   std::mt19937_64 rng{std::random_device{}()};
   std::unordered_map<std::string, std::shared_ptr<Run>> runs;
   std::map<std::string, TimePoint> broken_tls;  // "address:port" -> until
-  std::map<std::string, TimerId> up_timers;     // the end of a down period, per destination
+  // Hosts that failed at the connection level: "address:port" -> until when, and why.
+  struct HostBackoff {
+    TimePoint until;
+    Note note;
+  };
+  std::map<std::string, HostBackoff> host_backoff;
+  // The host's backoff when one runs (an ended one is forgotten).
+  const HostBackoff* backoff_of(const detail::Target& target);
+  // Skips the next target of `run` when it is in its backoff and a later host of the attempt
+  // is not (with a notice); true when it skipped.
+  bool skip_backed_off(Run& run);
+  std::map<std::string, TimerId> up_timers;  // the end of a down period, per destination
   TimerId cycle_timer = kNoTimer;
   bool started = false;
   bool stopping = false;

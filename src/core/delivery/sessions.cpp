@@ -23,6 +23,13 @@ void Deliverer::Impl::connection_failed(Session& s, const Note& note, bool count
       // host left (fail_run), so one working MX host gets its mail.
       run->last_failure = {true, note, Reply{}};
       run->counted_failure = run->counted_failure || counts;
+      // Not connected to again before its backoff ends (a black-holed host costs one
+      // connect timeout, not one per message or per destination).
+      if (counts && config.host_backoff.count() > 0) {
+        const detail::Target& t = s.target();
+        host_backoff[HostPort{t.address, t.port}.to_string()] = {clock.now() + config.host_backoff,
+                                                                 note};
+      }
       run->skip(s.target(), true);
       host_failed(*run, s.target(), note);
     }
@@ -37,6 +44,37 @@ void Deliverer::Impl::host_failed(const Run& run, const detail::Target& target, 
   notice(EventKind::notice, run.key(),
          "host " + target.host + " (" + HostPort{target.address, target.port}.to_string() +
              ") failed: " + diagnostic_lines({note}).front() + "; trying the next host");
+}
+
+const Deliverer::Impl::HostBackoff* Deliverer::Impl::backoff_of(const detail::Target& target) {
+  auto it = host_backoff.find(HostPort{target.address, target.port}.to_string());
+  if (it == host_backoff.end()) return nullptr;
+  if (it->second.until <= clock.now()) {
+    host_backoff.erase(it);
+    return nullptr;
+  }
+  return &it->second;
+}
+
+bool Deliverer::Impl::skip_backed_off(Run& run) {
+  if (host_backoff.empty() || run.out_of_targets()) return false;
+  const detail::Target target = run.targets[run.next_target];
+  const HostBackoff* backoff = backoff_of(target);
+  if (!backoff) return false;
+  // Skipped only for a host of the same attempt that is not in its backoff: when every host
+  // left is, the attempt connects (the destination is judged by real connections, seed 000).
+  bool other = false;
+  for (std::size_t i = run.next_target + 1; i < run.targets.size() && !other; ++i)
+    other = backoff_of(run.targets[i]) == nullptr;
+  if (!other) return false;
+  const std::string key = HostPort{target.address, target.port}.to_string();
+  const auto left = std::chrono::duration_cast<std::chrono::seconds>(backoff->until - clock.now());
+  notice(EventKind::notice, run.key(),
+         "host " + target.host + " (" + key + ") not tried: in its connection backoff for " +
+             std::to_string(left.count()) + " s more after " +
+             diagnostic_lines({backoff->note}).front() + "; trying the next host");
+  run.skip(target, true);
+  return true;
 }
 
 void Deliverer::Impl::on_connect_failed(Session& s, std::error_code ec) {
