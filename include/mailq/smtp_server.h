@@ -32,8 +32,8 @@
 //    forgets the client's EHLO and any AUTH. A second STARTTLS: 554 5.5.1.
 //  - AUTH: offered (and accepted) only when `auth.enabled`, the host gave `authenticate`, and
 //    TLS is up unless `auth.allow_plaintext`; otherwise 538 5.7.11 (TLS needed) or 502 5.5.1.
-//    235 2.7.0 on success, 535 5.7.8 on bad credentials (counted as errors; after
-//    `auth.max_failures` the session ends with 421 4.7.0), 454 4.7.0 when the host cannot
+//    235 2.7.0 on success, 535 5.7.8 on bad credentials (counted as errors; the
+//    `auth.max_failures`-th ends the session with 421 4.7.0), 454 4.7.0 when the host cannot
 //    check now, 501 5.0.0 when the client cancels ("*"), 501 5.5.2 for a response that is not
 //    base64, 504 5.5.4 for another mechanism. PLAIN with an authorization identity other
 //    than the user is refused (535 5.7.8): no proxy authentication.
@@ -77,7 +77,8 @@ struct SmtpServerAuth {
   /// MAIL needs a successful AUTH first (a submission service, RFC 6409):
   /// 530 5.7.0 Authentication required.
   bool required = false;
-  /// Failed AUTH attempts per session; the next failure ends it with 421 4.7.0.
+  /// Failed AUTH attempts per session: the last of them is answered with 535 and then
+  /// 421 4.7.0, and the session ends.
   std::uint32_t max_failures = 3;
 };
 

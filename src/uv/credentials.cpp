@@ -50,6 +50,9 @@ Error file_error(const std::string& origin, std::size_t line, const std::string&
                "credentials " + origin + " line " + std::to_string(line) + ": " + what);
 }
 
+// Password hashes running at once on the thread pool, per authenticator.
+constexpr std::size_t kMaxHashesInFlight = 8;
+
 }  // namespace
 
 Result<std::shared_ptr<const PasswordFile>> PasswordFile::parse(std::string_view text,
@@ -81,7 +84,10 @@ Result<std::shared_ptr<const PasswordFile>> PasswordFile::parse(std::string_view
     }
     if (file->users_.count(user) != 0)
       return file_error(origin, number, "user " + std::string(user) + " is listed twice");
-    if (!strong_scheme(hash) || run_crypt("probe", std::string(hash)).empty()) {
+    // Checked by its form, not by hashing (a hash takes milliseconds on purpose, and the file
+    // is read on the relay's loop).
+    if (!strong_scheme(hash) || hash.size() < 20 || hash.find_first_of(" \t") != hash.npos ||
+        crypt_checksalt(std::string(hash).c_str()) != CRYPT_SALT_OK) {
       return file_error(origin, number,
                         "the password of " + std::string(user) +
                             " is not a yescrypt, bcrypt, SHA-512 or SHA-256 crypt(3) hash "
@@ -109,10 +115,6 @@ Result<std::shared_ptr<const PasswordFile>> PasswordFile::parse(std::string_view
     }
     file->users_.emplace(std::string(user), std::move(u));
   }
-  // A hash of the same cost as the users' to spend time on for a user that does not exist.
-  auto dummy = hash_password("mailq: no such user");
-  if (!dummy) return dummy.error();
-  file->dummy_hash_ = std::move(dummy.value());
   return std::shared_ptr<const PasswordFile>(std::move(file));
 }
 
@@ -137,10 +139,19 @@ Result<std::shared_ptr<const PasswordFile>> PasswordFile::load(const std::string
 }
 
 bool PasswordFile::verify(const std::string& user, const std::string& password) const {
+  if (users_.empty()) return false;
+  // A password with a NUL would be cut there by crypt(3): never a match.
+  const bool usable = password.find('\0') == std::string::npos;
   const auto it = users_.find(user);
-  const std::string& hash = it != users_.end() ? it->second.hash : dummy_hash_;
-  const std::string computed = run_crypt(password, hash);
-  return it != users_.end() && !computed.empty() && same(computed, hash);
+  if (it == users_.end()) {
+    // An unknown user costs what a known one does: a real user's hash (scheme and cost), the
+    // one the name points at, is computed and the result thrown away.
+    const std::size_t pick = std::hash<std::string>{}(user) % users_.size();
+    (void)run_crypt(password, std::next(users_.begin(), static_cast<long>(pick))->second.hash);
+    return false;
+  }
+  const std::string computed = run_crypt(password, it->second.hash);
+  return usable && !computed.empty() && same(computed, it->second.hash);
 }
 
 bool PasswordFile::may_send_as(const std::string& user,
@@ -173,18 +184,25 @@ Result<std::string> hash_password(std::string_view password) {
 
 std::function<void(AuthRequest, std::function<void(AuthVerdict)>)> password_authenticator(
     uv_loop_t* loop, std::function<std::shared_ptr<const PasswordFile>()> current) {
-  return [loop, current = std::move(current)](AuthRequest request,
-                                              std::function<void(AuthVerdict)> done) {
+  auto in_flight = std::make_shared<std::size_t>(0);
+  return [loop, in_flight, current = std::move(current)](AuthRequest request,
+                                                         std::function<void(AuthVerdict)> done) {
     struct Work {
       uv_work_t req;
       std::shared_ptr<const PasswordFile> file;
       AuthRequest request;
       std::function<void(AuthVerdict)> done;
+      std::shared_ptr<std::size_t> in_flight;
       bool ok = false;
     };
+    // Hashes are slow on purpose: a flood of logins must not take every thread of the pool
+    // (or the CPU) from the rest. Beyond the cap: 454, try again later.
+    if (*in_flight >= kMaxHashesInFlight) return done(AuthVerdict::unavailable);
     auto work = std::make_unique<Work>();
     work->file = current ? current() : nullptr;
     if (!work->file) return done(AuthVerdict::unavailable);
+    work->in_flight = in_flight;
+    ++*in_flight;
     work->request = std::move(request);
     work->done = std::move(done);
     work->req.data = work.get();
@@ -196,11 +214,13 @@ std::function<void(AuthRequest, std::function<void(AuthVerdict)>)> password_auth
         },
         [](uv_work_t* req, int status) {
           std::unique_ptr<Work> w(static_cast<Work*>(req->data));
+          --*w->in_flight;
           w->done(status != 0 ? AuthVerdict::unavailable
                   : w->ok     ? AuthVerdict::accepted
                               : AuthVerdict::rejected);
         });
     if (r != 0) {
+      --*in_flight;
       work->done(AuthVerdict::unavailable);
       return;
     }

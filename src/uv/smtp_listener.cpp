@@ -71,6 +71,39 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
       std::make_shared<std::vector<char>>(kReadBufferSize);
   std::shared_ptr<const detail::TlsConfig> tls_config;  // null: no STARTTLS
 
+  // Timers that hold back a 535 (auth_failure_delay); closed unrun when the listener goes.
+  struct Delay {
+    uv_timer_t timer;
+    std::function<void()> fn;
+    Impl* owner;
+  };
+  std::unordered_set<Delay*> delays;
+
+  void delay(Duration d, std::function<void()> fn) {
+    auto* x = new Delay{};
+    x->fn = std::move(fn);
+    x->owner = this;
+    x->timer.data = x;
+    if (uv_timer_init(loop, &x->timer) != 0) {
+      auto run = std::move(x->fn);
+      delete x;
+      run();
+      return;
+    }
+    delays.insert(x);
+    uv_timer_start(
+        &x->timer,
+        [](uv_timer_t* t) {
+          auto* x = static_cast<Delay*>(t->data);
+          auto run = std::move(x->fn);
+          if (x->owner) x->owner->delays.erase(x);
+          uv_close(reinterpret_cast<uv_handle_t*>(t),
+                   [](uv_handle_t* h) { delete static_cast<Delay*>(h->data); });
+          if (run) run();
+        },
+        static_cast<std::uint64_t>(d.count()), 0);
+  }
+
   Impl(uv_loop_t* l, SmtpListenerOptions o, SmtpServerSession::Callbacks cb)
       : loop(l), options(std::move(o)), callbacks(std::move(cb)) {}
 
@@ -292,9 +325,12 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
     void start_tls() {
       auto config = owner ? owner->tls_config : nullptr;
       tls = std::make_unique<detail::TlsSession>();
-      if (!config || !tls->setup_server(std::move(config))) {
+      if (!config || !tls->setup_server(config)) {
         const std::string why = config ? tls->error() : std::string("no TLS configuration");
-        if (owner) owner->event(client, "tls failed: " + why);
+        if (owner) {
+          ++owner->stats.tls_failures;
+          owner->event(client, "tls failed: " + why);
+        }
         close_now("TLS failed: " + why);
       }
     }
@@ -413,6 +449,10 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
         return;
       }
       if (c->session && c->session->waiting_for_host()) return;
+      if (c->tls && !c->tls_ready) {
+        c->close_now("idle timeout in the TLS handshake");  // no reply can be sent
+        return;
+      }
       const std::string host = c->owner ? c->owner->options.server.hostname : "localhost";
       c->send("421 4.4.2 " + host + " Error: timeout exceeded\r\n");
       if (c->closing) return;
@@ -525,10 +565,8 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
         auto impl = weak_impl.lock();
         if (!impl) return;  // no host any more: the session is being torn down
         auto called = std::make_shared<bool>(false);
-        auto wrapped = [weak_conn, weak_impl, called, client, user = request.user,
-                        done = std::move(done)](AuthVerdict verdict) {
-          if (*called) return;
-          *called = true;
+        auto finish = [weak_conn, weak_impl, client, user = request.user,
+                       done = std::move(done)](AuthVerdict verdict) {
           if (auto i = weak_impl.lock()) {
             if (verdict == AuthVerdict::accepted) ++i->stats.auth_successes;
             if (verdict == AuthVerdict::rejected) ++i->stats.auth_failures;
@@ -539,6 +577,16 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
           }
           done(verdict);
           if (auto c = weak_conn.lock()) c->after_host();
+        };
+        auto wrapped = [weak_impl, called, finish](AuthVerdict verdict) {
+          if (*called) return;
+          *called = true;
+          auto i = weak_impl.lock();
+          if (i && verdict == AuthVerdict::rejected && i->options.auth_failure_delay.count() > 0) {
+            i->delay(i->options.auth_failure_delay, [finish, verdict] { finish(verdict); });
+            return;
+          }
+          finish(verdict);
         };
         try {
           impl->callbacks.authenticate(std::move(request), wrapped);
@@ -644,7 +692,9 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
     for (Conn* c : conns) all.push_back(c->self);
     for (auto& w : all) {
       if (auto c = w.lock()) {
-        if (c->session && !c->finishing) {
+        if (c->tls && !c->tls_ready) {
+          c->close_now("shutdown during the TLS handshake");  // nothing to finish yet
+        } else if (c->session && !c->finishing) {
           c->session->shutdown();
           c->flush();
         }
@@ -656,6 +706,13 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
   void destroy() {
     closing = true;
     close_done.clear();
+    for (Delay* x : std::exchange(delays, {})) {
+      x->owner = nullptr;
+      x->fn = nullptr;
+      uv_timer_stop(&x->timer);
+      uv_close(reinterpret_cast<uv_handle_t*>(&x->timer),
+               [](uv_handle_t* h) { delete static_cast<Delay*>(h->data); });
+    }
     if (listener) {
       listener->data = nullptr;
       if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(listener))) {

@@ -94,8 +94,10 @@ class TlsSession {
   void set_error(std::string_view what, int ret);
 
   struct Ssl;
-  std::unique_ptr<Ssl> ssl_;
+  // Declared before `ssl_`, so destroyed after it: mbedtls_ssl_free reads the config (its
+  // debug hook), and a server session may hold the last reference to it.
   std::shared_ptr<const TlsConfig> config_;
+  std::unique_ptr<Ssl> ssl_;
   bool verify_ = false;
   std::string in_;
   std::size_t in_pos_ = 0;

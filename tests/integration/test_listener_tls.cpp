@@ -153,7 +153,8 @@ TEST_CASE("PasswordFile checks crypt(3) hashes and the senders a user may give",
   CHECK(f.verify("dave", "hunter2"));
   CHECK_FALSE(f.verify("dave", "hunter3"));
   CHECK_FALSE(f.verify("nobody", "hunter2"));
-  CHECK_FALSE(f.verify("Dave", "hunter2"));  // user names are exact
+  CHECK_FALSE(f.verify("Dave", "hunter2"));                         // user names are exact
+  CHECK_FALSE(f.verify("dave", std::string("hunter2\0tail", 12)));  // crypt(3) would stop at NUL
 
   auto addr = [](const char* a) { return std::optional<Address>(*Address::parse(a)); };
   CHECK(f.may_send_as("carol", addr("carol@example.org")));
@@ -265,9 +266,12 @@ TEST_CASE("SmtpListener: swaks over TLS with AUTH LOGIN, a wrong password and a 
   CHECK(f.messages[0].auth_user == "alice");
 
   std::string wrong;
+  const auto before = std::chrono::steady_clock::now();
   CHECK(swaks({"--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "guess", "--from",
                "alice@example.org"},
               &wrong) != 0);
+  // The 535 came after auth_failure_delay (1 s by default), never sooner.
+  CHECK(std::chrono::steady_clock::now() - before >= 1s);
   INFO(wrong);
   CHECK(has(wrong, "535 5.7.8 Authentication credentials invalid"));
   CHECK(f.has_event_with("127.0.0.1 auth failed: alice"));

@@ -198,6 +198,15 @@ TEST_CASE("SmtpServerSession takes AUTH LOGIN step by step and with an initial u
   CHECK(i.feed("auth login YWxpY2U=\r\n") == "334 UGFzc3dvcmQ6\r\n");
   CHECK(i.feed("d3Jvbmc=\r\n") == "535 5.7.8 Authentication credentials invalid\r\n");
   CHECK(i.session->auth_user().empty());
+
+  // A password holding a NUL (crypt(3) would stop there: "secret") is nobody's, and the host
+  // is not even asked.
+  AuthHost n;
+  n.encrypt();
+  CHECK(n.feed("AUTH LOGIN YWxpY2U=\r\n") == "334 UGFzc3dvcmQ6\r\n");
+  CHECK(n.feed("c2VjcmV0AHg=\r\n") == "535 5.7.8 Authentication credentials invalid\r\n");
+  CHECK(n.requests.empty());
+  CHECK(n.session->auth_user().empty());
 }
 
 TEST_CASE("SmtpServerSession refuses AUTH without TLS, cancelled, undecodable or for another",

@@ -44,8 +44,9 @@ class PasswordFile {
   static Result<std::shared_ptr<const PasswordFile>> parse(std::string_view text,
                                                            const std::string& origin);
 
-  /// Whether `password` is `user`'s. Runs the hash (also for an unknown user, so that the
-  /// time taken does not tell which users exist). Thread-safe.
+  /// Whether `password` is `user`'s. Runs the hash — for an unknown user the hash of a user
+  /// of the file (its scheme and cost), so that the time taken does not tell which users
+  /// exist. Thread-safe.
   bool verify(const std::string& user, const std::string& password) const;
   /// Whether `user` may use `sender` in MAIL FROM (see the file format above).
   bool may_send_as(const std::string& user, const std::optional<Address>& sender) const;
@@ -59,7 +60,6 @@ class PasswordFile {
     std::vector<std::string> senders;  // lower case; empty = any
   };
   std::map<std::string, User, std::less<>> users_;
-  std::string dummy_hash_;  // hashed for unknown users
   bool world_readable_ = false;
 };
 
@@ -68,7 +68,9 @@ Result<std::string> hash_password(std::string_view password);
 
 /// An `SmtpServerSession::Callbacks::authenticate` that checks credentials against the file
 /// `current()` returns at each attempt (so a host can swap it on reload), hashing on libuv's
-/// thread pool of `loop`. A null file answers `AuthVerdict::unavailable`.
+/// thread pool of `loop`, at most 8 at once (beyond: `AuthVerdict::unavailable`, 454, so that
+/// a flood of logins leaves the pool and the CPU to the rest). A null file answers
+/// `AuthVerdict::unavailable`.
 std::function<void(AuthRequest, std::function<void(AuthVerdict)>)> password_authenticator(
     uv_loop_t* loop, std::function<std::shared_ptr<const PasswordFile>()> current);
 

@@ -65,6 +65,9 @@ struct SmtpListenerOptions {
   /// Both set: STARTTLS is offered; both empty: it is not.
   std::string tls_certificate_file;
   std::string tls_key_file;
+  /// A failed AUTH (535) is answered this much later, as Postfix's smtpd_error_sleep_time and
+  /// Dovecot's auth_failure_delay do: guessing passwords gets slow. Zero: at once.
+  Duration auth_failure_delay{std::chrono::seconds(1)};
   std::uint32_t max_sessions = 1000;
   Duration idle_timeout{std::chrono::minutes(5)};  ///< no byte from the client for this long
   int backlog = 511;

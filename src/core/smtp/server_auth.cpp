@@ -101,6 +101,11 @@ void SmtpServerSession::Impl::auth_response(std::string_view response) {
       line(fmt::format("334 {}", kLoginPassword));
       return;
     case AuthStep::login_password:
+      // crypt(3) would stop at a NUL: such a password is nobody's.
+      if (decoded->find('\0') != std::string::npos) {
+        auth_login_user.clear();
+        return auth_rejected("Authentication credentials invalid");
+      }
       return authenticate("LOGIN", std::exchange(auth_login_user, {}), std::move(*decoded));
   }
 }
