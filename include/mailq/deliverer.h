@@ -46,7 +46,8 @@ struct DelivererConfig {
   /// talk plaintext to it meanwhile.
   Duration broken_tls_memory{std::chrono::hours(1)};
   /// A host (address and port) that failed at the connection level (refused, unreachable,
-  /// timed out, no greeting) is passed over for this long by every attempt that has another
+  /// timed out, no greeting; not a session that had greeted, nor one to a host that other
+  /// sessions are using) is passed over for this long by every attempt that has another
   /// host not in its backoff (a later MX, another address): a black-holed MX costs one
   /// connect timeout, not one per message or per destination. An attempt whose remaining
   /// hosts are all in their backoff connects as before (the destination is judged on real

@@ -50,6 +50,10 @@ struct Deliverer::Impl final : detail::SessionOwner, detail::DeliveryListener {
     Note note;
   };
   std::map<std::string, HostBackoff> host_backoff;
+  // Whether a session to the host got as far as its greeting and is still there.
+  bool has_ready_session(const detail::Target& target) const;
+  // Starts the host's backoff (forgetting the ended ones).
+  void back_off(const detail::Target& target, const Note& note);
   // The host's backoff when one runs (an ended one is forgotten).
   const HostBackoff* backoff_of(const detail::Target& target);
   // Skips the next target of `run` when it is in its backoff and a later host of the attempt

@@ -24,12 +24,10 @@ void Deliverer::Impl::connection_failed(Session& s, const Note& note, bool count
       run->last_failure = {true, note, Reply{}};
       run->counted_failure = run->counted_failure || counts;
       // Not connected to again before its backoff ends (a black-holed host costs one
-      // connect timeout, not one per message or per destination).
-      if (counts && config.host_backoff.count() > 0) {
-        const detail::Target& t = s.target();
-        host_backoff[HostPort{t.address, t.port}.to_string()] = {clock.now() + config.host_backoff,
-                                                                 note};
-      }
+      // connect timeout, not one per message or per destination) — unless it is only busy:
+      // a session that got as far as the greeting, or another one to it that did.
+      if (counts && !s.ready && config.host_backoff.count() > 0 && !has_ready_session(s.target()))
+        back_off(s.target(), note);
       run->skip(s.target(), true);
       host_failed(*run, s.target(), note);
     }
@@ -46,6 +44,27 @@ void Deliverer::Impl::host_failed(const Run& run, const detail::Target& target, 
              ") failed: " + diagnostic_lines({note}).front() + "; trying the next host");
 }
 
+bool Deliverer::Impl::has_ready_session(const detail::Target& target) const {
+  for (const auto& [key, run] : runs) {
+    for (const auto& o : run->sessions) {
+      if (!o->dead && o->ready && o->target().address == target.address &&
+          o->target().port == target.port)
+        return true;
+    }
+  }
+  return false;
+}
+
+void Deliverer::Impl::back_off(const detail::Target& target, const Note& note) {
+  const TimePoint now = clock.now();
+  // Ended backoffs go as new ones come: the map holds the hosts failing now, not every host
+  // that ever failed.
+  for (auto it = host_backoff.begin(); it != host_backoff.end();)
+    it = it->second.until <= now ? host_backoff.erase(it) : std::next(it);
+  host_backoff[HostPort{target.address, target.port}.to_string()] = {now + config.host_backoff,
+                                                                     note};
+}
+
 const Deliverer::Impl::HostBackoff* Deliverer::Impl::backoff_of(const detail::Target& target) {
   auto it = host_backoff.find(HostPort{target.address, target.port}.to_string());
   if (it == host_backoff.end()) return nullptr;
@@ -59,8 +78,9 @@ const Deliverer::Impl::HostBackoff* Deliverer::Impl::backoff_of(const detail::Ta
 bool Deliverer::Impl::skip_backed_off(Run& run) {
   if (host_backoff.empty() || run.out_of_targets()) return false;
   const detail::Target target = run.targets[run.next_target];
-  const HostBackoff* backoff = backoff_of(target);
-  if (!backoff) return false;
+  const HostBackoff* found = backoff_of(target);
+  if (!found) return false;
+  const HostBackoff backoff = *found;  // a copy: the look-ups below may forget ended ones
   // Skipped only for a host of the same attempt that is not in its backoff: when every host
   // left is, the attempt connects (the destination is judged by real connections, seed 000).
   bool other = false;
@@ -68,11 +88,11 @@ bool Deliverer::Impl::skip_backed_off(Run& run) {
     other = backoff_of(run.targets[i]) == nullptr;
   if (!other) return false;
   const std::string key = HostPort{target.address, target.port}.to_string();
-  const auto left = std::chrono::duration_cast<std::chrono::seconds>(backoff->until - clock.now());
+  const auto left = std::chrono::duration_cast<std::chrono::seconds>(backoff.until - clock.now());
   notice(EventKind::notice, run.key(),
          "host " + target.host + " (" + key + ") not tried: in its connection backoff for " +
              std::to_string(left.count()) + " s more after " +
-             diagnostic_lines({backoff->note}).front() + "; trying the next host");
+             diagnostic_lines({backoff.note}).front() + "; trying the next host");
   run.skip(target, true);
   return true;
 }
@@ -97,6 +117,8 @@ void Deliverer::Impl::on_session_event(Session& s, SmtpEvent&& ev) {
 void Deliverer::Impl::session_ready(Session& s) {
   auto run = s.run().lock();
   s.ready = true;
+  if (!host_backoff.empty())
+    host_backoff.erase(HostPort{s.target().address, s.target().port}.to_string());
   if (run) {
     domains.record_success(run->key());
     run->parallel_cap = SIZE_MAX;
