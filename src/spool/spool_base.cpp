@@ -121,7 +121,10 @@ bool SpoolBase::open_directory(std::initializer_list<const char*> subdirs, const
     }
   }
   // A directory created here survives a power cut only once the entry in its parent does:
-  // without this, a spool made at first start could vanish, with what it acknowledged.
+  // without this, a spool made at first start could vanish, with what it acknowledged. The
+  // spool directory's own entry is synced at every open, in case an earlier start crashed
+  // between its mkdir and that sync.
+  if (made.empty() || made.back() != dir) made.push_back(dir);
   for (const std::string& part : made) {
     const std::size_t slash = part.rfind('/');
     const std::string parent = slash == std::string::npos ? "."
@@ -154,21 +157,17 @@ bool SpoolBase::open_directory(std::initializer_list<const char*> subdirs, const
                                              "); open it with layout = " + other.layout);
   }
   if (int err = own(spool_fd.get(), &held_at_open)) return fail_open("list " + dir, err);
-  bool created = false;
   for (const char* sub : subdirs) {
-    if (::mkdirat(spool_fd.get(), sub, base_options.directory_mode) == 0) {
-      created = true;
-    } else if (errno != EEXIST) {
+    if (::mkdirat(spool_fd.get(), sub, base_options.directory_mode) != 0 && errno != EEXIST) {
       return fail_open("create " + dir + "/" + sub, errno);
     }
     Fd fd(::openat(spool_fd.get(), sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd.ok()) return fail_open("open " + dir + "/" + sub, errno);
     fds->push_back(std::move(fd));
   }
-  if (created) {
-    ++*dir_syncs;
-    if (int err = fsync_retry(spool_fd.get(), false)) return fail_open("sync " + dir, err);
-  }
+  // The subdirectories' entries, also when an earlier start created them and crashed.
+  ++*dir_syncs;
+  if (int err = fsync_retry(spool_fd.get(), false)) return fail_open("sync " + dir, err);
   return true;
 }
 

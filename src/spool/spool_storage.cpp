@@ -182,6 +182,11 @@ struct SpoolStorage::Impl final : detail::SpoolBase {
     tmp_fd = std::move(fds[1]);
     quarantine_fd = std::move(fds[2]);
     syncfs_flushes = detail::syncfs_writes_data(queue_fd.get());
+    // Channel directories an earlier start created (and may have crashed before syncing).
+    ++stats.dir_syncs;
+    if (int err = detail::fsync_retry(queue_fd.get(), false)) {
+      open_error = Error(errc::storage_failure, "sync " + dir + "/queue: " + errno_text(err));
+    }
   }
 
   // The channel directory, opened (and created when `create`). UINT32_MAX on failure.
