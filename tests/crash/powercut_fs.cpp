@@ -61,6 +61,20 @@ struct State {
 
 State* g = nullptr;
 
+// A handle names its node and the cut it was opened after: a handle from before a cut (a
+// release the killed process left queued, say) no longer names anything.
+constexpr int kEpochShift = 40;
+std::uint64_t handle(std::uint64_t ino) {
+  return (g->cuts << kEpochShift) | ino;
+}
+std::uint64_t ino_of(std::uint64_t fh) {
+  if ((fh >> kEpochShift) != g->cuts) return 0;
+  return fh & ((std::uint64_t{1} << kEpochShift) - 1);
+}
+bool is_control(const char* path) {
+  return path && std::strcmp(path, kControl) == 0;
+}
+
 timespec now() {
   timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
@@ -91,7 +105,9 @@ void collect(std::uint64_t ino) {
 }
 
 // The node of `path` ("/a/b"), 0 when there is none.
-std::uint64_t lookup(std::string_view path) {
+std::uint64_t lookup(const char* raw) {
+  if (!raw) return 0;  // an unlinked file or directory still open: only its handle names it
+  const std::string_view path(raw);
   std::uint64_t ino = 1;
   std::size_t at = 1;
   while (at < path.size()) {
@@ -112,7 +128,7 @@ std::uint64_t lookup(std::string_view path) {
 std::pair<std::uint64_t, std::string> parent_of(std::string_view path) {
   const std::size_t slash = path.rfind('/');
   const std::string name(path.substr(slash + 1));
-  const std::uint64_t dir = slash == 0 ? 1 : lookup(path.substr(0, slash));
+  const std::uint64_t dir = slash == 0 ? 1 : lookup(std::string(path.substr(0, slash)).c_str());
   Node* d = node(dir);
   if (!d || !d->dir()) return {0, name};
   return {dir, name};
@@ -181,8 +197,9 @@ void power_cut() {
   }
   for (auto& [ino, n] : g->nodes) {
     for (auto& [name, child] : n.entries) {
-      ++g->nodes[child].nlink;
-      ++g->nodes[child].durable_refs;
+      Node& c = g->nodes.at(child);
+      ++c.nlink;
+      ++c.durable_refs;
     }
   }
 }
@@ -222,23 +239,23 @@ void* op_init(fuse_conn_info*, fuse_config* cfg) {
 }
 
 int op_getattr(const char* path, struct stat* st, fuse_file_info* fi) {
-  if (std::strcmp(path, kControl) == 0) {
+  if (is_control(path)) {
     std::memset(st, 0, sizeof *st);
     st->st_mode = S_IFREG | 0600;
     st->st_nlink = 1;
     st->st_size = static_cast<off_t>(stats().size());
     return 0;
   }
-  const std::uint64_t ino = fi && fi->fh ? fi->fh : lookup(path);
+  const std::uint64_t ino = fi && fi->fh ? ino_of(fi->fh) : lookup(path);
   Node* n = node(ino);
-  if (!n) return -ENOENT;
+  if (!n) return fi && fi->fh ? -ESTALE : -ENOENT;
   fill(ino, *n, st);
   return 0;
 }
 
-int op_readdir(const char* path, void* buf, fuse_fill_dir_t filler, off_t, fuse_file_info*,
+int op_readdir(const char* path, void* buf, fuse_fill_dir_t filler, off_t, fuse_file_info* fi,
                fuse_readdir_flags) {
-  Node* d = node(lookup(path));
+  Node* d = node(fi && fi->fh ? ino_of(fi->fh) : lookup(path));
   if (!d) return -ENOENT;
   if (!d->dir()) return -ENOTDIR;
   filler(buf, ".", nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
@@ -276,13 +293,13 @@ int op_create(const char* path, mode_t mode, fuse_file_info* fi) {
   const std::uint64_t ino = make(S_IFREG | (mode & 07777));
   add_entry(dir, name, ino);
   ++node(ino)->open;
-  fi->fh = ino;
+  fi->fh = handle(ino);
   fi->direct_io = 1;
   return 0;
 }
 
 int op_open(const char* path, fuse_file_info* fi) {
-  if (std::strcmp(path, kControl) == 0) {
+  if (is_control(path)) {
     fi->fh = 0;
     fi->direct_io = 1;
     return 0;
@@ -293,7 +310,7 @@ int op_open(const char* path, fuse_file_info* fi) {
   if (n->dir()) return -EISDIR;
   if (fi->flags & O_TRUNC) n->data.clear();
   ++n->open;
-  fi->fh = ino;
+  fi->fh = handle(ino);
   fi->direct_io = 1;
   return 0;
 }
@@ -301,11 +318,11 @@ int op_open(const char* path, fuse_file_info* fi) {
 int op_read(const char* path, char* buf, size_t size, off_t off, fuse_file_info* fi) {
   std::string text;
   const std::string* data = nullptr;
-  if (fi->fh == 0 && std::strcmp(path, kControl) == 0) {
+  if (fi->fh == 0 && is_control(path)) {
     text = stats();
     data = &text;
   } else {
-    Node* n = node(fi->fh);
+    Node* n = node(ino_of(fi->fh));
     if (!n) return -ESTALE;
     data = &n->data;
   }
@@ -317,12 +334,12 @@ int op_read(const char* path, char* buf, size_t size, off_t off, fuse_file_info*
 }
 
 int op_write(const char* path, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
-  if (fi->fh == 0 && std::strcmp(path, kControl) == 0) {
+  if (fi->fh == 0 && is_control(path)) {
     if (std::string_view(buf, size).substr(0, 3) != "cut") return -EINVAL;
     power_cut();
     return static_cast<int>(size);
   }
-  Node* n = node(fi->fh);
+  Node* n = node(ino_of(fi->fh));
   if (!n) return -ESTALE;
   if (fi->flags & O_APPEND) off = static_cast<off_t>(n->data.size());
   const std::size_t end = static_cast<std::size_t>(off) + size;
@@ -333,8 +350,8 @@ int op_write(const char* path, const char* buf, size_t size, off_t off, fuse_fil
 }
 
 int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
-  if (std::strcmp(path, kControl) == 0) return 0;
-  Node* n = node(fi && fi->fh ? fi->fh : lookup(path));
+  if (is_control(path)) return 0;
+  Node* n = node(fi && fi->fh ? ino_of(fi->fh) : lookup(path));
   if (!n) return -ENOENT;
   if (n->dir()) return -EISDIR;
   n->data.resize(static_cast<std::size_t>(size), '\0');
@@ -343,8 +360,9 @@ int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
 }
 
 int op_fsync(const char*, int, fuse_file_info* fi) {
-  Node* n = node(fi->fh);
-  if (!n) return fi->fh == 0 ? 0 : -ESTALE;
+  if (fi->fh == 0) return 0;  // the control file
+  Node* n = node(ino_of(fi->fh));
+  if (!n) return -ESTALE;
   n->durable_data = n->data;
   ++g->fsyncs;
   return 0;
@@ -356,20 +374,21 @@ int op_opendir(const char* path, fuse_file_info* fi) {
   if (!n) return -ENOENT;
   if (!n->dir()) return -ENOTDIR;
   ++n->open;
-  fi->fh = ino;
+  fi->fh = handle(ino);
   return 0;
 }
 
 int op_releasedir(const char*, fuse_file_info* fi) {
-  if (Node* n = node(fi->fh)) {
+  const std::uint64_t ino = ino_of(fi->fh);
+  if (Node* n = node(ino)) {
     if (n->open > 0) --n->open;
-    collect(fi->fh);
+    collect(ino);
   }
   return 0;
 }
 
 int op_fsyncdir(const char*, int, fuse_file_info* fi) {
-  Node* d = node(fi->fh);
+  Node* d = node(ino_of(fi->fh));
   if (!d) return -ESTALE;
   for (auto& [name, child] : d->entries) ++node(child)->durable_refs;
   auto old = std::move(d->durable_entries);
@@ -383,9 +402,10 @@ int op_fsyncdir(const char*, int, fuse_file_info* fi) {
 }
 
 int op_release(const char*, fuse_file_info* fi) {
-  if (Node* n = node(fi->fh)) {
+  const std::uint64_t ino = ino_of(fi->fh);
+  if (Node* n = node(ino)) {
     if (n->open > 0) --n->open;
-    collect(fi->fh);
+    collect(ino);
   }
   return 0;
 }
@@ -439,18 +459,18 @@ int op_rename(const char* from, const char* to, unsigned int flags) {
 }
 
 int op_chmod(const char* path, mode_t mode, fuse_file_info* fi) {
-  Node* n = node(fi && fi->fh ? fi->fh : lookup(path));
+  Node* n = node(fi && fi->fh ? ino_of(fi->fh) : lookup(path));
   if (!n) return -ENOENT;
   n->mode = (n->mode & S_IFMT) | (mode & 07777);
   return 0;
 }
 
 int op_chown(const char* path, uid_t, gid_t, fuse_file_info* fi) {
-  return node(fi && fi->fh ? fi->fh : lookup(path)) ? 0 : -ENOENT;
+  return node(fi && fi->fh ? ino_of(fi->fh) : lookup(path)) ? 0 : -ENOENT;
 }
 
 int op_utimens(const char* path, const timespec tv[2], fuse_file_info* fi) {
-  Node* n = node(fi && fi->fh ? fi->fh : lookup(path));
+  Node* n = node(fi && fi->fh ? ino_of(fi->fh) : lookup(path));
   if (!n) return -ENOENT;
   n->mtime = tv[1].tv_nsec == UTIME_NOW ? now() : tv[1];
   return 0;
@@ -466,7 +486,7 @@ int op_statfs(const char*, struct statvfs* st) {
 }
 
 int op_access(const char* path, int) {
-  return std::strcmp(path, kControl) == 0 || lookup(path) ? 0 : -ENOENT;
+  return is_control(path) || lookup(path) ? 0 : -ENOENT;
 }
 
 }  // namespace

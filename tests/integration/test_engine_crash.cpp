@@ -295,8 +295,21 @@ void run_engine_crash(mailq::spool::Layout layout, const std::vector<std::string
   CHECK(out_of_range == 0);
   CHECK(!acked.empty());
   // The cuts hit a backlog: some acknowledged messages were only in the spool when the power
-  // went, and came back from it.
-  if (power) CHECK(recovered_total > 0);
+  // went (acknowledged in a round whose deliveries were refused), and came back from it; and
+  // the cuts did drop something (the file system is not a no-op).
+  if (power) {
+    CHECK(recovered_total > 0);
+    CHECK(std::any_of(acked.begin(), acked.end(), [](const auto& a) { return a.second % 2 == 1; }));
+    std::istringstream st(power->stats());
+    std::map<std::string, long long> fields;
+    std::string key;
+    long long value = 0;
+    while (st >> key >> value) fields[key] = value;
+    INFO(power->stats());
+    CHECK(fields["cuts"] >= rounds);
+    CHECK(fields["fsyncs"] + fields["dirsyncs"] > 0);
+    CHECK(fields["lost_writes"] + fields["lost_entries"] > 0);
+  }
   // The writer prints nothing on stderr unless something went wrong (a sanitizer's report,
   // an error the engine reported).
   CHECK(mailq::test::read_file(writer_err).empty());
@@ -356,4 +369,50 @@ TEST_CASE(
   run_engine_crash(mailq::spool::Layout::segments,
                    {"--layout", "segments", "--segment-size", std::to_string(kSegmentSize)}, tuning,
                    &power);
+}
+
+TEST_CASE(
+    "The power-cut file system keeps what was fsynced and drops what was not: file data, new "
+    "names, renames and unlinks",
+    "[powercut]") {
+  mailq::test::PowerCutMount power;
+  const std::string d = power.path() + "/d";
+  auto sync_path = [](const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(::fsync(fd) == 0);
+    ::close(fd);
+  };
+  auto write = [](const std::string& path, const std::string& text, bool sync) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+    if (sync) CHECK(::fdatasync(fd) == 0);
+    ::close(fd);
+  };
+  fs::create_directory(d);
+  write(d + "/durable", "kept", true);
+  write(d + "/named-only", "data never synced", false);
+  write(d + "/gone-later", "x", true);
+  sync_path(d);
+  sync_path(power.path());
+  // After the last syncs: an append, a new file, a rename and an unlink, none made durable.
+  {
+    const int fd = ::open((d + "/durable").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, " and more", 9) == 9);
+    ::close(fd);
+  }
+  write(d + "/new", "new", true);  // its data synced, its name not
+  fs::rename(d + "/durable", d + "/renamed");
+  fs::remove(d + "/gone-later");
+  CHECK(mailq::test::read_file(d + "/renamed") == "kept and more");
+  power.cut();
+  CHECK(mailq::test::read_file(d + "/durable") == "kept");
+  CHECK_FALSE(fs::exists(d + "/renamed"));
+  CHECK_FALSE(fs::exists(d + "/new"));
+  CHECK(fs::exists(d + "/gone-later"));
+  CHECK(fs::exists(d + "/named-only"));
+  CHECK(fs::file_size(d + "/named-only") == 0);  // its name was durable, its data not
+  CHECK(power.stats().rfind("cuts 1 ", 0) == 0);
 }
