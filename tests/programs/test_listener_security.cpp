@@ -151,6 +151,8 @@ TEST_CASE(
   CHECK(ok.status == 0);
   CHECK(has(ok.out, "235 2.7.0 Authentication successful"));
   CHECK(has(ok.out, "250 2.0.0 Ok: queued as "));
+  // The D record comes after smtp-sink's 250, so its dump is whole by then.
+  REQUIRE(wait_until([&] { return has(r.log_text(), "smtp; 250"); }));
   auto dumps = r.sink.wait_for_dumps(1, 20s);
   REQUIRE(dumps.size() == 1);
   INFO(dumps[0]);
@@ -376,8 +378,11 @@ TEST_CASE(
                "From: alice@example.org\nTo: bob@example.net\nSubject: via Postfix\n\nrelayed\n");
   INFO(sent.err);
   REQUIRE(sent.status == 0);
+  // The D record comes after smtp-sink's 250, so its dump is whole by then.
+  const bool delivered = wait_until([&] { return has(r.log_text(), "smtp; 250"); }, 60s);
   auto dumps = r.sink.wait_for_dumps(1, 60s);
   INFO("postfix log:\n" << read_file(pf.file("maillog")) << "\nmailq log:\n" << r.log_text());
+  REQUIRE(delivered);
   REQUIRE(dumps.size() == 1);
   INFO(dumps[0]);
   CHECK(has(dumps[0], "Subject: via Postfix"));
