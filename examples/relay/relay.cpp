@@ -67,6 +67,12 @@ std::string messages(std::size_t n) {
   return fmt::format("{} {}", n, n == 1 ? "message" : "messages");
 }
 
+bool in_networks(const std::vector<Network>& networks, const std::string& address) {
+  for (const auto& n : networks)
+    if (n.contains(address)) return true;
+  return false;
+}
+
 }  // namespace
 
 struct Relay::Impl {
@@ -359,17 +365,12 @@ struct Relay::Impl {
     lo.server.auth.max_failures = l.auth_max_failures;
     // Who may connect: the relay networks and those who may authenticate. Who may send
     // without AUTH: the relay networks (nobody with auth.required).
-    auto networks = l.networks;
-    auto auth_clients = l.auth_clients;
-    auto in = [](const std::vector<Network>& nets, const std::string& addr) {
-      for (const auto& n : nets)
-        if (n.contains(addr)) return true;
-      return false;
+    lo.allow_client = [networks = l.networks, auth_clients = l.auth_clients](const std::string& a) {
+      return in_networks(networks, a) || in_networks(auth_clients, a);
     };
-    lo.allow_client = [networks, auth_clients, in](const std::string& addr) {
-      return in(networks, addr) || in(auth_clients, addr);
+    lo.trusted_client = [networks = l.networks](const std::string& a) {
+      return in_networks(networks, a);
     };
-    lo.trusted_client = [networks, in](const std::string& addr) { return in(networks, addr); };
     cb.authenticate = uv::password_authenticator(loop, [this] { return credentials; });
     cb.check_sender = [this](const SenderCheck& c) {
       if (c.auth_user.empty() || !credentials ||
@@ -394,11 +395,8 @@ struct Relay::Impl {
     lo.server.limits.max_received_headers = config.listen.max_received_headers;
     lo.max_sessions = config.listen.max_sessions;
     lo.idle_timeout = config.listen.idle_timeout;
-    auto networks = config.listen.networks;
-    lo.allow_client = [networks](const std::string& addr) {
-      for (const auto& n : networks)
-        if (n.contains(addr)) return true;
-      return false;
+    lo.allow_client = [networks = config.listen.networks](const std::string& a) {
+      return in_networks(networks, a);
     };
     lo.on_session_event = [this](const std::string& client, const std::string& what) {
       // Connects, TLS, logins and clean closes are routine; refusals and failures are worth a

@@ -5,12 +5,12 @@
 
 #include <crypt.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <fcntl.h>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -57,6 +57,13 @@ constexpr std::size_t kMaxHashesInFlight = 8;
 
 Result<std::shared_ptr<const PasswordFile>> PasswordFile::parse(std::string_view text,
                                                                 const std::string& origin) {
+  auto file = read_lines(text, origin);
+  if (!file) return file.error();
+  return std::shared_ptr<const PasswordFile>(std::move(file.value()));
+}
+
+Result<std::shared_ptr<PasswordFile>> PasswordFile::read_lines(std::string_view text,
+                                                               const std::string& origin) {
   auto file = std::make_shared<PasswordFile>();
   std::size_t number = 0;
   while (!text.empty()) {
@@ -115,27 +122,34 @@ Result<std::shared_ptr<const PasswordFile>> PasswordFile::parse(std::string_view
     }
     file->users_.emplace(std::string(user), std::move(u));
   }
-  return std::shared_ptr<const PasswordFile>(std::move(file));
+  return file;
 }
 
 Result<std::shared_ptr<const PasswordFile>> PasswordFile::load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int e = errno != 0 ? errno : ENOENT;
+  auto fail = [&path](int e) {
     return Error(std::error_code(e, std::generic_category()),
                  "credentials " + path + ": " + std::generic_category().message(e));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  auto parsed = parse(text.str(), path);
-  if (!parsed) return parsed;
+  };
+  // One open for the text and the permissions both.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(errno);
   struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0) {
-    auto copy = std::make_shared<PasswordFile>(*parsed.value());
-    copy->world_readable_ = true;
-    return std::shared_ptr<const PasswordFile>(std::move(copy));
+  std::string text;
+  int err = ::fstat(fd, &st) == 0 ? 0 : errno;
+  char buf[8192];
+  for (ssize_t n; err == 0 && (n = ::read(fd, buf, sizeof buf)) != 0;) {
+    if (n < 0) {
+      if (errno != EINTR) err = errno;
+      continue;
+    }
+    text.append(buf, static_cast<std::size_t>(n));
   }
-  return parsed;
+  ::close(fd);
+  if (err != 0) return fail(err);
+  auto file = read_lines(text, path);
+  if (!file) return file.error();
+  file.value()->world_readable_ = (st.st_mode & S_IROTH) != 0;
+  return std::shared_ptr<const PasswordFile>(std::move(file.value()));
 }
 
 bool PasswordFile::verify(const std::string& user, const std::string& password) const {

@@ -130,8 +130,8 @@ void run_ingest_powercut(const std::string& layout) {
   const auto deadline = std::chrono::steady_clock::now() + 90s;
   std::map<long long, int> delivered;
   std::size_t partial = 0;
-  for (;;) {
-    (void)relay::control_call(control, {{"flush"}, {}}, Duration(5s));
+  // What the sink holds: whole messages by number, and dumps without their end line.
+  auto count_dumps = [&] {
     delivered.clear();
     partial = 0;
     for (const auto& d : sink.wait_for_dumps(0, 0ms)) {
@@ -142,6 +142,10 @@ void run_ingest_powercut(const std::string& layout) {
         ++partial;
       }
     }
+  };
+  for (;;) {
+    (void)relay::control_call(control, {{"flush"}, {}}, Duration(5s));
+    count_dumps();
     bool all = true;
     for (const auto& [n, round] : acked) all = all && delivered.count(n) > 0;
     if (all || std::chrono::steady_clock::now() >= deadline) break;
@@ -151,16 +155,7 @@ void run_ingest_powercut(const std::string& layout) {
   // smtp-sink was still writing it is not a partial delivery.
   REQUIRE(relay.signal(SIGTERM));
   CHECK(relay.wait(30s) == 0);
-  delivered.clear();
-  partial = 0;
-  for (const auto& d : sink.wait_for_dumps(0, 0ms)) {
-    const long long seq = header_number(d, "X-Crash-Seq");
-    if (seq >= 0 && header_number(d, "X-Crash-End") == seq) {
-      ++delivered[seq];
-    } else {
-      ++partial;
-    }
-  }
+  count_dumps();
 
   std::string missing;
   for (const auto& [n, round] : acked)

@@ -55,6 +55,8 @@ class PasswordFile {
   bool world_readable() const noexcept { return world_readable_; }
 
  private:
+  static Result<std::shared_ptr<PasswordFile>> read_lines(std::string_view text,
+                                                          const std::string& origin);
   struct User {
     std::string hash;
     std::vector<std::string> senders;  // lower case; empty = any
