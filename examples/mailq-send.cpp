@@ -597,6 +597,8 @@ int serve_smtp_on_stdio(const std::string& spool, const std::string& host, std::
       status = kExTempFail;
       std::fprintf(stderr, "mailq-send: cannot write into the maildrop: %s\n",
                    id.error().message.c_str());
+      if (id.error().code == mailq::errc::storage_full)
+        return done(Reply(452, "4.3.1", "Insufficient system storage"));
       return done(Reply(451, "4.3.0", "Local error: the message cannot be stored now"));
     }
     done(Reply(250, "2.0.0", "Ok: queued as " + id.value().to_string()));

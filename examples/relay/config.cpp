@@ -371,7 +371,7 @@ void read_listen(const Section& root, RelayConfig& cfg) {
   } else if (n->is_table()) {
     table.emplace(*n->as_table(), "listen");
     table->allow_only({"address", "networks", "max_message_size", "max_recipients", "max_sessions",
-                       "max_received_headers", "idle_timeout", "tls", "auth"});
+                       "max_received_headers", "idle_timeout", "min_free_space", "tls", "auth"});
     address_node = table->get("address");
     address_path = "listen.address";
     if (!address_node) fail(table->line(), address_path, "missing (the address to listen on)");
@@ -409,6 +409,8 @@ void read_listen(const Section& root, RelayConfig& cfg) {
     if (auto v = table->integer<std::uint32_t>("max_received_headers", 0, 10000))
       l.max_received_headers = *v;
     if (auto v = table->duration("idle_timeout")) l.idle_timeout = *v;
+    if (auto v = table->integer<std::uint64_t>("min_free_space", 0, 1ll << 50))
+      l.min_free_space = *v;
     read_listen_tls(*table, l);
     read_listen_auth(*table, l);
   }

@@ -45,6 +45,8 @@ struct ListenConfig {
   /// More Received header fields than this: 554 5.4.6 (a loop); 0 = no limit.
   std::uint32_t max_received_headers = 50;
   Duration idle_timeout{std::chrono::minutes(5)};  ///< per command / data block
+  /// MAIL is refused (452 4.3.1) while the spool's file system has less free (0 = no check).
+  std::uint64_t min_free_space = 16ull << 20;
   /// [listen.tls]: STARTTLS with this certificate chain and key (both or neither).
   std::string tls_certificate;
   std::string tls_key;

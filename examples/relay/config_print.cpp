@@ -204,9 +204,10 @@ std::string print_config(const RelayConfig& c) {
     }
     out += fmt::format(
         "listen = {{ address = {}, networks = {}, max_message_size = {}, max_recipients = {}, "
-        "max_sessions = {}, max_received_headers = {}, idle_timeout = {}{} }}\n",
+        "max_sessions = {}, max_received_headers = {}, idle_timeout = {}, min_free_space = {}{} "
+        "}}\n",
         q(l.address), networks(l.networks), l.max_message_size, l.max_recipients, l.max_sessions,
-        l.max_received_headers, dur(l.idle_timeout), secure);
+        l.max_received_headers, dur(l.idle_timeout), l.min_free_space, secure);
   } else {
     out += "# no listen: the relay takes mail through mailq-send and the control socket only\n";
   }

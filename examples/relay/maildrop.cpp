@@ -23,7 +23,8 @@ constexpr std::string_view kMagic = "mailq-maildrop 1\n";
 constexpr int kNameTries = 16;
 
 Error sys_error(const std::string& what, int err) {
-  return Error(errc::storage_failure, what + ": " + std::strerror(err));
+  return Error(err == ENOSPC || err == EDQUOT ? errc::storage_full : errc::storage_failure,
+               what + ": " + std::strerror(err));
 }
 
 Error corrupt(const std::string& what) {
@@ -583,7 +584,7 @@ void MaildropPickup::take(MessageId id) {
   auto e = read_maildrop_file(claimed, id, options_.max_file_size);
   if (!e) {
     if (e.error().code == errc::not_found) return;
-    if (e.error().code == errc::storage_failure) {
+    if (e.error().code == errc::storage_failure || e.error().code == errc::storage_full) {
       say(e.error().message + " (tried again in a minute)");
       give_back(id);
       return;

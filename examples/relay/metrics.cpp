@@ -239,6 +239,10 @@ std::string Metrics::render(const Sources& sources) const {
     x.scalar("mailq_listener_auth_failures_total",
              "AUTH attempts refused for bad credentials (535).", "counter",
              listener->auth_failures);
+    x.scalar("mailq_listener_storage_refusals_total",
+             "MAIL commands refused for want of free space on the queue's file system "
+             "(452 4.3.1).",
+             "counter", listener->storage_refusals);
   }
   return x.text();
 }

@@ -91,6 +91,29 @@ struct Relay::Impl {
   // What the adapters cannot hand back (a callback that threw) becomes a notice, rate limited
   // across all of them.
   ErrorReporter reporter{[this](const std::string& m) { notice(m); }};
+  // The spool's errors. A full disk fails every write while it lasts, and the engine logs
+  // what each failure did to its message: the same cause (the system's error, the text after
+  // the last ": ") is said once in kErrorReportInterval, with how many more there were.
+  struct {
+    std::string cause;
+    std::chrono::steady_clock::time_point said{};
+    std::uint64_t more = 0;
+  } spool_errors;
+  void spool_error(const std::string& message) {
+    const auto colon = message.rfind(": ");
+    const std::string cause = colon == std::string::npos ? message : message.substr(colon + 2);
+    const auto now = std::chrono::steady_clock::now();
+    if (cause == spool_errors.cause && now - spool_errors.said < kErrorReportInterval) {
+      ++spool_errors.more;
+      return;
+    }
+    std::string line = "spool: " + message;
+    if (spool_errors.more > 0)
+      line += " (" + std::to_string(spool_errors.more) +
+              " more like the previous spool error were not logged)";
+    spool_errors = {cause, now, 0};
+    notice(line);
+  }
 
   std::unique_ptr<uv::LoopClock> clock;
   std::unique_ptr<spool::DurableStorage> spool;
@@ -200,7 +223,7 @@ struct Relay::Impl {
     clock = std::make_unique<uv::LoopClock>(loop, &reporter);
 
     spool::SpoolOptions so;
-    so.on_error = [this](const Error& e) { notice("spool: " + e.message); };
+    so.on_error = [this](const Error& e) { spool_error(e.message); };
     spool::SegmentOptions sego;
     sego.on_error = so.on_error;
     auto opened = spool::open_spool(config.spool, *clock, config.spool_layout, so, sego);
@@ -395,6 +418,8 @@ struct Relay::Impl {
     lo.server.limits.max_received_headers = config.listen.max_received_headers;
     lo.max_sessions = config.listen.max_sessions;
     lo.idle_timeout = config.listen.idle_timeout;
+    lo.storage_path = config.spool;
+    lo.min_free_space = config.listen.min_free_space;
     lo.allow_client = [networks = config.listen.networks](const std::string& a) {
       return in_networks(networks, a);
     };
@@ -403,7 +428,7 @@ struct Relay::Impl {
       // line (failed logins are what fail2ban and operators look for).
       if (what.rfind("reject", 0) == 0 || what.rfind("refuse", 0) == 0 ||
           what.rfind("tls failed", 0) == 0 || what.rfind("auth failed", 0) == 0 ||
-          what.rfind("auth unavailable", 0) == 0)
+          what.rfind("auth unavailable", 0) == 0 || what.rfind("storage", 0) == 0)
         notice("listener: " + client + " " + what);
     };
     SmtpServerSession::Callbacks cb;

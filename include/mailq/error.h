@@ -32,6 +32,7 @@ enum class errc {
   shutting_down,        ///< the object is being destroyed; pending work was cancelled
   in_use,               ///< held by another process (a spool whose lock is taken)
   queue_full,           ///< the queue holds as many messages as it is allowed to
+  storage_full,         ///< the medium has no space left (ENOSPC, EDQUOT): worth a retry later
 };
 
 const std::error_category& error_category() noexcept;

@@ -131,7 +131,8 @@ class Queue {
   /// `done` once it is durable (when the storage is durable). Each recipient gets an 'E'
   /// event. On any error nothing is queued and `done` gets the error (`errc::invalid_address`,
   /// `errc::forbidden_character`, `errc::too_long`, `errc::no_recipients`,
-  /// `errc::message_too_large`, `errc::storage_failure`, ...). `done` may run before
+  /// `errc::message_too_large`, `errc::storage_full` when the storage has no space left,
+  /// `errc::storage_failure` for any other storage error, ...). `done` may run before
   /// `enqueue` returns.
   void enqueue(const Envelope& envelope, std::string body, EnqueueDone done,
                const EnqueueOptions& options = {});

@@ -135,6 +135,7 @@ struct SenderCheck {
   const std::string& auth_user;                ///< empty = not authenticated
   const std::string& client_address;
   bool tls = false;
+  std::uint64_t size = 0;  ///< the SIZE parameter (RFC 1870): the client's estimate; 0 = none
 };
 
 /// The Received header field (RFC 5321 §4.4) a server that accepted `message` prepends:
@@ -226,6 +227,8 @@ class SmtpServerSession {
 ///  - `errc::message_too_large`: 552 5.3.4 "Message too big for system: <message>";
 ///  - `errc::storage_failure`: 451 4.3.0 "Requested action aborted: local storage failure, try
 ///    again later" (which file and which system error are for the log, not for the client);
+///  - `errc::storage_full`: 452 4.3.1 "Insufficient system storage" (RFC 3463: mail system
+///    full);
 ///  - `errc::shutting_down`, `errc::bad_state`: 451 4.3.0 "Requested action aborted:
 ///    <message>";
 ///  - `errc::no_recipients`, `errc::invalid_address`, `errc::forbidden_character`,

@@ -132,7 +132,9 @@ void merge_change(RecordChange& earlier, RecordChange later);
 /// - `errc::message_too_large`: a body or record larger than the storage can hold;
 /// - `errc::corrupt_record`: stored data that fails validation (a body's checksum; load sets
 ///   damaged data aside with a RecoveryReport problem line instead of failing);
-/// - `errc::storage_failure`: the medium failed (disk full, I/O error, permissions, read-only);
+/// - `errc::storage_failure`: the medium failed (I/O error, permissions, read-only);
+/// - `errc::storage_full`: the medium has no space left (ENOSPC, EDQUOT); the spools say so,
+///   a storage that cannot tell may give `errc::storage_failure`;
 /// - `errc::in_use`: another process holds the storage (when it is opened).
 class Storage {
  public:

@@ -47,6 +47,8 @@ class MailqCategory final : public std::error_category {
         return "in use by another process";
       case errc::queue_full:
         return "the queue is full";
+      case errc::storage_full:
+        return "no space left on the storage";
     }
     return "unknown mailq error " + std::to_string(value);
   }

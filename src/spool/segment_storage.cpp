@@ -531,8 +531,9 @@ struct SegmentStorage::Impl final : detail::SpoolBase {
             p.result = synced;
           } else {  // an earlier sync of its segment failed
             const int err = sit != segments.end() ? sit->second.sync_error : EIO;
-            p.result = Error(errc::storage_failure,
-                             "sync " + dir + "/" + where_seg(p.entry.seg) + ": " + errno_text(err));
+            p.result =
+                Error(err == ENOSPC || err == EDQUOT ? errc::storage_full : errc::storage_failure,
+                      "sync " + dir + "/" + where_seg(p.entry.seg) + ": " + errno_text(err));
           }
           stats.insert_failures++;
           account_remove(p.entry);

@@ -63,7 +63,8 @@ Error SpoolBase::sys_fail(std::string_view what, std::string_view where, int err
   msg += where;
   msg += ": ";
   msg += errno_text(err);
-  return fail(errc::storage_failure, std::move(msg));
+  return fail(err == ENOSPC || err == EDQUOT ? errc::storage_full : errc::storage_failure,
+              std::move(msg));
 }
 
 void SpoolBase::problem(RecoveryReport* report, std::string line) {

@@ -9,6 +9,8 @@
 // for the host) and while less than kMaxQueuedOutput octets wait to be written; the session
 // keeps at most one read's worth of pipelined input and a command line or two.
 
+#include <sys/statvfs.h>
+
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -122,6 +124,44 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
     } catch (...) {
       report("on_session_event threw a non-standard exception");
     }
+  }
+
+  // The reserve of free space (options.min_free_space): a refusal for MAIL, or nothing.
+  bool storage_low = false;  // the last check found less than the reserve
+
+  static std::string mib(std::uint64_t octets) { return std::to_string(octets >> 20) + " MiB"; }
+
+  std::optional<Reply> check_storage(const std::string& client, std::uint64_t declared) {
+    struct statvfs st {};
+    if (::statvfs(options.storage_path.c_str(), &st) != 0) return std::nullopt;  // the queue says
+    const std::uint64_t free = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+    const Reply refusal(452, "4.3.1", "Insufficient system storage");
+    if (free < options.min_free_space) {
+      ++stats.storage_refusals;
+      if (!storage_low) {
+        storage_low = true;
+        event(client, "storage low: " + mib(free) +
+                          " free on the queue's file system, under the "
+                          "reserve of " +
+                          mib(options.min_free_space) +
+                          ": MAIL refused with 452 4.3.1 until there is room");
+      }
+      return refusal;
+    }
+    if (storage_low) {
+      storage_low = false;
+      event(client,
+            "storage ok: " + mib(free) + " free on the queue's file system: accepting mail");
+    }
+    // Postfix's rule: room for one and a half times the declared size, besides the reserve.
+    const std::uint64_t room = free - options.min_free_space;
+    if (declared > room / 3 * 2) {
+      ++stats.storage_refusals;
+      event(client, "refuse: insufficient storage for SIZE=" + std::to_string(declared) + " (" +
+                        mib(free) + " free on the queue's file system)");
+      return refusal;
+    }
+    return std::nullopt;
   }
 
   void check_closed() {
@@ -557,7 +597,17 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
       }
       impl->callbacks.on_message(std::move(m), std::move(wrapped));
     };
-    cb.check_sender = callbacks.check_sender;
+    if (options.min_free_space > 0 && !options.storage_path.empty()) {
+      const std::string client = c->client;
+      cb.check_sender = [weak_impl, client, host = callbacks.check_sender](const SenderCheck& s) {
+        if (auto impl = weak_impl.lock()) {
+          if (auto refusal = impl->check_storage(client, s.size)) return *refusal;
+        }
+        return host ? host(s) : Reply(250, "2.1.0", "Ok");
+      };
+    } else {
+      cb.check_sender = callbacks.check_sender;
+    }
     if (callbacks.authenticate) {
       const std::string client = c->client;
       cb.authenticate = [weak_conn, weak_impl, client](AuthRequest request,

@@ -12,8 +12,11 @@
 // rename or an unlink only once the directories involved were fsynced. This is POSIX's promise,
 // and stricter than ext4's ordered mode: what passes here does not lean on a particular file
 // system. Reading MOUNTPOINT/.powercut gives "cuts N lost_writes W lost_entries E fsyncs F
-// dirsyncs D". syncfs(2) never reaches a FUSE file system (the kernel answers it alone), so a
-// program that relies on syncfs loses its data here: that is true of any FUSE mount.
+// dirsyncs D used U capacity C". Writing "capacity BYTES" makes it a disk of that size (0, the
+// start: as good as unlimited): statfs says what is free, and a write or truncate that would
+// need more than is free fails with ENOSPC, as a full disk does. syncfs(2) never reaches a FUSE
+// file system (the kernel answers it alone), so a program that relies on syncfs loses its data
+// here: that is true of any FUSE mount.
 //
 // Only what a spool needs: regular files, directories, hard links, rename (with
 // RENAME_NOREPLACE), truncate, chmod/chown/utimens as no-ops that keep the mode. Locks are
@@ -55,6 +58,8 @@ struct State {
   std::unordered_map<std::uint64_t, Node> nodes;
   std::uint64_t next_ino = 2;
   std::uint64_t cuts = 0, lost_writes = 0, lost_entries = 0, fsyncs = 0, dirsyncs = 0;
+  std::uint64_t used = 0;      // octets of file contents, as they are now
+  std::uint64_t capacity = 0;  // 0: no limit
   uid_t uid = 0;
   gid_t gid = 0;
 };
@@ -86,6 +91,26 @@ Node* node(std::uint64_t ino) {
   return it == g->nodes.end() ? nullptr : &it->second;
 }
 
+// Sets a file's contents to `size` octets (zeros added); false (nothing changed) when the disk
+// has not that much free.
+bool resize(Node& n, std::size_t size) {
+  if (size > n.data.size()) {
+    const std::uint64_t more = size - n.data.size();
+    if (g->capacity != 0 && g->used + more > g->capacity) return false;
+    g->used += more;
+  } else {
+    g->used -= n.data.size() - size;
+  }
+  n.data.resize(size, '\0');
+  return true;
+}
+
+// Removes a node, giving back the space of its contents.
+void erase_node(std::unordered_map<std::uint64_t, Node>::iterator it) {
+  g->used -= it->second.data.size();
+  g->nodes.erase(it);
+}
+
 // Frees a node nobody names or holds any more (now or after a cut).
 void collect(std::uint64_t ino) {
   Node* n = node(ino);
@@ -96,11 +121,11 @@ void collect(std::uint64_t ino) {
       }
       auto children = n->durable_entries;
       n->durable_entries.clear();
-      g->nodes.erase(ino);
+      erase_node(g->nodes.find(ino));
       for (auto& [name, child] : children) collect(child);
       return;
     }
-    g->nodes.erase(ino);
+    erase_node(g->nodes.find(ino));
   }
 }
 
@@ -176,6 +201,7 @@ void restore(std::uint64_t ino, std::unordered_map<std::uint64_t, bool>& seen) {
     for (auto& [name, child] : n->entries) restore(child, seen);
   } else if (n->data != n->durable_data) {
     ++g->lost_writes;
+    g->used = g->used - n->data.size() + n->durable_data.size();  // may go over the capacity
     n->data = n->durable_data;
   }
 }
@@ -187,6 +213,7 @@ void power_cut() {
   // Whatever the durable tree does not reach is gone; the rest is named as it says.
   for (auto it = g->nodes.begin(); it != g->nodes.end();) {
     if (!seen[it->first]) {
+      g->used -= it->second.data.size();
       it = g->nodes.erase(it);
     } else {
       it->second.nlink = 0;
@@ -207,7 +234,8 @@ void power_cut() {
 std::string stats() {
   return "cuts " + std::to_string(g->cuts) + " lost_writes " + std::to_string(g->lost_writes) +
          " lost_entries " + std::to_string(g->lost_entries) + " fsyncs " +
-         std::to_string(g->fsyncs) + " dirsyncs " + std::to_string(g->dirsyncs) + "\n";
+         std::to_string(g->fsyncs) + " dirsyncs " + std::to_string(g->dirsyncs) + " used " +
+         std::to_string(g->used) + " capacity " + std::to_string(g->capacity) + "\n";
 }
 
 // --- operations ---------------------------------------------------------------------------
@@ -308,7 +336,7 @@ int op_open(const char* path, fuse_file_info* fi) {
   Node* n = node(ino);
   if (!n) return -ENOENT;
   if (n->dir()) return -EISDIR;
-  if (fi->flags & O_TRUNC) n->data.clear();
+  if (fi->flags & O_TRUNC) resize(*n, 0);
   ++n->open;
   fi->fh = handle(ino);
   fi->direct_io = 1;
@@ -335,15 +363,21 @@ int op_read(const char* path, char* buf, size_t size, off_t off, fuse_file_info*
 
 int op_write(const char* path, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
   if (fi->fh == 0 && is_control(path)) {
-    if (std::string_view(buf, size).substr(0, 3) != "cut") return -EINVAL;
-    power_cut();
+    const std::string_view command(buf, size);
+    if (command.substr(0, 3) == "cut") {
+      power_cut();
+    } else if (command.substr(0, 9) == "capacity ") {
+      g->capacity = std::strtoull(std::string(command.substr(9)).c_str(), nullptr, 10);
+    } else {
+      return -EINVAL;
+    }
     return static_cast<int>(size);
   }
   Node* n = node(ino_of(fi->fh));
   if (!n) return -ESTALE;
   if (fi->flags & O_APPEND) off = static_cast<off_t>(n->data.size());
   const std::size_t end = static_cast<std::size_t>(off) + size;
-  if (end > n->data.size()) n->data.resize(end, '\0');
+  if (end > n->data.size() && !resize(*n, end)) return -ENOSPC;
   std::memcpy(n->data.data() + off, buf, size);
   n->mtime = now();
   return static_cast<int>(size);
@@ -354,7 +388,7 @@ int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
   Node* n = node(fi && fi->fh ? ino_of(fi->fh) : lookup(path));
   if (!n) return -ENOENT;
   if (n->dir()) return -EISDIR;
-  n->data.resize(static_cast<std::size_t>(size), '\0');
+  if (!resize(*n, static_cast<std::size_t>(size))) return -ENOSPC;
   n->mtime = now();
   return 0;
 }
@@ -480,6 +514,10 @@ int op_statfs(const char*, struct statvfs* st) {
   std::memset(st, 0, sizeof *st);
   st->f_bsize = st->f_frsize = 4096;
   st->f_blocks = st->f_bfree = st->f_bavail = 1u << 22;  // 16 GiB, as good as unlimited
+  if (g->capacity != 0) {
+    st->f_blocks = g->capacity / 4096;
+    st->f_bfree = st->f_bavail = g->used >= g->capacity ? 0 : (g->capacity - g->used) / 4096;
+  }
   st->f_files = st->f_ffree = st->f_favail = 1u << 22;
   st->f_namemax = 255;
   return 0;

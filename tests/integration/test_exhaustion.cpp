@@ -500,7 +500,7 @@ TEST_CASE(
 // --- disk full -------------------------------------------------------------------------------
 
 TEST_CASE(
-    "exhaustion: a full spool refuses enqueue with storage_failure, and after space "
+    "exhaustion: a full spool refuses enqueue with storage_full, and after space "
     "returns every accepted message is recovered and delivered",
     "[exhaustion][disk]") {
   REQUIRE_SMALL_FS(fs, 1024);
@@ -523,7 +523,7 @@ TEST_CASE(
   }
   REQUIRE(refusal);
   CHECK_FALSE(accepted.empty());
-  CHECK(refusal->code == mailq::errc::storage_failure);
+  CHECK(refusal->code == mailq::errc::storage_full);
   CHECK_THAT(refusal->message, StartsWith("could not store the message: "));
   // The spool knows exactly what failed.
   CHECK_THAT(spool.last(), Contains(": No space left on device"));

@@ -691,7 +691,7 @@ TEST_CASE("disk full: a segment insert fails clearly, leaves nothing, harms noth
     failure = insert_outcome(s, clock, sample_record(i), body);
     if (failure) stored.push_back(MessageId{i});
   }
-  REQUIRE(failure.code() == mailq::errc::storage_failure);
+  REQUIRE(failure.code() == mailq::errc::storage_full);
   CHECK(stored.size() >= 5);
   CHECK(text_of(failure) == "write " + dir.path() + "/" + kSeg1 + ": No space left on device");
   CHECK(file_size(dir / kSeg1) == size_before);  // nothing partial left behind
@@ -701,7 +701,7 @@ TEST_CASE("disk full: a segment insert fails clearly, leaves nothing, harms noth
   // An append that needs a new block fails and keeps the previous state.
   AttemptRecord big = sample_attempt(1);
   big.diagnostic = std::string(20000, 'x');
-  CHECK(s.append_attempt(stored[0], big).code() == mailq::errc::storage_failure);
+  CHECK(s.append_attempt(stored[0], big).code() == mailq::errc::storage_full);
   CHECK(file_size(dir / kSeg1) == size_before);
   CHECK(s.read_attempts(stored[0]).value().empty());
 

@@ -16,6 +16,7 @@
 #include "mailq/uv/smtp_listener.h"
 #include "mailq/uv/transport.h"
 #include "support/loop_checks.h"
+#include "support/powercut.h"
 #include "support/raw_client.h"
 #include "support/servers.h"
 #include "support/test_loop.h"
@@ -594,6 +595,65 @@ TEST_CASE("SmtpListener takes mail from Python's smtplib and from swaks with pip
   CHECK(f.messages[1].helo == "swaks.test");
   CHECK(f.messages[1].envelope.recipients[0].address.to_string() == "dave@example.net");
   CHECK(f.messages[1].body.find("via swaks\r\n") != std::string::npos);
+  f.listener.reset();
+  require_clean_close(f.loop);
+}
+
+TEST_CASE(
+    "SmtpListener keeps a reserve of free space: MAIL gets 452 4.3.1 while the queue's file "
+    "system is short of it, or of one and a half times SIZE",
+    "[integration][smtp_listener][storage]") {
+  PowerCutMount disk;  // a disk whose size the test sets
+  disk.set_capacity(64ull << 20);
+  uv::SmtpListenerOptions o = test_options();
+  o.server.limits.max_message_size = 100ull << 20;
+  o.storage_path = disk.path();
+  o.min_free_space = 16ull << 20;
+  Fixture f(o);
+  auto session = [&](const std::string& mail) {
+    std::string replies;
+    REQUIRE(run_beside_loop(f.loop, [&] {
+      RawClient c;
+      if (!c.connect("127.0.0.1", f.port())) return;
+      c.send("EHLO client.test\r\n" + mail + "\r\nQUIT\r\n");
+      replies = c.read_until_close();
+    }));
+    // The reply to MAIL: the line after EHLO's last.
+    const auto from = replies.find(" DSN\r\n");
+    if (from == std::string::npos) return replies;
+    const auto start = from + 6;
+    return replies.substr(start, replies.find("\r\n", start) - start);
+  };
+  const std::string refused = "452 4.3.1 Insufficient system storage";
+
+  CHECK(session("MAIL FROM:<a@example.org>") == "250 2.1.0 Ok");
+  // 48 MiB to spare: 40 MB declared needs 60.
+  CHECK(session("MAIL FROM:<a@example.org> SIZE=40000000") == refused);
+  CHECK(
+      f.has_event("127.0.0.1 refuse: insufficient storage for SIZE=40000000 (64 MiB free on "
+                  "the queue's file system)"));
+  CHECK(session("MAIL FROM:<a@example.org> SIZE=30000000") == "250 2.1.0 Ok");
+
+  // Another program fills the disk to 10 MiB free: under the reserve, every MAIL is refused,
+  // and the listener says so once.
+  write_file(disk.path() + "/ballast", std::string(54ull << 20, 'b'));
+  CHECK(session("MAIL FROM:<a@example.org>") == refused);
+  CHECK(session("MAIL FROM:<> SIZE=10") == refused);
+  CHECK(std::count_if(f.events.begin(), f.events.end(), [](const std::string& e) {
+          return e.find("storage low") != std::string::npos;
+        }) == 1);
+  CHECK(
+      f.has_event("127.0.0.1 storage low: 10 MiB free on the queue's file system, under the "
+                  "reserve of 16 MiB: MAIL refused with 452 4.3.1 until there is room"));
+  CHECK(f.messages.empty());
+
+  // Space comes back.
+  std::filesystem::remove(disk.path() + "/ballast");
+  CHECK(session("MAIL FROM:<a@example.org>") == "250 2.1.0 Ok");
+  CHECK(
+      f.has_event("127.0.0.1 storage ok: 64 MiB free on the queue's file system: accepting "
+                  "mail"));
+  CHECK(f.listener->stats().storage_refusals == 3);
   f.listener.reset();
   require_clean_close(f.loop);
 }

@@ -870,7 +870,7 @@ TEST_CASE("disk full: insert fails clearly, leaves nothing, harms nothing", "[sp
     failure = insert_outcome(s, clock, sample_record(i), body);
     if (failure) stored.push_back(MessageId{i});
   }
-  REQUIRE(failure.code() == mailq::errc::storage_failure);
+  REQUIRE(failure.code() == mailq::errc::storage_full);
   CHECK_FALSE(stored.empty());
   const MessageId failed{stored.size() + 1};
   CHECK(text_of(failure) ==
@@ -890,7 +890,7 @@ TEST_CASE("disk full: insert fails clearly, leaves nothing, harms nothing", "[sp
   const auto size_before = fs::file_size(path);
   AttemptRecord big = sample_attempt(1);
   big.diagnostic = std::string(20000, 'x');
-  CHECK(s.append_attempt(m.id, big).code() == mailq::errc::storage_failure);
+  CHECK(s.append_attempt(m.id, big).code() == mailq::errc::storage_full);
   CHECK(fs::file_size(path) == size_before);
   CHECK(s.read_attempts(m.id).value().empty());
 

@@ -298,7 +298,7 @@ TEST_CASE("after a scripted queue life every gauge and counter has its exact val
   sources.queue = &queue;
   sources.domains = &domains;
   sources.deliverer = &deliverer;
-  sources.listener_stats = mailq::uv::SmtpListenerStats{7, 2, 5, 4, 1, 3, 1, 6, 2};
+  sources.listener_stats = mailq::uv::SmtpListenerStats{7, 2, 5, 4, 1, 3, 1, 6, 2, 9};
   sources.now = clock.now();
   const std::string text = metrics.render(sources);
   require_well_formed(text);
@@ -371,6 +371,10 @@ TEST_CASE("after a scripted queue life every gauge and counter has its exact val
         "# HELP mailq_listener_sessions_total SMTP sessions accepted by the listener.\n"
         "# TYPE mailq_listener_sessions_total counter\n"
         "mailq_listener_sessions_total 7\n"
+        "# HELP mailq_listener_storage_refusals_total MAIL commands refused for want of free "
+        "space on the queue's file system (452 4.3.1).\n"
+        "# TYPE mailq_listener_storage_refusals_total counter\n"
+        "mailq_listener_storage_refusals_total 9\n"
         "# HELP mailq_listener_tls_failures_total STARTTLS handshakes that failed.\n"
         "# TYPE mailq_listener_tls_failures_total counter\n"
         "mailq_listener_tls_failures_total 1\n"

@@ -41,12 +41,20 @@ PowerCutMount::~PowerCutMount() {
   run_program({"fusermount3", "-u", "-q", mount_});
 }
 
-void PowerCutMount::cut() {
+void PowerCutMount::command(const std::string& text) {
   const int fd = ::open((mount_ + "/.powercut").c_str(), O_WRONLY | O_CLOEXEC);
   REQUIRE(fd >= 0);
-  const bool written = ::write(fd, "cut", 3) == 3;
+  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
   ::close(fd);
   REQUIRE(written);
+}
+
+void PowerCutMount::cut() {
+  command("cut");
+}
+
+void PowerCutMount::set_capacity(std::uint64_t bytes) {
+  command("capacity " + std::to_string(bytes));
 }
 
 std::string PowerCutMount::stats() const {

@@ -4,6 +4,7 @@
 // cut and a remount would.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "support/servers.h"
@@ -22,10 +23,15 @@ class PowerCutMount {
   const std::string& path() const { return mount_; }
   /// The power cut: what was not durable is gone when this returns.
   void cut();
-  /// "cuts N lost_writes W lost_entries E fsyncs F dirsyncs D"
+  /// Makes the file system a disk of `bytes` (0: no limit): statfs says what is left, and a
+  /// write beyond it fails with ENOSPC.
+  void set_capacity(std::uint64_t bytes);
+  /// "cuts N lost_writes W lost_entries E fsyncs F dirsyncs D used U capacity C"
   std::string stats() const;
 
  private:
+  void command(const std::string& text);
+
   TempDir dir_;
   std::string mount_;
   ChildProcess process_;

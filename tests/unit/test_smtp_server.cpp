@@ -654,6 +654,7 @@ TEST_CASE("enqueue_refusal maps every enqueue error to its SMTP reply", "[smtp_s
       {errc::message_too_large, "552 5.3.4 Message too big for system: what the queue said"},
       {errc::storage_failure,
        "451 4.3.0 Requested action aborted: local storage failure, try again later"},
+      {errc::storage_full, "452 4.3.1 Insufficient system storage"},
       {errc::shutting_down, "451 4.3.0 Requested action aborted: what the queue said"},
       {errc::bad_state, "451 4.3.0 Requested action aborted: what the queue said"},
       {errc::no_recipients, "550 5.1.3 Bad address: what the queue said"},

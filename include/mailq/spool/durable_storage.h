@@ -37,9 +37,9 @@ class DurableStorage : public Storage {
   const Error& open_error() const noexcept;
 
   // --- Storage ---
-  /// Errors through `done`, never before `insert` returns: `errc::storage_failure` (disk
-  /// full, permission denied, read-only file system, I/O error: nothing is left behind and
-  /// nothing already stored is touched), `errc::bad_state` (the id is already stored, or
+  /// Errors through `done`, never before `insert` returns: `errc::storage_full` (no space
+  /// left, ENOSPC or EDQUOT) or `errc::storage_failure` (permission denied, read-only file
+  /// system, I/O error): nothing is left behind and nothing already stored is touched; `errc::bad_state` (the id is already stored, or
   /// the spool held messages when it was opened and `load` has not run yet:
   /// `Queue::recover` comes before the first enqueue, or they would never be delivered),
   /// `errc::invalid_parameter` (id 0 or no recipient), `errc::message_too_large` (body of

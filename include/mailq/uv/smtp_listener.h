@@ -68,12 +68,23 @@ struct SmtpListenerOptions {
   /// A failed AUTH (535) is answered this much later, as Postfix's smtpd_error_sleep_time and
   /// Dovecot's auth_failure_delay do: guessing passwords gets slow. Zero: at once.
   Duration auth_failure_delay{std::chrono::seconds(1)};
+  /// A reserve of free space on the queue's file system (as Postfix's queue_minfree and
+  /// Exim's check_spool_space): MAIL gets `452 4.3.1 Insufficient system storage` while the
+  /// file system holding `storage_path` has less than `min_free_space` octets free, or less
+  /// than that plus one and a half times the size the client declares (SIZE=). A message the
+  /// queue could not store is turned away before its data, and what is left stays for the
+  /// delivery state and the bounces of the mail already queued. Empty path or 0: no check.
+  std::string storage_path;
+  std::uint64_t min_free_space = 0;
   std::uint32_t max_sessions = 1000;
   Duration idle_timeout{std::chrono::minutes(5)};  ///< no byte from the client for this long
   int backlog = 511;
   /// Per-session events for logging: "connect", "reject: not allowed", "reject: too many
   /// sessions", "reject: shutting down", "tls: TLSv1.2 TLS_ECDHE_...", "tls failed: <why>",
-  /// "auth: <user>", "auth failed: <user>", "auth unavailable: <user>", "close: <reason>" (QUIT,
+  /// "auth: <user>", "auth failed: <user>", "auth unavailable: <user>", "storage low: <free>
+  /// free on the queue's file system, ..." (the first MAIL refused for the reserve), "storage
+  /// ok: <free> free ..." (the first MAIL accepted again), "refuse: insufficient storage for
+  /// SIZE=<n> ..." (a declared size that does not fit), "close: <reason>" (QUIT,
   /// idle timeout, client closed, too many errors, shutdown, write failed: ..., read failed:
   /// ..., TLS handshake failed). Passwords never appear. Optional.
   std::function<void(const std::string& client, const std::string& what)> on_session_event;
@@ -93,7 +104,8 @@ struct SmtpListenerStats {
   std::uint64_t tls_handshakes = 0;  ///< STARTTLS handshakes completed
   std::uint64_t tls_failures = 0;    ///< handshakes that failed
   std::uint64_t auth_successes = 0;
-  std::uint64_t auth_failures = 0;  ///< `AuthVerdict::rejected`
+  std::uint64_t auth_failures = 0;     ///< `AuthVerdict::rejected`
+  std::uint64_t storage_refusals = 0;  ///< MAIL refused for want of free space (452 4.3.1)
 };
 
 /// Loads a certificate chain and its key as the listener would (for a configuration check):

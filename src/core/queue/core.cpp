@@ -156,8 +156,11 @@ void QueueCore::enqueue(const Envelope& envelope, std::string body, Queue::Enque
     inserting_.erase(entry->id.value);
     if (!stored) {
       const Error& e = stored.error();
-      done(Error(errc::storage_failure, "could not store the message: " +
-                                            (e.message.empty() ? e.code.message() : e.message)));
+      // A full disk stays a full disk (452 4.3.1 for an SMTP client); anything else the
+      // storage says is a storage failure.
+      const errc code = e.code == errc::storage_full ? errc::storage_full : errc::storage_failure;
+      done(Error(code, "could not store the message: " +
+                           (e.message.empty() ? e.code.message() : e.message)));
       return;
     }
     const MessageRecord& m = *entry;

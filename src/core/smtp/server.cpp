@@ -341,6 +341,7 @@ Reply enqueue_refusal(const Error& e) {
   // Which file and which system error are for the operator (the log), not for the client.
   if (e.code == errc::storage_failure)
     return Reply(451, "4.3.0", "Requested action aborted: local storage failure, try again later");
+  if (e.code == errc::storage_full) return Reply(452, "4.3.1", "Insufficient system storage");
   if (e.code == errc::shutting_down || e.code == errc::bad_state)
     return Reply(451, "4.3.0", "Requested action aborted: " + e.message);
   if (e.code == errc::no_recipients || e.code == errc::invalid_address ||

@@ -260,7 +260,7 @@ void SmtpServerSession::Impl::cmd_mail(std::string_view args) {
   if (callbacks.check_sender) {
     const Reply verdict = ask_policy([&] {
       return callbacks.check_sender(
-          SenderCheck{m.envelope.reverse_path, auth_user, client_address, tls});
+          SenderCheck{m.envelope.reverse_path, auth_user, client_address, tls, m.size});
     });
     if (!verdict.positive()) return refuse(verdict);
   }
