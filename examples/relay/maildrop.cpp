@@ -55,6 +55,15 @@ int sync_dir(const std::string& path) {
   return rc;
 }
 
+// "/a/b" -> "/a", "b" -> ".", "/a" -> "/".
+std::string fs_parent(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const auto slash = p.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : p.substr(0, slash);
+}
+
 int write_all(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
@@ -190,8 +199,15 @@ Result<MessageId> write_maildrop(const std::string& spool, const Envelope& envel
   struct stat st {};
   if (::stat(spool.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
     return Error(errc::bad_state, "the spool " + spool + " is not a directory");
-  for (const std::string& d : {spool, dir, tmpdir})
+  for (const std::string& d : {spool, dir, tmpdir}) {
+    const bool existed = ::access(d.c_str(), F_OK) == 0;
     if (int err = make_dir(d)) return sys_error("create directory " + d, err);
+    // A directory made here is durable in its parent before a message is filed under it
+    // (a power cut must not take the maildrop, and the message with it).
+    const std::string parent = fs_parent(d);
+    if (!existed)
+      if (int err = sync_dir(parent)) return sys_error("sync " + parent, err);
+  }
 
   std::random_device rd;
   std::mt19937_64 rng((static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^

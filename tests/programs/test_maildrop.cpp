@@ -24,6 +24,7 @@
 #include "mailq/spool/layout.h"
 #include "support/daemon.h"
 #include "support/opened_spool.h"
+#include "support/powercut.h"
 #include "support/servers.h"
 #include "support/tool_runner.h"
 
@@ -515,3 +516,30 @@ TEST_CASE("a relay sets aside a maildrop file it cannot read, and says so", "[ma
 }
 
 #endif  // MAILQ_RELAY_BIN && MAILQ_SEND_BIN && MAILQ_QUEUE_BIN
+
+TEST_CASE("what mailq-send said it filed survives a power cut, on a spool it made itself",
+          "[maildrop][tools][send][powercut]") {
+  PowerCutMount power;
+  const std::string spool = power.path() + "/spool";  // made by the first mailq-send
+  std::set<std::string> ids;
+  for (int i = 0; i < 12; ++i) {
+    const auto r = send(spool, {"u" + std::to_string(i) + "@example.com"});
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    REQUIRE(r.out.size() == 14);
+    ids.insert(r.out.substr(0, 13));
+  }
+  power.cut();
+  INFO(power.stats());
+  const auto listed = relay::list_maildrop(spool);
+  REQUIRE(listed);
+  std::set<std::string> found;
+  for (MessageId id : listed.value()) {
+    found.insert(id.to_string());
+    const auto e = relay::read_maildrop_file(spool + "/maildrop/" + id.to_string(), id, 1 << 20);
+    INFO(id.to_string());
+    REQUIRE(e);
+    CHECK(e.value().body.find("Hello Bob.") != std::string::npos);
+  }
+  CHECK(found == ids);
+}
