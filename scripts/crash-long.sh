@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The long forms of the crash tests, each printing its figures: the spool crash rounds, the
 # engine under SIGKILL and under power cuts (tests/crash/powercut_fs.cpp) on both spool layouts,
-# and mailq-relay over SMTP ingest under power cuts. CI runs the short forms (a handful of
-# rounds) as part of the suite; this runs 50 to 100 rounds of each (MAILQ_LONG_TESTS=1).
+# mailq-relay over SMTP ingest under power cuts, then the soak run (scripts/soak.sh: an hour
+# per spool layout; MAILQ_SOAK_SECONDS sets it, 0 leaves it out). CI runs the short forms (a
+# handful of rounds, 45 s of soak) as part of the suite; this runs 50 to 100 rounds of each
+# (MAILQ_LONG_TESTS=1).
 #
 #   scripts/crash-long.sh [BUILD_DIR]     default build-test (built first)
 set -euo pipefail
@@ -23,4 +25,8 @@ run() {
 run mailq_integration_tests "[spool][crash]"
 run mailq_integration_tests "[engine][crash]"
 run mailq_program_tests "[relay][crash][powercut]"
+soak_seconds=${MAILQ_SOAK_SECONDS:-3600}
+if [[ $soak_seconds -gt 0 ]]; then
+  "$root/scripts/soak.sh" "$soak_seconds" "$build" || status=1
+fi
 exit $status

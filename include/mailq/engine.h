@@ -113,7 +113,8 @@ class Engine {
 
   /// Queues a message; thread-safe. `done` runs exactly once on the loop thread, never inside
   /// `submit`: with the id once the message is durable, or with the error (the Queue's
-  /// validation errors, `errc::storage_failure`, `errc::queue_full` past
+  /// validation errors, `errc::storage_full` when the disk is full, `errc::storage_failure`
+  /// for any other storage error, `errc::queue_full` past
   /// `max_queued_messages`). After `stop` was called it runs at once, on the calling thread,
   /// with `errc::shutting_down`.
   void submit(Envelope envelope, std::string body, SubmitDone done, EnqueueOptions options = {});

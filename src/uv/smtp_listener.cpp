@@ -133,7 +133,9 @@ struct SmtpListener::Impl : std::enable_shared_from_this<Impl> {
 
   std::optional<Reply> check_storage(const std::string& client, std::uint64_t declared) {
     struct statvfs st {};
-    if (::statvfs(options.storage_path.c_str(), &st) != 0) return std::nullopt;  // the queue says
+    // A file system that cannot tell (no statvfs, or no size: some FUSE mounts): the queue
+    // says what it could not store.
+    if (::statvfs(options.storage_path.c_str(), &st) != 0 || st.f_blocks == 0) return std::nullopt;
     const std::uint64_t free = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
     const Reply refusal(452, "4.3.1", "Insufficient system storage");
     if (free < options.min_free_space) {

@@ -367,7 +367,11 @@ int op_write(const char* path, const char* buf, size_t size, off_t off, fuse_fil
     if (command.substr(0, 3) == "cut") {
       power_cut();
     } else if (command.substr(0, 9) == "capacity ") {
-      g->capacity = std::strtoull(std::string(command.substr(9)).c_str(), nullptr, 10);
+      const std::string number(command.substr(9));
+      char* end = nullptr;
+      const unsigned long long bytes = std::strtoull(number.c_str(), &end, 10);
+      if (number.empty() || (*end != '\0' && *end != '\n')) return -EINVAL;
+      g->capacity = bytes;
     } else {
       return -EINVAL;
     }

@@ -645,7 +645,6 @@ TEST_CASE(
   CHECK(
       f.has_event("127.0.0.1 storage low: 10 MiB free on the queue's file system, under the "
                   "reserve of 16 MiB: MAIL refused with 452 4.3.1 until there is room"));
-  CHECK(f.messages.empty());
 
   // Space comes back.
   std::filesystem::remove(disk.path() + "/ballast");

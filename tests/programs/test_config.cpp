@@ -67,6 +67,7 @@ TEST_CASE("the example configuration loads and every value lands where it belong
   CHECK(c.listen.max_recipients == 1000);
   CHECK(c.listen.max_sessions == 1000);
   CHECK(c.listen.idle_timeout == Duration(5min));
+  CHECK(c.listen.min_free_space == 16777216);
 
   CHECK(c.resolver.nameservers == std::vector<std::string>{"127.0.0.1:53"});
   CHECK(c.resolver.timeout == Duration(5s));
@@ -215,6 +216,7 @@ TEST_CASE("the example file shows the library defaults where it claims to", "[co
   CHECK(e.listen.max_recipients == mailq::relay::ListenConfig{}.max_recipients);
   CHECK(e.listen.max_sessions == mailq::relay::ListenConfig{}.max_sessions);
   CHECK(e.listen.idle_timeout == mailq::relay::ListenConfig{}.idle_timeout);
+  CHECK(e.listen.min_free_space == mailq::relay::ListenConfig{}.min_free_space);
   CHECK(e.resolver.tries == m.resolver.tries);
   CHECK(e.resolver.query_deadline == m.resolver.query_deadline);
   CHECK(e.mx_port == m.mx_port);
@@ -325,9 +327,10 @@ TEST_CASE("listen given as a string opens a loopback-only listener", "[config]")
 
   auto v6 = parse_config(
       "spool = \"/s\"\nlisten = { address = \"[::1]:2525\", networks = [\"::1\"], "
-      "max_recipients = 5 }\n");
+      "max_recipients = 5, min_free_space = 0 }\n");
   INFO((v6 ? std::string() : v6.error().message));
   REQUIRE(v6);
+  CHECK(v6->listen.min_free_space == 0);  // no reserve: the check is off
   CHECK(v6->listen.host == "::1");
   CHECK(v6->listen.port == 2525);
   REQUIRE(v6->listen.networks.size() == 1);
@@ -455,6 +458,8 @@ TEST_CASE("every invalid configuration gets one exact FILE:LINE: key: what", "[c
        "without a listener)"},
       {"spool = \"/s\"\n[listen]\naddress = \"127.0.0.1:25\"\nmax_sessions = 0\n",
        "relay.toml:4: listen.max_sessions: 0 is not allowed (must be at least 1)"},
+      {"spool = \"/s\"\n[listen]\naddress = \"127.0.0.1:25\"\nmin_free_space = \"16M\"\n",
+       "relay.toml:4: listen.min_free_space: expected an integer, got a string"},
       {"spool = \"/s\"\n[listen]\naddress = \"127.0.0.1:25\"\nmax_session = 10\n",
        "relay.toml:4: listen.max_session: unknown key (did you mean \"max_sessions\"?)"},
       {"spool = \"/s\"\nmetrics = \"0.0.0.0:9100\"\n",

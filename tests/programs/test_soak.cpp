@@ -28,6 +28,7 @@
 
 #include "examples/relay/control.h"
 #include "support/daemon.h"
+#include "support/opened_spool.h"
 #include "support/powercut.h"
 #include "support/servers.h"
 #include "support/tool_runner.h"
@@ -161,11 +162,13 @@ void run_soak(const std::string& layout) {
   const bool long_mode = long_tests && std::string(long_tests) == "1";
   int total_seconds = long_mode ? 3600 : 45;
   if (const char* s = std::getenv("MAILQ_SOAK_SECONDS")) total_seconds = std::atoi(s);
-  REQUIRE(total_seconds >= 20);
-  // A kill every 12 s in the short form (every 2 minutes in an hour's run), give or take a
-  // third; the disk is full for 10 s out of every 30 (15 s out of 5 minutes).
-  const double kill_every = long_mode ? 120 : 12;
-  const double fill_every = long_mode ? 300 : 30, fill_for = long_mode ? 15 : 10;
+  REQUIRE(total_seconds >= 30);  // room for a kill and a full disk
+  // A kill every 12 s in the short form (every 2 minutes in an hour's run: a thirtieth of the
+  // run, 12 s at least), give or take a third; the disk is full for 10 s out of every 30 (15 s
+  // out of every 5 minutes: a twelfth of the run, 30 s at least).
+  const double kill_every = long_mode ? std::clamp(total_seconds / 30.0, 12.0, 120.0) : 12;
+  const double fill_every = long_mode ? std::clamp(total_seconds / 12.0, 30.0, 300.0) : 30;
+  const double fill_for = long_mode && fill_every >= 150 ? 15 : 10;
   const double rate = long_mode ? 60 : 120;
 
   std::random_device rd;
@@ -178,7 +181,10 @@ void run_soak(const std::string& layout) {
   disk.set_capacity(kDisk);
   TempDir dir;
   std::string error;
-  SmtpSink live, slow({"-w", "1"}), tempfail({"-r", "RCPT"}), hardfail({"-f", "RCPT"}), bounces;
+  // The destinations outlive the run (a sink's default life is 10 minutes).
+  const std::chrono::seconds sink_life(total_seconds + 900);
+  SmtpSink live({}, sink_life), slow({"-w", "1"}, sink_life), tempfail({"-r", "RCPT"}, sink_life),
+      hardfail({"-f", "RCPT"}, sink_life), bounces({}, sink_life);
   for (SmtpSink* s : {&live, &slow, &tempfail, &hardfail, &bounces}) REQUIRE(s->start(&error));
   const std::uint16_t refused_port = free_tcp_port();  // nothing listens there
   const std::uint16_t listen_port = free_tcp_port();
@@ -210,9 +216,10 @@ void run_soak(const std::string& layout) {
                  route("tcp_bounces", "sender.test", bounces.port()));
   {
     std::string out;
+    const int status =
+        run_program({MAILQ_RELAY_BIN, "--check", "--config", dir.file("relay.toml")}, &out);
     INFO(out);
-    REQUIRE(run_program({MAILQ_RELAY_BIN, "--check", "--config", dir.file("relay.toml")}, &out) ==
-            0);
+    REQUIRE(status == 0);
   }
 
   std::string domain_list;
@@ -370,12 +377,31 @@ void run_soak(const std::string& layout) {
   CHECK(relay->wait(30s) == 0);
   count();
 
-  // What is still queued, and why (the relay stopped: mailq-queue reads the spool).
+  // What is still queued, and why: the messages themselves (with the reply that deferred them)
+  // and the notifications of those that bounced but whose bounce had not gone out yet, read from
+  // the stopped relay's spool; and what an operator sees of it (mailq-queue list).
+  std::map<long long, bool> queued_originals;  // message -> a pending recipient has a reply
+  std::set<long long> queued_bounces;
+  {
+    OpenedSpool stopped(spool);
+    for (const auto& m : stopped.stored()) {
+      const long long seq = header_number(m.body, "X-Soak-Seq");
+      if (seq < 0) continue;
+      if (m.record.reverse_path.empty()) {
+        queued_bounces.insert(seq);
+        continue;
+      }
+      bool reason = false;
+      for (const auto& r : m.record.recipients)
+        reason = reason || (!is_final(r.state) && !r.last_reply.empty());
+      queued_originals[seq] = reason;
+    }
+  }
   const ToolRun listing = run_tool({MAILQ_QUEUE_BIN, "--spool", spool, "list"});
   INFO(listing.err);
   REQUIRE(listing.status == 0);
-  std::size_t queued = 0, lost = 0, queued_without_reason = 0, hardfail_delivered = 0,
-              stuck_delivered = 0;
+  std::size_t queued = 0, bounce_queued = 0, lost = 0, queued_without_reason = 0, not_listed = 0,
+              hardfail_delivered = 0, stuck_delivered = 0;
   std::string missing;
   for (const auto& [n, id] : acked) {
     const std::string& domain = kDomains[static_cast<std::size_t>(n) % kDomains.size()];
@@ -385,13 +411,14 @@ void run_soak(const std::string& layout) {
         ++stuck_delivered;
       continue;
     }
-    const auto at = listing.out.find(id);
-    if (at != std::string::npos) {
+    if (auto q = queued_originals.find(n); q != queued_originals.end()) {
       ++queued;
-      const std::string line = listing.out.substr(at, listing.out.find('\n', at) - at);
-      // "ID AGE SIZE deferred SENDER RECIPIENTS DESTINATION LAST-ERROR" ("-" for none)
-      if (line.find(" deferred ") == std::string::npos || line.back() == '-')
-        ++queued_without_reason;
+      if (!q->second) ++queued_without_reason;
+      if (listing.out.find(id + " ") == std::string::npos) ++not_listed;
+      continue;
+    }
+    if (queued_bounces.count(n)) {
+      ++bounce_queued;
       continue;
     }
     ++lost;
@@ -410,7 +437,8 @@ void run_soak(const std::string& layout) {
   report << "soak, " << layout << " spool, " << total_seconds << " s: " << acked.size()
          << " acknowledged (250), refused:" << refusal_text << ", " << delivered.size()
          << " delivered (" << delivered_to["live.test"] << " live, " << delivered_to["slow.test"]
-         << " slow), " << bounced.size() << " bounced, " << queued << " still queued, " << lost
+         << " slow), " << bounced.size() << " bounced (" << bounce_queued
+         << " more bounced with the bounce still queued), " << queued << " still queued, " << lost
          << " lost, " << duplicates << " duplicates, " << unacked << " delivered without a 250; "
          << kills << " SIGKILLs, " << fills << " times the disk full (" << disk.stats() << ")\n";
   for (std::size_t i = 0; i < lifetimes.size(); ++i)
@@ -424,6 +452,7 @@ void run_soak(const std::string& layout) {
   CHECK(hardfail_delivered == 0);
   CHECK(stuck_delivered == 0);
   CHECK(queued_without_reason == 0);
+  CHECK(not_listed == 0);
   CHECK(kills > 0);
   CHECK(fills > 0);
   // The full disk was told to clients in the words of RFC 3463 (mail system full).

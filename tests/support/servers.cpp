@@ -298,7 +298,8 @@ bool wait_for_listener(const std::string& address, std::uint16_t port,
 
 // --- smtp-sink -----------------------------------------------------------------------------
 
-SmtpSink::SmtpSink(std::vector<std::string> flags) : flags_(std::move(flags)) {}
+SmtpSink::SmtpSink(std::vector<std::string> flags, std::chrono::seconds lifetime)
+    : flags_(std::move(flags)), lifetime_(lifetime) {}
 
 bool SmtpSink::start(std::string* error) {
   const char* binary = "/usr/sbin/smtp-sink";
@@ -313,7 +314,7 @@ bool SmtpSink::start(std::string* error) {
     port_ = free_tcp_port();
     if (port_ == 0) continue;
     // coreutils' timeout bounds an orphaned sink's life and forwards SIGTERM to it.
-    std::vector<std::string> argv{"timeout", "-k", "5", "600", binary};
+    std::vector<std::string> argv{"timeout", "-k", "5", std::to_string(lifetime_.count()), binary};
     if (::geteuid() == 0) {
       argv.push_back("-u");
       argv.push_back("nobody");

@@ -75,8 +75,10 @@ bool wait_for_listener(const std::string& address, std::uint16_t port,
 /// Postfix's smtp-sink on 127.0.0.1, dumping each message to a file (`-d`).
 class SmtpSink {
  public:
-  /// `flags` are extra smtp-sink options ("-p", "-r", "RCPT", ...).
-  explicit SmtpSink(std::vector<std::string> flags = {});
+  /// `flags` are extra smtp-sink options ("-p", "-r", "RCPT", ...). The sink ends after
+  /// `lifetime` whatever happens (an orphan does not outlive it).
+  explicit SmtpSink(std::vector<std::string> flags = {},
+                    std::chrono::seconds lifetime = std::chrono::seconds(600));
   ~SmtpSink() { stop(); }
 
   bool start(std::string* error);
@@ -91,6 +93,7 @@ class SmtpSink {
 
  private:
   std::vector<std::string> flags_;
+  std::chrono::seconds lifetime_;
   TempDir dir_;
   ChildProcess process_;
   std::uint16_t port_ = 0;

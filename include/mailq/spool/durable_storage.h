@@ -39,7 +39,8 @@ class DurableStorage : public Storage {
   // --- Storage ---
   /// Errors through `done`, never before `insert` returns: `errc::storage_full` (no space
   /// left, ENOSPC or EDQUOT) or `errc::storage_failure` (permission denied, read-only file
-  /// system, I/O error): nothing is left behind and nothing already stored is touched; `errc::bad_state` (the id is already stored, or
+  /// system, I/O error): nothing is left behind and nothing already stored is touched;
+  /// `errc::bad_state` (the id is already stored, or
   /// the spool held messages when it was opened and `load` has not run yet:
   /// `Queue::recover` comes before the first enqueue, or they would never be delivered),
   /// `errc::invalid_parameter` (id 0 or no recipient), `errc::message_too_large` (body of
@@ -47,11 +48,11 @@ class DurableStorage : public Storage {
   void insert(const MessageRecord& record, std::string_view body, Done done) final;
   /// Errors: `errc::not_found`, `errc::bad_state` (an index beyond the recipient list: it is
   /// immutable), `errc::invalid_parameter` (indices out of order or twice),
-  /// `errc::storage_failure` (the previous state is kept).
+  /// `errc::storage_full` or `errc::storage_failure` (the previous state is kept).
   Result<void> update(const RecordChange& change) final;
-  /// Errors: `errc::not_found`, `errc::storage_failure`.
+  /// Errors: `errc::not_found`, `errc::storage_full`, `errc::storage_failure`.
   Result<void> append_attempt(MessageId id, const AttemptRecord& attempt) final;
-  /// Errors: `errc::not_found`, `errc::storage_failure`.
+  /// Errors: `errc::not_found`, `errc::storage_full`, `errc::storage_failure`.
   Result<void> remove(MessageId id) final;
   /// Errors: `errc::not_found`, `errc::corrupt_record` (the body fails its checksum),
   /// `errc::storage_failure`.
