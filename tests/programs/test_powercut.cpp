@@ -50,17 +50,6 @@ while True:
         time.sleep(0.02)
 )";
 
-long long header_number(const std::string& dump, const std::string& name) {
-  const std::string key = "\n" + name + ": ";
-  const auto at = dump.find(key);
-  if (at == std::string::npos) return -1;
-  const auto start = at + key.size();
-  const auto end = dump.find('\n', start);
-  const std::string digits = dump.substr(start, end - start);
-  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
-  return std::stoll(digits);
-}
-
 void run_ingest_powercut(const std::string& layout) {
   const char* long_tests = std::getenv("MAILQ_LONG_TESTS");
   const int rounds = (long_tests && std::string(long_tests) == "1") ? 50 : 4;

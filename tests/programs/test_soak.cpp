@@ -83,17 +83,6 @@ while True:
         time.sleep(0.05)
 )";
 
-long long header_number(const std::string& text, const std::string& name) {
-  const std::string key = "\n" + name + ": ";
-  const auto at = text.find(key);
-  if (at == std::string::npos) return -1;
-  const auto start = at + key.size();
-  const auto end = text.find_first_of("\r\n", start);
-  const std::string digits = text.substr(start, end - start);
-  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
-  return std::stoll(digits);
-}
-
 // What /proc says of a process: resident memory (KiB) and open descriptors; 0 when gone.
 struct Sample {
   long rss_kib = 0;

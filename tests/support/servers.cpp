@@ -117,6 +117,17 @@ void write_file(const std::string& path, std::string_view content) {
   out.write(content.data(), static_cast<std::streamsize>(content.size()));
 }
 
+long long header_number(const std::string& text, const std::string& name) {
+  const std::string key = "\n" + name + ": ";
+  const auto at = text.find(key);
+  if (at == std::string::npos) return -1;
+  const auto start = at + key.size();
+  const auto end = text.find_first_of("\r\n", start);
+  const std::string digits = text.substr(start, end - start);
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoll(digits);
+}
+
 std::vector<std::string> list_files(const std::string& dir, std::string_view prefix) {
   std::vector<std::string> names;
   std::error_code ec;

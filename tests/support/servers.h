@@ -40,6 +40,9 @@ std::string read_file(const std::string& path);
 void write_file(const std::string& path, std::string_view content);
 /// Regular files of `dir` whose name starts with `prefix`, sorted by name.
 std::vector<std::string> list_files(const std::string& dir, std::string_view prefix = {});
+/// The value of header field `name` (the first line "\nNAME: digits" in `text`) as a number;
+/// -1 when there is none or it is not all digits. Numbered test messages carry such fields.
+long long header_number(const std::string& text, const std::string& name);
 
 /// Runs a program to completion, its output (stdout and stderr) in `*output`. Returns the
 /// exit status, or -1 when it could not run or was killed after `limit`.
