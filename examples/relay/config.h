@@ -63,9 +63,10 @@ struct ListenConfig {
 /// Everything the relay needs. `load_config` fills it; defaults are those of the library
 /// objects unless said otherwise.
 struct RelayConfig {
-  std::string file;                                   ///< the path it was read from
-  std::string spool;                                  ///< required
-  spool::Layout spool_layout = spool::Layout::files;  ///< "files" or "segments"
+  std::string file;   ///< the path it was read from
+  std::string spool;  ///< required
+  /// "files" or "segments"; unset: the layout the spool holds, "segments" for a new one
+  std::optional<spool::Layout> spool_layout;
   std::string log;      ///< "" = standard output; "-" = standard output too
   std::string helo;     ///< default: the host name
   std::string control;  ///< control socket path; default "<spool>/control.sock"

@@ -183,7 +183,11 @@ std::string print_config(const RelayConfig& c) {
   if (!c.file.empty()) out += " of " + c.file;
   out += ", defaults included\n";
   out += "spool = " + q(c.spool) + "\n";
-  out += fmt::format("spool_layout = {}\n", q(spool::to_string(c.spool_layout)));
+  if (c.spool_layout)
+    out += fmt::format("spool_layout = {}\n", q(spool::to_string(*c.spool_layout)));
+  else
+    out += fmt::format("# spool_layout: not set, the layout the spool holds ({} for a new one)\n",
+                       q(spool::to_string(spool::kDefaultLayout)));
   out += "log = " + q(c.log) + "  # \"\" = standard output\n";
   out += "helo = " + q(c.helo) + "\n";
   out += "control = " + q(c.control) + "\n";

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -117,6 +118,7 @@ struct Relay::Impl {
 
   std::unique_ptr<uv::LoopClock> clock;
   std::unique_ptr<spool::DurableStorage> spool;
+  spool::Layout layout = spool::kDefaultLayout;  // what the spool was opened as
   std::unique_ptr<ares::AresResolver> resolver;
   std::unique_ptr<uv::UvTransport> transport;
   std::optional<RouteTable> routes;
@@ -226,11 +228,13 @@ struct Relay::Impl {
     so.on_error = [this](const Error& e) { spool_error(e.message); };
     spool::SegmentOptions sego;
     sego.on_error = so.on_error;
-    auto opened = spool::open_spool(config.spool, *clock, config.spool_layout, so, sego);
+    const auto opening = std::chrono::steady_clock::now();
+    layout = spool::choose_layout(config.spool, config.spool_layout);
+    auto opened = spool::open_spool(config.spool, *clock, layout, so, sego);
     if (!opened) {
       const bool locked = opened.error().code == errc::in_use;
       std::string hint = locked ? " (is another mailq-relay running on it?)" : "";
-      if (auto found = spool::detect_layout(config.spool); found && *found != config.spool_layout)
+      if (auto found = spool::detect_layout(config.spool); found && *found != layout)
         hint = fmt::format(" (set spool_layout = \"{}\" to run on it)", spool::to_string(*found));
       return fail(locked ? kExitUnavailable : kExitCantCreate,
                   Error(opened.error().code, opened.error().message + hint));
@@ -308,8 +312,11 @@ struct Relay::Impl {
 
     if (options.handle_signals) install_signals();
 
+    const double recovery_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - opening).count();
     std::string what =
-        fmt::format("started: spool {}, {} recovered", config.spool, messages(report.recovered));
+        fmt::format("started: spool {} ({}), {} recovered in {:.2f} s", config.spool,
+                    spool::to_string(layout), messages(report.recovered), recovery_seconds);
     if (report.quarantined) what += fmt::format(", {} quarantined", report.quarantined);
     if (listener) what += fmt::format(", listening on {}", config.listen.address);
     if (control) what += ", control " + config.control;

@@ -106,7 +106,8 @@ Result<std::unique_ptr<spool::DurableStorage>> open_tool_spool(
   // What the directory holds is the truth; the configuration decides for a new spool.
   const spool::Layout layout =
       spool::detect_layout(target.spool)
-          .value_or(target.config ? target.config->spool_layout : spool::Layout::files);
+          .value_or(spool::choose_layout(
+              target.spool, target.config ? target.config->spool_layout : std::nullopt));
   spool::SpoolOptions files;
   files.on_error = on_error;
   spool::SegmentOptions segments;

@@ -39,8 +39,8 @@ Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
                                        const std::string& control_option);
 
 /// Opens the spool a tool works on, in the layout the directory holds (`spool::detect_layout`),
-/// else the configuration's `spool_layout`, else files. `on_error` receives every failure the
-/// spool meets, those with no caller to return to (a background sync) included.
+/// else the configuration's `spool_layout`, else segments (a new spool). `on_error` receives every
+/// failure the spool meets, those with no caller to return to (a background sync) included.
 Result<std::unique_ptr<spool::DurableStorage>> open_tool_spool(
     const ToolTarget& target, Clock& clock, std::function<void(const Error&)> on_error = {});
 

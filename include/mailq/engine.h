@@ -60,8 +60,10 @@ struct EngineParts {
 
 /// Where the engine's own spool lives.
 struct SpoolConfig {
-  std::string directory;                        ///< required unless `parts.storage` is given
-  spool::Layout layout = spool::Layout::files;  ///< files (seed 002's ZZ files) or segments
+  std::string directory;  ///< required unless `parts.storage` is given
+  /// files (seed 002's ZZ files) or segments; unset: the layout the directory holds, segments
+  /// for a new spool (`spool::choose_layout`).
+  std::optional<spool::Layout> layout;
 };
 
 /// The engine has nothing to do now: nothing in flight, nothing due, no submission waiting.

@@ -85,7 +85,9 @@ struct Engine::Impl final : EventSink {
     } else {
       if (config.spool.directory.empty())
         return Error(errc::invalid_parameter, "spool: no directory (EngineConfig::spool)");
-      auto spool = spool::open_spool(config.spool.directory, *clock, config.spool.layout);
+      auto spool =
+          spool::open_spool(config.spool.directory, *clock,
+                            spool::choose_layout(config.spool.directory, config.spool.layout));
       if (!spool) return spool.error();
       storage = std::move(spool.value());
     }

@@ -42,6 +42,11 @@ std::optional<Layout> detect_layout(const std::string& directory) {
   return std::nullopt;
 }
 
+Layout choose_layout(const std::string& directory, std::optional<Layout> configured) {
+  if (configured) return *configured;
+  return detect_layout(directory).value_or(kDefaultLayout);
+}
+
 Result<std::unique_ptr<DurableStorage>> open_spool(const std::string& directory, Clock& clock,
                                                    Layout layout, const SpoolOptions& files,
                                                    const SegmentOptions& segments) {

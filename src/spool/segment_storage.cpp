@@ -1357,5 +1357,11 @@ std::string SegmentStorage::segment_of(MessageId id) const {
   return Impl::where_seg(e->seg);
 }
 
+std::string SegmentStorage::locator(const MessageRecord& m, std::uint32_t attempts_before) const {
+  std::string where = segment_of(m.id);
+  if (where.empty()) where = "segments";  // not stored (an event after its removal)
+  return where + "#" + queue_file_name(m.id, attempts_before);
+}
+
 }  // namespace spool
 }  // namespace mailq

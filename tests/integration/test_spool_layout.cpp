@@ -49,6 +49,46 @@ TEST_CASE("detect_layout reads what a directory holds", "[spool][layout]") {
   CHECK(detect_layout(dir / "files") == Layout::files);
 }
 
+TEST_CASE(
+    "choose_layout keeps the layout a directory holds and makes a new spool a segment spool, "
+    "whose locator names a segment file that exists",
+    "[spool][layout]") {
+  TempDir dir;
+  ManualClock clock;
+  using mailq::spool::choose_layout;
+  CHECK(mailq::spool::kDefaultLayout == Layout::segments);
+  CHECK(choose_layout(dir / "new", std::nullopt) == Layout::segments);
+  CHECK(choose_layout(dir / "new", Layout::files) == Layout::files);
+  {
+    auto f = open_spool(dir / "files", clock, Layout::files);
+    REQUIRE(f);
+    insert_ok(**f, clock, sample_record(8), "eight\r\n");
+    (*f)->flush();
+    // The file spool's locator is the message file itself.
+    const mailq::MessageRecord m = sample_record(8);
+    const std::string where = (*f)->locator(m, 0);
+    CHECK(where.rfind("queue/", 0) == 0);
+    CHECK(fs::is_regular_file(dir / "files" + "/" + where));
+  }
+  CHECK(choose_layout(dir / "files", std::nullopt) == Layout::files);
+  CHECK(choose_layout(dir / "files", Layout::segments) == Layout::segments);  // then refused
+
+  auto s = open_spool(dir / "new", clock, choose_layout(dir / "new", std::nullopt));
+  REQUIRE(s);
+  insert_ok(**s, clock, sample_record(9), "nine\r\n");
+  (*s)->flush();
+  const mailq::MessageRecord m = sample_record(9);
+  const std::string name = mailq::queue_file_name(m.id, 0);
+  CHECK((*s)->locator(m, 0) == "segments/0000000000000001.seg#" + name);
+  CHECK(fs::is_regular_file(dir / "new/segments/0000000000000001.seg"));
+  // The attempt letter counts the attempts before, as in the file spool's names.
+  CHECK((*s)->locator(m, 2) == "segments/0000000000000001.seg#" + mailq::queue_file_name(m.id, 2));
+  CHECK(mailq::queue_file_name(m.id, 2).rfind("ZX", 0) == 0);
+  // Not stored (an event after its removal): no segment named.
+  REQUIRE((*s)->remove(m.id));
+  CHECK((*s)->locator(m, 1) == "segments#" + mailq::queue_file_name(m.id, 1));
+}
+
 TEST_CASE("open_spool opens the layout asked for and refuses a directory of the other one",
           "[spool][layout]") {
   TempDir dir;

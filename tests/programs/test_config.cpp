@@ -50,7 +50,7 @@ TEST_CASE("the example configuration loads and every value lands where it belong
   CHECK(c.log == "/var/log/mailq/mail.log");
   CHECK(c.helo == "mx.example.org");
   CHECK(c.control == "/var/spool/mailq/control.sock");
-  CHECK(c.spool_layout == mailq::spool::Layout::files);
+  CHECK(c.spool_layout == mailq::spool::Layout::segments);
   CHECK(c.metrics == "127.0.0.1:9100");
 
   CHECK(c.listen.address == "127.0.0.1:2525");
@@ -278,7 +278,7 @@ TEST_CASE("a configuration with only the spool takes the documented defaults", "
   CHECK(cfg->deliverer.helo_name == host_name());
   CHECK(cfg->queue.reporting_mta == host_name());
   CHECK(cfg->control == "/srv/mailq/control.sock");
-  CHECK(cfg->spool_layout == mailq::spool::Layout::files);
+  CHECK_FALSE(cfg->spool_layout.has_value());  // the spool's own, segments for a new one
   CHECK(cfg->metrics.empty());
   CHECK(cfg->listen.address.empty());
   CHECK(cfg->resolver.nameservers.empty());

@@ -32,6 +32,7 @@
 #include "mailq/uv/loop_clock.h"
 #include "mailq/uv/transport.h"
 #include "support/daemon.h"
+#include "support/opened_spool.h"
 #include "support/raw_client.h"
 #include "support/servers.h"
 #include "support/test_loop.h"
@@ -100,13 +101,22 @@ std::size_t count_of(const std::string& haystack, std::string_view needle) {
   return n;
 }
 
-// Message files of a spool (queue/<channel>/Z*), names only.
+// The messages a stopped relay's spool holds, in either layout, by their seed-002 names: the
+// message files of a file spool (queue/<channel>/Z*), the recorded names of a segment spool's
+// messages (read by opening it).
 std::vector<std::string> spool_files(const std::string& spool) {
   std::vector<std::string> out;
   std::error_code ec;
-  if (!fs::exists(spool + "/queue", ec)) return out;
-  for (auto& e : fs::recursive_directory_iterator(spool + "/queue", ec))
-    if (e.is_regular_file()) out.push_back(e.path().filename().string());
+  const auto layout = spool::detect_layout(spool);
+  if (!layout) return out;
+  if (*layout == spool::Layout::files) {
+    for (auto& e : fs::recursive_directory_iterator(spool + "/queue", ec))
+      if (e.is_regular_file()) out.push_back(e.path().filename().string());
+  } else {
+    test::OpenedSpool opened(spool);
+    for (MessageId id : opened.queue->list())
+      out.push_back(queue_file_name(id, opened.queue->find(id)->attempts));
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -189,6 +199,21 @@ struct RelayHarness {
     return r.payload.substr(0, 13);
   }
   std::string log_text() const { return read_file(log); }
+  // The running relay holds the message: `show` names its queue file (for a segment spool
+  // "segments/<n>.seg#ZZ<id>.00") and that file exists.
+  bool holds(const std::string& id) {
+    auto r = call({"show", id});
+    if (!r.ok) return false;
+    const std::string key = "queue file: ";
+    const auto p = r.payload.find(key);
+    if (p == std::string::npos) return false;
+    const auto end = r.payload.find('\n', p);
+    std::string file = r.payload.substr(p + key.size(), end - p - key.size());
+    INFO("queue file: " << file);
+    if (file.find(id) == std::string::npos) return false;
+    file = file.substr(0, file.find('#'));
+    return fs::is_regular_file(spool + "/" + file);
+  }
   bool log_has(std::string_view needle, std::chrono::milliseconds limit = 20s) {
     return wait_until([&] { return contains(log_text(), needle); }, limit);
   }
@@ -205,7 +230,8 @@ void enqueue_offline(
   TestLoop loop;
   {
     uv::LoopClock clock(loop.get());
-    auto opened = spool::open_spool(cfg->spool, clock, cfg->spool_layout);
+    auto opened =
+        spool::open_spool(cfg->spool, clock, spool::choose_layout(cfg->spool, cfg->spool_layout));
     INFO((opened ? std::string() : opened.error().message));
     REQUIRE(opened);
     spool::DurableStorage& spool = *opened.value();
@@ -488,8 +514,11 @@ TEST_CASE(
   REQUIRE(h.log_has("ZZ" + s1 + ".00"));
   REQUIRE(wait_until([&] { return count_of(h.log_text(), "smtp; 250") >= 2; }));
   const std::string log = h.log_text();
-  CHECK(contains(log, "queue/tcp_static/ZZ" + s1 + ".00"));
-  CHECK(contains(log, "queue/tcp_local/ZZ" + s2 + ".00"));
+  // The default layout (segments): the queue file field names the segment file, which
+  // exists, and the message by its seed-002 name.
+  CHECK(contains(log, "\n segments/0000000000000001.seg#ZZ" + s1 + ".00\n"));
+  CHECK(contains(log, "\n segments/0000000000000001.seg#ZZ" + s2 + ".00\n"));
+  CHECK(fs::is_regular_file(h.spool + "/segments/0000000000000001.seg"));
   CHECK(contains(log, "dns;mx.good.test (TCP|"));
 
   // A refusing destination: the first message fails to connect and marks it down
@@ -549,7 +578,6 @@ TEST_CASE(
   std::string deleted = h.ok({"delete", d2});
   CHECK(contains(deleted, "deleted " + d2));
   REQUIRE(wait_until([&] { return contains(h.ok({"list"}), "queue is empty"); }));
-  CHECK(spool_files(h.spool).empty());
 
   auto bad = h.call({"show", "NOTANID"});
   CHECK_FALSE(bad.ok);
@@ -562,6 +590,7 @@ TEST_CASE(
 
   REQUIRE(h.daemon.signal(SIGTERM));
   CHECK(h.daemon.wait(30s) == 0);
+  CHECK(spool_files(h.spool).empty());  // bounced and deleted: gone from the spool too
 }
 
 TEST_CASE(
@@ -636,8 +665,9 @@ TEST_CASE(
   const std::string queued = c.read_replies(1);
   REQUIRE(queued.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
   const std::string id = queued.substr(24, 13);
-  // Durable before the 250: the file is there (down.test keeps the message queued).
-  CHECK(has_spool_file_for(h.spool, id));
+  // Durable before the 250: the relay holds it in a file that exists (down.test keeps the
+  // message queued).
+  CHECK(h.holds(id));
   c.send("QUIT\r\n");
   CHECK(c.read_replies(1).substr(0, 3) == "221");
 
@@ -774,12 +804,10 @@ TEST_CASE(
   REQUIRE(h.daemon.signal(SIGTERM));
   CHECK(h.daemon.wait(30s) == 0);
   // Stored with the trace field the relay added.
-  bool found = false;
-  for (const auto& e : fs::recursive_directory_iterator(h.spool + "/queue"))
-    if (e.is_regular_file() &&
-        read_file(e.path().string()).find(" (mailq) with UTF8SMTP id ") != std::string::npos)
-      found = true;
-  CHECK(found);
+  test::OpenedSpool opened(h.spool);
+  const auto stored = opened.stored();
+  REQUIRE(stored.size() == 1);
+  CHECK(contains(stored[0].body, " (mailq) with UTF8SMTP id "));
 }
 
 TEST_CASE(
@@ -789,11 +817,12 @@ TEST_CASE(
   REQUIRE_UNBOUND(dns);
   RelayHarness h;
   const std::uint16_t listen_port = free_tcp_port();
-  h.write_config(h.config_text(free_tcp_port(), dns->address(),
-                               "listen = \"127.0.0.1:" + std::to_string(listen_port) + "\"\n"));
-  h.start();
-  // The spool writes new messages into tmp/ through a directory descriptor: once that
+  // The file spool writes new messages into tmp/ through a directory descriptor: once that
   // directory is deleted no file can be created in it, even by root.
+  h.write_config(h.config_text(
+      free_tcp_port(), dns->address(),
+      "spool_layout = \"files\"\nlisten = \"127.0.0.1:" + std::to_string(listen_port) + "\"\n"));
+  h.start();
   REQUIRE(::rmdir((h.spool + "/tmp").c_str()) == 0);
 
   RawClient c;
@@ -886,7 +915,7 @@ TEST_CASE(
 
   // The same directory under the file layout: refused, nothing touched.
   RelayHarness files;
-  std::string text = files.config_text(sink.port(), dns->address());
+  std::string text = files.config_text(sink.port(), dns->address(), "spool_layout = \"files\"\n");
   text.replace(text.find(files.spool), files.spool.size(), h.spool);
   files.write_config(text);
   CHECK(run_program({MAILQ_RELAY_BIN, "--config", files.config_file}, &out, 30s) == 73);
@@ -898,15 +927,28 @@ TEST_CASE(
 
   // And a file spool under the segment layout.
   RelayHarness other;
-  const std::string files_config = other.config_text(sink.port(), dns->address());
+  const std::string files_config =
+      other.config_text(sink.port(), dns->address(), "spool_layout = \"files\"\n");
   enqueue_offline(files_config, {"d@down.test"});
   std::string seg_text = files_config;
-  seg_text.insert(seg_text.find("log = "), "spool_layout = \"segments\"\n");
+  seg_text.replace(seg_text.find("spool_layout = \"files\""), 22, "spool_layout = \"segments\"");
   other.write_config(seg_text);
   CHECK(run_program({MAILQ_RELAY_BIN, "--config", other.config_file}, &out, 30s) == 73);
   CHECK(contains(out, "spool " + other.spool + " holds a file spool (" + other.spool +
                           "/queue); open it with layout = files (set spool_layout = \"files\" "
                           "to run on it)"));
+  CHECK(spool_files(other.spool).size() == 1);
+
+  // With no spool_layout the relay runs the spool in the layout it holds (a file spool made
+  // before the default became segments keeps working), and says which.
+  other.write_config(other.config_text(sink.port(), dns->address()));
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", other.config_file, "--once"}, &out, 60s) == 75);
+  const std::string files_log = other.log_text();
+  INFO(files_log);
+  CHECK(contains(files_log, "started: spool " + other.spool + " (files), 1 message recovered in "));
+  CHECK(contains(files_log, "\n queue/tcp_local/ZZ"));
+  CHECK(spool::detect_layout(other.spool) == spool::Layout::files);
+  CHECK_FALSE(fs::exists(other.spool + "/segments"));
   CHECK(spool_files(other.spool).size() == 1);
 }
 

@@ -382,7 +382,7 @@ TEST_CASE("mailq-queue list, summary and show read a spool no relay holds", "[to
   std::size_t eol = show.find('\n', at);
   CHECK(show.substr(eol - 13) == " UTC (0m ago)\n" + show.substr(eol + 1));
   show.erase(at + arrival.size(), eol - at - arrival.size());
-  CHECK(show == "id: " + b + "\nqueue file: queue/default-non-local-route/ZZ" + b +
+  CHECK(show == "id: " + b + "\nqueue file: segments/0000000000000001.seg#ZZ" + b +
                     ".00\n"
                     "arrival: \n"
                     "size: 166 octets\n"
@@ -533,9 +533,12 @@ TEST_CASE("with --config the tools take the spool from the file, the relay route
   INFO(r.out + r.err);
   CHECK(r.status == 75);  // deferred: still in the queue
   const std::string log = read_file(s.dir.file("mail.log"));
+  // A new spool is a segment spool: the queue file field names the segment file, which
+  // exists, and the message.
   CHECK(log.find("local          tcp_internal E 1\n a@example.org rfc822;x@internal.example "
-                 "x@internal.example\n queue/tcp_internal/ZZ" +
+                 "x@internal.example\n segments/0000000000000001.seg#ZZ" +
                  id + ".00\n <fixed.1@example.org>\n") != std::string::npos);
+  CHECK(std::filesystem::is_regular_file(s.path() + "/segments/0000000000000001.seg"));
   CHECK(log.find(" default-non-local-route E 1\n a@example.org rfc822;y@other.example "
                  "y@other.example\n") != std::string::npos);
   CHECK_FALSE(fs::exists(s.path() + "/maildrop/" + id));

@@ -26,8 +26,7 @@ struct OpenedSpool {
   std::unique_ptr<Queue> queue;  // destroyed before the storage
 
   explicit OpenedSpool(std::string dir) : path(std::move(dir)) {
-    auto s =
-        spool::open_spool(path, clock, spool::detect_layout(path).value_or(spool::Layout::files));
+    auto s = spool::open_spool(path, clock, spool::choose_layout(path, std::nullopt));
     INFO((s ? std::string() : s.error().message));
     REQUIRE(s);
     storage = std::move(s.value());

@@ -8,9 +8,10 @@
 // Why: creating, renaming and unlinking one file per message costs the file system a
 // metadata update each (and, on ext4, journal work that stalls behind every sync). Appending
 // records to one open file and making a whole batch durable with one `fdatasync` costs a
-// sequential write per message. The file spool (`SpoolStorage`, file_spool.h) stays the default
-// for the Messaging Server layout (a ZZ/ZY/ZX file per message an operator can look at); the
-// segment spool is for throughput. Both give the same guarantees:
+// sequential write per message. This is the default layout for a new spool (layout.h); the
+// file spool (`SpoolStorage`, file_spool.h) keeps the Messaging Server layout (a ZZ/ZY/ZX file
+// per message an operator can look at with ls) for those who ask for it. Both give the same
+// guarantees:
 //
 // - `insert` reports success only once the message's records are on disk: inserts of one loop
 //   turn are appended and share one `fdatasync` (group commit; completion runs from a
@@ -135,6 +136,12 @@ class SegmentStorage final : public DurableStorage {
   /// The segment holding a message's body, relative to the spool directory
   /// ("segments/0000000000000003.seg"); "" when not stored.
   std::string segment_of(MessageId id) const;
+  /// The log's queue file field and `mailq-queue show`: the segment file holding the message
+  /// and, after '#', its seed-002 name ("segments/0000000000000003.seg#ZY01J9ZK3D2ZP7F.00": the
+  /// attempt letter counts the attempts made before, as in the file spool). The part before
+  /// '#' is a file that exists on disk while the message is stored (compaction may move the
+  /// message to a newer segment; later records name that one).
+  std::string locator(const MessageRecord& record, std::uint32_t attempts_before) const override;
 
  private:
   struct Impl;
