@@ -97,7 +97,14 @@ int main(int argc, char** argv) {
   mailq::MemoryStorage storage;
   mailq::StaticResolver resolver(clock);
   RefusingTransport transport(clock);
-  mailq::RouteTable routes;  // default route: MX lookup, each domain its own destination
+  // The default route: MX lookup, each domain its own destination; the MX host is on
+  // loopback, which an MX route dials only when the route allows it (allow_internal_mx).
+  mailq::RouteTable routes;
+  {
+    mailq::Route mx = routes.default_route();
+    mx.allow_internal_mx = {mailq::Network::parse("127.0.0.0/8").value()};
+    if (!routes.add(mx)) return 70;
+  }
   Counter counter;
   mailq::Queue queue(storage, routes, clock, &counter, {});
   resolver.set_addresses("mx.bench.localhost", {"127.0.0.1"});

@@ -4,7 +4,7 @@
 // Two steps, two processes (so that the recovery process's memory is not polluted by the
 // fill):
 //   bench_restart --mode fill    --spool DIR [--count 200000] [--size 2048] [--rcpts 1]
-//                                [--layout L]
+//                                [--layout L] [--json FILE] (a "fill" record: the enqueue rate)
 //   bench_restart --mode recover --spool DIR [--json FILE]
 // The layout (files or segments) is given to fill; recover finds it in the directory.
 // "recover" reads VmRSS before building the SpoolStorage and the Queue and after
@@ -83,9 +83,23 @@ int main(int argc, char** argv) {
       submit();
       bench::run_until(
           &loop, [&] { return done + failed == count; }, std::chrono::seconds(1200));
+      const double secs = bench::seconds_since(t0);
       std::fprintf(stderr, "bench_restart: filled %zu messages (%zu failed) in %.1f s\n", done,
-                   failed, bench::seconds_since(t0));
+                   failed, secs);
       rc = failed || done != count ? 1 : 0;
+      if (!args.str("json").empty()) {
+        // The fill is a durable enqueue through the API into a spool already holding what
+        // was filled before it: the enqueue rate at this queue size.
+        bench::JsonRecord j("fill");
+        j.add("label", args.str("label"))
+            .add("layout", args.str("layout"))
+            .add("messages", static_cast<long long>(done))
+            .add("failed", static_cast<long long>(failed))
+            .add("seconds", secs)
+            .add("msgs_per_s", done / secs)
+            .add("rss_kib", bench::vm_rss_kib());
+        j.append_to(args.str("json"));
+      }
     } else {
       const auto layout = mailq::spool::detect_layout(dir);
       if (!layout) {

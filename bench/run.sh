@@ -4,7 +4,8 @@
 #
 #   bench/run.sh [--count N] [--large-count N] [--restart-count N] [--enqueue-count N]
 #                [--submit-count N] [--connections C] [--per-connection M] [--skip-postfix]
-#                [--only drain,ingest,enqueue,restart,submit,down]
+#                [--skip-peers] [--growth "10000 100000 1000000"] [--ceiling-processes P]
+#                [--only drain,ingest,enqueue,restart,submit,down,relay]
 #
 # Everything talks to 127.0.0.1 only. Peers (smtp-sink, the private Postfix) are stopped on
 # exit, and each one is bounded by coreutils' timeout.
@@ -13,7 +14,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 count=20000 large_count=5000 restart_count=1000000 enqueue_count=50000 submit_count=1000
-connections=20 per_connection=1000 skip_postfix=0 only=""
+connections=20 per_connection=1000 skip_postfix=0 skip_peers=0 only=""
+growth="10000 100000 1000000" ceiling_processes=4
 while [[ $# -gt 0 ]]; do
   case $1 in
     --count) count=$2; shift 2 ;;
@@ -24,6 +26,9 @@ while [[ $# -gt 0 ]]; do
     --connections) connections=$2; shift 2 ;;
     --per-connection) per_connection=$2; shift 2 ;;
     --skip-postfix) skip_postfix=1; shift ;;
+    --skip-peers) skip_peers=1; shift ;;
+    --growth) growth=$2; shift 2 ;;
+    --ceiling-processes) ceiling_processes=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 64 ;;
   esac
@@ -49,10 +54,12 @@ shm=/dev/shm
 shmwork=$(mktemp -d "$shm/mailq-bench.XXXXXX")
 jsonl=$work/results.jsonl
 : >"$jsonl"
-sink_pid="" pf_dir="" pf_port=""
+sink_pid="" pf_dir="" pf_port="" extra_pids=()
 cleanup() {
   [[ -n $pf_dir ]] && postfix -c "$pf_dir/etc" stop >/dev/null 2>&1 || true
   [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null || true
+  [[ ${#extra_pids[@]} -gt 0 ]] && kill "${extra_pids[@]}" 2>/dev/null || true
+  declare -F peers_cleanup >/dev/null && peers_cleanup
   wait 2>/dev/null || true
   rm -rf "$work" "$shmwork"
 }
@@ -92,6 +99,35 @@ ceiling() {  # size n reuse(0/1)
     -f bench@bench.localhost -t sink@bench.localhost "127.0.0.1:$sink_port"
   t1=$(now)
   json "$(python3 -c "import json,sys; n,s,r,t=int(sys.argv[1]),int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4]); print(json.dumps({'bench':'ceiling','engine':'smtp-source','size':s,'messages':n,'reuse':bool(r),'sessions':$connections,'seconds':round(t,4),'msgs_per_s':round(n/t,1)}))" "$n" "$size" "$reuse" "$(echo "$t1 - $t0" | bc)")"
+}
+
+# --- a truer ceiling: several smtp-source processes at once, into the one sink or each into a
+# sink of its own (one smtp-source process is a single-threaded client and is beaten by mailq)
+ceiling_multi() {  # size n processes own-sinks(0/1)
+  local size=$1 n=$2 procs=$3 own=$4 per ports=() pids=() sinks=() t0 t1 p i
+  per=$((n / procs))
+  for i in $(seq 1 "$procs"); do
+    if [[ $own -eq 1 ]]; then
+      p=$(free_port)
+      timeout -k 5 900 /usr/sbin/smtp-sink "${sink_user[@]}" "127.0.0.1:$p" 1024 >/dev/null 2>&1 &
+      sinks+=($!)
+      extra_pids+=($!)
+      wait_listen "$p" || { echo "run.sh: smtp-sink did not start" >&2; return 1; }
+      ports+=("$p")
+    else
+      ports+=("$sink_port")
+    fi
+  done
+  t0=$(now)
+  for p in "${ports[@]}"; do
+    timeout 600 smtp-source -d -s "$connections" -m "$per" -l "$size" \
+      -f bench@bench.localhost -t sink@bench.localhost "127.0.0.1:$p" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  t1=$(now)
+  [[ ${#sinks[@]} -gt 0 ]] && kill "${sinks[@]}" 2>/dev/null
+  json "$(python3 -c "import json,sys; n,s,t,p,o=int(sys.argv[1]),int(sys.argv[2]),float(sys.argv[3]),int(sys.argv[4]),int(sys.argv[5]); print(json.dumps({'bench':'ceiling','engine':'smtp-source','size':s,'messages':n,'reuse':True,'processes':p,'sinks':p if o else 1,'sessions':p*$connections,'seconds':round(t,4),'msgs_per_s':round(n/t,1)}))" "$((per * procs))" "$size" "$(echo "$t1 - $t0" | bc)" "$procs" "$own")"
 }
 
 # --- Postfix side by side: a private instance, loaded through its own smtpd on a free
@@ -181,12 +217,42 @@ drain() {  # size n spool-parent label layout
   tail -1 "$jsonl"
 }
 
+# --- through the program: a spool filled through the API (bench_restart --mode fill, itself
+# the enqueue rate at that queue size), then `mailq-relay --once` with the defaults of the
+# configuration but its one route (to the sink, no TLS), timed from outside by relay_drain.py.
+# "default" leaves spool_layout out (the relay runs what the spool holds, segments when new).
+relay_drain() {  # size n layout(default|files|segments) parent label
+  local size=$1 n=$2 layout=$3 dir fill_layout
+  dir=$(mktemp -d "$4/relay.XXXXXX")
+  fill_layout=$layout
+  [[ $layout == default ]] && fill_layout=segments
+  "$bin/bench_restart" --mode fill --spool "$dir/spool" --count "$n" --size "$size" \
+    --layout "$fill_layout" --label "$5" --json "$jsonl" >/dev/null 2>&1
+  tail -1 "$jsonl"
+  {
+    echo "spool = \"$dir/spool\""
+    [[ $layout != default ]] && echo "spool_layout = \"$layout\""
+    echo "log = \"$dir/mail.log\""
+    echo 'helo = "bench.localhost"'
+    printf '[[route]]\nname = "tcp_sink"\nhosts = ["127.0.0.1:%s"]\ntls = "none"\ndefault = true\n' \
+      "$sink_port"
+  } >"$dir/relay.toml"
+  python3 "$here/relay_drain.py" --relay "$relay" --config "$dir/relay.toml" --log "$dir/mail.log" \
+    --messages "$n" --size "$size" --layout "$layout" --label "$5" --json "$jsonl" >/dev/null ||
+    echo "run.sh: mailq-relay --once failed on $dir" >&2
+  tail -1 "$jsonl"
+  rm -rf "$dir"
+}
+
 # A relay configuration whose only route points at a closed port on 127.0.0.1: the
-# destination is marked down after its first failure and costs nothing afterwards.
+# destination is marked down after its first failure and costs nothing afterwards. Layout
+# "default" leaves spool_layout out.
 nowhere_config() {  # file spool layout log dead-port extra-lines
+  local layout_line="spool_layout = \"$3\""
+  [[ $3 == default ]] && layout_line="# spool_layout: the default"
   cat >"$1" <<TOML
 spool = "$2"
-spool_layout = "$3"
+$layout_line
 log = "$4"
 helo = "bench.localhost"
 $6
@@ -280,16 +346,33 @@ submit_postfix() {
   pf_dir=""
 }
 
+peers_ok=0
+if [[ $skip_peers -eq 0 ]] && want drain; then
+  # shellcheck source=bench/peers.sh
+  source "$here/peers.sh"
+  if peers_deps >&2; then peers_ok=1; else echo "run.sh: Exim and OpenSMTPD unavailable" >&2; fi
+fi
+
 if want drain; then
 echo "== 1. drain, 2 KB ==" >&2
 ceiling 2048 "$count" 1
 ceiling 2048 "$count" 0
+ceiling_multi 2048 "$count" "$ceiling_processes" 0
+ceiling_multi 2048 "$count" "$ceiling_processes" 1
+relay_drain 2048 "$count" default "$work" "disk, the default configuration"
+relay_drain 2048 "$count" files "$work" disk
 drain 2048 "$count" "$work" disk files
 drain 2048 "$count" "$work" disk segments
 drain 2048 "$count" "$shmwork" tmpfs files
 [[ $skip_postfix -eq 1 ]] || postfix_drain 2048 "$count" || echo "run.sh: Postfix drain failed" >&2
+if [[ $peers_ok -eq 1 ]]; then
+  exim_drain 2048 "$count" "$sink_port" "$connections" || echo "run.sh: Exim drain failed" >&2
+  opensmtpd_drain 2048 "$count" "$sink_port" "$connections" || echo "run.sh: OpenSMTPD drain failed" >&2
+fi
 echo "== 1. drain, 100 KB ==" >&2
 ceiling 102400 "$large_count" 1
+ceiling_multi 102400 "$large_count" "$ceiling_processes" 1
+relay_drain 102400 "$large_count" default "$work" "disk, the default configuration"
 drain 102400 "$large_count" "$work" disk files
 drain 102400 "$large_count" "$work" disk segments
 drain 102400 "$large_count" "$shmwork" tmpfs files
@@ -298,7 +381,7 @@ fi
 
 if want ingest; then
 echo "== 2. ingest over SMTP (Postfix's figure comes from its load phase above) ==" >&2
-for layout in files segments; do
+for layout in default files; do
   mailq_ingest 2048 "$count" "$work" disk $layout || echo "run.sh: mailq ingest failed" >&2
   mailq_ingest 102400 "$large_count" "$work" disk $layout || echo "run.sh: mailq ingest failed" >&2
 done
@@ -348,6 +431,17 @@ fi
 rm -rf "$work/restart"
 fi
 
+# --- relay level and cost growth: the program's start-up, recovery, drain and --once wall time
+# at each queue size, both layouts (the default first), and the enqueue rate of the fill ---
+if want relay; then
+echo "== 7. through mailq-relay at $growth queued ==" >&2
+for layout in default files; do
+  for n in $growth; do
+    relay_drain 2048 "$n" $layout "$work" "growth, disk"
+  done
+done
+fi
+
 if want down; then
 echo "== 5. down destination ==" >&2
 "$bin/bench_down" --destinations 1 --per-destination 100000 --label "1x100000" --json "$jsonl" >/dev/null
@@ -372,25 +466,43 @@ def find(**kw):
 print(f"\nnproc {sys.argv[3]}\n")
 print("| benchmark | figure |")
 print("|---|---|")
+ENGINES = {"postfix": "Postfix 3.7", "exim": "Exim 4.96", "opensmtpd": "OpenSMTPD 6.8"}
+def peers_of(bench, size):
+    return {e: r for e in ENGINES for r in find(bench=bench, engine=e, size=size)[:1]}
+def vs_peers(rate, peers):
+    return "".join(f"; mailq/{ENGINES[e]} {rate / r['msgs_per_s']:.2f}" for e, r in peers.items()
+                   if r.get("complete", True) and r.get("msgs_per_s"))
 for size in (2048, 102400):
-    ce = find(bench="ceiling", size=size, reuse=True)
+    single = [r for r in find(bench="ceiling", size=size, reuse=True) if "processes" not in r]
+    multi = [r for r in find(bench="ceiling", size=size) if "processes" in r]
     cn = find(bench="ceiling", size=size, reuse=False)
-    pf = find(bench="drain", engine="postfix", size=size)
+    best = max([r["msgs_per_s"] for r in single + multi] or [0])
+    peers = peers_of("drain", size)
+    for r in find(bench="relay_drain", size=size):
+        if "growth" in r["label"]: continue
+        s = (f"{r['msgs_per_s']:.0f} msg/s from launch to the last delivery, --once exits at "
+             f"{r['wall_msgs_per_s']:.0f} msg/s ({r['delivered']} of {r['messages']} delivered, recovery "
+             f"{r['recovery_s']:.2f} s, peak RSS {r['peak_rss_kib'] // 1024} MiB)")
+        s += vs_peers(r["msgs_per_s"], peers)
+        if best: s += f"; mailq/best ceiling {r['msgs_per_s'] / best:.2f}"
+        print(f"| drain {size//1024} KB through mailq-relay --once, {r['layout']} ({r['label']}) | {s} |")
     for r in find(bench="drain", engine="mailq", size=size):
         s = f"{r['msgs_per_s']:.0f} msg/s ({r['messages']} msgs, {r.get('layout', 'files')} spool on {r['label']})"
-        if ce: s += f"; mailq/ceiling(reuse) {r['msgs_per_s']/ce[0]['msgs_per_s']:.2f}"
-        if pf and pf[0].get("complete"): s += f"; mailq/Postfix {r['msgs_per_s']/pf[0]['msgs_per_s']:.2f}"
-        print(f"| drain {size//1024} KB, mailq | {s} |")
-    for r in pf: print(f"| drain {size//1024} KB, Postfix 3.7 | {r['msgs_per_s']:.0f} msg/s ({r['messages']} msgs, complete={r['complete']}) |")
-    for r in ce: print(f"| ceiling {size//1024} KB, smtp-source reuse | {r['msgs_per_s']:.0f} msg/s |")
+        if single: s += f"; mailq/ceiling(reuse) {r['msgs_per_s']/single[0]['msgs_per_s']:.2f}"
+        s += vs_peers(r["msgs_per_s"], {e: v for e, v in peers.items() if e == "postfix"})
+        print(f"| drain {size//1024} KB, in-process bench_drain | {s} |")
+    for e, r in peers.items():
+        print(f"| drain {size//1024} KB, {ENGINES[e]} | {r['msgs_per_s']:.0f} msg/s ({r['messages']} msgs, complete={r['complete']}) |")
+    for r in single: print(f"| ceiling {size//1024} KB, one smtp-source, reuse | {r['msgs_per_s']:.0f} msg/s |")
+    for r in multi: print(f"| ceiling {size//1024} KB, {r['processes']} smtp-source processes into {r['sinks']} sink(s) | {r['msgs_per_s']:.0f} msg/s |")
     for r in cn: print(f"| ceiling {size//1024} KB, smtp-source no reuse | {r['msgs_per_s']:.0f} msg/s |")
 for size in (2048, 102400):
-    pf = find(bench="ingest", engine="postfix", size=size)
+    peers = peers_of("ingest", size)
     for r in find(bench="ingest", engine="mailq", size=size):
         s = f"{r['msgs_per_s']:.0f} msg/s ({r['messages']} msgs, {r.get('layout', 'files')} spool, {r['queued']} in it after)"
-        if pf: s += f"; mailq/Postfix smtpd {r['msgs_per_s']/pf[0]['msgs_per_s']:.2f}"
+        s += vs_peers(r["msgs_per_s"], peers)
         print(f"| ingest over SMTP {size//1024} KB, mailq-relay | {s} |")
-    for r in pf: print(f"| ingest over SMTP {size//1024} KB, Postfix 3.7 smtpd | {r['msgs_per_s']:.0f} msg/s |")
+    for e, r in peers.items(): print(f"| ingest over SMTP {size//1024} KB, {ENGINES[e]} | {r['msgs_per_s']:.0f} msg/s |")
 for r in find(bench="enqueue"):
     print(f"| enqueue API 2 KB, {r.get('layout', 'files')} spool ({r['messages']}, {r['per_turn']}/turn) | {r['msgs_per_s']:.0f} msg/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms |")
 for r in find(bench="restart"):
@@ -400,4 +512,17 @@ for r in find(bench="submit"):
     print(f"| submission, {r['parallel']} at once, {r['engine']}: {r['label']} ({r['messages']}) | {s} |")
 for r in find(bench="down"):
     print(f"| down destination {r['label']} | run_cycle {r['cycle_us']:.3f} us; flush {r['flush_us']/1000:.1f} ms; first mark-down {r['mark_down_ms']:.0f} ms |")
+growth = [r for r in find(bench="relay_drain") if "growth" in r["label"]]
+fills = [r for r in find(bench="fill") if "growth" in r["label"]]
+if growth:
+    print("\nCost growth through mailq-relay (2 KB, spool on disk, page cache warm from the fill):\n")
+    print("| layout | queued | enqueue (API fill) | RSS after the fill | recovery | drain, launch to last delivery | --once wall | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in growth:
+        f = next((x for x in fills if x["messages"] == r["messages"] and
+                  x["layout"] == (r["layout"] if r["layout"] != "default" else "segments")), None)
+        fill = f"{f['msgs_per_s']:.0f} msg/s" if f else "-"
+        frss = f"{f['rss_kib'] // 1024} MiB" if f else "-"
+        print(f"| {r['layout']} ({r['opened_as']}) | {r['messages']:,} | {fill} | {frss} | {r['recovery_s']:.2f} s | "
+              f"{r['msgs_per_s']:.0f} msg/s | {r['wall_s']:.1f} s ({r['wall_msgs_per_s']:.0f} msg/s) | {r['peak_rss_kib'] // 1024} MiB |")
 PY
