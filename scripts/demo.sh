@@ -250,7 +250,8 @@ kill -TERM "$relay_pid"
 wait "$relay_pid" && relay_rc=0 || relay_rc=$?
 relay_pid=""
 read -r delivered deferred returned waiting < <(progress)
-remaining=$(find "$work/spool/queue" -type f -name 'Z*' | wc -l)
+# What the stopped relay's spool holds, read by the operator tool (either layout).
+remaining=$(queue list | grep -c '^[0-9A-Z]\{13\} ' || true)
 down_n=$(grep -c "domain is marked down" "$work/mail.log" || true)
 echo "== mailq-relay stopped (exit $relay_rc); $remaining messages remain in the spool"
 echo "== result: $delivered of $total delivered; $deferred deferred: down.demo.test refused" \
