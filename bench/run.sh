@@ -79,6 +79,8 @@ wait_listen() {  # port
 }
 now() { date +%s.%N; }
 json() { echo "$1" | tee -a "$jsonl"; }
+# The rows after this line belong to section $1 (--only replaces a section's rows).
+section() { echo "{\"section\": \"$1\"}" >>"$jsonl"; }
 
 # --- the sink: Postfix's smtp-sink, no dumps, 1024 backlog, bounded to 1 hour ---
 sink_port=$(free_port)
@@ -124,9 +126,14 @@ ceiling_multi() {  # size n processes own-sinks(0/1)
       -f bench@bench.localhost -t sink@bench.localhost "127.0.0.1:$p" &
     pids+=($!)
   done
-  wait "${pids[@]}"
+  local failed=0
+  for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
   t1=$(now)
-  [[ ${#sinks[@]} -gt 0 ]] && kill "${sinks[@]}" 2>/dev/null
+  [[ ${#sinks[@]} -gt 0 ]] && { kill "${sinks[@]}" 2>/dev/null || true; }
+  if [[ $failed -gt 0 ]]; then
+    echo "run.sh: $failed of $procs smtp-source processes failed; no ceiling figure" >&2
+    return 1
+  fi
   json "$(python3 -c "import json,sys; n,s,t,p,o=int(sys.argv[1]),int(sys.argv[2]),float(sys.argv[3]),int(sys.argv[4]),int(sys.argv[5]); print(json.dumps({'bench':'ceiling','engine':'smtp-source','size':s,'messages':n,'reuse':True,'processes':p,'sinks':p if o else 1,'sessions':p*$connections,'seconds':round(t,4),'msgs_per_s':round(n/t,1)}))" "$((per * procs))" "$size" "$(echo "$t1 - $t0" | bc)" "$procs" "$own")"
 }
 
@@ -226,8 +233,13 @@ relay_drain() {  # size n layout(default|files|segments) parent label
   dir=$(mktemp -d "$4/relay.XXXXXX")
   fill_layout=$layout
   [[ $layout == default ]] && fill_layout=segments
-  "$bin/bench_restart" --mode fill --spool "$dir/spool" --count "$n" --size "$size" \
-    --layout "$fill_layout" --label "$5" --json "$jsonl" >/dev/null 2>&1
+  if ! "$bin/bench_restart" --mode fill --spool "$dir/spool" --count "$n" --size "$size" \
+    --layout "$fill_layout" --label "$5" --json "$jsonl" >/dev/null 2>"$dir/fill.err"; then
+    echo "run.sh: bench_restart --mode fill failed:" >&2
+    cat "$dir/fill.err" >&2
+    rm -rf "$dir"
+    return 1
+  fi
   tail -1 "$jsonl"
   {
     echo "spool = \"$dir/spool\""
@@ -354,13 +366,15 @@ if [[ $skip_peers -eq 0 ]] && want drain; then
 fi
 
 if want drain; then
+section drain
 echo "== 1. drain, 2 KB ==" >&2
 ceiling 2048 "$count" 1
 ceiling 2048 "$count" 0
-ceiling_multi 2048 "$count" "$ceiling_processes" 0
-ceiling_multi 2048 "$count" "$ceiling_processes" 1
-relay_drain 2048 "$count" default "$work" "disk, the default configuration"
-relay_drain 2048 "$count" files "$work" disk
+ceiling_multi 2048 "$count" "$ceiling_processes" 0 || true
+ceiling_multi 2048 "$count" "$ceiling_processes" 1 || true
+relay_drain 2048 "$count" default "$work" "disk, the default configuration" ||
+  echo "run.sh: relay drain failed" >&2
+relay_drain 2048 "$count" files "$work" disk || echo "run.sh: relay drain failed" >&2
 drain 2048 "$count" "$work" disk files
 drain 2048 "$count" "$work" disk segments
 drain 2048 "$count" "$shmwork" tmpfs files
@@ -371,8 +385,9 @@ if [[ $peers_ok -eq 1 ]]; then
 fi
 echo "== 1. drain, 100 KB ==" >&2
 ceiling 102400 "$large_count" 1
-ceiling_multi 102400 "$large_count" "$ceiling_processes" 1
-relay_drain 102400 "$large_count" default "$work" "disk, the default configuration"
+ceiling_multi 102400 "$large_count" "$ceiling_processes" 1 || true
+relay_drain 102400 "$large_count" default "$work" "disk, the default configuration" ||
+  echo "run.sh: relay drain failed" >&2
 drain 102400 "$large_count" "$work" disk files
 drain 102400 "$large_count" "$work" disk segments
 drain 102400 "$large_count" "$shmwork" tmpfs files
@@ -380,6 +395,7 @@ drain 102400 "$large_count" "$shmwork" tmpfs files
 fi
 
 if want ingest; then
+section ingest
 echo "== 2. ingest over SMTP (Postfix's figure comes from its load phase above) ==" >&2
 for layout in default files; do
   mailq_ingest 2048 "$count" "$work" disk $layout || echo "run.sh: mailq ingest failed" >&2
@@ -388,6 +404,7 @@ done
 fi
 
 if want enqueue; then
+section enqueue
 echo "== 3. enqueue API ==" >&2
 for layout in files segments; do
   "$bin/bench_enqueue" --count "$enqueue_count" --spool "$(mktemp -d "$work/enq.XXXXXX")" \
@@ -404,16 +421,19 @@ echo "== 4. restart ==" >&2
 # dominate the run); the segment spool on the disk.
 "$bin/bench_restart" --mode fill --spool "$shmwork/restart" --count "$restart_count" --layout files
 if want restart; then
+  section restart
   "$bin/bench_restart" --mode recover --spool "$shmwork/restart" --label tmpfs --json "$jsonl" >/dev/null
   tail -1 "$jsonl"
 fi
 if want submit; then
+  section submit
   echo "== 6. submission (into the restart benchmark's spools) ==" >&2
   submit_mailq "$shmwork/restart" "files spool on tmpfs holding $restart_count"
 fi
 rm -rf "$shmwork/restart"
 "$bin/bench_restart" --mode fill --spool "$work/restart" --count "$restart_count" --layout segments
 if want restart; then
+  section restart
   "$bin/bench_restart" --mode recover --spool "$work/restart" --label disk --json "$jsonl" >/dev/null
   tail -1 "$jsonl"
   # The same recovery with glibc's malloc backed by transparent huge pages (a deployment
@@ -423,6 +443,7 @@ if want restart; then
   tail -1 "$jsonl"
 fi
 if want submit; then
+  section submit
   submit_mailq "$work/restart" "segment spool on disk holding $restart_count"
   submit_mailq_live "$work/restart" segments "segment spool on disk holding $restart_count" ||
     echo "run.sh: mailq submission with a relay failed" >&2
@@ -434,15 +455,17 @@ fi
 # --- relay level and cost growth: the program's start-up, recovery, drain and --once wall time
 # at each queue size, both layouts (the default first), and the enqueue rate of the fill ---
 if want relay; then
+section relay
 echo "== 7. through mailq-relay at $growth queued ==" >&2
 for layout in default files; do
   for n in $growth; do
-    relay_drain 2048 "$n" $layout "$work" "growth, disk"
+    relay_drain 2048 "$n" $layout "$work" "growth, disk" || echo "run.sh: relay drain failed" >&2
   done
 done
 fi
 
 if want down; then
+section down
 echo "== 5. down destination ==" >&2
 "$bin/bench_down" --destinations 1 --per-destination 100000 --label "1x100000" --json "$jsonl" >/dev/null
 tail -1 "$jsonl"
@@ -451,13 +474,27 @@ tail -1 "$jsonl"
 fi
 
 # --- results.json and the table ---
-# With --only, the rows of the other benchmarks are kept from the previous results.json.
+# With --only, the rows of the sections not run are kept from the previous results.json.
 python3 - "$jsonl" "$here/results.json" "$(nproc)" "$only" <<'PY'
 import json, os, sys, platform
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows, current = [], None
+for l in open(sys.argv[1]):
+    if not l.strip(): continue
+    r = json.loads(l)
+    if set(r) == {"section"}:
+        current = r["section"]
+        continue
+    r.setdefault("section", current)
+    rows.append(r)
+def section_of(r):  # rows written before rows carried their section
+    if r.get("section"): return r["section"]
+    b, label = r["bench"], r.get("label", "")
+    if b in ("relay_drain", "fill"): return "relay" if "growth" in label else "drain"
+    if b == "ingest": return "ingest" if r.get("engine") == "mailq" else "drain"
+    return {"ceiling": "drain", "drain": "drain"}.get(b, b)
 if sys.argv[4] and os.path.exists(sys.argv[2]):
-    fresh = {r["bench"] for r in rows}
-    kept = [r for r in json.load(open(sys.argv[2])).get("results", []) if r["bench"] not in fresh]
+    ran = {section_of(r) for r in rows} | set(sys.argv[4].split(","))
+    kept = [r for r in json.load(open(sys.argv[2])).get("results", []) if section_of(r) not in ran]
     rows = kept + rows
 out = {"machine": {"nproc": int(sys.argv[3]), "kernel": platform.release()}, "results": rows}
 json.dump(out, open(sys.argv[2], "w"), indent=1)
@@ -470,6 +507,7 @@ ENGINES = {"postfix": "Postfix 3.7", "exim": "Exim 4.96", "opensmtpd": "OpenSMTP
 def peers_of(bench, size):
     return {e: r for e in ENGINES for r in find(bench=bench, engine=e, size=size)[:1]}
 def vs_peers(rate, peers):
+    if not rate: return ""
     return "".join(f"; mailq/{ENGINES[e]} {rate / r['msgs_per_s']:.2f}" for e, r in peers.items()
                    if r.get("complete", True) and r.get("msgs_per_s"))
 for size in (2048, 102400):
@@ -480,6 +518,9 @@ for size in (2048, 102400):
     peers = peers_of("drain", size)
     for r in find(bench="relay_drain", size=size):
         if "growth" in r["label"]: continue
+        if not r.get("msgs_per_s") or r.get("recovery_s") is None:
+            print(f"| drain {size//1024} KB through mailq-relay --once, {r['layout']} ({r['label']}) | failed: {r['delivered']} of {r['messages']} delivered, exit {r['exit']} |")
+            continue
         s = (f"{r['msgs_per_s']:.0f} msg/s from launch to the last delivery, --once exits at "
              f"{r['wall_msgs_per_s']:.0f} msg/s ({r['delivered']} of {r['messages']} delivered, recovery "
              f"{r['recovery_s']:.2f} s, peak RSS {r['peak_rss_kib'] // 1024} MiB)")
@@ -512,7 +553,8 @@ for r in find(bench="submit"):
     print(f"| submission, {r['parallel']} at once, {r['engine']}: {r['label']} ({r['messages']}) | {s} |")
 for r in find(bench="down"):
     print(f"| down destination {r['label']} | run_cycle {r['cycle_us']:.3f} us; flush {r['flush_us']/1000:.1f} ms; first mark-down {r['mark_down_ms']:.0f} ms |")
-growth = [r for r in find(bench="relay_drain") if "growth" in r["label"]]
+growth = [r for r in find(bench="relay_drain") if "growth" in r["label"]
+          and r.get("msgs_per_s") and r.get("recovery_s") is not None]
 fills = [r for r in find(bench="fill") if "growth" in r["label"]]
 if growth:
     print("\nCost growth through mailq-relay (2 KB, spool on disk, page cache warm from the fill):\n")

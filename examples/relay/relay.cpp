@@ -231,6 +231,9 @@ struct Relay::Impl {
     const auto opening = std::chrono::steady_clock::now();
     layout = spool::choose_layout(config.spool, config.spool_layout);
     auto opened = spool::open_spool(config.spool, *clock, layout, so, sego);
+    // The recovery time the started notice gives: opening the spool and loading it, not the
+    // sockets and the resolver set up between.
+    std::chrono::steady_clock::duration recovery = std::chrono::steady_clock::now() - opening;
     if (!opened) {
       const bool locked = opened.error().code == errc::in_use;
       std::string hint = locked ? " (is another mailq-relay running on it?)" : "";
@@ -293,7 +296,10 @@ struct Relay::Impl {
     }
 
     RecoveryReport report;
-    if (auto recovered = queue->recover(&report); !recovered) {
+    const auto loading = std::chrono::steady_clock::now();
+    auto recovered = queue->recover(&report);
+    recovery += std::chrono::steady_clock::now() - loading;
+    if (!recovered) {
       const Error& e = recovered.error();
       return fail(kExitCantCreate,
                   Error(e.code, "recover spool " + config.spool + ": " +
@@ -312,8 +318,7 @@ struct Relay::Impl {
 
     if (options.handle_signals) install_signals();
 
-    const double recovery_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - opening).count();
+    const double recovery_seconds = std::chrono::duration<double>(recovery).count();
     std::string what =
         fmt::format("started: spool {} ({}), {} recovered in {:.2f} s", config.spool,
                     spool::to_string(layout), messages(report.recovered), recovery_seconds);

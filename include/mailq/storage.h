@@ -2,7 +2,8 @@
 //
 // The Queue keeps an index in memory and asks the Storage to make every change durable.
 // `MemoryStorage` (here) keeps everything in memory: nothing survives the process. The
-// durable default is the file spool (`mailq::spool::SpoolStorage`).
+// durable ones are in include/mailq/spool/: the segment spool (the default for a new spool)
+// and the file spool (`mailq::spool::SpoolStorage`, seed 002's file per message).
 #pragma once
 
 #include <cstddef>

@@ -1093,6 +1093,15 @@ std::string SpoolStorage::file_of(MessageId id) const {
   return impl().path_of(id, *e);
 }
 
+std::string SpoolStorage::locator(const MessageRecord& m, std::uint32_t attempts_before) const {
+  const auto* e = impl().index.find(m.id.value);
+  if (!e) return Storage::locator(m, attempts_before);
+  // The channel directory the file is in (a route name made safe for a path) and ".HELD"
+  // when held; the attempt letter as the event counts it (seed 002).
+  return "queue/" + impl().channels[e->channel].name + "/" +
+         file_name_for(m.id, attempts_before, e->name_held);
+}
+
 std::string SpoolStorage::channel_directory(std::string_view route) {
   std::string out;
   out.reserve(std::min<std::size_t>(route.size(), 200));

@@ -64,11 +64,18 @@ TEST_CASE(
     REQUIRE(f);
     insert_ok(**f, clock, sample_record(8), "eight\r\n");
     (*f)->flush();
-    // The file spool's locator is the message file itself.
+    // The file spool's locator is the message file itself, held or not.
     const mailq::MessageRecord m = sample_record(8);
     const std::string where = (*f)->locator(m, 0);
     CHECK(where.rfind("queue/", 0) == 0);
     CHECK(fs::is_regular_file(dir / "files" + "/" + where));
+    mailq::RecordChange hold;
+    hold.id = m.id;
+    hold.held = true;
+    REQUIRE((*f)->update(hold));
+    const std::string held = (*f)->locator(m, 0);
+    CHECK(held == where + ".HELD");
+    CHECK(fs::is_regular_file(dir / "files" + "/" + held));
   }
   CHECK(choose_layout(dir / "files", std::nullopt) == Layout::files);
   CHECK(choose_layout(dir / "files", Layout::segments) == Layout::segments);  // then refused

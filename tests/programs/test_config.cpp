@@ -50,7 +50,7 @@ TEST_CASE("the example configuration loads and every value lands where it belong
   CHECK(c.log == "/var/log/mailq/mail.log");
   CHECK(c.helo == "mx.example.org");
   CHECK(c.control == "/var/spool/mailq/control.sock");
-  CHECK(c.spool_layout == mailq::spool::Layout::segments);
+  CHECK_FALSE(c.spool_layout.has_value());  // commented out: what the spool holds
   CHECK(c.metrics == "127.0.0.1:9100");
 
   CHECK(c.listen.address == "127.0.0.1:2525");

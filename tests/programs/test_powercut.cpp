@@ -158,7 +158,7 @@ void run_ingest_powercut(const std::string& layout) {
   // What each start-up recovered, as the log says it.
   const std::string log_text = read_file(log);
   std::size_t recovered = 0, starts = 0;
-  // "started: spool DIR, N messages recovered, ..." ("1 message recovered")
+  // "started: spool DIR (LAYOUT), N messages recovered in S s, ..." ("1 message recovered")
   for (std::size_t p = 0; (p = log_text.find("notice: started: spool ", p)) != std::string::npos;
        ++p) {
     const std::size_t comma = log_text.find(", ", p);

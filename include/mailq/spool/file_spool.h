@@ -1,4 +1,5 @@
-// mailq — the durable file spool: the default `Storage` of a real engine.
+// mailq — the durable file spool: a file per message, seed 002's layout (the segment spool,
+// segment_spool.h, is the default for a new spool).
 //
 // One file per message, in a directory per channel, named as in seed 002:
 //
@@ -126,6 +127,9 @@ class SpoolStorage final : public DurableStorage {
   /// The file of a message relative to the spool directory, "queue/tcp_local/ZY01J9ZK3D2ZP7F.00"
   /// (with ".HELD" when held); "" when not stored.
   std::string file_of(MessageId id) const;
+  /// The log's queue file field: the message's file as the event names it, in the channel
+  /// directory it is in, ".HELD" when held, the attempt letter counting `attempts_before`.
+  std::string locator(const MessageRecord& record, std::uint32_t attempts_before) const override;
 
   /// The channel directory of a route name: characters outside [A-Za-z0-9_.-] become '_',
   /// "", "." and ".." become "_", at most 200 characters. The channel of a message is the
