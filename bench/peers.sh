@@ -130,6 +130,16 @@ peers_ingest_json() {  # engine size n sessions seconds
   json "$(python3 -c "import json,sys; e,n,s,c,t=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),int(sys.argv[4]),float(sys.argv[5]); print(json.dumps({'bench':'ingest','engine':e,'size':s,'messages':n,'sessions':c,'seconds':round(t,4),'msgs_per_s':round(n/t,1)}))" "$1" "$3" "$2" "$4" "$5")"
 }
 
+# The load phase (the ingest figure): smtp-source into the engine's listener, timed.
+peers_load() {  # engine name port size n sessions
+  local t0 t1
+  t0=$(now)
+  timeout 900 smtp-source -d -s "$6" -m "$5" -l "$4" -f bench@bench.localhost \
+    -t sink@bench.localhost "127.0.0.1:$3" || echo "peers.sh: smtp-source into $2 failed" >&2
+  t1=$(now)
+  peers_ingest_json "$1" "$4" "$5" "$6" "$(echo "$t1 - $t0" | bc)"
+}
+
 peers_drain_json() {  # engine size loaded seconds delivered complete
   json "$(python3 -c "import json,sys; e,n,s,t,d,ok=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4]),int(sys.argv[5]),int(sys.argv[6]); print(json.dumps({'bench':'drain','engine':e,'size':s,'messages':n,'delivered_logged':d,'complete':ok,'seconds':round(t,4),'msgs_per_s':round(n/t,1)}))" "$1" "$3" "$2" "$4" "$5" "$6")"
 }
@@ -249,11 +259,7 @@ exim_drain() {  # size n sink-port sessions [parent-dir]
   if [[ -z $pid ]]; then rm -rf "$dir"; return 1; fi
   echo "exim: $(head -1 "$dir/check.out") on 127.0.0.1:$port" >&2
   # Load. Exim answers 250 once the -D and -H files are fsync'ed.
-  t0=$(now)
-  timeout 900 smtp-source -d -s "$sessions" -m "$n" -l "$size" -f bench@bench.localhost \
-    -t sink@bench.localhost "127.0.0.1:$port" || echo "peers.sh: smtp-source into Exim failed" >&2
-  t1=$(now)
-  peers_ingest_json exim "$size" "$n" "$sessions" "$(echo "$t1 - $t0" | bc)"
+  peers_load exim Exim "$port" "$size" "$n" "$sessions"
   mapfile -t ids < <(find "$dir/spool/input" -name '*-H' -printf '%f\n' | sed 's/-H$//' | LC_ALL=C sort)
   loaded=${#ids[@]}
   echo "exim: $loaded messages in its queue" >&2
@@ -379,11 +385,7 @@ EOF
   nspid=$(cat "$dir/ns.pid")
   echo "opensmtpd: $(head -1 "$dir/smtpd.log") on 127.0.0.1:$port" >&2
   # Load. smtpd answers 250 once the message file and its envelope are fsync'ed.
-  t0=$(now)
-  timeout 900 smtp-source -d -s "$sessions" -m "$n" -l "$size" -f bench@bench.localhost \
-    -t sink@bench.localhost "127.0.0.1:$port" || echo "peers.sh: smtp-source into OpenSMTPD failed" >&2
-  t1=$(now)
-  peers_ingest_json opensmtpd "$size" "$n" "$sessions" "$(echo "$t1 - $t0" | bc)"
+  peers_load opensmtpd OpenSMTPD "$port" "$size" "$n" "$sessions"
   # queue/<bucket>/<msgid>/ holds the file "message" and one file per envelope (recipient).
   loaded=$(find "$dir/var/spool/smtpd/queue" -type f ! -name message | wc -l)
   echo "opensmtpd: $loaded envelopes in its queue" >&2
