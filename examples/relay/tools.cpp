@@ -104,10 +104,10 @@ Result<ToolTarget> resolve_tool_target(const std::string& spool_option,
 Result<std::unique_ptr<spool::DurableStorage>> open_tool_spool(
     const ToolTarget& target, Clock& clock, std::function<void(const Error&)> on_error) {
   // What the directory holds is the truth; the configuration decides for a new spool.
+  std::optional<spool::Layout> configured;
+  if (target.config) configured = target.config->spool_layout;
   const spool::Layout layout =
-      spool::detect_layout(target.spool)
-          .value_or(spool::choose_layout(
-              target.spool, target.config ? target.config->spool_layout : std::nullopt));
+      spool::detect_layout(target.spool).value_or(configured.value_or(spool::kDefaultLayout));
   spool::SpoolOptions files;
   files.on_error = on_error;
   spool::SegmentOptions segments;

@@ -133,19 +133,6 @@ std::vector<std::string> lines_of(const std::string& output) {
   return lines;
 }
 
-// The value of the dump line "<name>: <number>", or -1.
-long long header_number(const std::string& dump, const std::string& name) {
-  const std::string key = "\n" + name + ": ";
-  const auto at = dump.find(key);
-  if (at == std::string::npos) return -1;
-  const auto start = at + key.size();
-  const auto end = dump.find('\n', start);
-  if (end == std::string::npos) return -1;
-  const std::string digits = dump.substr(start, end - start);
-  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
-  return std::stoll(digits);
-}
-
 // The rounds of the test over one spool layout; `layout_options` go to every writer run. With
 // `power`, the spool is on the power-cut file system and every kill is also a power cut.
 void run_engine_crash(mailq::spool::Layout layout, const std::vector<std::string>& layout_options,
@@ -247,8 +234,8 @@ void run_engine_crash(mailq::spool::Layout layout, const std::vector<std::string
   std::size_t partial = 0, foreign = 0;
   const auto dumps = sink.wait_for_dumps(0, 0ms);
   for (const auto& d : dumps) {
-    const long long seq = header_number(d, "X-Crash-Seq");
-    const long long end = header_number(d, "X-Crash-End");
+    const long long seq = mailq::test::header_number(d, "X-Crash-Seq");
+    const long long end = mailq::test::header_number(d, "X-Crash-End");
     if (seq < 0) {
       ++foreign;
     } else if (end != seq) {

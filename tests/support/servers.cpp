@@ -123,6 +123,7 @@ long long header_number(const std::string& text, const std::string& name) {
   if (at == std::string::npos) return -1;
   const auto start = at + key.size();
   const auto end = text.find_first_of("\r\n", start);
+  if (end == std::string::npos) return -1;  // a line cut short (a partial dump)
   const std::string digits = text.substr(start, end - start);
   if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
   return std::stoll(digits);
