@@ -118,7 +118,6 @@ struct Relay::Impl {
 
   std::unique_ptr<uv::LoopClock> clock;
   std::unique_ptr<spool::DurableStorage> spool;
-  spool::Layout layout = spool::kDefaultLayout;  // what the spool was opened as
   std::unique_ptr<ares::AresResolver> resolver;
   std::unique_ptr<uv::UvTransport> transport;
   std::optional<RouteTable> routes;
@@ -229,7 +228,7 @@ struct Relay::Impl {
     spool::SegmentOptions sego;
     sego.on_error = so.on_error;
     const auto opening = std::chrono::steady_clock::now();
-    layout = spool::choose_layout(config.spool, config.spool_layout);
+    const spool::Layout layout = spool::choose_layout(config.spool, config.spool_layout);
     auto opened = spool::open_spool(config.spool, *clock, layout, so, sego);
     // The recovery time the started notice gives: opening the spool and loading it, not the
     // sockets and the resolver set up between.
