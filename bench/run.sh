@@ -5,7 +5,7 @@
 #   bench/run.sh [--count N] [--large-count N] [--restart-count N] [--enqueue-count N]
 #                [--submit-count N] [--connections C] [--per-connection M] [--skip-postfix]
 #                [--skip-peers] [--growth "10000 100000 1000000"] [--ceiling-processes P]
-#                [--only drain,ingest,enqueue,restart,submit,down,relay]
+#                [--only drain,ingest,enqueue,restart,submit,down,relay,dkim]
 #
 # Everything talks to 127.0.0.1 only. Peers (smtp-sink, the private Postfix) are stopped on
 # exit, and each one is bounded by coreutils' timeout.
@@ -228,7 +228,7 @@ drain() {  # size n spool-parent label layout
 # the enqueue rate at that queue size), then `mailq-relay --once` with the defaults of the
 # configuration but its one route (to the sink, no TLS), timed from outside by relay_drain.py.
 # "default" leaves spool_layout out (the relay runs what the spool holds, segments when new).
-relay_drain() {  # size n layout(default|files|segments) parent label
+relay_drain() {  # size n layout(default|files|segments) parent label [extra TOML]
   local size=$1 n=$2 layout=$3 dir fill_layout
   dir=$(mktemp -d "$4/relay.XXXXXX")
   fill_layout=$layout
@@ -248,6 +248,7 @@ relay_drain() {  # size n layout(default|files|segments) parent label
     echo 'helo = "bench.localhost"'
     printf '[[route]]\nname = "tcp_sink"\nhosts = ["127.0.0.1:%s"]\ntls = "none"\ndefault = true\n' \
       "$sink_port"
+    [[ -n ${6:-} ]] && printf '%s\n' "$6"
   } >"$dir/relay.toml"
   python3 "$here/relay_drain.py" --relay "$relay" --config "$dir/relay.toml" --log "$dir/mail.log" \
     --messages "$n" --size "$size" --layout "$layout" --label "$5" --json "$jsonl" >/dev/null ||
@@ -471,6 +472,24 @@ echo "== 5. down destination ==" >&2
 tail -1 "$jsonl"
 "$bin/bench_down" --destinations 10000 --per-destination 10 --label "10000x10" --json "$jsonl" >/dev/null
 tail -1 "$jsonl"
+fi
+
+if want dkim; then
+section dkim
+# The cost of signing, through the program: the default relay drain unsigned, then with each
+# kind of key, then dual-signed (what senders do: Gmail does not verify Ed25519).
+echo "== DKIM: mailq-relay --once drain, 2 KB, unsigned / RSA-2048 / Ed25519 / both ==" >&2
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/dkim-rsa.pem" 2>/dev/null
+openssl genpkey -algorithm ed25519 -out "$work/dkim-ed.pem" 2>/dev/null
+dkim_key() { printf '[[dkim.key]]\ndomain = "bench.localhost"\nselector = "%s"\nkey_file = "%s"\n' "$1" "$2"; }
+relay_drain 2048 "$count" default "$work" "dkim: unsigned" || echo "run.sh: relay drain failed" >&2
+relay_drain 2048 "$count" default "$work" "dkim: rsa-2048" "$(dkim_key r "$work/dkim-rsa.pem")" ||
+  echo "run.sh: relay drain failed" >&2
+relay_drain 2048 "$count" default "$work" "dkim: ed25519" "$(dkim_key e "$work/dkim-ed.pem")" ||
+  echo "run.sh: relay drain failed" >&2
+relay_drain 2048 "$count" default "$work" "dkim: rsa-2048 + ed25519" \
+  "$(dkim_key r "$work/dkim-rsa.pem"; dkim_key e "$work/dkim-ed.pem")" ||
+  echo "run.sh: relay drain failed" >&2
 fi
 
 # --- results.json and the table ---

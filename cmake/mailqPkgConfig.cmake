@@ -65,7 +65,8 @@ list(APPEND MAILQ_PC_LIBS ${_mailq_pc_public_libs})
 # libcrypt for the listener's password hashes.
 set(MAILQ_PC_LIBS_PRIVATE "")
 if(MAILQ_WITH_UV)
-  list(APPEND MAILQ_PC_LIBS_PRIVATE -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lcrypt)
+  list(APPEND MAILQ_PC_LIBS_PRIVATE -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lcrypt
+       -lhogweed -lnettle)
 endif()
 list(APPEND MAILQ_PC_LIBS_PRIVATE ${_mailq_pc_private_libs})
 string(REPLACE ";" " " MAILQ_PC_LIBS "${MAILQ_PC_LIBS}")

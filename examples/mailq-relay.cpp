@@ -10,6 +10,9 @@
 //   mailq-relay --config FILE --check --print
 //                                        the same, printing the effective configuration
 //                                        (defaults included) as TOML
+//   mailq-relay --config FILE --dkim-records
+//                                        the DNS TXT record each [[dkim.key]] needs, as zone
+//                                        file lines (the public key derived from the private)
 //
 // Exit statuses (sysexits): 64 usage, 78 configuration error, 69 the spool, a port or the
 // control socket is held by someone else, 73 the log or the spool cannot be opened, 75 (--once)
@@ -37,7 +40,8 @@ constexpr int kExitUsage = 64;
 int usage(const std::string& why) {
   std::fprintf(stderr,
                "mailq-relay: %s\n"
-               "usage: mailq-relay --config FILE [--once [--single-pass] | --check [--print]]\n"
+               "usage: mailq-relay --config FILE [--once [--single-pass] | --check [--print] |\n"
+               "                                  --dkim-records]\n"
                "       mailq-relay --hash-password\n",
                why.c_str());
   return kExitUsage;
@@ -122,6 +126,7 @@ int main(int argc, char** argv) {
   bool single_pass = false;
   bool check = false;
   bool print = false;
+  bool dkim_records = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--config" || a == "-c") {
@@ -137,12 +142,15 @@ int main(int argc, char** argv) {
       check = true;
     } else if (a == "--print") {
       print = true;
+    } else if (a == "--dkim-records") {
+      dkim_records = true;
     } else if (a == "--hash-password") {
       if (argc != 2) return usage("--hash-password takes no other option");
       return hash_password();
     } else if (a == "--help" || a == "-h") {
       std::printf(
-          "usage: mailq-relay --config FILE [--once [--single-pass] | --check [--print]]\n"
+          "usage: mailq-relay --config FILE [--once [--single-pass] | --check [--print] |\n"
+          "                                  --dkim-records]\n"
           "       mailq-relay --hash-password   (reads a password, prints its hash)\n");
       return 0;
     } else {
@@ -153,11 +161,21 @@ int main(int argc, char** argv) {
   if (once && check) return usage("--once and --check exclude each other");
   if (single_pass && !once) return usage("--single-pass goes with --once");
   if (print && !check) return usage("--print goes with --check");
+  if (dkim_records && (once || check)) return usage("--dkim-records goes alone with --config");
 
   auto config = load_config(config_path);
   if (!config) {
     std::fprintf(stderr, "mailq-relay: %s\n", config.error().message.c_str());
     return kExitConfig;
+  }
+  if (dkim_records) {
+    if (!config->dkim_signer) {
+      std::fprintf(stderr, "mailq-relay: %s has no [[dkim.key]]\n", config_path.c_str());
+      return kExitConfig;
+    }
+    for (const auto& r : config->dkim_signer->dns_records())
+      std::printf("%s\n", r.zone_line().c_str());
+    return 0;
   }
   if (check) {
     // The routes are built as the relay would build them: what passes here starts.

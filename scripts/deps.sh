@@ -13,10 +13,12 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config  # toolchain
   libuv1-dev libc-ares-dev libmbedtls-dev libfmt-dev  # libraries mailq links
+  nettle-dev  # Ed25519 DKIM signatures (mbedTLS 2.28 has no Ed25519)
   libtomlplusplus-dev  # mailq-relay's configuration file
   clang valgrind  # libFuzzer targets (fuzz/), memcheck runs of the adapters
   catch2  # unit tests (2.13)
   postfix unbound swaks python3-aiosmtpd openssl  # servers and tools of the integration tests
+  python3-dkim  # dkimpy: the DKIM verifier the signing tests check against
   libnet-ssleay-perl libsasl2-modules  # swaks over TLS; Postfix's SASL client (PLAIN, LOGIN)
   libfuse3-dev fuse3  # the power-cut file system of the crash tests (tests/crash/powercut_fs.cpp)
   nftables iproute2  # network faults made in the tests' own network namespaces

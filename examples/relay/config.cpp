@@ -578,17 +578,90 @@ void read_domain_state(const Section& s, RelayConfig& cfg) {
   if (auto d = s.duration("down_interval")) cfg.domain_state.down_interval = *d;
 }
 
+// The signer of a route with `dkim = false`: signs nothing, in place of the relay's.
+class NoSigning final : public MessageSigner {
+ public:
+  Result<std::string> sign(std::string_view, TimePoint) const override { return std::string(); }
+};
+
+// [[dkim.key]]: the keys that sign outgoing mail (mailq/dkim.h). Each key is read and checked
+// here, so that `--check` finds an unreadable or too-short key before the relay runs.
+void read_dkim(const Section& s, RelayConfig& cfg) {
+  s.allow_only({"key"});
+  const toml::node* keys = s.get("key");
+  if (!keys) return;
+  if (!keys->is_array_of_tables()) fail(line_of(*keys), "dkim.key", "expected [[dkim.key]] tables");
+  std::size_t i = 0;
+  for (const toml::node& n : *keys->as_array()) {
+    Section k(*n.as_table(), fmt::format("dkim.key[{}]", i++));
+    const std::string& p = k.path();
+    k.allow_only({"domain", "selector", "key_file", "use", "canonicalization", "headers",
+                  "oversign", "expiry", "identity"});
+    dkim::KeyConfig key;
+    auto required = [&](std::string_view name) {
+      auto v = k.string(name);
+      if (!v || v->empty()) fail(k.line(), k.path_of(name), "missing");
+      return *v;
+    };
+    key.domain = required("domain");
+    key.selector = required("selector");
+    key.key_file = required("key_file");
+    if (auto use = k.string("use")) {
+      if (*use == "author")
+        key.use = dkim::KeyConfig::Use::author;
+      else if (*use == "fallback")
+        key.use = dkim::KeyConfig::Use::fallback;
+      else if (*use == "always")
+        key.use = dkim::KeyConfig::Use::always;
+      else
+        fail(line_of(*k.get("use")), p + ".use",
+             quoted(*use) + " is not \"author\", \"fallback\" or \"always\"");
+    }
+    if (auto c = k.string("canonicalization")) {
+      const auto slash = c->find('/');
+      auto header = dkim::parse_canonicalization(c->substr(0, slash));
+      auto body = dkim::parse_canonicalization(slash == std::string::npos ? std::string("simple")
+                                                                          : c->substr(slash + 1));
+      if (!header || !body)
+        fail(line_of(*k.get("canonicalization")), p + ".canonicalization",
+             quoted(*c) +
+                 " is not header/body canonicalization (\"relaxed/relaxed\", "
+                 "\"relaxed/simple\", \"simple/simple\", \"simple/relaxed\")");
+      key.header_canon = *header;
+      key.body_canon = *body;
+    }
+    if (auto headers = k.strings("headers"))
+      for (auto& [text, node] : *headers) key.headers.push_back(text);
+    if (auto over = k.strings("oversign")) {
+      key.oversign.emplace();
+      for (auto& [text, node] : *over) key.oversign->push_back(text);
+    }
+    if (auto d = k.duration("expiry"))
+      key.expiry = std::chrono::duration_cast<std::chrono::seconds>(*d);
+    if (auto id = k.string("identity")) key.identity = *id;
+    // Checked one at a time, so that the error points at this key's table.
+    if (auto one = dkim::Signer::create(dkim::SignerConfig{{key}}); !one)
+      fail(k.line(), p, one.error().message);
+    cfg.dkim.keys.push_back(std::move(key));
+  }
+  auto signer = dkim::Signer::create(cfg.dkim);
+  if (!signer) fail(line_of(*keys), "dkim.key", signer.error().message);
+  cfg.dkim_signer = *signer;
+  cfg.deliverer.signer = *signer;
+}
+
 struct RouteExtras {
   std::uint16_t port = 0;
   bool is_default = false;
   bool own_internal_mx = false;  ///< the route lists its own allow_internal_mx
+  bool signs = true;             ///< dkim = false: nothing signed on this route
 };
 
 Route read_route(const Section& s, RouteExtras* extras) {
   s.allow_only({"name", "domains", "hosts", "mx", "port", "tls", "ca_file", "helo", "auth",
                 "auth_over_plaintext", "source_address", "nxdomain", "max_connections",
                 "max_messages_per_connection", "timeouts", "default", "allow_internal_mx",
-                "eight_bit"});
+                "eight_bit", "dkim"});
   Route r;
   const std::string& p = s.path();
   auto name = s.string("name");
@@ -688,6 +761,7 @@ Route read_route(const Section& s, RouteExtras* extras) {
       fail(line_of(*s.get("eight_bit")), p + ".eight_bit",
            quoted(*eb) + " is not \"convert\" or \"return\"");
   }
+  if (auto v = s.boolean("dkim")) extras->signs = *v;
   if (auto nx = s.string("nxdomain")) {
     if (*nx == "bounce")
       r.nxdomain_is_permanent = true;
@@ -756,9 +830,11 @@ void read_routes(const Section& root, RelayConfig& cfg) {
     if (!r.is_static()) r.mx_port = extras.port ? extras.port : cfg.mx_port;
     if (!r.is_static() && !extras.own_internal_mx) r.allow_internal_mx = cfg.allow_internal_mx;
     if (r.source_address.empty()) r.source_address = cfg.source_address;
+    if (!extras.signs) r.signer = std::make_shared<NoSigning>();
     cfg.routes.push_back(std::move(r));
     cfg.route_domains.push_back(std::move(patterns));
     cfg.route_ports.push_back(extras.port);
+    cfg.route_signs.push_back(extras.signs);
     ++i;
   }
   if (explicit_default) cfg.default_route = cfg.routes[*explicit_default].name;
@@ -769,7 +845,7 @@ RelayConfig read_config(const toml::table& doc, std::string_view name) {
   cfg.file = std::string(name);
   Section root(doc, "");
   root.allow_only({"spool", "spool_layout", "log", "helo", "listen", "control", "metrics",
-                   "resolver", "queue", "delivery", "domain_state", "route"});
+                   "resolver", "queue", "delivery", "domain_state", "dkim", "route"});
 
   auto spool = root.string("spool");
   if (!spool) fail(1, "spool", "missing (the spool directory is required)");
@@ -828,6 +904,7 @@ RelayConfig read_config(const toml::table& doc, std::string_view name) {
   if (auto s = root.table("queue")) read_queue(*s, cfg);
   if (auto s = root.table("delivery")) read_delivery(*s, cfg);
   if (auto s = root.table("domain_state")) read_domain_state(*s, cfg);
+  if (auto s = root.table("dkim")) read_dkim(*s, cfg);
   read_routes(root, cfg);
 
   // The listener must not promise (in SIZE, with a 250 at the dot) what the queue then refuses.

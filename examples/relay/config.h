@@ -19,6 +19,7 @@
 
 #include "mailq/ares/resolver.h"
 #include "mailq/deliverer.h"
+#include "mailq/dkim.h"
 #include "mailq/domain_state.h"
 #include "mailq/error.h"
 #include "mailq/net.h"
@@ -86,9 +87,17 @@ struct RelayConfig {
   DelivererConfig deliverer;       ///< [queue] cycle, [delivery] limits
   DomainStateConfig domain_state;  ///< [domain_state]
 
+  /// [[dkim.key]] tables in file order; the signer made of them (keys read and checked at
+  /// load time) is `deliverer.signer`, null when there is none.
+  dkim::SignerConfig dkim;
+  std::shared_ptr<const dkim::Signer> dkim_signer;
+
   std::vector<Route> routes;  ///< [[route]] tables in file order
   /// For each route (same index): the domain patterns mapped to it.
   std::vector<std::vector<std::string>> route_domains;
+  /// For each route (same index): false when the route says `dkim = false` (its messages go
+  /// out unsigned).
+  std::vector<bool> route_signs;
   /// For each route (same index): its `port` key, 0 when not given. An MX route without one
   /// uses `mx_port`; a static route's `port` is the port of its hosts written without one.
   std::vector<std::uint16_t> route_ports;

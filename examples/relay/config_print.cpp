@@ -132,6 +132,40 @@ void print_delivery(const RelayConfig& c, std::string& out) {
                      c.domain_state.failure_threshold, dur(c.domain_state.down_interval));
 }
 
+void print_dkim(const RelayConfig& c, std::string& out) {
+  if (c.dkim.keys.empty()) {
+    out += "\n# no [[dkim.key]]: nothing is signed\n";
+    return;
+  }
+  for (const auto& k : c.dkim.keys) {
+    out += "\n[[dkim.key]]\n";
+    out += "domain = " + q(k.domain) + "\nselector = " + q(k.selector) + "\n";
+    out += "key_file = " + q(k.key_file) + "\n";
+    const char* use = k.use == dkim::KeyConfig::Use::author     ? "author"
+                      : k.use == dkim::KeyConfig::Use::fallback ? "fallback"
+                                                                : "always";
+    out += fmt::format("use = {}\n", q(use));
+    out +=
+        fmt::format("canonicalization = {}\n", q(std::string(dkim::to_string(k.header_canon)) +
+                                                 "/" + std::string(dkim::to_string(k.body_canon))));
+    const auto& headers = k.headers.empty() ? dkim::default_headers() : k.headers;
+    out += "headers = " + strings(headers) + "\n";
+    if (k.oversign) {
+      out += "oversign = " + strings(*k.oversign) + "\n";
+    } else {
+      std::vector<std::string> over;
+      for (const auto& h : headers)
+        if (h != "Sender") over.push_back(h);
+      out += "oversign = " + strings(over) + "  # every signed field but Sender\n";
+    }
+    if (k.expiry)
+      out += "expiry = " + dur(*k.expiry) + "\n";
+    else
+      out += "# expiry: none (no x= tag)\n";
+    if (!k.identity.empty()) out += "identity = " + q(k.identity) + "\n";
+  }
+}
+
 void print_route(const RelayConfig& c, std::size_t i, std::string& out) {
   const Route& r = c.routes[i];
   out += "\n[[route]]\nname = " + q(r.name) + "\n";
@@ -158,6 +192,7 @@ void print_route(const RelayConfig& c, std::size_t i, std::string& out) {
   if (!r.source_address.empty()) out += "source_address = " + q(r.source_address) + "\n";
   out += fmt::format("nxdomain = {}\n", q(r.nxdomain_is_permanent ? "bounce" : "defer"));
   out += fmt::format("eight_bit = {}\n", q(r.convert_8bit ? "convert" : "return"));
+  out += fmt::format("dkim = {}\n", b(i >= c.route_signs.size() || c.route_signs[i]));
   out += fmt::format("max_connections = {}\nmax_messages_per_connection = {}\n", r.max_connections,
                      r.max_messages_per_connection);
   out += "timeouts = " + timeouts(r.timeouts) + "\n";
@@ -218,6 +253,7 @@ std::string print_config(const RelayConfig& c) {
   print_resolver(c, out);
   print_queue(c, out);
   print_delivery(c, out);
+  print_dkim(c, out);
   for (std::size_t i = 0; i < c.routes.size(); ++i) print_route(c, i, out);
   bool listed = false;
   for (const auto& r : c.routes) listed = listed || r.name == c.default_route;

@@ -28,6 +28,7 @@
 #include "mailq/events.h"
 #include "mailq/queue.h"
 #include "mailq/resolver.h"
+#include "mailq/signer.h"
 #include "mailq/transport.h"
 
 namespace mailq {
@@ -58,6 +59,9 @@ struct DelivererConfig {
   std::uint32_t max_jobs_per_destination_per_cycle = 10000;
   /// When a destination is marked down (seed 000) and for how long.
   DomainStateConfig domain_state;
+  /// Signs every message sent (DKIM: `mailq::dkim::Signer`), over the bytes that go out,
+  /// unless the route has its own `Route::signer`. Null: nothing is signed.
+  std::shared_ptr<const MessageSigner> signer;
 };
 
 struct DelivererStats {

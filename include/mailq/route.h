@@ -12,6 +12,7 @@
 #include "mailq/clock.h"
 #include "mailq/error.h"
 #include "mailq/net.h"
+#include "mailq/signer.h"
 #include "mailq/transport.h"
 
 namespace mailq {
@@ -79,6 +80,9 @@ struct Route {
   std::uint32_t max_connections = 10;  ///< per destination
   std::uint32_t max_messages_per_connection = 100;
   SmtpTimeouts timeouts;
+  /// Signs what this route sends (DKIM: mailq/dkim.h), in place of the Deliverer's
+  /// `DelivererConfig::signer`; null: the Deliverer's.
+  std::shared_ptr<const MessageSigner> signer;
 
   bool is_static() const noexcept { return !hosts.empty(); }
 };

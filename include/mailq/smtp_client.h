@@ -64,6 +64,7 @@
 #include "mailq/clock.h"
 #include "mailq/reply.h"
 #include "mailq/route.h"
+#include "mailq/signer.h"
 #include "mailq/transport.h"
 
 namespace mailq {
@@ -140,6 +141,10 @@ struct SmtpTransaction {
   std::string envid;
   bool eight_bit = false;  ///< body has 8-bit octets: BODY=8BITMIME when offered
   bool smtputf8 = false;   ///< non-ASCII envelope: needs SMTPUTF8 (fails permanently without)
+  /// Signs the message as it goes out (DKIM): called with the final bytes (CRLF line ends,
+  /// after any 7-bit conversion, before dot-stuffing); its header fields are put in front.
+  /// A signing error defers every recipient with 451 4.7.0 before anything is sent.
+  std::shared_ptr<const MessageSigner> signer;
 };
 
 /// Events the client emits, in order.

@@ -32,6 +32,7 @@
 #include "mailq/uv/loop_clock.h"
 #include "mailq/uv/transport.h"
 #include "support/daemon.h"
+#include "support/dkim_verifier.h"
 #include "support/opened_spool.h"
 #include "support/raw_client.h"
 #include "support/servers.h"
@@ -394,6 +395,109 @@ TEST_CASE(
                  "tcp_old not configured any more"));
   CHECK(contains(log, "tcp_static"));
   CHECK(count_of(log, " D 1") == 1);
+}
+
+TEST_CASE(
+    "mailq-relay signs with DKIM (RSA and Ed25519) what it sends, after the 7-bit conversion, "
+    "and python3-dkim verifies the stored copies with the keys served by unbound",
+    "[relay][once][dkim]") {
+  TempDir keys;
+  std::string err;
+  const std::string rsa = keys.file("rsa.pem"), ed = keys.file("ed.pem");
+  REQUIRE(test::openssl_key("rsa2048", rsa, &err));
+  REQUIRE(test::openssl_key("ed25519", ed, &err));
+  // The public keys, derived with openssl, published by unbound (TXT strings of 255 octets).
+  std::string zone = kZone;
+  for (const auto& [selector, file] : {std::pair{"r1", rsa}, std::pair{"e1", ed}}) {
+    const std::string txt = test::dkim_txt_with_openssl(file, &err);
+    INFO(err);
+    REQUIRE(!txt.empty());
+    zone += std::string(selector) + "._domainkey.sign 300 IN TXT";
+    for (std::size_t i = 0; i < txt.size(); i += 255) zone += " \"" + txt.substr(i, 255) + "\"";
+    zone += "\n";
+  }
+  UnboundServer::Config dns_config;
+  dns_config.zones.push_back({"test.", zone});
+  auto dns = UnboundServer::start(dns_config, &err);
+  INFO(err);
+  REQUIRE(dns);
+
+  SmtpSink eight;          // offers 8BITMIME
+  SmtpSink seven({"-8"});  // does not: the relay converts
+  REQUIRE(eight.start(&err));
+  REQUIRE(seven.start(&err));
+  RelayHarness h;
+  const std::string config =
+      h.config_text(eight.port(), dns->address()) +
+      "\n[[route]]\nname = \"to_seven\"\ndomains = [\"seven.test\"]\nhosts = [\"127.0.0.1:" +
+      std::to_string(seven.port()) +
+      "\"]\ntls = \"none\"\n"
+      "\n[[route]]\nname = \"unsigned\"\ndomains = [\"plain.test\"]\nhosts = [\"127.0.0.1:" +
+      std::to_string(eight.port()) +
+      "\"]\ntls = \"none\"\ndkim = false\n"
+      "\n[[dkim.key]]\ndomain = \"sign.test\"\nselector = \"r1\"\nkey_file = \"" +
+      rsa +
+      "\"\n"
+      "\n[[dkim.key]]\ndomain = \"sign.test\"\nselector = \"e1\"\nkey_file = \"" +
+      ed + "\"\ncanonicalization = \"simple/simple\"\nexpiry = \"7d\"\n";
+  h.write_config(config);
+
+  // The records the relay prints for its keys are the ones openssl derived.
+  std::string records;
+  REQUIRE(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--dkim-records"}, &records,
+                      30s) == 0);
+  CHECK(contains(records, "r1._domainkey.sign.test. IN TXT \"v=DKIM1; k=rsa; p="));
+  CHECK(contains(records, "e1._domainkey.sign.test. IN TXT \"v=DKIM1; k=ed25519; p="));
+
+  // 8-bit text in the body (a header field with 8-bit octets could not be converted).
+  const std::string body =
+      "From: Anna <anna@news.sign.test>\r\nTo: x@static.test\r\nSubject: Gruesse\r\n"
+      "Date: Mon, 7 Dec 2026 10:00:00 +0000\r\nMessage-ID: <dkim.1@sign.test>\r\n"
+      "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+      "Content-Transfer-Encoding: 8bit\r\n\r\nK\xc3\xb6ln,   am Ende \r\n.dot\r\n\r\n";
+  enqueue_offline(config, {"a@static.test"}, body);
+  enqueue_offline(config, {"b@seven.test"}, body);
+  enqueue_offline(config, {"c@plain.test"}, body);
+  std::string out;
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--once"}, &out, 60s) == 0);
+  INFO(out);
+  auto eight_dumps = eight.wait_for_dumps(2);
+  auto seven_dumps = seven.wait_for_dumps(1);
+  REQUIRE(eight_dumps.size() == 2);
+  REQUIRE(seven_dumps.size() == 1);
+
+  auto verdicts = [&](const std::string& dump) {
+    auto results = test::dkim_verify(dump, dns->port(), {}, &err);
+    INFO(err);
+    REQUIRE(err.empty());
+    std::map<std::string, bool> by_selector;
+    for (const auto& r : results) {
+      UNSCOPED_INFO(r.selector << ": " << (r.pass ? "pass" : r.detail));
+      by_selector[r.selector + "/" + r.algorithm] = r.pass;
+    }
+    return by_selector;
+  };
+  const std::map<std::string, bool> both_pass = {{"e1/ed25519-sha256", true},
+                                                 {"r1/rsa-sha256", true}};
+  // smtp-sink's dump names the recipient in its X-Rcpt-Args line.
+  const bool first_plain = contains(eight_dumps[0], "c@plain.test");
+  const std::string& signed_copy = first_plain ? eight_dumps[1] : eight_dumps[0];
+  const std::string& unsigned_copy = first_plain ? eight_dumps[0] : eight_dumps[1];
+  REQUIRE(contains(unsigned_copy, "c@plain.test"));
+  INFO(signed_copy);
+  CHECK(contains(signed_copy, "Content-Transfer-Encoding: 8bit"));
+  CHECK(verdicts(signed_copy) == both_pass);
+  // The converted copy: quoted-printable, and the signatures cover that form.
+  INFO(seven_dumps[0]);
+  CHECK(contains(seven_dumps[0], "Content-Transfer-Encoding: quoted-printable"));
+  CHECK(verdicts(seven_dumps[0]) == both_pass);
+  // A copy changed on the way fails both.
+  std::string tampered = signed_copy;
+  tampered.replace(tampered.find("am Ende"), 7, "am Endf");
+  CHECK(verdicts(tampered) ==
+        std::map<std::string, bool>{{"e1/ed25519-sha256", false}, {"r1/rsa-sha256", false}});
+  // The route with dkim = false sends unsigned.
+  CHECK_FALSE(contains(unsigned_copy, "DKIM-Signature"));
 }
 
 TEST_CASE(

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -669,6 +670,92 @@ TEST_CASE("SmtpClient: 8-bit data for a server without 8BITMIME is converted, or
     CHECK(s.wrote().find(" BODY=8BITMIME") != std::string::npos);
     s.server("250 ok\r\n250 ok\r\n354 go\r\n");
     CHECK(s.wrote() == "Subject: t\r\n\r\ncaf\xc3\xa9\r\n.\r\n");
+  }
+}
+
+namespace {
+
+// Records what it was asked to sign and answers with a fixed field (or an error).
+class RecordingSigner final : public MessageSigner {
+ public:
+  explicit RecordingSigner(std::optional<std::string> field) : field_(std::move(field)) {}
+  Result<std::string> sign(std::string_view message, TimePoint now) const override {
+    seen.emplace_back(message);
+    when = now;
+    if (!field_) return Error(errc::bad_state, "the key is gone");
+    return *field_;
+  }
+  mutable std::vector<std::string> seen;
+  mutable TimePoint when{};
+
+ private:
+  std::optional<std::string> field_;
+};
+
+}  // namespace
+
+TEST_CASE("SmtpClient: the signer signs the bytes that go out, after a 7-bit conversion",
+          "[smtp][client][dkim]") {
+  auto signer = std::make_shared<RecordingSigner>("X-Signed: yes\r\n");
+  SECTION("8BITMIME offered: the message as it is, line ends made CRLF, not dot-stuffed") {
+    Session s;
+    s.open_ready(kEhloFull);
+    auto t = txn({"a@example.org"}, "Subject: t\n\n.caf\xc3\xa9\nend");
+    t.signer = signer;
+    REQUIRE(s.send(std::move(t)));
+    REQUIRE(signer->seen.size() == 1);
+    CHECK(signer->seen[0] == "Subject: t\r\n\r\n.caf\xc3\xa9\r\nend\r\n");
+    CHECK(signer->when == s.now);
+    // SIZE counts the signature.
+    CHECK(s.wrote().find(" SIZE=" + std::to_string(signer->seen[0].size() + 15)) !=
+          std::string::npos);
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    CHECK(s.wrote() == "X-Signed: yes\r\nSubject: t\r\n\r\n..caf\xc3\xa9\r\nend\r\n.\r\n");
+  }
+  SECTION("no 8BITMIME: the converted form is what is signed and sent") {
+    Session s;
+    s.open_ready(kEhloPipelining);
+    auto t = txn({"a@example.org"}, "Subject: t\n\ncaf\xc3\xa9\n");
+    t.signer = signer;
+    REQUIRE(s.send(std::move(t)));
+    const std::string converted =
+        "Subject: t\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=unknown-8bit\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n";
+    REQUIRE(signer->seen.size() == 1);
+    CHECK(signer->seen[0] == converted);
+    s.wrote();
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    CHECK(s.wrote() == "X-Signed: yes\r\n" + converted + ".\r\n");
+  }
+  SECTION("a message the server refuses anyway is not signed") {
+    Session s;
+    s.open_ready("250-mx.example.org\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+    auto t = txn({"a@example.org"}, "Subject: caf\xc3\xa9\n\nx\n");
+    t.signer = signer;
+    REQUIRE(s.send(std::move(t)));
+    CHECK(signer->seen.empty());
+  }
+  SECTION("a signing error defers the recipients, nothing is sent, the session goes on") {
+    Session s;
+    s.open_ready(kEhloFull);
+    auto t = txn({"a@example.org", "b@example.org"});
+    t.signer = std::make_shared<RecordingSigner>(std::nullopt);
+    REQUIRE(s.send(std::move(t)));
+    CHECK(s.wrote().empty());
+    const Reply expected(451, "4.7.0",
+                         "[internal] the message could not be signed: the key is gone");
+    CHECK(s.get<smtp_event::TransactionDone>(0).replies == std::vector<Reply>{expected, expected});
+    CHECK(s.client->ready());
+  }
+  SECTION("a signer with nothing to add leaves the message alone") {
+    Session s;
+    s.open_ready(kEhloFull);
+    auto t = txn({"a@example.org"});
+    t.signer = std::make_shared<RecordingSigner>(std::string());
+    REQUIRE(s.send(std::move(t)));
+    s.wrote();
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    CHECK(s.wrote() == "Subject: t\r\n\r\nhi\r\n.\r\n");
   }
 }
 

@@ -178,6 +178,8 @@ void Deliverer::Impl::start_job(Session& s) {
       return;
     }
     tx = transaction_of(job, std::move(loaded->value()));
+    const auto& route_signer = job.destination->route->signer;
+    tx.signer = route_signer ? route_signer : config.signer;
   } catch (const std::bad_alloc&) {
     finish_job(job, out_of_memory, {Note::words(out_of_memory.to_string())}, false);
     kick(run);

@@ -249,13 +249,15 @@ bool SmtpClient::send(SmtpTransaction t, TimePoint now) {
   s.txn = std::move(x);
 
   // Refusals decided here, before anything is sent: the session stays usable.
+  std::optional<std::string> converted_body;  // the 7-bit form, when it was made
   if (s.txn->eight_bit && !s.caps.eightbitmime && !(s.txn->utf8 && !s.caps.smtputf8)) {
     // RFC 6152 §3: converted to 7 bit, or returned.
     std::string why = "the route returns such messages";
     if (s.opt.convert_8bit) {
       auto converted = detail::downgrade_to_7bit(*s.txn->t.body);
       if (converted) {
-        s.txn->data = detail::encode_data(*converted, &info);
+        converted_body = std::move(*converted);
+        s.txn->data = detail::encode_data(*converted_body, &info);
         s.txn->data_size = s.txn->data.size();
         s.txn->size = info.size;
         s.txn->eight_bit = false;
@@ -279,6 +281,23 @@ bool SmtpClient::send(SmtpTransaction t, TimePoint now) {
                   "address (RFC 6531)"},
                  Reply{});
     return true;
+  }
+  if (s.txn->t.signer) {
+    // Signed last, over the bytes that go out: after the 7-bit conversion, before stuffing.
+    const std::string plain =
+        detail::normalize_lines(converted_body ? *converted_body : *s.txn->t.body);
+    Result<std::string> fields = s.txn->t.signer->sign(plain, now);
+    if (!fields) {
+      s.finish_txn(
+          {451, "4.7.0", "[internal] the message could not be signed: " + fields.error().message},
+          Reply{});
+      return true;
+    }
+    if (!fields->empty()) {
+      s.txn->data = detail::encode_data(*fields + plain, &info);
+      s.txn->data_size = s.txn->data.size();
+      s.txn->size = info.size;
+    }
   }
   if (s.caps.size > 0 && s.txn->size > s.caps.size) {
     s.finish_txn({552, "5.3.4",

@@ -8,7 +8,11 @@
 namespace mailq {
 namespace detail {
 
-std::string encode_data(std::string_view body, EncodeInfo* info) {
+namespace {
+
+// CRLF line ends (see encode_data for the rules), a final CRLF when missing; with `stuff`,
+// a leading "." doubled and ".\r\n" appended.
+std::string encode_lines(std::string_view body, EncodeInfo* info, bool stuff) {
   std::string out;
   out.reserve(body.size() + body.size() / 32 + 8);
   std::uint64_t stuffed = 0;
@@ -24,7 +28,7 @@ std::string encode_data(std::string_view body, EncodeInfo* info) {
     if (const void* cr = std::memchr(base + i, '\r', j - i))
       j = static_cast<std::size_t>(static_cast<const char*>(cr) - base);
     if (j > i) {
-      if (bol && body[i] == '.') {
+      if (stuff && bol && body[i] == '.') {
         out += '.';
         ++stuffed;
       }
@@ -52,8 +56,18 @@ std::string encode_data(std::string_view body, EncodeInfo* info) {
   }
   if (!bol) out += "\r\n";
   if (info) info->size = out.size() - stuffed;
-  out += ".\r\n";
+  if (stuff) out += ".\r\n";
   return out;
+}
+
+}  // namespace
+
+std::string encode_data(std::string_view body, EncodeInfo* info) {
+  return encode_lines(body, info, true);
+}
+
+std::string normalize_lines(std::string_view body) {
+  return encode_lines(body, nullptr, false);
 }
 
 }  // namespace detail

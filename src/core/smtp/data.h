@@ -15,4 +15,8 @@ struct EncodeInfo {
 /// encode_data, and when `info` is given the RFC 1870 size of the result.
 std::string encode_data(std::string_view body, EncodeInfo* info);
 
+/// The message as encode_data sends it, before dot-stuffing: CRLF line ends by the same
+/// rules, a final CRLF added when missing, no terminator. What a signer sees.
+std::string normalize_lines(std::string_view body);
+
 }  // namespace mailq::detail

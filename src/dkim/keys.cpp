@@ -1,0 +1,177 @@
+#include "dkim/keys.h"
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/platform_util.h>
+#include <nettle/eddsa.h>
+
+#include <array>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+namespace mailq::dkim::detail {
+
+namespace {
+
+Error bad(std::string what) {
+  return Error(errc::invalid_parameter, std::move(what));
+}
+
+std::string mbedtls_message(int rc) {
+  char buf[160];
+  mbedtls_strerror(rc, buf, sizeof buf);
+  return buf;
+}
+
+class RsaKey final : public PrivateKey {
+ public:
+  RsaKey() {
+    mbedtls_pk_init(&pk_);
+    mbedtls_entropy_init(&entropy_);
+    mbedtls_ctr_drbg_init(&drbg_);
+  }
+  ~RsaKey() override {
+    mbedtls_pk_free(&pk_);
+    mbedtls_ctr_drbg_free(&drbg_);
+    mbedtls_entropy_free(&entropy_);
+  }
+
+  Result<void> load(std::string_view pem) {
+    std::string text(pem);  // NUL-terminated, as mbedtls_pk_parse_key wants PEM
+    int rc = mbedtls_pk_parse_key(&pk_, reinterpret_cast<const unsigned char*>(text.c_str()),
+                                  text.size() + 1, nullptr, 0);
+    mbedtls_platform_zeroize(text.data(), text.size());
+    if (rc == MBEDTLS_ERR_PK_PASSWORD_REQUIRED)
+      return bad("the key is encrypted (a DKIM key must be readable without a password)");
+    if (rc != 0) return bad("not a private key mailq can read: " + mbedtls_message(rc));
+    if (!mbedtls_pk_can_do(&pk_, MBEDTLS_PK_RSA))
+      return bad("an elliptic-curve key: DKIM signs with RSA or Ed25519 only");
+    if (bits() < 1024)
+      return bad("an RSA key of " + std::to_string(bits()) +
+                 " bits: DKIM needs at least 1024 (RFC 8301; 2048 recommended)");
+    static const char kPersonal[] = "mailq dkim";
+    rc = mbedtls_ctr_drbg_seed(&drbg_, mbedtls_entropy_func, &entropy_,
+                               reinterpret_cast<const unsigned char*>(kPersonal),
+                               sizeof kPersonal - 1);
+    if (rc != 0) return bad("cannot seed the random generator: " + mbedtls_message(rc));
+    return {};
+  }
+
+  Algorithm algorithm() const noexcept override { return Algorithm::rsa_sha256; }
+  std::size_t bits() const noexcept override { return mbedtls_pk_get_bitlen(&pk_); }
+
+  Result<std::string> sign(const Digest& digest) const override {
+    std::array<unsigned char, MBEDTLS_PK_SIGNATURE_MAX_SIZE> sig{};
+    std::size_t len = 0;
+    int rc;
+    {
+      // The RSA blinding values and the generator are state: one signature at a time.
+      std::lock_guard<std::mutex> lock(mutex_);
+      rc = mbedtls_pk_sign(&pk_, MBEDTLS_MD_SHA256, digest.data(), digest.size(), sig.data(), &len,
+                           mbedtls_ctr_drbg_random, &drbg_);
+    }
+    if (rc != 0) return Error(errc::bad_state, "RSA signing failed: " + mbedtls_message(rc));
+    return std::string(reinterpret_cast<const char*>(sig.data()), len);
+  }
+
+  std::string public_key() const override {
+    std::vector<unsigned char> der(4096);
+    // Written at the end of the buffer.
+    int n = mbedtls_pk_write_pubkey_der(&pk_, der.data(), der.size());
+    if (n <= 0) return {};
+    return base64(der.data() + der.size() - static_cast<std::size_t>(n),
+                  static_cast<std::size_t>(n));
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  mutable mbedtls_pk_context pk_;
+  mbedtls_entropy_context entropy_;
+  mutable mbedtls_ctr_drbg_context drbg_;
+};
+
+class Ed25519Key final : public PrivateKey {
+ public:
+  explicit Ed25519Key(const unsigned char* seed) {
+    std::memcpy(seed_.data(), seed, seed_.size());
+    nettle_ed25519_sha512_public_key(public_.data(), seed_.data());
+  }
+  ~Ed25519Key() override { mbedtls_platform_zeroize(seed_.data(), seed_.size()); }
+
+  Algorithm algorithm() const noexcept override { return Algorithm::ed25519_sha256; }
+  std::size_t bits() const noexcept override { return 256; }
+
+  Result<std::string> sign(const Digest& digest) const override {
+    // RFC 8463 §3: PureEdDSA over the SHA-256 hash of the signed data.
+    std::array<unsigned char, ED25519_SIGNATURE_SIZE> sig{};
+    nettle_ed25519_sha512_sign(public_.data(), seed_.data(), digest.size(), digest.data(),
+                               sig.data());
+    return std::string(reinterpret_cast<const char*>(sig.data()), sig.size());
+  }
+
+  std::string public_key() const override { return base64(public_.data(), public_.size()); }
+
+ private:
+  std::array<unsigned char, ED25519_KEY_SIZE> seed_{};
+  std::array<unsigned char, ED25519_KEY_SIZE> public_{};
+};
+
+// The base64 between the BEGIN and END lines of a PEM block of `label`; nullopt when the text
+// has no such block.
+std::optional<std::string> pem_body(std::string_view text, std::string_view label) {
+  const std::string begin = "-----BEGIN " + std::string(label) + "-----";
+  const std::string end = "-----END " + std::string(label) + "-----";
+  std::size_t b = text.find(begin);
+  if (b == std::string_view::npos) return std::nullopt;
+  b += begin.size();
+  std::size_t e = text.find(end, b);
+  if (e == std::string_view::npos) return std::nullopt;
+  return std::string(text.substr(b, e - b));
+}
+
+// The 32-byte key of a PKCS#8 Ed25519 PrivateKeyInfo (RFC 8410 §7): SEQUENCE { INTEGER 0|1,
+// SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } ... }.
+const unsigned char* ed25519_pkcs8_seed(const std::vector<unsigned char>& der) {
+  static const unsigned char kAfterLength[] = {0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03,
+                                               0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20};
+  if (der.size() < 2 + sizeof kAfterLength + 32 || der[0] != 0x30 || der[1] >= 0x80 ||
+      der[1] + 2u != der.size())
+    return nullptr;
+  if (std::memcmp(der.data() + 2, kAfterLength, 2) != 0 || der[4] > 1 ||
+      std::memcmp(der.data() + 5, kAfterLength + 3, sizeof kAfterLength - 3) != 0)
+    return nullptr;
+  return der.data() + 2 + sizeof kAfterLength;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<PrivateKey>> PrivateKey::parse(std::string_view text) {
+  if (auto body = pem_body(text, "PRIVATE KEY")) {
+    std::vector<unsigned char> der = base64_decode(*body);
+    mbedtls_platform_zeroize(body->data(), body->size());
+    const unsigned char* seed = ed25519_pkcs8_seed(der);
+    std::unique_ptr<PrivateKey> key;
+    if (seed) key = std::make_unique<Ed25519Key>(seed);
+    if (!der.empty()) mbedtls_platform_zeroize(der.data(), der.size());
+    if (key) return key;
+  } else if (text.find("-----BEGIN") == std::string_view::npos) {
+    // No PEM at all: the base64 of a raw Ed25519 key, as dkimpy writes it.
+    std::vector<unsigned char> raw = base64_decode(text);
+    if (raw.size() != ED25519_KEY_SIZE) {
+      if (!raw.empty()) mbedtls_platform_zeroize(raw.data(), raw.size());
+      return bad("neither a PEM private key nor the base64 of a 32-byte Ed25519 key");
+    }
+    auto key = std::make_unique<Ed25519Key>(raw.data());
+    mbedtls_platform_zeroize(raw.data(), raw.size());
+    return std::unique_ptr<PrivateKey>(std::move(key));
+  }
+  auto rsa = std::make_unique<RsaKey>();
+  if (auto r = rsa->load(text); !r) return r.error();
+  return std::unique_ptr<PrivateKey>(std::move(rsa));
+}
+
+}  // namespace mailq::dkim::detail
