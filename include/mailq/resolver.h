@@ -1,10 +1,10 @@
 // mailq — the resolver seam.
 //
-// The engine asks two questions of DNS: the MX records of a domain, and the addresses of a
-// host. The MX selection logic (preference order, shuffle among equals, implicit MX, null MX,
-// loops to self) lives in the core; a Resolver only answers queries. The reference
-// implementation is the c-ares adapter (`mailq::ares::AresResolver`); `StaticResolver` here
-// answers from a table, for tests and for hosts with fixed routing.
+// The engine asks three questions of DNS: the MX records of a domain, the addresses of a
+// host, and the TXT records of a name (MTA-STS). The MX selection logic (preference order, shuffle
+// among equals, implicit MX, null MX, loops to self) lives in the core; a Resolver only answers
+// queries. The reference implementation is the c-ares adapter (`mailq::ares::AresResolver`);
+// `StaticResolver` here answers from a table, for tests and for hosts with fixed routing.
 #pragma once
 
 #include <chrono>
@@ -63,6 +63,14 @@ struct AddressAnswer {
   std::string canonical;
 };
 
+/// The TXT records of a name, each record's strings joined (RFC 7208 §3.3 and RFC 8461 §3.1
+/// read a record that way).
+struct TxtAnswer {
+  DnsStatus status = DnsStatus::error;
+  std::vector<std::string> records;  ///< when ok
+  std::string detail;
+};
+
 /// How long a caching resolver keeps answers (`ares::AresResolverOptions::cache`): one entry
 /// per (name, query type), positive or negative, its lifetime decided by its status and TTL.
 struct DnsCachePolicy {
@@ -99,6 +107,8 @@ class Resolver {
   /// A and AAAA records of `host` (CNAMEs followed), both families in one answer.
   virtual void query_addresses(const std::string& host,
                                std::function<void(AddressAnswer)> done) = 0;
+  /// TXT records of `name` (MTA-STS discovery, TLS-RPT).
+  virtual void query_txt(const std::string& name, std::function<void(TxtAnswer)> done) = 0;
 };
 
 /// A resolver that answers from tables, through the clock (so answers are asynchronous like
@@ -117,9 +127,13 @@ class StaticResolver final : public Resolver {
   void set_mx_status(const std::string& domain, DnsStatus status);
   void set_addresses(const std::string& host, std::vector<std::string> addresses);
   void set_addresses_status(const std::string& host, DnsStatus status);
+  void set_txt(const std::string& name, std::vector<std::string> records);
+  void set_txt_status(const std::string& name, DnsStatus status);
 
   void query_mx(const std::string& domain, std::function<void(MxAnswer)> done) override;
   void query_addresses(const std::string& host, std::function<void(AddressAnswer)> done) override;
+  /// Unknown names answer NXDOMAIN, or no data when the name has MX or addresses.
+  void query_txt(const std::string& name, std::function<void(TxtAnswer)> done) override;
 
   std::size_t queries() const noexcept { return queries_; }
 
@@ -129,6 +143,9 @@ class StaticResolver final : public Resolver {
   std::size_t queries_ = 0;
   std::map<std::string, MxAnswer> mx_;
   std::map<std::string, AddressAnswer> addresses_;
+  std::map<std::string, TxtAnswer> txt_;
+  template <class Answer>
+  void answer_later(Answer a, std::function<void(Answer)> done);
   // Answers not delivered yet: their timers, and what to say when cancelled.
   std::map<TimerId, std::function<void()>> pending_;
 };

@@ -34,6 +34,7 @@ using mailq::detail::DnsCacheEntry;
 using mailq::detail::kDnsTypeA;
 using mailq::detail::kDnsTypeAaaa;
 using mailq::detail::kDnsTypeMx;
+using mailq::detail::kDnsTypeTxt;
 using mailq::detail::scan_dns_ttls;
 
 namespace {
@@ -495,6 +496,20 @@ struct AresResolver::Impl {
       out.status = DnsStatus::ok;
       return ARES_SUCCESS;
     }
+    if (type == kDnsTypeTxt) {
+      ares_txt_ext* head = nullptr;
+      const int rc = ares_parse_txt_reply_ext(abuf, alen, &head);
+      if (rc != ARES_SUCCESS) return rc;
+      // A record's strings come as consecutive entries, the first marked record_start.
+      for (auto* t = head; t != nullptr; t = t->next) {
+        if (t->record_start || out.texts.empty()) out.texts.emplace_back();
+        out.texts.back().append(reinterpret_cast<const char*>(t->txt), t->length);
+      }
+      ares_free_data(head);
+      if (out.texts.empty()) return ARES_ENODATA;
+      out.status = DnsStatus::ok;
+      return ARES_SUCCESS;
+    }
     hostent* host = nullptr;
     int count = kMaxAddrTtls;
     int rc = ARES_SUCCESS;
@@ -758,6 +773,37 @@ void AresResolver::query_mx(const std::string& domain, std::function<void(MxAnsw
     MxAnswer a;
     a.status = r.entry.status;
     a.records = r.entry.mx;
+    a.detail = r.entry.detail;
+    deliver(done, std::move(a));
+  });
+}
+
+void AresResolver::query_txt(const std::string& name, std::function<void(TxtAnswer)> done) {
+  Impl* impl = impl_.get();
+  auto deliver = [impl](std::function<void(TxtAnswer)> cb, TxtAnswer a) {
+    impl->post([cb = std::move(cb), a = std::move(a)](bool cancelled) mutable {
+      if (cancelled) {
+        TxtAnswer c;
+        c.status = DnsStatus::cancelled;
+        c.detail = "cancelled";
+        cb(std::move(c));
+      } else {
+        cb(std::move(a));
+      }
+    });
+  };
+  const std::string normalized = normalize_name(name);
+  if (auto problem = name_problem(normalized); !problem.empty()) {
+    TxtAnswer a;
+    a.status = DnsStatus::error;
+    a.detail = fmt::format("\"{}\" TXT: invalid name: {}", name, problem);
+    deliver(std::move(done), std::move(a));
+    return;
+  }
+  impl->lookup(normalized, kDnsTypeTxt, [deliver, done = std::move(done)](const RrResult& r) {
+    TxtAnswer a;
+    a.status = r.entry.status;
+    a.records = r.entry.texts;
     a.detail = r.entry.detail;
     deliver(done, std::move(a));
   });

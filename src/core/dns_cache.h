@@ -25,6 +25,7 @@ struct DnsCacheEntry {
   DnsStatus status = DnsStatus::error;
   std::vector<MxRecord> mx;            ///< MX answers
   std::vector<std::string> addresses;  ///< A / AAAA answers, text form
+  std::vector<std::string> texts;      ///< TXT answers, each record's strings joined
   std::string detail;
   std::string canonical;  ///< when the name is an alias: where its CNAME chain led (lowercase)
 };

@@ -117,6 +117,8 @@ std::string dns_type_name(std::uint16_t type) {
       return "SOA";
     case kDnsTypeMx:
       return "MX";
+    case kDnsTypeTxt:
+      return "TXT";
     case kDnsTypeAaaa:
       return "AAAA";
     default:

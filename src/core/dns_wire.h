@@ -18,9 +18,10 @@ inline constexpr std::uint16_t kDnsTypeA = 1;
 inline constexpr std::uint16_t kDnsTypeCname = 5;
 inline constexpr std::uint16_t kDnsTypeSoa = 6;
 inline constexpr std::uint16_t kDnsTypeMx = 15;
+inline constexpr std::uint16_t kDnsTypeTxt = 16;
 inline constexpr std::uint16_t kDnsTypeAaaa = 28;
 
-/// Name of a query type for logs ("MX", "A", "AAAA", else "TYPE<n>").
+/// Name of a query type for logs ("MX", "A", "AAAA", "TXT", else "TYPE<n>").
 std::string dns_type_name(std::uint16_t type);
 
 struct DnsTtls {

@@ -41,8 +41,24 @@ void StaticResolver::set_addresses_status(const std::string& host, DnsStatus sta
   addresses_[key(host)] = std::move(a);
 }
 
-void StaticResolver::query_mx(const std::string& domain, std::function<void(MxAnswer)> done) {
+template <class Answer>
+void StaticResolver::answer_later(Answer a, std::function<void(Answer)> done) {
   ++queries_;
+  auto shared = std::make_shared<std::function<void(Answer)>>(std::move(done));
+  auto id = std::make_shared<TimerId>(kNoTimer);
+  *id = clock_.schedule(latency_, [this, shared, id, a = std::move(a)]() mutable {
+    pending_.erase(*id);
+    (*shared)(std::move(a));
+  });
+  pending_[*id] = [shared] {
+    Answer cancelled;
+    cancelled.status = DnsStatus::error;
+    cancelled.detail = "cancelled";
+    (*shared)(std::move(cancelled));
+  };
+}
+
+void StaticResolver::query_mx(const std::string& domain, std::function<void(MxAnswer)> done) {
   MxAnswer a;
   auto it = mx_.find(key(domain));
   if (it != mx_.end()) {
@@ -53,23 +69,11 @@ void StaticResolver::query_mx(const std::string& domain, std::function<void(MxAn
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
-  auto shared = std::make_shared<std::function<void(MxAnswer)>>(std::move(done));
-  auto id = std::make_shared<TimerId>(kNoTimer);
-  *id = clock_.schedule(latency_, [this, shared, id, a = std::move(a)]() mutable {
-    pending_.erase(*id);
-    (*shared)(std::move(a));
-  });
-  pending_[*id] = [shared] {
-    MxAnswer cancelled;
-    cancelled.status = DnsStatus::error;
-    cancelled.detail = "cancelled";
-    (*shared)(std::move(cancelled));
-  };
+  answer_later(std::move(a), std::move(done));
 }
 
 void StaticResolver::query_addresses(const std::string& host,
                                      std::function<void(AddressAnswer)> done) {
-  ++queries_;
   AddressAnswer a;
   auto it = addresses_.find(key(host));
   if (it != addresses_.end()) {
@@ -80,18 +84,35 @@ void StaticResolver::query_addresses(const std::string& host,
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
-  auto shared = std::make_shared<std::function<void(AddressAnswer)>>(std::move(done));
-  auto id = std::make_shared<TimerId>(kNoTimer);
-  *id = clock_.schedule(latency_, [this, shared, id, a = std::move(a)]() mutable {
-    pending_.erase(*id);
-    (*shared)(std::move(a));
-  });
-  pending_[*id] = [shared] {
-    AddressAnswer cancelled;
-    cancelled.status = DnsStatus::error;
-    cancelled.detail = "cancelled";
-    (*shared)(std::move(cancelled));
-  };
+  answer_later(std::move(a), std::move(done));
+}
+
+void StaticResolver::set_txt(const std::string& name, std::vector<std::string> records) {
+  TxtAnswer a;
+  a.status = DnsStatus::ok;
+  a.records = std::move(records);
+  txt_[key(name)] = std::move(a);
+}
+
+void StaticResolver::set_txt_status(const std::string& name, DnsStatus status) {
+  TxtAnswer a;
+  a.status = status;
+  a.detail = std::string("static: ") + to_string(status);
+  txt_[key(name)] = std::move(a);
+}
+
+void StaticResolver::query_txt(const std::string& name, std::function<void(TxtAnswer)> done) {
+  TxtAnswer a;
+  auto it = txt_.find(key(name));
+  if (it != txt_.end()) {
+    a = it->second;
+  } else if (mx_.count(key(name)) || addresses_.count(key(name))) {
+    a.status = DnsStatus::no_data;
+  } else {
+    a.status = DnsStatus::nxdomain;
+    a.detail = "static: NXDOMAIN";
+  }
+  answer_later(std::move(a), std::move(done));
 }
 
 StaticResolver::~StaticResolver() {

@@ -20,6 +20,7 @@ using mailq::DnsStatus;
 using mailq::ManualClock;
 using mailq::MxAnswer;
 using mailq::MxRecord;
+using mailq::TxtAnswer;
 using mailq::ares::AddressFamilies;
 using mailq::ares::AresResolver;
 using mailq::ares::AresResolverOptions;
@@ -53,6 +54,9 @@ target       120 IN A     127.0.0.30
 cnamemx       60 IN CNAME multi.test.
 noaddr       300 IN MX    10 ghost.noaddr.test.
 mxonly       300 IN MX    10 mx1.multi.test.
+_mta-sts.multi 300 IN TXT  "v=STSv1; id=20261207;"
+_mta-sts.multi 300 IN TXT  "v=spf1 " "-all"
+long         300 IN TXT    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" "tail"
 )";
 
 // big.test: more MX records than fit in a 1232-octet UDP answer; unbound truncates it and
@@ -142,32 +146,32 @@ AresResolverOptions options_for(std::vector<std::string> servers) {
   return o;
 }
 
-MxAnswer query_mx(Loop& l, AresResolver& r, const std::string& name) {
-  std::optional<MxAnswer> got;
+// Starts a query with `start(callback)` and runs the loop until it is answered, once.
+template <class Answer, class Start>
+Answer ask(Loop& l, Start&& start) {
+  std::optional<Answer> got;
   int calls = 0;
-  r.query_mx(name, [&](MxAnswer a) {
+  start([&](Answer a) {
     ++calls;
     got = std::move(a);
   });
-  CHECK_FALSE(got);  // never called from inside query_mx
+  CHECK_FALSE(got);  // never called from inside the query call
   REQUIRE(l.run_until([&] { return got.has_value(); }));
   l.settle();
   CHECK(calls == 1);
   return *got;
 }
 
+MxAnswer query_mx(Loop& l, AresResolver& r, const std::string& name) {
+  return ask<MxAnswer>(l, [&](auto cb) { r.query_mx(name, cb); });
+}
+
 AddressAnswer query_addresses(Loop& l, AresResolver& r, const std::string& name) {
-  std::optional<AddressAnswer> got;
-  int calls = 0;
-  r.query_addresses(name, [&](AddressAnswer a) {
-    ++calls;
-    got = std::move(a);
-  });
-  CHECK_FALSE(got);
-  REQUIRE(l.run_until([&] { return got.has_value(); }));
-  l.settle();
-  CHECK(calls == 1);
-  return *got;
+  return ask<AddressAnswer>(l, [&](auto cb) { r.query_addresses(name, cb); });
+}
+
+TxtAnswer query_txt(Loop& l, AresResolver& r, const std::string& name) {
+  return ask<TxtAnswer>(l, [&](auto cb) { r.query_txt(name, cb); });
 }
 
 std::vector<std::pair<int, std::string>> sorted(const std::vector<MxRecord>& records) {
@@ -233,6 +237,24 @@ TEST_CASE("ares resolver answers nxdomain for a name that does not exist", "[are
   auto a = query_mx(l, *r, "nope.test");
   CHECK(a.status == DnsStatus::nxdomain);
   CHECK(a.detail == "nope.test MX: no such domain (NXDOMAIN)");
+}
+
+TEST_CASE("ares resolver returns TXT records, each record's strings joined", "[ares][unbound]") {
+  REQUIRE_UNBOUND(ub);
+  Loop l;
+  auto r = make_resolver(l, options_for({ub->address()}));
+  auto a = query_txt(l, *r, "_mta-sts.multi.test");
+  CHECK(a.status == DnsStatus::ok);
+  std::sort(a.records.begin(), a.records.end());
+  CHECK(a.records == Strings{"v=STSv1; id=20261207;", "v=spf1 -all"});
+  a = query_txt(l, *r, "long.test");
+  REQUIRE(a.status == DnsStatus::ok);
+  CHECK(a.records == Strings{std::string(255, 'a') + "tail"});
+  CHECK(query_txt(l, *r, "multi.test").status == DnsStatus::no_data);
+  CHECK(query_txt(l, *r, "_mta-sts.nope.test").status == DnsStatus::nxdomain);
+  // From the cache the second time: the same answer.
+  a = query_txt(l, *r, "long.test");
+  CHECK(a.records == Strings{std::string(255, 'a') + "tail"});
 }
 
 TEST_CASE("ares resolver follows a CNAME to the MX records of its target", "[ares][unbound]") {

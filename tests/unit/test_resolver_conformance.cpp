@@ -53,6 +53,11 @@ class EagerResolver final : public Resolver {
     a.addresses = zone().addresses;
     done(a);
   }
+  void query_txt(const std::string&, std::function<void(TxtAnswer)> done) override {
+    TxtAnswer a;
+    a.status = DnsStatus::no_data;
+    done(a);
+  }
 };
 
 // Forgets its pending queries when destroyed, and answers NXDOMAIN as no data.
@@ -66,6 +71,12 @@ class ForgetfulResolver final : public Resolver {
       if (alive.expired()) return;  // dropped silently: the contract says answered once
       if (a.status == DnsStatus::nxdomain) a.status = DnsStatus::no_data;
       done(std::move(a));
+    });
+  }
+  void query_txt(const std::string& n, std::function<void(TxtAnswer)> done) override {
+    std::weak_ptr<int> alive = alive_;
+    inner_.query_txt(n, [alive, done = std::move(done)](TxtAnswer a) {
+      if (!alive.expired()) done(std::move(a));
     });
   }
   void query_addresses(const std::string& h, std::function<void(AddressAnswer)> done) override {
@@ -117,4 +128,24 @@ TEST_CASE(
                    "answers: MX of nowhere.example: no_data, expected nxdomain") == 1);
   CHECK(std::count(failures.begin(), failures.end(),
                    "destroy: 0 of 6 pending queries answered by the destructor") == 1);
+}
+
+TEST_CASE("StaticResolver answers TXT queries later, from its table", "[resolver]") {
+  ManualClock clock;
+  StaticResolver r(clock);
+  r.set_txt("_mta-sts.example.com.", {"v=STSv1; id=1;"});
+  r.set_mx("example.com", {{10, "mx.example.com"}});
+  r.set_txt_status("_mta-sts.broken.example", DnsStatus::servfail);
+  std::vector<TxtAnswer> got;
+  for (const char* name : {"_MTA-STS.example.com", "example.com", "_mta-sts.broken.example",
+                           "_mta-sts.nowhere.example"})
+    r.query_txt(name, [&](TxtAnswer a) { got.push_back(std::move(a)); });
+  CHECK(got.empty());  // never from inside the call
+  clock.advance(Duration(0));
+  REQUIRE(got.size() == 4);
+  CHECK(got[0].status == DnsStatus::ok);
+  CHECK(got[0].records == std::vector<std::string>{"v=STSv1; id=1;"});
+  CHECK(got[1].status == DnsStatus::no_data);
+  CHECK(got[2].status == DnsStatus::servfail);
+  CHECK(got[3].status == DnsStatus::nxdomain);
 }

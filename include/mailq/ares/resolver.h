@@ -152,6 +152,7 @@ class AresResolver final : public Resolver {
 
   void query_mx(const std::string& domain, std::function<void(MxAnswer)> done) override;
   void query_addresses(const std::string& host, std::function<void(AddressAnswer)> done) override;
+  void query_txt(const std::string& name, std::function<void(TxtAnswer)> done) override;
 
   /// Forgets every cached answer (an operator's "flush the DNS cache").
   void clear_cache();
