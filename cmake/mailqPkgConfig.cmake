@@ -66,7 +66,7 @@ list(APPEND MAILQ_PC_LIBS ${_mailq_pc_public_libs})
 set(MAILQ_PC_LIBS_PRIVATE "")
 if(MAILQ_WITH_UV)
   list(APPEND MAILQ_PC_LIBS_PRIVATE -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lcrypt
-       -lhogweed -lnettle)
+       -lhogweed -lnettle -lgmp)
 endif()
 list(APPEND MAILQ_PC_LIBS_PRIVATE ${_mailq_pc_private_libs})
 string(REPLACE ";" " " MAILQ_PC_LIBS "${MAILQ_PC_LIBS}")

@@ -13,7 +13,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config  # toolchain
   libuv1-dev libc-ares-dev libmbedtls-dev libfmt-dev  # libraries mailq links
-  nettle-dev  # Ed25519 DKIM signatures (mbedTLS 2.28 has no Ed25519)
+  nettle-dev libgmp-dev  # DKIM signatures: Ed25519 (mbedTLS 2.28 has none), RSA on GMP
   libtomlplusplus-dev  # mailq-relay's configuration file
   clang valgrind  # libFuzzer targets (fuzz/), memcheck runs of the adapters
   catch2  # unit tests (2.13)

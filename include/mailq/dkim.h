@@ -1,4 +1,5 @@
-// mailq — DKIM signing (RFC 6376), rsa-sha256 (RFC 8301) and ed25519-sha256 (RFC 8463).
+// mailq — DKIM signing (RFC 6376), rsa-sha256 (RFC 8301) and ed25519-sha256 (RFC 8463): keys
+// read by mbedTLS, signatures made by Nettle (RSA on GMP, with blinding; Ed25519).
 //
 //     mailq::dkim::SignerConfig sc;
 //     mailq::dkim::KeyConfig k;

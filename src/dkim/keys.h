@@ -1,4 +1,5 @@
-// DKIM private keys: RSA through mbedTLS, Ed25519 through Nettle (mbedTLS 2.28 has none).
+// DKIM private keys: RSA read by mbedTLS and signed by Nettle (GMP), Ed25519 by Nettle
+// (mbedTLS 2.28 has none).
 // Internal to the DKIM signer.
 #pragma once
 
