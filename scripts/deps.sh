@@ -14,6 +14,7 @@ packages=(
   build-essential cmake ninja-build pkg-config  # toolchain
   libuv1-dev libc-ares-dev libmbedtls-dev libfmt-dev  # libraries mailq links
   nettle-dev libgmp-dev  # DKIM signatures: Ed25519 (mbedTLS 2.28 has none), RSA on GMP
+  node-llhttp  # llhttp's C sources, compiled in: the HTTP parser of MTA-STS policy fetches
   libtomlplusplus-dev  # mailq-relay's configuration file
   clang valgrind  # libFuzzer targets (fuzz/), memcheck runs of the adapters
   catch2  # unit tests (2.13)

@@ -650,6 +650,25 @@ void read_dkim(const Section& s, RelayConfig& cfg) {
   cfg.deliverer.signer = *signer;
 }
 
+// [mta_sts]: on unless `enabled = false`.
+void read_mta_sts(const Section& root, RelayConfig& cfg) {
+  uv::MtaStsOptions o;
+  o.cache_file = cfg.spool + "/mta-sts.cache";
+  o.source_address = cfg.source_address;
+  if (auto s = root.table("mta_sts")) {
+    s->allow_only({"enabled", "cache_file", "ca_file", "port", "fetch_timeout", "recheck",
+                   "failure_backoff"});
+    if (auto v = s->boolean("enabled"); v && !*v) return;
+    if (auto f = s->string("cache_file")) o.cache_file = *f;
+    if (auto f = s->string("ca_file")) o.ca_file = *f;
+    if (auto p = s->integer<std::uint16_t>("port", 1, 65535)) o.port = *p;
+    if (auto d = s->duration("fetch_timeout")) o.fetch_timeout = *d;
+    if (auto d = s->duration("recheck")) o.recheck = *d;
+    if (auto d = s->duration("failure_backoff", true)) o.failure_backoff = *d;
+  }
+  cfg.mta_sts = std::move(o);
+}
+
 struct RouteExtras {
   std::uint16_t port = 0;
   bool is_default = false;
@@ -658,10 +677,26 @@ struct RouteExtras {
 };
 
 Route read_route(const Section& s, RouteExtras* extras) {
-  s.allow_only({"name", "domains", "hosts", "mx", "port", "tls", "ca_file", "helo", "auth",
-                "auth_over_plaintext", "source_address", "nxdomain", "max_connections",
-                "max_messages_per_connection", "timeouts", "default", "allow_internal_mx",
-                "eight_bit", "dkim"});
+  s.allow_only({"name",
+                "domains",
+                "hosts",
+                "mx",
+                "port",
+                "tls",
+                "ca_file",
+                "helo",
+                "auth",
+                "auth_over_plaintext",
+                "source_address",
+                "nxdomain",
+                "max_connections",
+                "max_messages_per_connection",
+                "timeouts",
+                "default",
+                "allow_internal_mx",
+                "eight_bit",
+                "dkim",
+                "mta_sts"});
   Route r;
   const std::string& p = s.path();
   auto name = s.string("name");
@@ -716,10 +751,14 @@ Route read_route(const Section& s, RouteExtras* extras) {
       fail(line_of(*s.get("tls")), p + ".tls",
            quoted(*tls) + " is not one of \"none\", \"opportunistic\", \"required\", \"verify\"");
   }
+  if (auto v = s.boolean("mta_sts")) r.mta_sts = *v;
   if (auto ca = s.string("ca_file")) {
     int line = line_of(*s.get("ca_file"));
-    if (r.tls != TlsPolicy::verify)
-      fail(line, p + ".ca_file", "is only used with tls = \"verify\"");
+    // An MX route verifies with it also where a domain's MTA-STS policy demands it.
+    if (r.tls != TlsPolicy::verify && (r.is_static() || !r.mta_sts))
+      fail(line, p + ".ca_file",
+           r.is_static() ? "is only used with tls = \"verify\""
+                         : "is only used with tls = \"verify\" or mta_sts = true");
     if (ca->empty()) fail(line, p + ".ca_file", "is empty (remove it to use the system CAs)");
     if (access(ca->c_str(), R_OK) != 0)
       fail(line, p + ".ca_file", fmt::format("{}: {}", *ca, std::strerror(errno)));
@@ -845,7 +884,7 @@ RelayConfig read_config(const toml::table& doc, std::string_view name) {
   cfg.file = std::string(name);
   Section root(doc, "");
   root.allow_only({"spool", "spool_layout", "log", "helo", "listen", "control", "metrics",
-                   "resolver", "queue", "delivery", "domain_state", "dkim", "route"});
+                   "resolver", "queue", "delivery", "domain_state", "dkim", "mta_sts", "route"});
 
   auto spool = root.string("spool");
   if (!spool) fail(1, "spool", "missing (the spool directory is required)");
@@ -905,6 +944,7 @@ RelayConfig read_config(const toml::table& doc, std::string_view name) {
   if (auto s = root.table("delivery")) read_delivery(*s, cfg);
   if (auto s = root.table("domain_state")) read_domain_state(*s, cfg);
   if (auto s = root.table("dkim")) read_dkim(*s, cfg);
+  read_mta_sts(root, cfg);
   read_routes(root, cfg);
 
   // The listener must not promise (in SIZE, with a 250 at the dot) what the queue then refuses.

@@ -26,6 +26,7 @@
 #include "mailq/queue.h"
 #include "mailq/route.h"
 #include "mailq/spool/layout.h"
+#include "mailq/uv/mta_sts.h"
 
 namespace mailq::relay {
 
@@ -91,12 +92,15 @@ struct RelayConfig {
   /// load time) is `deliverer.signer`, null when there is none.
   dkim::SignerConfig dkim;
   std::shared_ptr<const dkim::Signer> dkim_signer;
+  /// [mta_sts]: recipient domains' MTA-STS policies honoured on MX routes (RFC 8461); unset
+  /// with `enabled = false`. On by default, its cache in <spool>/mta-sts.cache.
+  std::optional<uv::MtaStsOptions> mta_sts;
 
   std::vector<Route> routes;  ///< [[route]] tables in file order
   /// For each route (same index): the domain patterns mapped to it.
   std::vector<std::vector<std::string>> route_domains;
   /// For each route (same index): false when the route says `dkim = false` (its messages go
-  /// out unsigned).
+  /// out unsigned). (`mta_sts = false` is the route's own `Route::mta_sts`.)
   std::vector<bool> route_signs;
   /// For each route (same index): its `port` key, 0 when not given. An MX route without one
   /// uses `mx_port`; a static route's `port` is the port of its hosts written without one.

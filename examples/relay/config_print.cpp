@@ -132,6 +132,22 @@ void print_delivery(const RelayConfig& c, std::string& out) {
                      c.domain_state.failure_threshold, dur(c.domain_state.down_interval));
 }
 
+void print_mta_sts(const RelayConfig& c, std::string& out) {
+  out += "\n[mta_sts]\n";
+  if (!c.mta_sts) {
+    out += "enabled = false\n";
+    return;
+  }
+  const auto& o = *c.mta_sts;
+  out += "enabled = true\ncache_file = " + q(o.cache_file) + "\n";
+  if (o.ca_file.empty())
+    out += "# ca_file: not set, the system's CAs\n";
+  else
+    out += "ca_file = " + q(o.ca_file) + "\n";
+  out += fmt::format("port = {}\nfetch_timeout = {}\nrecheck = {}\nfailure_backoff = {}\n", o.port,
+                     dur(o.fetch_timeout), dur(o.recheck), dur(o.failure_backoff));
+}
+
 void print_dkim(const RelayConfig& c, std::string& out) {
   if (c.dkim.keys.empty()) {
     out += "\n# no [[dkim.key]]: nothing is signed\n";
@@ -193,6 +209,7 @@ void print_route(const RelayConfig& c, std::size_t i, std::string& out) {
   out += fmt::format("nxdomain = {}\n", q(r.nxdomain_is_permanent ? "bounce" : "defer"));
   out += fmt::format("eight_bit = {}\n", q(r.convert_8bit ? "convert" : "return"));
   out += fmt::format("dkim = {}\n", b(i >= c.route_signs.size() || c.route_signs[i]));
+  if (!r.is_static()) out += fmt::format("mta_sts = {}\n", b(r.mta_sts));
   out += fmt::format("max_connections = {}\nmax_messages_per_connection = {}\n", r.max_connections,
                      r.max_messages_per_connection);
   out += "timeouts = " + timeouts(r.timeouts) + "\n";
@@ -254,6 +271,7 @@ std::string print_config(const RelayConfig& c) {
   print_queue(c, out);
   print_delivery(c, out);
   print_dkim(c, out);
+  print_mta_sts(c, out);
   for (std::size_t i = 0; i < c.routes.size(); ++i) print_route(c, i, out);
   bool listed = false;
   for (const auto& r : c.routes) listed = listed || r.name == c.default_route;

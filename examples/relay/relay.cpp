@@ -24,6 +24,7 @@
 #include "mailq/spool/layout.h"
 #include "mailq/uv/credentials.h"
 #include "mailq/uv/loop_clock.h"
+#include "mailq/uv/mta_sts.h"
 #include "mailq/uv/smtp_listener.h"
 #include "mailq/uv/transport.h"
 
@@ -123,6 +124,7 @@ struct Relay::Impl {
   std::optional<RouteTable> routes;
   std::unique_ptr<Metrics> metrics;
   std::unique_ptr<Queue> queue;
+  std::shared_ptr<uv::MtaStsSource> mta_sts;  // [mta_sts]; on the resolver and transport
   std::unique_ptr<Deliverer> deliverer;
   std::unique_ptr<uv::SmtpListener> listener;
   std::shared_ptr<const uv::PasswordFile> credentials;  // [listen.auth]; swapped on SIGHUP
@@ -312,6 +314,13 @@ struct Relay::Impl {
     // --once ends with its last job: a connection with nothing to do says QUIT at once rather
     // than wait [delivery] idle_timeout for work that will not come.
     if (options.once) dc.idle_timeout = Duration{0};
+    if (config.mta_sts) {
+      auto sts = uv::MtaStsSource::open(*resolver, *transport, *clock, *config.mta_sts);
+      if (!sts)
+        return fail(kExitCantCreate, Error(sts.error().code, "mta_sts: " + sts.error().message));
+      mta_sts = std::move(sts.value());
+      dc.mta_sts = mta_sts;
+    }
     deliverer = std::make_unique<Deliverer>(*queue, *resolver, *transport, dc);
     deliverer_stopped = false;
 
@@ -669,6 +678,7 @@ struct Relay::Impl {
     maildrop.reset();
     listener.reset();
     deliverer.reset();
+    mta_sts.reset();  // its fetches use the transport, resolver and clock
     queue.reset();
     spool.reset();
     resolver.reset();

@@ -26,6 +26,7 @@
 #include "mailq/clock.h"
 #include "mailq/domain_state.h"
 #include "mailq/events.h"
+#include "mailq/mta_sts.h"
 #include "mailq/queue.h"
 #include "mailq/resolver.h"
 #include "mailq/signer.h"
@@ -62,6 +63,9 @@ struct DelivererConfig {
   /// Signs every message sent (DKIM: `mailq::dkim::Signer`), over the bytes that go out,
   /// unless the route has its own `Route::signer`. Null: nothing is signed.
   std::shared_ptr<const MessageSigner> signer;
+  /// Where recipient domains' MTA-STS policies come from (`mailq::uv::MtaStsSource`); null:
+  /// none are honoured. Shared: it must outlive the Deliverer.
+  std::shared_ptr<sts::PolicySource> mta_sts;
 };
 
 struct DelivererStats {

@@ -45,6 +45,7 @@
 #include "mailq/spool/layout.h"
 #include "mailq/storage.h"
 #include "mailq/transport.h"
+#include "mailq/uv/mta_sts.h"
 #include "mailq/uv/transport.h"
 
 namespace mailq {
@@ -80,6 +81,10 @@ struct EngineConfig {
   SpoolConfig spool;
   ares::AresResolverOptions resolver;
   uv::UvTransportOptions transport;
+  /// Honour recipient domains' MTA-STS policies (RFC 8461) on MX routes: the engine builds a
+  /// `uv::MtaStsSource` on its resolver and transport (unless `delivery.mta_sts` is set).
+  /// Unset: no policy is looked up.
+  std::optional<uv::MtaStsOptions> mta_sts;
   /// Backpressure: `submit` refuses a message (errc::queue_full) while this many messages are
   /// queued or waiting to be; 0 = no limit.
   std::size_t max_queued_messages = 0;

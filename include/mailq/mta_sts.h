@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +47,30 @@ Result<std::string> parse_txt_record(std::string_view text);
 /// not start with "v=STSv1" are ignored; none, or more than one, is no policy (nullopt-like
 /// `errc::not_found`); a malformed STSv1 record is `errc::invalid_parameter`.
 Result<std::string> policy_id(const std::vector<std::string>& txt_records);
+
+/// What a policy source knows of a domain's policy when a delivery asks.
+struct PolicyAnswer {
+  /// The policy in force (cached or just fetched); none when the domain has none, or when
+  /// it could not be fetched and nothing valid is cached.
+  std::optional<Policy> policy;
+  /// The discovery or fetch failed (no valid cached policy was there to fall back on, or one
+  /// was and was used): the TLS-RPT result type is sts-policy-fetch-error, sts-policy-invalid
+  /// or sts-webpki-invalid, as `detail` says.
+  bool failed = false;
+  /// The policy was fetched for this answer (not taken from the cache): worth a log line.
+  bool fetched = false;
+  std::string detail;  ///< for the log: where the answer came from, or what failed
+};
+
+/// Where the delivery side gets a recipient domain's MTA-STS policy
+/// (`DelivererConfig::mta_sts`); `mailq::uv::MtaStsSource` discovers, fetches and caches.
+/// `lookup` answers exactly once, on the loop thread, never from inside the call; a source
+/// destroyed with lookups pending drops them without answering (its owner goes first).
+class PolicySource {
+ public:
+  virtual ~PolicySource() = default;
+  virtual void lookup(const std::string& domain, std::function<void(PolicyAnswer)> done) = 0;
+};
 
 /// Whether `host` (an MX host name, any case, final dot or not) matches a policy pattern:
 /// the same name, or "*.suffix" with exactly one label in place of the star (RFC 8461 §4.1).

@@ -83,6 +83,12 @@ struct Route {
   /// Signs what this route sends (DKIM: mailq/dkim.h), in place of the Deliverer's
   /// `DelivererConfig::signer`; null: the Deliverer's.
   std::shared_ptr<const MessageSigner> signer;
+  /// An MX route honours the recipient domains' MTA-STS policies (RFC 8461) when the
+  /// Deliverer has a policy source (`DelivererConfig::mta_sts`): under mode enforce only the
+  /// MX hosts the policy names are used, each with STARTTLS and a certificate verified for its
+  /// name (against `ca_file`, else the system's CAs). A static route's hosts are the
+  /// operator's own: never.
+  bool mta_sts = true;
 
   bool is_static() const noexcept { return !hosts.empty(); }
 };

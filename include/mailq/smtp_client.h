@@ -115,6 +115,9 @@ struct SmtpClientOptions {
   /// 7 bit (true: each 8-bit MIME part re-encoded, quoted-printable for text, base64 else)
   /// or returned (false: `554 5.6.3`). What cannot be converted is returned either way.
   bool convert_8bit = true;
+  /// Who demands `tls` when it is not the route ("the MTA-STS policy of example.com, id
+  /// 2026a"): said in the reply of every TLS failure, so that the log and the queue tell why.
+  std::string tls_required_by;
   SmtpTimeouts timeouts;
   std::size_t max_reply_line = 4096;  ///< a longer reply line is a protocol error
   std::size_t max_reply_lines = 256;  ///< a longer multi-line reply is a protocol error

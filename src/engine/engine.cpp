@@ -29,6 +29,7 @@ struct Engine::Impl final : EventSink {
   std::unique_ptr<Transport> transport;
   std::unique_ptr<Queue> queue;
   std::unique_ptr<Deliverer> deliverer;
+  bool own_mta_sts = false;  // config.delivery.mta_sts was made by the engine
   RecoveryReport recovery;
 
   // Submissions from any thread reach the loop through `inbox` and `async`.
@@ -113,6 +114,12 @@ struct Engine::Impl final : EventSink {
     queue = std::make_unique<Queue>(*storage, config.routes, *clock, this, qc);
     if (auto recovered = queue->recover(&recovery); !recovered)
       return Error(recovered.error().code, "recover the storage: " + recovered.error().message);
+    if (config.mta_sts && !config.delivery.mta_sts) {
+      auto sts = uv::MtaStsSource::open(*resolver, *transport, *clock, *config.mta_sts);
+      if (!sts) return Error(sts.error().code, "mta_sts: " + sts.error().message);
+      config.delivery.mta_sts = std::move(sts.value());
+      own_mta_sts = true;
+    }
     deliverer = std::make_unique<Deliverer>(*queue, *resolver, *transport, config.delivery);
     async = new uv_async_t{};
     async->data = this;
@@ -277,6 +284,8 @@ struct Engine::Impl final : EventSink {
     if (idle_check != kNoTimer && clock) clock->cancel(idle_check);
     idle_check = kNoTimer;
     deliverer.reset();
+    // The policy source the engine made uses the transport, resolver and clock: it goes first.
+    if (own_mta_sts) config.delivery.mta_sts.reset();
     // Inserts still waiting for their sync complete now, so every submitter hears back.
     if (auto* durable = dynamic_cast<spool::DurableStorage*>(storage.get())) durable->flush();
     queue.reset();

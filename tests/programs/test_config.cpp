@@ -526,8 +526,22 @@ TEST_CASE("every invalid configuration gets one exact FILE:LINE: key: what", "[c
        "\"required\", \"verify\""},
       {"spool = \"/s\"\n[[route]]\nname = \"a\"\nmx = true\nnxdomain = \"maybe\"\n",
        "relay.toml:5: route[0].nxdomain: \"maybe\" is not \"bounce\" or \"defer\""},
-      {"spool = \"/s\"\n[[route]]\nname = \"a\"\nmx = true\nca_file = \"/etc/ssl/x.pem\"\n",
+      {"spool = \"/s\"\n[[route]]\nname = \"a\"\nmx = true\nmta_sts = false\nca_file = "
+       "\"/etc/ssl/x.pem\"\n",
+       "relay.toml:6: route[0].ca_file: is only used with tls = \"verify\" or mta_sts = true"},
+      {"spool = \"/s\"\n[[route]]\nname = \"a\"\nhosts = [\"h:25\"]\nca_file = "
+       "\"/etc/ssl/x.pem\"\n",
        "relay.toml:5: route[0].ca_file: is only used with tls = \"verify\""},
+      {"spool = \"/s\"\n[mta_sts]\nport = 0\n",
+       "relay.toml:3: mta_sts.port: 0 is not allowed (must be at least 1)"},
+      {"spool = \"/s\"\n[mta_sts]\nenable = false\n",
+       "relay.toml:3: mta_sts.enable: unknown key (did you mean \"enabled\"?)"},
+      {"spool = \"/s\"\n[[dkim.key]]\ndomain = \"example.com\"\nselector = \"s\"\n",
+       "relay.toml:2: dkim.key[0].key_file: missing"},
+      {"spool = \"/s\"\n[[dkim.key]]\ndomain = \"example.com\"\nselector = \"s\"\nkey_file = "
+       "\"/nonexistent.pem\"\n",
+       "relay.toml:2: dkim.key[0]: DKIM key s._domainkey.example.com: cannot read key file "
+       "/nonexistent.pem"},
       {"spool = \"/s\"\n[[route]]\nname = \"a\"\nmx = true\ntls = \"verify\"\nca_file = "
        "\"/nonexistent/ca.pem\"\n",
        "relay.toml:6: route[0].ca_file: /nonexistent/ca.pem: No such file or directory"},

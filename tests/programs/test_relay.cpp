@@ -34,6 +34,7 @@
 #include "support/daemon.h"
 #include "support/dkim_verifier.h"
 #include "support/opened_spool.h"
+#include "support/policy_server.h"
 #include "support/raw_client.h"
 #include "support/servers.h"
 #include "support/test_loop.h"
@@ -498,6 +499,94 @@ TEST_CASE(
         std::map<std::string, bool>{{"e1/ed25519-sha256", false}, {"r1/rsa-sha256", false}});
   // The route with dkim = false sends unsigned.
   CHECK_FALSE(contains(unsigned_copy, "DKIM-Signature"));
+}
+
+TEST_CASE(
+    "mailq-relay honours MTA-STS: enforce delivers only to the MX hosts a policy names, over "
+    "verified TLS, and defers the rest with the reason in the log and in mailq-queue show",
+    "[relay][once][mta_sts]") {
+  TempDir pki_dir;
+  TestPki pki;
+  std::string err;
+  REQUIRE(pki.generate(pki_dir.path(), &err));
+  std::string policy_cert, policy_key, mx_cert, mx_key;
+  REQUIRE(test::make_signed_cert(pki_dir.path(), pki, "policy",
+                                 "mta-sts.sts.test,mta-sts.mismatch.test,mta-sts.badcert.test",
+                                 &policy_cert, &policy_key, &err));
+  REQUIRE(
+      test::make_signed_cert(pki_dir.path(), pki, "mx", "mx.sts.test", &mx_cert, &mx_key, &err));
+  test::PolicyHttpsServer https(policy_cert, policy_key);
+  INFO(err);
+  REQUIRE(https.start(&err));
+  const std::string enforce = "version: STSv1\nmode: enforce\nmax_age: 86400\nmx: ";
+  https.serve("mta-sts.sts.test", enforce + "mx.sts.test\n");
+  https.serve("mta-sts.mismatch.test", enforce + "mx.sts.test\n");
+  https.serve("mta-sts.badcert.test", enforce + "mx.badcert.test\n");
+
+  std::string zone = kZone;
+  for (const std::string d : {"sts", "mismatch", "badcert"}) {
+    zone += d + " 300 IN MX 10 mx." + d + ".test.\nmx." + d + " 300 IN A 127.0.0.1\n" +
+            "_mta-sts." + d + " 300 IN TXT \"v=STSv1; id=1;\"\nmta-sts." + d +
+            " 300 IN A 127.0.0.1\n";
+  }
+  UnboundServer::Config dns_config;
+  dns_config.zones.push_back({"test.", zone});
+  auto dns = UnboundServer::start(dns_config, &err);
+  REQUIRE(dns);
+  // One MX server for all three: its certificate names mx.sts.test only.
+  AiosmtpdServer mx(AiosmtpdServer::Tls::offered, mx_cert, mx_key);
+  REQUIRE(mx.start(&err));
+
+  RelayHarness h;
+  std::string config = h.config_text(mx.endpoint().port, dns->address());
+  const std::string route_tail = "tls = \"none\"\ndefault = true\n";
+  REQUIRE(contains(config, route_tail));
+  // The MX certificates are checked against the test CA (the route's ca_file).
+  config.replace(config.find(route_tail), route_tail.size(),
+                 "tls = \"none\"\nca_file = \"" + pki.ca_cert + "\"\ndefault = true\n");
+  config += "\n[mta_sts]\nca_file = \"" + pki.ca_cert +
+            "\"\nport = " + std::to_string(https.port()) + "\n";
+  h.write_config(config);
+  for (const std::string to : {"a@sts.test", "b@mismatch.test", "c@badcert.test"})
+    enqueue_offline(config, {to},
+                    "From: s@sender.test\r\nTo: " + to + "\r\nSubject: sts\r\n\r\nhello\r\n");
+  std::string out;
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--once"}, &out, 60s) == 75);
+  INFO(out);
+  const std::string log = h.log_text();
+  INFO(log);
+  // sts.test: its MX is named by the policy and proves it: delivered over TLS.
+  CHECK(mx.wait_for_output("DATA tls=1 from=<someone@sender.test> to=<a@sts.test>"));
+  CHECK(contains(log, "sts.test: fetched policy id 1 (mode enforce, max_age 86400 s)"));
+  // mismatch.test: its MX is not in its policy: not used, deferred.
+  CHECK(contains(log,
+                 "MX host mx.mismatch.test of mismatch.test does not match the MTA-STS "
+                 "policy of mismatch.test, id 1 (mode enforce): not used"));
+  CHECK(contains(log,
+                 "451 4.7.5 [internal] no MX host of mismatch.test matches its MTA-STS "
+                 "policy (id 1, mode enforce)"));
+  // badcert.test: the MX is named, but its certificate is not for its name: deferred.
+  CHECK(contains(log,
+                 "421 4.7.5 [internal] TLS handshake failed: certificate verification "
+                 "failed: The certificate Common Name (CN) does not match with the expected "
+                 "CN (required by the MTA-STS policy of badcert.test, id 1)"));
+  CHECK(mx.output().find("to=<b@mismatch.test>") == std::string::npos);
+  CHECK(mx.output().find("to=<c@badcert.test>") == std::string::npos);
+  // The queue tool says why each is still there.
+  ToolRun list = run_tool({MAILQ_QUEUE_BIN, "--spool", h.spool, "list"}, "");
+  REQUIRE(list.status == 0);
+  std::string shown;
+  std::istringstream lines(list.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.size() < 14 || line[13] != ' ') continue;
+    ToolRun show = run_tool({MAILQ_QUEUE_BIN, "--spool", h.spool, "show", line.substr(0, 13)}, "");
+    shown += show.out;
+  }
+  INFO(shown);
+  CHECK(contains(shown, "no MX host of mismatch.test matches its MTA-STS policy"));
+  CHECK(contains(shown, "required by the MTA-STS policy of badcert.test"));
+  // The policies were kept for the next run.
+  CHECK(contains(read_file(h.spool + "/mta-sts.cache"), "mismatch.test 1 "));
 }
 
 TEST_CASE(

@@ -1,7 +1,5 @@
 #include "support/dkim_verifier.h"
 
-#include <unistd.h>
-
 #include <sstream>
 
 #include "support/servers.h"
@@ -57,12 +55,6 @@ for idx in range(count):
                      why.replace('\t', ' ').replace('\n', ' ')]))
 print('DONE', count)
 )PY";
-
-std::string system_python() {
-  for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"})
-    if (::access(p, X_OK) == 0) return p;
-  return "python3";
-}
 
 // Runs `argv`, returns its standard output; false on a non-zero exit.
 bool run(const std::vector<std::string>& argv, const std::string& dir, std::string* out,

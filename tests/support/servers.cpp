@@ -77,15 +77,29 @@ def main():
 main()
 )PY";
 
-// The system Python with python3-aiosmtpd (a pyenv or venv python first in PATH may lack it).
-std::string python_for_aiosmtpd() {
+}  // namespace
+
+std::string system_python() {
   for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"}) {
     if (::access(p, X_OK) == 0) return p;
   }
   return "python3";
 }
 
-}  // namespace
+std::optional<std::uint16_t> wait_for_port_line(ChildProcess& process, const std::string& output,
+                                                std::chrono::milliseconds limit) {
+  const auto deadline = Steady::now() + limit;
+  while (Steady::now() < deadline) {
+    const std::string text = read_file(output);
+    const auto at = text.find("PORT ");
+    const auto end = at == std::string::npos ? at : text.find('\n', at);
+    if (end != std::string::npos)
+      return static_cast<std::uint16_t>(std::stoi(text.substr(at + 5, end - at - 5)));
+    if (!process.running()) break;
+    sleep_for(20ms);
+  }
+  return std::nullopt;
+}
 
 // --- files ---------------------------------------------------------------------------------
 
@@ -427,22 +441,14 @@ bool AiosmtpdServer::start(std::string* error) {
   write_file(script, kAiosmtpdScript);
   const char* mode = tls_ == Tls::none ? "none" : tls_ == Tls::offered ? "offered" : "required";
   const std::string out = dir_.file("server.out");
-  if (!process_.start({python_for_aiosmtpd(), "-u", script, mode, cert_.empty() ? "-" : cert_,
+  if (!process_.start({system_python(), "-u", script, mode, cert_.empty() ? "-" : cert_,
                        key_.empty() ? "-" : key_, dir_.path()},
                       out, error)) {
     return false;
   }
-  const auto deadline = Steady::now() + 20s;
-  while (Steady::now() < deadline) {
-    const std::string text = read_file(out);
-    const auto at = text.find("PORT ");
-    const auto end = at == std::string::npos ? at : text.find('\n', at);
-    if (end != std::string::npos) {
-      port_ = static_cast<std::uint16_t>(std::stoi(text.substr(at + 5, end - at - 5)));
-      return true;
-    }
-    if (!process_.running()) break;
-    sleep_for(20ms);
+  if (auto port = wait_for_port_line(process_, out, 20s)) {
+    port_ = *port;
+    return true;
   }
   *error = "aiosmtpd server did not start (python3-aiosmtpd installed?): " + read_file(out);
   process_.stop();

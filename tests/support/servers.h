@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,6 +75,15 @@ std::uint16_t free_tcp_port();
 /// Whether something accepts TCP connections at address:port, waiting up to `limit`.
 bool wait_for_listener(const std::string& address, std::uint16_t port,
                        std::chrono::milliseconds limit = 10s);
+
+/// The system Python, with the Debian packages the tests use (python3-aiosmtpd, python3-dkim):
+/// a pyenv or venv python first in PATH may lack them.
+std::string system_python();
+
+/// Waits (up to `limit`) for a "PORT <n>" line in the file `output` a child writes once it
+/// listens; nullopt when the child ended or the time passed first.
+std::optional<std::uint16_t> wait_for_port_line(ChildProcess& process, const std::string& output,
+                                                std::chrono::milliseconds limit);
 
 /// Postfix's smtp-sink on 127.0.0.1, dumping each message to a file (`-d`).
 class SmtpSink {

@@ -13,9 +13,37 @@ using namespace mailq::detail;
 
 namespace {
 
+// Answers every lookup with `answer`, later, through the clock; counts the lookups.
+class FakePolicySource final : public sts::PolicySource {
+ public:
+  explicit FakePolicySource(Clock& clock) : clock_(clock) {}
+  void lookup(const std::string& domain, std::function<void(sts::PolicyAnswer)> done) override {
+    asked.push_back(domain);
+    clock_.schedule(Duration{0}, [this, done = std::move(done)] { done(answer); });
+  }
+  sts::PolicyAnswer answer;
+  std::vector<std::string> asked;
+
+ private:
+  Clock& clock_;
+};
+
+sts::PolicyAnswer policy_answer(sts::Mode mode, std::vector<std::string> mx) {
+  sts::PolicyAnswer a;
+  a.policy.emplace();
+  a.policy->mode = mode;
+  a.policy->mx = std::move(mx);
+  a.policy->id = "2026a";
+  a.policy->max_age = std::chrono::hours(24);
+  a.fetched = true;
+  a.detail = "fetched policy id 2026a";
+  return a;
+}
+
 struct Fixture {
   ManualClock clock;
   StaticResolver resolver{clock};
+  sts::PolicySource* sts = nullptr;
   LocalIdentity self;
   std::shared_ptr<int> owner = std::make_shared<int>(0);
 
@@ -36,7 +64,7 @@ struct Fixture {
   }
   std::optional<Resolution> run(const Destination& d) {
     std::optional<Resolution> out;
-    resolve(d, resolver, clock, self, 1, owner, [&](Resolution r) { out = std::move(r); });
+    resolve(d, resolver, sts, clock, self, 1, owner, [&](Resolution r) { out = std::move(r); });
     CHECK_FALSE(out);  // never from inside the call
     clock.run_pending();
     return out;
@@ -157,7 +185,7 @@ TEST_CASE("resolution: when the owner is gone the answer goes nowhere and no fur
   f.resolver.set_mx("example.com", {{10, "mx.example.com"}});
   f.resolver.set_addresses("mx.example.com", {"127.0.0.10"});
   bool called = false;
-  resolve(f.mx("example.com"), f.resolver, f.clock, f.self, 1, f.owner,
+  resolve(f.mx("example.com"), f.resolver, nullptr, f.clock, f.self, 1, f.owner,
           [&](Resolution) { called = true; });
   const std::size_t before = f.resolver.queries();
   f.owner.reset();
@@ -253,4 +281,84 @@ TEST_CASE("resolution: a static route's hosts are the operator's: internal addre
   CHECK(addresses(*r) ==
         std::vector<std::string>{"relay.internal=10.0.0.25:25", "192.168.1.1=192.168.1.1:2525"});
   CHECK(r->warnings.empty());
+}
+
+TEST_CASE(
+    "resolution: an MTA-STS policy in enforce mode keeps the MX hosts it names and "
+    "demands verified TLS of them",
+    "[delivery][resolution][mta_sts]") {
+  Fixture f;
+  FakePolicySource sts(f.clock);
+  f.sts = &sts;
+  f.resolver.set_mx("example.com",
+                    {{10, "mx1.example.com"}, {20, "rogue.example.net"}, {30, "mx2.example.com"}});
+  f.resolver.set_addresses("mx1.example.com", {"127.0.0.11"});
+  f.resolver.set_addresses("rogue.example.net", {"127.0.0.66"});
+  f.resolver.set_addresses("mx2.example.com", {"127.0.0.12"});
+
+  SECTION("enforce: the others are not used, with a notice") {
+    sts.answer = policy_answer(sts::Mode::enforce, {"*.example.com"});
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    REQUIRE_FALSE(r->failed);
+    CHECK(addresses(*r) == std::vector<std::string>{"mx1.example.com=127.0.0.11:2525",
+                                                    "mx2.example.com=127.0.0.12:2525"});
+    for (const auto& t : r->targets)
+      CHECK(t.tls_required_by == "the MTA-STS policy of example.com, id 2026a");
+    CHECK(sts.asked == std::vector<std::string>{"example.com"});
+    REQUIRE(r->warnings.size() == 2);
+    CHECK(r->warnings[0] == "example.com: fetched policy id 2026a");
+    CHECK(r->warnings[1] ==
+          "MX host rogue.example.net of example.com does not match the MTA-STS policy of "
+          "example.com, id 2026a (mode enforce): not used");
+  }
+  SECTION("enforce with no matching host: deferred, 4.7.5, the reason in the reply") {
+    sts.answer = policy_answer(sts::Mode::enforce, {"mail.example.org"});
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    REQUIRE(r->failed);
+    CHECK(r->reply == Reply(451, "4.7.5",
+                            "[internal] no MX host of example.com matches its MTA-STS policy (id "
+                            "2026a, mode enforce)"));
+    CHECK_FALSE(r->dns_failure);
+  }
+  SECTION("testing: every host used as before, the mismatch said") {
+    sts.answer = policy_answer(sts::Mode::testing, {"*.example.com"});
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    CHECK(r->targets.size() == 3);
+    for (const auto& t : r->targets) CHECK(t.tls_required_by.empty());
+    CHECK(r->warnings.back().find("(mode testing): used") != std::string::npos);
+  }
+  SECTION("no policy, mode none, or a failed fetch: as without MTA-STS") {
+    for (auto answer : {sts::PolicyAnswer{}, policy_answer(sts::Mode::none, {})}) {
+      sts.answer = answer;
+      auto r = f.run(f.mx("example.com"));
+      REQUIRE(r);
+      CHECK(r->targets.size() == 3);
+      for (const auto& t : r->targets) CHECK(t.tls_required_by.empty());
+    }
+    sts.answer = sts::PolicyAnswer{};
+    sts.answer.failed = true;
+    sts.answer.detail = "sts-policy-fetch-error: policy fetch failed: HTTP status 404";
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    CHECK(r->targets.size() == 3);
+    CHECK(r->warnings.front() ==
+          "example.com: sts-policy-fetch-error: policy fetch failed: HTTP status 404");
+  }
+  SECTION("a route with mta_sts off, and a static route, never ask") {
+    sts.answer = policy_answer(sts::Mode::enforce, {"mail.example.org"});
+    Destination d = f.mx("example.com");
+    auto route = std::make_shared<Route>(*d.route);
+    route->mta_sts = false;
+    d.route = route;
+    auto r = f.run(d);
+    REQUIRE(r);
+    CHECK(r->targets.size() == 3);
+    f.resolver.set_addresses("relay.example.org", {"127.0.0.9"});
+    r = f.run(f.smart({RouteHost{"relay.example.org", 25}}));
+    REQUIRE(r);
+    CHECK(sts.asked.empty());
+  }
 }

@@ -148,6 +148,11 @@ SmtpClientOptions Deliverer::Impl::client_options(const Run& run, const detail::
   }
   if (o.tls == TlsPolicy::opportunistic && (plaintext || bt != broken_tls.end()))
     o.tls = TlsPolicy::none;
+  if (!target.tls_required_by.empty()) {
+    // The recipient domain's MTA-STS policy: verified TLS, never plaintext.
+    o.tls = TlsPolicy::verify;
+    o.tls_required_by = target.tls_required_by;
+  }
   o.tls_server_name = target.host;
   o.ca_file = route.ca_file;
   o.auth = route.auth;
@@ -175,7 +180,7 @@ void Deliverer::Impl::resolve(const std::shared_ptr<Run>& run) {
   run->targets.clear();
   run->next_target = 0;
   std::weak_ptr<Run> weak = run;
-  detail::resolve(*run->destination, resolver, clock, self, rng(), alive,
+  detail::resolve(*run->destination, resolver, config.mta_sts.get(), clock, self, rng(), alive,
                   [this, weak](detail::Resolution r) {
                     if (auto run = weak.lock()) resolved(run, std::move(r));
                   });

@@ -24,6 +24,10 @@ struct Target {
   std::uint16_t preference = 0;
   std::string address;
   std::uint16_t port = 25;
+  /// Set when the recipient domain's MTA-STS policy (mode enforce) governs this host: STARTTLS
+  /// with the certificate verified for `host`, whatever the route's TLS policy says. The
+  /// words name the policy ("the MTA-STS policy of example.com, id 2026a").
+  std::string tls_required_by;
 };
 
 /// Drops targets at or after the first one whose address is local (a loop), as `plan_mx` does

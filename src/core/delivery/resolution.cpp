@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "mailq/net.h"
+#include "mailq/reply.h"
 
 namespace mailq::detail {
 
@@ -43,15 +44,20 @@ void look_up(const std::vector<Target>& hosts, Resolver& resolver, Clock& clock,
   for (std::size_t i = 0; i < hosts.size(); ++i) {
     const Target h = hosts[i];
     if (is_ip_literal(h.host)) {
-      lookup->per_host[i].push_back({h.host, h.preference, h.host, h.port});
+      Target t = h;
+      t.address = h.host;
+      lookup->per_host[i].push_back(std::move(t));
       clock.schedule(Duration{0}, [lookup] { lookup->one_done(); });
       continue;
     }
     resolver.query_addresses(h.host, [lookup, i, h, detail_in_problems](AddressAnswer a) {
       lookup->statuses[i] = a.status;
       if (a.status == DnsStatus::ok) {
-        for (auto& addr : a.addresses)
-          lookup->per_host[i].push_back({h.host, h.preference, addr, h.port});
+        for (auto& addr : a.addresses) {
+          Target t = h;
+          t.address = addr;
+          lookup->per_host[i].push_back(std::move(t));
+        }
         if (!a.canonical.empty())
           lookup->aliases.push_back(h.host + " is an alias (CNAME) of " + a.canonical);
       } else {
@@ -109,12 +115,40 @@ void drop_internal(std::vector<Target>& targets, const Destination& dest,
   targets.erase(std::remove_if(targets.begin(), targets.end(), refused), targets.end());
 }
 
+// What the domain's MTA-STS policy makes of its MX hosts: under enforce, those that do not
+// match its patterns are dropped and the others must present a certificate verified for their
+// name; under testing, a mismatch is only said. Returns false when enforce leaves no host.
+bool apply_sts(const sts::PolicyAnswer* answer, const std::string& domain,
+               std::vector<Target>& hosts, std::vector<std::string>& warnings) {
+  if (!answer || !answer->policy || answer->policy->mode == sts::Mode::none) return true;
+  const sts::Policy& p = *answer->policy;
+  const bool enforce = p.mode == sts::Mode::enforce;
+  const std::string which = "the MTA-STS policy of " + domain + ", id " + p.id;
+  std::vector<Target> kept;
+  for (auto& h : hosts) {
+    if (sts::mx_allowed(p, h.host)) {
+      if (enforce) h.tls_required_by = which;
+      kept.push_back(std::move(h));
+      continue;
+    }
+    warnings.push_back("MX host " + h.host + " of " + domain + " does not match " + which +
+                       (enforce ? " (mode enforce): not used"
+                                : " (mode testing): used, as the policy only tests"));
+    if (!enforce) kept.push_back(std::move(h));
+  }
+  hosts = std::move(kept);
+  return !hosts.empty();
+}
+
 // `implicit`: the host list is the domain itself (no MX record).
 void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRecord> mx,
-                      bool implicit, Resolver& resolver, Clock& clock, const LocalIdentity& self,
+                      bool implicit, const sts::PolicyAnswer* policy, Resolver& resolver,
+                      Clock& clock, const LocalIdentity& self,
                       std::function<void(Resolution)> done) {
   std::vector<Target> hosts;
   std::vector<std::string> warnings;
+  if (policy && (policy->failed || policy->fetched))
+    warnings.push_back(dest->domain + ": " + policy->detail);
   for (const auto& m : mx) {
     const std::string& name = m.exchange;
     const bool bracketed = name.size() > 2 && name.front() == '[' && name.back() == ']';
@@ -124,6 +158,17 @@ void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRec
       continue;
     }
     hosts.push_back({name, m.preference, "", dest->route->mx_port});
+  }
+  if (!apply_sts(policy, dest->domain, hosts, warnings)) {
+    Resolution f = failure(
+        Reply(451, "4.7.5",
+              "[internal] no MX host of " + dest->domain + " matches its MTA-STS policy (id " +
+                  policy->policy->id + ", mode enforce)"),
+        Note::about_dns("no MX host of " + dest->domain + " matches its MTA-STS policy"));
+    f.warnings = std::move(warnings);
+    clock.schedule(Duration{0},
+                   [done = std::move(done), f = std::move(f)]() mutable { done(std::move(f)); });
+    return;
   }
   look_up(hosts, resolver, clock, false,
           [dest, implicit, addresses = self.addresses, warnings = std::move(warnings),
@@ -163,8 +208,9 @@ void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRec
           });
 }
 
-void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a, Resolver& resolver,
-                 Clock& clock, const LocalIdentity& self, std::uint64_t seed,
+void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a,
+                 const sts::PolicyAnswer* policy, Resolver& resolver, Clock& clock,
+                 const LocalIdentity& self, std::uint64_t seed,
                  std::function<void(Resolution)> done) {
   const std::string& domain = dest->domain;
   if (a.status == DnsStatus::ok && !a.records.empty()) {
@@ -181,7 +227,7 @@ void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a, Resolver& 
       return;
     }
     if (p == MxPlan::ok) {
-      resolve_mx_hosts(std::move(dest), std::move(plan), false, resolver, clock, self,
+      resolve_mx_hosts(std::move(dest), std::move(plan), false, policy, resolver, clock, self,
                        std::move(done));
       return;
     }
@@ -189,7 +235,8 @@ void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a, Resolver& 
   }
   if (a.status == DnsStatus::ok || a.status == DnsStatus::no_data) {
     // Implicit MX (RFC 5321 §5.1): the domain itself, preference 0.
-    resolve_mx_hosts(dest, {MxRecord{0, domain}}, true, resolver, clock, self, std::move(done));
+    resolve_mx_hosts(dest, {MxRecord{0, domain}}, true, policy, resolver, clock, self,
+                     std::move(done));
     return;
   }
   if (a.status == DnsStatus::nxdomain) {
@@ -209,9 +256,9 @@ void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a, Resolver& 
 
 }  // namespace
 
-void resolve(const Destination& destination, Resolver& resolver, Clock& clock,
-             const LocalIdentity& self, std::uint64_t seed, std::weak_ptr<const void> owner,
-             std::function<void(Resolution)> done) {
+void resolve(const Destination& destination, Resolver& resolver, sts::PolicySource* sts,
+             Clock& clock, const LocalIdentity& self, std::uint64_t seed,
+             std::weak_ptr<const void> owner, std::function<void(Resolution)> done) {
   // Every step after an answer first checks that the owner still wants the result: a
   // resolver completing its queries as it is destroyed must not be asked again.
   auto guarded = [owner, done = std::move(done)](Resolution r) {
@@ -222,10 +269,37 @@ void resolve(const Destination& destination, Resolver& resolver, Clock& clock,
     return;
   }
   auto dest = std::make_shared<const Destination>(destination);
-  resolver.query_mx(dest->domain, [dest, &resolver, &clock, self, seed, owner,
-                                   done = std::move(guarded)](MxAnswer a) mutable {
+  if (sts == nullptr || !dest->route->mta_sts) {
+    resolver.query_mx(dest->domain, [dest, &resolver, &clock, self, seed, owner,
+                                     done = std::move(guarded)](MxAnswer a) mutable {
+      if (owner.expired()) return;
+      mx_answered(dest, std::move(a), nullptr, resolver, clock, self, seed, std::move(done));
+    });
+    return;
+  }
+  // The MX records and the MTA-STS policy are asked for together; the hosts are chosen when
+  // both are in.
+  struct Join {
+    std::optional<MxAnswer> mx;
+    std::optional<sts::PolicyAnswer> policy;
+    std::function<void(Resolution)> done;
+  };
+  auto join = std::make_shared<Join>();
+  join->done = std::move(guarded);
+  auto proceed = [dest, join, &resolver, &clock, self, seed] {
+    if (!join->mx || !join->policy) return;
+    mx_answered(dest, std::move(*join->mx), &*join->policy, resolver, clock, self, seed,
+                std::move(join->done));
+  };
+  resolver.query_mx(dest->domain, [join, owner, proceed](MxAnswer a) {
     if (owner.expired()) return;
-    mx_answered(dest, std::move(a), resolver, clock, self, seed, std::move(done));
+    join->mx = std::move(a);
+    proceed();
+  });
+  sts->lookup(dest->domain, [join, owner, proceed](sts::PolicyAnswer p) {
+    if (owner.expired()) return;
+    join->policy = std::move(p);
+    proceed();
   });
 }
 

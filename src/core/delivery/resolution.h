@@ -20,6 +20,7 @@
 #include "core/queue/destinations.h"
 #include "mailq/clock.h"
 #include "mailq/hop.h"
+#include "mailq/mta_sts.h"
 #include "mailq/reply.h"
 #include "mailq/resolver.h"
 
@@ -47,8 +48,10 @@ struct Resolution {
 /// inside this call), unless `owner` has expired by then: then the resolution stops where it
 /// is (no further queries) and `done` is not called. `seed` drives the shuffle among MX hosts
 /// of equal preference.
-void resolve(const Destination& destination, Resolver& resolver, Clock& clock,
-             const LocalIdentity& self, std::uint64_t seed, std::weak_ptr<const void> owner,
-             std::function<void(Resolution)> done);
+/// `sts`, when not null, is asked for the MTA-STS policy of an MX route's domain (a route
+/// with `mta_sts` on) at the same time as its MX records (mailq/mta_sts.h).
+void resolve(const Destination& destination, Resolver& resolver, sts::PolicySource* sts,
+             Clock& clock, const LocalIdentity& self, std::uint64_t seed,
+             std::weak_ptr<const void> owner, std::function<void(Resolution)> done);
 
 }  // namespace mailq::detail

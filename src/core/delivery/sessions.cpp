@@ -286,8 +286,9 @@ void Deliverer::Impl::session_failed(Session& s, const smtp_event::Failed& f) {
     end_session(s);
     return;
   }
-  const SessionVerdict v =
-      detail::judge_session_failure(f, s.ready, run->route().tls, s.plaintext_retry());
+  const SessionVerdict v = detail::judge_session_failure(
+      f, s.ready, s.target().tls_required_by.empty() ? run->route().tls : TlsPolicy::verify,
+      s.plaintext_retry());
   const Hop hop = s.hop().value_or(Hop{});
   switch (v.action) {
     case SessionVerdict::Action::retry_plaintext: {

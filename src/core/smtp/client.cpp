@@ -120,10 +120,11 @@ void SmtpClient::on_tls_established(const TlsInfo& info, TimePoint now) {
   Impl& s = *impl_;
   if (s.finished || s.phase != SmtpPhase::tls_handshake) return;
   if (s.opt.tls == TlsPolicy::verify && !info.verified) {
-    s.fail(
-        SmtpPhase::tls_handshake,
-        {421, "4.7.5", "[internal] TLS handshake failed: the server certificate was not verified"},
-        false, true);
+    s.fail(SmtpPhase::tls_handshake,
+           {421, "4.7.5",
+            "[internal] TLS handshake failed: the server certificate was not verified" +
+                s.required_by()},
+           false, true);
     return;
   }
   s.tls = info;
@@ -143,6 +144,7 @@ void SmtpClient::on_tls_failed(std::string_view why, TimePoint) {
   if (why.substr(0, 2) == ": ") why.remove_prefix(2);
   std::string text = "[internal] TLS handshake failed";
   if (!why.empty()) text += ": " + printable(why, 200);
+  text += s.required_by();
   s.fail(SmtpPhase::tls_handshake, {421, "4.7.5", std::move(text)}, false, true);
 }
 

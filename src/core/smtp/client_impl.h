@@ -93,6 +93,11 @@ struct SmtpClient::Impl {
   std::string awaited() const;
   // Ends a transaction: recipient i gets the MAIL refusal, else its RCPT refusal, else
   // `others`.
+  /// " (required by the MTA-STS policy of ...)" when a policy, not the route, asked for TLS.
+  std::string required_by() const {
+    return opt.tls_required_by.empty() ? std::string()
+                                       : " (required by " + opt.tls_required_by + ")";
+  }
   void finish_txn(const Reply& others, const Reply& data_reply);
   void go_idle() {
     phase = SmtpPhase::idle;

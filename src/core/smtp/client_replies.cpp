@@ -146,10 +146,10 @@ void SmtpClient::Impl::on_starttls_reply(const Reply& r, TimePoint now) {
     if (opt.tls == TlsPolicy::opportunistic) {
       after_hello(now);  // go on in plaintext (RFC 3207 §4)
     } else {
-      fail_here(
-          {451, "4.7.4",
-           "[internal] STARTTLS required by policy but refused by the server: " + reply_summary(r)},
-          false, true);
+      fail_here({451, "4.7.4",
+                 "[internal] STARTTLS required by policy but refused by the server: " +
+                     reply_summary(r) + required_by()},
+                false, true);
     }
   } else {
     protocol_error("unexpected reply to STARTTLS: \"" + reply_summary(r) + "\"");

@@ -256,7 +256,8 @@ void SmtpClient::Impl::after_hello(TimePoint now) {
     }
     if (tls_needed) {
       fail_here(
-          {451, "4.7.4", "[internal] STARTTLS required by policy but not offered by the server"},
+          {451, "4.7.4",
+           "[internal] STARTTLS required by policy but not offered by the server" + required_by()},
           false, true);
       return;
     }
