@@ -655,16 +655,28 @@ void read_mta_sts(const Section& root, RelayConfig& cfg) {
   uv::MtaStsOptions o;
   o.cache_file = cfg.spool + "/mta-sts.cache";
   o.source_address = cfg.source_address;
+  // A policy host's name comes from DNS, as an MX host's does: the same internal networks.
+  o.allow_internal = cfg.allow_internal_mx;
   if (auto s = root.table("mta_sts")) {
     s->allow_only({"enabled", "cache_file", "ca_file", "port", "fetch_timeout", "recheck",
                    "failure_backoff"});
-    if (auto v = s->boolean("enabled"); v && !*v) return;
-    if (auto f = s->string("cache_file")) o.cache_file = *f;
-    if (auto f = s->string("ca_file")) o.ca_file = *f;
+    const auto enabled = s->boolean("enabled");
+    if (auto f = s->string("cache_file")) {
+      if (f->empty()) fail(line_of(*s->get("cache_file")), "mta_sts.cache_file", "is empty");
+      o.cache_file = *f;
+    }
+    if (auto f = s->string("ca_file")) {
+      const std::uint32_t line = line_of(*s->get("ca_file"));
+      if (f->empty()) fail(line, "mta_sts.ca_file", "is empty (remove it to use the system CAs)");
+      if (access(f->c_str(), R_OK) != 0)
+        fail(line, "mta_sts.ca_file", fmt::format("{}: {}", *f, std::strerror(errno)));
+      o.ca_file = *f;
+    }
     if (auto p = s->integer<std::uint16_t>("port", 1, 65535)) o.port = *p;
     if (auto d = s->duration("fetch_timeout")) o.fetch_timeout = *d;
     if (auto d = s->duration("recheck")) o.recheck = *d;
     if (auto d = s->duration("failure_backoff", true)) o.failure_backoff = *d;
+    if (enabled && !*enabled) return;
   }
   cfg.mta_sts = std::move(o);
 }

@@ -4,7 +4,10 @@
 // never printed).
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "examples/relay/config.h"
@@ -132,6 +135,13 @@ void print_delivery(const RelayConfig& c, std::string& out) {
                      c.domain_state.failure_threshold, dur(c.domain_state.down_interval));
 }
 
+bool iequal(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 void print_mta_sts(const RelayConfig& c, std::string& out) {
   out += "\n[mta_sts]\n";
   if (!c.mta_sts) {
@@ -171,7 +181,7 @@ void print_dkim(const RelayConfig& c, std::string& out) {
     } else {
       std::vector<std::string> over;
       for (const auto& h : headers)
-        if (h != "Sender") over.push_back(h);
+        if (!iequal(h, "Sender")) over.push_back(h);
       out += "oversign = " + strings(over) + "  # every signed field but Sender\n";
     }
     if (k.expiry)

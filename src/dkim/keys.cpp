@@ -80,7 +80,10 @@ class RsaKey final : public PrivateKey {
     {
       // The generator (for the blinding) is state: one signature at a time.
       std::lock_guard<std::mutex> lock(mutex_);
-      ok = rsa_sha256_sign_digest_tr(&pub_, &key_, &drbg_, &RsaKey::random, digest.data(), s);
+      random_failed_ = false;
+      ok = rsa_sha256_sign_digest_tr(&pub_, &key_, const_cast<RsaKey*>(this), &RsaKey::random,
+                                     digest.data(), s);
+      ok = ok && !random_failed_;
     }
     std::string out;
     if (ok) {
@@ -102,8 +105,13 @@ class RsaKey final : public PrivateKey {
   }
 
  private:
+  // Nettle's random source (the blinding): a generator that fails fails the signature.
   static void random(void* ctx, std::size_t length, std::uint8_t* dst) {
-    mbedtls_ctr_drbg_random(ctx, dst, length);
+    auto* self = static_cast<const RsaKey*>(ctx);
+    if (mbedtls_ctr_drbg_random(&self->drbg_, dst, length) != 0) {
+      self->random_failed_ = true;
+      std::memset(dst, 0, length);
+    }
   }
 
   // The key's numbers, from mbedTLS's bignums to GMP's.
@@ -138,6 +146,7 @@ class RsaKey final : public PrivateKey {
   mutable mbedtls_pk_context pk_;  // mbedtls_pk_write_pubkey_der takes it non-const
   mbedtls_entropy_context entropy_;
   mutable mbedtls_ctr_drbg_context drbg_;
+  mutable bool random_failed_ = false;  // under mutex_
   rsa_public_key pub_;
   rsa_private_key key_;
 };

@@ -105,7 +105,7 @@ bool valid_field_name(std::string_view s) {
   if (s.empty()) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
     auto u = static_cast<unsigned char>(c);
-    return u >= 33 && u <= 126 && c != ':';
+    return u >= 33 && u <= 126 && c != ':' && c != ';';
   });
 }
 
@@ -147,7 +147,7 @@ Result<Key> make_key(const KeyConfig& in) {
     const std::size_t at = c.identity.rfind('@');
     const bool clean = std::none_of(c.identity.begin(), c.identity.end(), [](char ch) {
       auto u = static_cast<unsigned char>(ch);
-      return u <= 32 || u >= 127 || ch == ';';
+      return u <= 32 || u >= 127 || ch == ';' || ch == '=';
     });
     if (at == std::string::npos || !clean ||
         !in_domain(lowered(std::string_view(c.identity).substr(at + 1)), c.domain))

@@ -21,18 +21,21 @@ class Fetch final : public ConnectionHandler, public std::enable_shared_from_thi
         request_(std::move(request)),
         done_(std::move(done)) {
     llhttp_settings_init(&settings_);
-    settings_.on_status = [](llhttp_t* p, const char* at, std::size_t n) {
-      (void)p, (void)at, (void)n;
-      return 0;
+    // llhttp bounds nothing itself: the status line and the header section together get
+    // kMaxHead octets, the body request_.max_body.
+    settings_.on_status = [](llhttp_t* p, const char*, std::size_t n) {
+      return static_cast<Fetch*>(p->data)->count_head(n);
     };
     settings_.on_header_field = [](llhttp_t* p, const char* at, std::size_t n) {
       auto* self = static_cast<Fetch*>(p->data);
+      if (self->count_head(n) != 0) return -1;
       if (self->value_done_) self->field_.clear(), self->value_done_ = false;
       self->field_.append(at, n);
       return 0;
     };
     settings_.on_header_value = [](llhttp_t* p, const char* at, std::size_t n) {
       auto* self = static_cast<Fetch*>(p->data);
+      if (self->count_head(n) != 0) return -1;
       self->value_done_ = true;
       std::string lower = self->field_;
       for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -79,7 +82,21 @@ class Fetch final : public ConnectionHandler, public std::enable_shared_from_thi
                                      (a.detail.empty() ? "" : " (" + a.detail + ")"));
         return;
       }
-      self->addresses_ = std::move(a.addresses);
+      std::vector<std::string> refused;
+      for (auto& addr : a.addresses) {
+        const bool allowed =
+            !is_internal_address(addr) ||
+            std::any_of(self->request_.allow_internal.begin(), self->request_.allow_internal.end(),
+                        [&](const Network& n) { return n.contains(addr); });
+        (allowed ? self->addresses_ : refused).push_back(addr);
+      }
+      if (self->addresses_.empty()) {
+        std::string list;
+        for (const auto& r : refused) list += (list.empty() ? "" : ", ") + r;
+        self->fail(Failure::dns, self->request_.host + " has only internal addresses (" + list +
+                                     "): not dialled");
+        return;
+      }
       self->connect_next();
     });
   }
@@ -165,7 +182,22 @@ class Fetch final : public ConnectionHandler, public std::enable_shared_from_thi
     conn_ = transport_.connect({current_address_, request_.port}, co, *this);
   }
 
+  static constexpr std::size_t kMaxHead = 16 * 1024;
+
+  int count_head(std::size_t n) {
+    head_size_ += n;
+    if (head_size_ <= kMaxHead) return 0;
+    head_too_large_ = true;
+    return -1;
+  }
+
   void malformed(llhttp_errno_t rc) {
+    if (head_too_large_) {
+      fail(Failure::malformed, "https://" + request_.host + request_.path +
+                                   ": the response header is larger than " +
+                                   std::to_string(kMaxHead) + " octets");
+      return;
+    }
     if (too_large_) {
       fail(Failure::malformed, "https://" + request_.host + request_.path +
                                    ": the body is larger than " +
@@ -246,6 +278,8 @@ class Fetch final : public ConnectionHandler, public std::enable_shared_from_thi
   bool value_done_ = false;
   bool complete_ = false;
   bool too_large_ = false;
+  bool head_too_large_ = false;
+  std::size_t head_size_ = 0;
   bool finished_ = false;
   TimerId timer_ = kNoTimer;
   HttpsResponse response_;

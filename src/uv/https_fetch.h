@@ -9,8 +9,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "mailq/clock.h"
+#include "mailq/net.h"
 #include "mailq/resolver.h"
 #include "mailq/transport.h"
 
@@ -24,6 +26,9 @@ struct HttpsRequest {
   Duration timeout{std::chrono::seconds(60)};
   std::size_t max_body = 64 * 1024;
   std::string source_address;  ///< bind address for the connection; "" = any
+  /// The host's name is the recipient domain's word: an internal address (loopback,
+  /// private, link-local: `is_internal_address`) is not dialled unless it is in one of these.
+  std::vector<Network> allow_internal;
 };
 
 struct HttpsResponse {

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -109,8 +111,9 @@ struct MtaStsSource::Impl {
   void save() {
     if (options.cache_file.empty()) return;
     std::string text = std::string(kCacheHeader) + "\n";
+    const TimePoint now = clock.now();
     for (const auto& [domain, e] : entries) {
-      if (!e.policy) continue;
+      if (!valid(e, now)) continue;
       text += domain + " " + e.policy->id + " " + std::to_string(unix_seconds(e.fetched)) + " " +
               std::to_string(unix_seconds(e.checked)) + " " +
               std::to_string(e.policy->max_age.count()) + " " +
@@ -154,6 +157,9 @@ struct MtaStsSource::Impl {
     e.busy = false;
     auto waiting = std::move(e.waiting);
     e.waiting.clear();
+    // A domain with nothing to remember (no policy, no backoff) is not kept: the table holds
+    // policy domains, not every domain ever mailed.
+    if (!e.policy && clock.now() >= e.failed_until && !e.fetch) entries.erase(domain);
     for (auto& w : waiting) w(a);
   }
 
@@ -162,6 +168,8 @@ struct MtaStsSource::Impl {
     Entry& e = entries[domain];
     const TimePoint now = clock.now();
     if (valid(e, now)) {
+      // Tried again after `recheck`, not on every delivery meanwhile.
+      e.checked = now;
       finish(domain, cached_answer(e, why + "; the cached policy stays in force", true));
       return;
     }
@@ -192,7 +200,8 @@ struct MtaStsSource::Impl {
     Result<std::string> id = txt.status == DnsStatus::ok
                                  ? sts::policy_id(txt.records)
                                  : Result<std::string>(Error(errc::not_found, "no record"));
-    if (!id && id.error().code == make_error_code(errc::not_found)) {
+    // No record, several, or a malformed one: no policy available (RFC 8461 §3.1).
+    if (!id) {
       // No (single) STSv1 record: a valid cached policy stays until it expires (§5.1).
       if (valid(e, now)) {
         e.checked = now;
@@ -202,10 +211,6 @@ struct MtaStsSource::Impl {
         a.detail = "no MTA-STS policy (_mta-sts." + domain + ": " + id.error().message + ")";
         finish(domain, std::move(a));
       }
-      return;
-    }
-    if (!id) {
-      failed(domain, "_mta-sts." + domain + " TXT: " + id.error().message);
       return;
     }
     if (valid(e, now) && e.policy->id == *id && e.expires - now > e.policy->max_age / 2) {
@@ -226,6 +231,7 @@ struct MtaStsSource::Impl {
     req.timeout = options.fetch_timeout;
     req.max_body = sts::kMaxPolicySize;
     req.source_address = options.source_address;
+    req.allow_internal = options.allow_internal;
     Entry& e = entries[domain];
     e.fetch = detail::https_get(
         resolver, transport, clock, std::move(req),
@@ -259,7 +265,7 @@ struct MtaStsSource::Impl {
     e.checked = now;
     e.expires = now + e.policy->max_age;
     e.failed_until = TimePoint{};
-    save();
+    if (e.policy->max_age.count() > 0) save();  // max_age 0: not to be kept
     sts::PolicyAnswer a;
     a.policy = e.policy;
     a.fetched = true;
@@ -269,6 +275,18 @@ struct MtaStsSource::Impl {
 
   void lookup(const std::string& raw, std::function<void(sts::PolicyAnswer)> done) {
     const std::string domain = lowered(raw);
+    // The name goes into a DNS query, an HTTP Host field and the cache file: a host name only.
+    const bool name_ok =
+        !domain.empty() && domain.size() <= 253 && domain.front() != '.' &&
+        std::all_of(domain.begin(), domain.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.';
+        });
+    if (!name_ok) {
+      sts::PolicyAnswer a;
+      a.detail = "no MTA-STS policy: \"" + raw + "\" is not a domain name";
+      later(std::move(done), std::move(a));
+      return;
+    }
     Entry& e = entries[domain];
     if (e.busy) {
       e.waiting.push_back(std::move(done));

@@ -392,6 +392,11 @@ TEST_CASE("DKIM configuration errors name the key and the reason", "[dkim]") {
   k = key(rsa, "s", "example.com");
   k.headers = {"From", "Bad Name"};
   refused(k, "not a header field name");
+  k.headers = {"From", "To;h=x"};  // would end the h= tag early
+  refused(k, "not a header field name");
+  k = key(rsa, "s", "example.com");
+  k.identity = "a=b@example.com";  // i= is dkim-quoted-printable: '=' would need encoding
+  refused(k, "identity");
 
   SignerConfig twice;
   twice.keys = {key(rsa, "s", "example.com"), key(rsa, "s", "Example.com")};

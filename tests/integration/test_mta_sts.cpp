@@ -50,6 +50,7 @@ struct Setup {
     o.ca_file = pki.ca_cert;
     o.port = server->port();
     o.fetch_timeout = std::chrono::seconds(10);
+    o.allow_internal = {mailq::Network::parse("127.0.0.0/8").value()};  // the test's server
     return o;
   }
 };
@@ -165,6 +166,21 @@ TEST_CASE("MTA-STS: what a policy fetch refuses (RFC 8461 §3.3)", "[mta_sts][uv
   a = src.ask("example.test");
   CHECK_FALSE(a.policy);
   CHECK_FALSE(a.failed);
+  // A policy host on an internal address, not allowed: not dialled.
+  src.resolver.set_txt("_mta-sts.example.test", {"v=STSv1; id=one;"});
+  const std::size_t before = s.server->requests("mta-sts.example.test");
+  MtaStsOptions strict = s.options();
+  strict.allow_internal.clear();
+  strict.failure_backoff = mailq::Duration{0};
+  auto closed = MtaStsSource::open(src.resolver, src.transport, src.clock, strict);
+  REQUIRE(closed);
+  src.source = std::move(closed.value());
+  refused("mta-sts.example.test has only internal addresses (127.0.0.1): not dialled");
+  CHECK(s.server->requests("mta-sts.example.test") == before);
+  // A name that is no domain name is not looked up at all.
+  a = src.ask("x\r\nHost: evil");
+  CHECK_FALSE(a.policy);
+  CHECK(a.detail.find("is not a domain name") != std::string::npos);
   // No address for the policy host.
   src.resolver.set_txt("_mta-sts.example.test", {"v=STSv1; id=one;"});
   src.resolver.set_addresses_status("mta-sts.example.test", DnsStatus::nxdomain);

@@ -330,6 +330,14 @@ TEST_CASE(
     for (const auto& t : r->targets) CHECK(t.tls_required_by.empty());
     CHECK(r->warnings.back().find("(mode testing): used") != std::string::npos);
   }
+  SECTION("testing never defers by itself: MX records that are addresses fail as before") {
+    sts.answer = policy_answer(sts::Mode::testing, {"*.example.com"});
+    f.resolver.set_mx("literal.example", {{10, "192.0.2.1"}});
+    auto r = f.run(f.mx("literal.example"));
+    REQUIRE(r);
+    REQUIRE(r->failed);
+    CHECK(r->reply.text.find("MTA-STS") == std::string::npos);
+  }
   SECTION("no policy, mode none, or a failed fetch: as without MTA-STS") {
     for (auto answer : {sts::PolicyAnswer{}, policy_answer(sts::Mode::none, {})}) {
       sts.answer = answer;

@@ -22,6 +22,7 @@
 #include "mailq/clock.h"
 #include "mailq/error.h"
 #include "mailq/mta_sts.h"
+#include "mailq/net.h"
 #include "mailq/resolver.h"
 #include "mailq/transport.h"
 
@@ -35,6 +36,9 @@ struct MtaStsOptions {
   Duration recheck{std::chrono::hours(1)};            ///< TXT id of a cached policy checked again
   Duration failure_backoff{std::chrono::minutes(5)};  ///< no new fetch after a failed one
   std::string source_address;  ///< bind address of the HTTPS connections; "" = any
+  /// Internal networks a policy host may be dialled in (its name is the recipient domain's
+  /// word, as an MX host's is: `Route::allow_internal_mx`); none by default.
+  std::vector<Network> allow_internal;
 };
 
 struct MtaStsStats {

@@ -137,7 +137,7 @@ bool apply_sts(const sts::PolicyAnswer* answer, const std::string& domain,
     if (!enforce) kept.push_back(std::move(h));
   }
   hosts = std::move(kept);
-  return !hosts.empty();
+  return !enforce || !hosts.empty();
 }
 
 // `implicit`: the host list is the domain itself (no MX record).
