@@ -337,6 +337,41 @@ struct AresResolver::Impl {
     return r;
   }
 
+  // One user query of a single RRset type: the name checked, the lookup, the answer made
+  // by `fill` from the cache entry and posted (cancelled when the resolver goes first).
+  template <class Answer, class Fill>
+  void query(const std::string& raw, std::uint16_t type, Fill fill,
+             std::function<void(Answer)> done) {
+    auto deliver = [this](std::function<void(Answer)> cb, Answer a) {
+      post([cb = std::move(cb), a = std::move(a)](bool cancelled) mutable {
+        if (cancelled) {
+          Answer c;
+          c.status = DnsStatus::cancelled;
+          c.detail = "cancelled";
+          cb(std::move(c));
+        } else {
+          cb(std::move(a));
+        }
+      });
+    };
+    const std::string name = normalize_name(raw);
+    if (auto problem = name_problem(name); !problem.empty()) {
+      Answer a;
+      a.status = DnsStatus::error;
+      a.detail =
+          fmt::format("\"{}\" {}: invalid domain name: {}", raw, dns_type_name(type), problem);
+      deliver(std::move(done), std::move(a));
+      return;
+    }
+    lookup(name, type, [deliver, fill, done = std::move(done)](const RrResult& r) {
+      Answer a;
+      a.status = r.entry.status;
+      a.detail = r.entry.detail;
+      fill(r.entry, a);
+      deliver(done, std::move(a));
+    });
+  }
+
   // Answers (name, type) through `cb`, possibly synchronously: `cb` is internal and must
   // only record or post.
   void lookup(const std::string& name, std::uint16_t type, RrCallback cb, int links = 0) {
@@ -748,65 +783,15 @@ Result<std::unique_ptr<AresResolver>> AresResolver::open(uv_loop_t* loop, Clock&
 }
 
 void AresResolver::query_mx(const std::string& domain, std::function<void(MxAnswer)> done) {
-  Impl* impl = impl_.get();
-  auto deliver = [impl](std::function<void(MxAnswer)> cb, MxAnswer a) {
-    impl->post([cb = std::move(cb), a = std::move(a)](bool cancelled) mutable {
-      if (cancelled) {
-        MxAnswer c;
-        c.status = DnsStatus::cancelled;
-        c.detail = "cancelled";
-        cb(std::move(c));
-      } else {
-        cb(std::move(a));
-      }
-    });
-  };
-  const std::string name = normalize_name(domain);
-  if (auto problem = name_problem(name); !problem.empty()) {
-    MxAnswer a;
-    a.status = DnsStatus::error;
-    a.detail = fmt::format("\"{}\" MX: invalid domain name: {}", domain, problem);
-    deliver(std::move(done), std::move(a));
-    return;
-  }
-  impl->lookup(name, kDnsTypeMx, [deliver, done = std::move(done)](const RrResult& r) {
-    MxAnswer a;
-    a.status = r.entry.status;
-    a.records = r.entry.mx;
-    a.detail = r.entry.detail;
-    deliver(done, std::move(a));
-  });
+  impl_->query<MxAnswer>(
+      domain, kDnsTypeMx, [](const DnsCacheEntry& e, MxAnswer& a) { a.records = e.mx; },
+      std::move(done));
 }
 
 void AresResolver::query_txt(const std::string& name, std::function<void(TxtAnswer)> done) {
-  Impl* impl = impl_.get();
-  auto deliver = [impl](std::function<void(TxtAnswer)> cb, TxtAnswer a) {
-    impl->post([cb = std::move(cb), a = std::move(a)](bool cancelled) mutable {
-      if (cancelled) {
-        TxtAnswer c;
-        c.status = DnsStatus::cancelled;
-        c.detail = "cancelled";
-        cb(std::move(c));
-      } else {
-        cb(std::move(a));
-      }
-    });
-  };
-  const std::string normalized = normalize_name(name);
-  if (auto problem = name_problem(normalized); !problem.empty()) {
-    TxtAnswer a;
-    a.status = DnsStatus::error;
-    a.detail = fmt::format("\"{}\" TXT: invalid name: {}", name, problem);
-    deliver(std::move(done), std::move(a));
-    return;
-  }
-  impl->lookup(normalized, kDnsTypeTxt, [deliver, done = std::move(done)](const RrResult& r) {
-    TxtAnswer a;
-    a.status = r.entry.status;
-    a.records = r.entry.texts;
-    a.detail = r.entry.detail;
-    deliver(done, std::move(a));
-  });
+  impl_->query<TxtAnswer>(
+      name, kDnsTypeTxt, [](const DnsCacheEntry& e, TxtAnswer& a) { a.records = e.texts; },
+      std::move(done));
 }
 
 namespace {
