@@ -1,5 +1,7 @@
 #include "mailq/mta_sts.h"
 
+#include "core/text.h"
+
 #include <algorithm>
 #include <cctype>
 
@@ -15,14 +17,8 @@ bool wsp(char c) {
   return c == ' ' || c == '\t';
 }
 
-std::string lowered(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 bool iequals(std::string_view a, std::string_view b) {
-  return lowered(a) == lowered(b);
+  return detail::to_lower(a) == detail::to_lower(b);
 }
 
 std::string_view trim(std::string_view s) {
@@ -31,25 +27,8 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-// A host name: labels of letters, digits and '-', none empty or over 63.
-bool host_name(std::string_view s) {
-  if (s.empty() || s.size() > 253) return false;
-  std::size_t label = 0;
-  for (char c : s) {
-    if (c == '.') {
-      if (label == 0) return false;
-      label = 0;
-    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '-') {
-      if (++label > 63) return false;
-    } else {
-      return false;
-    }
-  }
-  return label > 0;
-}
-
 std::string without_dot(std::string_view s) {
-  std::string out = lowered(s);
+  std::string out = detail::to_lower(s);
   if (!out.empty() && out.back() == '.') out.pop_back();
   return out;
 }
@@ -85,7 +64,7 @@ Result<Policy> parse_policy(std::string_view body) {
     const std::size_t colon = line.find(':');
     if (colon == std::string_view::npos || colon == 0)
       return invalid("line " + std::to_string(line_no) + " is not \"key: value\"");
-    const std::string key = lowered(line.substr(0, colon));
+    const std::string key = detail::to_lower(line.substr(0, colon));
     const std::string_view value = trim(line.substr(colon + 1));
     if (std::any_of(key.begin(), key.end(), [](char c) {
           return !(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
@@ -119,7 +98,7 @@ Result<Policy> parse_policy(std::string_view body) {
       std::string pattern = without_dot(value);
       const std::string_view name =
           pattern.rfind("*.", 0) == 0 ? std::string_view(pattern).substr(2) : pattern;
-      if (!host_name(name))
+      if (!detail::is_host_name(name))
         return invalid("mx \"" + std::string(value) + "\" is not a host name or *.domain");
       if (std::find(p.mx.begin(), p.mx.end(), pattern) == p.mx.end())
         p.mx.push_back(std::move(pattern));

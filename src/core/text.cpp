@@ -21,6 +21,22 @@ std::string to_lower(std::string_view s) {
   return out;
 }
 
+bool is_host_name(std::string_view s, bool underscore) noexcept {
+  if (s.empty() || s.size() > 253) return false;
+  std::size_t label = 0;
+  for (char c : s) {
+    if (c == '.') {
+      if (label == 0) return false;
+      label = 0;
+      continue;
+    }
+    const bool ok =
+        std::isalnum(static_cast<unsigned char>(c)) || c == '-' || (underscore && c == '_');
+    if (!ok || ++label > 63) return false;
+  }
+  return label > 0;
+}
+
 namespace {
 
 // The exact check, line by line: finds the first problem and its line number.

@@ -13,6 +13,9 @@ namespace mailq::detail {
 /// The part after the last '@' ("" when none).
 std::string_view domain_of(std::string_view address);
 std::string to_lower(std::string_view s);
+/// Whether `s` is a host name: dot-separated labels of letters, digits and '-' (and '_' when
+/// `underscore`, as DKIM selectors have), none empty or longer than 63, 253 octets at most.
+bool is_host_name(std::string_view s, bool underscore = false) noexcept;
 /// Checks a message body before it is queued: no NUL, no line longer than 998 octets
 /// (RFC 5321 §4.5.3.1.6). Returns the error to report, or nullopt.
 std::optional<Error> check_body(std::string_view body);

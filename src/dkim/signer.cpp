@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/text.h"
 #include "dkim/canon.h"
 #include "dkim/keys.h"
 #include "mailq/address.h"
@@ -73,34 +74,6 @@ struct Key {
   std::unique_ptr<detail::PrivateKey> key;
 };
 
-char lower(char c) {
-  return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;
-}
-
-std::string lowered(std::string_view s) {
-  std::string out;
-  for (char c : s) out += lower(c);
-  return out;
-}
-
-// A domain name or selector: dot-separated labels of letters, digits, '-' (and '_' in a
-// selector), none empty or longer than 63, at most 253 in all.
-bool valid_name(std::string_view s, bool underscore) {
-  if (s.empty() || s.size() > 253) return false;
-  std::size_t label = 0;
-  for (char c : s) {
-    if (c == '.') {
-      if (label == 0) return false;
-      label = 0;
-      continue;
-    }
-    const bool ok =
-        std::isalnum(static_cast<unsigned char>(c)) || c == '-' || (underscore && c == '_');
-    if (!ok || ++label > 63) return false;
-  }
-  return label > 0;
-}
-
 bool valid_field_name(std::string_view s) {
   if (s.empty()) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
@@ -136,11 +109,11 @@ Result<Key> make_key(const KeyConfig& in) {
   KeyConfig& c = k.config;
   const std::string where = "DKIM key " + in.selector + "._domainkey." + in.domain + ": ";
   auto fail = [&](const std::string& why) { return Error(errc::invalid_parameter, where + why); };
-  c.domain = lowered(c.domain);
+  c.domain = mailq::detail::to_lower(c.domain);
   if (!c.domain.empty() && c.domain.back() == '.') c.domain.pop_back();
-  if (!valid_name(c.domain, false))
+  if (!mailq::detail::is_host_name(c.domain))
     return fail("domain \"" + in.domain + "\" is not a domain name");
-  if (!valid_name(c.selector, true))
+  if (!mailq::detail::is_host_name(c.selector, true))
     return fail("selector \"" + in.selector +
                 "\" is not a selector (labels of letters, digits, '-')");
   if (!c.identity.empty()) {
@@ -150,7 +123,7 @@ Result<Key> make_key(const KeyConfig& in) {
       return u <= 32 || u >= 127 || ch == ';' || ch == '=';
     });
     if (at == std::string::npos || !clean ||
-        !in_domain(lowered(std::string_view(c.identity).substr(at + 1)), c.domain))
+        !in_domain(mailq::detail::to_lower(std::string_view(c.identity).substr(at + 1)), c.domain))
       return fail("identity \"" + in.identity + "\" must be [local]@" + c.domain +
                   " or @ a subdomain of it (RFC 6376 i=)");
   }

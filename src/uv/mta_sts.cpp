@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/text.h"
 #include "uv/https_fetch.h"
 
 namespace mailq::uv {
@@ -276,12 +277,7 @@ struct MtaStsSource::Impl {
   void lookup(const std::string& raw, std::function<void(sts::PolicyAnswer)> done) {
     const std::string domain = lowered(raw);
     // The name goes into a DNS query, an HTTP Host field and the cache file: a host name only.
-    const bool name_ok =
-        !domain.empty() && domain.size() <= 253 && domain.front() != '.' &&
-        std::all_of(domain.begin(), domain.end(), [](char c) {
-          return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.';
-        });
-    if (!name_ok) {
+    if (!mailq::detail::is_host_name(domain)) {
       sts::PolicyAnswer a;
       a.detail = "no MTA-STS policy: \"" + raw + "\" is not a domain name";
       later(std::move(done), std::move(a));

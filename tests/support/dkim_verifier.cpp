@@ -56,19 +56,11 @@ for idx in range(count):
 print('DONE', count)
 )PY";
 
-// Runs `argv`, returns its standard output; false on a non-zero exit.
-bool run(const std::vector<std::string>& argv, const std::string& dir, std::string* out,
-         std::string* error) {
-  std::string cmd;
-  for (const auto& a : argv) cmd += "'" + a + "' ";
-  cmd += "> '" + dir + "/out' 2> '" + dir + "/err'";
-  const int rc = std::system(cmd.c_str());
-  *out = read_file(dir + "/out");
-  if (rc != 0) {
-    *error = argv[0] + " failed: " + read_file(dir + "/err") + *out;
-    return false;
-  }
-  return true;
+// run_program, with what it printed in `error` when it fails.
+bool run(const std::vector<std::string>& argv, std::string* out, std::string* error) {
+  if (run_program(argv, out) == 0) return true;
+  *error = argv[0] + " failed: " + *out;
+  return false;
 }
 
 }  // namespace
@@ -87,8 +79,7 @@ std::vector<DkimResult> dkim_verify(const std::string& message, std::uint16_t dn
     source = "file:" + dir.file("records");
   }
   std::string out;
-  if (!run({system_python(), dir.file("verify.py"), dir.file("message.eml"), source}, dir.path(),
-           &out, error))
+  if (!run({system_python(), dir.file("verify.py"), dir.file("message.eml"), source}, &out, error))
     return {};
   if (out.find("DONE ") == std::string::npos) {
     *error = "dkimpy printed no verdict: " + out;
@@ -118,14 +109,14 @@ std::string dkim_txt_with_openssl(const std::string& key_file, std::string* erro
   std::string text;
   if (!run({"openssl", "pkey", "-in", key_file, "-pubout", "-outform", "DER", "-out",
             dir.file("pub.der")},
-           dir.path(), &text, error))
+           &text, error))
     return {};
   const std::string der = read_file(dir.file("pub.der"));
   std::string p;
   const bool ed25519 = der.size() == 44;  // SPKI of an Ed25519 key: 12 octets + the key
   // p= is the SPKI for RSA, the raw 32-octet key for Ed25519 (RFC 8463 §4.2).
   write_file(dir.file("p.bin"), ed25519 ? der.substr(12) : der);
-  if (!run({"openssl", "base64", "-A", "-in", dir.file("p.bin")}, dir.path(), &p, error)) return {};
+  if (!run({"openssl", "base64", "-A", "-in", dir.file("p.bin")}, &p, error)) return {};
   while (!p.empty() && (p.back() == '\n' || p.back() == '\r')) p.pop_back();
   return std::string("v=DKIM1; k=") + (ed25519 ? "ed25519" : "rsa") + "; p=" + p;
 }
@@ -139,9 +130,8 @@ bool openssl_key(const std::string& kind, const std::string& file, std::string* 
   } else {
     argv.insert(argv.end(), {"-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"});
   }
-  TempDir dir;
   std::string out;
-  return run(argv, dir.path(), &out, error);
+  return run(argv, &out, error);
 }
 
 }  // namespace mailq::test
