@@ -20,6 +20,7 @@ packages=(
   catch2  # unit tests (2.13)
   postfix unbound swaks python3-aiosmtpd openssl  # servers and tools of the integration tests
   python3-dkim  # dkimpy: the DKIM verifier the signing tests check against
+  ldnsutils  # ldns-keygen, ldns-signzone: the DNSSEC-signed zones of the DANE tests
   libnet-ssleay-perl libsasl2-modules  # swaks over TLS; Postfix's SASL client (PLAIN, LOGIN)
   libfuse3-dev fuse3  # the power-cut file system of the crash tests (tests/crash/powercut_fs.cpp)
   nftables iproute2  # network faults made in the tests' own network namespaces

@@ -436,11 +436,13 @@ std::optional<std::vector<Network>> read_networks(const Section& s, const char* 
 }
 
 void read_resolver(const Section& s, RelayConfig& cfg) {
-  s.allow_only({"servers", "timeout", "tries", "query_deadline", "mx_port", "allow_internal_mx",
-                "rotate", "edns", "families", "ipv6_first", "cache", "cache_max_entries", "min_ttl",
-                "max_ttl", "negative_ttl", "max_negative_ttl", "failure_ttl", "unknown_ttl",
-                "source_address"});
+  s.allow_only({"servers",     "timeout",           "tries",          "query_deadline",
+                "mx_port",     "allow_internal_mx", "rotate",         "edns",
+                "families",    "ipv6_first",        "cache",          "cache_max_entries",
+                "min_ttl",     "max_ttl",           "negative_ttl",   "max_negative_ttl",
+                "failure_ttl", "unknown_ttl",       "source_address", "dnssec"});
   auto& r = cfg.resolver;
+  if (auto v = s.boolean("dnssec")) r.dnssec = *v;
   if (auto src = s.string("source_address")) {
     if (!is_ip_literal(*src))
       fail(line_of(*s.get("source_address")), "resolver.source_address",
@@ -708,7 +710,8 @@ Route read_route(const Section& s, RouteExtras* extras) {
                 "allow_internal_mx",
                 "eight_bit",
                 "dkim",
-                "mta_sts"});
+                "mta_sts",
+                "dane"});
   Route r;
   const std::string& p = s.path();
   auto name = s.string("name");
@@ -764,6 +767,7 @@ Route read_route(const Section& s, RouteExtras* extras) {
            quoted(*tls) + " is not one of \"none\", \"opportunistic\", \"required\", \"verify\"");
   }
   if (auto v = s.boolean("mta_sts")) r.mta_sts = *v;
+  if (auto v = s.boolean("dane")) r.dane = *v;
   if (auto ca = s.string("ca_file")) {
     int line = line_of(*s.get("ca_file"));
     // An MX route verifies with it also where a domain's MTA-STS policy demands it.

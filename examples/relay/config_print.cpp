@@ -88,8 +88,8 @@ void print_resolver(const RelayConfig& c, std::string& out) {
   out += fmt::format("timeout = {}\ntries = {}\nquery_deadline = {}\nmx_port = {}\n",
                      dur(r.timeout), r.tries, dur(r.query_deadline), c.mx_port);
   out += "allow_internal_mx = " + networks(c.allow_internal_mx) + "\n";
-  out += fmt::format("rotate = {}\nedns = {}\nfamilies = {}\nipv6_first = {}\n", b(r.rotate),
-                     b(r.edns), q(families), b(r.ipv6_first));
+  out += fmt::format("rotate = {}\nedns = {}\nfamilies = {}\nipv6_first = {}\ndnssec = {}\n",
+                     b(r.rotate), b(r.edns), q(families), b(r.ipv6_first), b(r.dnssec));
   if (!r.source_address.empty()) out += "source_address = " + q(r.source_address) + "\n";
   const auto& k = r.cache;
   out += fmt::format(
@@ -219,7 +219,7 @@ void print_route(const RelayConfig& c, std::size_t i, std::string& out) {
   out += fmt::format("nxdomain = {}\n", q(r.nxdomain_is_permanent ? "bounce" : "defer"));
   out += fmt::format("eight_bit = {}\n", q(r.convert_8bit ? "convert" : "return"));
   out += fmt::format("dkim = {}\n", b(i >= c.route_signs.size() || c.route_signs[i]));
-  if (!r.is_static()) out += fmt::format("mta_sts = {}\n", b(r.mta_sts));
+  if (!r.is_static()) out += fmt::format("mta_sts = {}\ndane = {}\n", b(r.mta_sts), b(r.dane));
   out += fmt::format("max_connections = {}\nmax_messages_per_connection = {}\n", r.max_connections,
                      r.max_messages_per_connection);
   out += "timeouts = " + timeouts(r.timeouts) + "\n";

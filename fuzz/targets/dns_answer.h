@@ -6,12 +6,12 @@
 // input as answer, authority and additional sections. The same message also goes through
 // scan_dns_ttls (the TTL reader of src/core/dns_wire.cpp) directly.
 //
-// Input: one selector byte (bit 0: MX query, else A/AAAA), then the 12 header octets
-// (QDCOUNT forced to 1 and TC to 0 for the resolver), then the sections. Checks: every query is
-// answered exactly once; an ok MX answer has records whose exchange names carry no control
-// character or trailing dot (they reach logs, SNI and the next lookup); an ok address answer holds
-// only valid IPv4/IPv6 literals; every detail text is one printable line; scan_dns_ttls reports the
-// header's RCODE, TC bit and ANCOUNT.
+// Input: one selector byte (bit 0: MX query, else bit 2: TLSA query, else A/AAAA), then the 12
+// header octets (QDCOUNT forced to 1 and TC to 0 for the resolver), then the sections. Checks:
+// every query is answered exactly once; an ok MX answer has records whose exchange names carry no
+// control character or trailing dot (they reach logs, SNI and the next lookup); an ok address
+// answer holds only valid IPv4/IPv6 literals; every detail text is one printable line;
+// scan_dns_ttls reports the header's RCODE, TC bit and ANCOUNT.
 #pragma once
 
 #include <arpa/inet.h>
@@ -66,6 +66,7 @@ class Harness {
     o.tries = 2;
     o.cache.enabled = false;
     o.query_deadline = Duration{500};
+    o.dnssec = true;  // queries with AD, answers' AD bit read
     clock_ = std::make_unique<uv::LoopClock>(&loop_);
     auto r = ares::AresResolver::open(&loop_, *clock_, o);
     MAILQ_FUZZ_CHECK(r.ok(), r.ok() ? "" : r.error().message);
@@ -102,6 +103,26 @@ class Harness {
     });
     run_until([&] { return calls > 0; });
     MAILQ_FUZZ_CHECK(calls == 1, "the MX callback ran more than once");
+  }
+
+  void query_tlsa(const std::string& name) {
+    int calls = 0;
+    resolver_->query_tlsa(name, [&](TlsaAnswer a) {
+      ++calls;
+      if (verbose())
+        std::fprintf(stderr, "TLSA %s (%s): %zu records%s\n", to_string(a.status), a.detail.c_str(),
+                     a.records.size(), a.secure ? ", secure" : "");
+      check_detail(a.detail);
+      if (a.status == DnsStatus::ok) {
+        MAILQ_FUZZ_CHECK(!a.records.empty(), "ok TLSA answer without records");
+        for (const auto& r : a.records) (void)dane::to_string(r);
+      } else {
+        MAILQ_FUZZ_CHECK(a.records.empty(), "a failed TLSA answer with records");
+      }
+      MAILQ_FUZZ_CHECK(!a.secure || !is_transient(a.status), "a transient failure called secure");
+    });
+    run_until([&] { return calls > 0; });
+    MAILQ_FUZZ_CHECK(calls == 1, "the TLSA callback ran more than once");
   }
 
   void query_addresses(const std::string& name) {
@@ -223,6 +244,8 @@ inline void run_dns_answer(std::string_view data) {
   h->set_response(header, in.rest());
   if (sel & 1)
     h->query_mx("example.org");
+  else if (sel & 4)
+    h->query_tlsa("_25._tcp.mx.example.org");
   else
     h->query_addresses("mx.example.org");
 }

@@ -1,10 +1,11 @@
 // mailq — the resolver seam.
 //
-// The engine asks three questions of DNS: the MX records of a domain, the addresses of a
-// host, and the TXT records of a name (MTA-STS). The MX selection logic (preference order, shuffle
-// among equals, implicit MX, null MX, loops to self) lives in the core; a Resolver only answers
-// queries. The reference implementation is the c-ares adapter (`mailq::ares::AresResolver`);
-// `StaticResolver` here answers from a table, for tests and for hosts with fixed routing.
+// The engine asks four questions of DNS: the MX records of a domain, the addresses of a
+// host, the TXT records of a name (MTA-STS), and the TLSA records of a host's port (DANE). The MX
+// selection logic (preference order, shuffle among equals, implicit MX, null MX, loops to self)
+// lives in the core; a Resolver only answers queries. The reference implementation is the c-ares
+// adapter (`mailq::ares::AresResolver`); `StaticResolver` here answers from a table, for tests and
+// for hosts with fixed routing.
 #pragma once
 
 #include <chrono>
@@ -13,10 +14,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "mailq/clock.h"
+#include "mailq/dane.h"
 
 namespace mailq {
 
@@ -50,6 +53,9 @@ struct MxAnswer {
   DnsStatus status = DnsStatus::error;
   std::vector<MxRecord> records;  ///< when ok; in answer order (the core sorts)
   std::string detail;             ///< resolver diagnostic for logs ("SERVFAIL from 127.0.0.1")
+  /// The answer (records, or the denial that there are none) was DNSSEC-validated by a
+  /// nameserver the resolver trusts (its AD bit). Only then is DANE possible (RFC 7672 2.2).
+  bool secure = false;
 };
 
 /// An IPv4 or IPv6 address in text form ("192.0.2.1", "2001:db8::1").
@@ -61,6 +67,8 @@ struct AddressAnswer {
   /// chain ended at. An MX host should not be one (RFC 2181 section 10.3); it is used, with
   /// a notice.
   std::string canonical;
+  /// Every family's answer was DNSSEC-validated (see MxAnswer::secure).
+  bool secure = false;
 };
 
 /// The TXT records of a name, each record's strings joined (RFC 7208 §3.3 and RFC 8461 §3.1
@@ -69,6 +77,16 @@ struct TxtAnswer {
   DnsStatus status = DnsStatus::error;
   std::vector<std::string> records;  ///< when ok
   std::string detail;
+  bool secure = false;  ///< see MxAnswer::secure
+};
+
+/// The TLSA records of a name ("_25._tcp.mx.example.com"), all of them, usable or not.
+struct TlsaAnswer {
+  DnsStatus status = DnsStatus::error;
+  std::vector<dane::TlsaRecord> records;  ///< when ok
+  std::string detail;
+  /// DNSSEC-validated (see MxAnswer::secure). Records that are not secure are not used.
+  bool secure = false;
 };
 
 /// How long a caching resolver keeps answers (`ares::AresResolverOptions::cache`): one entry
@@ -109,6 +127,15 @@ class Resolver {
                                std::function<void(AddressAnswer)> done) = 0;
   /// TXT records of `name` (MTA-STS discovery, TLS-RPT).
   virtual void query_txt(const std::string& name, std::function<void(TxtAnswer)> done) = 0;
+  /// TLSA records of `name` (DANE). The engine asks only after secure MX and address answers,
+  /// so a resolver that never reports `secure` is never asked. The default (for such
+  /// resolvers) answers `error` at once, from inside the call: the one exception to the rule
+  /// above, harmless where it is never called.
+  virtual void query_tlsa(const std::string& name, std::function<void(TlsaAnswer)> done) {
+    TlsaAnswer a;
+    a.detail = name + " TLSA: this resolver does not look up TLSA records";
+    done(std::move(a));
+  }
 };
 
 /// A resolver that answers from tables, through the clock (so answers are asynchronous like
@@ -129,11 +156,18 @@ class StaticResolver final : public Resolver {
   void set_addresses_status(const std::string& host, DnsStatus status);
   void set_txt(const std::string& name, std::vector<std::string> records);
   void set_txt_status(const std::string& name, DnsStatus status);
+  void set_tlsa(const std::string& name, std::vector<dane::TlsaRecord> records);
+  void set_tlsa_status(const std::string& name, DnsStatus status);
+  /// Marks every answer about `name` (MX, addresses, TXT, TLSA, including the NXDOMAIN and
+  /// no-data ones made up for unknown names) as DNSSEC-secure, or not.
+  void set_secure(const std::string& name, bool secure = true);
 
   void query_mx(const std::string& domain, std::function<void(MxAnswer)> done) override;
   void query_addresses(const std::string& host, std::function<void(AddressAnswer)> done) override;
   /// Unknown names answer NXDOMAIN, or no data when the name has MX or addresses.
   void query_txt(const std::string& name, std::function<void(TxtAnswer)> done) override;
+  /// Unknown names answer NXDOMAIN.
+  void query_tlsa(const std::string& name, std::function<void(TlsaAnswer)> done) override;
 
   std::size_t queries() const noexcept { return queries_; }
 
@@ -144,6 +178,8 @@ class StaticResolver final : public Resolver {
   std::map<std::string, MxAnswer> mx_;
   std::map<std::string, AddressAnswer> addresses_;
   std::map<std::string, TxtAnswer> txt_;
+  std::map<std::string, TlsaAnswer> tlsa_;
+  std::set<std::string> secure_;
   template <class Answer>
   void answer_later(Answer a, std::function<void(Answer)> done);
   // Answers not delivered yet: their timers, and what to say when cancelled.

@@ -89,6 +89,15 @@ struct Route {
   /// name (against `ca_file`, else the system's CAs). A static route's hosts are the
   /// operator's own: never.
   bool mta_sts = true;
+  /// An MX route uses DANE (RFC 7672) where the resolver reports DNSSEC-secure answers
+  /// (`ares::AresResolverOptions::dnssec`): when a domain's MX records and an MX host's
+  /// addresses are secure, the host's TLSA records (`_25._tcp.<host>`) are looked up; usable
+  /// ones (DANE-EE 3 and DANE-TA 2) must match the certificate, which replaces the MTA-STS
+  /// policy for that host; TLSA records that are all unusable still make STARTTLS mandatory;
+  /// a TLSA lookup that fails puts the host out of use (the next one is tried, else
+  /// `451 4.7.5`). A resolver that never reports secure answers leaves this without effect. A
+  /// static route's hosts are the operator's own: never.
+  bool dane = true;
 
   bool is_static() const noexcept { return !hosts.empty(); }
 };

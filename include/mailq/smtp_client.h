@@ -118,6 +118,11 @@ struct SmtpClientOptions {
   /// Who demands `tls` when it is not the route ("the MTA-STS policy of example.com, id
   /// 2026a"): said in the reply of every TLS failure, so that the log and the queue tell why.
   std::string tls_required_by;
+  /// DANE: usable TLSA records that authenticate the server's certificate (with `tls` verify),
+  /// and the recipient domain, a second name a DANE-TA certificate may carry
+  /// (TlsClientOptions::tlsa).
+  std::vector<dane::TlsaRecord> dane_tlsa;
+  std::string dane_domain;
   SmtpTimeouts timeouts;
   std::size_t max_reply_line = 4096;  ///< a longer reply line is a protocol error
   std::size_t max_reply_lines = 256;  ///< a longer multi-line reply is a protocol error

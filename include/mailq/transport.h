@@ -11,8 +11,10 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "mailq/clock.h"
+#include "mailq/dane.h"
 #include "mailq/error.h"
 
 namespace mailq {
@@ -40,13 +42,21 @@ struct TlsClientOptions {
   std::string server_name;  ///< SNI and the name verified against the certificate
   bool verify = false;      ///< verify chain and host name
   std::string ca_file;      ///< PEM bundle; empty = the system CAs
+  /// DANE (RFC 7672): when not empty the certificate is authenticated by these usable TLSA
+  /// records instead of by certificate authorities (`verify` and `ca_file` are then unused):
+  /// DANE-EE(3) matches the server's own certificate or key, with no name or date check;
+  /// DANE-TA(2) matches a certificate of the chain the server sent, which must issue the
+  /// server's, valid now, for `server_name` or `dane_domain`. No match fails the handshake.
+  std::vector<dane::TlsaRecord> tlsa;
+  std::string dane_domain;  ///< the next-hop (recipient) domain, DANE-TA's second name
 };
 
 /// What a finished handshake negotiated, for the log ("TLSv1.3 TLS_AES_256_GCM_SHA384").
 struct TlsInfo {
   std::string version;
   std::string cipher;
-  bool verified = false;
+  bool verified = false;  ///< by the CAs, or by a TLSA record (then `dane` says which)
+  std::string dane;       ///< the TLSA record that matched ("3 1 1 8b2f…e0a1"), else empty
   std::string peer_subject;
 };
 

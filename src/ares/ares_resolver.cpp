@@ -18,7 +18,9 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <random>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "ares/status.h"
 #include "core/dns_cache.h"
@@ -34,13 +36,15 @@ using mailq::detail::DnsCacheEntry;
 using mailq::detail::kDnsTypeA;
 using mailq::detail::kDnsTypeAaaa;
 using mailq::detail::kDnsTypeMx;
+using mailq::detail::kDnsTypeTlsa;
 using mailq::detail::kDnsTypeTxt;
 using mailq::detail::scan_dns_ttls;
 
 namespace {
 
 constexpr int kDnsClassIn = 1;
-constexpr int kEdnsPayloadSize = 1232;  // DNS flag day 2020: no IP fragmentation
+constexpr int kEdnsPayloadSize = 1232;      // DNS flag day 2020: no IP fragmentation
+constexpr unsigned char kDnsFlagAd = 0x20;  // in the fourth header octet (RFC 4035 3.2.3)
 constexpr int kMaxAddrTtls = 256;
 // CNAMEs followed for a server that does not follow them (a loop ends here too).
 constexpr int kMaxCnameLinks = 8;
@@ -143,6 +147,9 @@ struct AresResolver::Impl {
     std::vector<RrCallback> waiters;
     bool has_deadline = false;
     std::multimap<std::uint64_t, Lookup*>::iterator deadline;
+    std::uint16_t qid = 0;  ///< the DNS message id of the query on the wire
+    bool has_qid = false;   ///< `qid` is in ids_in_flight
+    bool edns = false;      ///< the query carries an OPT record
   };
 
   uv_loop_t* loop = nullptr;
@@ -158,6 +165,9 @@ struct AresResolver::Impl {
   TimerId post_timer = kNoTimer;         // the clock's timer that delivers `posted`
   std::unordered_map<ares_socket_t, PollHandle*> polls;
   std::unordered_map<std::string, Lookup*> in_flight;
+  std::unordered_set<std::uint16_t> ids_in_flight;  // DNS message ids of the queries out
+  std::random_device random_ids;                    // the kernel's CSPRNG (getrandom)
+  bool edns_refused = false;  // a server answered FORMERR to EDNS: no OPT record from now on
   std::multimap<std::uint64_t, Lookup*> deadlines;
   DnsCache cache;
   // Posted work; the argument says whether to deliver a cancellation instead.
@@ -410,12 +420,93 @@ struct AresResolver::Impl {
       arm_deadline_timer();
     }
     ++counters.queries_sent;
-    // c-ares may call back before returning (a name it cannot encode): `lk` is then gone.
-    ::ares_query(channel, name.c_str(), kDnsClassIn, type, &Impl::on_answer, lk);
+    send(lk);
+  }
+
+  // What ares_query does, by hand, so that the AD bit can be set: a validating server says
+  // whether it validated an answer (its AD bit) only to a query that has AD or DO set (RFC
+  // 6840 section 5.7), and c-ares 1.18.1 sets neither. As ares_query, the message id is
+  // random (ares_send keeps the one it is given) and unique among the queries out, and EDNS is
+  // left out once a server refused it.
+  void send(Lookup* lk) {
+    lk->edns = options.edns && !edns_refused;
+    unsigned char* q = nullptr;
+    int qlen = 0;
+    std::uint16_t id = 0;
+    do {
+      id = static_cast<std::uint16_t>(random_ids());
+    } while (ids_in_flight.count(id) != 0);
+    const int rc = ares_create_query(lk->name.c_str(), kDnsClassIn, lk->type, id, 1, &q, &qlen,
+                                     lk->edns ? kEdnsPayloadSize : 0);
+    if (rc != ARES_SUCCESS) {
+      on_answer(lk, rc, 0, nullptr, 0);  // `lk` is gone
+      return;
+    }
+    lk->qid = id;
+    lk->has_qid = true;
+    ids_in_flight.insert(id);
+    if (options.dnssec && qlen > 3) q[3] |= kDnsFlagAd;
+    // c-ares may call back before returning: `lk` is then gone.
+    ::ares_send(channel, q, qlen, &Impl::on_sent, lk);
+    ares_free_string(q);
     arm_ares_timer();
   }
 
+  // ares_send reports any response as a success: the RCODE is read here as ares_query would.
+  static void on_sent(void* arg, int status, int timeouts, unsigned char* abuf, int alen) {
+    auto* lk = static_cast<Lookup*>(arg);
+    Impl* self = lk->impl;
+    // A server that does not know EDNS answers FORMERR without an OPT record; c-ares then
+    // turns EDNS off in the channel for good, which only ares_query reads: from now on the
+    // queries built here go without it too, this one again at once.
+    if (status == ARES_SUCCESS && lk->edns && !self->destroying && abuf != nullptr && alen >= 12 &&
+        (abuf[3] & 0x0f) == 1 && ((abuf[10] << 8) | abuf[11]) == 0) {
+      self->edns_refused = true;
+      self->release_id(lk);
+      self->send(lk);
+      return;
+    }
+    if (status == ARES_SUCCESS) {
+      if (abuf == nullptr || alen < 12) {
+        status = ARES_EBADRESP;
+      } else {
+        const int rcode = abuf[3] & 0x0f;
+        const int ancount = (abuf[6] << 8) | abuf[7];
+        switch (rcode) {
+          case 0:
+            status = ancount > 0 ? ARES_SUCCESS : ARES_ENODATA;
+            break;
+          case 1:
+            status = ARES_EFORMERR;
+            break;
+          case 2:
+            status = ARES_ESERVFAIL;
+            break;
+          case 3:
+            status = ARES_ENOTFOUND;
+            break;
+          case 4:
+            status = ARES_ENOTIMP;
+            break;
+          case 5:
+            status = ARES_EREFUSED;
+            break;
+          default:
+            status = ARES_EBADRESP;
+            break;
+        }
+      }
+    }
+    on_answer(arg, status, timeouts, abuf, alen);
+  }
+
+  void release_id(Lookup* lk) {
+    if (lk->has_qid) ids_in_flight.erase(lk->qid);
+    lk->has_qid = false;
+  }
+
   void forget(Lookup* lk) {
+    release_id(lk);
     if (auto it = in_flight.find(lk->key); it != in_flight.end() && it->second == lk) {
       in_flight.erase(it);
     }
@@ -434,7 +525,7 @@ struct AresResolver::Impl {
     std::string alias_of;
     RrResult r = self->interpret(status, abuf, alen, *lk, ttl, alias_of);
     if (!alias_of.empty() && !self->destroying && lk->links < kMaxCnameLinks) {
-      self->chase(lk, std::move(alias_of), ttl);
+      self->chase(lk, std::move(alias_of), ttl, r.entry.secure);
       return;
     }
     if (!self->destroying && self->options.cache.enabled) {
@@ -450,7 +541,8 @@ struct AresResolver::Impl {
   // (it does not follow chains, or the target is out of its zone): ask for the target, as a
   // resolver that follows CNAMEs does. The answer is cached under the target; the waiters get
   // it with the alias noted.
-  void chase(Lookup* lk, std::string target, std::optional<std::uint32_t> chain_ttl) {
+  void chase(Lookup* lk, std::string target, std::optional<std::uint32_t> chain_ttl,
+             bool chain_secure) {
     forget(lk);
     auto waiters = std::move(lk->waiters);
     const std::string from = lk->name;
@@ -460,9 +552,11 @@ struct AresResolver::Impl {
     ++counters.cname_chased;
     lookup(
         target, type,
-        [this, waiters = std::move(waiters), from, type, target, chain_ttl](const RrResult& got) {
+        [this, waiters = std::move(waiters), from, type, target, chain_ttl,
+         chain_secure](const RrResult& got) {
           RrResult out = got;
           if (out.entry.canonical.empty()) out.entry.canonical = target;
+          out.entry.secure = out.entry.secure && chain_secure;
           if (out.entry.status != DnsStatus::ok)
             out.entry.detail = from + " is an alias of " + target + ": " + out.entry.detail;
           // The alias keeps the answer no longer than its own chain may be kept.
@@ -483,13 +577,26 @@ struct AresResolver::Impl {
       ttls = scan_dns_ttls(abuf, static_cast<std::size_t>(alen), lk.type);
     }
     RrResult r;
-    if (status == ARES_SUCCESS) {
+    if (status == ARES_SUCCESS && lk.type == kDnsTypeTlsa) {
+      if (!ttls) {
+        status = ARES_EBADRESP;
+      } else if (ttls->tlsa.empty()) {
+        status = ARES_ENODATA;
+      } else {
+        r.entry.tlsa = ttls->tlsa;
+        r.entry.status = DnsStatus::ok;
+      }
+    } else if (status == ARES_SUCCESS) {
       status = parse_records(abuf, alen, lk.type, r.entry, ttl);
       if (status == ARES_SUCCESS && r.entry.canonical == lk.name) r.entry.canonical.clear();
       if (status == ARES_SUCCESS && ttls && ttls->answer_ttl) {
         ttl = ttl ? std::min(*ttl, *ttls->answer_ttl) : *ttls->answer_ttl;
       }
     }
+    if (status == ARES_SUCCESS && lk.type == kDnsTypeTlsa && ttls && ttls->answer_ttl) {
+      ttl = *ttls->answer_ttl;
+    }
+    if (status == ARES_SUCCESS) r.entry.secure = options.dnssec && ttls && ttls->authenticated;
     if ((status == ARES_ENODATA || status == ARES_SUCCESS) && r.entry.status != DnsStatus::ok &&
         ttls && !ttls->cname_target.empty()) {
       alias_of = ttls->cname_target;
@@ -499,6 +606,10 @@ struct AresResolver::Impl {
       r.entry = DnsCacheEntry{};
       r.entry.status = m.status;
       r.entry.detail = std::move(m.detail);
+      if (options.dnssec && ttls && ttls->authenticated &&
+          (m.status == DnsStatus::nxdomain || m.status == DnsStatus::no_data)) {
+        r.entry.secure = true;  // a validated denial
+      }
       ttl.reset();
       if ((m.status == DnsStatus::nxdomain || m.status == DnsStatus::no_data) && ttls) {
         ttl = ttls->negative_ttl;
@@ -784,13 +895,31 @@ Result<std::unique_ptr<AresResolver>> AresResolver::open(uv_loop_t* loop, Clock&
 
 void AresResolver::query_mx(const std::string& domain, std::function<void(MxAnswer)> done) {
   impl_->query<MxAnswer>(
-      domain, kDnsTypeMx, [](const DnsCacheEntry& e, MxAnswer& a) { a.records = e.mx; },
+      domain, kDnsTypeMx,
+      [](const DnsCacheEntry& e, MxAnswer& a) {
+        a.records = e.mx;
+        a.secure = e.secure;
+      },
       std::move(done));
 }
 
 void AresResolver::query_txt(const std::string& name, std::function<void(TxtAnswer)> done) {
   impl_->query<TxtAnswer>(
-      name, kDnsTypeTxt, [](const DnsCacheEntry& e, TxtAnswer& a) { a.records = e.texts; },
+      name, kDnsTypeTxt,
+      [](const DnsCacheEntry& e, TxtAnswer& a) {
+        a.records = e.texts;
+        a.secure = e.secure;
+      },
+      std::move(done));
+}
+
+void AresResolver::query_tlsa(const std::string& name, std::function<void(TlsaAnswer)> done) {
+  impl_->query<TlsaAnswer>(
+      name, kDnsTypeTlsa,
+      [](const DnsCacheEntry& e, TlsaAnswer& a) {
+        a.records = e.tlsa;
+        a.secure = e.secure;
+      },
       std::move(done));
 }
 
@@ -803,8 +932,8 @@ struct AddressJoin {
   std::optional<RrResult> aaaa;
 };
 
-AddressAnswer merge_addresses(const std::string& host, const std::optional<RrResult>& a,
-                              const std::optional<RrResult>& aaaa, bool ipv6_first) {
+AddressAnswer merge_address_records(const std::string& host, const std::optional<RrResult>& a,
+                                    const std::optional<RrResult>& aaaa, bool ipv6_first) {
   AddressAnswer out;
   const auto status = [](const std::optional<RrResult>& r) {
     return r ? r->entry.status : DnsStatus::no_data;
@@ -855,6 +984,27 @@ AddressAnswer merge_addresses(const std::string& host, const std::optional<RrRes
   if (!a || !aaaa) return out;
   out.detail = fmt::format("{}: no A or AAAA records", host);
   return out;
+}
+
+// Whether every family that answered definitely (records, NXDOMAIN, no data) was validated:
+// a family that failed for now contributes nothing, one that answered insecurely could have
+// been forged.
+bool families_secure(const std::optional<RrResult>& a, const std::optional<RrResult>& aaaa) {
+  bool any = false;
+  for (const auto* r : {&a, &aaaa}) {
+    if (!*r || is_transient((*r)->entry.status)) continue;
+    if (!(*r)->entry.secure) return false;
+    any = true;
+  }
+  return any;
+}
+
+AddressAnswer merge_addresses(const std::string& host, const std::optional<RrResult>& a,
+                              const std::optional<RrResult>& aaaa, bool ipv6_first) {
+  AddressAnswer merged = merge_address_records(host, a, aaaa, ipv6_first);
+  merged.secure = merged.status != DnsStatus::cancelled && !is_transient(merged.status) &&
+                  families_secure(a, aaaa);
+  return merged;
 }
 
 }  // namespace

@@ -26,6 +26,9 @@ struct DnsCacheEntry {
   std::vector<MxRecord> mx;            ///< MX answers
   std::vector<std::string> addresses;  ///< A / AAAA answers, text form
   std::vector<std::string> texts;      ///< TXT answers, each record's strings joined
+  std::vector<dane::TlsaRecord> tlsa;  ///< TLSA answers
+  /// DNSSEC-validated by a trusted nameserver (its AD bit), the CNAME chain to it included.
+  bool secure = false;
   std::string detail;
   std::string canonical;  ///< when the name is an alias: where its CNAME chain led (lowercase)
 };

@@ -8,6 +8,7 @@ namespace {
 constexpr std::size_t kHeaderSize = 12;
 constexpr std::size_t kRrFixedSize = 10;  // TYPE, CLASS, TTL, RDLENGTH
 constexpr std::size_t kSoaTailSize = 20;  // SERIAL, REFRESH, RETRY, EXPIRE, MINIMUM
+constexpr std::uint16_t kDnsClassIn = 1;
 
 std::uint16_t read16(const unsigned char* p) {
   return static_cast<std::uint16_t>((p[0] << 8) | p[1]);
@@ -121,6 +122,8 @@ std::string dns_type_name(std::uint16_t type) {
       return "TXT";
     case kDnsTypeAaaa:
       return "AAAA";
+    case kDnsTypeTlsa:
+      return "TLSA";
     default:
       return "TYPE" + std::to_string(type);
   }
@@ -133,6 +136,7 @@ std::optional<DnsTtls> scan_dns_ttls(const unsigned char* msg, std::size_t len,
   const std::uint16_t flags = read16(msg + 2);
   out.rcode = static_cast<std::uint8_t>(flags & 0x000F);
   out.truncated = (flags & 0x0200) != 0;
+  out.authenticated = (flags & 0x0020) != 0;
   const std::uint16_t qdcount = read16(msg + 4);
   out.answers = read16(msg + 6);
   const std::uint16_t nscount = read16(msg + 8);
@@ -141,6 +145,7 @@ std::optional<DnsTtls> scan_dns_ttls(const unsigned char* msg, std::size_t len,
   std::string qname, owner, target;
   std::vector<std::string> owners_of_type;
   std::vector<std::pair<std::string, std::string>> cnames;
+  std::vector<std::pair<std::string, dane::TlsaRecord>> tlsa;  // with their owners
   for (std::uint16_t i = 0; i < qdcount; ++i) {
     if (i == 0 && !read_name(msg, len, pos, qname)) return std::nullopt;
     if (!skip_name(msg, len, pos)) return std::nullopt;
@@ -164,6 +169,16 @@ std::optional<DnsTtls> scan_dns_ttls(const unsigned char* msg, std::size_t len,
         if (!read_name(msg, len, owner_at, owner)) return std::nullopt;
         if (type == qtype) {
           owners_of_type.push_back(owner);
+          if (type == kDnsTypeTlsa) {
+            if (rdlength < 3) return std::nullopt;
+            const unsigned char* r = msg + pos;
+            if (read16(msg + pos - kRrFixedSize + 2) == kDnsClassIn) {
+              tlsa.emplace_back(
+                  owner, dane::TlsaRecord{
+                             r[0], r[1], r[2],
+                             std::string(reinterpret_cast<const char*>(r + 3), rdlength - 3)});
+            }
+          }
         } else {
           if (!read_name(msg, len, pos, target)) return std::nullopt;
           cnames.emplace_back(owner, target);
@@ -180,6 +195,21 @@ std::optional<DnsTtls> scan_dns_ttls(const unsigned char* msg, std::size_t len,
   if (!cnames.empty()) {
     out.cname_target = chain_end(qname, owners_of_type, cnames);
     if (!host_like(out.cname_target)) out.cname_target.clear();
+  }
+  // Only the records of the question's name, or of where its CNAME chain leads: anything
+  // else in the answer section answers another question.
+  if (!tlsa.empty()) {
+    std::vector<std::string> chain{qname};
+    for (int links = 0; links < 16; ++links) {
+      const std::string* next = nullptr;
+      for (const auto& c : cnames)
+        if (c.first == chain.back()) next = &c.second;
+      if (!next || std::find(chain.begin(), chain.end(), *next) != chain.end()) break;
+      chain.push_back(*next);
+    }
+    for (auto& [owner_name, record] : tlsa)
+      if (std::find(chain.begin(), chain.end(), owner_name) != chain.end())
+        out.tlsa.push_back(std::move(record));
   }
   return out;
 }

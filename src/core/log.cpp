@@ -147,7 +147,9 @@ std::vector<std::string> diagnostic_lines(const std::vector<Note>& notes) {
           lines.push_back("(" + n.hop.intermediate + ")");
         if (n.hop.tls)
           lines.push_back("tls; " + n.hop.tls->version + " " + n.hop.tls->cipher +
-                          (n.hop.tls->verified ? " verified" : " unverified"));
+                          (!n.hop.tls->dane.empty()
+                               ? " verified by DANE TLSA " + n.hop.tls->dane
+                               : (n.hop.tls->verified ? " verified" : " unverified")));
         lines.push_back("smtp; " + n.reply.to_string());
         break;
     }

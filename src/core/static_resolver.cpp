@@ -11,6 +11,10 @@ std::string key(const std::string& name) {
   std::transform(k.begin(), k.end(), k.begin(), [](unsigned char c) { return std::tolower(c); });
   return k;
 }
+// Only an answer can be validated: a failure is never secure.
+bool definite(DnsStatus s) {
+  return s == DnsStatus::ok || s == DnsStatus::nxdomain || s == DnsStatus::no_data;
+}
 }  // namespace
 
 void StaticResolver::set_mx(const std::string& domain, std::vector<MxRecord> records) {
@@ -69,6 +73,7 @@ void StaticResolver::query_mx(const std::string& domain, std::function<void(MxAn
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
+  a.secure = definite(a.status) && secure_.count(key(domain)) > 0;
   answer_later(std::move(a), std::move(done));
 }
 
@@ -84,6 +89,7 @@ void StaticResolver::query_addresses(const std::string& host,
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
+  a.secure = definite(a.status) && secure_.count(key(host)) > 0;
   answer_later(std::move(a), std::move(done));
 }
 
@@ -112,6 +118,41 @@ void StaticResolver::query_txt(const std::string& name, std::function<void(TxtAn
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
+  a.secure = definite(a.status) && secure_.count(key(name)) > 0;
+  answer_later(std::move(a), std::move(done));
+}
+
+void StaticResolver::set_tlsa(const std::string& name, std::vector<dane::TlsaRecord> records) {
+  TlsaAnswer a;
+  a.status = DnsStatus::ok;
+  a.records = std::move(records);
+  tlsa_[key(name)] = std::move(a);
+}
+
+void StaticResolver::set_tlsa_status(const std::string& name, DnsStatus status) {
+  TlsaAnswer a;
+  a.status = status;
+  a.detail = std::string("static: ") + to_string(status);
+  tlsa_[key(name)] = std::move(a);
+}
+
+void StaticResolver::set_secure(const std::string& name, bool secure) {
+  if (secure)
+    secure_.insert(key(name));
+  else
+    secure_.erase(key(name));
+}
+
+void StaticResolver::query_tlsa(const std::string& name, std::function<void(TlsaAnswer)> done) {
+  TlsaAnswer a;
+  auto it = tlsa_.find(key(name));
+  if (it != tlsa_.end()) {
+    a = it->second;
+  } else {
+    a.status = DnsStatus::nxdomain;
+    a.detail = "static: NXDOMAIN";
+  }
+  a.secure = definite(a.status) && secure_.count(key(name)) > 0;
   answer_later(std::move(a), std::move(done));
 }
 

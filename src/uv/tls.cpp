@@ -4,6 +4,8 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/sha256.h>
+#include <mbedtls/sha512.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 #include <uv.h>
@@ -11,6 +13,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -108,8 +111,11 @@ class TlsConfig {
     return true;
   }
 
-  bool init(bool verify, std::string* error) {
+  // `dane`: the certificate is checked after the handshake against TLSA records (TlsSession),
+  // not by mbedTLS against CAs: any chain is let through the handshake, TLS 1.2 at least.
+  bool init(bool verify, bool dane, std::string* error) {
     verify_ = verify;
+    dane_ = dane;
     int ret = mbedtls_ssl_config_defaults(&conf_, MBEDTLS_SSL_IS_CLIENT,
                                           MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
     if (ret != 0) {
@@ -117,7 +123,11 @@ class TlsConfig {
       return false;
     }
     mbedtls_ssl_conf_rng(&conf_, mbedtls_ctr_drbg_random, random_->drbg());
-    if (verify) {
+    if (dane) {
+      mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_OPTIONAL);
+      mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                   MBEDTLS_SSL_MINOR_VERSION_3);
+    } else if (verify) {
       mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_REQUIRED);
       mbedtls_ssl_conf_ca_chain(&conf_, &ca_, nullptr);
       mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3,
@@ -172,6 +182,7 @@ class TlsConfig {
 
   const mbedtls_ssl_config* conf() const noexcept { return &conf_; }
   bool verify() const noexcept { return verify_; }
+  bool dane() const noexcept { return dane_; }
   bool server() const noexcept { return server_; }
   // The subject and the end of validity of our certificate, for the log.
   std::string own_certificate_summary() const {
@@ -193,6 +204,7 @@ class TlsConfig {
   mbedtls_ssl_config conf_;
   std::string ca_path_;
   bool verify_ = false;
+  bool dane_ = false;
 };
 
 TlsContextCache::TlsContextCache(std::vector<std::string> system_ca_files)
@@ -202,7 +214,9 @@ TlsContextCache::~TlsContextCache() = default;
 
 std::shared_ptr<const TlsConfig> TlsContextCache::get(const TlsClientOptions& options,
                                                       std::string* error) {
-  auto key = std::make_pair(options.verify, options.verify ? options.ca_file : std::string());
+  const bool dane = !options.tlsa.empty();
+  const bool verify = options.verify && !dane;
+  auto key = std::make_tuple(dane, verify, verify ? options.ca_file : std::string());
   if (auto it = configs_.find(key); it != configs_.end()) return it->second;
 
   if (!random_) {
@@ -214,7 +228,7 @@ std::shared_ptr<const TlsConfig> TlsContextCache::get(const TlsClientOptions& op
     random_ = std::move(random);
   }
   auto config = std::make_shared<TlsConfig>(random_);
-  if (options.verify) {
+  if (verify) {
     if (!options.ca_file.empty()) {
       if (!config->load_ca(options.ca_file, error)) return nullptr;
     } else {
@@ -235,7 +249,7 @@ std::shared_ptr<const TlsConfig> TlsContextCache::get(const TlsClientOptions& op
       }
     }
   }
-  if (!config->init(options.verify, error)) return nullptr;
+  if (!config->init(verify, dane, error)) return nullptr;
   configs_.emplace(std::move(key), config);
   return config;
 }
@@ -260,6 +274,107 @@ std::string server_tls_summary(const TlsConfig& config) {
   return config.own_certificate_summary();
 }
 
+// --- DANE ----------------------------------------------------------------------------------
+
+namespace {
+
+bool association_matches(const dane::TlsaRecord& r, const mbedtls_x509_crt& crt) {
+  const mbedtls_x509_buf& what = r.selector == 0 ? crt.raw : crt.pk_raw;
+  if (what.p == nullptr || what.len == 0) return false;
+  unsigned char digest[64];
+  std::size_t n = 0;
+  switch (static_cast<dane::Matching>(r.matching)) {
+    case dane::Matching::full:
+      return r.data.size() == what.len && std::memcmp(r.data.data(), what.p, what.len) == 0;
+    case dane::Matching::sha256:
+      if (mbedtls_sha256_ret(what.p, what.len, digest, 0) != 0) return false;
+      n = 32;
+      break;
+    case dane::Matching::sha512:
+      if (mbedtls_sha512_ret(what.p, what.len, digest, 0) != 0) return false;
+      n = 64;
+      break;
+    default:
+      return false;
+  }
+  return r.data.size() == n && std::memcmp(r.data.data(), digest, n) == 0;
+}
+
+// mbedTLS writes one reason per line: joined into one line for the log.
+std::string verify_flags_text(std::uint32_t flags) {
+  char info[512];
+  const int n = mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
+  std::string joined;
+  std::string_view rest(info, n > 0 ? static_cast<std::size_t>(n) : 0);
+  while (!rest.empty()) {
+    const std::size_t nl = rest.find('\n');
+    const std::string_view line = rest.substr(0, nl);
+    if (!line.empty()) {
+      if (!joined.empty()) joined += "; ";
+      joined += line;
+    }
+    if (nl == std::string_view::npos) break;
+    rest.remove_prefix(nl + 1);
+  }
+  return joined;
+}
+
+}  // namespace
+
+std::optional<dane::TlsaRecord> dane_match(const mbedtls_x509_crt* chain,
+                                           const std::vector<dane::TlsaRecord>& tlsa,
+                                           const std::vector<std::string>& names,
+                                           std::string* why) {
+  if (chain == nullptr || chain->raw.p == nullptr) {
+    *why = "the server sent no certificate";
+    return std::nullopt;
+  }
+  // DANE-EE(3): the server's own certificate or key; no name, no dates (RFC 7672 3.1.1).
+  for (const auto& r : tlsa)
+    if (r.usage == static_cast<std::uint8_t>(dane::Usage::dane_ee) &&
+        association_matches(r, *chain))
+      return r;
+  // DANE-TA(2): a certificate the server sent, which then issues the server's, for one of
+  // the reference names (RFC 7672 3.1.2, 3.2.2).
+  std::string ta_problem;
+  for (const auto& r : tlsa) {
+    if (r.usage != static_cast<std::uint8_t>(dane::Usage::dane_ta)) continue;
+    for (const mbedtls_x509_crt* c = chain; c != nullptr && c->raw.p != nullptr; c = c->next) {
+      if (!association_matches(r, *c)) continue;
+      mbedtls_x509_crt anchor;
+      mbedtls_x509_crt_init(&anchor);
+      if (mbedtls_x509_crt_parse_der(&anchor, c->raw.p, c->raw.len) != 0) {
+        mbedtls_x509_crt_free(&anchor);
+        continue;
+      }
+      std::uint32_t flags = 0;
+      bool ok = false;
+      for (const auto& name : names) {
+        flags = 0;
+        const int ret = mbedtls_x509_crt_verify(const_cast<mbedtls_x509_crt*>(chain), &anchor,
+                                                nullptr, name.c_str(), &flags, nullptr, nullptr);
+        if (ret == 0) {
+          ok = true;
+          break;
+        }
+        if (flags != MBEDTLS_X509_BADCERT_CN_MISMATCH) break;  // a name will not help
+      }
+      mbedtls_x509_crt_free(&anchor);
+      if (ok) return r;
+      ta_problem =
+          "the trust anchor of TLSA record " + dane::to_string(r) +
+          " is in the chain, but the server certificate does not pass: " + verify_flags_text(flags);
+    }
+  }
+  std::string names_text;
+  for (const auto& n : names) names_text += (names_text.empty() ? "" : " or ") + n;
+  *why = ta_problem.empty() ? "the certificate chain matches none of the " +
+                                  std::to_string(tlsa.size()) + " usable TLSA record" +
+                                  (tlsa.size() == 1 ? "" : "s") + " (for " + names_text + ")"
+                            : ta_problem;
+  return std::nullopt;
+}
+
 // --- session -------------------------------------------------------------------------------
 
 struct TlsSession::Ssl {
@@ -275,8 +390,14 @@ TlsSession::~TlsSession() = default;
 bool TlsSession::setup(std::shared_ptr<const TlsConfig> config, const TlsClientOptions& options) {
   config_ = std::move(config);
   verify_ = config_->verify();
+  if (config_->dane()) {
+    tlsa_ = options.tlsa;
+    dane_names_ = {options.server_name};
+    if (!options.dane_domain.empty() && options.dane_domain != options.server_name)
+      dane_names_.push_back(options.dane_domain);
+  }
   const bool ip = names_ip_address(options.server_name);
-  if (verify_) {
+  if (verify_ || !tlsa_.empty()) {
     if (options.server_name.empty()) {
       error_ = "certificate verification requires a server name";
       return false;
@@ -361,26 +482,24 @@ void TlsSession::set_error(std::string_view what, int ret) {
 
 TlsSession::Step TlsSession::handshake() {
   const int ret = mbedtls_ssl_handshake(&ssl_->ctx);
-  if (ret == 0) return Step::done;
+  if (ret == 0) {
+    if (tlsa_.empty()) return Step::done;
+    std::string why;
+    if (auto matched =
+            dane_match(mbedtls_ssl_get_peer_cert(&ssl_->ctx), tlsa_, dane_names_, &why)) {
+      dane_matched_ = dane::to_string(*matched);
+      return Step::done;
+    }
+    error_ = "DANE: " + why;
+    // Tell the server why (the connection's last output is flushed before it closes).
+    (void)mbedtls_ssl_send_alert_message(&ssl_->ctx, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+                                         MBEDTLS_SSL_ALERT_MSG_BAD_CERT);
+    return Step::failed;
+  }
   if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return Step::again;
   const std::uint32_t flags = mbedtls_ssl_get_verify_result(&ssl_->ctx);
   if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != 0 && flags != UINT32_MAX) {
-    char info[512];
-    const int n = mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
-    // mbedTLS writes one reason per line: join them into one line for the log.
-    std::string joined;
-    std::string_view rest(info, n > 0 ? static_cast<std::size_t>(n) : 0);
-    while (!rest.empty()) {
-      const std::size_t nl = rest.find('\n');
-      const std::string_view line = rest.substr(0, nl);
-      if (!line.empty()) {
-        if (!joined.empty()) joined += "; ";
-        joined += line;
-      }
-      if (nl == std::string_view::npos) break;
-      rest.remove_prefix(nl + 1);
-    }
-    error_ = "certificate verification failed: " + joined;
+    error_ = "certificate verification failed: " + verify_flags_text(flags);
   } else {
     set_error("TLS handshake failed", ret);
   }
@@ -430,7 +549,9 @@ TlsInfo TlsSession::info() const {
     info.cipher = c;
     std::replace(info.cipher.begin(), info.cipher.end(), '-', '_');
   }
-  info.verified = verify_ && mbedtls_ssl_get_verify_result(&ssl_->ctx) == 0;
+  info.verified =
+      (verify_ && mbedtls_ssl_get_verify_result(&ssl_->ctx) == 0) || !dane_matched_.empty();
+  info.dane = dane_matched_;
   if (const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl_->ctx)) {
     char dn[512];
     if (mbedtls_x509_dn_gets(dn, sizeof dn, &peer->subject) > 0) info.peer_subject = dn;

@@ -7,12 +7,17 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "mailq/dane.h"
 #include "mailq/transport.h"
+
+struct mbedtls_x509_crt;
 
 namespace mailq {
 namespace uv {
@@ -20,6 +25,15 @@ namespace detail {
 
 /// "SSL - The connection indicated an EOF (-0x7280)": mbedTLS's text for an error code.
 std::string mbedtls_error_text(int ret);
+
+/// DANE (RFC 7672): the first of the usable `tlsa` records that authenticates `chain` (the
+/// certificates the server sent, its own first): DANE-EE(3) records are matched against the
+/// server's certificate, DANE-TA(2) ones against every certificate of the chain, and the one
+/// that matches must then issue the server's, valid now, for one of `names`. Else nullopt and
+/// `why` says what failed.
+std::optional<dane::TlsaRecord> dane_match(const mbedtls_x509_crt* chain,
+                                           const std::vector<dane::TlsaRecord>& tlsa,
+                                           const std::vector<std::string>& names, std::string* why);
 
 class TlsRandom;
 class TlsConfig;
@@ -39,7 +53,7 @@ class TlsContextCache {
  private:
   std::vector<std::string> system_ca_files_;
   std::shared_ptr<TlsRandom> random_;
-  std::map<std::pair<bool, std::string>, std::shared_ptr<const TlsConfig>> configs_;
+  std::map<std::tuple<bool, bool, std::string>, std::shared_ptr<const TlsConfig>> configs_;
 };
 
 /// The server side's config: `cert_file` (PEM chain, ours first) and `key_file` (PEM or DER,
@@ -99,6 +113,9 @@ class TlsSession {
   std::shared_ptr<const TlsConfig> config_;
   std::unique_ptr<Ssl> ssl_;
   bool verify_ = false;
+  std::vector<dane::TlsaRecord> tlsa_;  ///< DANE: the records to match after the handshake
+  std::vector<std::string> dane_names_;
+  std::string dane_matched_;  ///< the record that matched, for TlsInfo
   std::string in_;
   std::size_t in_pos_ = 0;
   std::string out_;

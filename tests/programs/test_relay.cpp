@@ -33,6 +33,7 @@
 #include "mailq/uv/transport.h"
 #include "support/daemon.h"
 #include "support/dkim_verifier.h"
+#include "support/dnssec.h"
 #include "support/opened_spool.h"
 #include "support/policy_server.h"
 #include "support/raw_client.h"
@@ -222,6 +223,19 @@ struct RelayHarness {
 };
 
 // Enqueues messages into a spool with the library itself (no relay running), for --once.
+// What `mailq-queue show` says of every message in the spool, one after the other.
+std::string show_every_message(const std::string& spool) {
+  ToolRun list = run_tool({MAILQ_QUEUE_BIN, "--spool", spool, "list"}, "");
+  REQUIRE(list.status == 0);
+  std::string shown;
+  std::istringstream lines(list.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.size() < 14 || line[13] != ' ') continue;
+    shown += run_tool({MAILQ_QUEUE_BIN, "--spool", spool, "show", line.substr(0, 13)}, "").out;
+  }
+  return shown;
+}
+
 void enqueue_offline(
     const std::string& config_text, const std::vector<std::string>& rcpts,
     const std::string& body = "Subject: offline\r\n\r\nqueued before the relay ran\r\n") {
@@ -573,20 +587,106 @@ TEST_CASE(
   CHECK(mx.output().find("to=<b@mismatch.test>") == std::string::npos);
   CHECK(mx.output().find("to=<c@badcert.test>") == std::string::npos);
   // The queue tool says why each is still there.
-  ToolRun list = run_tool({MAILQ_QUEUE_BIN, "--spool", h.spool, "list"}, "");
-  REQUIRE(list.status == 0);
-  std::string shown;
-  std::istringstream lines(list.out);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.size() < 14 || line[13] != ' ') continue;
-    ToolRun show = run_tool({MAILQ_QUEUE_BIN, "--spool", h.spool, "show", line.substr(0, 13)}, "");
-    shown += show.out;
-  }
+  const std::string shown = show_every_message(h.spool);
   INFO(shown);
   CHECK(contains(shown, "no MX host of mismatch.test matches its MTA-STS policy"));
   CHECK(contains(shown, "required by the MTA-STS policy of badcert.test"));
   // The policies were kept for the next run.
   CHECK(contains(read_file(h.spool + "/mta-sts.cache"), "mismatch.test 1 "));
+}
+
+TEST_CASE(
+    "mailq-relay uses DANE behind a validating resolver: a certificate its TLSA record names is "
+    "delivered to, a mismatch and a bogus TLSA answer defer with 4.7.5, unusable records still "
+    "encrypt",
+    "[relay][once][dane]") {
+  TempDir pki_dir;
+  TestPki pki;
+  std::string err;
+  REQUIRE(pki.generate(pki_dir.path(), &err));
+  // One MX server for all of them; its certificate is signed by a CA nobody trusts here.
+  AiosmtpdServer mx(AiosmtpdServer::Tls::offered, pki.server_cert, pki.server_key);
+  REQUIRE(mx.start(&err));
+  const std::string port = std::to_string(mx.endpoint().port);
+  const std::string right = tlsa_data(pki.server_cert, 1, 1, &err);
+  const std::string wrong = tlsa_data(pki.self_signed_cert, 1, 1, &err);
+  REQUIRE_FALSE(right.empty());
+  REQUIRE_FALSE(wrong.empty());
+  std::string zone =
+      "$ORIGIN dane.test.\n$TTL 300\n"
+      "@ IN SOA ns.dane.test. hostmaster.dane.test. 1 3600 600 86400 60\n"
+      "@ IN NS ns.dane.test.\nns IN A 127.0.0.1\n";
+  const std::map<std::string, std::string> tlsa = {{"good", "3 1 1 " + right},
+                                                   {"wrong", "3 1 1 " + wrong},
+                                                   {"bogus", "3 1 1 " + right},
+                                                   {"unusable", "1 1 1 " + right}};
+  for (const auto& [d, rdata] : tlsa)
+    zone += d + " IN MX 10 mx." + d + ".dane.test.\nmx." + d + " IN A 127.0.0.1\n_" + port +
+            "._tcp.mx." + d + " IN TLSA " + rdata + "\n";
+  TempDir keys;
+  SignedZone signed_zone;
+  INFO(err);
+  REQUIRE(sign_zone(keys.path(), "dane.test.", zone, &signed_zone, &err));
+  // bogus.dane.test's TLSA record changed after signing: the validator answers SERVFAIL.
+  std::string text = signed_zone.text;
+  const auto at = text.find("_" + port + "._tcp.mx.bogus.dane.test.");
+  REQUIRE(at != std::string::npos);
+  const auto hex_at = text.find(right.substr(0, 8), at);
+  REQUIRE(hex_at != std::string::npos);
+  text[hex_at] = text[hex_at] == '0' ? '1' : '0';
+  UnboundServer::Config dns_config;
+  dns_config.zones.push_back({"dane.test.", text});
+  dns_config.trust_anchor_file = signed_zone.trust_anchor;
+  // unbound answers the RFC 6761 name test. itself (NXDOMAIN) unless told not to.
+  dns_config.server_lines.push_back("local-zone: \"test.\" nodefault");
+  auto dns = UnboundServer::start(dns_config, &err);
+  REQUIRE(dns);
+
+  RelayHarness h;
+  std::string config = h.config_text(mx.endpoint().port, dns->address());
+  config.replace(config.find("[resolver]\n"), 11, "[resolver]\ndnssec = true\n");
+  h.write_config(config);
+  for (const std::string d : {"good", "wrong", "bogus", "unusable"}) {
+    const std::string to = "to@" + d + ".dane.test";
+    enqueue_offline(config, {to},
+                    "From: s@sender.test\r\nTo: " + to + "\r\nSubject: dane\r\n\r\nhello\r\n");
+  }
+  std::string out;
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--once"}, &out, 60s) == 75);
+  INFO(out);
+  const std::string log = h.log_text();
+  INFO(log);
+  INFO(dns->log());
+  // good: authenticated by its TLSA record, though no CA vouches for the certificate.
+  CHECK(mx.wait_for_output("DATA tls=1 from=<someone@sender.test> to=<to@good.dane.test>"));
+  CHECK(contains(log, "verified by DANE TLSA 3 1 1 " + right.substr(0, 8) + "…"));
+  // unusable: only a PKIX-EE record, unusable for SMTP: encrypted all the same.
+  CHECK(mx.wait_for_output("DATA tls=1 from=<someone@sender.test> to=<to@unusable.dane.test>"));
+  CHECK(contains(log, "_" + port + "._tcp.mx.unusable.dane.test: no usable TLSA record among 1"));
+  // wrong: the certificate is not the one published: deferred.
+  CHECK(contains(log,
+                 "421 4.7.5 [internal] TLS handshake failed: DANE: the certificate chain "
+                 "matches none of the 1 usable TLSA record (for mx.wrong.dane.test or "
+                 "wrong.dane.test) (required by the DANE TLSA records of _" +
+                     port + "._tcp.mx.wrong.dane.test)"));
+  // bogus: the TLSA lookup failed validation: the host is not used.
+  CHECK(contains(log, "451 4.7.5 [internal] TLSA lookup error for mx.bogus.dane.test:" + port));
+  CHECK(mx.output().find("to=<to@wrong.dane.test>") == std::string::npos);
+  CHECK(mx.output().find("to=<to@bogus.dane.test>") == std::string::npos);
+  // The queue tool says why each is still there.
+  const std::string shown = show_every_message(h.spool);
+  INFO(shown);
+  CHECK(contains(shown, "required by the DANE TLSA records of _" + port + "._tcp.mx.wrong"));
+  CHECK(contains(shown, "TLSA lookup error for mx.bogus.dane.test"));
+
+  // With dnssec off nothing is secure: no DANE, and the relay delivers as before.
+  RelayHarness plain;
+  std::string plain_config = plain.config_text(mx.endpoint().port, dns->address());
+  plain.write_config(plain_config);
+  enqueue_offline(plain_config, {"again@wrong.dane.test"},
+                  "From: s@sender.test\r\nTo: again@wrong.dane.test\r\nSubject: x\r\n\r\nhi\r\n");
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", plain.config_file, "--once"}, &out, 60s) == 0);
+  CHECK(mx.wait_for_output("DATA tls=0 from=<someone@sender.test> to=<again@wrong.dane.test>"));
 }
 
 TEST_CASE(

@@ -217,7 +217,9 @@ std::unique_ptr<UnboundServer> UnboundServer::start(const Config& config, std::s
          << "  num-threads: 1\n  so-reuseport: no\n"
          << "  msg-cache-size: 1m\n  rrset-cache-size: 1m\n"
          << "  access-control: 127.0.0.0/8 allow\n"
-         << "  module-config: \"iterator\"\n"
+         << "  module-config: \""
+         << (config.trust_anchor_file.empty() ? "iterator" : "validator iterator")
+         << "\"\n"
          // Never a packet to anyone: zones are local, everything else fails (SERVFAIL).
          << "  do-not-query-localhost: yes\n"
          << "  do-not-query-address: 0.0.0.0/0\n"
@@ -226,14 +228,21 @@ std::unique_ptr<UnboundServer> UnboundServer::start(const Config& config, std::s
       // "test." and friends are built-in local zones (RFC 6761) that would shadow ours.
       conf << "  local-zone: \"" << z.name << "\" nodefault\n";
     }
+    if (!config.trust_anchor_file.empty())
+      conf << "  trust-anchor-file: \"" << config.trust_anchor_file << "\"\n"
+           << "  val-log-level: 2\n";
     for (const auto& line : config.server_lines) conf << "  " << line << "\n";
     for (std::size_t i = 0; i < config.zones.size(); ++i) {
       const std::string file = s->dir_ + "/zone" + std::to_string(i) + ".zone";
       std::ofstream(file) << config.zones[i].text;
       conf << "auth-zone:\n"
            << "  name: \"" << config.zones[i].name << "\"\n"
-           << "  zonefile: \"" << file << "\"\n"
-           << "  for-downstream: yes\n  for-upstream: yes\n  fallback-enabled: no\n";
+           << "  zonefile: \"" << file
+           << "\"\n"
+           // Validation applies to what the iterator fetches: downstream service would
+           // answer from the zone directly, unvalidated.
+           << "  for-downstream: " << (config.trust_anchor_file.empty() ? "yes" : "no")
+           << "\n  for-upstream: yes\n  fallback-enabled: no\n";
     }
     conf << config.extra;
     const std::string conf_path = s->dir_ + "/unbound.conf";

@@ -43,6 +43,10 @@ class UnboundServer {
     std::vector<std::string> server_lines;
     /// Extra top-level clauses appended verbatim (e.g. a `stub-zone:`).
     std::string extra;
+    /// Validate DNSSEC ("validator iterator") with this trust anchor (a DNSKEY or DS record
+    /// file, support/dnssec.h): the zones are then served through the validator (for
+    /// upstream only), so that answers carry the AD bit, and bogus ones are SERVFAIL.
+    std::string trust_anchor_file;
   };
 
   static constexpr const char* kBinary = "/usr/sbin/unbound";

@@ -288,3 +288,64 @@ TEST_CASE("dns wire finds where a CNAME chain the server did not follow ends", "
     CHECK_FALSE(scan_dns_ttls(m.b.data(), m.b.size(), kDnsTypeA));
   }
 }
+
+TEST_CASE("dns wire reads the AD bit and the TLSA records of an answer", "[dns_wire][dane]") {
+  constexpr unsigned kTlsa = mailq::detail::kDnsTypeTlsa;
+  Msg m;
+  m.header(0, 2, 0, 0x81a0);  // QR RD RA AD
+  m.question("_25._tcp.mx.example.org", kTlsa);
+  std::vector<unsigned char> rdata = {3, 1, 1};
+  for (int i = 0; i < 32; ++i) rdata.push_back(static_cast<unsigned char>(i));
+  m.rr_ptr_owner(kTlsa, 300, rdata);
+  m.rr_ptr_owner(kTlsa, 200, {2, 0, 0, 0xde, 0xad});
+  auto t = scan_dns_ttls(m.b.data(), m.b.size(), kTlsa);
+  REQUIRE(t);
+  CHECK(t->authenticated);
+  REQUIRE(t->tlsa.size() == 2);
+  CHECK(t->tlsa[0].usage == 3);
+  CHECK(t->tlsa[0].selector == 1);
+  CHECK(t->tlsa[0].matching == 1);
+  CHECK(t->tlsa[0].data.size() == 32);
+  CHECK(t->tlsa[1].data == "\xde\xad");
+  CHECK(t->answer_ttl == 200u);
+
+  Msg plain;
+  plain.header(0, 1, 0);  // no AD
+  plain.question("_25._tcp.mx.example.org", kTlsa);
+  plain.rr_ptr_owner(kTlsa, 300, rdata);
+  t = scan_dns_ttls(plain.b.data(), plain.b.size(), kTlsa);
+  REQUIRE(t);
+  CHECK_FALSE(t->authenticated);
+  CHECK(t->tlsa.size() == 1);
+
+  // A record of another name, or of another class, answers another question.
+  Msg other;
+  other.header(0, 3, 0, 0x81a0);
+  other.question("_25._tcp.mx.example.org", kTlsa);
+  other.rr_named("_25._tcp.evil.example.org", kTlsa, 300, {3, 1, 1, 0xaa});
+  other.rr_named("_25._tcp.mx.example.org", kTlsa, 300, {3, 1, 1, 0xbb});
+  other.b.insert(other.b.end(), {0xC0, 0x0C, 0, 52, 0, 3, 0, 0, 1, 44, 0, 4, 3, 1, 1, 0xcc});
+  t = scan_dns_ttls(other.b.data(), other.b.size(), kTlsa);
+  REQUIRE(t);
+  REQUIRE(t->tlsa.size() == 1);
+  CHECK(t->tlsa[0].data == "\xbb");
+
+  // Through a CNAME: the chain's end is the question's name too.
+  Msg chain;
+  chain.header(0, 2, 0, 0x81a0);
+  chain.question("_25._tcp.mx.example.org", kTlsa);
+  Msg target;
+  target.name("_25._tcp.real.example.net");
+  chain.rr_ptr_owner(kDnsTypeCname, 300, target.b);
+  chain.rr_named("_25._tcp.real.example.net", kTlsa, 300, {3, 1, 1, 0xdd});
+  t = scan_dns_ttls(chain.b.data(), chain.b.size(), kTlsa);
+  REQUIRE(t);
+  REQUIRE(t->tlsa.size() == 1);
+  CHECK(t->tlsa[0].data == "\xdd");
+
+  Msg short_rdata;
+  short_rdata.header(0, 1, 0, 0x81a0);
+  short_rdata.question("_25._tcp.mx.example.org", kTlsa);
+  short_rdata.rr_ptr_owner(kTlsa, 300, {3, 1});
+  CHECK_FALSE(scan_dns_ttls(short_rdata.b.data(), short_rdata.b.size(), kTlsa));
+}

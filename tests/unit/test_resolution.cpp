@@ -370,3 +370,137 @@ TEST_CASE(
     CHECK(sts.asked.empty());
   }
 }
+
+namespace {
+
+dane::TlsaRecord tlsa(std::uint8_t usage, std::uint8_t selector, std::uint8_t matching,
+                      char fill = 'k') {
+  const std::size_t n = matching == 1 ? 32 : matching == 2 ? 64 : 40;
+  return dane::TlsaRecord{usage, selector, matching, std::string(n, fill)};
+}
+
+}  // namespace
+
+TEST_CASE(
+    "resolution: DANE looks TLSA records up only behind secure MX and address answers, and "
+    "requires what they say of each host",
+    "[delivery][resolution][dane]") {
+  Fixture f;
+  f.resolver.set_mx("example.com", {{10, "mx1.example.com"}, {20, "mx2.example.com"}});
+  f.resolver.set_addresses("mx1.example.com", {"127.0.0.11"});
+  f.resolver.set_addresses("mx2.example.com", {"127.0.0.12"});
+  const auto ee = tlsa(3, 1, 1);
+  f.resolver.set_tlsa("_2525._tcp.mx1.example.com", {ee, tlsa(1, 1, 1), tlsa(3, 1, 1, 'x')});
+  f.resolver.set_tlsa("_2525._tcp.mx2.example.com", {tlsa(0, 0, 1), tlsa(3, 2, 1)});
+  for (const char* n : {"example.com", "mx1.example.com", "mx2.example.com",
+                        "_2525._tcp.mx1.example.com", "_2525._tcp.mx2.example.com"})
+    f.resolver.set_secure(n);
+
+  SECTION("all secure: usable records per host, none usable still demands TLS") {
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    REQUIRE_FALSE(r->failed);
+    REQUIRE(r->targets.size() == 2);
+    CHECK(r->targets[0].dane);
+    CHECK(r->targets[0].tlsa == std::vector<dane::TlsaRecord>{ee, tlsa(3, 1, 1, 'x')});
+    CHECK(r->targets[0].tls_required_by == "the DANE TLSA records of _2525._tcp.mx1.example.com");
+    CHECK(r->targets[1].dane);
+    CHECK(r->targets[1].tlsa.empty());
+    CHECK(r->targets[1].tls_required_by ==
+          "the DANE TLSA records of _2525._tcp.mx2.example.com (none usable: encrypted, not "
+          "authenticated)");
+    REQUIRE(r->warnings.size() == 1);
+    CHECK(r->warnings[0] ==
+          "_2525._tcp.mx2.example.com: no usable TLSA record among 2: STARTTLS is required, "
+          "the certificate is not authenticated");
+  }
+  SECTION("an insecure MX answer: no TLSA query at all") {
+    f.resolver.set_secure("example.com", false);
+    const auto before = f.resolver.queries();
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    REQUIRE(r->targets.size() == 2);
+    for (auto& t : r->targets) {
+      CHECK_FALSE(t.dane);
+      CHECK(t.tls_required_by.empty());
+    }
+    CHECK(f.resolver.queries() - before == 3);  // MX and two address queries
+  }
+  SECTION("an insecure address answer: no DANE for that host only") {
+    f.resolver.set_secure("mx1.example.com", false);
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    REQUIRE(r->targets.size() == 2);
+    CHECK_FALSE(r->targets[0].dane);
+    CHECK(r->targets[1].dane);
+  }
+  SECTION("insecure TLSA records, and none at all, are no DANE") {
+    f.resolver.set_secure("_2525._tcp.mx1.example.com", false);
+    f.resolver.set_tlsa_status("_2525._tcp.mx2.example.com", DnsStatus::nxdomain);
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    REQUIRE(r->targets.size() == 2);
+    CHECK_FALSE(r->targets[0].dane);
+    CHECK_FALSE(r->targets[1].dane);
+    CHECK(r->warnings ==
+          std::vector<std::string>{
+              "_2525._tcp.mx1.example.com: TLSA records that are not DNSSEC-secure: not used"});
+  }
+  SECTION("a failed TLSA lookup puts the host out of use, the next is tried") {
+    f.resolver.set_tlsa_status("_2525._tcp.mx1.example.com", DnsStatus::servfail);
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    REQUIRE_FALSE(r->failed);
+    CHECK(addresses(*r) == std::vector<std::string>{"mx2.example.com=127.0.0.12:2525"});
+    REQUIRE_FALSE(r->warnings.empty());
+    CHECK(r->warnings[0].find("_2525._tcp.mx1.example.com: TLSA lookup failed (servfail") == 0);
+  }
+  SECTION("every TLSA lookup failed: deferred with 4.7.5") {
+    f.resolver.set_tlsa_status("_2525._tcp.mx1.example.com", DnsStatus::servfail);
+    f.resolver.set_tlsa_status("_2525._tcp.mx2.example.com", DnsStatus::timeout);
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    REQUIRE(r->failed);
+    CHECK(r->reply == Reply(451, "4.7.5", "[internal] TLSA lookup error for mx1.example.com:2525"));
+    CHECK(r->dns_failure);
+  }
+  SECTION("the implicit MX behind a secure denial gets DANE too") {
+    f.resolver.set_addresses("bare.example", {"127.0.0.13"});
+    f.resolver.set_tlsa("_2525._tcp.bare.example", {ee});
+    for (const char* n : {"bare.example", "_2525._tcp.bare.example"}) f.resolver.set_secure(n);
+    auto r = f.run(f.mx("bare.example"));
+    REQUIRE(r);
+    REQUIRE(r->targets.size() == 1);
+    CHECK(r->targets[0].tlsa == std::vector<dane::TlsaRecord>{ee});
+  }
+  SECTION("a route with dane off never asks") {
+    Destination d = f.mx("example.com");
+    auto route = std::make_shared<Route>(*d.route);
+    route->dane = false;
+    d.route = route;
+    auto r = f.run(d);
+    REQUIRE(r);
+    for (auto& t : r->targets) CHECK_FALSE(t.dane);
+  }
+  SECTION(
+      "DANE wins over MTA-STS: a host DANE authenticates is kept even when the policy "
+      "does not name it") {
+    FakePolicySource sts(f.clock);
+    f.sts = &sts;
+    sts.answer = policy_answer(sts::Mode::enforce, {"mx2.example.com"});
+    f.resolver.set_tlsa("_2525._tcp.mx2.example.com", {tlsa(0, 0, 1)});
+    auto r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    REQUIRE_FALSE(r->failed);
+    REQUIRE(r->targets.size() == 2);
+    CHECK(r->targets[0].tls_required_by == "the DANE TLSA records of _2525._tcp.mx1.example.com");
+    // mx2's TLSA records are unusable: the policy governs it (it names it).
+    CHECK(r->targets[1].tls_required_by == "the MTA-STS policy of example.com, id 2026a");
+    CHECK_FALSE(r->targets[1].dane);
+    sts.answer = policy_answer(sts::Mode::enforce, {"other.example.com"});
+    r = f.run(f.mx("example.com"));
+    REQUIRE(r);
+    REQUIRE_FALSE(r->failed);
+    CHECK(addresses(*r) == std::vector<std::string>{"mx1.example.com=127.0.0.11:2525"});
+  }
+}

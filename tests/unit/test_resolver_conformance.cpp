@@ -58,6 +58,11 @@ class EagerResolver final : public Resolver {
     a.status = DnsStatus::no_data;
     done(a);
   }
+  void query_tlsa(const std::string&, std::function<void(TlsaAnswer)> done) override {
+    TlsaAnswer a;
+    a.status = DnsStatus::nxdomain;
+    done(a);
+  }
 };
 
 // Forgets its pending queries when destroyed, and answers NXDOMAIN as no data.
@@ -82,6 +87,12 @@ class ForgetfulResolver final : public Resolver {
   void query_addresses(const std::string& h, std::function<void(AddressAnswer)> done) override {
     std::weak_ptr<int> alive = alive_;
     inner_.query_addresses(h, [alive, done = std::move(done)](AddressAnswer a) {
+      if (!alive.expired()) done(std::move(a));
+    });
+  }
+  void query_tlsa(const std::string& n, std::function<void(TlsaAnswer)> done) override {
+    std::weak_ptr<int> alive = alive_;
+    inner_.query_tlsa(n, [alive, done = std::move(done)](TlsaAnswer a) {
       if (!alive.expired()) done(std::move(a));
     });
   }
@@ -148,4 +159,36 @@ TEST_CASE("StaticResolver answers TXT queries later, from its table", "[resolver
   CHECK(got[1].status == DnsStatus::no_data);
   CHECK(got[2].status == DnsStatus::servfail);
   CHECK(got[3].status == DnsStatus::nxdomain);
+}
+
+TEST_CASE("StaticResolver answers TLSA queries later, secure only where it was told",
+          "[resolver][dane]") {
+  ManualClock clock;
+  StaticResolver r(clock);
+  const dane::TlsaRecord ee{3, 1, 1, std::string(32, 'x')};
+  r.set_tlsa("_25._tcp.mx.example.com", {ee});
+  r.set_secure("_25._tcp.mx.example.com");
+  r.set_tlsa("_25._tcp.mx.insecure.example", {ee});
+  r.set_tlsa_status("_25._tcp.mx.broken.example", DnsStatus::servfail);
+  r.set_secure("_25._tcp.mx.none.example");
+  r.set_mx("example.com", {{10, "mx.example.com"}});
+  r.set_secure("example.com");
+  std::vector<TlsaAnswer> got;
+  for (const char* name : {"_25._TCP.mx.example.com.", "_25._tcp.mx.insecure.example",
+                           "_25._tcp.mx.broken.example", "_25._tcp.mx.none.example"})
+    r.query_tlsa(name, [&](TlsaAnswer a) { got.push_back(std::move(a)); });
+  MxAnswer mx;
+  r.query_mx("example.com", [&](MxAnswer a) { mx = std::move(a); });
+  CHECK(got.empty());  // never from inside the call
+  clock.advance(Duration(0));
+  REQUIRE(got.size() == 4);
+  CHECK(got[0].status == DnsStatus::ok);
+  CHECK(got[0].secure);
+  CHECK(got[0].records == std::vector<dane::TlsaRecord>{ee});
+  CHECK(got[1].status == DnsStatus::ok);
+  CHECK_FALSE(got[1].secure);
+  CHECK(got[2].status == DnsStatus::servfail);
+  CHECK(got[3].status == DnsStatus::nxdomain);
+  CHECK(got[3].secure);
+  CHECK(mx.secure);
 }

@@ -1,8 +1,8 @@
 // mailq — the c-ares resolver adapter (`mailq::ares`, CMake target `mailq::ares`).
 //
-// `AresResolver` answers the engine's two DNS questions (the MX records of a domain, the
-// A/AAAA addresses of a host) with c-ares on the host's libuv loop: c-ares reports the
-// sockets it wants watched through its socket-state callback, each is watched with a
+// `AresResolver` answers the engine's DNS questions (the MX records of a domain, the
+// A/AAAA addresses of a host, TXT and TLSA records) with c-ares on the host's libuv loop: c-ares
+// reports the sockets it wants watched through its socket-state callback, each is watched with a
 // `uv_poll_t`, and one `uv_timer_t` follows `ares_timeout()`. No thread and no `select`.
 // It talks only to the configured nameservers, never reads /etc/hosts, and keeps a TTL-aware
 // cache of positive and negative answers.
@@ -83,6 +83,12 @@ struct AresResolverOptions {
   /// of the other family are reached from any address. Empty: the kernel chooses.
   std::string source_address;
 
+  /// Trust the nameservers' DNSSEC validation: queries ask for it (the AD bit) and answers
+  /// the servers say they validated are reported `secure`, which is what makes DANE possible.
+  /// Only for validating resolvers this host trusts, over a path nobody else can change
+  /// (RFC 7672 section 2.1.1: a validating resolver on the host or its own network, such as
+  /// unbound on 127.0.0.1). Off: every answer is insecure and DANE is never used.
+  bool dnssec = false;
   /// The answer cache.
   DnsCachePolicy cache;
   /// Time source for cache expiry only. Null: the loop's monotonic clock (`uv_now`). Tests
@@ -153,6 +159,8 @@ class AresResolver final : public Resolver {
   void query_mx(const std::string& domain, std::function<void(MxAnswer)> done) override;
   void query_addresses(const std::string& host, std::function<void(AddressAnswer)> done) override;
   void query_txt(const std::string& name, std::function<void(TxtAnswer)> done) override;
+  /// TLSA records (type 52, parsed by mailq: c-ares 1.18.1 has no parser for them).
+  void query_tlsa(const std::string& name, std::function<void(TlsaAnswer)> done) override;
 
   /// Forgets every cached answer (an operator's "flush the DNS cache").
   void clear_cache();

@@ -148,10 +148,17 @@ SmtpClientOptions Deliverer::Impl::client_options(const Run& run, const detail::
   }
   if (o.tls == TlsPolicy::opportunistic && (plaintext || bt != broken_tls.end()))
     o.tls = TlsPolicy::none;
-  if (!target.tls_required_by.empty()) {
-    // The recipient domain's MTA-STS policy: verified TLS, never plaintext.
+  if (target.dane && target.tlsa.empty()) {
+    // DANE with no usable TLSA record: encrypted, never plaintext (RFC 7672 section 2.2).
+    if (o.tls != TlsPolicy::verify) o.tls = TlsPolicy::required;
+    o.tls_required_by = target.tls_required_by;
+  } else if (!target.tls_required_by.empty()) {
+    // DANE (the certificate matched against TLSA records) or the recipient domain's MTA-STS
+    // policy (verified by the CAs): verified TLS, never plaintext.
     o.tls = TlsPolicy::verify;
     o.tls_required_by = target.tls_required_by;
+    o.dane_tlsa = target.tlsa;
+    if (!target.tlsa.empty()) o.dane_domain = run.destination->domain;
   }
   o.tls_server_name = target.host;
   o.ca_file = route.ca_file;

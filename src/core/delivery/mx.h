@@ -28,6 +28,11 @@ struct Target {
   /// with the certificate verified for `host`, whatever the route's TLS policy says. The
   /// words name the policy ("the MTA-STS policy of example.com, id 2026a").
   std::string tls_required_by;
+  /// DANE (RFC 7672): the host's TLSA records were DNSSEC-secure. STARTTLS is then mandatory;
+  /// with usable records in `tlsa` the certificate must match one of them (and the MTA-STS
+  /// policy no longer applies to the host), with none usable it is not authenticated.
+  bool dane = false;
+  std::vector<dane::TlsaRecord> tlsa;  ///< the usable records
 };
 
 /// Drops targets at or after the first one whose address is local (a loop), as `plan_mx` does

@@ -1,6 +1,7 @@
 #include "core/delivery/resolution.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "mailq/net.h"
 #include "mailq/reply.h"
@@ -14,6 +15,7 @@ struct HostLookup {
   std::vector<std::vector<Target>> per_host;
   std::vector<std::string> aliases;  ///< "host is an alias of canonical" lines
   std::vector<DnsStatus> statuses;
+  std::vector<bool> secure;  ///< per host: its address answer was DNSSEC-secure
   std::vector<std::string> problems;
   std::size_t left = 0;
   std::function<void(HostLookup&)> finish;
@@ -35,6 +37,7 @@ void look_up(const std::vector<Target>& hosts, Resolver& resolver, Clock& clock,
   auto lookup = std::make_shared<HostLookup>();
   lookup->per_host.resize(hosts.size());
   lookup->statuses.assign(hosts.size(), DnsStatus::ok);
+  lookup->secure.assign(hosts.size(), false);
   lookup->left = hosts.size();
   lookup->finish = std::move(finish);
   if (hosts.empty()) {  // nothing to look up: the answer still comes on a later turn
@@ -52,6 +55,7 @@ void look_up(const std::vector<Target>& hosts, Resolver& resolver, Clock& clock,
     }
     resolver.query_addresses(h.host, [lookup, i, h, detail_in_problems](AddressAnswer a) {
       lookup->statuses[i] = a.status;
+      lookup->secure[i] = a.secure;
       if (a.status == DnsStatus::ok) {
         for (auto& addr : a.addresses) {
           Target t = h;
@@ -117,7 +121,8 @@ void drop_internal(std::vector<Target>& targets, const Destination& dest,
 
 // What the domain's MTA-STS policy makes of its MX hosts: under enforce, those that do not
 // match its patterns are dropped and the others must present a certificate verified for their
-// name; under testing, a mismatch is only said. Returns false when enforce leaves no host.
+// name; under testing, a mismatch is only said. Hosts that DANE authenticates are left alone
+// (DANE wins over MTA-STS, RFC 8461 section 2). Returns false when enforce leaves no host.
 bool apply_sts(const sts::PolicyAnswer* answer, const std::string& domain,
                std::vector<Target>& hosts, std::vector<std::string>& warnings) {
   if (!answer || !answer->policy || answer->policy->mode == sts::Mode::none) return true;
@@ -125,26 +130,156 @@ bool apply_sts(const sts::PolicyAnswer* answer, const std::string& domain,
   const bool enforce = p.mode == sts::Mode::enforce;
   const std::string which = "the MTA-STS policy of " + domain + ", id " + p.id;
   std::vector<Target> kept;
+  std::string said;  // a host has one line, however many addresses it has
   for (auto& h : hosts) {
-    if (sts::mx_allowed(p, h.host)) {
-      if (enforce) h.tls_required_by = which;
+    if (!h.tlsa.empty()) {
       kept.push_back(std::move(h));
       continue;
     }
-    warnings.push_back("MX host " + h.host + " of " + domain + " does not match " + which +
-                       (enforce ? " (mode enforce): not used"
-                                : " (mode testing): used, as the policy only tests"));
+    if (sts::mx_allowed(p, h.host)) {
+      if (enforce) {
+        // Verified by the CAs: more than the encryption TLSA records that are all unusable
+        // would demand.
+        h.tls_required_by = which;
+        h.dane = false;
+      }
+      kept.push_back(std::move(h));
+      continue;
+    }
+    if (said != h.host)
+      warnings.push_back("MX host " + h.host + " of " + domain + " does not match " + which +
+                         (enforce ? " (mode enforce): not used"
+                                  : " (mode testing): used, as the policy only tests"));
+    said = h.host;
     if (!enforce) kept.push_back(std::move(h));
   }
   hosts = std::move(kept);
   return !enforce || !hosts.empty();
 }
 
-// `implicit`: the host list is the domain itself (no MX record).
+Resolution sts_failure(const Destination& dest, const sts::PolicyAnswer& policy,
+                       std::vector<std::string> warnings) {
+  Resolution f =
+      failure(Reply(451, "4.7.5",
+                    "[internal] no MX host of " + dest.domain + " matches its MTA-STS policy (id " +
+                        policy.policy->id + ", mode enforce)"),
+              Note::about_dns("no MX host of " + dest.domain + " matches its MTA-STS policy"));
+  f.warnings = std::move(warnings);
+  return f;
+}
+
+// The TLSA records of the hosts whose addresses were secure, asked for together (RFC 7672
+// section 2.2): per host, the usable records, a note that it has none usable, or a lookup
+// failure that puts the host out of use.
+struct TlsaLookup {
+  struct PerHost {
+    bool asked = false;
+    std::optional<TlsaAnswer> answer;
+  };
+  std::vector<PerHost> hosts;
+  std::size_t left = 0;
+  std::function<void(TlsaLookup&)> finish;
+  void one_done() {
+    if (--left == 0) finish(*this);
+  }
+};
+
+// Applies the TLSA answers to the targets of the looked-up hosts. Returns the reply for a
+// host put out of use by a failed TLSA lookup (empty when none was).
+std::optional<Reply> apply_tlsa(const std::vector<Target>& hosts, HostLookup& l,
+                                const TlsaLookup& t, std::vector<std::string>& warnings) {
+  std::optional<Reply> lookup_error;
+  for (std::size_t i = 0; i < hosts.size(); ++i) {
+    const TlsaLookup::PerHost& ph = t.hosts[i];
+    if (!ph.asked || !ph.answer) continue;
+    const TlsaAnswer& a = *ph.answer;
+    const std::string name = dane::tlsa_name(hosts[i].host, hosts[i].port);
+    if (a.status == DnsStatus::ok && a.secure) {
+      auto usable = dane::usable_records(a.records);
+      const std::string which = "the DANE TLSA records of " + name;
+      for (Target& target : l.per_host[i]) {
+        target.dane = true;
+        target.tlsa = usable;
+        target.tls_required_by =
+            usable.empty() ? which + " (none usable: encrypted, not authenticated)" : which;
+      }
+      if (usable.empty())
+        warnings.push_back(name + ": no usable TLSA record among " +
+                           std::to_string(a.records.size()) +
+                           ": STARTTLS is required, the certificate is not authenticated");
+      continue;
+    }
+    if (a.status == DnsStatus::ok || a.status == DnsStatus::nxdomain ||
+        a.status == DnsStatus::no_data) {
+      if (a.status == DnsStatus::ok)
+        warnings.push_back(name + ": TLSA records that are not DNSSEC-secure: not used");
+      continue;  // no DANE for the host
+    }
+    // RFC 7672 section 2.2: a TLSA lookup that fails leaves the host unusable.
+    warnings.push_back(name + ": TLSA lookup failed (" + to_string(a.status) +
+                       (a.detail.empty() ? "" : ", " + a.detail) + "): MX host " + hosts[i].host +
+                       " not used");
+    l.per_host[i].clear();
+    if (!lookup_error)
+      lookup_error = Reply(451, "4.7.5",
+                           "[internal] TLSA lookup error for " + hosts[i].host + ":" +
+                               std::to_string(hosts[i].port));
+  }
+  return lookup_error;
+}
+
+// What follows the address (and TLSA) lookups: aliases said, loops to self and internal
+// addresses cut, and the failure when nothing is left.
+void finish_hosts(const std::shared_ptr<const Destination>& dest, bool implicit,
+                  const std::vector<std::string>& addresses, std::vector<std::string> warnings,
+                  HostLookup& l, std::optional<Reply> tlsa_error,
+                  const std::function<void(Resolution)>& done) {
+  Resolution r;
+  r.warnings = std::move(warnings);
+  for (const auto& alias : l.aliases)
+    r.warnings.push_back("MX host " + alias + " (" + dest->domain +
+                         "): an MX names a host, not an alias (RFC 2181 section 10.3); used");
+  r.targets = l.targets();
+  if (!cut_local_addresses(r.targets, addresses)) {
+    Resolution f =
+        failure(replies::mx_loops_to_self(),
+                Note::about_dns("the best MX for " + dest->domain + " has this host's address"));
+    f.warnings = std::move(r.warnings);
+    done(std::move(f));
+    return;
+  }
+  drop_internal(r.targets, *dest, r.warnings);
+  if (r.targets.empty()) {
+    std::string detail = "no address for any MX host of " + dest->domain;
+    for (auto& p : l.problems) detail += "; " + p;
+    if (tlsa_error) {
+      Resolution f = failure(
+          *tlsa_error,
+          Note::about_dns("no usable MX host of " + dest->domain + ": a TLSA lookup failed"), true);
+      f.warnings = std::move(r.warnings);
+      done(std::move(f));
+      return;
+    }
+    const bool transient = std::any_of(l.statuses.begin(), l.statuses.end(), is_transient);
+    // MX records whose every host definitely has no address: nothing will ever answer
+    // (Postfix bounces these too). A lookup that failed for now, or the domain itself
+    // without an address (seed 001), is a deferral.
+    const Reply reply =
+        transient || implicit ? replies::domain_does_not_resolve() : replies::no_mx_host_address();
+    Resolution f = failure(reply, Note::about_dns(detail), transient);
+    f.warnings = std::move(r.warnings);
+    done(std::move(f));
+    return;
+  }
+  done(std::move(r));
+}
+
+// `implicit`: the host list is the domain itself (no MX record). `mx_secure`: the MX answer
+// (or its denial, for the implicit MX) was DNSSEC-secure.
 void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRecord> mx,
-                      bool implicit, const sts::PolicyAnswer* policy, Resolver& resolver,
-                      Clock& clock, const LocalIdentity& self,
-                      std::function<void(Resolution)> done) {
+                      bool implicit, bool mx_secure, const sts::PolicyAnswer* policy,
+                      Resolver& resolver, Clock& clock, const LocalIdentity& self,
+                      std::weak_ptr<const void> owner, std::function<void(Resolution)> done) {
   std::vector<Target> hosts;
   std::vector<std::string> warnings;
   if (policy && (policy->failed || policy->fetched))
@@ -159,58 +294,78 @@ void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRec
     }
     hosts.push_back({name, m.preference, "", dest->route->mx_port});
   }
-  if (!apply_sts(policy, dest->domain, hosts, warnings)) {
-    Resolution f = failure(
-        Reply(451, "4.7.5",
-              "[internal] no MX host of " + dest->domain + " matches its MTA-STS policy (id " +
-                  policy->policy->id + ", mode enforce)"),
-        Note::about_dns("no MX host of " + dest->domain + " matches its MTA-STS policy"));
-    f.warnings = std::move(warnings);
-    clock.schedule(Duration{0},
-                   [done = std::move(done), f = std::move(f)]() mutable { done(std::move(f)); });
+  std::optional<sts::PolicyAnswer> sts_policy;
+  if (policy) sts_policy = *policy;
+  if (!dest->route->dane || !mx_secure) {
+    // No DANE: the MTA-STS policy chooses the hosts before their addresses are looked up.
+    if (!apply_sts(policy, dest->domain, hosts, warnings)) {
+      Resolution f = sts_failure(*dest, *policy, std::move(warnings));
+      clock.schedule(Duration{0},
+                     [done = std::move(done), f = std::move(f)]() mutable { done(std::move(f)); });
+      return;
+    }
+    look_up(hosts, resolver, clock, false,
+            [dest, implicit, addresses = self.addresses, warnings = std::move(warnings),
+             done = std::move(done)](HostLookup& l) mutable {
+              finish_hosts(dest, implicit, addresses, std::move(warnings), l, std::nullopt, done);
+            });
     return;
   }
+  // DANE is possible: every host's addresses, then the TLSA records of the hosts whose
+  // addresses were secure; the MTA-STS policy then applies to the hosts DANE does not cover.
   look_up(hosts, resolver, clock, false,
-          [dest, implicit, addresses = self.addresses, warnings = std::move(warnings),
-           done = std::move(done)](HostLookup& l) mutable {
-            Resolution r;
-            r.warnings = std::move(warnings);
-            for (const auto& alias : l.aliases)
-              r.warnings.push_back("MX host " + alias + " (" + dest->domain +
-                                   "): an MX names a host, not an alias (RFC 2181 section "
-                                   "10.3); used");
-            r.targets = l.targets();
-            if (!cut_local_addresses(r.targets, addresses)) {
-              Resolution f = failure(
-                  replies::mx_loops_to_self(),
-                  Note::about_dns("the best MX for " + dest->domain + " has this host's address"));
-              f.warnings = std::move(r.warnings);
-              done(std::move(f));
-              return;
+          [dest, implicit, hosts, sts_policy, &resolver, addresses = self.addresses, owner,
+           warnings = std::move(warnings), done = std::move(done)](HostLookup& l) mutable {
+            if (owner.expired()) return;
+            // A copy: `l` is running this very callback (its `finish`).
+            auto lookup = std::make_shared<HostLookup>(l);
+            lookup->finish = nullptr;
+            auto tlsa = std::make_shared<TlsaLookup>();
+            tlsa->hosts.resize(hosts.size());
+            tlsa->finish = [dest, implicit, hosts, sts_policy, addresses, owner, lookup,
+                            warnings = std::move(warnings),
+                            done = std::move(done)](TlsaLookup& t) mutable {
+              if (owner.expired()) return;
+              std::optional<Reply> error = apply_tlsa(hosts, *lookup, t, warnings);
+              // The MTA-STS policy over the targets DANE does not authenticate.
+              const sts::PolicyAnswer* policy = sts_policy ? &*sts_policy : nullptr;
+              std::vector<Target> all = lookup->targets();
+              const bool had_targets = !all.empty();
+              if (!apply_sts(policy, dest->domain, all, warnings) && had_targets) {
+                done(sts_failure(*dest, *sts_policy, std::move(warnings)));
+                return;
+              }
+              // Put the kept targets back per host, in order, for finish_hosts.
+              for (auto& per : lookup->per_host) per.clear();
+              for (auto& target : all) {
+                for (std::size_t i = 0; i < hosts.size(); ++i) {
+                  if (hosts[i].host == target.host && hosts[i].preference == target.preference) {
+                    lookup->per_host[i].push_back(std::move(target));
+                    break;
+                  }
+                }
+              }
+              finish_hosts(dest, implicit, addresses, std::move(warnings), *lookup,
+                           std::move(error), done);
+            };
+            tlsa->left = 1;  // held until every query is out
+            for (std::size_t i = 0; i < hosts.size(); ++i) {
+              if (!lookup->secure[i] || lookup->per_host[i].empty()) continue;
+              tlsa->hosts[i].asked = true;
+              ++tlsa->left;
+              resolver.query_tlsa(dane::tlsa_name(hosts[i].host, hosts[i].port),
+                                  [tlsa, i](TlsaAnswer a) {
+                                    tlsa->hosts[i].answer = std::move(a);
+                                    tlsa->one_done();
+                                  });
             }
-            drop_internal(r.targets, *dest, r.warnings);
-            if (r.targets.empty()) {
-              std::string detail = "no address for any MX host of " + dest->domain;
-              for (auto& p : l.problems) detail += "; " + p;
-              const bool transient =
-                  std::any_of(l.statuses.begin(), l.statuses.end(), is_transient);
-              // MX records whose every host definitely has no address: nothing will ever
-              // answer (Postfix bounces these too). A lookup that failed for now, or the
-              // domain itself without an address (seed 001), is a deferral.
-              const Reply reply = transient || implicit ? replies::domain_does_not_resolve()
-                                                        : replies::no_mx_host_address();
-              Resolution f = failure(reply, Note::about_dns(detail), transient);
-              f.warnings = std::move(r.warnings);
-              done(std::move(f));
-              return;
-            }
-            done(std::move(r));
+            tlsa->one_done();
           });
 }
 
 void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a,
                  const sts::PolicyAnswer* policy, Resolver& resolver, Clock& clock,
-                 const LocalIdentity& self, std::uint64_t seed,
+                 const LocalIdentity& self, std::uint64_t seed, std::weak_ptr<const void> owner,
                  std::function<void(Resolution)> done) {
   const std::string& domain = dest->domain;
   if (a.status == DnsStatus::ok && !a.records.empty()) {
@@ -227,16 +382,16 @@ void mx_answered(std::shared_ptr<const Destination> dest, MxAnswer a,
       return;
     }
     if (p == MxPlan::ok) {
-      resolve_mx_hosts(std::move(dest), std::move(plan), false, policy, resolver, clock, self,
-                       std::move(done));
+      resolve_mx_hosts(std::move(dest), std::move(plan), false, a.secure, policy, resolver, clock,
+                       self, std::move(owner), std::move(done));
       return;
     }
     a.status = DnsStatus::no_data;  // MX records with no usable exchange
   }
   if (a.status == DnsStatus::ok || a.status == DnsStatus::no_data) {
     // Implicit MX (RFC 5321 §5.1): the domain itself, preference 0.
-    resolve_mx_hosts(dest, {MxRecord{0, domain}}, true, policy, resolver, clock, self,
-                     std::move(done));
+    resolve_mx_hosts(dest, {MxRecord{0, domain}}, true, a.secure, policy, resolver, clock, self,
+                     std::move(owner), std::move(done));
     return;
   }
   if (a.status == DnsStatus::nxdomain) {
@@ -273,7 +428,7 @@ void resolve(const Destination& destination, Resolver& resolver, sts::PolicySour
     resolver.query_mx(dest->domain, [dest, &resolver, &clock, self, seed, owner,
                                      done = std::move(guarded)](MxAnswer a) mutable {
       if (owner.expired()) return;
-      mx_answered(dest, std::move(a), nullptr, resolver, clock, self, seed, std::move(done));
+      mx_answered(dest, std::move(a), nullptr, resolver, clock, self, seed, owner, std::move(done));
     });
     return;
   }
@@ -286,9 +441,9 @@ void resolve(const Destination& destination, Resolver& resolver, sts::PolicySour
   };
   auto join = std::make_shared<Join>();
   join->done = std::move(guarded);
-  auto proceed = [dest, join, &resolver, &clock, self, seed] {
+  auto proceed = [dest, join, &resolver, &clock, self, seed, owner] {
     if (!join->mx || !join->policy) return;
-    mx_answered(dest, std::move(*join->mx), &*join->policy, resolver, clock, self, seed,
+    mx_answered(dest, std::move(*join->mx), &*join->policy, resolver, clock, self, seed, owner,
                 std::move(join->done));
   };
   resolver.query_mx(dest->domain, [join, owner, proceed](MxAnswer a) {

@@ -141,6 +141,10 @@ void SmtpClient::Impl::on_starttls_reply(const Reply& r, TimePoint now) {
     o.server_name = opt.tls_server_name;
     o.verify = opt.tls == TlsPolicy::verify;
     o.ca_file = opt.ca_file;
+    if (o.verify) {
+      o.tlsa = opt.dane_tlsa;
+      o.dane_domain = opt.dane_domain;
+    }
     emit(smtp_event::StartTls{std::move(o)});
   } else if (negative(r)) {
     if (opt.tls == TlsPolicy::opportunistic) {
