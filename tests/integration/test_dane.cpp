@@ -185,7 +185,7 @@ TEST_CASE(
 
 TEST_CASE(
     "DANE-TA checks the chain below the anchor: a certificate the anchor did not issue, "
-    "or one that expired, does not pass; DANE-EE takes an expired one",
+    "or one that expired, does not pass, and DANE-EE takes an expired one",
     "[uv][tls][dane]") {
   Tls t;
   std::string error;

@@ -15,6 +15,7 @@
 
 #include "support/daemon.h"
 #include "support/hostile_pki.h"
+#include "support/postfix.h"
 #include "support/servers.h"
 #include "support/tool_runner.h"
 
@@ -300,78 +301,20 @@ TEST_CASE(
   r.start();
 
   // A private Postfix: no listener of its own, its smtp client relaying to mailq.
-  TempDir pf;
-  fs::permissions(pf.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                 fs::perms::others_read | fs::perms::others_exec);
-  const std::string etc = pf.file("etc");
-  fs::create_directories(etc);
-  fs::create_directories(pf.file("queue"));
-  fs::create_directories(pf.file("data"));
-  REQUIRE(run_program({"chown", "postfix", pf.file("data")}) == 0);
-  for (const char* f : {"dynamicmaps.cf", "postfix-files"})
-    fs::copy_file(std::string("/etc/postfix/") + f, etc + "/" + f);
-  for (const char* d : {"dynamicmaps.cf.d", "postfix-files.d"}) {
-    std::error_code ec;
-    fs::copy(std::string("/etc/postfix/") + d, etc + "/" + d, fs::copy_options::recursive, ec);
-  }
-  std::string master;
-  {
-    const std::string stock = read_file("/etc/postfix/master.cf");
-    std::size_t p = 0;
-    while (p < stock.size()) {
-      std::size_t e = stock.find('\n', p);
-      if (e == std::string::npos) e = stock.size();
-      std::string line = stock.substr(p, e - p);
-      p = e + 1;
-      if (line.rfind("smtp      inet", 0) == 0) continue;  // no listener
-      // No chroot: the fifth field is "n".
-      if (!line.empty() && line[0] >= 'a' && line[0] <= 'z') {
-        std::vector<std::string> f;
-        std::size_t q = 0;
-        while (q < line.size()) {
-          const std::size_t s = line.find_first_not_of(' ', q);
-          if (s == std::string::npos) break;
-          const std::size_t t = line.find(' ', s);
-          f.push_back(line.substr(s, t == std::string::npos ? std::string::npos : t - s));
-          q = t == std::string::npos ? line.size() : t;
-        }
-        if (f.size() >= 8) {
-          f[4] = "n";
-          line.clear();
-          for (const auto& x : f) line += (line.empty() ? "" : " ") + x;
-        }
-      }
-      master += line + "\n";
-    }
-  }
-  write_file(etc + "/master.cf", master);
-  write_file(etc + "/main.cf", "");
-  write_file(pf.file("maillog"), "");
   const std::string relay = "[127.0.0.1]:" + std::to_string(r.port);
-  std::string out;
-  REQUIRE(run_program(
-              {"postconf", "-c", etc, "-e", "queue_directory=" + pf.file("queue"),
-               "data_directory=" + pf.file("data"), "meta_directory=" + etc,
-               "shlib_directory=/usr/lib/postfix", "compatibility_level=3.6", "mail_owner=postfix",
-               "setgid_group=postdrop", "myhostname=postfix.mailq.test", "mydomain=mailq.test",
-               "mydestination=", "alias_maps=", "alias_database=", "biff=no",
-               "inet_interfaces=loopback-only", "inet_protocols=ipv4", "relayhost=" + relay,
-               "smtp_sasl_auth_enable=yes",
-               "smtp_sasl_password_maps=inline:{ { " + relay + " = alice:correct horse } }",
-               "smtp_sasl_security_options=noanonymous",
-               "smtp_sasl_tls_security_options=noanonymous", "smtp_tls_security_level=encrypt",
-               "smtp_tls_CAfile=" + r.pki.ca_cert, "smtp_tls_loglevel=1",
-               // The certificate names mx.mailq.test, the next hop is an address.
-               "smtp_tls_policy_maps=inline:{ { " + relay + " = secure match=mx.mailq.test } }",
-               "maillog_file=" + pf.file("maillog"), "maillog_file_prefixes=" + pf.path()},
-              &out) == 0);
-  INFO(out);
-  run_program({"postfix", "-c", etc, "set-permissions"}, &out);
-  REQUIRE(run_program({"postfix", "-c", etc, "start"}, &out) == 0);
-  struct Stop {
-    std::string etc;
-    ~Stop() { run_program({"postfix", "-c", etc, "stop"}); }
-  } stop{etc};
+  PostfixInstance postfix;
+  PostfixInstance::Options pf_options;
+  pf_options.settings = {
+      "relayhost=" + relay, "smtp_sasl_auth_enable=yes",
+      "smtp_sasl_password_maps=inline:{ { " + relay + " = alice:correct horse } }",
+      "smtp_sasl_security_options=noanonymous", "smtp_sasl_tls_security_options=noanonymous",
+      "smtp_tls_security_level=encrypt", "smtp_tls_CAfile=" + r.pki.ca_cert, "smtp_tls_loglevel=1",
+      // The certificate names mx.mailq.test, the next hop is an address.
+      "smtp_tls_policy_maps=inline:{ { " + relay + " = secure match=mx.mailq.test } }"};
+  std::string pf_error;
+  INFO(pf_error);
+  REQUIRE(postfix.start(pf_options, &pf_error));
+  const std::string etc = postfix.config_dir();
 
   ToolRun sent =
       run_tool({"/usr/sbin/sendmail", "-C", etc, "-f", "alice@example.org", "bob@example.net"},
@@ -381,7 +324,7 @@ TEST_CASE(
   // The D record comes after smtp-sink's 250, so its dump is whole by then.
   const bool delivered = wait_until([&] { return has(r.log_text(), "smtp; 250"); }, 60s);
   auto dumps = r.sink.wait_for_dumps(1, 60s);
-  INFO("postfix log:\n" << read_file(pf.file("maillog")) << "\nmailq log:\n" << r.log_text());
+  INFO("postfix log:\n" << postfix.maillog() << "\nmailq log:\n" << r.log_text());
   REQUIRE(delivered);
   REQUIRE(dumps.size() == 1);
   INFO(dumps[0]);
@@ -391,8 +334,8 @@ TEST_CASE(
             "Received: from postfix.mailq.test ([127.0.0.1])\n\tby relay.mailq.test "
             "(mailq) with ESMTPSA (TLSv1.2 TLS_"));
   CHECK(has(dumps[0], "Received: by postfix.mailq.test (Postfix, "));
-  CHECK(wait_until([&] { return has(read_file(pf.file("maillog")), "status=sent"); }));
-  const std::string pflog = read_file(pf.file("maillog"));
+  CHECK(postfix.wait_for_log("status=sent"));
+  const std::string pflog = postfix.maillog();
   CHECK(has(pflog, "Verified TLS connection established to 127.0.0.1"));
   CHECK(has(pflog, "relay=127.0.0.1[127.0.0.1]:" + std::to_string(r.port)));
   REQUIRE(r.daemon.signal(SIGTERM));

@@ -36,6 +36,7 @@
 #include "support/dnssec.h"
 #include "support/opened_spool.h"
 #include "support/policy_server.h"
+#include "support/postfix.h"
 #include "support/raw_client.h"
 #include "support/servers.h"
 #include "support/test_loop.h"
@@ -223,6 +224,42 @@ struct RelayHarness {
 };
 
 // Enqueues messages into a spool with the library itself (no relay running), for --once.
+// unbound validating dane.test., signed at test time: for each (name, TLSA rdata) of
+// `tlsa`, <name>.dane.test has the MX mx.<name>.dane.test at 127.0.0.1 with that TLSA record
+// at _<port>._tcp; the record of `tampered` is changed after signing (bogus: SERVFAIL).
+std::unique_ptr<UnboundServer> dane_dns(const TempDir& keys, const std::string& port,
+                                        const std::map<std::string, std::string>& tlsa,
+                                        const std::string& tampered = {}) {
+  std::string zone =
+      "$ORIGIN dane.test.\n$TTL 300\n"
+      "@ IN SOA ns.dane.test. hostmaster.dane.test. 1 3600 600 86400 60\n"
+      "@ IN NS ns.dane.test.\nns IN A 127.0.0.1\n";
+  for (const auto& [d, rdata] : tlsa)
+    zone += d + " IN MX 10 mx." + d + ".dane.test.\nmx." + d + " IN A 127.0.0.1\n_" + port +
+            "._tcp.mx." + d + " IN TLSA " + rdata + "\n";
+  std::string err;
+  SignedZone signed_zone;
+  INFO(err);
+  REQUIRE(sign_zone(keys.path(), "dane.test.", zone, &signed_zone, &err));
+  std::string text = signed_zone.text;
+  if (!tampered.empty()) {
+    const auto at = text.find("_" + port + "._tcp.mx." + tampered + ".dane.test.");
+    REQUIRE(at != std::string::npos);
+    const std::string data = tlsa.at(tampered).substr(6, 8);  // after "3 1 1 "
+    const auto hex_at = text.find(data, at);
+    REQUIRE(hex_at != std::string::npos);
+    text[hex_at] = text[hex_at] == '0' ? '1' : '0';
+  }
+  UnboundServer::Config dns_config;
+  dns_config.zones.push_back({"dane.test.", text});
+  dns_config.trust_anchor_file = signed_zone.trust_anchor;
+  // unbound answers the RFC 6761 name test. itself (NXDOMAIN) unless told not to.
+  dns_config.server_lines.push_back("local-zone: \"test.\" nodefault");
+  auto dns = UnboundServer::start(dns_config, &err);
+  REQUIRE(dns);
+  return dns;
+}
+
 // What `mailq-queue show` says of every message in the spool, one after the other.
 std::string show_every_message(const std::string& spool) {
   ToolRun list = run_tool({MAILQ_QUEUE_BIN, "--spool", spool, "list"}, "");
@@ -595,6 +632,24 @@ TEST_CASE(
   CHECK(contains(read_file(h.spool + "/mta-sts.cache"), "mismatch.test 1 "));
 }
 
+// Queues a message to to@<name>.dane.test for each of `names`, runs mailq-relay --once with
+// [resolver] dnssec on against `dns` (some stay deferred: exit 75) and returns its log.
+std::string relay_dane_once(RelayHarness& h, std::uint16_t mx_port, const UnboundServer& dns,
+                            std::initializer_list<const char*> names) {
+  std::string config = h.config_text(mx_port, dns.address());
+  config.replace(config.find("[resolver]\n"), 11, "[resolver]\ndnssec = true\n");
+  h.write_config(config);
+  for (const std::string d : names) {
+    const std::string to = "to@" + d + ".dane.test";
+    enqueue_offline(config, {to},
+                    "From: s@sender.test\r\nTo: " + to + "\r\nSubject: dane\r\n\r\nhello\r\n");
+  }
+  std::string out;
+  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--once"}, &out, 60s) == 75);
+  INFO(out);
+  return h.log_text();
+}
+
 TEST_CASE(
     "mailq-relay uses DANE behind a validating resolver: a certificate its TLSA record names is "
     "delivered to, a mismatch and a bogus TLSA answer defer with 4.7.5, unusable records still "
@@ -612,49 +667,15 @@ TEST_CASE(
   const std::string wrong = tlsa_data(pki.self_signed_cert, 1, 1, &err);
   REQUIRE_FALSE(right.empty());
   REQUIRE_FALSE(wrong.empty());
-  std::string zone =
-      "$ORIGIN dane.test.\n$TTL 300\n"
-      "@ IN SOA ns.dane.test. hostmaster.dane.test. 1 3600 600 86400 60\n"
-      "@ IN NS ns.dane.test.\nns IN A 127.0.0.1\n";
   const std::map<std::string, std::string> tlsa = {{"good", "3 1 1 " + right},
                                                    {"wrong", "3 1 1 " + wrong},
                                                    {"bogus", "3 1 1 " + right},
                                                    {"unusable", "1 1 1 " + right}};
-  for (const auto& [d, rdata] : tlsa)
-    zone += d + " IN MX 10 mx." + d + ".dane.test.\nmx." + d + " IN A 127.0.0.1\n_" + port +
-            "._tcp.mx." + d + " IN TLSA " + rdata + "\n";
   TempDir keys;
-  SignedZone signed_zone;
-  INFO(err);
-  REQUIRE(sign_zone(keys.path(), "dane.test.", zone, &signed_zone, &err));
-  // bogus.dane.test's TLSA record changed after signing: the validator answers SERVFAIL.
-  std::string text = signed_zone.text;
-  const auto at = text.find("_" + port + "._tcp.mx.bogus.dane.test.");
-  REQUIRE(at != std::string::npos);
-  const auto hex_at = text.find(right.substr(0, 8), at);
-  REQUIRE(hex_at != std::string::npos);
-  text[hex_at] = text[hex_at] == '0' ? '1' : '0';
-  UnboundServer::Config dns_config;
-  dns_config.zones.push_back({"dane.test.", text});
-  dns_config.trust_anchor_file = signed_zone.trust_anchor;
-  // unbound answers the RFC 6761 name test. itself (NXDOMAIN) unless told not to.
-  dns_config.server_lines.push_back("local-zone: \"test.\" nodefault");
-  auto dns = UnboundServer::start(dns_config, &err);
-  REQUIRE(dns);
-
+  auto dns = dane_dns(keys, port, tlsa, "bogus");
   RelayHarness h;
-  std::string config = h.config_text(mx.endpoint().port, dns->address());
-  config.replace(config.find("[resolver]\n"), 11, "[resolver]\ndnssec = true\n");
-  h.write_config(config);
-  for (const std::string d : {"good", "wrong", "bogus", "unusable"}) {
-    const std::string to = "to@" + d + ".dane.test";
-    enqueue_offline(config, {to},
-                    "From: s@sender.test\r\nTo: " + to + "\r\nSubject: dane\r\n\r\nhello\r\n");
-  }
-  std::string out;
-  CHECK(run_program({MAILQ_RELAY_BIN, "--config", h.config_file, "--once"}, &out, 60s) == 75);
-  INFO(out);
-  const std::string log = h.log_text();
+  const std::string log =
+      relay_dane_once(h, mx.endpoint().port, *dns, {"good", "wrong", "bogus", "unusable"});
   INFO(log);
   INFO(dns->log());
   // good: authenticated by its TLSA record, though no CA vouches for the certificate.
@@ -685,8 +706,53 @@ TEST_CASE(
   plain.write_config(plain_config);
   enqueue_offline(plain_config, {"again@wrong.dane.test"},
                   "From: s@sender.test\r\nTo: again@wrong.dane.test\r\nSubject: x\r\n\r\nhi\r\n");
+  std::string out;
   CHECK(run_program({MAILQ_RELAY_BIN, "--config", plain.config_file, "--once"}, &out, 60s) == 0);
+  INFO(out);
   CHECK(mx.wait_for_output("DATA tls=0 from=<someone@sender.test> to=<again@wrong.dane.test>"));
+}
+
+TEST_CASE(
+    "mailq-relay's DANE against Postfix 3.7's smtpd: the certificate its TLSA record names "
+    "takes the message, another certificate's record defers it",
+    "[relay][once][dane][interop][postfix]") {
+  REQUIRE(::geteuid() == 0);  // a private Postfix instance runs its daemons as root
+  TempDir pki_dir;
+  TestPki pki;
+  std::string err;
+  REQUIRE(pki.generate(pki_dir.path(), &err));
+  const std::uint16_t smtpd_port = free_loopback_port();
+  PostfixInstance postfix;
+  PostfixInstance::Options options;
+  options.smtpd_port = smtpd_port;
+  options.settings = {"smtpd_tls_cert_file=" + pki.server_cert,
+                      "smtpd_tls_key_file=" + pki.server_key, "smtpd_tls_security_level=may",
+                      "smtpd_tls_loglevel=1", "mynetworks=127.0.0.0/8",
+                      "smtpd_relay_restrictions=permit_mynetworks,reject",
+                      // What it accepts stays in its queue.
+                      "default_transport=retry:4.3.0 kept by the test"};
+  INFO(err);
+  REQUIRE(postfix.start(options, &err));
+  const std::string port = std::to_string(smtpd_port);
+  const std::string right = tlsa_data(pki.server_cert, 1, 1, &err);
+  const std::string wrong = tlsa_data(pki.self_signed_cert, 0, 1, &err);
+  REQUIRE_FALSE(right.empty());
+  REQUIRE_FALSE(wrong.empty());
+  TempDir keys;
+  auto dns = dane_dns(keys, port, {{"good", "3 1 1 " + right}, {"wrong", "3 0 1 " + wrong}});
+
+  RelayHarness h;
+  const std::string log = relay_dane_once(h, smtpd_port, *dns, {"good", "wrong"});
+  INFO(log);
+  INFO(postfix.maillog());
+  CHECK(contains(log, "verified by DANE TLSA 3 1 1 " + right.substr(0, 8) + "…"));
+  CHECK(postfix.wait_for_log("to=<to@good.dane.test>"));
+  CHECK(contains(postfix.maillog(), "Anonymous TLS connection established from localhost"));
+  CHECK(contains(log,
+                 "421 4.7.5 [internal] TLS handshake failed: DANE: the certificate chain "
+                 "matches none of the 1 usable TLSA record (for mx.wrong.dane.test or "
+                 "wrong.dane.test)"));
+  CHECK_FALSE(contains(postfix.maillog(), "to=<to@wrong.dane.test>"));
 }
 
 TEST_CASE(
