@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined) and runs them.
 #
-#   scripts/fuzz.sh [--smoke] [target...]   CI: each target ~60 s, one after the other
+#   scripts/fuzz.sh [--smoke] [target...]   CI: each target ~60 s, JOBS of them at a time
 #   scripts/fuzz.sh --long [target...]      every target at once, until stopped (Ctrl-C) or
 #                                           FUZZ_SECONDS per target
 #   scripts/fuzz.sh --merge [target...]     fold the inputs found by earlier runs that add
@@ -17,7 +17,8 @@
 # fails. Reproduce one with `<build>/fuzz/fuzz_<name> fuzz/crashes/<file>`; once fixed, add
 # it to the target's regression inputs (see tests/unit/test_fuzz_regressions.cpp).
 #
-# Environment: BUILD_DIR (default build-fuzz), JOBS (build parallelism, default 2),
+# Environment: BUILD_DIR (default build-fuzz), JOBS (build parallelism and smoke targets run
+# at once, default 2),
 # FUZZ_SECONDS (per target; default 60 for --smoke, unlimited for --long), FUZZ_ARGS (extra
 # libFuzzer options, e.g. "-max_len=8192").
 set -euo pipefail
@@ -125,12 +126,22 @@ trap 'rm -f "$marker"' EXIT
 before=$(find "$crashes" -type f | wc -l)
 failed=0
 if [[ $mode == smoke ]]; then
+  # JOBS targets at a time (each fuzzes on one core for its FUZZ_SECONDS), summaries in order.
   secs=${FUZZ_SECONDS:-60}
-  for t in "${targets[@]}"; do
-    status=0
-    run_target "$t" "$secs" || status=$?
-    summary "$t" "$status"
-    [[ $status -eq 0 ]] || failed=1
+  for ((i = 0; i < ${#targets[@]}; i += jobs)); do
+    batch=("${targets[@]:i:jobs}")
+    declare -A running=()
+    for t in "${batch[@]}"; do
+      run_target "$t" "$secs" &
+      running[$t]=$!
+    done
+    for t in "${batch[@]}"; do
+      status=0
+      wait "${running[$t]}" || status=$?
+      summary "$t" "$status"
+      [[ $status -eq 0 ]] || failed=1
+    done
+    unset running
   done
 else
   secs=${FUZZ_SECONDS:-0}
