@@ -288,6 +288,30 @@ TEST_CASE("ares resolver follows a CNAME the server did not follow: MX and addre
   CHECK(h.canonical == "target.test");  // an alias: the MX warning names where it leads
 }
 
+TEST_CASE("ares resolver gives every query a random message id, and the AD bit only with dnssec",
+          "[ares][unbound]") {
+  REQUIRE_UNBOUND(ub);
+  Loop l;
+  auto proxy = FakeDnsServer::start(l.get(), FakeDnsServer::Mode::forward, ub->port());
+  REQUIRE(proxy);
+  auto options = options_for({proxy->address()});
+  options.cache.enabled = false;
+  auto r = make_resolver(l, options);
+  for (int i = 0; i < 24; ++i) (void)query_mx(l, *r, "multi.test");
+  options.dnssec = true;
+  auto validating = make_resolver(l, options);
+  (void)query_mx(l, *validating, "multi.test");
+  REQUIRE(proxy->ids().size() == 25);
+  // ares_send keeps the id it is given: mailq draws them (a fixed or counted id would make
+  // forged answers easy to match).
+  std::vector<std::uint16_t> ids = proxy->ids();
+  std::sort(ids.begin(), ids.end());
+  CHECK(std::unique(ids.begin(), ids.end()) - ids.begin() >= 23);
+  for (std::size_t i = 0; i < 24; ++i) CHECK((proxy->flags()[i] & 0x0020) == 0);
+  CHECK((proxy->flags()[24] & 0x0020) != 0);  // AD asked for (RFC 6840 5.7)
+  CHECK((proxy->flags()[24] & 0x0100) != 0);  // RD, as ares_query sets it
+}
+
 TEST_CASE("ares resolver sends its queries from the configured source address", "[ares][unbound]") {
   REQUIRE_UNBOUND(ub);
   Loop l;

@@ -405,6 +405,8 @@ void FakeDnsServer::on_front(uv_udp_t* h, ssize_t n, const uv_buf_t* buf, const 
   std::size_t question_end = 0;
   if (!parse_question(p, len, &question, &qtype, &question_end)) return;
   self->questions_.push_back(question);
+  self->ids_.push_back(static_cast<std::uint16_t>(p[0] << 8 | p[1]));
+  self->flags_.push_back(static_cast<std::uint16_t>(p[2] << 8 | p[3]));
   char client[64] = {};
   if (from->sa_family == AF_INET)
     uv_ip4_name(reinterpret_cast<const sockaddr_in*>(from), client, sizeof(client));

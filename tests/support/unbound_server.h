@@ -99,6 +99,9 @@ class FakeDnsServer {
   const std::vector<std::string>& questions() const { return questions_; }
   /// The source address of each query received, in order ("127.0.0.3").
   const std::vector<std::string>& clients() const { return clients_; }
+  /// The message id and the header flags (second 16-bit word) of each query, in order.
+  const std::vector<std::uint16_t>& ids() const { return ids_; }
+  const std::vector<std::uint16_t>& flags() const { return flags_; }
   /// Forward mode: an upstream answer that starts with a CNAME is cut after it (nothing of the
   /// chain's target, no authority or additional records), as a server that does not follow
   /// CNAME chains (an authoritative server for the alias's zone only) answers.
@@ -120,6 +123,8 @@ class FakeDnsServer {
   uv_udp_t* back_ = nullptr;   // faces the upstream (forward mode)
   std::vector<std::string> questions_;
   std::vector<std::string> clients_;
+  std::vector<std::uint16_t> ids_;
+  std::vector<std::uint16_t> flags_;
   std::unordered_map<std::uint16_t, sockaddr_storage> askers_;  // forward mode: id -> client
 };
 
