@@ -123,6 +123,11 @@ struct SmtpClientOptions {
   /// (TlsClientOptions::tlsa).
   std::vector<dane::TlsaRecord> dane_tlsa;
   std::string dane_domain;
+  /// Who wants the certificate checked without demanding it ("the MTA-STS policy of
+  /// example.com, id 2026a (mode testing)"): with `tls` opportunistic or required, STARTTLS
+  /// checks the certificate for `tls_server_name` against `ca_file` and lets it through
+  /// (TlsClientOptions::check); the result is in tls() after the handshake.
+  std::string tls_checked_for;
   SmtpTimeouts timeouts;
   std::size_t max_reply_line = 4096;  ///< a longer reply line is a protocol error
   std::size_t max_reply_lines = 256;  ///< a longer multi-line reply is a protocol error

@@ -49,6 +49,10 @@ struct TlsClientOptions {
   /// server's, valid now, for `server_name` or `dane_domain`. No match fails the handshake.
   std::vector<dane::TlsaRecord> tlsa;
   std::string dane_domain;  ///< the next-hop (recipient) domain, DANE-TA's second name
+  /// Without `verify`: check the chain and `server_name` as `verify` would (against
+  /// `ca_file`), but let the handshake through whatever the result; TlsInfo::verified and
+  /// TlsInfo::verify_problem say how it went (an MTA-STS policy in mode testing).
+  bool check = false;
 };
 
 /// What a finished handshake negotiated, for the log ("TLSv1.3 TLS_AES_256_GCM_SHA384").
@@ -57,6 +61,9 @@ struct TlsInfo {
   std::string cipher;
   bool verified = false;  ///< by the CAs, or by a TLSA record (then `dane` says which)
   std::string dane;       ///< the TLSA record that matched ("3 1 1 8b2f…e0a1"), else empty
+  /// With TlsClientOptions::check, when the certificate did not pass: why ("The certificate
+  /// Common Name (CN) does not match with the expected CN").
+  std::string verify_problem;
   std::string peer_subject;
 };
 

@@ -113,9 +113,12 @@ class TlsConfig {
 
   // `dane`: the certificate is checked after the handshake against TLSA records (TlsSession),
   // not by mbedTLS against CAs: any chain is let through the handshake, TLS 1.2 at least.
-  bool init(bool verify, bool dane, std::string* error) {
+  // `check`: the chain is verified against the CAs but the handshake goes on whatever the
+  // result (TlsSession::info says it), with opportunistic TLS's versions.
+  bool init(bool verify, bool dane, bool check, std::string* error) {
     verify_ = verify;
     dane_ = dane;
+    check_ = check;
     int ret = mbedtls_ssl_config_defaults(&conf_, MBEDTLS_SSL_IS_CLIENT,
                                           MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
     if (ret != 0) {
@@ -127,6 +130,11 @@ class TlsConfig {
       mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_OPTIONAL);
       mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3,
                                    MBEDTLS_SSL_MINOR_VERSION_3);
+    } else if (check) {
+      mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_OPTIONAL);
+      mbedtls_ssl_conf_ca_chain(&conf_, &ca_, nullptr);
+      mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                   MBEDTLS_SSL_MINOR_VERSION_1);
     } else if (verify) {
       mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_REQUIRED);
       mbedtls_ssl_conf_ca_chain(&conf_, &ca_, nullptr);
@@ -183,6 +191,7 @@ class TlsConfig {
   const mbedtls_ssl_config* conf() const noexcept { return &conf_; }
   bool verify() const noexcept { return verify_; }
   bool dane() const noexcept { return dane_; }
+  bool check() const noexcept { return check_; }
   bool server() const noexcept { return server_; }
   // The subject and the end of validity of our certificate, for the log.
   std::string own_certificate_summary() const {
@@ -205,6 +214,7 @@ class TlsConfig {
   std::string ca_path_;
   bool verify_ = false;
   bool dane_ = false;
+  bool check_ = false;
 };
 
 TlsContextCache::TlsContextCache(std::vector<std::string> system_ca_files)
@@ -216,7 +226,9 @@ std::shared_ptr<const TlsConfig> TlsContextCache::get(const TlsClientOptions& op
                                                       std::string* error) {
   const bool dane = !options.tlsa.empty();
   const bool verify = options.verify && !dane;
-  auto key = std::make_tuple(dane, verify, verify ? options.ca_file : std::string());
+  const bool check = options.check && !verify && !dane;
+  auto key = std::make_tuple(dane, verify || check ? (verify ? 1 : 2) : 0,
+                             verify || check ? options.ca_file : std::string());
   if (auto it = configs_.find(key); it != configs_.end()) return it->second;
 
   if (!random_) {
@@ -228,7 +240,7 @@ std::shared_ptr<const TlsConfig> TlsContextCache::get(const TlsClientOptions& op
     random_ = std::move(random);
   }
   auto config = std::make_shared<TlsConfig>(random_);
-  if (verify) {
+  if (verify || check) {
     if (!options.ca_file.empty()) {
       if (!config->load_ca(options.ca_file, error)) return nullptr;
     } else {
@@ -249,7 +261,7 @@ std::shared_ptr<const TlsConfig> TlsContextCache::get(const TlsClientOptions& op
       }
     }
   }
-  if (!config->init(verify, dane, error)) return nullptr;
+  if (!config->init(verify, dane, check, error)) return nullptr;
   configs_.emplace(std::move(key), config);
   return config;
 }
@@ -390,6 +402,8 @@ TlsSession::~TlsSession() = default;
 bool TlsSession::setup(std::shared_ptr<const TlsConfig> config, const TlsClientOptions& options) {
   config_ = std::move(config);
   verify_ = config_->verify();
+  check_ =
+      config_->check() && !names_ip_address(options.server_name) && !options.server_name.empty();
   if (config_->dane()) {
     tlsa_ = options.tlsa;
     dane_names_ = {options.server_name};
@@ -549,8 +563,11 @@ TlsInfo TlsSession::info() const {
     info.cipher = c;
     std::replace(info.cipher.begin(), info.cipher.end(), '-', '_');
   }
-  info.verified =
-      (verify_ && mbedtls_ssl_get_verify_result(&ssl_->ctx) == 0) || !dane_matched_.empty();
+  const std::uint32_t flags = mbedtls_ssl_get_verify_result(&ssl_->ctx);
+  info.verified = ((verify_ || check_) && flags == 0) || !dane_matched_.empty();
+  if (check_ && flags != 0)
+    info.verify_problem =
+        flags == UINT32_MAX ? std::string("no certificate was checked") : verify_flags_text(flags);
   info.dane = dane_matched_;
   if (const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl_->ctx)) {
     char dn[512];

@@ -53,7 +53,8 @@ class TlsContextCache {
  private:
   std::vector<std::string> system_ca_files_;
   std::shared_ptr<TlsRandom> random_;
-  std::map<std::tuple<bool, bool, std::string>, std::shared_ptr<const TlsConfig>> configs_;
+  // (DANE, 0 no check / 1 verify / 2 check only, CA file)
+  std::map<std::tuple<bool, int, std::string>, std::shared_ptr<const TlsConfig>> configs_;
 };
 
 /// The server side's config: `cert_file` (PEM chain, ours first) and `key_file` (PEM or DER,
@@ -113,6 +114,7 @@ class TlsSession {
   std::shared_ptr<const TlsConfig> config_;
   std::unique_ptr<Ssl> ssl_;
   bool verify_ = false;
+  bool check_ = false;                  ///< TlsClientOptions::check, for a host name
   std::vector<dane::TlsaRecord> tlsa_;  ///< DANE: the records to match after the handshake
   std::vector<std::string> dane_names_;
   std::string dane_matched_;  ///< the record that matched, for TlsInfo

@@ -171,6 +171,34 @@ TEST_CASE("STARTTLS verification fails for a self-signed certificate", "[uv][tls
   CHECK(server->output().find("DATA") == std::string::npos);
 }
 
+TEST_CASE("STARTTLS with check only lets any certificate through and says whether it passed",
+          "[uv][tls][mta_sts]") {
+  Pki p;
+  auto server = start_server(AiosmtpdServer::Tls::offered, p.pki.server_cert, p.pki.server_key);
+  TestLoop loop;
+  {
+    LoopClock clock(loop.get());
+    UvTransport transport(loop.get(), clock);
+    TlsClientOptions o;
+    o.server_name = TestPki::kServerName;
+    o.check = true;
+    o.ca_file = p.pki.ca_cert;
+    auto passed = run_script(loop, transport, server->endpoint(), o);
+    REQUIRE(passed->tls_info.has_value());
+    CHECK(passed->tls_info->verified);
+    CHECK(passed->tls_info->verify_problem.empty());
+    o.server_name = "other.mailq.test";
+    auto failed = run_script(loop, transport, server->endpoint(), o);
+    REQUIRE(failed->failure == "");
+    REQUIRE(failed->tls_info.has_value());
+    CHECK_FALSE(failed->tls_info->verified);
+    CHECK(failed->tls_info->verify_problem ==
+          "The certificate Common Name (CN) does not match with the expected CN");
+  }
+  require_clean_close(loop);
+  CHECK(server->wait_for_messages(2).size() == 2);
+}
+
 TEST_CASE("STARTTLS without verification accepts a self-signed certificate", "[uv][tls]") {
   Pki p;
   auto server =

@@ -562,7 +562,8 @@ TEST_CASE(
   REQUIRE(pki.generate(pki_dir.path(), &err));
   std::string policy_cert, policy_key, mx_cert, mx_key;
   REQUIRE(test::make_signed_cert(pki_dir.path(), pki, "policy",
-                                 "mta-sts.sts.test,mta-sts.mismatch.test,mta-sts.badcert.test",
+                                 "mta-sts.sts.test,mta-sts.mismatch.test,mta-sts.badcert.test,"
+                                 "mta-sts.tested.test",
                                  &policy_cert, &policy_key, &err));
   REQUIRE(
       test::make_signed_cert(pki_dir.path(), pki, "mx", "mx.sts.test", &mx_cert, &mx_key, &err));
@@ -573,9 +574,11 @@ TEST_CASE(
   https.serve("mta-sts.sts.test", enforce + "mx.sts.test\n");
   https.serve("mta-sts.mismatch.test", enforce + "mx.sts.test\n");
   https.serve("mta-sts.badcert.test", enforce + "mx.badcert.test\n");
+  https.serve("mta-sts.tested.test",
+              "version: STSv1\nmode: testing\nmax_age: 86400\nmx: mx.tested.test\n");
 
   std::string zone = kZone;
-  for (const std::string d : {"sts", "mismatch", "badcert"}) {
+  for (const std::string d : {"sts", "mismatch", "badcert", "tested"}) {
     zone += d + " 300 IN MX 10 mx." + d + ".test.\nmx." + d + " 300 IN A 127.0.0.1\n" +
             "_mta-sts." + d + " 300 IN TXT \"v=STSv1; id=1;\"\nmta-sts." + d +
             " 300 IN A 127.0.0.1\n";
@@ -592,13 +595,14 @@ TEST_CASE(
   std::string config = h.config_text(mx.endpoint().port, dns->address());
   const std::string route_tail = "tls = \"none\"\ndefault = true\n";
   REQUIRE(contains(config, route_tail));
-  // The MX certificates are checked against the test CA (the route's ca_file).
+  // The MX certificates are checked against the test CA (the route's ca_file); TLS when
+  // offered, so that a testing policy's certificate check has a handshake to look at.
   config.replace(config.find(route_tail), route_tail.size(),
-                 "tls = \"none\"\nca_file = \"" + pki.ca_cert + "\"\ndefault = true\n");
+                 "tls = \"opportunistic\"\nca_file = \"" + pki.ca_cert + "\"\ndefault = true\n");
   config += "\n[mta_sts]\nca_file = \"" + pki.ca_cert +
             "\"\nport = " + std::to_string(https.port()) + "\n";
   h.write_config(config);
-  for (const std::string to : {"a@sts.test", "b@mismatch.test", "c@badcert.test"})
+  for (const std::string to : {"a@sts.test", "b@mismatch.test", "c@badcert.test", "d@tested.test"})
     enqueue_offline(config, {to},
                     "From: s@sender.test\r\nTo: " + to + "\r\nSubject: sts\r\n\r\nhello\r\n");
   std::string out;
@@ -621,6 +625,13 @@ TEST_CASE(
                  "421 4.7.5 [internal] TLS handshake failed: certificate verification "
                  "failed: The certificate Common Name (CN) does not match with the expected "
                  "CN (required by the MTA-STS policy of badcert.test, id 1)"));
+  // tested.test: a testing policy names the MX, whose certificate is for another name: said in
+  // the log, delivered all the same.
+  CHECK(mx.wait_for_output("DATA tls=1 from=<someone@sender.test> to=<d@tested.test>"));
+  CHECK(contains(log,
+                 "fails the certificate check of the MTA-STS policy of tested.test, id 1 (mode "
+                 "testing): The certificate Common Name (CN) does not match with the expected CN; "
+                 "delivered all the same, as the policy only tests"));
   CHECK(mx.output().find("to=<b@mismatch.test>") == std::string::npos);
   CHECK(mx.output().find("to=<c@badcert.test>") == std::string::npos);
   // The queue tool says why each is still there.

@@ -327,7 +327,14 @@ TEST_CASE(
     auto r = f.run(f.mx("example.com"));
     REQUIRE(r);
     CHECK(r->targets.size() == 3);
-    for (const auto& t : r->targets) CHECK(t.tls_required_by.empty());
+    for (const auto& t : r->targets) {
+      CHECK(t.tls_required_by.empty());
+      // The hosts it names have their certificates checked, not demanded.
+      CHECK(t.tls_tested_by ==
+            (t.host == "rogue.example.net"
+                 ? ""
+                 : "the MTA-STS policy of example.com, id 2026a (mode testing)"));
+    }
     CHECK(r->warnings.back().find("(mode testing): used") != std::string::npos);
   }
   SECTION("testing never defers by itself: MX records that are addresses fail as before") {

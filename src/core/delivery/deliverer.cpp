@@ -160,6 +160,8 @@ SmtpClientOptions Deliverer::Impl::client_options(const Run& run, const detail::
     o.dane_tlsa = target.tlsa;
     if (!target.tlsa.empty()) o.dane_domain = run.destination->domain;
   }
+  if (!target.tls_tested_by.empty() && o.tls != TlsPolicy::verify && o.tls != TlsPolicy::none)
+    o.tls_checked_for = target.tls_tested_by;
   o.tls_server_name = target.host;
   o.ca_file = route.ca_file;
   o.auth = route.auth;

@@ -33,6 +33,9 @@ struct Target {
   /// policy no longer applies to the host), with none usable it is not authenticated.
   bool dane = false;
   std::vector<dane::TlsaRecord> tlsa;  ///< the usable records
+  /// Set when an MTA-STS policy in mode testing names this host: its certificate is checked
+  /// (not demanded) and a failure said in the log. The words name the policy.
+  std::string tls_tested_by;
 };
 
 /// Drops targets at or after the first one whose address is local (a loop), as `plan_mx` does

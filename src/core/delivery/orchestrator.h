@@ -131,6 +131,7 @@ struct Deliverer::Impl final : detail::SessionOwner, detail::DeliveryListener {
   void host_failed(const Run& run, const detail::Target& target, const Note& note);
   void on_connect_failed(Session& s, std::error_code ec) override;
   void on_session_closed(Session& s) override { end_session(s); }
+  void on_certificate_check_failed(Session& s, const TlsInfo& info) override;
 
   void on_session_event(Session& s, SmtpEvent&& ev) override;
   void session_ready(Session& s);

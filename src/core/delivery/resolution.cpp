@@ -142,6 +142,8 @@ bool apply_sts(const sts::PolicyAnswer* answer, const std::string& domain,
         // would demand.
         h.tls_required_by = which;
         h.dane = false;
+      } else {
+        h.tls_tested_by = which + " (mode testing)";
       }
       kept.push_back(std::move(h));
       continue;

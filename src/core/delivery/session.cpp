@@ -68,6 +68,9 @@ void Session::on_tls(const Result<TlsInfo>& result) {
     const Error& e = result.error();
     client_.on_tls_failed(e.message.empty() ? e.code.message() : e.message, clock_.now());
   } else {
+    if (!target_.tls_tested_by.empty() && !result->verified)
+      owner_.on_certificate_check_failed(*this, *result);
+    if (dead) return;
     client_.on_tls_established(*result, clock_.now());
   }
   pump();

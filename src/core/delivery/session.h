@@ -33,6 +33,12 @@ class SessionOwner {
   virtual void on_session_event(Session& session, SmtpEvent&& event) = 0;
   /// The peer closed the connection and the client reported what it meant.
   virtual void on_session_closed(Session& session) = 0;
+  /// The certificate of a host an MTA-STS policy in mode testing names did not pass the
+  /// check (`info.verify_problem` says why); the session goes on.
+  virtual void on_certificate_check_failed(Session& session, const TlsInfo& info) {
+    (void)session;
+    (void)info;
+  }
 };
 
 class Session final : public ConnectionHandler, public std::enable_shared_from_this<Session> {

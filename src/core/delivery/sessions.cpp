@@ -35,6 +35,17 @@ void Deliverer::Impl::connection_failed(Session& s, const Note& note, bool count
   end_session(s);
 }
 
+void Deliverer::Impl::on_certificate_check_failed(Session& s, const TlsInfo& info) {
+  auto run = s.run().lock();
+  if (!run) return;
+  const detail::Target& t = s.target();
+  notice(EventKind::notice, run->key(),
+         "MX host " + t.host + " (" + HostPort{t.address, t.port}.to_string() +
+             ") fails the certificate check of " + t.tls_tested_by + ": " +
+             (info.verify_problem.empty() ? std::string("not verified") : info.verify_problem) +
+             "; delivered all the same, as the policy only tests");
+}
+
 void Deliverer::Impl::host_failed(const Run& run, const detail::Target& target, const Note& note) {
   // The last host's failure is what the jobs get (their Q or R records); the ones before it
   // would leave no trace otherwise.

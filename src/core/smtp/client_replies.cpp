@@ -144,6 +144,8 @@ void SmtpClient::Impl::on_starttls_reply(const Reply& r, TimePoint now) {
     if (o.verify) {
       o.tlsa = opt.dane_tlsa;
       o.dane_domain = opt.dane_domain;
+    } else {
+      o.check = !opt.tls_checked_for.empty();
     }
     emit(smtp_event::StartTls{std::move(o)});
   } else if (negative(r)) {
