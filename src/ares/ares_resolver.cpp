@@ -585,6 +585,7 @@ struct AresResolver::Impl {
       } else {
         r.entry.tlsa = ttls->tlsa;
         r.entry.status = DnsStatus::ok;
+        ttl = ttls->answer_ttl;
       }
     } else if (status == ARES_SUCCESS) {
       status = parse_records(abuf, alen, lk.type, r.entry, ttl);
@@ -593,10 +594,6 @@ struct AresResolver::Impl {
         ttl = ttl ? std::min(*ttl, *ttls->answer_ttl) : *ttls->answer_ttl;
       }
     }
-    if (status == ARES_SUCCESS && lk.type == kDnsTypeTlsa && ttls && ttls->answer_ttl) {
-      ttl = *ttls->answer_ttl;
-    }
-    if (status == ARES_SUCCESS) r.entry.secure = options.dnssec && ttls && ttls->authenticated;
     if ((status == ARES_ENODATA || status == ARES_SUCCESS) && r.entry.status != DnsStatus::ok &&
         ttls && !ttls->cname_target.empty()) {
       alias_of = ttls->cname_target;
@@ -606,10 +603,6 @@ struct AresResolver::Impl {
       r.entry = DnsCacheEntry{};
       r.entry.status = m.status;
       r.entry.detail = std::move(m.detail);
-      if (options.dnssec && ttls && ttls->authenticated &&
-          (m.status == DnsStatus::nxdomain || m.status == DnsStatus::no_data)) {
-        r.entry.secure = true;  // a validated denial
-      }
       ttl.reset();
       if ((m.status == DnsStatus::nxdomain || m.status == DnsStatus::no_data) && ttls) {
         ttl = ttls->negative_ttl;
@@ -622,6 +615,8 @@ struct AresResolver::Impl {
         }
       }
     }
+    // Records or a denial the server validated; a failure is never secure.
+    r.entry.secure = options.dnssec && ttls && ttls->authenticated && !is_transient(r.entry.status);
     return r;
   }
 
@@ -1002,8 +997,7 @@ bool families_secure(const std::optional<RrResult>& a, const std::optional<RrRes
 AddressAnswer merge_addresses(const std::string& host, const std::optional<RrResult>& a,
                               const std::optional<RrResult>& aaaa, bool ipv6_first) {
   AddressAnswer merged = merge_address_records(host, a, aaaa, ipv6_first);
-  merged.secure = merged.status != DnsStatus::cancelled && !is_transient(merged.status) &&
-                  families_secure(a, aaaa);
+  merged.secure = !is_transient(merged.status) && families_secure(a, aaaa);
   return merged;
 }
 

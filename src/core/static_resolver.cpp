@@ -11,10 +11,6 @@ std::string key(const std::string& name) {
   std::transform(k.begin(), k.end(), k.begin(), [](unsigned char c) { return std::tolower(c); });
   return k;
 }
-// Only an answer can be validated: a failure is never secure.
-bool definite(DnsStatus s) {
-  return s == DnsStatus::ok || s == DnsStatus::nxdomain || s == DnsStatus::no_data;
-}
 }  // namespace
 
 void StaticResolver::set_mx(const std::string& domain, std::vector<MxRecord> records) {
@@ -73,7 +69,7 @@ void StaticResolver::query_mx(const std::string& domain, std::function<void(MxAn
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
-  a.secure = definite(a.status) && secure_.count(key(domain)) > 0;
+  a.secure = !is_transient(a.status) && secure_.count(key(domain)) > 0;
   answer_later(std::move(a), std::move(done));
 }
 
@@ -89,7 +85,7 @@ void StaticResolver::query_addresses(const std::string& host,
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
-  a.secure = definite(a.status) && secure_.count(key(host)) > 0;
+  a.secure = !is_transient(a.status) && secure_.count(key(host)) > 0;
   answer_later(std::move(a), std::move(done));
 }
 
@@ -118,7 +114,7 @@ void StaticResolver::query_txt(const std::string& name, std::function<void(TxtAn
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
-  a.secure = definite(a.status) && secure_.count(key(name)) > 0;
+  a.secure = !is_transient(a.status) && secure_.count(key(name)) > 0;
   answer_later(std::move(a), std::move(done));
 }
 
@@ -152,7 +148,7 @@ void StaticResolver::query_tlsa(const std::string& name, std::function<void(Tlsa
     a.status = DnsStatus::nxdomain;
     a.detail = "static: NXDOMAIN";
   }
-  a.secure = definite(a.status) && secure_.count(key(name)) > 0;
+  a.secure = !is_transient(a.status) && secure_.count(key(name)) > 0;
   answer_later(std::move(a), std::move(done));
 }
 

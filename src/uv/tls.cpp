@@ -111,14 +111,8 @@ class TlsConfig {
     return true;
   }
 
-  // `dane`: the certificate is checked after the handshake against TLSA records (TlsSession),
-  // not by mbedTLS against CAs: any chain is let through the handshake, TLS 1.2 at least.
-  // `check`: the chain is verified against the CAs but the handshake goes on whatever the
-  // result (TlsSession::info says it), with opportunistic TLS's versions.
-  bool init(bool verify, bool dane, bool check, std::string* error) {
-    verify_ = verify;
-    dane_ = dane;
-    check_ = check;
+  bool init(CertCheck mode, std::string* error) {
+    mode_ = mode;
     int ret = mbedtls_ssl_config_defaults(&conf_, MBEDTLS_SSL_IS_CLIENT,
                                           MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
     if (ret != 0) {
@@ -126,16 +120,16 @@ class TlsConfig {
       return false;
     }
     mbedtls_ssl_conf_rng(&conf_, mbedtls_ctr_drbg_random, random_->drbg());
-    if (dane) {
+    if (mode == CertCheck::dane) {
       mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_OPTIONAL);
       mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3,
                                    MBEDTLS_SSL_MINOR_VERSION_3);
-    } else if (check) {
+    } else if (mode == CertCheck::check) {
       mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_OPTIONAL);
       mbedtls_ssl_conf_ca_chain(&conf_, &ca_, nullptr);
       mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3,
                                    MBEDTLS_SSL_MINOR_VERSION_1);
-    } else if (verify) {
+    } else if (mode == CertCheck::verify) {
       mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_REQUIRED);
       mbedtls_ssl_conf_ca_chain(&conf_, &ca_, nullptr);
       mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3,
@@ -189,9 +183,7 @@ class TlsConfig {
   }
 
   const mbedtls_ssl_config* conf() const noexcept { return &conf_; }
-  bool verify() const noexcept { return verify_; }
-  bool dane() const noexcept { return dane_; }
-  bool check() const noexcept { return check_; }
+  CertCheck mode() const noexcept { return mode_; }
   bool server() const noexcept { return server_; }
   // The subject and the end of validity of our certificate, for the log.
   std::string own_certificate_summary() const {
@@ -212,9 +204,7 @@ class TlsConfig {
   bool server_ = false;
   mbedtls_ssl_config conf_;
   std::string ca_path_;
-  bool verify_ = false;
-  bool dane_ = false;
-  bool check_ = false;
+  CertCheck mode_ = CertCheck::none;
 };
 
 TlsContextCache::TlsContextCache(std::vector<std::string> system_ca_files)
@@ -224,11 +214,12 @@ TlsContextCache::~TlsContextCache() = default;
 
 std::shared_ptr<const TlsConfig> TlsContextCache::get(const TlsClientOptions& options,
                                                       std::string* error) {
-  const bool dane = !options.tlsa.empty();
-  const bool verify = options.verify && !dane;
-  const bool check = options.check && !verify && !dane;
-  auto key = std::make_tuple(dane, verify || check ? (verify ? 1 : 2) : 0,
-                             verify || check ? options.ca_file : std::string());
+  const CertCheck mode = !options.tlsa.empty() ? CertCheck::dane
+                         : options.verify      ? CertCheck::verify
+                         : options.check       ? CertCheck::check
+                                               : CertCheck::none;
+  const bool uses_cas = mode == CertCheck::verify || mode == CertCheck::check;
+  auto key = std::make_pair(mode, uses_cas ? options.ca_file : std::string());
   if (auto it = configs_.find(key); it != configs_.end()) return it->second;
 
   if (!random_) {
@@ -240,7 +231,7 @@ std::shared_ptr<const TlsConfig> TlsContextCache::get(const TlsClientOptions& op
     random_ = std::move(random);
   }
   auto config = std::make_shared<TlsConfig>(random_);
-  if (verify || check) {
+  if (uses_cas) {
     if (!options.ca_file.empty()) {
       if (!config->load_ca(options.ca_file, error)) return nullptr;
     } else {
@@ -261,7 +252,7 @@ std::shared_ptr<const TlsConfig> TlsContextCache::get(const TlsClientOptions& op
       }
     }
   }
-  if (!config->init(verify, dane, check, error)) return nullptr;
+  if (!config->init(mode, error)) return nullptr;
   configs_.emplace(std::move(key), config);
   return config;
 }
@@ -401,10 +392,10 @@ TlsSession::~TlsSession() = default;
 
 bool TlsSession::setup(std::shared_ptr<const TlsConfig> config, const TlsClientOptions& options) {
   config_ = std::move(config);
-  verify_ = config_->verify();
-  check_ =
-      config_->check() && !names_ip_address(options.server_name) && !options.server_name.empty();
-  if (config_->dane()) {
+  verify_ = config_->mode() == CertCheck::verify;
+  check_ = config_->mode() == CertCheck::check && !names_ip_address(options.server_name) &&
+           !options.server_name.empty();
+  if (config_->mode() == CertCheck::dane) {
     tlsa_ = options.tlsa;
     dane_names_ = {options.server_name};
     if (!options.dane_domain.empty() && options.dane_domain != options.server_name)

@@ -10,7 +10,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -38,8 +37,16 @@ std::optional<dane::TlsaRecord> dane_match(const mbedtls_x509_crt* chain,
 class TlsRandom;
 class TlsConfig;
 
+/// What a client config does with the server's certificate.
+enum class CertCheck {
+  none,    ///< nothing (opportunistic TLS, TLS 1.0 at least)
+  verify,  ///< chain and name against the CAs, or the handshake fails (TLS 1.2 at least)
+  check,   ///< chain and name against the CAs, the result only reported (TlsInfo)
+  dane,    ///< any chain through the handshake, matched against TLSA records after it
+};
+
 /// The mbedTLS contexts of one transport: one entropy source and DRBG for all sessions, and
-/// one ssl config (with its trust store) per (verify, CA file).
+/// one ssl config (with its trust store) per (CertCheck, CA file).
 class TlsContextCache {
  public:
   explicit TlsContextCache(std::vector<std::string> system_ca_files);
@@ -53,8 +60,7 @@ class TlsContextCache {
  private:
   std::vector<std::string> system_ca_files_;
   std::shared_ptr<TlsRandom> random_;
-  // (DANE, 0 no check / 1 verify / 2 check only, CA file)
-  std::map<std::tuple<bool, int, std::string>, std::shared_ptr<const TlsConfig>> configs_;
+  std::map<std::pair<CertCheck, std::string>, std::shared_ptr<const TlsConfig>> configs_;
 };
 
 /// The server side's config: `cert_file` (PEM chain, ours first) and `key_file` (PEM or DER,

@@ -171,14 +171,9 @@ Resolution sts_failure(const Destination& dest, const sts::PolicyAnswer& policy,
 }
 
 // The TLSA records of the hosts whose addresses were secure, asked for together (RFC 7672
-// section 2.2): per host, the usable records, a note that it has none usable, or a lookup
-// failure that puts the host out of use.
+// section 2.2): an answer per host asked.
 struct TlsaLookup {
-  struct PerHost {
-    bool asked = false;
-    std::optional<TlsaAnswer> answer;
-  };
-  std::vector<PerHost> hosts;
+  std::vector<std::optional<TlsaAnswer>> answers;  ///< per host; empty: not asked
   std::size_t left = 0;
   std::function<void(TlsaLookup&)> finish;
   void one_done() {
@@ -186,15 +181,15 @@ struct TlsaLookup {
   }
 };
 
-// Applies the TLSA answers to the targets of the looked-up hosts. Returns the reply for a
-// host put out of use by a failed TLSA lookup (empty when none was).
+// Applies the TLSA answers to the targets of the looked-up hosts: per host, the usable
+// records, a note that it has none usable, or a lookup failure that puts the host out of use.
+// Returns the reply for such a failure (empty when there was none).
 std::optional<Reply> apply_tlsa(const std::vector<Target>& hosts, HostLookup& l,
                                 const TlsaLookup& t, std::vector<std::string>& warnings) {
   std::optional<Reply> lookup_error;
   for (std::size_t i = 0; i < hosts.size(); ++i) {
-    const TlsaLookup::PerHost& ph = t.hosts[i];
-    if (!ph.asked || !ph.answer) continue;
-    const TlsaAnswer& a = *ph.answer;
+    if (!t.answers[i]) continue;
+    const TlsaAnswer& a = *t.answers[i];
     const std::string name = dane::tlsa_name(hosts[i].host, hosts[i].port);
     if (a.status == DnsStatus::ok && a.secure) {
       auto usable = dane::usable_records(a.records);
@@ -230,18 +225,18 @@ std::optional<Reply> apply_tlsa(const std::vector<Target>& hosts, HostLookup& l,
   return lookup_error;
 }
 
-// What follows the address (and TLSA) lookups: aliases said, loops to self and internal
-// addresses cut, and the failure when nothing is left.
+// What follows the address (and TLSA) lookups, for the `targets` they left: aliases said,
+// loops to self and internal addresses cut, and the failure when nothing is left.
 void finish_hosts(const std::shared_ptr<const Destination>& dest, bool implicit,
                   const std::vector<std::string>& addresses, std::vector<std::string> warnings,
-                  HostLookup& l, std::optional<Reply> tlsa_error,
+                  const HostLookup& l, std::vector<Target> targets, std::optional<Reply> tlsa_error,
                   const std::function<void(Resolution)>& done) {
   Resolution r;
   r.warnings = std::move(warnings);
   for (const auto& alias : l.aliases)
     r.warnings.push_back("MX host " + alias + " (" + dest->domain +
                          "): an MX names a host, not an alias (RFC 2181 section 10.3); used");
-  r.targets = l.targets();
+  r.targets = std::move(targets);
   if (!cut_local_addresses(r.targets, addresses)) {
     Resolution f =
         failure(replies::mx_loops_to_self(),
@@ -309,7 +304,8 @@ void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRec
     look_up(hosts, resolver, clock, false,
             [dest, implicit, addresses = self.addresses, warnings = std::move(warnings),
              done = std::move(done)](HostLookup& l) mutable {
-              finish_hosts(dest, implicit, addresses, std::move(warnings), l, std::nullopt, done);
+              finish_hosts(dest, implicit, addresses, std::move(warnings), l, l.targets(),
+                           std::nullopt, done);
             });
     return;
   }
@@ -323,7 +319,7 @@ void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRec
             auto lookup = std::make_shared<HostLookup>(l);
             lookup->finish = nullptr;
             auto tlsa = std::make_shared<TlsaLookup>();
-            tlsa->hosts.resize(hosts.size());
+            tlsa->answers.resize(hosts.size());
             tlsa->finish = [dest, implicit, hosts, sts_policy, addresses, owner, lookup,
                             warnings = std::move(warnings),
                             done = std::move(done)](TlsaLookup& t) mutable {
@@ -337,27 +333,16 @@ void resolve_mx_hosts(std::shared_ptr<const Destination> dest, std::vector<MxRec
                 done(sts_failure(*dest, *sts_policy, std::move(warnings)));
                 return;
               }
-              // Put the kept targets back per host, in order, for finish_hosts.
-              for (auto& per : lookup->per_host) per.clear();
-              for (auto& target : all) {
-                for (std::size_t i = 0; i < hosts.size(); ++i) {
-                  if (hosts[i].host == target.host && hosts[i].preference == target.preference) {
-                    lookup->per_host[i].push_back(std::move(target));
-                    break;
-                  }
-                }
-              }
-              finish_hosts(dest, implicit, addresses, std::move(warnings), *lookup,
+              finish_hosts(dest, implicit, addresses, std::move(warnings), *lookup, std::move(all),
                            std::move(error), done);
             };
             tlsa->left = 1;  // held until every query is out
             for (std::size_t i = 0; i < hosts.size(); ++i) {
               if (!lookup->secure[i] || lookup->per_host[i].empty()) continue;
-              tlsa->hosts[i].asked = true;
               ++tlsa->left;
               resolver.query_tlsa(dane::tlsa_name(hosts[i].host, hosts[i].port),
                                   [tlsa, i](TlsaAnswer a) {
-                                    tlsa->hosts[i].answer = std::move(a);
+                                    tlsa->answers[i] = std::move(a);
                                     tlsa->one_done();
                                   });
             }
